@@ -1,0 +1,64 @@
+# Tollgate: `make run` starts the demo stack, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+WASM_TARGET := wasm32-wasip1
+FILTERS    := llm mcp a2a
+DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
+CARGO      ?= cargo
+
+.PHONY: help build wasm-target venv test test-rust test-e2e lint validate run bench clean
+
+help:
+	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams)"
+	@echo "make test   - clippy, unit tests, envoy --mode validate, end-to-end tests through Envoy"
+	@echo "make build  - build dist/tollgate_{llm,mcp,a2a}.wasm"
+	@echo "make bench  - side-by-side performance run (not part of make test)"
+
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+build: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) --workspace
+	@mkdir -p dist
+	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/tollgate_$$f.wasm dist/; done
+	@ls -l dist/*.wasm
+
+# The virtualenv is rebuilt whenever the pinned requirements change.
+$(VENV)/.installed: tests/requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r tests/requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lint: wasm-target
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --target $(WASM_TARGET) -- -D warnings
+
+test-rust:
+	$(CARGO) test --workspace
+
+# Every Envoy config in the repo must pass `envoy --mode validate` (it loads the modules too).
+validate: venv build
+	@for f in envoy/*.yaml; do \
+	  $(VENV)/bin/envoy --mode validate -c "$$f" -l error >/dev/null || { echo "INVALID: $$f"; exit 1; }; \
+	  echo "valid: $$f"; \
+	done
+
+test-e2e: venv build
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+test: lint test-rust validate test-e2e
+
+run: venv build
+	$(PY) examples/run_stack.py
+
+bench: venv build
+	bash bench/run.sh
+
+clean:
+	rm -rf dist target $(VENV)

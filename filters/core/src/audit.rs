@@ -1,0 +1,152 @@
+//! One audit-record schema for all three filters.
+//!
+//! Every record has the same envelope (schema, layer, time, request and trace ids, identity,
+//! decision, status, timings) and a layer-specific `detail` flattened beside it. Records go
+//! to filter state `wasm.<filter_state_key>` (for `%FILTER_STATE(wasm.tollgate.audit:PLAIN)%`
+//! in access logs) and, when configured, to Envoy's log as one JSON line.
+
+use crate::host::{Host, LogLevel};
+use crate::identity::Identity;
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "tollgate.audit/v1";
+/// Prefix of the JSON log line, so log shippers can pick audit lines out.
+pub const LOG_PREFIX: &str = "tollgate.audit ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Llm,
+    Mcp,
+    A2a,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// The request failed before a policy decision (bad input, unknown key, ...).
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Record<'a, D: Serialize> {
+    pub schema: &'static str,
+    pub layer: Layer,
+    /// Start of the request, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<&'a str>,
+    pub identity: Option<&'a Identity>,
+    pub decision: Decision,
+    /// False when the decision was recorded but not enforced (dry run).
+    pub enforced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    #[serde(flatten)]
+    pub detail: D,
+}
+
+impl<'a, D: Serialize> Record<'a, D> {
+    pub fn new(layer: Layer, timestamp_ms: u64, detail: D) -> Self {
+        Record {
+            schema: SCHEMA,
+            layer,
+            timestamp_ms,
+            request_id: None,
+            trace_id: None,
+            span_id: None,
+            parent_span_id: None,
+            identity: None,
+            decision: Decision::Allow,
+            enforced: true,
+            rule_id: None,
+            status: None,
+            duration_ms: None,
+            error: None,
+            detail,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Also write each record to Envoy's log (component `wasm`, level info) as one JSON line.
+    #[serde(default)]
+    pub log: bool,
+    /// Filter-state name; the access log reads `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+    #[serde(default = "default_key")]
+    pub filter_state_key: String,
+}
+
+fn default_key() -> String {
+    "tollgate.audit".into()
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { log: false, filter_state_key: default_key() }
+    }
+}
+
+/// Serializes and emits one record. Emitting again in the same request replaces the filter
+/// state (callers emitting several records per request pass them as one JSON array instead).
+pub fn emit<D: Serialize>(host: &dyn Host, config: &AuditConfig, record: &Record<'_, D>) {
+    match serde_json::to_vec(record) {
+        Ok(json) => emit_json(host, config, &json),
+        Err(e) => host.log(LogLevel::Error, &format!("tollgate: audit record not serializable: {e}")),
+    }
+}
+
+/// Emits already-serialized JSON (one record or an array of records).
+pub fn emit_json(host: &dyn Host, config: &AuditConfig, json: &[u8]) {
+    if let Err(e) = host.set_property(&[&config.filter_state_key], json) {
+        host.log(LogLevel::Warn, &format!("tollgate: cannot set audit filter state: {e}"));
+    }
+    if config.log {
+        host.log(LogLevel::Info, &format!("{LOG_PREFIX}{}", String::from_utf8_lossy(json)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::MemoryHost;
+
+    #[derive(Serialize)]
+    struct Detail {
+        model: &'static str,
+    }
+
+    #[test]
+    fn envelope_and_detail_are_flat() {
+        let host = MemoryHost::new();
+        let mut record = Record::new(Layer::Llm, 1700, Detail { model: "gpt-4o" });
+        record.trace_id = Some("abc");
+        record.status = Some(200);
+        emit(&host, &AuditConfig { log: true, ..Default::default() }, &record);
+        let json = host.prop(&["tollgate.audit"]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["layer"], "llm");
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["decision"], "allow");
+        assert_eq!(v["enforced"], true);
+        assert!(v["identity"].is_null());
+        assert!(host.logs.borrow()[0].1.starts_with(LOG_PREFIX));
+    }
+}

@@ -1,0 +1,23 @@
+//! Shared pieces of the Tollgate filters.
+//!
+//! Everything here is pure Rust that never touches the proxy-wasm host directly, except
+//! [`wasm_host`], the one place that talks to Envoy. Filters take a `&dyn Host`, so their
+//! decision logic runs natively in `cargo test` against [`host::MemoryHost`].
+
+pub mod audit;
+pub mod config;
+pub mod glob;
+pub mod hash;
+pub mod host;
+pub mod identity;
+pub mod jsonrpc;
+pub mod limits;
+pub mod metrics;
+pub mod pairs;
+#[cfg(target_arch = "wasm32")]
+pub mod plugin;
+pub mod reply;
+pub mod sse;
+pub mod trace;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm_host;

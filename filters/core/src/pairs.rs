@@ -1,0 +1,94 @@
+//! proxy-wasm's pair serialization, used for header maps and map-valued properties.
+
+/// proxy-wasm pair serialization: count, (key_len, value_len)*, then NUL-terminated strings.
+pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The inverse of [`serialize_pairs`]; malformed input yields what could be read.
+pub fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    let read_u32 = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let mut out = Vec::new();
+    let Some(count) = read_u32(0) else { return out };
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        match (read_u32(4 + i * 8), read_u32(8 + i * 8)) {
+            (Some(k), Some(v)) => sizes.push((k, v)),
+            _ => return out,
+        }
+    }
+    let mut at = 4 + count * 8;
+    for (k, v) in sizes {
+        let (Some(key), Some(value)) = (bytes.get(at..at + k), bytes.get(at + k + 1..at + k + 1 + v)) else {
+            return out;
+        };
+        out.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+        at += k + v + 2;
+    }
+    out
+}
+
+
+/// Decodes pairs only if `bytes` is exactly one well-formed pair serialization.
+/// Envoy returns list-valued properties (e.g. a JWT `groups` claim) this way: each element
+/// as a key with an empty value.
+pub fn deserialize_pairs_exact(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let pairs = deserialize_pairs(bytes);
+    let count = bytes.get(0..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    if pairs.len() != count {
+        return None;
+    }
+    let expected: usize = 4 + count * 8 + pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    (expected == bytes.len()).then_some(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let pairs = [("a", "1"), ("content-type", "application/json"), ("", "")];
+        let bytes = serialize_pairs(&pairs);
+        let back = deserialize_pairs(&bytes);
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[1], ("content-type".to_string(), "application/json".to_string()));
+    }
+
+    #[test]
+    fn exact_decoding_tells_lists_from_strings() {
+        // What Envoy returned for a JWT claim `"groups": ["eng", "admins"]`.
+        let list = b"\x02\0\0\0\x03\0\0\0\0\0\0\0\x06\0\0\0\0\0\0\0eng\0\0admins\0\0";
+        let pairs = deserialize_pairs_exact(list).unwrap();
+        assert_eq!(pairs[0].0, "eng");
+        assert_eq!(pairs[1].0, "admins");
+        assert!(deserialize_pairs_exact(b"alice").is_none());
+    }
+
+    #[test]
+    fn truncated_pairs_do_not_panic() {
+        let bytes = serialize_pairs(&[("key", "value")]);
+        for cut in 0..bytes.len() {
+            let _ = deserialize_pairs(&bytes[..cut]);
+        }
+        assert!(deserialize_pairs(&[255, 255, 255, 255]).is_empty());
+    }
+}

@@ -1,0 +1,251 @@
+//! Incremental Server-Sent Events parser.
+//!
+//! Feed it response body chunks as they pass; it calls back once per complete event and
+//! keeps only the event in progress (events may be split anywhere, even inside a CRLF).
+//! With `keep_raw`, each callback also gets the event's exact bytes, so a rewriter can
+//! pass untouched events through verbatim and replace only the ones it changes.
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field; `None` means the default type `message`.
+    pub event: Option<String>,
+    /// `data:` lines joined with `\n`.
+    pub data: String,
+    pub id: Option<String>,
+}
+
+impl SseEvent {
+    /// Serializes the event back to the wire (LF line endings).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.data.len() + 32);
+        if let Some(id) = &self.id {
+            out.extend_from_slice(b"id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(event) = &self.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(event.as_bytes());
+            out.push(b'\n');
+        }
+        for line in self.data.split('\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
+/// What a block of SSE bytes up to a blank line turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SseItem<'a> {
+    /// A dispatched event.
+    Event(&'a SseEvent),
+    /// A block with no data (comments, keep-alives, a lone `retry:`): nothing to dispatch.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseError {
+    /// The event in progress grew past the configured maximum.
+    EventTooLarge,
+}
+
+#[derive(Debug)]
+pub struct SseParser {
+    line: Vec<u8>,
+    event: SseEvent,
+    has_data: bool,
+    last_was_cr: bool,
+    keep_raw: bool,
+    raw: Vec<u8>,
+    max_event_bytes: usize,
+    event_bytes: usize,
+}
+
+impl SseParser {
+    pub fn new(max_event_bytes: usize) -> Self {
+        SseParser {
+            line: Vec::new(),
+            event: SseEvent::default(),
+            has_data: false,
+            last_was_cr: false,
+            keep_raw: false,
+            raw: Vec::new(),
+            max_event_bytes,
+            event_bytes: 0,
+        }
+    }
+
+    /// Also hand each event's exact bytes to the callback.
+    pub fn keeping_raw(mut self) -> Self {
+        self.keep_raw = true;
+        self
+    }
+
+    /// Bytes held for the event in progress (the parser's whole memory footprint).
+    pub fn pending_bytes(&self) -> usize {
+        self.event_bytes
+    }
+
+    /// Raw bytes of the incomplete event in progress (only with `keeping_raw`).
+    pub fn pending_raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Parses `chunk`; calls `on_item(item, raw)` per complete block. `raw` is empty unless
+    /// `keeping_raw` was set. (With CRLF endings the final LF of a block travels at the start
+    /// of the next block's raw bytes: a lone CR already ends a line, so output stays valid.)
+    pub fn feed(&mut self, chunk: &[u8], mut on_item: impl FnMut(SseItem<'_>, &[u8])) -> Result<(), SseError> {
+        for &byte in chunk {
+            if self.keep_raw {
+                self.raw.push(byte);
+            }
+            self.event_bytes += 1;
+            if self.event_bytes > self.max_event_bytes {
+                return Err(SseError::EventTooLarge);
+            }
+            match byte {
+                b'\n' if self.last_was_cr => self.last_was_cr = false,
+                b'\n' | b'\r' => {
+                    self.last_was_cr = byte == b'\r';
+                    self.end_line(&mut on_item);
+                }
+                _ => {
+                    self.last_was_cr = false;
+                    self.line.push(byte);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end_line(&mut self, on_item: &mut impl FnMut(SseItem<'_>, &[u8])) {
+        if self.line.is_empty() {
+            self.dispatch(on_item);
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        if line[0] != b':' {
+            let (name, value) = match line.iter().position(|b| *b == b':') {
+                Some(i) => {
+                    let mut v = &line[i + 1..];
+                    if v.first() == Some(&b' ') {
+                        v = &v[1..];
+                    }
+                    (&line[..i], v)
+                }
+                None => (&line[..], &b""[..]),
+            };
+            let value = String::from_utf8_lossy(value);
+            match name {
+                b"data" => {
+                    if self.has_data {
+                        self.event.data.push('\n');
+                    }
+                    self.event.data.push_str(&value);
+                    self.has_data = true;
+                }
+                b"event" => self.event.event = Some(value.into_owned()),
+                b"id" if !value.contains('\0') => self.event.id = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        // Reuse the line's allocation.
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn dispatch(&mut self, on_item: &mut impl FnMut(SseItem<'_>, &[u8])) {
+        if self.has_data {
+            on_item(SseItem::Event(&self.event), &self.raw);
+        } else {
+            on_item(SseItem::Other, &self.raw);
+        }
+        self.event = SseEvent::default();
+        self.has_data = false;
+        self.raw.clear();
+        self.event_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(parser: &mut SseParser, chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        for c in chunks {
+            parser
+                .feed(c, |item, _| {
+                    if let SseItem::Event(e) = item {
+                        out.push(e.clone())
+                    }
+                })
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn events_split_anywhere() {
+        let stream = b"event: message_start\r\ndata: {\"a\":1}\r\n\r\n: keep-alive\n\ndata: line1\ndata: line2\nid: 7\n\ndata: [DONE]\n\n";
+        let whole = collect(&mut SseParser::new(1 << 20), &[stream]);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0].event.as_deref(), Some("message_start"));
+        assert_eq!(whole[0].data, "{\"a\":1}");
+        assert_eq!(whole[1].data, "line1\nline2");
+        assert_eq!(whole[1].id.as_deref(), Some("7"));
+        assert_eq!(whole[2].data, "[DONE]");
+        for split in 0..stream.len() {
+            let (a, b) = stream.split_at(split);
+            assert_eq!(collect(&mut SseParser::new(1 << 20), &[a, b]), whole, "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(collect(&mut SseParser::new(1 << 20), &bytes), whole);
+    }
+
+    #[test]
+    fn cr_only_and_no_space_after_colon() {
+        let events = collect(&mut SseParser::new(1024), &[b"data:x\r\revent:y\rdata:z\r\r"]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].data, "x");
+        assert_eq!(events[1].event.as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn holds_only_the_event_in_progress() {
+        let mut parser = SseParser::new(1 << 20);
+        for _ in 0..1000 {
+            collect(&mut parser, &[b"data: {\"chunk\":\"aaaaaaaaaaaaaaaaaaaaaaaa\"}\n\n"]);
+        }
+        collect(&mut parser, &[b"data: part"]);
+        assert_eq!(parser.pending_bytes(), 10);
+    }
+
+    #[test]
+    fn oversized_event_is_an_error() {
+        let mut parser = SseParser::new(8);
+        assert_eq!(parser.feed(b"data: 0123456789", |_, _| {}), Err(SseError::EventTooLarge));
+    }
+
+    #[test]
+    fn raw_bytes_reproduce_the_stream() {
+        let stream = b"event: a\r\ndata: 1\r\n\r\n: ping\n\ndata: 2\n\n";
+        let mut parser = SseParser::new(1024).keeping_raw();
+        let mut out = Vec::new();
+        for c in stream.chunks(3) {
+            parser.feed(c, |_, raw| out.extend_from_slice(raw)).unwrap();
+        }
+        out.extend_from_slice(parser.pending_raw());
+        assert_eq!(out, stream.to_vec());
+    }
+
+    #[test]
+    fn serialize_round_trips() {
+        let e = SseEvent { event: Some("x".into()), data: "a\nb".into(), id: Some("1".into()) };
+        assert_eq!(collect(&mut SseParser::new(1024), &[&e.to_bytes()]), vec![e]);
+    }
+}
