@@ -131,12 +131,15 @@ fn fetch(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> HostResult<Optio
     }
 }
 
+/// Segments joined by NUL, without a trailing NUL (as the proxy-wasm SDK does): Envoy keeps
+/// a trailing NUL in `set_property` keys, so `wasm.<name>` filter state would not be found.
 fn serialize_path(path: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
     for segment in path {
         out.extend_from_slice(segment.as_bytes());
         out.push(0);
     }
+    out.pop();
     out
 }
 

@@ -1,21 +1,502 @@
-//! Configuration of the LLM filter, validated once at load.
+//! Configuration of the LLM filter: parsed strictly (`deny_unknown_fields` everywhere),
+//! validated once at load, and compiled into [`State`], the immutable per-VM state every
+//! request shares. Every refusal names the offending field.
+//!
+//! ```json
+//! {
+//!   "identity": {"api_keys": {"keys": [{"sha256": "<hex>", "name": "alice-key",
+//!                 "principal": "alice", "team": "payments", "models": ["gpt-4o*"]}]}},
+//!   "require_identity": true,
+//!   "provider_header": "x-tollgate-provider",
+//!   "providers": [{"name": "provider-a", "apis": ["openai_chat"],
+//!                  "credential": {"env": "PROVIDER_A_KEY", "send_as": "bearer"}}],
+//!   "models": [{"model": "gpt-4o*", "provider": "provider-a"},
+//!              {"model": "fast", "provider": "provider-a", "upstream_model": "gpt-4o-mini"}],
+//!   "prices": [{"model": "gpt-4o-mini", "input": 0.15, "cached_input": 0.075, "output": 0.6}]
+//! }
+//! ```
 
+use crate::api::{AuthScheme, ClientApi};
+use crate::cost::{Price, PriceTable};
+use crate::record::ModelLabels;
+use crate::routing::{Provider, Router};
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
 use tollgate_core::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
+use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Who the caller is: the core identity sources (API-key map, jwt_authn claims, ...).
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Refuse requests that present no credential at all (401). Default: true when any
+    /// identity source is configured, false otherwise (anonymous use).
+    #[serde(default)]
+    pub require_identity: Option<bool>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Request header the filter sets to the chosen provider's name; Envoy routes match it.
+    #[serde(default = "default_provider_header")]
+    pub provider_header: String,
+    /// Largest request body accepted (413 above). Envoy's own buffer limit
+    /// (`per_connection_buffer_limit_bytes`, 1 MiB by default) must be at least this.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Add `stream_options.include_usage: true` to streaming OpenAI Chat requests that lack
+    /// it, so the stream ends with a usage chunk the filter can count.
+    #[serde(default = "default_true")]
+    pub inject_stream_usage: bool,
+    /// Ask providers for uncompressed responses (`accept-encoding: identity`), so usage can
+    /// be read from them. A compressed response cannot be counted and is recorded as an
+    /// estimate. Put Envoy's compressor filter before this one to compress towards clients.
+    #[serde(default = "default_true")]
+    pub upstream_identity_encoding: bool,
+    /// Bytes per token for estimates when a provider reports no usage.
+    #[serde(default = "default_bytes_per_token")]
+    pub estimate_bytes_per_token: u32,
+    /// Distinct `model` metric label values per VM; further models are labelled `other`.
+    #[serde(default = "default_max_model_labels")]
+    pub max_model_labels: usize,
+    /// Largest single SSE event (or streamed JSON element) the usage parser holds.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelRoute>,
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            identity: IdentityConfig::default(),
+            require_identity: None,
+            audit: AuditConfig::default(),
+            provider_header: default_provider_header(),
+            max_request_bytes: default_max_request_bytes(),
+            inject_stream_usage: true,
+            upstream_identity_encoding: true,
+            estimate_bytes_per_token: default_bytes_per_token(),
+            max_model_labels: default_max_model_labels(),
+            max_event_bytes: default_max_event_bytes(),
+            providers: Vec::new(),
+            models: Vec::new(),
+            prices: Vec::new(),
+        }
+    }
+}
+
+fn default_provider_header() -> String {
+    "x-tollgate-provider".into()
+}
+fn default_max_request_bytes() -> usize {
+    1 << 20
+}
+fn default_true() -> bool {
+    true
+}
+fn default_bytes_per_token() -> u32 {
+    4
+}
+fn default_max_model_labels() -> usize {
+    200
+}
+fn default_max_event_bytes() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The value of `provider_header` for this provider; an Envoy route maps it to a cluster.
+    pub name: String,
+    /// Client APIs this provider speaks (requests are passed through, not translated).
+    /// Absent: all of them.
+    #[serde(default)]
+    pub apis: Option<Vec<ClientApi>>,
+    /// The provider's own credential, sent instead of the client's Tollgate key.
+    #[serde(default)]
+    pub credential: Option<CredentialConfig>,
+    /// Extra request headers sent to this provider (e.g. `anthropic-version`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Environment variable of the Wasm VM holding the key (`vm_config.environment_variables`).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// The key itself (prefer `env`: plugin configuration shows up in config dumps).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// How to send it: `bearer`, `x-api-key` or `x-goog-api-key`. Absent: the client API's
+    /// own scheme (OpenAI bearer, Anthropic x-api-key, Gemini x-goog-api-key).
+    #[serde(default)]
+    pub send_as: Option<AuthScheme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    /// Model name the client asks for: exact (`gpt-4o`), glob (`gpt-4o*`), or an alias of
+    /// your own (`fast`) together with `upstream_model`.
+    pub model: String,
+    /// Name of an entry in `providers`.
+    pub provider: String,
+    /// Model name sent to the provider instead of the requested one.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+/// Prices in US dollars per million tokens, as providers publish them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Upstream model name (exact or glob) the price applies to.
+    pub model: String,
+    pub input: f64,
+    pub output: f64,
+    /// Cache reads; default: `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Cache writes; default: `input`.
+    #[serde(default)]
+    pub cache_creation: Option<f64>,
+    /// Reasoning (thinking) output; default: `output`.
+    #[serde(default)]
+    pub reasoning: Option<f64>,
+}
+
+/// Everything a request needs, built once per VM from [`Config`].
+#[derive(Debug)]
+pub struct State {
+    pub identity: IdentityConfig,
+    pub require_identity: bool,
+    pub audit: AuditConfig,
+    pub provider_header: String,
+    pub max_request_bytes: usize,
+    pub inject_stream_usage: bool,
+    pub upstream_identity_encoding: bool,
+    pub estimate_bytes_per_token: u32,
+    pub max_event_bytes: usize,
+    pub model_labels: ModelLabels,
+    pub router: Router,
+    pub prices: PriceTable,
+    /// Request headers that may carry a client credential: all removed before forwarding.
+    pub client_credential_headers: Vec<String>,
+}
+
+fn bad(path: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::field(path, message)
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A model name or pattern: non-empty, no whitespace or control characters.
+fn check_model_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(bad(path, "must not be empty"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(path, format!("`{name}` must not contain whitespace or control characters")));
+    }
+    Ok(())
+}
+
+fn check_price(path: &str, value: Option<f64>) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) => {
+            Err(bad(path, "must be a number of dollars per million tokens between 0 and 1000000"))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.identity.validate("identity")
+        self.identity.validate("identity")?;
+        if self.require_identity == Some(true) && self.identity.is_empty() {
+            return Err(bad("require_identity", "is true but no identity source is configured"));
+        }
+        if !is_header_name(&self.provider_header) {
+            return Err(bad("provider_header", "must be a lowercase header name"));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(bad("max_request_bytes", "must be greater than 0"));
+        }
+        if self.estimate_bytes_per_token == 0 {
+            return Err(bad("estimate_bytes_per_token", "must be greater than 0"));
+        }
+        if self.max_event_bytes < 1024 {
+            return Err(bad("max_event_bytes", "must be at least 1024"));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            let name_ok = !p.name.is_empty()
+                && p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !name_ok {
+                return Err(bad(&format!("{at}.name"), "must be non-empty letters, digits, `-`, `_` or `.`"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(bad(&format!("{at}.name"), format!("duplicate provider `{}`", p.name)));
+            }
+            if let Some(apis) = &p.apis {
+                if apis.is_empty() {
+                    return Err(bad(&format!("{at}.apis"), "must not be empty (omit it to allow all)"));
+                }
+            }
+            if let Some(c) = &p.credential {
+                match (&c.env, &c.value) {
+                    (Some(env), None) if !env.is_empty() => {}
+                    (None, Some(value)) if !value.is_empty() => {}
+                    _ => return Err(bad(&format!("{at}.credential"), "set exactly one of `env` or `value`")),
+                }
+            }
+            for (name, value) in &p.headers {
+                if !is_header_name(name) || name == &self.provider_header {
+                    return Err(bad(&format!("{at}.headers.{name}"), "must be a lowercase header name"));
+                }
+                if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    return Err(bad(&format!("{at}.headers.{name}"), "value must not contain CR, LF or NUL"));
+                }
+            }
+        }
+        let mut exact = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let at = format!("models[{i}]");
+            check_model_name(&format!("{at}.model"), &m.model)?;
+            if Glob::new(&m.model).is_exact() && !exact.insert(m.model.as_str()) {
+                return Err(bad(&format!("{at}.model"), format!("duplicate model `{}`", m.model)));
+            }
+            if !names.contains(m.provider.as_str()) {
+                return Err(bad(&format!("{at}.provider"), format!("unknown provider `{}`", m.provider)));
+            }
+            if let Some(up) = &m.upstream_model {
+                check_model_name(&format!("{at}.upstream_model"), up)?;
+                if up.contains(['*', '?']) {
+                    return Err(bad(&format!("{at}.upstream_model"), "must be a model name, not a pattern"));
+                }
+            }
+        }
+        for (i, p) in self.prices.iter().enumerate() {
+            let at = format!("prices[{i}]");
+            check_model_name(&format!("{at}.model"), &p.model)?;
+            check_price(&format!("{at}.input"), Some(p.input))?;
+            check_price(&format!("{at}.output"), Some(p.output))?;
+            check_price(&format!("{at}.cached_input"), p.cached_input)?;
+            check_price(&format!("{at}.cache_creation"), p.cache_creation)?;
+            check_price(&format!("{at}.reasoning"), p.reasoning)?;
+        }
+        Ok(())
+    }
+}
+
+/// Dollars per million tokens -> integer micro-dollars per million tokens (rounded once).
+fn micros(dollars: f64) -> u64 {
+    (dollars * 1_000_000.0).round() as u64
+}
+
+impl Config {
+    /// Compiles the validated config, reading credentials from the VM's environment.
+    pub fn compile(self) -> Result<State, ConfigError> {
+        self.compile_with(&|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::compile`], with the environment lookup injected (for tests).
+    pub fn compile_with(self, env: &dyn Fn(&str) -> Option<String>) -> Result<State, ConfigError> {
+        let mut providers = Vec::with_capacity(self.providers.len());
+        for (i, p) in self.providers.into_iter().enumerate() {
+            let credential = match p.credential {
+                None => None,
+                Some(c) => {
+                    let key = match (c.env, c.value) {
+                        (Some(var), _) => match env(&var).filter(|v| !v.is_empty()) {
+                            Some(v) => v,
+                            None => {
+                                return Err(bad(
+                                    &format!("providers[{i}].credential.env"),
+                                    format!("environment variable `{var}` is not set in the Wasm VM (vm_config.environment_variables)"),
+                                ))
+                            }
+                        },
+                        (None, Some(v)) => v,
+                        (None, None) => return Err(bad(&format!("providers[{i}].credential"), "set `env` or `value`")),
+                    };
+                    if key.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                        return Err(bad(&format!("providers[{i}].credential"), "key must not contain CR, LF or NUL"));
+                    }
+                    Some((key, c.send_as))
+                }
+            };
+            providers.push(Provider {
+                name: p.name,
+                apis: p.apis,
+                credential,
+                headers: p.headers.into_iter().collect(),
+            });
+        }
+        let router = Router::new(providers, self.models.into_iter().map(|m| (m.model, m.provider, m.upstream_model)));
+        let prices = PriceTable::new(self.prices.into_iter().map(|p| {
+            let price = Price {
+                input: micros(p.input),
+                cached_input: micros(p.cached_input.unwrap_or(p.input)),
+                cache_creation: micros(p.cache_creation.unwrap_or(p.input)),
+                output: micros(p.output),
+                reasoning: micros(p.reasoning.unwrap_or(p.output)),
+            };
+            (p.model, price)
+        }));
+        let mut client_credential_headers: Vec<String> =
+            ["authorization", "x-api-key", "x-goog-api-key"].iter().map(|s| s.to_string()).collect();
+        if let Some(keys) = &self.identity.api_keys {
+            for h in &keys.headers {
+                let h = h.to_ascii_lowercase();
+                if !client_credential_headers.contains(&h) {
+                    client_credential_headers.push(h);
+                }
+            }
+        }
+        Ok(State {
+            require_identity: self.require_identity.unwrap_or(!self.identity.is_empty()),
+            identity: self.identity,
+            audit: self.audit,
+            provider_header: self.provider_header,
+            max_request_bytes: self.max_request_bytes,
+            inject_stream_usage: self.inject_stream_usage,
+            upstream_identity_encoding: self.upstream_identity_encoding,
+            estimate_bytes_per_token: self.estimate_bytes_per_token,
+            max_event_bytes: self.max_event_bytes,
+            model_labels: ModelLabels::new(self.max_model_labels),
+            router,
+            prices,
+            client_credential_headers,
+        })
+    }
+}
+
+/// Parses, validates and compiles a configuration (what `on_configure` does).
+pub fn load_with(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<State, ConfigError> {
+    tollgate_core::config::load::<Config>(bytes)?.compile_with(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load(v: serde_json::Value) -> Result<State, ConfigError> {
+        load_with(v.to_string().as_bytes(), &|name| (name == "KEY_A").then(|| "sk-a".to_string()))
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "providers": [{"name": "a", "credential": {"env": "KEY_A"}},
+                          {"name": "b", "apis": ["anthropic_messages"], "credential": {"value": "sk-b", "send_as": "x-api-key"}}],
+            "models": [{"model": "gpt-*", "provider": "a"}, {"model": "fast", "provider": "a", "upstream_model": "gpt-4o-mini"}],
+            "prices": [{"model": "gpt-4o-mini", "input": 0.15, "output": 0.6}]
+        })
+    }
+
+    #[test]
+    fn empty_config_loads_with_defaults() {
+        let state = load_with(b"", &|_| None).unwrap();
+        assert!(!state.require_identity);
+        assert_eq!(state.provider_header, "x-tollgate-provider");
+        assert!(state.inject_stream_usage);
+        assert_eq!(state.max_request_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn full_config_compiles_credentials_and_prices() {
+        let state = load(base()).unwrap();
+        let a = state.router.provider("a").unwrap();
+        assert_eq!(a.credential.as_ref().unwrap().0, "sk-a");
+        let p = state.prices.lookup("gpt-4o-mini").unwrap();
+        assert_eq!((p.input, p.cached_input, p.output, p.reasoning), (150_000, 150_000, 600_000, 600_000));
+    }
+
+    fn err(v: serde_json::Value) -> String {
+        load(v).unwrap_err().0
+    }
+
+    #[test]
+    fn bad_references_and_values_name_the_field() {
+        let mut v = base();
+        v["models"][1]["provider"] = json!("nope");
+        assert!(err(v).starts_with("models[1].provider: unknown provider `nope`"));
+
+        let mut v = base();
+        v["models"][0]["model"] = json!("");
+        assert!(err(v).starts_with("models[0].model:"));
+
+        let mut v = base();
+        v["models"][0]["model"] = json!("gpt 4");
+        assert!(err(v).starts_with("models[0].model:"));
+
+        let mut v = base();
+        v["models"][1]["upstream_model"] = json!("gpt-*");
+        assert!(err(v).starts_with("models[1].upstream_model:"));
+
+        let mut v = base();
+        v["providers"][0]["credential"] = json!({"env": "MISSING"});
+        assert!(err(v).starts_with("providers[0].credential.env: environment variable `MISSING`"));
+
+        let mut v = base();
+        v["providers"][0]["credential"] = json!({"env": "KEY_A", "value": "x"});
+        assert!(err(v).starts_with("providers[0].credential:"));
+
+        let mut v = base();
+        v["providers"][1]["apis"] = json!(["openai_chatt"]);
+        let e = err(v);
+        assert!(e.starts_with("providers[1].apis[0]: unknown variant"), "{e}");
+
+        let mut v = base();
+        v["providers"][1]["name"] = json!("a");
+        assert!(err(v).starts_with("providers[1].name: duplicate provider"));
+
+        let mut v = base();
+        v["prices"][0]["output"] = json!(-1);
+        assert!(err(v).starts_with("prices[0].output:"));
+
+        let mut v = base();
+        v["prices"][0]["inptu"] = json!(1);
+        let e = err(v);
+        assert!(e.starts_with("prices[0].inptu: unknown field `inptu`"), "{e}");
+
+        let mut v = base();
+        v["models"].as_array_mut().unwrap().push(json!({"model": "fast", "provider": "a"}));
+        assert!(err(v).starts_with("models[2].model: duplicate model `fast`"));
+
+        let mut v = base();
+        v["require_identity"] = json!(true);
+        assert!(err(v).starts_with("require_identity:"));
+
+        let mut v = base();
+        v["provider_header"] = json!("X-Bad Header");
+        assert!(err(v).starts_with("provider_header:"));
+    }
+
+    #[test]
+    fn identity_requirement_defaults_to_configured_sources() {
+        let mut v = base();
+        v["identity"] = json!({"api_keys": {"keys": [{"sha256": "a".repeat(64), "name": "k", "principal": "p"}]}});
+        let state = load(v.clone()).unwrap();
+        assert!(state.require_identity);
+        v["require_identity"] = json!(false);
+        assert!(!load(v).unwrap().require_identity);
     }
 }

@@ -1,0 +1,866 @@
+//! One request through the LLM filter, host-agnostic: every callback takes `&dyn Host`,
+//! so the whole flow runs natively against `MemoryHost` in unit tests, and `filter.rs`
+//! only maps these calls to proxy-wasm.
+//!
+//! Request headers: detect the client API from the path (unknown path: 404), continue the
+//! W3C trace, resolve the caller (401 for an unknown key, and for no key when identity is
+//! required), strip every client credential header, hold the headers (Pause).
+//! Request body: buffered until complete (the model decides the route): 413 over the limit,
+//! 400 for bad JSON / no model, 404 unknown model, 403 model not allowed for the key; then
+//! rewrite the model (alias) and inject `stream_options.include_usage`, set the routing
+//! header (Envoy re-selects the route), the provider's credential and extra headers.
+//! Response: counted chunk by chunk while it streams through (never buffered).
+//! Log: one audit record and the metrics.
+
+use crate::api::{self, ClientApi, Endpoint, GeminiAction, Refusal};
+use crate::config::State;
+use crate::cost::cost_micro_usd;
+use crate::record::{self, Labels, LlmDetail};
+use crate::routing::model_allowed;
+use crate::usage::{Framing, UsageTracker};
+#[cfg(test)]
+use crate::usage::Tokens;
+use std::rc::Rc;
+use tollgate_core::audit::{self, Decision, Layer, Record};
+use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::identity::{self, Identity, IdentityError};
+use tollgate_core::metrics::Metrics;
+use tollgate_core::reply;
+use tollgate_core::trace::{self, TraceStep};
+
+/// What the callback tells Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+/// Requested model names are cut to this length in records and messages.
+const MAX_MODEL_CHARS: usize = 256;
+
+/// Upstream error bodies kept for the record's error message.
+const MAX_ERROR_BODY: usize = 8 * 1024;
+
+#[derive(Debug)]
+struct Refused {
+    refusal: Refusal,
+    error_type: &'static str,
+    message: String,
+}
+
+pub struct Exchange {
+    state: Rc<State>,
+    metrics: Rc<Metrics>,
+    started_nanos: u64,
+    request_id: Option<String>,
+    trace: Option<TraceStep>,
+    endpoint: Option<Endpoint>,
+    identity: Option<Identity>,
+    model: Option<String>,
+    /// Set once the model matched a route (so it may be a metric label).
+    routed: bool,
+    upstream_model: Option<String>,
+    provider: Option<String>,
+    stream: bool,
+    max_output_tokens: Option<u64>,
+    usage_injected: bool,
+    request_bytes: u64,
+    /// Request body bytes buffered so far (for a body that ends with trailers).
+    buffered: usize,
+    had_content_length: bool,
+    refused: Option<Refused>,
+    forwarded: bool,
+    response_status: Option<u32>,
+    response_headers_nanos: Option<u64>,
+    first_token_nanos: Option<u64>,
+    tracker: Option<UsageTracker>,
+    error_body: Vec<u8>,
+    response_bytes: u64,
+    /// The response has a content-encoding: its bytes cannot be counted.
+    encoded_response: bool,
+    response_complete: bool,
+    last_provisional_nanos: u64,
+    finished: bool,
+}
+
+/// Minimum time between two provisional records of one streaming response.
+const PROVISIONAL_INTERVAL_NANOS: u64 = 250_000_000;
+
+fn ms_between(from: u64, to: u64) -> u64 {
+    to.saturating_sub(from) / 1_000_000
+}
+
+impl Exchange {
+    pub fn new(state: Rc<State>, metrics: Rc<Metrics>) -> Self {
+        Exchange {
+            state,
+            metrics,
+            started_nanos: 0,
+            request_id: None,
+            trace: None,
+            endpoint: None,
+            identity: None,
+            model: None,
+            routed: false,
+            upstream_model: None,
+            provider: None,
+            stream: false,
+            max_output_tokens: None,
+            usage_injected: false,
+            request_bytes: 0,
+            buffered: 0,
+            had_content_length: false,
+            refused: None,
+            forwarded: false,
+            response_status: None,
+            response_headers_nanos: None,
+            first_token_nanos: None,
+            tracker: None,
+            error_body: Vec::new(),
+            response_bytes: 0,
+            encoded_response: false,
+            response_complete: false,
+            last_provisional_nanos: 0,
+            finished: false,
+        }
+    }
+
+    fn api(&self) -> Option<ClientApi> {
+        self.endpoint.as_ref().map(|e| e.api)
+    }
+
+    /// Answers locally in the client API's error shape; the request never goes upstream.
+    fn refuse(&mut self, host: &dyn Host, refusal: Refusal, error_type: &'static str, message: String) -> Flow {
+        let body = api::error_body(self.api(), refusal, &message);
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if refusal == Refusal::Unauthenticated {
+            headers.push(("www-authenticate", "Bearer"));
+        }
+        if let Err(e) = reply::send_json(host, refusal.status(), &headers, &body) {
+            host.log(LogLevel::Error, &format!("tollgate-llm: cannot send local reply: {e}"));
+        }
+        self.refused = Some(Refused { refusal, error_type, message });
+        self.finish(host);
+        Flow::Pause
+    }
+
+    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
+        self.metrics.inc(host, record::REQUESTS, &[]);
+        self.started_nanos = host.now_nanos();
+        self.request_id = host.request_header("x-request-id");
+        let step = trace::participate(
+            host,
+            host.request_header("traceparent").as_deref(),
+            host.request_header("tracestate").as_deref(),
+            None,
+        );
+        host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
+        host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
+        self.trace = Some(step);
+        // Only the filter chooses the provider.
+        host.try_set_header(HeaderMap::Request, &self.state.provider_header, None);
+
+        let path = host.request_header(":path").unwrap_or_default();
+        let Some(endpoint) = api::detect(&path) else {
+            let shown: String = path.split('?').next().unwrap_or("").chars().take(200).collect();
+            return self.refuse(host, Refusal::NotFound, "unknown_path", format!("no LLM API at {shown}"));
+        };
+        self.stream = endpoint.gemini.as_ref().is_some_and(|g| g.action == GeminiAction::Stream);
+        let gemini = endpoint.gemini.clone();
+        self.endpoint = Some(endpoint);
+        let method = host.request_header(":method").unwrap_or_default();
+        if method != "POST" {
+            return self.refuse(host, Refusal::MethodNotAllowed, "method_not_allowed", format!("method {method} not allowed"));
+        }
+        if let Some(g) = &gemini {
+            // A Gemini key in the query (`?key=`) is a client credential too: read it like the
+            // header, and never forward it.
+            if let Some(key) = &g.key {
+                if host.request_header("x-goog-api-key").is_none() {
+                    host.try_set_header(HeaderMap::Request, "x-goog-api-key", Some(key));
+                }
+                host.try_set_header(HeaderMap::Request, ":path", Some(&g.to_path(&g.model)));
+            }
+        }
+        match identity::resolve(host, &self.state.identity) {
+            Ok(Some(identity)) => self.identity = Some(identity),
+            Ok(None) if self.state.require_identity => {
+                return self.refuse(host, Refusal::Unauthenticated, "missing_key", "no API key presented".into());
+            }
+            Ok(None) => {}
+            Err(IdentityError::UnknownApiKey) => {
+                return self.refuse(host, Refusal::Unauthenticated, "unknown_key", "invalid API key".into());
+            }
+        }
+        for name in &self.state.client_credential_headers {
+            host.try_set_header(HeaderMap::Request, name, None);
+        }
+        if end_of_stream {
+            return self.refuse(host, Refusal::BadRequest, "invalid_request", "request body required".into());
+        }
+        if let Some(length) = host.request_header("content-length") {
+            self.had_content_length = true;
+            if length.trim().parse::<u64>().is_ok_and(|n| n > self.state.max_request_bytes as u64) {
+                return self.too_large(host);
+            }
+        }
+        // Hold the headers: the route, credential and length are set once the body is read.
+        Flow::Pause
+    }
+
+    fn too_large(&mut self, host: &dyn Host) -> Flow {
+        let message = format!("request body exceeds {} bytes", self.state.max_request_bytes);
+        self.refuse(host, Refusal::TooLarge, "request_too_large", message)
+    }
+
+    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        if self.refused.is_some() {
+            return Flow::Pause;
+        }
+        if self.forwarded {
+            return Flow::Continue;
+        }
+        if body_size > self.state.max_request_bytes {
+            return self.too_large(host);
+        }
+        self.buffered = body_size;
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let body = host.body(BodyBuffer::Request, 0, body_size).ok().flatten().unwrap_or_default();
+        self.request_bytes = body.len() as u64;
+        let Some(endpoint) = self.endpoint.clone() else { return Flow::Continue };
+        let info = match api::parse_request(&endpoint, &body) {
+            Ok(info) => info,
+            Err(e) => return self.refuse(host, Refusal::BadRequest, "invalid_request", e.0),
+        };
+        // Kept for records and messages; a model name longer than this is not a real one.
+        let model: String = info.model.as_deref().unwrap_or_default().chars().take(MAX_MODEL_CHARS).collect();
+        self.model = Some(model.clone());
+        self.stream = info.stream;
+        self.max_output_tokens = info.max_output_tokens;
+        let state = self.state.clone();
+        let Some(route) = state.router.route(&model) else {
+            return self.refuse(host, Refusal::NotFound, "unknown_model", format!("model `{model}` does not exist"));
+        };
+        if !route.provider.speaks(endpoint.api) {
+            let message = format!("model `{model}` is not available through the {}", endpoint.api.title());
+            return self.refuse(host, Refusal::NotFound, "unsupported_api", message);
+        }
+        self.routed = true;
+        self.provider = Some(route.provider.name.clone());
+        self.upstream_model = Some(route.upstream_model.to_string());
+        let allowed = self.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
+        if !model_allowed(allowed, &model) {
+            return self.refuse(host, Refusal::Forbidden, "model_not_allowed", format!("this key may not use model `{model}`"));
+        }
+
+        let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
+        let body_model = (route.rewritten && endpoint.api != ClientApi::Gemini).then_some(route.upstream_model);
+        match api::rewrite_body(&body, &info, body_model, inject) {
+            Ok(Some(new_body)) => {
+                if let Err(e) = host.set_body(BodyBuffer::Request, 0, body_size, &new_body) {
+                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot rewrite request body: {e}"));
+                } else {
+                    self.usage_injected = inject;
+                    if self.had_content_length {
+                        host.try_set_header(HeaderMap::Request, "content-length", Some(&new_body.len().to_string()));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return self.refuse(host, Refusal::BadRequest, "invalid_request", format!("request body: {e}")),
+        }
+        if let (Some(g), true) = (&endpoint.gemini, route.rewritten) {
+            host.try_set_header(HeaderMap::Request, ":path", Some(&g.to_path(route.upstream_model)));
+        }
+        host.try_set_header(HeaderMap::Request, &state.provider_header, Some(&route.provider.name));
+        if let Some((name, value)) = route.provider.credential_header(endpoint.api) {
+            host.try_set_header(HeaderMap::Request, name, Some(&value));
+        }
+        if state.upstream_identity_encoding {
+            host.try_set_header(HeaderMap::Request, "accept-encoding", Some("identity"));
+        }
+        for (name, value) in &route.provider.headers {
+            host.try_set_header(HeaderMap::Request, name, Some(value));
+        }
+        self.forwarded = true;
+        self.provisional(host);
+        Flow::Continue
+    }
+
+    /// A body that ends with trailers: its end is the trailers, not an end-of-stream chunk.
+    pub fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
+        if self.refused.is_some() || self.forwarded || self.endpoint.is_none() {
+            return Flow::Continue;
+        }
+        self.on_request_body(host, self.buffered, true)
+    }
+
+    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
+        if self.refused.is_some() {
+            return Flow::Continue;
+        }
+        let now = host.now_nanos();
+        self.response_headers_nanos = Some(now);
+        let status = host.response_header(":status").and_then(|s| s.trim().parse::<u32>().ok());
+        self.response_status = status;
+        if let (true, Some(status), Some(api)) = (self.forwarded, status, self.api()) {
+            if status < 400 {
+                let gemini_stream =
+                    self.endpoint.as_ref().and_then(|e| e.gemini.as_ref()).is_some_and(|g| g.action == GeminiAction::Stream);
+                let content_type = host.response_header("content-type");
+                let framing = Framing::detect(content_type.as_deref(), gemini_stream);
+                self.encoded_response = host
+                    .response_header("content-encoding")
+                    .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+                self.tracker = Some(UsageTracker::new(api, framing, self.state.max_event_bytes));
+            }
+        }
+        if end_of_stream {
+            self.response_complete = true;
+            self.finish(host);
+        } else {
+            self.provisional(host);
+        }
+        Flow::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        if self.refused.is_some() {
+            return Flow::Continue;
+        }
+        if body_size > 0 {
+            let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+            self.response_bytes += chunk.len() as u64;
+            if let Some(tracker) = &mut self.tracker {
+                // A compressed body is passed on but not parsed (counted as an estimate).
+                let first = !self.encoded_response && tracker.feed(&chunk);
+                if first && self.first_token_nanos.is_none() {
+                    self.first_token_nanos = Some(host.now_nanos());
+                }
+                // Keep the provisional record current: at the first token, then at most
+                // every PROVISIONAL_INTERVAL.
+                let due = host.now_nanos().saturating_sub(self.last_provisional_nanos) >= PROVISIONAL_INTERVAL_NANOS;
+                if !end_of_stream && (first || due) {
+                    self.provisional(host);
+                }
+            } else if self.error_body.len() < MAX_ERROR_BODY {
+                let room = MAX_ERROR_BODY - self.error_body.len();
+                self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+        }
+        if end_of_stream {
+            self.response_complete = true;
+            self.finish(host);
+        }
+        Flow::Continue
+    }
+
+    /// Envoy's log phase: also runs when the client went away mid-stream. Envoy's access log
+    /// has already been written by then (filter state set here is not visible to it), so the
+    /// final record is normally written earlier, at the end of the response; this only
+    /// finishes requests that never got there (metrics, and Envoy's log with `audit.log`).
+    pub fn on_log(&mut self, host: &dyn Host) {
+        self.finish(host);
+    }
+
+    /// The final record and the metrics. Runs once.
+    fn finish(&mut self, host: &dyn Host) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.write_record(host, true);
+    }
+
+    /// A provisional record in filter state: what the access log shows if the request ends
+    /// before [`Exchange::finish`] (client gone mid-stream): the estimate so far.
+    fn provisional(&mut self, host: &dyn Host) {
+        if self.finished {
+            return;
+        }
+        self.last_provisional_nanos = host.now_nanos();
+        self.write_record(host, false);
+    }
+
+    fn write_record(&mut self, host: &dyn Host, is_final: bool) {
+        let now = host.now_nanos();
+        let duration_ms = ms_between(self.started_nanos, now);
+        let state = self.state.clone();
+        let ok_response = self.forwarded && self.response_status.is_some_and(|s| s < 400);
+        let report = match (&self.tracker, ok_response) {
+            (Some(tracker), true) => Some(tracker.report(self.request_bytes, state.estimate_bytes_per_token)),
+            // Forwarded, but no response at all (client went away before the headers).
+            _ if self.forwarded && self.response_status.is_none() => {
+                Some(crate::usage::estimate(None, false, self.request_bytes, 0, state.estimate_bytes_per_token))
+            }
+            _ => None,
+        };
+        let tokens = report.map(|r| r.tokens).unwrap_or_default();
+        let estimated = report.is_some_and(|r| r.estimated);
+        let price_model = self.upstream_model.as_deref().or(self.model.as_deref());
+        let cost = match (self.forwarded, price_model) {
+            (true, Some(model)) => state.prices.lookup(model).map(|p| cost_micro_usd(&tokens, p)),
+            _ => None,
+        };
+
+        let upstream_error = match self.response_status {
+            Some(s) if s >= 400 && self.forwarded => Some(
+                api::upstream_error_message(&self.error_body).unwrap_or_else(|| format!("HTTP {s}")),
+            ),
+            _ => None,
+        };
+        let status_error_type = self.response_status.filter(|s| *s >= 400).map(|s| format!("http_{s}"));
+        let incomplete = self.forwarded && !self.response_complete;
+        let (decision, status, error, error_type): (Decision, Option<u32>, Option<String>, Option<String>) =
+            match &self.refused {
+                Some(r) => {
+                    let decision = match r.refusal {
+                        Refusal::Unauthenticated | Refusal::Forbidden => Decision::Deny,
+                        _ => Decision::Error,
+                    };
+                    (decision, Some(r.refusal.status()), Some(r.message.clone()), Some(r.error_type.to_string()))
+                }
+                None => {
+                    let error = upstream_error.or_else(|| incomplete.then(|| "response ended before completion".to_string()));
+                    let error_type = status_error_type.or_else(|| incomplete.then(|| "incomplete".to_string()));
+                    (Decision::Allow, self.response_status, error, error_type)
+                }
+            };
+
+        let team = self.identity.as_ref().and_then(|i| i.team.as_deref());
+        let api = self.api();
+        let detail = LlmDetail {
+            api: api.map(ClientApi::name),
+            operation: api.map(ClientApi::operation),
+            team,
+            model: self.model.as_deref(),
+            upstream_model: self.upstream_model.as_deref(),
+            provider: self.provider.as_deref(),
+            stream: self.stream,
+            max_output_tokens: self.max_output_tokens,
+            usage_injected: self.usage_injected,
+            tokens: tokens.into(),
+            estimated,
+            cost_micro_usd: cost,
+            ttfb_ms: self.response_headers_nanos.map(|t| ms_between(self.started_nanos, t)),
+            ttft_ms: self.first_token_nanos.map(|t| ms_between(self.started_nanos, t)),
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            completed: self.refused.is_some() || self.response_complete,
+            error_type: error_type.as_deref(),
+        };
+        let trace = self.trace.as_ref();
+        let mut rec = Record::new(Layer::Llm, self.started_nanos / 1_000_000, detail);
+        rec.request_id = self.request_id.as_deref();
+        rec.trace_id = trace.map(|t| t.trace_id.as_str());
+        rec.span_id = trace.map(|t| t.span_id.as_str());
+        rec.parent_span_id = trace.and_then(|t| t.parent_span_id.as_deref());
+        rec.identity = self.identity.as_ref();
+        rec.decision = decision;
+        rec.rule_id = self.refused.as_ref().map(|r| r.error_type);
+        rec.status = status;
+        rec.duration_ms = Some(duration_ms);
+        rec.error = error.as_deref();
+        if !is_final {
+            match serde_json::to_vec(&rec) {
+                Ok(json) => {
+                    if let Err(e) = host.set_property(&[&state.audit.filter_state_key], &json) {
+                        host.log(LogLevel::Warn, &format!("tollgate-llm: cannot set audit filter state: {e}"));
+                    }
+                }
+                Err(e) => host.log(LogLevel::Error, &format!("tollgate-llm: audit record not serializable: {e}")),
+            }
+            return;
+        }
+        audit::emit(host, &state.audit, &rec);
+
+        let labels = Labels {
+            team: team.unwrap_or("none"),
+            model: match (&self.model, self.routed) {
+                (Some(model), true) => state.model_labels.label(model),
+                _ => "none",
+            },
+            provider: self.provider.as_deref().unwrap_or("none"),
+        };
+        record::emit_metrics(host, &self.metrics, labels, &rec.detail, duration_ms);
+    }
+
+    /// Token counts recorded so far (for tests).
+    #[cfg(test)]
+    fn tokens(&self) -> Option<Tokens> {
+        self.tracker.as_ref().map(|t| t.report(self.request_bytes, self.state.estimate_bytes_per_token).tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_with;
+    use serde_json::{json, Value};
+    use tollgate_core::hash::sha256_hex;
+    use tollgate_core::host::MemoryHost;
+
+    fn state() -> Rc<State> {
+        let cfg = json!({
+            "identity": {"api_keys": {"keys": [
+                {"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"},
+                {"sha256": sha256_hex(b"tg-bob"), "name": "bob-key", "principal": "bob", "team": "research", "models": ["gpt-*"]}
+            ]}},
+            "providers": [
+                {"name": "prov-a", "credential": {"env": "KEY_A"}, "headers": {"x-extra": "1"}},
+                {"name": "prov-b", "apis": ["anthropic_messages", "gemini"], "credential": {"value": "sk-b"}}
+            ],
+            "models": [
+                {"model": "gpt-*", "provider": "prov-a"},
+                {"model": "fast", "provider": "prov-a", "upstream_model": "gpt-4o-mini"},
+                {"model": "claude-*", "provider": "prov-b"},
+                {"model": "gemini-*", "provider": "prov-b"},
+                {"model": "gem-fast", "provider": "prov-b", "upstream_model": "gemini-2.0-flash"}
+            ],
+            "prices": [{"model": "gpt-*", "input": 2.5, "cached_input": 1.25, "output": 10}],
+            "max_request_bytes": 2048
+        });
+        Rc::new(load_with(cfg.to_string().as_bytes(), &|n| (n == "KEY_A").then(|| "sk-a".into())).unwrap())
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> MemoryHost {
+        let mut all = vec![(":method", "POST"), (":path", path), ("x-request-id", "rid-1")];
+        all.extend_from_slice(headers);
+        MemoryHost::with_request_headers(&all)
+    }
+
+    fn exchange() -> Exchange {
+        Exchange::new(state(), Rc::new(Metrics::new()))
+    }
+
+    fn send_body(ex: &mut Exchange, host: &MemoryHost, body: &[u8]) -> Flow {
+        *host.request_body.borrow_mut() = body.to_vec();
+        ex.on_request_body(host, body.len(), true)
+    }
+
+    fn respond(ex: &mut Exchange, host: &MemoryHost, status: &str, content_type: &str, chunks: &[&[u8]]) {
+        *host.response_headers.borrow_mut() = vec![(":status".into(), status.into()), ("content-type".into(), content_type.into())];
+        assert_eq!(ex.on_response_headers(host, false), Flow::Continue);
+        for (i, c) in chunks.iter().enumerate() {
+            *host.response_body.borrow_mut() = c.to_vec();
+            assert_eq!(ex.on_response_body(host, c.len(), i + 1 == chunks.len()), Flow::Continue);
+        }
+    }
+
+    fn audit(host: &MemoryHost) -> Value {
+        serde_json::from_slice(&host.prop(&["tollgate.audit"]).expect("audit record")).unwrap()
+    }
+
+    fn local_reply(host: &MemoryHost) -> (u32, Value) {
+        let (status, _, body) = host.local_reply.borrow().clone().expect("local reply");
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn header(host: &MemoryHost, name: &str) -> Option<String> {
+        host.request_header(name)
+    }
+
+    #[test]
+    fn chat_stream_routes_rewrites_injects_and_counts() {
+        let host = request(
+            "/v1/chat/completions",
+            &[("authorization", "Bearer tg-alice"), ("content-length", "99"), ("x-tollgate-provider", "prov-b"),
+              ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+        );
+        let mut ex = exchange();
+        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(header(&host, "authorization"), None);
+        assert_eq!(header(&host, "x-tollgate-provider"), None);
+        let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        *host.clock_nanos.borrow_mut() = 5_000_000;
+        assert_eq!(send_body(&mut ex, &host, body), Flow::Continue);
+        let sent: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini");
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        assert_eq!(header(&host, "content-length"), Some(host.request_body.borrow().len().to_string()));
+        assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+        assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-a"));
+        assert_eq!(header(&host, "x-extra").as_deref(), Some("1"));
+        assert_eq!(header(&host, "accept-encoding").as_deref(), Some("identity"));
+        let tp = header(&host, "traceparent").unwrap();
+        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && !tp.contains("00f067aa0ba902b7"));
+
+        // While the request is in flight, filter state holds a provisional record.
+        let provisional = audit(&host);
+        assert_eq!((provisional["completed"].as_bool(), provisional["estimated"].as_bool()), (Some(false), Some(true)));
+        assert_eq!(provisional["error_type"], "incomplete");
+
+        *host.clock_nanos.borrow_mut() = 20_000_000;
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        assert_eq!(ex.on_response_headers(&host, false), Flow::Continue);
+        let first = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n";
+        *host.response_body.borrow_mut() = first.to_vec();
+        *host.clock_nanos.borrow_mut() = 30_000_000;
+        assert_eq!(ex.on_response_body(&host, first.len(), false), Flow::Continue);
+        let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":100,\"prompt_tokens_details\":{\"cached_tokens\":200}}}\n\ndata: [DONE]\n\n";
+        *host.response_body.borrow_mut() = last.to_vec();
+        *host.clock_nanos.borrow_mut() = 45_000_000;
+        assert_eq!(ex.on_response_body(&host, last.len(), true), Flow::Continue);
+        // The final record is in filter state before Envoy's access log runs.
+        let r = audit(&host);
+        assert_eq!(r["layer"], "llm");
+        assert_eq!(r["api"], "openai_chat");
+        assert_eq!(r["model"], "fast");
+        assert_eq!(r["upstream_model"], "gpt-4o-mini");
+        assert_eq!(r["provider"], "prov-a");
+        assert_eq!(r["team"], "payments");
+        assert_eq!(r["identity"]["principal"], "alice");
+        assert_eq!(r["stream"], true);
+        assert_eq!(r["usage_injected"], true);
+        assert_eq!(r["tokens"], json!({"input": 1000, "output": 100, "cached_input": 200, "cache_creation": 0, "reasoning": 0, "total": 1100}));
+        assert_eq!(r["estimated"], false);
+        // 800 * 2.5 + 200 * 1.25 + 100 * 10 = 2000 + 250 + 1000 micro-dollars
+        assert_eq!(r["cost_micro_usd"], 3250);
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["decision"], "allow");
+        assert_eq!(r["ttfb_ms"], 20);
+        assert_eq!(r["ttft_ms"], 30);
+        assert_eq!(r["duration_ms"], 45);
+        assert_eq!(r["completed"], true);
+        assert_eq!(r["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(r["parent_span_id"], "00f067aa0ba902b7");
+        assert_eq!(r["request_id"], "rid-1");
+        assert_eq!(host.metric("tollgate.llm.requests"), Some(1));
+        assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.payments.model.fast.provider.prov-a"), Some(1000));
+        assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.payments.model.fast.provider.prov-a"), Some(3250));
+        // Finishing runs once: on_log after the end changes nothing.
+        *host.clock_nanos.borrow_mut() = 99_000_000;
+        ex.on_log(&host);
+        assert_eq!(audit(&host)["duration_ms"], 45);
+        assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.payments.model.fast.provider.prov-a"), Some(1));
+    }
+
+    #[test]
+    fn refusals_in_each_api_shape() {
+        // Unknown key, Anthropic shape.
+        let host = request("/v1/messages", &[("x-api-key", "nope")]);
+        let mut ex = exchange();
+        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        let (status, body) = local_reply(&host);
+        assert_eq!(status, 401);
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "authentication_error");
+        ex.on_log(&host);
+        let r = audit(&host);
+        assert_eq!((r["decision"].as_str(), r["status"].as_u64(), r["error_type"].as_str()), (Some("deny"), Some(401), Some("unknown_key")));
+        assert_eq!(host.metric("tollgate.llm.errors.team.none.model.none.provider.none.error_type.unknown_key"), Some(1));
+
+        // No key at all: 401 too (identity is configured).
+        let host = request("/v1/chat/completions", &[]);
+        exchange().on_request_headers(&host, false);
+        let (status, body) = local_reply(&host);
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+
+        // Model not allowed for bob, OpenAI shape.
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-bob")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        assert_eq!(send_body(&mut ex, &host, br#"{"model":"fast","messages":[]}"#), Flow::Pause);
+        let (status, body) = local_reply(&host);
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("model_not_allowed")));
+
+        // Unknown model, Gemini shape.
+        let host = request("/v1beta/models/nope:generateContent", &[("x-goog-api-key", "tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        send_body(&mut ex, &host, br#"{"contents":[]}"#);
+        let (status, body) = local_reply(&host);
+        assert_eq!((status, body["error"]["status"].as_str(), body["error"]["code"].as_u64()), (404, Some("NOT_FOUND"), Some(404)));
+
+        // Malformed JSON.
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        send_body(&mut ex, &host, b"{\"model\": ");
+        assert_eq!(local_reply(&host).0, 400);
+        ex.on_log(&host);
+        assert_eq!(audit(&host)["decision"], "error");
+
+        // Model served by a provider that does not speak the API.
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        send_body(&mut ex, &host, br#"{"model":"claude-3"}"#);
+        assert_eq!(local_reply(&host).0, 404);
+
+        // Too large: by content-length, and by the body itself.
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice"), ("content-length", "5000")]);
+        assert_eq!(exchange().on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(local_reply(&host).0, 413);
+        let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        assert_eq!(ex.on_request_body(&host, 1000, false), Flow::Pause);
+        assert!(host.local_reply.borrow().is_none());
+        assert_eq!(ex.on_request_body(&host, 3000, false), Flow::Pause);
+        let (status, body) = local_reply(&host);
+        assert_eq!((status, body["error"]["type"].as_str()), (413, Some("request_too_large")));
+
+        // Unknown path and wrong method.
+        let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/models")]);
+        exchange().on_request_headers(&host, true);
+        assert_eq!(local_reply(&host).0, 404);
+        let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/chat/completions")]);
+        exchange().on_request_headers(&host, true);
+        assert_eq!(local_reply(&host).0, 405);
+    }
+
+    #[test]
+    fn gemini_query_key_is_moved_and_path_rewritten_for_alias() {
+        let host = request("/v1beta/models/gem-fast:streamGenerateContent?alt=sse&key=tg-alice", &[]);
+        let mut ex = exchange();
+        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert!(host.local_reply.borrow().is_none());
+        assert_eq!(header(&host, "x-goog-api-key"), None);
+        assert_eq!(send_body(&mut ex, &host, br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#), Flow::Continue);
+        assert_eq!(header(&host, ":path").as_deref(), Some("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"));
+        assert_eq!(header(&host, "x-goog-api-key").as_deref(), Some("sk-b"));
+        assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-b"));
+        // Body untouched for Gemini.
+        assert_eq!(&*host.request_body.borrow(), br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#);
+        respond(&mut ex, &host, "200", "text/event-stream", &[
+            b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2}}\r\n\r\n",
+        ]);
+        assert_eq!(ex.tokens().unwrap(), Tokens { input: 3, output: 2, ..Default::default() });
+        ex.on_log(&host);
+        let r = audit(&host);
+        assert_eq!((r["stream"].as_bool(), r["upstream_model"].as_str()), (Some(true), Some("gemini-2.0-flash")));
+        assert!(r.get("cost_micro_usd").is_none());
+    }
+
+    #[test]
+    fn upstream_error_passes_through_and_is_recorded() {
+        let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        send_body(&mut ex, &host, br#"{"model":"claude-3","max_tokens":5,"messages":[]}"#);
+        assert_eq!(header(&host, "x-api-key").as_deref(), Some("sk-b"));
+        respond(&mut ex, &host, "529", "application/json", &[br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#]);
+        ex.on_log(&host);
+        let r = audit(&host);
+        assert_eq!((r["status"].as_u64(), r["error"].as_str(), r["error_type"].as_str()), (Some(529), Some("Overloaded"), Some("http_529")));
+        assert_eq!(r["decision"], "allow");
+        assert_eq!(r["tokens"]["total"], 0);
+        assert_eq!(r["estimated"], false);
+    }
+
+    #[test]
+    fn client_gone_mid_stream_records_an_estimate() {
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+        send_body(&mut ex, &host, body);
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        ex.on_response_headers(&host, false);
+        let chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"0123456789\"}}]}\n\n";
+        *host.response_body.borrow_mut() = chunk.to_vec();
+        ex.on_response_body(&host, chunk.len(), false);
+        ex.on_log(&host);
+        let r = audit(&host);
+        assert_eq!(r["usage_injected"], false);
+        assert_eq!(r["estimated"], true);
+        assert_eq!(r["completed"], false);
+        assert_eq!(r["error_type"], "incomplete");
+        assert_eq!(r["tokens"]["input"], (body.len() as u64).div_ceil(4));
+        assert_eq!(r["tokens"]["output"], 3);
+    }
+
+    #[test]
+    fn anonymous_when_no_identity_is_configured() {
+        let cfg = json!({"providers": [{"name": "p"}], "models": [{"model": "*", "provider": "p"}]});
+        let state = Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap());
+        let host = request("/v1/responses", &[("authorization", "Bearer whatever")]);
+        let mut ex = Exchange::new(state, Rc::new(Metrics::new()));
+        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(header(&host, "authorization"), None, "client credentials never reach the provider");
+        assert_eq!(send_body(&mut ex, &host, br#"{"model":"any","input":"x"}"#), Flow::Continue);
+        assert_eq!(header(&host, "content-length"), None);
+    }
+
+    #[test]
+    fn jwt_claims_identify_the_caller_and_the_token_is_not_forwarded() {
+        let cfg = json!({
+            "identity": {"jwt": {"payload_key": "payload", "team_claim": "org.team"}},
+            "providers": [{"name": "p", "credential": {"value": "sk-p"}}],
+            "models": [{"model": "*", "provider": "p"}]
+        });
+        let state = Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap());
+        assert!(state.require_identity);
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer eyJhbGciOi.jwt.sig")]);
+        let base = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload"];
+        host.set_prop(&[&base[..], &["sub"]].concat(), b"carol");
+        host.set_prop(&[&base[..], &["org", "team"]].concat(), b"platform");
+        let mut ex = Exchange::new(state.clone(), Rc::new(Metrics::new()));
+        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(send_body(&mut ex, &host, br#"{"model":"m","messages":[]}"#), Flow::Continue);
+        assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-p"));
+        respond(&mut ex, &host, "200", "application/json", &[br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#]);
+        let r = audit(&host);
+        assert_eq!((r["identity"]["principal"].as_str(), r["identity"]["source"].as_str(), r["team"].as_str()),
+                   (Some("carol"), Some("jwt"), Some("platform")));
+        // Without claims (jwt_authn let the request through unauthenticated): 401.
+        let host = request("/v1/chat/completions", &[]);
+        Exchange::new(state, Rc::new(Metrics::new())).on_request_headers(&host, false);
+        assert_eq!(local_reply(&host).0, 401);
+    }
+
+    #[test]
+    fn compressed_responses_are_passed_on_and_estimated() {
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        send_body(&mut ex, &host, br#"{"model":"gpt-4o","messages":[]}"#);
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-encoding".into(), "gzip".into())];
+        ex.on_response_headers(&host, false);
+        *host.response_body.borrow_mut() = vec![0x1f, 0x8b, 8, 0];
+        assert_eq!(ex.on_response_body(&host, 4, true), Flow::Continue);
+        let r = audit(&host);
+        assert_eq!((r["estimated"].as_bool(), r["response_bytes"].as_u64()), (Some(true), Some(4)));
+    }
+
+    #[test]
+    fn provisional_record_follows_the_stream_until_the_end() {
+        let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        send_body(&mut ex, &host, br#"{"model":"claude-3","max_tokens":9,"stream":true,"messages":[]}"#);
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        ex.on_response_headers(&host, false);
+        let feed = |ex: &mut Exchange, at_ms: u64, bytes: &[u8]| {
+            *host.clock_nanos.borrow_mut() = at_ms * 1_000_000;
+            *host.response_body.borrow_mut() = bytes.to_vec();
+            ex.on_response_body(&host, bytes.len(), false);
+            audit(&host)
+        };
+        let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n";
+        let delta = b"data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"abcdefgh\"}}\n\n";
+        let before = audit(&host);
+        assert_eq!(before["tokens"]["input"], 16, "estimated from the request bytes");
+        assert_eq!(feed(&mut ex, 1, start), before, "no content yet, not due: unchanged");
+        let r = feed(&mut ex, 2, delta);
+        assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64()), (Some(12), Some(2)), "first token");
+        assert_eq!(feed(&mut ex, 100, delta)["tokens"]["output"], 2, "throttled");
+        assert_eq!(feed(&mut ex, 400, delta)["tokens"]["output"], 6, "due again");
+        assert_eq!(r["completed"], false);
+    }
+
+    #[test]
+    fn a_body_ending_with_trailers_is_routed_at_the_trailers() {
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let mut ex = exchange();
+        ex.on_request_headers(&host, false);
+        let body = br#"{"model":"gpt-4o","messages":[]}"#;
+        *host.request_body.borrow_mut() = body.to_vec();
+        assert_eq!(ex.on_request_body(&host, body.len(), false), Flow::Pause);
+        assert_eq!(ex.on_request_trailers(&host), Flow::Continue);
+        assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+    }
+}

@@ -1,0 +1,189 @@
+//! Model routing: requested model name -> provider entry and upstream model name.
+//!
+//! Precedence: an exact name (including aliases) wins; otherwise the first glob in
+//! configuration order. Entries are validated at load (`config.rs`), so every route's
+//! provider exists.
+
+use crate::api::{AuthScheme, ClientApi};
+use std::collections::HashMap;
+use tollgate_core::glob::Glob;
+
+#[derive(Debug)]
+pub struct Provider {
+    /// Value of the routing header; an Envoy route maps it to the provider's cluster.
+    pub name: String,
+    /// Client APIs the provider speaks; `None`: all.
+    pub apis: Option<Vec<ClientApi>>,
+    /// The provider's key and, if fixed, how to send it.
+    pub credential: Option<(String, Option<AuthScheme>)>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Provider {
+    pub fn speaks(&self, api: ClientApi) -> bool {
+        match &self.apis {
+            Some(apis) => apis.contains(&api),
+            None => true,
+        }
+    }
+
+    /// The credential header for a request of `api`, if the provider has a credential.
+    pub fn credential_header(&self, api: ClientApi) -> Option<(&'static str, String)> {
+        self.credential
+            .as_ref()
+            .map(|(key, scheme)| scheme.unwrap_or_else(|| api.default_auth()).header(key))
+    }
+}
+
+#[derive(Debug)]
+struct Route {
+    pattern: Glob,
+    provider: usize,
+    upstream_model: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    providers: Vec<Provider>,
+    routes: Vec<Route>,
+    exact: HashMap<String, usize>,
+}
+
+/// Where a model goes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub provider: &'a Provider,
+    /// The model name sent upstream (the alias target, or the requested name).
+    pub upstream_model: &'a str,
+    /// True when the upstream name differs from the requested one (body or path rewritten).
+    pub rewritten: bool,
+    /// The pattern that matched, as configured.
+    pub pattern: &'a str,
+}
+
+impl PartialEq for Provider {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Provider {}
+
+impl Router {
+    /// `routes`: (model pattern, provider name, upstream model). Unknown provider names are
+    /// skipped (config validation refuses them before this point).
+    pub fn new(providers: Vec<Provider>, routes: impl IntoIterator<Item = (String, String, Option<String>)>) -> Self {
+        let mut out = Router { providers, routes: Vec::new(), exact: HashMap::new() };
+        for (pattern, provider, upstream_model) in routes {
+            let Some(index) = out.providers.iter().position(|p| p.name == provider) else { continue };
+            let glob = Glob::new(&pattern);
+            if glob.is_exact() {
+                out.exact.entry(pattern.clone()).or_insert(out.routes.len());
+            }
+            out.routes.push(Route { pattern: glob, provider: index, upstream_model });
+        }
+        out
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// Resolves a requested model; `None`: unknown model (404).
+    pub fn route<'a>(&'a self, model: &'a str) -> Option<Decision<'a>> {
+        let route = match self.exact.get(model) {
+            Some(i) => self.routes.get(*i)?,
+            None => self.routes.iter().find(|r| !r.pattern.is_exact() && r.pattern.matches(model))?,
+        };
+        let provider = self.providers.get(route.provider)?;
+        let upstream_model = route.upstream_model.as_deref().unwrap_or(model);
+        Some(Decision { provider, upstream_model, rewritten: upstream_model != model, pattern: route.pattern.pattern() })
+    }
+}
+
+/// Whether an identity's model list (globs; `None`: any) allows `model`.
+pub fn model_allowed(allowed: Option<&[Glob]>, model: &str) -> bool {
+    match allowed {
+        Some(globs) => globs.iter().any(|g| g.matches(model)),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(name: &str, apis: Option<Vec<ClientApi>>, credential: Option<(&str, Option<AuthScheme>)>) -> Provider {
+        Provider {
+            name: name.into(),
+            apis,
+            credential: credential.map(|(k, s)| (k.to_string(), s)),
+            headers: vec![],
+        }
+    }
+
+    fn router() -> Router {
+        Router::new(
+            vec![
+                provider("a", None, Some(("sk-a", None))),
+                provider("b", Some(vec![ClientApi::AnthropicMessages]), Some(("sk-b", Some(AuthScheme::Bearer)))),
+            ],
+            [
+                ("gpt-*".to_string(), "a".to_string(), None),
+                ("claude-*".to_string(), "b".to_string(), None),
+                ("gpt-4o-special".to_string(), "b".to_string(), None),
+                ("fast".to_string(), "a".to_string(), Some("gpt-4o-mini".to_string())),
+                ("*-latest".to_string(), "b".to_string(), Some("claude-3-5-sonnet".to_string())),
+                ("ghost".to_string(), "nope".to_string(), None),
+            ],
+        )
+    }
+
+    #[test]
+    fn exact_beats_glob_and_first_glob_wins() {
+        let r = router();
+        assert_eq!(r.route("gpt-4o").unwrap().provider.name, "a");
+        assert_eq!(r.route("gpt-4o-special").unwrap().provider.name, "b");
+        assert_eq!(r.route("claude-3").unwrap().provider.name, "b");
+        // "gpt-x-latest" matches gpt-* first (config order).
+        assert_eq!(r.route("gpt-x-latest").unwrap().upstream_model, "gpt-x-latest");
+        assert!(r.route("llama").is_none());
+        assert!(r.route("ghost").is_none());
+    }
+
+    #[test]
+    fn aliases_rewrite_the_upstream_model() {
+        let r = router();
+        let d = r.route("fast").unwrap();
+        assert_eq!((d.provider.name.as_str(), d.upstream_model, d.rewritten), ("a", "gpt-4o-mini", true));
+        let d = r.route("sonnet-latest").unwrap();
+        assert_eq!((d.upstream_model, d.pattern), ("claude-3-5-sonnet", "*-latest"));
+        assert!(!r.route("gpt-4o").unwrap().rewritten);
+    }
+
+    #[test]
+    fn credentials_follow_the_api_unless_fixed() {
+        let r = router();
+        let a = r.provider("a").unwrap();
+        assert_eq!(a.credential_header(ClientApi::OpenaiChat), Some(("authorization", "Bearer sk-a".into())));
+        assert_eq!(a.credential_header(ClientApi::AnthropicMessages), Some(("x-api-key", "sk-a".into())));
+        assert_eq!(a.credential_header(ClientApi::Gemini), Some(("x-goog-api-key", "sk-a".into())));
+        let b = r.provider("b").unwrap();
+        assert_eq!(b.credential_header(ClientApi::AnthropicMessages), Some(("authorization", "Bearer sk-b".into())));
+        assert!(b.speaks(ClientApi::AnthropicMessages) && !b.speaks(ClientApi::OpenaiChat));
+        assert!(a.speaks(ClientApi::Gemini));
+    }
+
+    #[test]
+    fn model_allow_lists() {
+        let globs = vec![Glob::new("gpt-4*"), Glob::new("fast")];
+        assert!(model_allowed(None, "anything"));
+        assert!(model_allowed(Some(&globs), "gpt-4o"));
+        assert!(model_allowed(Some(&globs), "fast"));
+        assert!(!model_allowed(Some(&globs), "claude-3"));
+        assert!(!model_allowed(Some(&[]), "gpt-4o"));
+    }
+}
