@@ -1,21 +1,382 @@
-//! Configuration of the A2A filter, validated once at load.
+//! Configuration of the A2A filter, validated once at load. Every field has a default, so
+//! `{}` is a working configuration (tagging, trace stitching, chain headers, card rewriting
+//! from the Host header, no authorization rules, no trusted agents).
 
+use crate::classify::Method;
 use serde::Deserialize;
 use tollgate_core::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
+use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Who the caller is (JWT claims, mTLS SPIFFE id, API keys, trusted header): see core.
     #[serde(default)]
     pub identity: IdentityConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Put the request message's `parts` into the audit record (capped at 4 KiB). Off by
+    /// default: message content never reaches logs unless asked for.
+    #[serde(default)]
+    pub log_message_parts: bool,
+    /// Where a route names its agent and path mapping (route `metadata.filter_metadata`).
+    #[serde(default)]
+    pub routes: RoutesConfig,
+    #[serde(default)]
+    pub delegation: DelegationConfig,
+    #[serde(default)]
+    pub on_behalf_of: OnBehalfOfConfig,
+    #[serde(default)]
+    pub authz: AuthzConfig,
+    #[serde(default)]
+    pub cards: CardsConfig,
+    #[serde(default)]
+    pub conversations: ConversationsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Route metadata namespace read through `xds.route_metadata.filter_metadata.<ns>.<key>`.
+    pub metadata_namespace: String,
+    /// Key naming the target agent's identity (e.g. `agent: agent-b`).
+    pub agent_key: String,
+    /// Without that key, the upstream cluster name is the agent's identity.
+    pub cluster_fallback: bool,
+    /// Key with the public path prefix of the agent (e.g. `/agents/echo/`); optional, only
+    /// needed where it cannot be derived from the card path (JSON-RPC extended cards, REST tenants).
+    pub public_prefix_key: String,
+    /// Key with the path prefix the route rewrites to (the route's `prefix_rewrite`); default `/`.
+    pub upstream_prefix_key: String,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        RoutesConfig {
+            metadata_namespace: "tollgate".into(),
+            agent_key: "agent".into(),
+            cluster_fallback: true,
+            public_prefix_key: "public_prefix".into(),
+            upstream_prefix_key: "upstream_prefix".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedAgent {
+    /// The caller principal (from `identity`: API key principal, SPIFFE id, JWT subject...).
+    pub principal: String,
+    /// The agent identity this principal acts as in chains (default: the principal).
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DelegationConfig {
+    /// Most hops a delegation chain may reach; the call that would exceed it is refused
+    /// (A2A_MAX_DEPTH).
+    pub max_hops: u32,
+    /// Callers allowed to assert `x-tollgate-a2a-*` context (hop, chain, on-behalf-of).
+    pub trusted_agents: Vec<TrustedAgent>,
+    /// HMAC-SHA256 key (at least 32 bytes). When set, the gateway signs the context it sends
+    /// to an agent (`x-tollgate-a2a-sig`), and a request that carries back a valid, unexpired
+    /// signature is trusted as coming from the last agent of its chain, with no credential of
+    /// its own. Treat it as a secret.
+    pub signing_key: Option<String>,
+    /// Lifetime of a signed context.
+    pub context_ttl_secs: u64,
+}
+
+impl Default for DelegationConfig {
+    fn default() -> Self {
+        DelegationConfig { max_hops: 8, trusted_agents: Vec::new(), signing_key: None, context_ttl_secs: 600 }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnBehalfOfConfig {
+    /// JWT claim naming the end user (dots descend, e.g. `act.sub`); needs `identity.jwt`.
+    pub jwt_claim: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+    /// Allowed only for the identity that created the task (on-behalf-of user, else caller).
+    AllowOriginator,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Caller globs: agent identity or principal, `anonymous` when unauthenticated.
+    #[serde(default = "any")]
+    pub callers: Vec<Glob>,
+    /// On-behalf-of user globs; empty: any (including none).
+    #[serde(default)]
+    pub on_behalf_of: Vec<Glob>,
+    #[serde(default = "any")]
+    pub targets: Vec<Glob>,
+    /// A2A 1.0 method names (0.3 names are accepted and mapped), globs, or `AgentCard`.
+    #[serde(default = "any_string")]
+    pub methods: Vec<String>,
+    pub effect: Effect,
+}
+
+fn any() -> Vec<Glob> {
+    vec![Glob::new("*")]
+}
+fn any_string() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthzConfig {
+    /// Effect when no rule matches.
+    pub default: Effect,
+    /// First matching rule wins.
+    pub rules: Vec<Rule>,
+    /// Compiled method globs (1.0 names), filled by `validate`-time normalization.
+    #[serde(skip)]
+    pub compiled_methods: Vec<Vec<Glob>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SignedCards {
+    /// Serve a signed card untouched (not rewritten); the audit record says so.
+    #[default]
+    Keep,
+    /// Remove `signatures` and rewrite; the audit record says so.
+    Strip,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardsConfig {
+    pub rewrite: bool,
+    /// The gateway's public base, e.g. `https://agents.example.com` (a path is allowed).
+    /// Without it: `X-Forwarded-Proto` (or the request scheme) + the `Host` header.
+    pub public_base_url: Option<String>,
+    pub trust_forwarded_proto: bool,
+    pub signed: SignedCards,
+    /// Largest card buffered for rewriting; a bigger one passes untouched.
+    pub max_bytes: usize,
+}
+
+impl Default for CardsConfig {
+    fn default() -> Self {
+        CardsConfig {
+            rewrite: true,
+            public_base_url: None,
+            trust_forwarded_proto: true,
+            signed: SignedCards::Keep,
+            max_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationsConfig {
+    /// Entries (contextId or taskId → trace) kept in shared data, per Envoy.
+    pub capacity: u32,
+    pub ttl_secs: u64,
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> Self {
+        ConversationsConfig { capacity: 4096, ttl_secs: 3600 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest JSON-RPC / REST request body buffered for a decision; bigger: 413.
+    /// (Envoy's own per-connection buffer limit, 1 MiB by default, applies first.)
+    pub max_request_body_bytes: usize,
+    /// Largest single SSE event parsed for ids; a bigger one stops tagging (never the stream).
+    pub max_sse_event_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_request_body_bytes: 1024 * 1024, max_sse_event_bytes: 1024 * 1024 }
+    }
+}
+
+fn check_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err("must name a host".into());
+    }
+    if url.contains(['?', '#']) {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Normalizes rule method names to globs over 1.0 names.
+    pub fn compile(&mut self) -> Result<(), ConfigError> {
+        let mut compiled = Vec::with_capacity(self.authz.rules.len());
+        for (i, rule) in self.authz.rules.iter().enumerate() {
+            let mut globs = Vec::with_capacity(rule.methods.len());
+            for (j, m) in rule.methods.iter().enumerate() {
+                if m.contains(['*', '?']) || m == "AgentCard" {
+                    globs.push(Glob::new(m));
+                } else if let Some(method) = Method::from_name(m) {
+                    globs.push(Glob::new(method.name()));
+                } else {
+                    return Err(ConfigError::field(
+                        &format!("authz.rules[{i}].methods[{j}]"),
+                        format!("unknown A2A method `{m}`"),
+                    ));
+                }
+            }
+            compiled.push(globs);
+        }
+        self.authz.compiled_methods = compiled;
+        Ok(())
+    }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.identity.validate("identity")
+        self.identity.validate("identity")?;
+        if self.delegation.max_hops == 0 || self.delegation.max_hops > 64 {
+            return Err(ConfigError::field("delegation.max_hops", "must be between 1 and 64"));
+        }
+        if let Some(key) = &self.delegation.signing_key {
+            if key.len() < 32 {
+                return Err(ConfigError::field("delegation.signing_key", "must be at least 32 bytes"));
+            }
+        }
+        if self.delegation.context_ttl_secs == 0 {
+            return Err(ConfigError::field("delegation.context_ttl_secs", "must be positive"));
+        }
+        for (i, a) in self.delegation.trusted_agents.iter().enumerate() {
+            if a.principal.is_empty() {
+                return Err(ConfigError::field(&format!("delegation.trusted_agents[{i}].principal"), "must not be empty"));
+            }
+            if a.agent.as_deref().is_some_and(|s| s.is_empty() || s.contains(',')) {
+                return Err(ConfigError::field(
+                    &format!("delegation.trusted_agents[{i}].agent"),
+                    "must be non-empty and contain no comma",
+                ));
+            }
+        }
+        if self.on_behalf_of.jwt_claim.is_some() && self.identity.jwt.is_none() {
+            return Err(ConfigError::field("on_behalf_of.jwt_claim", "needs identity.jwt"));
+        }
+        for (i, rule) in self.authz.rules.iter().enumerate() {
+            if rule.methods.is_empty() || rule.callers.is_empty() || rule.targets.is_empty() {
+                return Err(ConfigError::field(
+                    &format!("authz.rules[{i}]"),
+                    "callers, targets and methods must not be empty (omit them to match any)",
+                ));
+            }
+        }
+        if let Some(url) = &self.cards.public_base_url {
+            check_base_url(url).map_err(|e| ConfigError::field("cards.public_base_url", e))?;
+        }
+        if self.cards.max_bytes == 0 || self.cards.max_bytes > 4 * 1024 * 1024 {
+            return Err(ConfigError::field("cards.max_bytes", "must be between 1 and 4194304"));
+        }
+        if self.conversations.capacity == 0 || self.conversations.capacity > 1 << 20 {
+            return Err(ConfigError::field("conversations.capacity", "must be between 1 and 1048576"));
+        }
+        if self.conversations.ttl_secs == 0 {
+            return Err(ConfigError::field("conversations.ttl_secs", "must be positive"));
+        }
+        if self.limits.max_request_body_bytes == 0 {
+            return Err(ConfigError::field("limits.max_request_body_bytes", "must be positive"));
+        }
+        if self.limits.max_sse_event_bytes == 0 {
+            return Err(ConfigError::field("limits.max_sse_event_bytes", "must be positive"));
+        }
+        for (name, value) in [
+            ("routes.metadata_namespace", &self.routes.metadata_namespace),
+            ("routes.agent_key", &self.routes.agent_key),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::field(name, "must not be empty"));
+            }
+        }
+        // Method names are checked by `compile`, run by a dry copy here so `load` names them.
+        for (i, rule) in self.authz.rules.iter().enumerate() {
+            for (j, m) in rule.methods.iter().enumerate() {
+                if !(m.contains(['*', '?']) || m == "AgentCard" || Method::from_name(m).is_some()) {
+                    return Err(ConfigError::field(
+                        &format!("authz.rules[{i}].methods[{j}]"),
+                        format!("unknown A2A method `{m}`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::config::load;
+
+    #[test]
+    fn empty_config_is_valid() {
+        let mut c: Config = load(b"").unwrap();
+        c.compile().unwrap();
+        assert_eq!(c.delegation.max_hops, 8);
+        assert!(c.cards.rewrite);
+        assert_eq!(c.routes.agent_key, "agent");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"delegation":{"max_hops":0}}"#, "delegation.max_hops"),
+            (r#"{"delegation":{"signing_key":"short"}}"#, "delegation.signing_key"),
+            (r#"{"delegation":{"trusted_agents":[{"principal":"p","agent":"a,b"}]}}"#, "delegation.trusted_agents[0].agent"),
+            (r#"{"cards":{"public_base_url":"gw.example.com"}}"#, "cards.public_base_url"),
+            (r#"{"authz":{"rules":[{"effect":"deny","methods":["SendMesage"]}]}}"#, "authz.rules[0].methods[0]"),
+            (r#"{"authz":{"rules":[{"effect":"nope"}]}}"#, "authz.rules[0].effect"),
+            (r#"{"on_behalf_of":{"jwt_claim":"sub"}}"#, "on_behalf_of.jwt_claim"),
+            (r#"{"cards":{"signed":"resign"}}"#, "cards.signed"),
+            (r#"{"routes":{"agnet_key":"x"}}"#, "routes.agnet_key"),
+        ];
+        for (json, field) in cases {
+            let err = load::<Config>(json.as_bytes()).unwrap_err();
+            assert!(err.0.starts_with(field), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn rule_methods_accept_both_dialects() {
+        let mut c: Config = load(
+            br#"{"authz":{"rules":[{"effect":"allow_originator","methods":["tasks/cancel","GetTask","*PushNotification*","AgentCard"]}]}}"#,
+        )
+        .unwrap();
+        c.compile().unwrap();
+        let names: Vec<&str> = c.authz.compiled_methods[0].iter().map(|g| g.pattern()).collect();
+        assert_eq!(names, vec!["CancelTask", "GetTask", "*PushNotification*", "AgentCard"]);
     }
 }

@@ -1,6 +1,7 @@
-//! proxy-wasm glue for the A2A filter.
+//! proxy-wasm glue for the A2A filter: maps each callback onto `flow::Exchange`.
 
 use crate::config::Config;
+use crate::flow::{self, Exchange, Shared, Step};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -14,25 +15,46 @@ pub struct A2APlugin;
 impl Plugin for A2APlugin {
     const NAME: &'static str = "tollgate-a2a";
     type Config = Config;
-    type State = Config;
-    fn build(config: Config) -> Result<Config, ConfigError> {
-        Ok(config)
+    type State = Shared;
+    fn build(config: Config) -> Result<Shared, ConfigError> {
+        flow::build(config)
     }
-    fn new_filter(state: Rc<Config>, metrics: Rc<Metrics>, _context_id: u32) -> Box<dyn HttpContext> {
-        Box::new(A2AFilter { _state: state, metrics })
+    fn new_filter(state: Rc<Shared>, metrics: Rc<Metrics>, _context_id: u32) -> Box<dyn HttpContext> {
+        Box::new(A2AFilter { exchange: Exchange::new(state, metrics) })
     }
 }
 
 struct A2AFilter {
-    _state: Rc<Config>,
-    metrics: Rc<Metrics>,
+    exchange: Exchange,
+}
+
+fn action(step: Step) -> Action {
+    match step {
+        Step::Continue => Action::Continue,
+        Step::Pause => Action::Pause,
+    }
 }
 
 impl Context for A2AFilter {}
 
 impl HttpContext for A2AFilter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.metrics.inc(&WasmHost, "tollgate.a2a.requests", &[]);
-        Action::Continue
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.exchange.on_request_headers(&WasmHost, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.exchange.on_request_body(&WasmHost, body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.exchange.on_response_headers(&WasmHost, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.exchange.on_response_body(&WasmHost, body_size, end_of_stream))
+    }
+
+    fn on_log(&mut self) {
+        self.exchange.on_log(&WasmHost);
     }
 }

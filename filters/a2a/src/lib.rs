@@ -1,7 +1,14 @@
-//! Tollgate A2A filter. Pure decision modules are native-testable; `filter` is the thin
-//! proxy-wasm glue, compiled only for wasm.
+//! Tollgate A2A filter. Pure decision modules (`classify`, `session`, `chain`, `card`,
+//! `authz`) never touch the host; `flow` runs one exchange against the `Host` trait (unit
+//! tested against `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
+pub mod authz;
+pub mod card;
+pub mod chain;
+pub mod classify;
 pub mod config;
+pub mod flow;
+pub mod session;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 

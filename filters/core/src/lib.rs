@@ -10,6 +10,7 @@ pub mod glob;
 pub mod hash;
 pub mod host;
 pub mod identity;
+pub mod json_scan;
 pub mod jsonrpc;
 pub mod limits;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod pairs;
 #[cfg(target_arch = "wasm32")]
 pub mod plugin;
 pub mod reply;
+pub mod shared_table;
 pub mod sse;
 pub mod trace;
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,92 @@
+//! Authorization: caller × on-behalf-of × target agent × method, first matching rule wins.
+//! Pure: no host access (the task originator is looked up by the caller of `evaluate`).
+
+use crate::config::{AuthzConfig, Effect};
+
+/// Caller name for an unauthenticated request, matchable in rules.
+pub const ANONYMOUS: &str = "anonymous";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// Agent identity, else principal, else `anonymous`.
+    pub caller: &'a str,
+    pub on_behalf_of: Option<&'a str>,
+    pub target: &'a str,
+    /// 1.0 method name, or `AgentCard`.
+    pub method: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub effect: Effect,
+    /// The matching rule's id (or `rules[i]`), `None` for the default.
+    pub rule_id: Option<String>,
+}
+
+pub fn evaluate(config: &AuthzConfig, subject: &Subject<'_>) -> Verdict {
+    for (i, rule) in config.rules.iter().enumerate() {
+        let methods = config.compiled_methods.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let caller_ok = rule.callers.iter().any(|g| g.matches(subject.caller));
+        let obo_ok = rule.on_behalf_of.is_empty()
+            || subject.on_behalf_of.is_some_and(|u| rule.on_behalf_of.iter().any(|g| g.matches(u)));
+        let target_ok = rule.targets.iter().any(|g| g.matches(subject.target));
+        let method_ok = methods.iter().any(|g| g.matches(subject.method));
+        if caller_ok && obo_ok && target_ok && method_ok {
+            return Verdict { effect: rule.effect, rule_id: Some(rule.id.clone().unwrap_or_else(|| format!("rules[{i}]"))) };
+        }
+    }
+    Verdict { effect: config.default, rule_id: None }
+}
+
+/// Resolves `AllowOriginator`: the acting identity must be the task's recorded originator.
+pub fn originator_allows(acting: &str, originator: Option<&str>) -> bool {
+    originator.is_some_and(|o| o == acting)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tollgate_core::config::load;
+
+    fn config(json: &str) -> AuthzConfig {
+        let mut c: Config = load(json.as_bytes()).unwrap();
+        c.compile().unwrap();
+        c.authz
+    }
+
+    fn subject<'a>(caller: &'a str, obo: Option<&'a str>, target: &'a str, method: &'a str) -> Subject<'a> {
+        Subject { caller, on_behalf_of: obo, target, method }
+    }
+
+    #[test]
+    fn first_match_wins_and_default_applies() {
+        let c = config(
+            r#"{"authz":{"default":"deny","rules":[
+                {"id":"no-cancel","callers":["agent-*"],"methods":["tasks/cancel"],"effect":"allow_originator"},
+                {"id":"b-only-from-a","callers":["agent-a"],"targets":["agent-b"],"effect":"allow"},
+                {"callers":["alice"],"on_behalf_of":["bob"],"effect":"allow"}]}}"#,
+        );
+        let v = evaluate(&c, &subject("agent-x", None, "agent-b", "CancelTask"));
+        assert_eq!((v.effect, v.rule_id.as_deref()), (Effect::AllowOriginator, Some("no-cancel")));
+        let v = evaluate(&c, &subject("agent-a", None, "agent-b", "SendMessage"));
+        assert_eq!((v.effect, v.rule_id.as_deref()), (Effect::Allow, Some("b-only-from-a")));
+        let v = evaluate(&c, &subject("agent-a", None, "agent-c", "SendMessage"));
+        assert_eq!((v.effect, v.rule_id), (Effect::Deny, None));
+        assert_eq!(evaluate(&c, &subject("alice", Some("bob"), "x", "GetTask")).rule_id.as_deref(), Some("rules[2]"));
+        assert_eq!(evaluate(&c, &subject("alice", None, "x", "GetTask")).effect, Effect::Deny);
+    }
+
+    #[test]
+    fn empty_config_allows() {
+        let c = config("{}");
+        assert_eq!(evaluate(&c, &subject(ANONYMOUS, None, "t", "SendMessage")).effect, Effect::Allow);
+    }
+
+    #[test]
+    fn originator_check() {
+        assert!(originator_allows("alice", Some("alice")));
+        assert!(!originator_allows("mallory", Some("alice")));
+        assert!(!originator_allows("alice", None), "unknown originator: refused");
+    }
+}

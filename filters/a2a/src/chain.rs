@@ -1,0 +1,362 @@
+//! Delegation chain: the gateway-owned `x-tollgate-a2a-*` headers carrying the hop count,
+//! the chain of agent identities and the on-behalf-of user; who is trusted to assert them;
+//! and the loop and depth decisions. Pure: no host access.
+//!
+//! Trust model. The gateway sets these headers on every A2A call it forwards; agents copy
+//! `x-tollgate-*` headers from their inbound request onto their outbound calls. On the next
+//! hop the gateway believes the copy only if the caller is trusted:
+//! - by identity: the authenticated principal (API key, mTLS SPIFFE id, JWT, trusted header)
+//!   is listed in `delegation.trusted_agents` (and maps to an agent identity), or
+//! - by signature: with `delegation.signing_key`, the gateway signs (HMAC-SHA256) the hop,
+//!   chain, on-behalf-of and an expiry it sends to an agent; a request presenting that
+//!   context back with a valid signature before expiry comes from the agent it was issued to
+//!   (the chain's last element), which is then the caller.
+//!
+//! From anyone else the headers are dropped and replaced: the call starts a new chain at hop 1.
+
+use sha2::{Digest, Sha256};
+
+pub const PREFIX: &str = "x-tollgate-a2a-";
+pub const HOP: &str = "x-tollgate-a2a-hop";
+pub const CHAIN: &str = "x-tollgate-a2a-chain";
+pub const SIG: &str = "x-tollgate-a2a-sig";
+pub const ON_BEHALF_OF: &str = "x-tollgate-a2a-on-behalf-of";
+pub const CALLER: &str = "x-tollgate-a2a-caller";
+pub const CONTEXT_ID: &str = "x-tollgate-a2a-context-id";
+pub const TASK_ID: &str = "x-tollgate-a2a-task-id";
+pub const MESSAGE_ID: &str = "x-tollgate-a2a-message-id";
+
+/// Longest chain accepted from a caller (more elements: the header is treated as garbage).
+pub const MAX_CHAIN: usize = 64;
+
+/// The gateway-owned context as a caller presented it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub hop: Option<String>,
+    pub chain: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub sig: Option<String>,
+}
+
+impl Presented {
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> Presented {
+        Presented { hop: get(HOP), chain: get(CHAIN), on_behalf_of: get(ON_BEHALF_OF), sig: get(SIG) }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.hop.is_none() && self.chain.is_none() && self.on_behalf_of.is_none() && self.sig.is_none()
+    }
+}
+
+fn encode_element(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ',' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_ascii_graphic() => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn decode_element(s: &str) -> String {
+    let bytes = s.trim().as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a,b,c` with `,` `%` and non-printable characters percent-encoded in each identity.
+pub fn encode_chain(chain: &[String]) -> String {
+    chain.iter().map(|s| encode_element(s)).collect::<Vec<_>>().join(",")
+}
+
+pub fn decode_chain(value: &str) -> Option<Vec<String>> {
+    if value.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let chain: Vec<String> = value.split(',').map(decode_element).collect();
+    if chain.len() > MAX_CHAIN || chain.iter().any(String::is_empty) {
+        return None;
+    }
+    Some(chain)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut ipad = [0x36u8; BLOCK];
+    let mut opad = [0x5cu8; BLOCK];
+    for i in 0..BLOCK {
+        ipad[i] ^= k[i];
+        opad[i] ^= k[i];
+    }
+    let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
+    let outer = Sha256::new().chain_update(opad).chain_update(inner).finalize();
+    outer.into()
+}
+
+fn signed_message(hop: u32, chain: &str, on_behalf_of: &str, expiry: u64) -> Vec<u8> {
+    format!("tollgate-a2a/v1\n{hop}\n{chain}\n{on_behalf_of}\n{expiry}").into_bytes()
+}
+
+/// The `x-tollgate-a2a-sig` value: `v1.<expiry secs>.<hex hmac>`.
+pub fn sign(key: &[u8], hop: u32, chain: &str, on_behalf_of: Option<&str>, expiry: u64) -> String {
+    let mac = hmac_sha256(key, &signed_message(hop, chain, on_behalf_of.unwrap_or(""), expiry));
+    format!("v1.{expiry}.{}", tollgate_core::hash::hex(&mac))
+}
+
+/// Checks a presented context's signature and expiry. Constant time over the MAC.
+pub fn verify(key: &[u8], presented: &Presented, now_secs: u64) -> bool {
+    let (Some(sig), Some(hop), Some(chain)) = (&presented.sig, &presented.hop, &presented.chain) else {
+        return false;
+    };
+    let mut parts = sig.trim().splitn(3, '.');
+    let (Some("v1"), Some(expiry), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(expiry) = expiry.parse::<u64>() else { return false };
+    let Ok(hop) = hop.trim().parse::<u32>() else { return false };
+    if expiry <= now_secs {
+        return false;
+    }
+    let expected = sign(key, hop, chain.trim(), presented.on_behalf_of.as_deref(), expiry);
+    let expected_mac = expected.rsplit('.').next().unwrap_or("");
+    expected_mac.len() == mac.len() && expected_mac.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+}
+
+/// How the inbound context was trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The caller's authenticated identity is a trusted agent.
+    Identity,
+    /// The context carries the gateway's valid signature.
+    Signature,
+    /// Not trusted: any presented context was discarded.
+    None,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Identity => "identity",
+            Trust::Signature => "signature",
+            Trust::None => "none",
+        }
+    }
+}
+
+/// The context the gateway accepts for this call, before adding the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The previous hop's number (0: this call starts a chain).
+    pub hop: u32,
+    pub chain: Vec<String>,
+    pub on_behalf_of: Option<String>,
+    /// The agent identity of the caller when it is an agent (trusted).
+    pub caller_agent: Option<String>,
+    pub trust: Trust,
+}
+
+impl Inbound {
+    pub fn untrusted() -> Inbound {
+        Inbound { hop: 0, chain: Vec::new(), on_behalf_of: None, caller_agent: None, trust: Trust::None }
+    }
+}
+
+/// Accepts the presented context from a trusted caller. `agent_identity`: the caller's
+/// agent identity when its principal is a trusted agent; `signature_ok`: the presented
+/// context verified against the signing key.
+pub fn accept(presented: &Presented, agent_identity: Option<&str>, signature_ok: bool) -> Inbound {
+    let trust = if agent_identity.is_some() {
+        Trust::Identity
+    } else if signature_ok {
+        Trust::Signature
+    } else {
+        return Inbound::untrusted();
+    };
+    let hop = presented.hop.as_deref().and_then(|h| h.trim().parse::<u32>().ok()).unwrap_or(0);
+    let Some(mut chain) = decode_chain(presented.chain.as_deref().unwrap_or("")) else {
+        return Inbound::untrusted();
+    };
+    let on_behalf_of = presented.on_behalf_of.clone().filter(|s| !s.trim().is_empty());
+    let caller_agent = match agent_identity {
+        Some(agent) => {
+            // A trusted agent calling on its own (or whose chain does not end with itself):
+            // it is the chain's latest member.
+            if chain.last().map(String::as_str) != Some(agent) {
+                chain.push(agent.to_string());
+            }
+            Some(agent.to_string())
+        }
+        None => chain.last().cloned(),
+    };
+    if trust == Trust::Signature && caller_agent.is_none() {
+        return Inbound::untrusted();
+    }
+    Inbound { hop, chain, on_behalf_of, caller_agent, trust }
+}
+
+/// Why a delegation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Loop,
+    MaxDepth,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Loop => "A2A_DELEGATION_LOOP",
+            Refusal::MaxDepth => "A2A_MAX_DEPTH",
+        }
+    }
+}
+
+/// The outgoing context of an allowed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub hop: u32,
+    pub chain: Vec<String>,
+}
+
+/// Decides a call to `target`. `continues_task`: the call continues a task the target
+/// already owns (e.g. answering its input-required), which is not a loop.
+pub fn decide(inbound: &Inbound, target: &str, max_hops: u32, continues_task: bool) -> Result<Outgoing, Refusal> {
+    let hop = inbound.hop.saturating_add(1);
+    if inbound.chain.iter().any(|a| a == target) && !continues_task {
+        return Err(Refusal::Loop);
+    }
+    if hop > max_hops {
+        return Err(Refusal::MaxDepth);
+    }
+    let mut chain = inbound.chain.clone();
+    chain.push(target.to_string());
+    Ok(Outgoing { hop, chain })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn hmac_known_answer() {
+        // RFC 4231 test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            tollgate_core::hash::hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Keys longer than a block are hashed first (RFC 4231 test case 6).
+        let mac = hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(
+            tollgate_core::hash::hex(&mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn chain_encoding_round_trips() {
+        let chain = vec!["agent-a".to_string(), "spiffe://x/ns/a,b".to_string(), "100%".to_string(), "ü".to_string()];
+        let encoded = encode_chain(&chain);
+        assert_eq!(encoded.split(',').count(), 4);
+        assert_eq!(decode_chain(&encoded), Some(chain));
+        assert_eq!(decode_chain(""), Some(vec![]));
+        assert_eq!(decode_chain("a,,b"), None);
+        assert_eq!(decode_chain(&vec!["a"; MAX_CHAIN + 1].join(",")), None);
+    }
+
+    fn presented(hop: u32, chain: &str, obo: Option<&str>, expiry: u64) -> Presented {
+        Presented {
+            hop: Some(hop.to_string()),
+            chain: Some(chain.into()),
+            on_behalf_of: obo.map(String::from),
+            sig: Some(sign(KEY, hop, chain, obo, expiry)),
+        }
+    }
+
+    #[test]
+    fn signatures_verify_and_expire_and_bind_every_field() {
+        let p = presented(1, "agent-a", Some("alice"), 1000);
+        assert!(verify(KEY, &p, 999));
+        assert!(!verify(KEY, &p, 1000), "expired");
+        assert!(!verify(b"another key another key another!", &p, 10));
+        for tamper in [
+            Presented { hop: Some("0".into()), ..p.clone() },
+            Presented { chain: Some("agent-b".into()), ..p.clone() },
+            Presented { on_behalf_of: Some("mallory".into()), ..p.clone() },
+            Presented { on_behalf_of: None, ..p.clone() },
+            Presented { sig: Some(p.sig.clone().unwrap().replace("v1.1000.", "v1.9999.")), ..p.clone() },
+            Presented { sig: None, ..p.clone() },
+        ] {
+            assert!(!verify(KEY, &tamper, 10), "{tamper:?}");
+        }
+    }
+
+    #[test]
+    fn untrusted_context_is_discarded() {
+        let p = presented(5, "x,y", Some("mallory"), 1000);
+        assert_eq!(accept(&p, None, false), Inbound::untrusted());
+    }
+
+    #[test]
+    fn signed_context_names_the_caller() {
+        let inbound = accept(&presented(1, "agent-a", Some("alice"), 1000), None, true);
+        assert_eq!(inbound.trust, Trust::Signature);
+        assert_eq!(inbound.caller_agent.as_deref(), Some("agent-a"));
+        assert_eq!(inbound.hop, 1);
+        assert_eq!(inbound.on_behalf_of.as_deref(), Some("alice"));
+        // A signed but empty chain names nobody: not trusted.
+        assert_eq!(accept(&presented(1, "", None, 1000), None, true).trust, Trust::None);
+    }
+
+    #[test]
+    fn trusted_agent_joins_its_own_chain() {
+        let inbound = accept(&Presented::default(), Some("agent-a"), false);
+        assert_eq!(inbound.chain, vec!["agent-a"]);
+        assert_eq!(inbound.hop, 0);
+        let inbound = accept(&presented(1, "agent-a", None, 1), Some("agent-a"), false);
+        assert_eq!(inbound.chain, vec!["agent-a"]);
+        assert_eq!(inbound.hop, 1);
+    }
+
+    #[test]
+    fn hops_loops_and_depth() {
+        let start = Inbound::untrusted();
+        let hop1 = decide(&start, "agent-a", 3, false).unwrap();
+        assert_eq!(hop1, Outgoing { hop: 1, chain: vec!["agent-a".into()] });
+        let at_a = Inbound { hop: 1, chain: hop1.chain, on_behalf_of: None, caller_agent: Some("agent-a".into()), trust: Trust::Signature };
+        let hop2 = decide(&at_a, "agent-b", 3, false).unwrap();
+        assert_eq!(hop2.hop, 2);
+        let at_b = Inbound { hop: 2, chain: hop2.chain, ..at_a.clone() };
+        assert_eq!(decide(&at_b, "agent-a", 3, false), Err(Refusal::Loop));
+        assert!(decide(&at_b, "agent-a", 3, true).is_ok(), "continuing agent-a's own task is not a loop");
+        assert_eq!(decide(&at_b, "agent-c", 3, false).map(|o| o.hop), Ok(3));
+        assert_eq!(decide(&at_b, "agent-c", 2, false), Err(Refusal::MaxDepth));
+        assert_eq!(decide(&at_a, "agent-a", 8, false), Err(Refusal::Loop), "calling itself");
+    }
+}

@@ -1,0 +1,362 @@
+//! What a request is: an A2A JSON-RPC call (0.3 or 1.0 dialect), an HTTP+JSON (REST) call, an
+//! agent-card fetch, or other traffic (passed untouched). Pure: no host access.
+
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use tollgate_core::jsonrpc::{self, Body, Kind};
+
+/// The protocol dialect, chosen by the `A2A-Version` header (missing or empty: 0.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    V03,
+    V10,
+}
+
+impl Dialect {
+    pub fn from_header(value: Option<&str>) -> Dialect {
+        match value.map(str::trim) {
+            Some(v) if v.starts_with("1.") || v == "1" => Dialect::V10,
+            Some(v) if v.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| m >= 1) => Dialect::V10,
+            _ => Dialect::V03,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::V03 => "0.3",
+            Dialect::V10 => "1.0",
+        }
+    }
+}
+
+/// An A2A operation, named by its 1.0 JSON-RPC method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    SendMessage,
+    SendStreamingMessage,
+    GetTask,
+    ListTasks,
+    CancelTask,
+    SubscribeToTask,
+    CreateTaskPushNotificationConfig,
+    GetTaskPushNotificationConfig,
+    ListTaskPushNotificationConfigs,
+    DeleteTaskPushNotificationConfig,
+    GetExtendedAgentCard,
+}
+
+const METHODS: &[(Method, &str, &str)] = &[
+    (Method::SendMessage, "SendMessage", "message/send"),
+    (Method::SendStreamingMessage, "SendStreamingMessage", "message/stream"),
+    (Method::GetTask, "GetTask", "tasks/get"),
+    (Method::ListTasks, "ListTasks", ""),
+    (Method::CancelTask, "CancelTask", "tasks/cancel"),
+    (Method::SubscribeToTask, "SubscribeToTask", "tasks/resubscribe"),
+    (Method::CreateTaskPushNotificationConfig, "CreateTaskPushNotificationConfig", "tasks/pushNotificationConfig/set"),
+    (Method::GetTaskPushNotificationConfig, "GetTaskPushNotificationConfig", "tasks/pushNotificationConfig/get"),
+    (Method::ListTaskPushNotificationConfigs, "ListTaskPushNotificationConfigs", "tasks/pushNotificationConfig/list"),
+    (Method::DeleteTaskPushNotificationConfig, "DeleteTaskPushNotificationConfig", "tasks/pushNotificationConfig/delete"),
+    (Method::GetExtendedAgentCard, "GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"),
+];
+
+impl Method {
+    /// Either dialect's JSON-RPC method name.
+    pub fn from_name(name: &str) -> Option<Method> {
+        METHODS
+            .iter()
+            .find(|(_, v10, v03)| *v10 == name || (!v03.is_empty() && *v03 == name))
+            .map(|(m, _, _)| *m)
+    }
+
+    /// The 1.0 name, used in records, metrics and rules.
+    pub fn name(self) -> &'static str {
+        METHODS.iter().find(|(m, _, _)| *m == self).map(|(_, n, _)| *n).unwrap_or("Unknown")
+    }
+
+    pub fn streams(self) -> bool {
+        matches!(self, Method::SendStreamingMessage | Method::SubscribeToTask)
+    }
+
+    /// The result is a Task, a Message or a stream of task events (ids and state to read).
+    pub fn returns_task(self) -> bool {
+        matches!(
+            self,
+            Method::SendMessage | Method::SendStreamingMessage | Method::GetTask | Method::CancelTask | Method::SubscribeToTask
+        )
+    }
+
+    /// `params.id` names a task.
+    pub fn id_is_task(self, dialect: Dialect) -> bool {
+        match self {
+            Method::GetTask | Method::CancelTask | Method::SubscribeToTask => true,
+            Method::CreateTaskPushNotificationConfig
+            | Method::GetTaskPushNotificationConfig
+            | Method::ListTaskPushNotificationConfigs
+            | Method::DeleteTaskPushNotificationConfig => dialect == Dialect::V03,
+            _ => false,
+        }
+    }
+}
+
+/// The A2A transport binding a call used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    JsonRpc,
+    Rest,
+    Card,
+}
+
+impl Binding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::JsonRpc => "jsonrpc",
+            Binding::Rest => "rest",
+            Binding::Card => "card",
+        }
+    }
+}
+
+pub const CARD_PATH: &str = "/.well-known/agent-card.json";
+pub const LEGACY_CARD_PATH: &str = "/.well-known/agent.json";
+
+/// What the request line and headers say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// `GET …/.well-known/agent-card.json` (or the 0.2 `agent.json`). `prefix` is the public
+    /// path before `.well-known`, ending in `/`.
+    Card { legacy: bool, prefix: String },
+    /// An HTTP+JSON call. `base` is the path before the operation (tenant and `/v1` included).
+    Rest { method: Method, task_id: Option<String>, base: String, has_v1: bool },
+    /// A POST with a JSON body: JSON-RPC if the body says so.
+    JsonPost,
+    Other,
+}
+
+fn strip_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json")
+}
+
+/// Percent-decodes a path segment (ids in REST paths). Invalid escapes are kept literally.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Classifies by method, path and content type.
+pub fn classify_head(http_method: &str, path: &str, content_type: Option<&str>) -> Head {
+    let path = strip_query(path);
+    if http_method.eq_ignore_ascii_case("GET") {
+        for (suffix, legacy) in [(CARD_PATH, false), (LEGACY_CARD_PATH, true)] {
+            if let Some(before) = path.strip_suffix(suffix) {
+                return Head::Card { legacy, prefix: format!("{before}/") };
+            }
+        }
+    }
+    if let Some(rest) = classify_rest(http_method, path) {
+        return rest;
+    }
+    if http_method.eq_ignore_ascii_case("POST") && is_json(content_type) {
+        return Head::JsonPost;
+    }
+    Head::Other
+}
+
+fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
+    let m = http_method.to_ascii_uppercase();
+    let segments: Vec<&str> = path.split('/').collect();
+    let n = segments.len();
+    let last = *segments.last()?;
+    // (method, task id, number of trailing segments forming the operation)
+    let found: Option<(Method, Option<&str>, usize)> = match (m.as_str(), last) {
+        ("POST", "message:send") => Some((Method::SendMessage, None, 1)),
+        ("POST", "message:stream") => Some((Method::SendStreamingMessage, None, 1)),
+        ("GET", "extendedAgentCard") => Some((Method::GetExtendedAgentCard, None, 1)),
+        ("GET", "card") if n >= 2 && segments[n - 2] == "v1" => Some((Method::GetExtendedAgentCard, None, 1)),
+        ("GET", "tasks") => Some((Method::ListTasks, None, 1)),
+        _ if n >= 2 && segments[n - 2] == "tasks" && !last.is_empty() => {
+            if let Some(id) = last.strip_suffix(":cancel") {
+                (m == "POST").then_some((Method::CancelTask, Some(id), 2))
+            } else if let Some(id) = last.strip_suffix(":subscribe") {
+                (m == "POST" || m == "GET").then_some((Method::SubscribeToTask, Some(id), 2))
+            } else if m == "GET" && !last.contains(':') {
+                Some((Method::GetTask, Some(last), 2))
+            } else {
+                None
+            }
+        }
+        (_, "pushNotificationConfigs") if n >= 3 && segments[n - 3] == "tasks" => match m.as_str() {
+            "POST" => Some((Method::CreateTaskPushNotificationConfig, Some(segments[n - 2]), 3)),
+            "GET" => Some((Method::ListTaskPushNotificationConfigs, Some(segments[n - 2]), 3)),
+            _ => None,
+        },
+        _ if n >= 4 && segments[n - 2] == "pushNotificationConfigs" && segments[n - 4] == "tasks" => match m.as_str() {
+            "GET" => Some((Method::GetTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
+            "DELETE" => Some((Method::DeleteTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (method, task_id, op_len) = found?;
+    if task_id.is_some_and(str::is_empty) {
+        return None;
+    }
+    let base_segments = &segments[..n - op_len];
+    let has_v1 = base_segments.last() == Some(&"v1");
+    let mut base = base_segments.join("/");
+    base.push('/');
+    Some(Head::Rest { method, task_id: task_id.map(percent_decode), base, has_v1 })
+}
+
+/// A parsed JSON-RPC A2A call (borrowed from the request body).
+#[derive(Debug)]
+pub struct RpcCall<'a> {
+    /// The method as sent.
+    pub raw_method: Cow<'a, str>,
+    pub method: Option<Method>,
+    pub id: Option<&'a RawValue>,
+    pub params: Option<&'a RawValue>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyClass {
+    /// Not JSON-RPC, or a batch, or a response: not an A2A call.
+    NotRpc,
+    /// Parse error or invalid JSON-RPC: the upstream will say so; noted for fail-closed policy.
+    Invalid(String),
+}
+
+/// Parses a JSON-RPC POST body into an A2A call. `Ok(call)` with `method: None` is a
+/// JSON-RPC request whose method is not A2A.
+pub fn classify_rpc(body: &[u8]) -> Result<RpcCall<'_>, BodyClass> {
+    match jsonrpc::parse_body(body) {
+        Ok(Body::Single(env)) => match env.kind() {
+            Ok(Kind::Request) | Ok(Kind::Notification) => {
+                let raw_method = env.method.unwrap_or(Cow::Borrowed(""));
+                let method = Method::from_name(&raw_method);
+                Ok(RpcCall { raw_method, method, id: env.id, params: env.params })
+            }
+            Ok(Kind::Response) => Err(BodyClass::NotRpc),
+            Err(e) => Err(BodyClass::Invalid(e.message().to_string())),
+        },
+        Ok(Body::Batch(_)) => Err(BodyClass::NotRpc),
+        Err(e) => Err(BodyClass::Invalid(e.message().to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_from_header() {
+        assert_eq!(Dialect::from_header(None), Dialect::V03);
+        assert_eq!(Dialect::from_header(Some("")), Dialect::V03);
+        assert_eq!(Dialect::from_header(Some("0.3")), Dialect::V03);
+        assert_eq!(Dialect::from_header(Some("1.0")), Dialect::V10);
+        assert_eq!(Dialect::from_header(Some(" 1.1 ")), Dialect::V10);
+        assert_eq!(Dialect::from_header(Some("2.0")), Dialect::V10);
+    }
+
+    #[test]
+    fn method_names_both_dialects() {
+        assert_eq!(Method::from_name("message/send"), Some(Method::SendMessage));
+        assert_eq!(Method::from_name("SendMessage"), Some(Method::SendMessage));
+        assert_eq!(Method::from_name("message/stream").map(Method::name), Some("SendStreamingMessage"));
+        assert_eq!(Method::from_name("tasks/resubscribe"), Some(Method::SubscribeToTask));
+        assert_eq!(Method::from_name("agent/getAuthenticatedExtendedCard"), Some(Method::GetExtendedAgentCard));
+        assert_eq!(Method::from_name("tools/call"), None);
+        assert_eq!(Method::from_name(""), None);
+        assert!(Method::SendStreamingMessage.streams());
+        assert!(!Method::ListTasks.returns_task());
+    }
+
+    #[test]
+    fn cards() {
+        assert_eq!(
+            classify_head("GET", "/agents/echo/.well-known/agent-card.json", None),
+            Head::Card { legacy: false, prefix: "/agents/echo/".into() }
+        );
+        assert_eq!(
+            classify_head("GET", "/.well-known/agent-card.json?x=1", None),
+            Head::Card { legacy: false, prefix: "/".into() }
+        );
+        assert_eq!(
+            classify_head("GET", "/a/.well-known/agent.json", None),
+            Head::Card { legacy: true, prefix: "/a/".into() }
+        );
+        assert_eq!(classify_head("POST", "/.well-known/agent-card.json", None), Head::Other);
+    }
+
+    #[test]
+    fn rest_paths_with_tenant_and_v1() {
+        let rest = |m: &str, p: &str| match classify_head(m, p, Some("application/a2a+json")) {
+            Head::Rest { method, task_id, base, has_v1 } => Some((method, task_id, base, has_v1)),
+            _ => None,
+        };
+        assert_eq!(rest("POST", "/message:send"), Some((Method::SendMessage, None, "/".into(), false)));
+        assert_eq!(
+            rest("POST", "/agents/echo/acme/message:stream"),
+            Some((Method::SendStreamingMessage, None, "/agents/echo/acme/".into(), false))
+        );
+        assert_eq!(rest("GET", "/v1/tasks/t%2D1"), Some((Method::GetTask, Some("t-1".into()), "/v1/".into(), true)));
+        assert_eq!(rest("GET", "/tasks?contextId=c"), Some((Method::ListTasks, None, "/".into(), false)));
+        assert_eq!(rest("POST", "/t/tasks/abc:cancel"), Some((Method::CancelTask, Some("abc".into()), "/t/".into(), false)));
+        assert_eq!(rest("GET", "/tasks/abc:subscribe").map(|r| r.0), Some(Method::SubscribeToTask));
+        assert_eq!(
+            rest("POST", "/tasks/abc/pushNotificationConfigs").map(|r| (r.0, r.1)),
+            Some((Method::CreateTaskPushNotificationConfig, Some("abc".into())))
+        );
+        assert_eq!(
+            rest("DELETE", "/tasks/abc/pushNotificationConfigs/c1").map(|r| (r.0, r.1)),
+            Some((Method::DeleteTaskPushNotificationConfig, Some("abc".into())))
+        );
+        assert_eq!(rest("GET", "/extendedAgentCard").map(|r| r.0), Some(Method::GetExtendedAgentCard));
+        assert_eq!(rest("GET", "/v1/card").map(|r| r.0), Some(Method::GetExtendedAgentCard));
+        assert_eq!(rest("GET", "/card"), None);
+        assert_eq!(rest("DELETE", "/tasks/abc"), None);
+        assert_eq!(rest("POST", "/tasks/abc:frobnicate"), None);
+        assert_eq!(rest("GET", "/tasks/"), None);
+    }
+
+    #[test]
+    fn json_posts_and_other() {
+        assert_eq!(classify_head("POST", "/agents/echo/", Some("application/json")), Head::JsonPost);
+        assert_eq!(classify_head("POST", "/", Some("application/json; charset=utf-8")), Head::JsonPost);
+        assert_eq!(classify_head("POST", "/", Some("text/plain")), Head::Other);
+        assert_eq!(classify_head("POST", "/", None), Head::Other);
+        assert_eq!(classify_head("GET", "/agents/echo/", None), Head::Other);
+    }
+
+    #[test]
+    fn rpc_bodies() {
+        let body = br#"{"jsonrpc":"2.0","id":"r1","method":"message/send","params":{"message":{}}}"#;
+        let call = classify_rpc(body).unwrap();
+        assert_eq!(call.method, Some(Method::SendMessage));
+        assert_eq!(call.id.unwrap().get(), "\"r1\"");
+        let other = classify_rpc(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#).unwrap();
+        assert_eq!(other.method, None);
+        assert_eq!(other.raw_method, "tools/call");
+        assert!(matches!(classify_rpc(b"{nope"), Err(BodyClass::Invalid(_))));
+        assert!(matches!(classify_rpc(br#"[{"jsonrpc":"2.0","id":1,"method":"a"}]"#), Err(BodyClass::NotRpc)));
+        assert!(matches!(classify_rpc(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Err(BodyClass::NotRpc)));
+    }
+}

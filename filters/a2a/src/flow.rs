@@ -1,0 +1,1591 @@
+//! One HTTP exchange through the A2A filter: the per-request state machine, written against
+//! the `Host` trait so it runs natively against `MemoryHost` in unit tests. `filter.rs` only
+//! maps proxy-wasm callbacks onto it.
+//!
+//! Request: classify from the headers; JSON-RPC and REST bodies are buffered (headers held)
+//! only to read the method and ids; then one decision: identity, delegation context, trace,
+//! loop/depth, authorization — and the upstream headers are set while still held.
+//! Response: JSON and SSE bodies stream through untouched while ids and state are read
+//! incrementally; only agent cards are buffered (capped) to be rewritten.
+
+use crate::authz::{self, Subject, ANONYMOUS};
+use crate::card::{self, Mapping};
+use crate::chain::{self, Inbound, Presented, Refusal, Trust};
+use crate::classify::{self, Binding, BodyClass, Dialect, Head, Method};
+use crate::config::{Config, Effect};
+use crate::session::{self, RequestIds, ResponseTracker};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::rc::Rc;
+use tollgate_core::audit::{self, Decision, Layer, Record};
+use tollgate_core::config::ConfigError;
+use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::identity::{self, Identity, IdentityError};
+use tollgate_core::metrics::Metrics;
+use tollgate_core::pairs::deserialize_pairs_exact;
+use tollgate_core::reply;
+use tollgate_core::shared_table::SharedTable;
+use tollgate_core::trace::{self, TraceParent, TraceStep};
+
+/// JSON-RPC error codes the gateway uses. A2A itself uses -32001..-32009 and MCP -32000,
+/// -32002 and -32042, so these sit in the free part of the server range.
+pub mod codes {
+    pub const DELEGATION_LOOP: i64 = -32050;
+    pub const MAX_DEPTH: i64 = -32051;
+    pub const FORBIDDEN: i64 = -32052;
+    pub const UNAUTHENTICATED: i64 = -32053;
+    pub const TOO_LARGE: i64 = -32054;
+}
+
+pub const ERROR_DOMAIN: &str = "tollgate";
+
+/// State built once from the configuration, shared by every exchange of a VM.
+pub struct Shared {
+    pub config: Config,
+    pub table: SharedTable,
+}
+
+pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
+    config.compile()?;
+    let table = SharedTable::new("tollgate.a2a.conv", config.conversations.capacity, config.conversations.ttl_secs);
+    Ok(Shared { config, table })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not A2A: untouched.
+    Passthrough,
+    /// Holding headers until the body is complete.
+    AwaitBody,
+    /// Forwarded upstream; following the response.
+    Forwarded,
+    /// Answered locally (refused).
+    Denied,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deny {
+    Refusal(Refusal),
+    Forbidden,
+    NotOriginator,
+    Unauthenticated,
+    TooLarge,
+    Invalid,
+}
+
+impl Deny {
+    fn reason(self) -> &'static str {
+        match self {
+            Deny::Refusal(r) => r.reason(),
+            Deny::Forbidden => "A2A_FORBIDDEN",
+            Deny::NotOriginator => "A2A_NOT_TASK_ORIGINATOR",
+            Deny::Unauthenticated => "A2A_UNAUTHENTICATED",
+            Deny::TooLarge => "A2A_REQUEST_TOO_LARGE",
+            Deny::Invalid => "A2A_INVALID_REQUEST",
+        }
+    }
+    fn rpc_code(self) -> i64 {
+        match self {
+            Deny::Refusal(Refusal::Loop) => codes::DELEGATION_LOOP,
+            Deny::Refusal(Refusal::MaxDepth) => codes::MAX_DEPTH,
+            Deny::Forbidden | Deny::NotOriginator => codes::FORBIDDEN,
+            Deny::Unauthenticated => codes::UNAUTHENTICATED,
+            Deny::TooLarge => codes::TOO_LARGE,
+            Deny::Invalid => reply::codes::INVALID_REQUEST,
+        }
+    }
+    /// HTTP status for JSON-RPC replies: 200 (the error is in the body) except where the
+    /// transport itself failed.
+    fn rpc_http_status(self) -> u32 {
+        match self {
+            Deny::Unauthenticated => 401,
+            Deny::TooLarge => 413,
+            _ => 200,
+        }
+    }
+    /// HTTP status and google.rpc status for REST and card replies.
+    fn rest_status(self) -> (u32, &'static str) {
+        match self {
+            Deny::Refusal(Refusal::Loop) => (409, "ABORTED"),
+            Deny::Refusal(Refusal::MaxDepth) => (400, "FAILED_PRECONDITION"),
+            Deny::Forbidden | Deny::NotOriginator => (403, "PERMISSION_DENIED"),
+            Deny::Unauthenticated => (401, "UNAUTHENTICATED"),
+            Deny::TooLarge => (413, "RESOURCE_EXHAUSTED"),
+            Deny::Invalid => (400, "INVALID_ARGUMENT"),
+        }
+    }
+    fn message(self) -> &'static str {
+        match self {
+            Deny::Refusal(Refusal::Loop) => "delegation loop: the target agent is already in this call's delegation chain",
+            Deny::Refusal(Refusal::MaxDepth) => "delegation chain too deep: the maximum number of hops is reached",
+            Deny::Forbidden => "this caller may not call this method on this agent",
+            Deny::NotOriginator => "only the identity that created the task may do this",
+            Deny::Unauthenticated => "unknown credential",
+            Deny::TooLarge => "request body too large",
+            Deny::Invalid => "invalid JSON-RPC request",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorInfo<'a> {
+    #[serde(rename = "@type")]
+    type_url: &'static str,
+    reason: &'a str,
+    domain: &'static str,
+    metadata: std::collections::BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+struct RestError<'a> {
+    error: RestErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct RestErrorBody<'a> {
+    code: u32,
+    status: &'static str,
+    message: &'a str,
+    details: [ErrorInfo<'a>; 1],
+}
+
+/// What the conversation table stores per contextId / taskId.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Entry {
+    /// The traceparent the gateway sent upstream on the hop that recorded it.
+    tp: String,
+    /// Task entries: the agent that owns the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    /// Task entries: who created it (on-behalf-of user, else caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    orig: Option<String>,
+}
+
+fn ctx_key(id: &str) -> String {
+    format!("ctx:{id}")
+}
+fn task_key(id: &str) -> String {
+    format!("task:{id}")
+}
+
+#[derive(Debug, Default)]
+struct CardState {
+    /// Rewriting is under way (response held).
+    buffering: bool,
+    /// The card is a JSON-RPC result (extended card), not the whole body.
+    in_result: bool,
+    public_base: Option<String>,
+    public_prefix: String,
+    upstream_prefix: String,
+    /// Outcome for the audit record: rewritten, unchanged, signed_kept, signatures_removed,
+    /// too_large, encoded, not_json, error.
+    result: Option<&'static str>,
+    urls_rewritten: u32,
+}
+
+pub struct Exchange {
+    shared: Rc<Shared>,
+    metrics: Rc<Metrics>,
+    phase: Phase,
+    start_nanos: u64,
+    head: Head,
+    dialect: Dialect,
+    binding: Option<Binding>,
+    method: Option<Method>,
+    raw_method: Option<String>,
+    rpc_id: Option<Box<RawValue>>,
+    ids: RequestIds,
+    identity: Option<Identity>,
+    identity_failed: bool,
+    presented: Presented,
+    traceparent_in: Option<String>,
+    tracestate_in: Option<String>,
+    target: String,
+    caller: String,
+    trust: Trust,
+    on_behalf_of: Option<String>,
+    hop: Option<u32>,
+    chain: Vec<String>,
+    trace: Option<TraceStep>,
+    trace_source: &'static str,
+    decision: Decision,
+    deny: Option<Deny>,
+    rule_id: Option<String>,
+    status: Option<u32>,
+    tracker: Option<ResponseTracker>,
+    card: Option<CardState>,
+    ttfe_nanos: Option<u64>,
+    recorded_ctx: bool,
+    recorded_task: bool,
+    finished: bool,
+}
+
+fn header_value(host: &dyn Host, name: &str) -> Option<String> {
+    host.request_header(name).filter(|v| !v.is_empty())
+}
+
+/// A property holding a string (route metadata values come back as plain bytes).
+fn string_property(host: &dyn Host, path: &[&str]) -> Option<String> {
+    let raw = host.property(path).ok().flatten()?;
+    if raw.is_empty() {
+        return None;
+    }
+    if deserialize_pairs_exact(&raw).is_some() {
+        return None; // a struct, not a string
+    }
+    // A non-string metadata value (a YAML `y` is a boolean!) comes back as raw bytes.
+    String::from_utf8(raw).ok().filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+}
+
+impl Exchange {
+    pub fn new(shared: Rc<Shared>, metrics: Rc<Metrics>) -> Self {
+        Exchange {
+            shared,
+            metrics,
+            phase: Phase::Passthrough,
+            start_nanos: 0,
+            head: Head::Other,
+            dialect: Dialect::V03,
+            binding: None,
+            method: None,
+            raw_method: None,
+            rpc_id: None,
+            ids: RequestIds::default(),
+            identity: None,
+            identity_failed: false,
+            presented: Presented::default(),
+            traceparent_in: None,
+            tracestate_in: None,
+            target: String::new(),
+            caller: ANONYMOUS.to_string(),
+            trust: Trust::None,
+            on_behalf_of: None,
+            hop: None,
+            chain: Vec::new(),
+            trace: None,
+            trace_source: "new",
+            decision: Decision::Allow,
+            deny: None,
+            rule_id: None,
+            status: None,
+            tracker: None,
+            card: None,
+            ttfe_nanos: None,
+            recorded_ctx: false,
+            recorded_task: false,
+            finished: false,
+        }
+    }
+
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    // ----- request -----------------------------------------------------------------------
+
+    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.metrics.inc(host, "tollgate.a2a.requests", &[]);
+        self.start_nanos = host.now_nanos();
+        let method = host.request_header(":method").unwrap_or_default();
+        let path = host.request_header(":path").unwrap_or_default();
+        let content_type = host.request_header("content-type");
+        self.head = classify::classify_head(&method, &path, content_type.as_deref());
+        if self.head == Head::Other || (self.head == Head::JsonPost && end_of_stream) {
+            self.phase = Phase::Passthrough;
+            return Step::Continue;
+        }
+        self.dialect = Dialect::from_header(host.request_header("a2a-version").as_deref());
+        self.traceparent_in = header_value(host, "traceparent");
+        self.tracestate_in = header_value(host, "tracestate");
+        self.presented = Presented::read(|name| header_value(host, name));
+        match identity::resolve(host, &self.shared.config.identity) {
+            Ok(id) => self.identity = id,
+            Err(IdentityError::UnknownApiKey) => self.identity_failed = true,
+        }
+        self.target = self.route_target(host);
+        match self.head.clone() {
+            Head::Card { prefix, .. } => {
+                self.binding = Some(Binding::Card);
+                self.card = Some(CardState { public_prefix: prefix, ..CardState::default() });
+                self.decide(host)
+            }
+            Head::Rest { method, task_id, base, .. } => {
+                self.binding = Some(Binding::Rest);
+                self.method = Some(method);
+                self.ids.task_id = task_id;
+                if method == Method::GetExtendedAgentCard {
+                    self.card = Some(CardState { public_prefix: base, ..CardState::default() });
+                }
+                if end_of_stream {
+                    self.decide(host)
+                } else {
+                    self.phase = Phase::AwaitBody;
+                    Step::Pause
+                }
+            }
+            Head::JsonPost => {
+                self.phase = Phase::AwaitBody;
+                Step::Pause
+            }
+            Head::Other => Step::Continue,
+        }
+    }
+
+    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.phase != Phase::AwaitBody {
+            return Step::Continue;
+        }
+        if body_size > self.config().limits.max_request_body_bytes {
+            if self.binding.is_none() {
+                self.binding = Some(Binding::JsonRpc);
+            }
+            self.participate(host);
+            return self.deny(host, Deny::TooLarge);
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = match host.body(BodyBuffer::Request, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot read request body: {e}"));
+                Vec::new()
+            }
+        };
+        let strict = self.strict();
+        if strict && !body.is_empty() {
+            if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
+                self.binding.get_or_insert(Binding::JsonRpc);
+                self.participate(host);
+                return self.deny(host, Deny::Invalid);
+            }
+        }
+        match self.head {
+            Head::Rest { .. } => {
+                if let Some(method) = self.method {
+                    if let Ok(ids) = session::request_ids(&body, method, self.dialect, self.config().log_message_parts) {
+                        let path_task = self.ids.task_id.take();
+                        self.ids = ids;
+                        self.ids.task_id = path_task.or(self.ids.task_id.take());
+                    }
+                }
+                self.decide(host)
+            }
+            Head::JsonPost => match classify::classify_rpc(&body) {
+                Ok(call) => {
+                    let Some(method) = call.method else {
+                        if self.config().authz.default == Effect::Deny {
+                            self.binding = Some(Binding::JsonRpc);
+                            self.raw_method = Some(call.raw_method.into_owned());
+                            self.rpc_id = call.id.map(|r| r.to_owned());
+                            self.participate(host);
+                            return self.deny(host, Deny::Forbidden);
+                        }
+                        self.phase = Phase::Passthrough;
+                        return Step::Continue;
+                    };
+                    self.binding = Some(Binding::JsonRpc);
+                    self.method = Some(method);
+                    self.raw_method = Some(call.raw_method.to_string());
+                    self.rpc_id = call.id.map(|r| r.to_owned());
+                    if method == Method::GetExtendedAgentCard {
+                        let path = host.request_header(":path").unwrap_or_else(|| "/".into());
+                        let prefix = path.split('?').next().unwrap_or("/").to_string();
+                        self.card = Some(CardState { public_prefix: prefix, in_result: true, ..CardState::default() });
+                    }
+                    if let Some(params) = call.params {
+                        match session::request_ids(params.get().as_bytes(), method, self.dialect, self.config().log_message_parts) {
+                            Ok(ids) => self.ids = ids,
+                            Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
+                        }
+                    }
+                    self.decide(host)
+                }
+                Err(BodyClass::Invalid(msg)) if strict => {
+                    host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
+                    self.binding = Some(Binding::JsonRpc);
+                    self.participate(host);
+                    self.deny(host, Deny::Invalid)
+                }
+                Err(_) => {
+                    self.phase = Phase::Passthrough;
+                    Step::Continue
+                }
+            },
+            _ => Step::Continue,
+        }
+    }
+
+    /// Rules exist: ambiguous or unreadable bodies are refused rather than passed on.
+    fn strict(&self) -> bool {
+        !self.config().authz.rules.is_empty() || self.config().authz.default == Effect::Deny
+    }
+
+    fn route_target(&self, host: &dyn Host) -> String {
+        let r = &self.config().routes;
+        let from_metadata = string_property(host, &["xds", "route_metadata", "filter_metadata", &r.metadata_namespace, &r.agent_key]);
+        from_metadata
+            .or_else(|| if r.cluster_fallback { string_property(host, &["xds", "cluster_name"]) } else { None })
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+
+    fn route_metadata(&self, host: &dyn Host, key: &str) -> Option<String> {
+        if key.is_empty() {
+            return None;
+        }
+        let ns = &self.config().routes.metadata_namespace;
+        string_property(host, &["xds", "route_metadata", "filter_metadata", ns, key])
+    }
+
+    fn jwt_claim(&self, host: &dyn Host, claim: &str) -> Option<String> {
+        let jwt = self.config().identity.jwt.as_ref()?;
+        let mut path: Vec<&str> = vec!["metadata", "filter_metadata", &jwt.metadata_namespace, &jwt.payload_key];
+        path.extend(claim.split('.'));
+        string_property(host, &path)
+    }
+
+    fn lookup(&self, host: &dyn Host, key: &str) -> Option<Entry> {
+        let raw = self.shared.table.get(host, key)?;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    fn store(&self, host: &dyn Host, key: &str, entry: &Entry) {
+        if let Ok(bytes) = serde_json::to_vec(entry) {
+            if !self.shared.table.put(host, key, &bytes) {
+                host.log(LogLevel::Debug, &format!("tollgate-a2a: conversation table did not store {key}"));
+            }
+        }
+    }
+
+    /// Takes part in the trace: the inbound traceparent if valid, else the conversation's
+    /// recorded trace (contextId, taskId, referenceTaskIds), else a new trace.
+    fn participate(&mut self, host: &dyn Host) {
+        if self.trace.is_some() {
+            return;
+        }
+        let inbound_valid = self.traceparent_in.as_deref().and_then(TraceParent::parse).is_some();
+        let mut fallback = None;
+        if !inbound_valid {
+            let mut keys: Vec<String> = Vec::new();
+            if let Some(c) = &self.ids.context_id {
+                keys.push(ctx_key(c));
+            }
+            if let Some(t) = &self.ids.task_id {
+                keys.push(task_key(t));
+            }
+            keys.extend(self.ids.reference_task_ids.iter().map(|r| task_key(r)));
+            fallback = keys
+                .iter()
+                .find_map(|k| self.lookup(host, k))
+                .and_then(|e| TraceParent::parse(&e.tp));
+        }
+        self.trace_source = if inbound_valid {
+            "inbound"
+        } else if fallback.is_some() {
+            "conversation"
+        } else {
+            "new"
+        };
+        self.trace = Some(trace::participate(host, self.traceparent_in.as_deref(), self.tracestate_in.as_deref(), fallback));
+    }
+
+    /// The caller's agent identity when its principal is a trusted agent.
+    fn trusted_agent(&self) -> Option<String> {
+        let principal = &self.identity.as_ref()?.principal;
+        self.config()
+            .delegation
+            .trusted_agents
+            .iter()
+            .find(|a| &a.principal == principal)
+            .map(|a| a.agent.clone().unwrap_or_else(|| a.principal.clone()))
+    }
+
+    fn decide(&mut self, host: &dyn Host) -> Step {
+        self.participate(host);
+        if self.identity_failed {
+            return self.deny(host, Deny::Unauthenticated);
+        }
+        // Delegation context: believed only from trusted agents or with a valid signature.
+        let agent = self.trusted_agent();
+        let signature_ok = agent.is_none()
+            && !self.presented.is_empty()
+            && self.config().delegation.signing_key.as_deref().is_some_and(|key| {
+                chain::verify(key.as_bytes(), &self.presented, host.now_nanos() / 1_000_000_000)
+            });
+        let inbound = if self.binding == Some(Binding::Card) {
+            Inbound::untrusted()
+        } else {
+            chain::accept(&self.presented, agent.as_deref(), signature_ok)
+        };
+        self.trust = inbound.trust;
+        self.caller = inbound
+            .caller_agent
+            .clone()
+            .or_else(|| self.identity.as_ref().map(|i| i.principal.clone()))
+            .unwrap_or_else(|| ANONYMOUS.to_string());
+        self.on_behalf_of = inbound
+            .on_behalf_of
+            .clone()
+            .or_else(|| self.config().on_behalf_of.jwt_claim.clone().and_then(|c| self.jwt_claim(host, &c)))
+            .or_else(|| if inbound.caller_agent.is_none() { self.identity.as_ref().map(|i| i.principal.clone()) } else { None });
+
+        if self.binding == Some(Binding::Card) {
+            let verdict = authz::evaluate(
+                &self.config().authz,
+                &Subject { caller: &self.caller, on_behalf_of: self.on_behalf_of.as_deref(), target: &self.target, method: "AgentCard" },
+            );
+            self.rule_id = verdict.rule_id;
+            if verdict.effect == Effect::Deny {
+                return self.deny(host, Deny::Forbidden);
+            }
+            self.prepare_card(host);
+            self.set_upstream_headers(host, false);
+            self.phase = Phase::Forwarded;
+            return Step::Continue;
+        }
+
+        let Some(method) = self.method else {
+            self.phase = Phase::Passthrough;
+            return Step::Continue;
+        };
+        // A call continuing a task the target owns is not a loop.
+        let task_entry = self.ids.task_id.as_ref().and_then(|t| self.lookup(host, &task_key(t)));
+        let continues = task_entry.as_ref().and_then(|e| e.agent.as_deref()) == Some(self.target.as_str());
+        match chain::decide(&inbound, &self.target, self.config().delegation.max_hops, continues) {
+            Ok(out) => {
+                self.hop = Some(out.hop);
+                self.chain = out.chain;
+            }
+            Err(refusal) => {
+                self.hop = Some(inbound.hop.saturating_add(1));
+                self.chain = inbound.chain.clone();
+                self.chain.push(self.target.clone());
+                return self.deny(host, Deny::Refusal(refusal));
+            }
+        }
+        let verdict = authz::evaluate(
+            &self.config().authz,
+            &Subject { caller: &self.caller, on_behalf_of: self.on_behalf_of.as_deref(), target: &self.target, method: method.name() },
+        );
+        self.rule_id = verdict.rule_id;
+        match verdict.effect {
+            Effect::Allow => {}
+            Effect::Deny => return self.deny(host, Deny::Forbidden),
+            Effect::AllowOriginator => {
+                let acting = self.on_behalf_of.clone().unwrap_or_else(|| self.caller.clone());
+                let originator = task_entry.as_ref().and_then(|e| e.orig.as_deref());
+                if !authz::originator_allows(&acting, originator) {
+                    return self.deny(host, Deny::NotOriginator);
+                }
+            }
+        }
+        if self.card.is_some() {
+            self.prepare_card(host);
+        }
+        self.set_upstream_headers(host, true);
+        // A client-chosen contextId is known now: later turns and downstream hops find it.
+        if let (Some(ctx), Some(step)) = (&self.ids.context_id, &self.trace) {
+            self.store(host, &ctx_key(ctx), &Entry { tp: step.traceparent.clone(), agent: None, orig: None });
+            self.recorded_ctx = true;
+        }
+        self.set_filter_state(host);
+        self.phase = Phase::Forwarded;
+        Step::Continue
+    }
+
+    fn prepare_card(&mut self, host: &dyn Host) {
+        let configured = self.config().cards.public_base_url.clone();
+        let trust_xfp = self.config().cards.trust_forwarded_proto;
+        let public_prefix_meta = self.route_metadata(host, &self.config().routes.public_prefix_key.clone());
+        let upstream_prefix_meta = self.route_metadata(host, &self.config().routes.upstream_prefix_key.clone());
+        let xfp = if trust_xfp { host.request_header("x-forwarded-proto") } else { None };
+        let base = card::public_base(
+            configured.as_deref(),
+            xfp.as_deref(),
+            host.request_header(":scheme").as_deref(),
+            host.request_header(":authority").as_deref(),
+        );
+        if let Some(card_state) = self.card.as_mut() {
+            card_state.public_base = base;
+            if let Some(p) = public_prefix_meta {
+                card_state.public_prefix = p;
+            }
+            card_state.public_prefix = card::normalize_prefix(&card_state.public_prefix);
+            card_state.upstream_prefix = card::normalize_prefix(upstream_prefix_meta.as_deref().unwrap_or("/"));
+        }
+    }
+
+    fn set_upstream_headers(&self, host: &dyn Host, a2a_call: bool) {
+        // Gateway-owned headers: whatever the caller sent is replaced.
+        if let Ok(headers) = host.headers(HeaderMap::Request) {
+            for (name, _) in headers {
+                if name.to_ascii_lowercase().starts_with(chain::PREFIX) {
+                    host.try_set_header(HeaderMap::Request, &name, None);
+                }
+            }
+        }
+        if let Some(step) = &self.trace {
+            host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
+            host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
+        }
+        if !a2a_call {
+            return;
+        }
+        let hop = self.hop.unwrap_or(1);
+        let chain_value = chain::encode_chain(&self.chain);
+        host.try_set_header(HeaderMap::Request, chain::HOP, Some(&hop.to_string()));
+        host.try_set_header(HeaderMap::Request, chain::CHAIN, Some(&chain_value));
+        host.try_set_header(HeaderMap::Request, chain::CALLER, Some(&self.caller));
+        host.try_set_header(HeaderMap::Request, chain::ON_BEHALF_OF, self.on_behalf_of.as_deref());
+        if let Some(key) = &self.config().delegation.signing_key {
+            let expiry = host.now_nanos() / 1_000_000_000 + self.config().delegation.context_ttl_secs;
+            let sig = chain::sign(key.as_bytes(), hop, &chain_value, self.on_behalf_of.as_deref(), expiry);
+            host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
+        }
+        host.try_set_header(HeaderMap::Request, chain::CONTEXT_ID, self.ids.context_id.as_deref());
+        host.try_set_header(HeaderMap::Request, chain::TASK_ID, self.ids.task_id.as_deref());
+        host.try_set_header(HeaderMap::Request, chain::MESSAGE_ID, self.ids.message_id.as_deref());
+    }
+
+    fn set_filter_state(&self, host: &dyn Host) {
+        let set = |name: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                if let Err(e) = host.set_property(&[name], v.as_bytes()) {
+                    host.log(LogLevel::Debug, &format!("tollgate-a2a: filter state {name}: {e}"));
+                }
+            }
+        };
+        set("tollgate.a2a.method", self.method.map(Method::name));
+        set("tollgate.a2a.target", Some(&self.target));
+        set("tollgate.a2a.hop", self.hop.map(|h| h.to_string()).as_deref());
+        set("tollgate.a2a.trace_id", self.trace.as_ref().map(|t| t.trace_id.as_str()));
+        set("tollgate.a2a.message_id", self.ids.message_id.as_deref());
+        let tracked = self.tracker.as_ref().map(|t| &t.ids);
+        set("tollgate.a2a.context_id", self.ids.context_id.as_deref().or(tracked.and_then(|t| t.context_id.as_deref())));
+        set("tollgate.a2a.task_id", self.ids.task_id.as_deref().or(tracked.and_then(|t| t.task_id.as_deref())));
+        set("tollgate.a2a.task_state", tracked.and_then(|t| t.state.as_deref()));
+    }
+
+    fn deny(&mut self, host: &dyn Host, why: Deny) -> Step {
+        self.decision = match why {
+            Deny::Invalid | Deny::TooLarge | Deny::Unauthenticated => Decision::Error,
+            _ => Decision::Deny,
+        };
+        self.deny = Some(why);
+        self.phase = Phase::Denied;
+        let mut metadata = std::collections::BTreeMap::new();
+        metadata.insert("target", self.target.clone());
+        if let Some(hop) = self.hop {
+            metadata.insert("hop", hop.to_string());
+        }
+        if !self.chain.is_empty() {
+            metadata.insert("chain", self.chain.join(","));
+        }
+        if let Some(m) = self.method {
+            metadata.insert("method", m.name().to_string());
+        }
+        let info = ErrorInfo { type_url: "type.googleapis.com/google.rpc.ErrorInfo", reason: why.reason(), domain: ERROR_DOMAIN, metadata };
+        let (status, body) = match self.binding {
+            Some(Binding::JsonRpc) => {
+                let body = match self.dialect {
+                    Dialect::V10 => reply::rpc_error_body(self.rpc_id.as_deref(), why.rpc_code(), why.message(), Some([info])),
+                    Dialect::V03 => reply::rpc_error_body(self.rpc_id.as_deref(), why.rpc_code(), why.message(), Some(info)),
+                };
+                (why.rpc_http_status(), body)
+            }
+            _ => {
+                let (status, grpc) = why.rest_status();
+                let body = RestError { error: RestErrorBody { code: status, status: grpc, message: why.message(), details: [info] } };
+                (status, serde_json::to_vec(&body).unwrap_or_default())
+            }
+        };
+        self.status = Some(status);
+        if let Err(e) = reply::send_json(host, status, &[], &body) {
+            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
+        }
+        Step::Pause
+    }
+
+    // ----- response ----------------------------------------------------------------------
+
+    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if self.phase != Phase::Forwarded {
+            return Step::Continue;
+        }
+        self.status = host.response_header(":status").and_then(|s| s.parse().ok());
+        let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
+        let encoded = host.response_header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let is_json = content_type.contains("json");
+        if let Some(card_state) = self.card.as_mut() {
+            let rewrite = self.shared.config.cards.rewrite;
+            if !rewrite || self.status != Some(200) || end_of_stream {
+                card_state.result = Some("unchanged");
+            } else if !is_json {
+                card_state.result = Some("not_json");
+            } else if encoded {
+                card_state.result = Some("encoded");
+            } else if card_state.public_base.is_none() {
+                card_state.result = Some("no_public_base");
+            } else if host
+                .response_header("content-length")
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .is_some_and(|l| l > self.shared.config.cards.max_bytes)
+            {
+                card_state.result = Some("too_large");
+            } else {
+                card_state.buffering = true;
+                return Step::Pause;
+            }
+            if self.binding == Some(Binding::Card) {
+                return Step::Continue;
+            }
+        }
+        if self.binding != Some(Binding::Card) && self.method.is_some() {
+            let rest = self.binding == Some(Binding::Rest);
+            if content_type.starts_with("text/event-stream") {
+                self.tracker = Some(ResponseTracker::sse(rest, self.shared.config.limits.max_sse_event_bytes));
+            } else if is_json {
+                self.tracker = Some(ResponseTracker::json(rest));
+            }
+        }
+        if end_of_stream {
+            self.response_done(host);
+        }
+        Step::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.phase != Phase::Forwarded {
+            return Step::Continue;
+        }
+        if self.card.as_ref().is_some_and(|c| c.buffering) {
+            return self.card_body(host, body_size, end_of_stream);
+        }
+        if self.tracker.is_some() {
+            // Time to first event: a JSON body's first byte; an SSE stream's first whole event.
+            if self.ttfe_nanos.is_none() && body_size > 0 && self.tracker.as_ref().is_some_and(|t| !t.is_stream()) {
+                self.ttfe_nanos = Some(host.now_nanos());
+            }
+            let chunk = if body_size > 0 { host.body(BodyBuffer::Response, 0, body_size).ok().flatten() } else { None };
+            let mut progress = session::Progress::default();
+            if let (Some(tracker), Some(chunk)) = (self.tracker.as_mut(), chunk.as_deref()) {
+                progress = tracker.feed(chunk);
+            }
+            if progress.first_event && self.ttfe_nanos.is_none() {
+                self.ttfe_nanos = Some(host.now_nanos());
+            }
+            if progress.new_ids {
+                self.record_response_ids(host);
+            }
+        }
+        if end_of_stream {
+            self.response_done(host);
+        }
+        Step::Continue
+    }
+
+    fn card_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        let max = self.shared.config.cards.max_bytes;
+        let signed = self.shared.config.cards.signed;
+        let Some(card_state) = self.card.as_mut() else { return Step::Continue };
+        if body_size > max {
+            card_state.buffering = false;
+            card_state.result = Some("too_large");
+            return Step::Continue;
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        card_state.buffering = false;
+        let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+        let Some(base) = card_state.public_base.as_deref() else { return Step::Continue };
+        let mapping = Mapping { public_base: base, public_prefix: &card_state.public_prefix, upstream_prefix: &card_state.upstream_prefix };
+        match card::rewrite_body(&body, &mapping, signed, card_state.in_result) {
+            Ok((new_body, outcome)) => {
+                card_state.urls_rewritten = outcome.urls_rewritten;
+                card_state.result = Some(if outcome.signed && !outcome.signatures_removed {
+                    "signed_kept"
+                } else if outcome.signatures_removed {
+                    "signatures_removed"
+                } else if new_body.is_some() {
+                    "rewritten"
+                } else {
+                    "unchanged"
+                });
+                if let Some(new_body) = new_body {
+                    match host.set_body(BodyBuffer::Response, 0, body_size, &new_body) {
+                        Ok(()) => host.try_set_header(HeaderMap::Response, "content-length", Some(&new_body.len().to_string())),
+                        Err(e) => {
+                            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot replace card body: {e}"));
+                            card_state.result = Some("error");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: card not rewritten (not JSON: {e})"));
+                card_state.result = Some("not_json");
+            }
+        }
+        Step::Continue
+    }
+
+    fn response_done(&mut self, host: &dyn Host) {
+        if let Some(tracker) = self.tracker.as_mut() {
+            let progress = tracker.finish();
+            if progress.first_event && self.ttfe_nanos.is_none() {
+                self.ttfe_nanos = Some(host.now_nanos());
+            }
+        }
+        self.record_response_ids(host);
+    }
+
+    /// Records what the response revealed: contextId → trace (later turns join it), and a
+    /// new task → trace, owner agent and originator (continuations, originator rules).
+    fn record_response_ids(&mut self, host: &dyn Host) {
+        let Some(method) = self.method else { return };
+        if !method.returns_task() {
+            return;
+        }
+        let Some(step) = self.trace.as_ref() else { return };
+        let tp = step.traceparent.clone();
+        let (ctx, task) = match self.tracker.as_ref() {
+            Some(t) => (t.ids.context_id.clone(), t.ids.task_id.clone()),
+            None => return,
+        };
+        if let Some(ctx) = ctx {
+            if !self.recorded_ctx || self.ids.context_id.as_deref() != Some(ctx.as_str()) {
+                self.store(host, &ctx_key(&ctx), &Entry { tp: tp.clone(), agent: None, orig: None });
+                self.recorded_ctx = true;
+            }
+        }
+        if let Some(task) = task {
+            // Only a message that started a new task makes its sender the originator.
+            let created = matches!(method, Method::SendMessage | Method::SendStreamingMessage) && self.ids.task_id.is_none();
+            if created && !self.recorded_task {
+                let orig = self.on_behalf_of.clone().unwrap_or_else(|| self.caller.clone());
+                self.store(host, &task_key(&task), &Entry { tp, agent: Some(self.target.clone()), orig: Some(orig) });
+                self.recorded_task = true;
+            }
+        }
+        self.set_filter_state(host);
+    }
+
+    // ----- end of stream -------------------------------------------------------------------
+
+    /// Called once when the stream ends (access-log time): audit record and metrics.
+    pub fn on_log(&mut self, host: &dyn Host) {
+        if self.finished || matches!(self.phase, Phase::Passthrough | Phase::AwaitBody) {
+            return;
+        }
+        self.finished = true;
+        if self.phase == Phase::Forwarded {
+            self.response_done(host);
+        }
+        let now = host.now_nanos();
+        let duration_ms = now.saturating_sub(self.start_nanos) / 1_000_000;
+        let ttfe_ms = self.ttfe_nanos.map(|t| t.saturating_sub(self.start_nanos) / 1_000_000);
+        let tracked = self.tracker.as_ref().map(|t| t.ids.clone()).unwrap_or_default();
+        let method_name = match (self.binding, self.method) {
+            (Some(Binding::Card), _) => "AgentCard".to_string(),
+            (_, Some(m)) => m.name().to_string(),
+            (_, None) => self.raw_method.clone().unwrap_or_else(|| "unknown".into()),
+        };
+        let state = if self.deny.is_some() {
+            "denied"
+        } else if tracked.error_code.is_some() {
+            "error"
+        } else {
+            tracked.state.as_deref().map(session::state_label).unwrap_or("none")
+        };
+        // Metric labels stay bounded: unknown JSON-RPC methods are counted as `unknown`.
+        let method_label = match (self.binding, self.method) {
+            (Some(Binding::Card), _) => "AgentCard",
+            (_, Some(m)) => m.name(),
+            (_, None) => "unknown",
+        };
+        let context_id = self.ids.context_id.clone().or(tracked.context_id.clone());
+        let task_id = self.ids.task_id.clone().or(tracked.task_id.clone());
+        let rpc_error_code = self.deny.filter(|_| self.binding == Some(Binding::JsonRpc)).map(Deny::rpc_code).or(tracked.error_code);
+        let card = self.card.as_ref().filter(|_| self.deny.is_none()).map(|c| CardAudit {
+            result: c.result.unwrap_or("unchanged"),
+            urls_rewritten: c.urls_rewritten,
+            public_base: c.public_base.as_deref(),
+        });
+        let parts = self.ids.parts.as_deref();
+        let detail = Detail {
+            binding: self.binding.map(Binding::as_str).unwrap_or("jsonrpc"),
+            dialect: self.dialect.as_str(),
+            method: &method_name,
+            jsonrpc_method: self.raw_method.as_deref(),
+            target: &self.target,
+            caller: &self.caller,
+            caller_trust: self.trust.as_str(),
+            on_behalf_of: self.on_behalf_of.as_deref(),
+            hop: self.hop,
+            chain: &self.chain,
+            message_id: self.ids.message_id.as_deref(),
+            context_id: context_id.as_deref(),
+            task_id: task_id.as_deref(),
+            reference_task_ids: &self.ids.reference_task_ids,
+            task_state: tracked.state.as_deref(),
+            rpc_error_code,
+            reason: self.deny.map(Deny::reason),
+            streaming: self.tracker.as_ref().is_some_and(ResponseTracker::is_stream),
+            events: self.tracker.as_ref().map(|t| t.events),
+            ttfe_ms,
+            trace_source: self.trace_source,
+            card,
+            message_parts: parts,
+        };
+        let timestamp_ms = self.start_nanos / 1_000_000;
+        let mut record = Record::new(Layer::A2a, timestamp_ms, detail);
+        let request_id = host.property_string(&["request", "id"]);
+        record.request_id = request_id.as_deref();
+        if let Some(step) = &self.trace {
+            record.trace_id = Some(&step.trace_id);
+            record.span_id = Some(&step.span_id);
+            record.parent_span_id = step.parent_span_id.as_deref();
+        }
+        record.identity = self.identity.as_ref();
+        record.decision = self.decision;
+        record.rule_id = self.rule_id.as_deref();
+        record.status = self.status;
+        record.duration_ms = Some(duration_ms);
+        record.error = self.deny.map(Deny::message);
+        audit::emit(host, &self.shared.config.audit, &record);
+        self.set_filter_state(host);
+
+        let target = self.target.clone();
+        self.metrics.inc(host, "tollgate.a2a.calls", &[("target", &target), ("method", method_label), ("state", state)]);
+        self.metrics.record(host, "tollgate.a2a.duration_ms", &[("target", &target), ("method", method_label)], duration_ms);
+        if let Some(t) = ttfe_ms {
+            self.metrics.record(host, "tollgate.a2a.ttfe_ms", &[("target", &target), ("method", method_label)], t);
+        }
+        if let Some(why) = self.deny {
+            self.metrics.inc(host, "tollgate.a2a.denied", &[("target", &target), ("reason", why.reason())]);
+        }
+        if let Some(c) = self.card.as_ref().and_then(|c| c.result) {
+            self.metrics.inc(host, "tollgate.a2a.cards", &[("target", &target), ("result", c)]);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CardAudit<'a> {
+    result: &'a str,
+    urls_rewritten: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_base: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    binding: &'a str,
+    dialect: &'a str,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_method: Option<&'a str>,
+    target: &'a str,
+    caller: &'a str,
+    caller_trust: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_behalf_of: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hop: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    chain: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    reference_task_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rpc_error_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    streaming: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttfe_ms: Option<u64>,
+    trace_source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card: Option<CardAudit<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_parts: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use tollgate_core::hash::sha256_hex;
+    use tollgate_core::host::MemoryHost;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn shared(config: Value) -> Rc<Shared> {
+        let config: Config = tollgate_core::config::load(config.to_string().as_bytes()).unwrap();
+        Rc::new(build(config).unwrap())
+    }
+
+    /// One Envoy's worth of state: the shared-data table survives across requests.
+    struct Gateway {
+        shared: Rc<Shared>,
+        metrics: Rc<Metrics>,
+        table: std::cell::RefCell<std::collections::BTreeMap<String, (Vec<u8>, u32)>>,
+        clock: std::cell::Cell<u64>,
+    }
+
+    struct Call {
+        host: MemoryHost,
+        ex: Exchange,
+        step: Step,
+    }
+
+    impl Call {
+        fn upstream(&self, name: &str) -> Option<String> {
+            self.host.request_header(name)
+        }
+        fn reply(&self) -> Option<(u32, Value)> {
+            self.host.local_reply.borrow().clone().map(|(s, _, b)| (s, serde_json::from_slice(&b).unwrap()))
+        }
+    }
+
+    impl Gateway {
+        fn new(config: Value) -> Self {
+            Gateway {
+                shared: shared(config),
+                metrics: Rc::new(Metrics::new()),
+                table: Default::default(),
+                clock: std::cell::Cell::new(1_700_000_000_000_000_000),
+            }
+        }
+
+        /// Runs the request side: headers (and body, when given) through the exchange.
+        fn request(&self, agent: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Call {
+            let mut all = vec![(":method", method), (":path", path), (":authority", "gw:10000"), (":scheme", "http")];
+            if body.is_some() {
+                all.push(("content-type", "application/json"));
+            }
+            all.extend_from_slice(headers);
+            let host = MemoryHost::with_request_headers(&all);
+            *host.shared.borrow_mut() = self.table.borrow().clone();
+            self.clock.set(self.clock.get() + 1_000_000_000);
+            *host.clock_nanos.borrow_mut() = self.clock.get();
+            host.set_prop(&["xds", "route_metadata", "filter_metadata", "tollgate", "agent"], agent.as_bytes());
+            let mut ex = Exchange::new(self.shared.clone(), self.metrics.clone());
+            let mut step = ex.on_request_headers(&host, body.is_none());
+            if let (Some(body), Step::Pause) = (body, step) {
+                if host.local_reply.borrow().is_none() {
+                    *host.request_body.borrow_mut() = body.to_vec();
+                    step = ex.on_request_body(&host, body.len(), true);
+                }
+            }
+            *host.headers_sent.borrow_mut() = true;
+            Call { host, ex, step }
+        }
+
+        /// Runs the response side with the body in `chunks`, then the log callback.
+        fn respond(&self, call: &mut Call, content_type: &str, chunks: &[&[u8]]) -> Vec<Step> {
+            *call.host.response_headers.borrow_mut() =
+                vec![(":status".into(), "200".into()), ("content-type".into(), content_type.into())];
+            let mut steps = vec![call.ex.on_response_headers(&call.host, chunks.is_empty())];
+            for (i, chunk) in chunks.iter().enumerate() {
+                *call.host.response_body.borrow_mut() = chunk.to_vec();
+                steps.push(call.ex.on_response_body(&call.host, chunk.len(), i + 1 == chunks.len()));
+                *self.table.borrow_mut() = call.host.shared.borrow().clone();
+            }
+            self.finish(call);
+            steps
+        }
+
+        fn finish(&self, call: &mut Call) {
+            call.ex.on_log(&call.host);
+            *self.table.borrow_mut() = call.host.shared.borrow().clone();
+        }
+    }
+
+    fn audit(call: &Call) -> Value {
+        serde_json::from_slice(&call.host.prop(&["tollgate.audit"]).expect("audit record")).unwrap()
+    }
+
+    fn send_body(method: &str, message: Value) -> Vec<u8> {
+        json!({"jsonrpc": "2.0", "id": "r1", "method": method, "params": {"message": message}}).to_string().into_bytes()
+    }
+
+    fn v10_message(extra: Value) -> Value {
+        let mut m = json!({"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "secret words"}]});
+        m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        m
+    }
+
+    const V10: (&str, &str) = ("a2a-version", "1.0");
+
+    fn task_json(ctx: &str, task: &str, state: &str) -> Vec<u8> {
+        json!({"jsonrpc": "2.0", "id": "r1", "result": {"task": {"id": task, "contextId": ctx, "status": {"state": state}}}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn send_message_is_tagged_and_the_next_turn_joins_the_trace() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut first = gw.request("agent-a", "POST", "/agents/a/", &[V10], Some(&body));
+        assert_eq!(first.step, Step::Continue);
+        let tp = TraceParent::parse(&first.upstream("traceparent").unwrap()).unwrap();
+        assert_eq!(first.upstream("a2a-version").as_deref(), Some("1.0"), "never altered");
+        assert_eq!(first.upstream(chain::HOP).as_deref(), Some("1"));
+        assert_eq!(first.upstream(chain::CHAIN).as_deref(), Some("agent-a"));
+        assert_eq!(first.upstream(chain::MESSAGE_ID).as_deref(), Some("m1"));
+        let response = task_json("ctx-1", "task-1", "TASK_STATE_COMPLETED");
+        let (a, b) = response.split_at(40);
+        let steps = gw.respond(&mut first, "application/json", &[a, b]);
+        assert!(steps.iter().all(|s| *s == Step::Continue), "JSON responses are never held");
+        let rec = audit(&first);
+        assert_eq!(rec["layer"], "a2a");
+        assert_eq!(rec["method"], "SendMessage");
+        assert_eq!(rec["dialect"], "1.0");
+        assert_eq!(rec["context_id"], "ctx-1");
+        assert_eq!(rec["task_id"], "task-1");
+        assert_eq!(rec["task_state"], "completed");
+        assert_eq!(rec["message_id"], "m1");
+        assert_eq!(rec["trace_id"], tp.trace_id.as_str());
+        assert_eq!(rec["span_id"], tp.parent_id.as_str(), "the gateway's span is the upstream's parent");
+        assert!(rec.get("parent_span_id").is_none());
+        assert_eq!(rec["trace_source"], "new");
+        assert!(rec.get("message_parts").is_none(), "message content is not logged by default");
+        assert!(!rec.to_string().contains("secret words"));
+        assert_eq!(first.host.prop(&["tollgate.a2a.context_id"]).as_deref(), Some(&b"ctx-1"[..]));
+        assert_eq!(gw.metrics_value(&first.host, "tollgate.a2a.calls.target.agent-a.method.SendMessage.state.completed"), Some(1));
+
+        // Turn 2: same contextId, no traceparent.
+        let body = send_body("SendMessage", v10_message(json!({"contextId": "ctx-1"})));
+        let mut second = gw.request("agent-a", "POST", "/agents/a/", &[V10], Some(&body));
+        let tp2 = TraceParent::parse(&second.upstream("traceparent").unwrap()).unwrap();
+        assert_eq!(tp2.trace_id, tp.trace_id);
+        assert_eq!(second.upstream(chain::CONTEXT_ID).as_deref(), Some("ctx-1"));
+        gw.respond(&mut second, "application/json", &[&task_json("ctx-1", "task-2", "TASK_STATE_COMPLETED")]);
+        let rec2 = audit(&second);
+        assert_eq!(rec2["trace_id"], tp.trace_id.as_str());
+        assert_eq!(rec2["parent_span_id"], tp.parent_id.as_str());
+        assert_eq!(rec2["trace_source"], "conversation");
+    }
+
+    impl Gateway {
+        fn metrics_value(&self, host: &MemoryHost, name: &str) -> Option<i64> {
+            host.metric(name)
+        }
+    }
+
+    #[test]
+    fn valid_inbound_traceparent_wins_and_invalid_is_replaced() {
+        let gw = Gateway::new(json!({}));
+        let inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let body = send_body("message/send", json!({"kind": "message", "messageId": "m", "role": "user", "parts": []}));
+        let mut call = gw.request("a", "POST", "/", &[("traceparent", inbound), ("tracestate", "v=1")], Some(&body));
+        let out = call.upstream("traceparent").unwrap();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"));
+        assert!(!out.contains("00f067aa0ba902b7"));
+        assert_eq!(call.upstream("tracestate").as_deref(), Some("v=1"));
+        gw.finish(&mut call);
+        let rec = audit(&call);
+        assert_eq!(rec["parent_span_id"], "00f067aa0ba902b7");
+        assert_eq!(rec["dialect"], "0.3");
+        assert_eq!(rec["jsonrpc_method"], "message/send");
+        let bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+        let call = gw.request("a", "POST", "/", &[("traceparent", bad), ("tracestate", "v=1")], Some(&body));
+        assert!(!call.upstream("traceparent").unwrap().contains("4bf92f35"));
+        assert_eq!(call.upstream("tracestate"), None, "a new trace drops tracestate");
+    }
+
+    /// Copies what the gateway sent upstream to an agent onto that agent's next call, as the
+    /// demo agent does (traceparent and x-tollgate-*).
+    fn forwarded(call: &Call) -> Vec<(String, String)> {
+        call.host
+            .request_headers
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k == "traceparent" || k.starts_with("x-tollgate-"))
+            .cloned()
+            .collect()
+    }
+
+    fn with(headers: &[(String, String)], extra: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
+        let mut out = headers.to_vec();
+        out.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        out
+    }
+
+    fn refs(h: &[(String, String)]) -> Vec<(&str, &str)> {
+        h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn signed_chain_counts_hops_and_refuses_loops_and_depth() {
+        let gw = Gateway::new(json!({"delegation": {"signing_key": KEY, "max_hops": 3}}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let hop1 = gw.request("agent-a", "POST", "/agents/a/", &[V10], Some(&body));
+        assert!(hop1.upstream(chain::SIG).unwrap().starts_with("v1."));
+        let h = with(&forwarded(&hop1), &[V10]);
+        let mut hop2 = gw.request("agent-b", "POST", "/agents/b/", &refs(&h), Some(&body));
+        assert_eq!(hop2.step, Step::Continue);
+        assert_eq!(hop2.upstream(chain::HOP).as_deref(), Some("2"));
+        assert_eq!(hop2.upstream(chain::CHAIN).as_deref(), Some("agent-a,agent-b"));
+        assert_eq!(hop2.upstream(chain::CALLER).as_deref(), Some("agent-a"));
+        gw.finish(&mut hop2);
+        let rec2 = audit(&hop2);
+        assert_eq!(rec2["caller"], "agent-a");
+        assert_eq!(rec2["caller_trust"], "signature");
+        assert_eq!(rec2["hop"], 2);
+        assert_eq!(rec2["chain"], json!(["agent-a", "agent-b"]));
+
+        // B calls A: a loop.
+        let h = with(&forwarded(&hop2), &[V10]);
+        let mut back = gw.request("agent-a", "POST", "/agents/a/", &refs(&h), Some(&body));
+        assert_eq!(back.step, Step::Pause);
+        let (status, reply) = back.reply().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(reply["id"], "r1");
+        assert_eq!(reply["error"]["code"], codes::DELEGATION_LOOP);
+        assert_eq!(reply["error"]["data"][0]["reason"], "A2A_DELEGATION_LOOP");
+        assert_eq!(reply["error"]["data"][0]["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+        gw.finish(&mut back);
+        let rec = audit(&back);
+        assert_eq!(rec["decision"], "deny");
+        assert_eq!(rec["reason"], "A2A_DELEGATION_LOOP");
+        assert_eq!(rec["rpc_error_code"], codes::DELEGATION_LOOP);
+        assert_eq!(rec["hop"], 3);
+
+        // B calls C (hop 3, allowed), C calls D: hop 4 > 3.
+        let hop3 = gw.request("agent-c", "POST", "/agents/c/", &refs(&h), Some(&body));
+        assert_eq!(hop3.upstream(chain::HOP).as_deref(), Some("3"));
+        let h = with(&forwarded(&hop3), &[]);
+        let hop4 = gw.request("agent-d", "POST", "/agents/d/", &refs(&h), Some(&body));
+        let (_, reply) = hop4.reply().unwrap();
+        assert_eq!(reply["error"]["code"], codes::MAX_DEPTH);
+        assert!(reply["error"]["data"].is_object(), "0.3 (no A2A-Version): one ErrorInfo object");
+        assert_eq!(reply["error"]["data"]["reason"], "A2A_MAX_DEPTH");
+    }
+
+    #[test]
+    fn untrusted_context_is_replaced() {
+        let gw = Gateway::new(json!({"delegation": {"signing_key": KEY}}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let forged = [V10, (chain::HOP, "7"), (chain::CHAIN, "x,y"), (chain::ON_BEHALF_OF, "ceo"), (chain::SIG, "v1.99999999999.00"), ("x-tollgate-a2a-other", "z")];
+        let mut call = gw.request("agent-a", "POST", "/", &forged, Some(&body));
+        assert_eq!(call.upstream(chain::HOP).as_deref(), Some("1"));
+        assert_eq!(call.upstream(chain::CHAIN).as_deref(), Some("agent-a"));
+        assert_eq!(call.upstream(chain::ON_BEHALF_OF), None);
+        assert_eq!(call.upstream("x-tollgate-a2a-other"), None);
+        gw.finish(&mut call);
+        assert_eq!(audit(&call)["caller_trust"], "none");
+    }
+
+    #[test]
+    fn trusted_agent_by_api_key_and_on_behalf_of() {
+        let gw = Gateway::new(json!({
+            "identity": {"api_keys": {"keys": [
+                {"sha256": sha256_hex(b"key-a"), "name": "a", "principal": "svc-a"},
+                {"sha256": sha256_hex(b"key-u"), "name": "u", "principal": "alice"}]}},
+            "delegation": {"trusted_agents": [{"principal": "svc-a", "agent": "agent-a"}]}
+        }));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let user = gw.request("agent-a", "POST", "/", &[V10, ("x-api-key", "key-u"), (chain::HOP, "5")], Some(&body));
+        assert_eq!(user.upstream(chain::HOP).as_deref(), Some("1"), "a user is not trusted to set the hop");
+        assert_eq!(user.upstream(chain::ON_BEHALF_OF).as_deref(), Some("alice"));
+        let mut h = forwarded(&user);
+        h.push(("x-api-key".into(), "key-a".into()));
+        let mut agent = gw.request("agent-b", "POST", "/", &refs(&h), Some(&body));
+        assert_eq!(agent.upstream(chain::HOP).as_deref(), Some("2"));
+        assert_eq!(agent.upstream(chain::CHAIN).as_deref(), Some("agent-a,agent-b"));
+        assert_eq!(agent.upstream(chain::ON_BEHALF_OF).as_deref(), Some("alice"));
+        gw.finish(&mut agent);
+        let rec = audit(&agent);
+        assert_eq!(rec["caller"], "agent-a");
+        assert_eq!(rec["caller_trust"], "identity");
+        assert_eq!(rec["on_behalf_of"], "alice");
+        assert_eq!(rec["identity"]["principal"], "svc-a");
+
+        let bad = gw.request("agent-b", "POST", "/", &[V10, ("x-api-key", "nope")], Some(&body));
+        let (status, reply) = bad.reply().unwrap();
+        assert_eq!(status, 401);
+        assert_eq!(reply["error"]["code"], codes::UNAUTHENTICATED);
+    }
+
+    #[test]
+    fn only_the_originator_may_cancel() {
+        let gw = Gateway::new(json!({
+            "identity": {"api_keys": {"keys": [
+                {"sha256": sha256_hex(b"key-alice"), "name": "a", "principal": "alice"},
+                {"sha256": sha256_hex(b"key-bob"), "name": "b", "principal": "bob"}]}},
+            "authz": {"rules": [{"id": "cancel-own", "methods": ["CancelTask"], "effect": "allow_originator"}]}
+        }));
+        let body = send_body("SendStreamingMessage", v10_message(json!({})));
+        let mut create = gw.request("agent-a", "POST", "/", &[V10, ("x-api-key", "key-alice")], Some(&body));
+        let first_event = b"data: {\"result\": {\"task\": {\"id\": \"t-1\", \"contextId\": \"c-1\", \"status\": {\"state\": \"TASK_STATE_SUBMITTED\"}}}, \"id\": \"r1\", \"jsonrpc\": \"2.0\"}\n\n";
+        gw.respond(&mut create, "text/event-stream", &[first_event]);
+        let cancel = json!({"jsonrpc": "2.0", "id": 9, "method": "CancelTask", "params": {"id": "t-1"}}).to_string();
+        let mut bob = gw.request("agent-a", "POST", "/", &[V10, ("x-api-key", "key-bob")], Some(cancel.as_bytes()));
+        let (status, reply) = bob.reply().unwrap();
+        assert_eq!((status, reply["error"]["code"].as_i64()), (200, Some(codes::FORBIDDEN)));
+        assert_eq!(reply["id"], 9);
+        assert_eq!(reply["error"]["data"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR");
+        gw.finish(&mut bob);
+        assert_eq!(audit(&bob)["rule_id"], "cancel-own");
+        let alice = gw.request("agent-a", "POST", "/", &[V10, ("x-api-key", "key-alice")], Some(cancel.as_bytes()));
+        assert_eq!(alice.step, Step::Continue);
+        assert!(alice.reply().is_none());
+        // Unknown task: refused (fail closed).
+        let other = json!({"jsonrpc": "2.0", "id": 9, "method": "tasks/cancel", "params": {"id": "t-x"}}).to_string();
+        assert!(gw.request("agent-a", "POST", "/", &[("x-api-key", "key-alice")], Some(other.as_bytes())).reply().is_some());
+    }
+
+    #[test]
+    fn streams_pass_chunk_by_chunk_and_ids_are_recorded_at_the_first_event() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendStreamingMessage", v10_message(json!({})));
+        let mut call = gw.request("agent-a", "POST", "/", &[V10, ("accept", "text/event-stream")], Some(&body));
+        *call.host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        assert_eq!(call.ex.on_response_headers(&call.host, false), Step::Continue);
+        let events = [
+            "data: {\"result\": {\"task\": {\"id\": \"t\", \"contextId\": \"c\", \"status\": {\"state\": \"TASK_STATE_SUBMITTED\"}}}, \"id\": \"r1\", \"jsonrpc\": \"2.0\"}\n\n",
+            "data: {\"result\": {\"statusUpdate\": {\"taskId\": \"t\", \"contextId\": \"c\", \"status\": {\"state\": \"TASK_STATE_WORKING\"}}}, \"id\": \"r1\", \"jsonrpc\": \"2.0\"}\n\n",
+            "data: {\"result\": {\"statusUpdate\": {\"taskId\": \"t\", \"contextId\": \"c\", \"status\": {\"state\": \"TASK_STATE_INPUT_REQUIRED\"}}}, \"id\": \"r1\", \"jsonrpc\": \"2.0\"}\n\n",
+        ];
+        *call.host.response_body.borrow_mut() = events[0].as_bytes().to_vec();
+        assert_eq!(call.ex.on_response_body(&call.host, events[0].len(), false), Step::Continue);
+        assert!(call.ex.lookup(&call.host, "ctx:c").is_some(), "a downstream hop can join while the stream is open");
+        let entry = call.ex.lookup(&call.host, "task:t").unwrap();
+        assert_eq!(entry.agent.as_deref(), Some("agent-a"));
+        assert_eq!(entry.orig.as_deref(), Some(ANONYMOUS));
+        for e in &events[1..] {
+            *call.host.response_body.borrow_mut() = e.as_bytes().to_vec();
+            assert_eq!(call.ex.on_response_body(&call.host, e.len(), false), Step::Continue);
+        }
+        call.ex.on_response_body(&call.host, 0, true);
+        call.ex.on_log(&call.host);
+        let rec = audit(&call);
+        assert_eq!(rec["task_state"], "input_required");
+        assert_eq!(rec["events"], 3);
+        assert_eq!(rec["streaming"], true);
+        assert!(rec["ttfe_ms"].is_u64());
+    }
+
+    #[test]
+    fn card_is_rewritten_with_its_length() {
+        let gw = Gateway::new(json!({}));
+        let mut call = gw.request("agent-echo", "GET", "/agents/echo/.well-known/agent-card.json", &[], None);
+        assert_eq!(call.step, Step::Continue);
+        let card = json!({"name": "echo", "url": "http://127.0.0.1:9101/",
+            "supportedInterfaces": [{"url": "http://127.0.0.1:9101/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]})
+        .to_string();
+        *call.host.response_headers.borrow_mut() = vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+            ("content-length".into(), card.len().to_string()),
+        ];
+        assert_eq!(call.ex.on_response_headers(&call.host, false), Step::Pause, "headers held until the card is rewritten");
+        let (a, _) = card.as_bytes().split_at(10);
+        *call.host.response_body.borrow_mut() = a.to_vec();
+        assert_eq!(call.ex.on_response_body(&call.host, a.len(), false), Step::Pause);
+        *call.host.response_body.borrow_mut() = card.as_bytes().to_vec();
+        assert_eq!(call.ex.on_response_body(&call.host, card.len(), true), Step::Continue);
+        let out: Value = serde_json::from_slice(&call.host.response_body.borrow()).unwrap();
+        assert_eq!(out["url"], "http://gw:10000/agents/echo/");
+        assert_eq!(out["supportedInterfaces"][0]["url"], "http://gw:10000/agents/echo/");
+        let len = call.host.response_header("content-length").unwrap();
+        assert_eq!(len, call.host.response_body.borrow().len().to_string());
+        call.ex.on_log(&call.host);
+        let rec = audit(&call);
+        assert_eq!(rec["method"], "AgentCard");
+        assert_eq!(rec["card"]["result"], "rewritten");
+        assert_eq!(rec["card"]["urls_rewritten"], 2);
+    }
+
+    #[test]
+    fn signed_card_kept_or_stripped() {
+        let card = json!({"url": "http://a:1/", "signatures": [{"protected": "p", "signature": "s"}]}).to_string();
+        for (policy, result, changed) in [("keep", "signed_kept", false), ("strip", "signatures_removed", true)] {
+            let gw = Gateway::new(json!({"cards": {"signed": policy, "public_base_url": "https://gw.example"}}));
+            let mut call = gw.request("x", "GET", "/.well-known/agent-card.json", &[], None);
+            *call.host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+            call.ex.on_response_headers(&call.host, false);
+            *call.host.response_body.borrow_mut() = card.as_bytes().to_vec();
+            call.ex.on_response_body(&call.host, card.len(), true);
+            let out = String::from_utf8(call.host.response_body.borrow().clone()).unwrap();
+            assert_eq!(out != card, changed, "{policy}");
+            if changed {
+                assert!(out.contains("https://gw.example/") && !out.contains("signatures"));
+            }
+            call.ex.on_log(&call.host);
+            assert_eq!(audit(&call)["card"]["result"], result);
+        }
+    }
+
+    #[test]
+    fn other_traffic_is_untouched() {
+        let gw = Gateway::new(json!({}));
+        for (method, path, body) in [
+            ("GET", "/agents/a/_seen", None),
+            ("POST", "/agents/a/", Some(&br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#[..])),
+            ("POST", "/agents/a/", Some(&b"not json at all"[..])),
+        ] {
+            let mut call = gw.request("a", method, path, &[(chain::HOP, "3"), ("traceparent", "junk")], body);
+            assert_eq!(call.step, Step::Continue);
+            assert_eq!(call.upstream(chain::HOP).as_deref(), Some("3"));
+            assert_eq!(call.upstream("traceparent").as_deref(), Some("junk"));
+            gw.finish(&mut call);
+            assert!(call.host.prop(&["tollgate.audit"]).is_none(), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn strict_mode_refuses_ambiguous_bodies() {
+        let gw = Gateway::new(json!({"authz": {"rules": [{"methods": ["CancelTask"], "effect": "deny"}]}}));
+        let dup = br#"{"jsonrpc":"2.0","id":1,"method":"GetTask","method":"CancelTask","params":{"id":"t"}}"#;
+        let call = gw.request("a", "POST", "/", &[], Some(dup));
+        assert_eq!(call.reply().unwrap().1["error"]["code"], -32600);
+        let call = gw.request("a", "POST", "/", &[V10], Some(br#"{"jsonrpc":"2.0","id":1,"method":"CancelTask","params":{"id":"t"}}"#));
+        let (_, reply) = call.reply().unwrap();
+        assert_eq!(reply["error"]["data"][0]["reason"], "A2A_FORBIDDEN");
+    }
+
+    #[test]
+    fn rest_calls_are_classified_and_refused_with_http_status() {
+        let gw = Gateway::new(json!({"authz": {"rules": [{"targets": ["locked"], "effect": "deny"}]}}));
+        let mut get = gw.request("agent-a", "GET", "/agents/a/tasks/t-5", &[V10], None);
+        assert_eq!(get.step, Step::Continue);
+        assert_eq!(get.upstream(chain::TASK_ID).as_deref(), Some("t-5"));
+        gw.respond(&mut get, "application/a2a+json", &[br#"{"id":"t-5","contextId":"c-5","status":{"state":"TASK_STATE_WORKING"}}"#]);
+        let rec = audit(&get);
+        assert_eq!((rec["binding"].as_str(), rec["method"].as_str(), rec["task_state"].as_str()), (Some("rest"), Some("GetTask"), Some("working")));
+        assert_eq!(rec["context_id"], "c-5");
+        let send = gw.request("locked", "POST", "/message:send", &[V10], Some(br#"{"message":{"messageId":"m"}}"#));
+        let (status, body) = send.reply().unwrap();
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["details"][0]["reason"], "A2A_FORBIDDEN");
+        assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    }
+
+    #[test]
+    fn message_parts_logged_only_when_configured() {
+        let gw = Gateway::new(json!({"log_message_parts": true}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut call = gw.request("a", "POST", "/", &[V10], Some(&body));
+        gw.finish(&mut call);
+        assert!(audit(&call)["message_parts"].as_str().unwrap().contains("secret words"));
+    }
+
+    #[test]
+    fn oversized_request_is_refused_before_the_whole_body_arrives() {
+        let gw = Gateway::new(json!({"limits": {"max_request_body_bytes": 64}}));
+        let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "application/json"), V10]);
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+        assert_eq!(ex.on_request_body(&host, 32, false), Step::Pause);
+        assert!(host.local_reply.borrow().is_none());
+        assert_eq!(ex.on_request_body(&host, 65, false), Step::Pause);
+        assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(413));
+        ex.on_log(&host);
+        let rec: Value = serde_json::from_slice(&host.prop(&["tollgate.audit"]).unwrap()).unwrap();
+        assert_eq!(rec["reason"], "A2A_REQUEST_TOO_LARGE");
+        assert_eq!(rec["decision"], "error");
+    }
+
+    #[test]
+    fn continuing_a_task_the_target_owns_is_not_a_loop() {
+        let gw = Gateway::new(json!({"delegation": {"signing_key": KEY}}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut hop1 = gw.request("agent-a", "POST", "/", &[V10], Some(&body));
+        gw.respond(&mut hop1, "application/json", &[&task_json("c-a", "task-of-a", "TASK_STATE_INPUT_REQUIRED")]);
+        let h = with(&forwarded(&hop1), &[V10]);
+        let hop2 = gw.request("agent-b", "POST", "/", &refs(&h), Some(&body));
+        let h = with(&forwarded(&hop2), &[V10]);
+        // B answers A's input-required task: allowed. A fresh message to A: a loop.
+        let answer = send_body("SendMessage", v10_message(json!({"taskId": "task-of-a", "contextId": "c-a"})));
+        let back = gw.request("agent-a", "POST", "/", &refs(&h), Some(&answer));
+        assert_eq!(back.step, Step::Continue);
+        assert_eq!(back.upstream(chain::HOP).as_deref(), Some("3"));
+        assert_eq!(back.upstream(chain::CHAIN).as_deref(), Some("agent-a,agent-b,agent-a"));
+        let fresh = gw.request("agent-a", "POST", "/", &refs(&h), Some(&body));
+        assert_eq!(fresh.reply().unwrap().1["error"]["code"], codes::DELEGATION_LOOP);
+        // A task id the table says belongs to another agent does not excuse the loop.
+        let foreign = send_body("SendMessage", v10_message(json!({"taskId": "task-of-a"})));
+        let at_b = gw.request("agent-b", "POST", "/", &refs(&h), Some(&foreign));
+        assert_eq!(at_b.reply().unwrap().1["error"]["code"], codes::DELEGATION_LOOP);
+    }
+
+    #[test]
+    fn on_behalf_of_from_a_jwt_claim() {
+        let gw = Gateway::new(json!({
+            "identity": {"jwt": {"payload_key": "payload"}},
+            "on_behalf_of": {"jwt_claim": "act.sub"}
+        }));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let all = [(":method", "POST"), (":path", "/"), ("content-type", "application/json"), V10];
+        let host = MemoryHost::with_request_headers(&all);
+        let base = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload"];
+        host.set_prop(&[&base[..], &["sub"]].concat(), b"agent-app");
+        host.set_prop(&[&base[..], &["act", "sub"]].concat(), b"alice");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+        *host.request_body.borrow_mut() = body.clone();
+        assert_eq!(ex.on_request_body(&host, body.len(), true), Step::Continue);
+        assert_eq!(host.request_header(chain::ON_BEHALF_OF).as_deref(), Some("alice"));
+        assert_eq!(host.request_header(chain::CALLER).as_deref(), Some("agent-app"));
+    }
+
+    #[test]
+    fn a_referenced_task_joins_its_trace() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut first = gw.request("agent-a", "POST", "/", &[V10], Some(&body));
+        gw.respond(&mut first, "application/json", &[&task_json("c-1", "t-1", "TASK_STATE_COMPLETED")]);
+        let trace_id = audit(&first)["trace_id"].clone();
+        let follow = send_body("SendMessage", v10_message(json!({"referenceTaskIds": ["unknown", "t-1"]})));
+        let mut other = gw.request("agent-z", "POST", "/", &[V10], Some(&follow));
+        gw.finish(&mut other);
+        let rec = audit(&other);
+        assert_eq!(rec["trace_id"], trace_id);
+        assert_eq!(rec["trace_source"], "conversation");
+        assert_eq!(rec["reference_task_ids"], json!(["unknown", "t-1"]));
+    }
+
+    #[test]
+    fn rest_loop_is_a_409_and_the_cluster_names_an_agent_without_metadata() {
+        let gw = Gateway::new(json!({"delegation": {"signing_key": KEY}}));
+        let hop1 = gw.request("agent-a", "POST", "/a/message:send", &[V10], Some(br#"{"message":{"messageId":"m"}}"#));
+        let h = with(&forwarded(&hop1), &[V10]);
+        let back = gw.request("agent-a", "POST", "/a/message:send", &refs(&h), Some(br#"{"message":{"messageId":"m2"}}"#));
+        let (status, body) = back.reply().unwrap();
+        assert_eq!(status, 409);
+        assert_eq!(body["error"]["details"][0]["reason"], "A2A_DELEGATION_LOOP");
+
+        let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/tasks/t1"), V10]);
+        host.set_prop(&["xds", "cluster_name"], b"agent_cluster");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        assert_eq!(ex.on_request_headers(&host, true), Step::Continue);
+        assert_eq!(host.request_header(chain::CHAIN).as_deref(), Some("agent_cluster"));
+        // A non-string metadata value (YAML `agent: y` is a boolean) is not an identity.
+        host.set_prop(&["xds", "route_metadata", "filter_metadata", "tollgate", "agent"], &[1]);
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        ex.on_request_headers(&host, true);
+        assert_eq!(host.request_header(chain::CHAIN).as_deref(), Some("agent_cluster"));
+    }
+}

@@ -1,0 +1,236 @@
+//! A bounded, expiring key → value table in Envoy shared data.
+//!
+//! Shared data has no delete and no listing, and every key ever written lives as long as the
+//! VM. So the table is a fixed grid of slots — `buckets × ways` shared-data keys
+//! `<prefix>.<bucket>.<way>` — and a key lives in one bucket (by hash), in any of its ways.
+//! A write reuses the key's own slot, else an empty or expired one, else the least recently
+//! written one: the table never holds more than `capacity` entries, and stale ones are
+//! overwritten. Writes use compare-and-swap, so concurrent workers never tear a slot.
+//!
+//! Slot encoding: `[1u8][expires_secs u64 LE][written_nanos u64 LE][key_len u16 LE][key][value]`.
+
+use crate::host::{Host, HostError};
+
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 8 + 8 + 2;
+const CAS_RETRIES: usize = 4;
+/// Longest key and value stored; longer ones are refused (the caller just loses the entry).
+pub const MAX_KEY_BYTES: usize = 512;
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedTable {
+    prefix: String,
+    buckets: u32,
+    ways: u32,
+    ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    expires_secs: u64,
+    written_nanos: u64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+fn decode(bytes: &[u8]) -> Option<Slot> {
+    if bytes.len() < HEADER || bytes[0] != VERSION {
+        return None;
+    }
+    let expires_secs = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
+    let written_nanos = u64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?);
+    let key_len = u16::from_le_bytes(bytes.get(17..19)?.try_into().ok()?) as usize;
+    let key = bytes.get(HEADER..HEADER + key_len)?.to_vec();
+    let value = bytes.get(HEADER + key_len..)?.to_vec();
+    Some(Slot { expires_secs, written_nanos, key, value })
+}
+
+fn encode(expires_secs: u64, written_nanos: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + key.len() + value.len());
+    out.push(VERSION);
+    out.extend_from_slice(&expires_secs.to_le_bytes());
+    out.extend_from_slice(&written_nanos.to_le_bytes());
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// FNV-1a, 64 bit: stable across VMs and builds (unlike std's randomized hasher).
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+impl SharedTable {
+    /// A table of at least `capacity` entries (rounded up to whole buckets of 4 ways) whose
+    /// entries expire `ttl_secs` after their last write.
+    pub fn new(prefix: &str, capacity: u32, ttl_secs: u64) -> Self {
+        let ways = 4u32;
+        let buckets = capacity.max(1).div_ceil(ways);
+        SharedTable { prefix: prefix.to_string(), buckets, ways, ttl_secs: ttl_secs.max(1) }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.buckets * self.ways
+    }
+
+    fn slot_key(&self, bucket: u32, way: u32) -> String {
+        format!("{}.{}.{}", self.prefix, bucket, way)
+    }
+
+    fn bucket(&self, key: &str) -> u32 {
+        (fnv1a64(key.as_bytes()) % u64::from(self.buckets)) as u32
+    }
+
+    fn read(&self, host: &dyn Host, slot_key: &str) -> Result<(Option<Slot>, Option<u32>), HostError> {
+        let (value, cas) = host.shared_data(slot_key)?;
+        Ok((value.as_deref().and_then(decode), cas))
+    }
+
+    /// The live value stored under `key`, if any.
+    pub fn get(&self, host: &dyn Host, key: &str) -> Option<Vec<u8>> {
+        let now = host.now_nanos() / 1_000_000_000;
+        let bucket = self.bucket(key);
+        for way in 0..self.ways {
+            if let Ok((Some(slot), _)) = self.read(host, &self.slot_key(bucket, way)) {
+                if slot.key == key.as_bytes() && slot.expires_secs > now {
+                    return Some(slot.value);
+                }
+            }
+        }
+        None
+    }
+
+    /// Stores `value` under `key` (replacing it, refreshing its expiry). Returns false when
+    /// the key or value is too long or shared data kept failing.
+    pub fn put(&self, host: &dyn Host, key: &str, value: &[u8]) -> bool {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
+            return false;
+        }
+        let now_nanos = host.now_nanos();
+        let now = now_nanos / 1_000_000_000;
+        let bucket = self.bucket(key);
+        for _ in 0..CAS_RETRIES {
+            // Pick the slot: the key's own, else an empty or expired one, else the oldest.
+            let mut choice: Option<(String, Option<u32>)> = None;
+            let mut oldest: Option<(u64, String, Option<u32>)> = None;
+            for way in 0..self.ways {
+                let slot_key = self.slot_key(bucket, way);
+                let (slot, cas) = match self.read(host, &slot_key) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                match slot {
+                    Some(s) if s.key == key.as_bytes() => {
+                        choice = Some((slot_key, cas));
+                        break;
+                    }
+                    Some(s) if s.expires_secs > now => {
+                        let older = match &oldest {
+                            Some((w, _, _)) => s.written_nanos < *w,
+                            None => true,
+                        };
+                        if older {
+                            oldest = Some((s.written_nanos, slot_key, cas));
+                        }
+                    }
+                    _ => {
+                        if choice.is_none() {
+                            choice = Some((slot_key, cas));
+                        }
+                    }
+                }
+            }
+            let (slot_key, cas) = match choice.or(oldest.map(|(_, k, c)| (k, c))) {
+                Some(c) => c,
+                None => return false,
+            };
+            let bytes = encode(now.saturating_add(self.ttl_secs), now_nanos, key.as_bytes(), value);
+            match host.set_shared_data(&slot_key, &bytes, cas) {
+                Ok(()) => return true,
+                Err(HostError::CasMismatch) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::MemoryHost;
+
+    fn at(host: &MemoryHost, secs: u64) {
+        *host.clock_nanos.borrow_mut() = secs * 1_000_000_000;
+    }
+
+    #[test]
+    fn put_get_replace() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let t = SharedTable::new("t", 16, 60);
+        assert_eq!(t.get(&host, "a"), None);
+        assert!(t.put(&host, "a", b"1"));
+        assert!(t.put(&host, "b", b"2"));
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"1"[..]));
+        assert!(t.put(&host, "a", b"3"));
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"3"[..]));
+        assert_eq!(t.get(&host, "b").as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let t = SharedTable::new("t", 16, 60);
+        assert!(t.put(&host, "a", b"1"));
+        at(&host, 159);
+        assert!(t.get(&host, "a").is_some());
+        at(&host, 160);
+        assert_eq!(t.get(&host, "a"), None);
+    }
+
+    #[test]
+    fn bounded_keys_and_eviction_of_oldest() {
+        let host = MemoryHost::new();
+        let t = SharedTable::new("t", 8, 3600);
+        assert_eq!(t.capacity(), 8);
+        for i in 0..500u64 {
+            *host.clock_nanos.borrow_mut() = 1_000_000_000 + i;
+            assert!(t.put(&host, &format!("key-{i}"), b"v"));
+        }
+        // Never more shared-data keys than slots.
+        assert!(host.shared.borrow().len() <= 8);
+        // The most recent write always survives.
+        assert!(t.get(&host, "key-499").is_some());
+        let live = (0..500).filter(|i| t.get(&host, &format!("key-{i}")).is_some()).count();
+        assert!((2..=8).contains(&live), "{live}");
+    }
+
+    #[test]
+    fn refuses_oversized() {
+        let host = MemoryHost::new();
+        let t = SharedTable::new("t", 8, 60);
+        assert!(!t.put(&host, &"k".repeat(MAX_KEY_BYTES + 1), b"v"));
+        assert!(!t.put(&host, "k", &vec![0u8; MAX_VALUE_BYTES + 1]));
+        assert!(!t.put(&host, "", b"v"));
+    }
+
+    #[test]
+    fn garbage_in_a_slot_is_treated_as_empty() {
+        let host = MemoryHost::new();
+        let t = SharedTable::new("t", 4, 60);
+        for w in 0..4 {
+            host.set_shared_data(&format!("t.0.{w}"), b"junk", None).unwrap();
+        }
+        assert!(t.put(&host, "x", b"1"));
+        assert_eq!(t.get(&host, "x").as_deref(), Some(&b"1"[..]));
+    }
+}
