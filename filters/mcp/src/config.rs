@@ -1,21 +1,265 @@
 //! Configuration of the MCP filter, validated once at load.
+//!
+//! Every struct refuses unknown fields; [`crate::policy::Policy::compile`] compiles the rules
+//! (JSONPaths, regexes) and names the rule and field of anything that does not compile.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use tollgate_core::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
+use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Who the caller is: jwt_authn claims, mTLS peer, API keys, trusted header (core).
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Answer 401 to requests without any identity.
+    #[serde(default)]
+    pub require_identity: bool,
+    /// `resource_metadata` URL put in `WWW-Authenticate` on 401/403 (OAuth protected
+    /// resource metadata, e.g. `https://gw.example/.well-known/oauth-protected-resource/mcp`).
+    #[serde(default)]
+    pub resource_metadata: Option<String>,
+    /// Forward the client's credential headers (`authorization` and the API-key headers)
+    /// upstream. Off by default: MCP servers must not receive the client's token.
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// Which MCP server a request is for.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Largest POST body read (bytes); larger ones get 413 and are never forwarded.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest JSON response buffered to filter a list; larger ones fail closed (502).
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    /// Largest single SSE event held while a stream is rewritten; larger fails closed.
+    #[serde(default = "default_max_event")]
+    pub max_sse_event_bytes: usize,
+    /// Authorization rules. Absent: every well-formed message is allowed (still parsed,
+    /// checked and audited).
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Put the canonical arguments themselves in audit records (the SHA-256 digest is
+    /// always there).
+    #[serde(default)]
+    pub audit_arguments: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            identity: IdentityConfig::default(),
+            require_identity: false,
+            resource_metadata: None,
+            forward_credentials: false,
+            server: ServerConfig::default(),
+            max_body_bytes: default_max_body(),
+            max_response_bytes: default_max_response(),
+            max_sse_event_bytes: default_max_event(),
+            policy: None,
+            audit: AuditConfig::default(),
+            audit_arguments: false,
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_max_response() -> usize {
+    4 << 20
+}
+fn default_max_event() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Route metadata read first: `filter_metadata.<metadata_namespace>.<route_metadata_key>`.
+    #[serde(default = "default_route_key")]
+    pub route_metadata_key: String,
+    #[serde(default = "default_namespace")]
+    pub metadata_namespace: String,
+    /// Upstream cluster name -> server name, used when the route has no metadata.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            route_metadata_key: default_route_key(),
+            metadata_namespace: default_namespace(),
+            clusters: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_route_key() -> String {
+    "mcp_server".into()
+}
+fn default_namespace() -> String {
+    "tollgate".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyStyle {
+    /// JSON-RPC error as if the thing did not exist: -32602 `Unknown tool: X`.
+    #[default]
+    Hide,
+    /// HTTP 403, `WWW-Authenticate: Bearer error="insufficient_scope"`, and a JSON-RPC error
+    /// carrying the rule id.
+    Explain,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub deny_style: DenyStyle,
+    /// Evaluate and record every decision, block nothing (records say `enforced: false`).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Ordered rules. Any matching deny wins; otherwise the first matching allow; otherwise
+    /// the request is denied.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One rule. Every condition present must hold (lists: any element); absent means any.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub id: String,
+    pub effect: Effect,
+    /// Principal globs. Anonymous callers match no identity condition.
+    #[serde(default)]
+    pub principals: Option<Vec<Glob>>,
+    /// Group (or role) globs; the caller needs one group matching one of them.
+    #[serde(default)]
+    pub groups: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub teams: Option<Vec<Glob>>,
+    /// MCP server name globs.
+    #[serde(default)]
+    pub servers: Option<Vec<Glob>>,
+    /// JSON-RPC method globs (`tools/call`, `notifications/*`, ...).
+    #[serde(default)]
+    pub methods: Option<Vec<Glob>>,
+    /// Target globs. When any of these three is given the message must target one of them.
+    #[serde(default)]
+    pub tools: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub prompts: Option<Vec<Glob>>,
+    /// Resource URI globs.
+    #[serde(default)]
+    pub resources: Option<Vec<Glob>>,
+    /// Conditions on `params.arguments`, all of which must hold.
+    #[serde(default)]
+    pub arguments: Vec<ArgumentConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantifier {
+    /// Every value the path selects passes (and it selects at least one).
+    All,
+    /// At least one selected value passes.
+    Any,
+}
+
+/// A JSONPath into `params.arguments` (`$` is the arguments object) and one test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentConfig {
+    pub path: String,
+    #[serde(default, deserialize_with = "present")]
+    pub equals: Option<Value>,
+    #[serde(default)]
+    pub one_of: Option<Vec<Value>>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub gt: Option<f64>,
+    #[serde(default)]
+    pub gte: Option<f64>,
+    #[serde(default)]
+    pub lt: Option<f64>,
+    #[serde(default)]
+    pub lte: Option<f64>,
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// How a path selecting several values is judged. Default: `all` in allow rules, `any`
+    /// in deny rules (the side that fails closed).
+    #[serde(default, rename = "match")]
+    pub quantifier: Option<Quantifier>,
+}
+
+/// `"equals": null` means "equals JSON null", not "absent".
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.identity.validate("identity")
+        self.identity.validate("identity")?;
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::field("max_body_bytes", "must be greater than 0"));
+        }
+        if self.max_sse_event_bytes == 0 {
+            return Err(ConfigError::field("max_sse_event_bytes", "must be greater than 0"));
+        }
+        if let Some(policy) = &self.policy {
+            // Compiling is the validation: JSONPaths and regexes are checked with the rule named.
+            crate::policy::Policy::compile(policy, "policy")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::config::load;
+
+    #[test]
+    fn empty_config_has_defaults() {
+        let c: Config = load(b"").unwrap();
+        assert!(c.policy.is_none());
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.server.route_metadata_key, "mcp_server");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = load::<Config>(br#"{"policy":{"rules":[{"id":"a","effect":"allow","tool":["x"]}]}}"#).unwrap_err();
+        assert!(err.0.starts_with("policy.rules[0]"), "{err}");
+        assert!(err.0.contains("tool"), "{err}");
+        let err = load::<Config>(br#"{"policy":{"deny_style":"loud"}}"#).unwrap_err();
+        assert!(err.0.starts_with("policy.deny_style"), "{err}");
+    }
+
+    #[test]
+    fn equals_null_is_present() {
+        let a: ArgumentConfig = serde_json::from_str(r#"{"path":"$.x","equals":null}"#).unwrap();
+        assert_eq!(a.equals, Some(Value::Null));
+        let a: ArgumentConfig = serde_json::from_str(r#"{"path":"$.x","exists":true}"#).unwrap();
+        assert_eq!(a.equals, None);
     }
 }

@@ -1,9 +1,16 @@
-//! Tollgate MCP filter. Pure decision modules are native-testable; `filter` is the thin
+//! Tollgate MCP filter. Pure decision modules (`message`, `policy`, `listfilter`, `replies`)
+//! and the host-generic request flow (`exchange`) are native-testable; `filter` is the thin
 //! proxy-wasm glue, compiled only for wasm.
 
 pub mod config;
+pub mod exchange;
 #[cfg(target_arch = "wasm32")]
 mod filter;
+pub mod jsonpath;
+pub mod listfilter;
+pub mod message;
+pub mod policy;
+pub mod replies;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

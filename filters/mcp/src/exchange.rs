@@ -1,0 +1,1268 @@
+//! One HTTP exchange through the MCP filter, written against the core `Host` trait so the
+//! whole flow runs natively against `MemoryHost`; `filter.rs` only adapts it to proxy-wasm.
+//!
+//! Request: identity, server, revision and HTTP checks on headers (held until the body is
+//! judged); the whole POST body parsed, checked (duplicate keys, batches, 2026-07-28 routing
+//! headers) and every message judged by the policy. A denial is answered locally and never
+//! forwarded. Response: list results filtered (JSON buffered; SSE rewritten event by event,
+//! holding at most the event in progress), tool results' `isError` read, one audit record
+//! per JSON-RPC message emitted when the response ends.
+
+use crate::config::{Config, DenyStyle};
+use crate::listfilter::{canonical_json, filter_list, id_key, ListKind, ServerMessage};
+use crate::message::{self, codes, read_message, Refusal, Revision, Target};
+use crate::policy::{Policy, Subject};
+use crate::replies::{self, Denied, Reply};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use tollgate_core::audit::{self, Decision, Layer, Record};
+use tollgate_core::config::ConfigError;
+use tollgate_core::hash::sha256_hex;
+use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::identity::{self, Identity, IdentityError};
+use tollgate_core::jsonrpc::{check_no_duplicate_keys, parse_body, Body, Kind};
+use tollgate_core::metrics::Metrics;
+use tollgate_core::reply::{rpc_error_body, send_json};
+use tollgate_core::sse::{SseEvent, SseItem, SseParser};
+use tollgate_core::trace::{self, TraceStep};
+
+/// Distinct tool/method label values per VM before new ones are counted as `_other`
+/// (label values come from clients; stat names must stay bounded).
+const MAX_LABEL_VALUES: usize = 256;
+
+/// The compiled, immutable configuration shared by every stream of a VM.
+pub struct Shared {
+    pub config: Config,
+    pub policy: Option<Policy>,
+    labels: RefCell<BTreeSet<String>>,
+}
+
+impl Shared {
+    pub fn build(config: Config) -> Result<Shared, ConfigError> {
+        let policy = match &config.policy {
+            Some(p) => Some(Policy::compile(p, "policy")?),
+            None => None,
+        };
+        Ok(Shared { config, policy, labels: RefCell::new(BTreeSet::new()) })
+    }
+
+    fn label(&self, value: &str) -> String {
+        let value = message::truncate(value, 64);
+        let mut labels = self.labels.borrow_mut();
+        if labels.contains(value) {
+            return value.to_string();
+        }
+        if labels.len() >= MAX_LABEL_VALUES {
+            return "_other".to_string();
+        }
+        labels.insert(value.to_string());
+        value.to_string()
+    }
+
+    fn dry_run(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.dry_run)
+    }
+
+    fn deny_style(&self) -> DenyStyle {
+        self.policy.as_ref().map(|p| p.deny_style).unwrap_or_default()
+    }
+}
+
+/// What the glue returns to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// Hold (headers until the body is judged, or a body being buffered), or stop after a
+    /// local reply.
+    Pause,
+}
+
+/// The audit detail of one message (flattened beside the core envelope).
+#[derive(Debug, Default, Serialize)]
+struct MessageDetail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_id: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_uri: Option<String>,
+    /// SHA-256 of the canonical arguments (sorted keys, no whitespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments_sha256: Option<String>,
+    /// The canonical arguments themselves (only with `audit_arguments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// `result.isError` of the upstream's tool result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_error: Option<bool>,
+    /// `error.code` when the upstream answered with a JSON-RPC error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rpc_error_code: Option<i64>,
+    /// Items removed from a list result (counted, not removed, in dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    list_hidden: Option<usize>,
+}
+
+#[derive(Debug)]
+struct MessageRecord {
+    decision: Decision,
+    enforced: bool,
+    rule_id: Option<String>,
+    error: Option<String>,
+    detail: MessageDetail,
+}
+
+impl MessageRecord {
+    fn new(decision: Decision) -> Self {
+        MessageRecord { decision, enforced: true, rule_id: None, error: None, detail: MessageDetail::default() }
+    }
+}
+
+/// The request-level part of every record.
+#[derive(Serialize)]
+struct Detail<'a> {
+    server: &'a str,
+    http_method: &'a str,
+    revision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_index: Option<usize>,
+    #[serde(flatten)]
+    message: &'a MessageDetail,
+}
+
+/// A response the filter expects for a forwarded request.
+#[derive(Debug)]
+struct Expect {
+    key: String,
+    list: Option<ListKind>,
+    record: usize,
+}
+
+#[derive(Debug)]
+enum ResponseMode {
+    /// Untouched.
+    Pass,
+    /// JSON: a copy is read for the audit (no rewriting possible).
+    JsonCopy { copy: Vec<u8>, overflow: bool },
+    /// JSON held by Envoy until the end, then rewritten.
+    JsonBuffer,
+    /// SSE rewritten event by event.
+    Sse(Box<SseParser>),
+    /// Failed closed mid-response: everything further is dropped.
+    Dropped,
+}
+
+pub struct Exchange {
+    shared: Rc<Shared>,
+    metrics: Rc<Metrics>,
+    start_ms: u64,
+    http_method: String,
+    revision: Revision,
+    identity: Option<Identity>,
+    server: String,
+    session_id: Option<String>,
+    trace: Option<TraceStep>,
+    records: Vec<MessageRecord>,
+    batch: bool,
+    expect: Vec<Expect>,
+    response: ResponseMode,
+    status: Option<u32>,
+    replied: bool,
+    emitted: bool,
+    /// Judged a POST body: body callbacks after that pass through.
+    body_done: bool,
+    /// What to do with the LF that may start the next SSE block (see `sse_chunk`).
+    sse_tail: LfTail,
+}
+
+/// The LF after a block that ended at the CR of a CRLF blank line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LfTail {
+    None,
+    /// The block passed verbatim: its LF is still owed to the client.
+    Emit,
+    /// Already sent, or the block was rewritten with LF endings: drop it.
+    Drop,
+}
+
+enum Outcome {
+    Keep,
+    Replace(String),
+}
+
+impl Exchange {
+    pub fn new(shared: Rc<Shared>, metrics: Rc<Metrics>) -> Self {
+        Exchange {
+            shared,
+            metrics,
+            start_ms: 0,
+            http_method: String::new(),
+            revision: Revision::DEFAULT,
+            identity: None,
+            server: String::new(),
+            session_id: None,
+            trace: None,
+            records: Vec::new(),
+            batch: false,
+            expect: Vec::new(),
+            response: ResponseMode::Pass,
+            status: None,
+            replied: false,
+            emitted: false,
+            body_done: false,
+            sse_tail: LfTail::None,
+        }
+    }
+
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    // ----- request ------------------------------------------------------------------------
+
+    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.metrics.inc(host, "tollgate.mcp.requests", &[]);
+        self.start_ms = host.now_millis();
+        self.http_method = host.request_header(":method").unwrap_or_default();
+        self.server = self.resolve_server(host);
+        self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
+        // Take part in the trace: the audit records carry the inbound trace id, the upstream
+        // gets the gateway's span as its parent.
+        let step = trace::participate(
+            host,
+            host.request_header("traceparent").as_deref(),
+            host.request_header("tracestate").as_deref(),
+            None,
+        );
+        host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
+        host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
+        self.trace = Some(step);
+
+        let identity = identity::resolve(host, &self.config().identity);
+        match identity {
+            Ok(id) => self.identity = id,
+            Err(IdentityError::UnknownApiKey) => {
+                let reply = replies::unauthorized(true, self.config().resource_metadata.as_deref());
+                return self.refuse_request(host, reply, Decision::Deny, "unknown API key");
+            }
+        }
+        if self.identity.is_none() && self.config().require_identity {
+            let reply = replies::unauthorized(false, self.config().resource_metadata.as_deref());
+            return self.refuse_request(host, reply, Decision::Deny, "no identity");
+        }
+        match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
+            Ok(r) => self.revision = r,
+            Err(e) => {
+                let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &e);
+                return self.refuse_request(host, reply, Decision::Error, &e);
+            }
+        }
+
+        // Responses must stay readable: the filter cannot judge compressed lists.
+        host.try_set_header(HeaderMap::Request, "accept-encoding", None);
+        if !self.config().forward_credentials {
+            self.strip_credentials(host);
+        }
+
+        match self.http_method.as_str() {
+            "POST" => self.post_headers(host, end_of_stream),
+            "GET" | "DELETE" => self.session_request(host),
+            _ => {
+                let method = self.http_method.clone();
+                self.refuse_request(host, replies::method_not_allowed(), Decision::Error, &format!("HTTP method {method}"))
+            }
+        }
+    }
+
+    fn post_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if !message::is_json_content_type(host.request_header("content-type").as_deref()) {
+            let reply = replies::refusal(415, None, codes::INVALID_REQUEST, "Content-Type must be application/json");
+            return self.refuse_request(host, reply, Decision::Error, "content-type is not application/json");
+        }
+        if !message::is_identity_encoding(host.request_header("content-encoding").as_deref()) {
+            let reply = replies::refusal(415, None, codes::INVALID_REQUEST, "Content-Encoding must be identity");
+            return self.refuse_request(host, reply, Decision::Error, "content-encoding is not identity");
+        }
+        let declared = host.request_header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.config().max_body_bytes as u64) {
+            return self.too_large(host);
+        }
+        if end_of_stream {
+            return self.judge_body(host, b"");
+        }
+        // Hold the headers until the body is judged: nothing reaches the server before.
+        Step::Pause
+    }
+
+    fn session_request(&mut self, host: &dyn Host) -> Step {
+        let method = self.http_method.clone();
+        if !self.revision.has_get_and_delete() {
+            let reason = format!("{method} does not exist in MCP {}", self.revision.as_str());
+            return self.refuse_request(host, replies::method_not_allowed(), Decision::Error, &reason);
+        }
+        let shared = self.shared.clone();
+        let mut record = MessageRecord::new(Decision::Allow);
+        if let Some(policy) = &shared.policy {
+            let verdict = policy.may_use_server(Subject { identity: self.identity.as_ref(), server: &self.server });
+            record.rule_id = verdict.rule_id.map(String::from);
+            if !verdict.allowed {
+                record.decision = Decision::Deny;
+                record.detail.reason = Some("identity may not use this server".into());
+                if !policy.dry_run {
+                    self.records.push(record);
+                    self.count_message(host, &method, None, Decision::Deny, false);
+                    let reply =
+                        replies::session_denial(policy.deny_style, verdict.rule_id, self.config().resource_metadata.as_deref());
+                    return self.reply(host, &reply);
+                }
+                record.enforced = false;
+            }
+        }
+        self.count_message(host, &method, None, record.decision, !record.enforced);
+        self.records.push(record);
+        self.body_done = true;
+        Step::Continue
+    }
+
+    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.replied {
+            return Step::Pause;
+        }
+        if self.body_done || self.http_method != "POST" {
+            return Step::Continue;
+        }
+        if body_size > self.config().max_body_bytes {
+            return self.too_large(host);
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = match host.body(BodyBuffer::Request, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                let reason = format!("cannot read the request body: {e}");
+                let reply = replies::refusal(500, None, codes::INTERNAL_ERROR, "gateway could not read the request");
+                return self.refuse_request(host, reply, Decision::Error, &reason);
+            }
+        };
+        self.judge_body(host, &body)
+    }
+
+    pub fn on_request_trailers(&mut self, host: &dyn Host) -> Step {
+        // A body that ended with trailers: its last data callback did not say end_of_stream.
+        if self.replied || self.body_done || self.http_method != "POST" {
+            return if self.replied { Step::Pause } else { Step::Continue };
+        }
+        let body = host.body(BodyBuffer::Request, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        self.judge_body(host, &body)
+    }
+
+    fn too_large(&mut self, host: &dyn Host) -> Step {
+        let max = self.config().max_body_bytes;
+        let reply = replies::refusal(413, None, codes::INVALID_REQUEST, &format!("request body larger than {max} bytes"));
+        self.refuse_request(host, reply, Decision::Error, "body too large")
+    }
+
+    /// Parses and judges a whole POST body.
+    fn judge_body(&mut self, host: &dyn Host, bytes: &[u8]) -> Step {
+        self.body_done = true;
+        let body = match parse_body(bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                let reply = replies::refusal(400, None, e.code(), &rpc_message(e.code(), e.message()));
+                return self.refuse_request(host, reply, Decision::Error, e.message());
+            }
+        };
+        if let Err(e) = check_no_duplicate_keys(bytes) {
+            let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &format!("Invalid Request: {e}"));
+            return self.refuse_request(host, reply, Decision::Error, &e);
+        }
+        self.batch = matches!(body, Body::Batch(_));
+        if self.batch && !self.revision.allows_batches() {
+            let msg = format!("JSON-RPC batches are not supported in MCP {}", self.revision.as_str());
+            let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &msg);
+            return self.refuse_request(host, reply, Decision::Error, &msg);
+        }
+        let mut messages = Vec::with_capacity(body.messages().len());
+        for envelope in body.messages() {
+            match read_message(envelope) {
+                Ok(m) => messages.push(m),
+                Err(refusal) => return self.refuse_message(host, envelope.id, &refusal),
+            }
+        }
+        if self.revision.has_routing_headers() {
+            let method_header = host.request_header("mcp-method");
+            let name_header = host.request_header("mcp-name");
+            for m in &messages {
+                if let Err(refusal) = message::check_routing_headers(method_header.as_deref(), name_header.as_deref(), m) {
+                    return self.refuse_message(host, m.id, &refusal);
+                }
+            }
+        }
+
+        // Judge every message.
+        let shared = self.shared.clone();
+        let policy = shared.policy.as_ref();
+        let mut verdicts: Vec<Option<Option<String>>> = Vec::with_capacity(messages.len());
+        let mut any_denied = false;
+        for m in &messages {
+            let mut record = MessageRecord::new(Decision::Allow);
+            record.detail.kind = Some(match m.kind {
+                Kind::Request => "request",
+                Kind::Notification => "notification",
+                Kind::Response => "response",
+            });
+            if m.kind != Kind::Response {
+                record.detail.method = Some(m.method.to_string());
+            }
+            record.detail.jsonrpc_id = m.id.map(RawValue::to_owned);
+            match &m.target {
+                Target::Tool(n) => record.detail.tool = Some(n.to_string()),
+                Target::Prompt(n) => record.detail.prompt = Some(n.to_string()),
+                Target::Resource(u) => record.detail.resource_uri = Some(u.to_string()),
+                Target::None => {}
+            }
+            let args: Option<Value> = match m.arguments {
+                Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        let refusal = Refusal::new(codes::INVALID_PARAMS, format!("invalid arguments: {e}"));
+                        return self.refuse_message(host, m.id, &refusal);
+                    }
+                },
+                None => None,
+            };
+            if let Some(v) = &args {
+                let mut canonical = String::with_capacity(m.arguments.map(|a| a.get().len()).unwrap_or(0));
+                canonical_json(v, &mut canonical);
+                record.detail.arguments_sha256 = Some(sha256_hex(canonical.as_bytes()));
+                if self.config().audit_arguments {
+                    record.detail.arguments = RawValue::from_string(canonical).ok();
+                }
+            }
+            let mut verdict = None;
+            if let (Some(policy), Kind::Request) = (policy, m.kind) {
+                let empty = Value::Object(serde_json::Map::new());
+                let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
+                let v = policy.decide(subject, &m.method, &m.target, args.as_ref().unwrap_or(&empty));
+                record.rule_id = v.rule_id.map(String::from);
+                if !v.allowed {
+                    any_denied = true;
+                    record.decision = Decision::Deny;
+                    record.enforced = !policy.dry_run;
+                    record.detail.reason =
+                        Some(if v.rule_id.is_some() { "denied by rule" } else { "no rule allows" }.to_string());
+                    verdict = Some(v.rule_id.map(String::from));
+                }
+            }
+            verdicts.push(verdict);
+            self.records.push(record);
+        }
+
+        let enforce = any_denied && !shared.dry_run();
+        for (m, record) in messages.iter().zip(self.records.iter_mut()) {
+            if enforce && m.kind == Kind::Request && record.decision == Decision::Allow {
+                // Acceptable on its own, but its batch is denied whole.
+                record.decision = Decision::Deny;
+                record.detail.reason = Some("another message in the batch was denied".into());
+            }
+        }
+        for (m, record) in messages.iter().zip(self.records.iter()) {
+            if m.kind == Kind::Request {
+                let tool = match &m.target {
+                    Target::Tool(n) => Some(n.as_ref()),
+                    _ => None,
+                };
+                self.count_message(host, &m.method, tool, record.decision, !record.enforced);
+            } else {
+                self.count_message(host, if m.kind == Kind::Response { "response" } else { &m.method }, None, record.decision, false);
+            }
+        }
+        if enforce {
+            let denied: Vec<Denied<'_>> = messages
+                .iter()
+                .zip(verdicts.iter())
+                .filter(|(m, _)| m.kind == Kind::Request)
+                .map(|(m, v)| Denied {
+                    id: m.id,
+                    method: &m.method,
+                    target: &m.target,
+                    denied: v.as_ref().map(|rule| rule.as_deref()),
+                })
+                .collect();
+            let reply = replies::denial(shared.deny_style(), &denied, self.batch, self.config().resource_metadata.as_deref());
+            return self.reply(host, &reply);
+        }
+        for (i, m) in messages.iter().enumerate() {
+            if let (Kind::Request, Some(id)) = (m.kind, m.id) {
+                self.expect.push(Expect { key: id_key(id), list: ListKind::from_method(&m.method), record: i });
+            }
+        }
+        Step::Continue
+    }
+
+    // ----- response -----------------------------------------------------------------------
+
+    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if self.replied {
+            return Step::Continue;
+        }
+        self.status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
+        if end_of_stream {
+            self.finish(host);
+            return Step::Continue;
+        }
+        let is_get = self.http_method == "GET";
+        if self.expect.is_empty() && !is_get {
+            return Step::Continue;
+        }
+        let content_type = host.response_header("content-type");
+        let sse = message::is_sse_content_type(content_type.as_deref());
+        let json = message::is_json_content_type(content_type.as_deref());
+        if !sse && !json {
+            return Step::Continue;
+        }
+        let lists_possible = self.shared.policy.is_some() && (is_get || sse || self.expect.iter().any(|e| e.list.is_some()));
+        if !message::is_identity_encoding(host.response_header("content-encoding").as_deref()) {
+            if lists_possible {
+                // Cannot read it, so cannot filter it: never pass it.
+                host.log(LogLevel::Warn, "tollgate-mcp: encoded MCP response cannot be filtered; dropped");
+                self.fail_response_headers(host);
+                self.response = ResponseMode::Dropped;
+            }
+            return Step::Continue;
+        }
+        let will_rewrite = lists_possible && !self.shared.dry_run();
+        if will_rewrite {
+            host.try_set_header(HeaderMap::Response, "content-length", None);
+            host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
+        }
+        self.response = if sse {
+            ResponseMode::Sse(Box::new(SseParser::new(self.config().max_sse_event_bytes).keeping_raw()))
+        } else if will_rewrite {
+            ResponseMode::JsonBuffer
+        } else {
+            ResponseMode::JsonCopy { copy: Vec::new(), overflow: false }
+        };
+        Step::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.replied {
+            return Step::Continue;
+        }
+        let max = self.shared.config.max_response_bytes;
+        let mut step = Step::Continue;
+        match &mut self.response {
+            ResponseMode::Pass => {}
+            ResponseMode::Dropped => self.drop_chunk(host, body_size, end_of_stream, "gateway could not filter the response"),
+            ResponseMode::JsonCopy { copy, overflow } => {
+                if !*overflow {
+                    match host.body(BodyBuffer::Response, 0, body_size) {
+                        Ok(Some(chunk)) if copy.len() + chunk.len() <= max => copy.extend_from_slice(&chunk),
+                        Ok(None) => {}
+                        _ => {
+                            *overflow = true;
+                            copy.clear();
+                        }
+                    }
+                }
+                if end_of_stream {
+                    let copy = std::mem::take(copy);
+                    // Audit only: whatever it says, this body passes as it is.
+                    let _ = self.inspect_json(&copy);
+                }
+            }
+            ResponseMode::JsonBuffer if body_size > max => {
+                host.log(LogLevel::Warn, "tollgate-mcp: JSON response too large to filter; dropped");
+                self.response = ResponseMode::Dropped;
+                self.drop_chunk(host, body_size, end_of_stream, "response too large for the gateway to filter");
+            }
+            ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
+            ResponseMode::JsonBuffer => {
+                let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+                if let Some(new) = self.inspect_json(&body) {
+                    self.replace_response(host, body_size, &new);
+                }
+            }
+            ResponseMode::Sse(_) => {
+                let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+                let out = self.sse_chunk(&chunk);
+                if out != chunk {
+                    self.replace_response(host, body_size, &out);
+                }
+            }
+        }
+        if end_of_stream {
+            self.finish(host);
+        }
+        step
+    }
+
+    /// Failed closed: this chunk is dropped; the stream's end carries a JSON-RPC error.
+    fn drop_chunk(&self, host: &dyn Host, body_size: usize, end_of_stream: bool, message: &str) {
+        self.replace_response(host, body_size, &[]);
+        if end_of_stream {
+            let error = self.response_error(message);
+            self.replace_response(host, 0, &error);
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, host: &dyn Host) {
+        self.finish(host);
+    }
+
+    /// Stream end (including resets): emits the audit record if nothing did yet.
+    pub fn on_log(&mut self, host: &dyn Host) {
+        self.finish(host);
+    }
+
+    fn replace_response(&self, host: &dyn Host, size: usize, with: &[u8]) {
+        if let Err(e) = host.set_body(BodyBuffer::Response, 0, size, with) {
+            host.log(LogLevel::Error, &format!("tollgate-mcp: cannot rewrite the response body: {e}"));
+        }
+    }
+
+    fn fail_response_headers(&self, host: &dyn Host) {
+        host.try_set_header(HeaderMap::Response, "content-encoding", None);
+        host.try_set_header(HeaderMap::Response, "content-length", None);
+        host.try_set_header(HeaderMap::Response, "content-type", Some("application/json"));
+        host.try_set_header(HeaderMap::Response, ":status", Some("502"));
+        host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
+    }
+
+    /// A JSON-RPC error for the (single) expected request, or `id: null`.
+    fn response_error(&self, message: &str) -> Vec<u8> {
+        let id = (self.expect.len() == 1)
+            .then(|| self.records.get(self.expect[0].record).and_then(|r| r.detail.jsonrpc_id.as_deref()))
+            .flatten();
+        rpc_error_body::<()>(id, codes::INTERNAL_ERROR, message, None)
+    }
+
+    /// Reads (and, for lists, rewrites) a JSON response body: one message or a batch.
+    fn inspect_json(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return self.unreadable_json(body);
+        };
+        if text.trim_start().starts_with('[') {
+            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) else {
+                return self.unreadable_json(body);
+            };
+            let mut changed = false;
+            let mut parts: Vec<String> = Vec::with_capacity(items.len());
+            for item in items {
+                match self.server_message(item.get()) {
+                    Outcome::Keep => parts.push(item.get().to_string()),
+                    Outcome::Replace(new) => {
+                        changed = true;
+                        parts.push(new);
+                    }
+                }
+            }
+            changed.then(|| format!("[{}]", parts.join(",")).into_bytes())
+        } else {
+            match self.server_message(text) {
+                Outcome::Keep => None,
+                Outcome::Replace(new) => Some(new.into_bytes()),
+            }
+        }
+    }
+
+    /// A JSON body that is not JSON: harmless unless a list was expected in it.
+    fn unreadable_json(&self, _body: &[u8]) -> Option<Vec<u8>> {
+        if matches!(self.response, ResponseMode::JsonBuffer) && self.expect.iter().any(|e| e.list.is_some()) {
+            return Some(self.response_error("gateway could not read the list response"));
+        }
+        None
+    }
+
+    /// Rewrites the complete events of one SSE chunk; holds the event in progress.
+    ///
+    /// CRLF streams: the core parser ends a block at the CR of `\r\n\r\n` and counts the
+    /// final LF as the first byte of the next block. Passed through as is, that LF would wait
+    /// for the next event, and a client that needs it to see the event end (e.g. the
+    /// TypeScript SDK) would stall; so the LF is sent at once and dropped from the next
+    /// block (or dropped, when the block was rewritten with LF endings).
+    fn sse_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let ResponseMode::Sse(mut parser) = std::mem::replace(&mut self.response, ResponseMode::Pass) else {
+            return chunk.to_vec();
+        };
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        let mut tail = self.sse_tail;
+        let result = parser.feed(chunk, |item, raw| {
+            let raw = match (raw.split_first(), tail) {
+                (Some((b'\n', rest)), LfTail::Emit) => {
+                    out.push(b'\n');
+                    rest
+                }
+                (Some((b'\n', rest)), LfTail::Drop) => rest,
+                _ => raw,
+            };
+            let ended_cr = raw.last() == Some(&b'\r');
+            let replaced = match item {
+                SseItem::Event(event) => match self.server_message(&event.data) {
+                    Outcome::Keep => None,
+                    Outcome::Replace(data) => Some(SseEvent { event: event.event.clone(), data, id: event.id.clone() }),
+                },
+                SseItem::Other => None,
+            };
+            tail = match replaced {
+                Some(new) => {
+                    out.extend_from_slice(&new.to_bytes());
+                    if ended_cr { LfTail::Drop } else { LfTail::None }
+                }
+                None => {
+                    out.extend_from_slice(raw);
+                    if ended_cr { LfTail::Emit } else { LfTail::None }
+                }
+            };
+        });
+        if tail == LfTail::Emit && parser.pending_raw().first() == Some(&b'\n') {
+            out.push(b'\n');
+            tail = LfTail::Drop;
+        }
+        self.sse_tail = tail;
+        match result {
+            Ok(()) => self.response = ResponseMode::Sse(parser),
+            Err(_) => {
+                // An event larger than the limit cannot be judged: end the stream with an error.
+                let error = self.response_error("SSE event too large for the gateway to inspect");
+                let event = SseEvent { event: None, data: String::from_utf8_lossy(&error).into_owned(), id: None };
+                out.extend_from_slice(&event.to_bytes());
+                self.response = ResponseMode::Dropped;
+            }
+        }
+        out
+    }
+
+    /// Looks at one server message: records `isError` / error codes, filters lists.
+    fn server_message(&mut self, text: &str) -> Outcome {
+        let Some(msg) = ServerMessage::parse(text) else { return Outcome::Keep };
+        if !msg.is_response() {
+            return Outcome::Keep;
+        }
+        let expect = msg.id.map(id_key).and_then(|k| self.expect.iter().find(|e| e.key == k));
+        let (list, record) = match expect {
+            Some(e) => (e.list, Some(e.record)),
+            None => (None, None),
+        };
+        if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
+            if rec.detail.tool.is_some() {
+                rec.detail.is_error = msg.is_error();
+            }
+            rec.detail.rpc_error_code = msg.error_code();
+        }
+        // A known request that is not a list is never rewritten; an unknown id (e.g. a
+        // replayed response on a GET stream) is judged by its shape.
+        if record.is_some() && list.is_none() {
+            return Outcome::Keep;
+        }
+        let shared = self.shared.clone();
+        let Some(policy) = &shared.policy else { return Outcome::Keep };
+        let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
+        let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed;
+        let result = filter_list(&msg, list, &mut keep);
+        let (outcome, hidden, error) = match result {
+            Ok(None) => (Outcome::Keep, 0, None),
+            Ok(Some(rewritten)) if policy.dry_run => (Outcome::Keep, rewritten.hidden, None),
+            Ok(Some(rewritten)) => (Outcome::Replace(rewritten.text), rewritten.hidden, None),
+            Err(e) => {
+                // A list the gateway cannot read is not passed: the client gets an error.
+                let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not filter the list", None);
+                (Outcome::Replace(String::from_utf8_lossy(&body).into_owned()), 0, Some(e))
+            }
+        };
+        if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
+            rec.detail.list_hidden = Some(hidden);
+            if error.is_some() {
+                rec.error = error;
+            }
+        }
+        outcome
+    }
+
+    // ----- replies, records, metrics ------------------------------------------------------
+
+    fn refuse_message(&mut self, host: &dyn Host, id: Option<&RawValue>, refusal: &Refusal) -> Step {
+        let reply = replies::refusal(400, id, refusal.code, &refusal.message);
+        self.records.clear();
+        self.refuse_request(host, reply, Decision::Error, &refusal.message)
+    }
+
+    /// Refuses the whole request before (or instead of) per-message records.
+    fn refuse_request(&mut self, host: &dyn Host, reply: Reply, decision: Decision, error: &str) -> Step {
+        let mut record = MessageRecord::new(decision);
+        record.error = Some(message::truncate(error, 512).to_string());
+        // One record for the refused request, even for a batch.
+        self.batch = false;
+        self.records.clear();
+        self.records.push(record);
+        let method = self.http_method.clone();
+        self.count_message(host, if method.is_empty() { "unknown" } else { &method }, None, decision, false);
+        self.reply(host, &reply)
+    }
+
+    fn reply(&mut self, host: &dyn Host, reply: &Reply) -> Step {
+        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(e) = send_json(host, reply.status, &headers, &reply.body) {
+            host.log(LogLevel::Error, &format!("tollgate-mcp: cannot send local reply: {e}"));
+        }
+        self.replied = true;
+        self.status = Some(reply.status);
+        self.finish(host);
+        Step::Pause
+    }
+
+    fn count_message(&self, host: &dyn Host, method: &str, tool: Option<&str>, decision: Decision, dry_run_deny: bool) {
+        let decision = match decision {
+            Decision::Allow => "allow",
+            Decision::Deny if dry_run_deny => "dryrun_deny",
+            Decision::Deny => "deny",
+            Decision::Error => "error",
+        };
+        let method = self.shared.label(method);
+        self.metrics.inc(
+            host,
+            "tollgate.mcp.messages",
+            &[("server", &self.server), ("method", &method), ("decision", decision)],
+        );
+        if let Some(tool) = tool {
+            let tool = self.shared.label(tool);
+            self.metrics.inc(host, "tollgate.mcp.calls", &[("server", &self.server), ("tool", &tool), ("decision", decision)]);
+        }
+    }
+
+    fn finish(&mut self, host: &dyn Host) {
+        if self.emitted {
+            return;
+        }
+        self.emitted = true;
+        if self.records.is_empty() {
+            // A request that ended before its body was judged (e.g. client reset).
+            let mut record = MessageRecord::new(Decision::Error);
+            record.error = Some("request ended before it was judged".into());
+            self.records.push(record);
+        }
+        let now = host.now_millis();
+        let request_id = host.property_string(&["request", "id"]);
+        let mut out: Vec<u8> = Vec::with_capacity(512 * self.records.len());
+        if self.batch {
+            out.push(b'[');
+        }
+        for (i, rec) in self.records.iter().enumerate() {
+            let detail = Detail {
+                server: &self.server,
+                http_method: &self.http_method,
+                revision: self.revision.as_str(),
+                session_id: self.session_id.as_deref(),
+                batch_index: self.batch.then_some(i),
+                message: &rec.detail,
+            };
+            let mut record = Record::new(Layer::Mcp, self.start_ms, detail);
+            record.request_id = request_id.as_deref();
+            if let Some(t) = &self.trace {
+                record.trace_id = Some(&t.trace_id);
+                record.span_id = Some(&t.span_id);
+                record.parent_span_id = t.parent_span_id.as_deref();
+            }
+            record.identity = self.identity.as_ref();
+            record.decision = rec.decision;
+            record.enforced = rec.enforced;
+            record.rule_id = rec.rule_id.as_deref();
+            record.status = self.status;
+            record.duration_ms = Some(now.saturating_sub(self.start_ms));
+            record.error = rec.error.as_deref();
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Err(e) = serde_json::to_writer(&mut out, &record) {
+                host.log(LogLevel::Error, &format!("tollgate-mcp: audit record not serializable: {e}"));
+            }
+            if !self.batch {
+                break;
+            }
+        }
+        if self.batch {
+            out.push(b']');
+        }
+        audit::emit_json(host, &self.config().audit, &out);
+    }
+
+    // ----- helpers ------------------------------------------------------------------------
+
+    /// The MCP server: route metadata, else the cluster's configured name, else the cluster.
+    fn resolve_server(&self, host: &dyn Host) -> String {
+        let cfg = &self.config().server;
+        let from_route = host
+            .property_string(&[
+                "xds",
+                "route_metadata",
+                "filter_metadata",
+                &cfg.metadata_namespace,
+                &cfg.route_metadata_key,
+            ])
+            .filter(|s| !s.is_empty());
+        if let Some(name) = from_route {
+            return name;
+        }
+        match host.property_string(&["xds", "cluster_name"]).filter(|s| !s.is_empty()) {
+            Some(cluster) => cfg.clusters.get(&cluster).cloned().unwrap_or(cluster),
+            None => "unknown".into(),
+        }
+    }
+
+    fn strip_credentials(&self, host: &dyn Host) {
+        host.try_set_header(HeaderMap::Request, "authorization", None);
+        if let Some(keys) = &self.config().identity.api_keys {
+            for name in &keys.headers {
+                host.try_set_header(HeaderMap::Request, name, None);
+            }
+        }
+    }
+}
+
+fn rpc_message(code: i64, detail: &str) -> String {
+    let base = if code == codes::PARSE_ERROR { "Parse error" } else { "Invalid Request" };
+    format!("{base}: {}", message::truncate(detail, 256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tollgate_core::host::MemoryHost;
+
+    const ALICE: &str = "tg-demo-alice";
+
+    fn shared(policy: Value) -> Rc<Shared> {
+        let mut cfg = json!({
+            "identity": {"api_keys": {"headers": ["x-api-key"], "keys": [
+                {"sha256": sha256_hex(ALICE.as_bytes()), "name": "alice-key", "principal": "alice", "groups": ["eng"]}]}},
+            "server": {"clusters": {"mcp_demo": "demo"}},
+            "max_body_bytes": 1024,
+            "max_sse_event_bytes": 4096,
+        });
+        if !policy.is_null() {
+            cfg["policy"] = policy;
+        }
+        let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
+        Rc::new(Shared::build(config).unwrap())
+    }
+
+    fn demo_policy(extra: Value) -> Value {
+        let mut p = json!({"rules": [
+            {"id": "protocol", "effect": "allow", "principals": ["*"], "methods": ["initialize", "tools/list", "notifications/*"]},
+            {"id": "basic", "effect": "allow", "principals": ["*"], "tools": ["add"]},
+            {"id": "db", "effect": "allow", "principals": ["*"], "tools": ["query_db"], "arguments": [{"path": "$.table", "one_of": ["orders"]}]},
+        ]});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                p[k] = v;
+            }
+        }
+        p
+    }
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> MemoryHost {
+        let mut all = vec![(":method", method), ("content-type", "application/json"), ("x-api-key", ALICE)];
+        all.retain(|(k, _)| !headers.iter().any(|(h, _)| h == k));
+        all.extend_from_slice(headers);
+        let host = MemoryHost::with_request_headers(&all);
+        host.set_prop(&["xds", "cluster_name"], b"mcp_demo");
+        host
+    }
+
+    /// Runs the request side; returns the exchange and what the filter answered.
+    fn post(shared: &Rc<Shared>, host: &MemoryHost, body: &str) -> (Exchange, Step) {
+        let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+        assert_eq!(ex.on_request_headers(host, false), Step::Pause);
+        *host.request_body.borrow_mut() = body.as_bytes().to_vec();
+        let step = ex.on_request_body(host, body.len(), true);
+        (ex, step)
+    }
+
+    fn reply_json(host: &MemoryHost) -> (u32, Value) {
+        let (status, _, body) = host.local_reply.borrow().clone().expect("a local reply");
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn audit(host: &MemoryHost) -> Value {
+        serde_json::from_slice(&host.prop(&["tollgate.audit"]).expect("an audit record")).unwrap()
+    }
+
+    fn respond(ex: &mut Exchange, host: &MemoryHost, content_type: &str, chunks: &[&[u8]]) -> Vec<u8> {
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), content_type.into())];
+        assert_eq!(ex.on_response_headers(host, false), Step::Continue);
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            host.response_body.borrow_mut().extend_from_slice(chunk);
+            let size = host.response_body.borrow().len();
+            if ex.on_response_body(host, size, last) == Step::Continue {
+                out.append(&mut host.response_body.borrow_mut());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn allowed_call_passes_with_trace_and_without_credentials() {
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
+        let (mut ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":2,"a":1}}}"#);
+        assert_eq!(step, Step::Continue);
+        assert!(host.local_reply.borrow().is_none());
+        assert_eq!(host.request_header("x-api-key"), None);
+        assert!(host.request_header("traceparent").unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        let out = respond(&mut ex, &host, "application/json", &[br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#]);
+        assert!(out.ends_with(b"\"isError\":true}}"));
+        let a = audit(&host);
+        assert_eq!(a["decision"], "allow");
+        assert_eq!(a["rule_id"], "basic");
+        assert_eq!(a["server"], "demo");
+        assert_eq!(a["is_error"], true);
+        assert_eq!(a["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(a["arguments_sha256"], sha256_hex(br#"{"a":1,"b":2}"#));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.allow"), Some(1));
+        assert_eq!(host.metric("tollgate.mcp.requests"), Some(1));
+    }
+
+    #[test]
+    fn denied_call_is_answered_locally() {
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let (_, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"query_db","arguments":{"table":"users"}}}"#);
+        assert_eq!(step, Step::Pause);
+        let (status, body) = reply_json(&host);
+        assert_eq!(status, 200);
+        assert_eq!(body["error"]["message"], "Unknown tool: query_db");
+        assert_eq!(body["id"], "x");
+        let a = audit(&host);
+        assert_eq!((a["decision"].as_str(), a["enforced"].as_bool(), a["status"].as_u64()), (Some("deny"), Some(true), Some(200)));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.query_db.decision.deny"), Some(1));
+    }
+
+    #[test]
+    fn dry_run_forwards_and_records() {
+        let shared = shared(demo_policy(json!({"dry_run": true})));
+        let host = request("POST", &[]);
+        let (mut ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_reset"}}"#);
+        assert_eq!(step, Step::Continue);
+        ex.on_log(&host);
+        let a = audit(&host);
+        assert_eq!((a["decision"].as_str(), a["enforced"].as_bool()), (Some("deny"), Some(false)));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny"), Some(1));
+    }
+
+    #[test]
+    fn request_refusals() {
+        let shared = shared(demo_policy(json!({})));
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u32, i64);
+        let cases: &[Case<'_>] = &[
+            (&[], "{", 400, -32700),
+            (&[], r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"x"}"#, 400, -32600),
+            (&[], r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#, 200, 0),
+            (&[("mcp-protocol-version", "2025-06-18")], r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#, 400, -32600),
+            (&[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo")],
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#, 400, -32020),
+            (&[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?YWRk?=")],
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#, 200, 0),
+        ];
+        for (headers, body, status, code) in cases {
+            let host = request("POST", headers);
+            let (_, step) = post(&shared, &host, body);
+            if *code == 0 {
+                assert_eq!(step, Step::Continue, "{body}");
+                continue;
+            }
+            let (s, v) = reply_json(&host);
+            assert_eq!((s, v["error"]["code"].as_i64()), (*status, Some(*code)), "{body}");
+            assert_eq!(audit(&host)["decision"], "error");
+        }
+    }
+
+    #[test]
+    fn header_refusals() {
+        let shared = shared(Value::Null);
+        let check = |host: MemoryHost, status: u32| {
+            let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+            assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+            assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(status));
+        };
+        check(request("POST", &[("content-type", "text/plain")]), 415);
+        check(request("POST", &[("content-encoding", "gzip")]), 415);
+        check(request("POST", &[("content-length", "1025")]), 413);
+        check(request("POST", &[("mcp-protocol-version", "2030-01-01")]), 400);
+        check(request("POST", &[("x-api-key", "wrong")]), 401);
+        check(request("PUT", &[]), 405);
+        check(request("GET", &[("mcp-protocol-version", "2026-07-28")]), 405);
+        check(request("DELETE", &[("mcp-protocol-version", "2026-07-28")]), 405);
+        // Streamed bodies are counted as they arrive.
+        let host = request("POST", &[]);
+        let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+        assert_eq!(ex.on_request_body(&host, 1000, false), Step::Pause);
+        assert_eq!(ex.on_request_body(&host, 1025, false), Step::Pause);
+        assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(413));
+    }
+
+    #[test]
+    fn get_and_delete_need_an_identity_allowed_on_the_server() {
+        let shared = shared(demo_policy(json!({"deny_style": "explain"})));
+        let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+        assert_eq!(ex.on_request_headers(&request("GET", &[]), true), Step::Continue);
+        let anonymous = MemoryHost::with_request_headers(&[(":method", "DELETE")]);
+        let mut ex = Exchange::new(shared, Rc::new(Metrics::new()));
+        assert_eq!(ex.on_request_headers(&anonymous, true), Step::Pause);
+        assert_eq!(anonymous.local_reply.borrow().as_ref().map(|r| r.0), Some(403));
+    }
+
+    #[test]
+    fn server_name_sources() {
+        let shared = shared(Value::Null);
+        let name = |host: &MemoryHost| {
+            let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+            ex.on_request_headers(host, false);
+            ex.server
+        };
+        let host = request("POST", &[]);
+        assert_eq!(name(&host), "demo");
+        host.set_prop(&["xds", "route_metadata", "filter_metadata", "tollgate", "mcp_server"], b"billing");
+        assert_eq!(name(&host), "billing");
+        let host = request("POST", &[]);
+        host.set_prop(&["xds", "cluster_name"], b"other_cluster");
+        assert_eq!(name(&host), "other_cluster");
+    }
+
+    const SSE_LIST: &str = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\r\n\r\n\
+event: message\r\nid: 9\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"add\"},{\"name\":\"admin_reset\"}],\"nextCursor\":\"c\"}}\r\n\r\n";
+
+    fn list_exchange(policy: Value) -> (Exchange, MemoryHost) {
+        let shared = shared(policy);
+        let host = request("POST", &[]);
+        let (ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#);
+        assert_eq!(step, Step::Continue);
+        (ex, host)
+    }
+
+    #[test]
+    fn sse_list_rewritten_at_every_split() {
+        let expected = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\r\n\r\n\
+id: 9\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"add\"}],\"nextCursor\":\"c\"}}\n\n";
+        let bytes = SSE_LIST.as_bytes();
+        for split in 0..bytes.len() {
+            let (mut ex, host) = list_exchange(demo_policy(json!({})));
+            let (a, b) = bytes.split_at(split);
+            let out = respond(&mut ex, &host, "text/event-stream", &[a, b]);
+            assert_eq!(String::from_utf8_lossy(&out), expected, "split at {split}");
+            assert_eq!(host.response_header("cache-control").as_deref(), Some("private"));
+            assert_eq!(audit(&host)["list_hidden"], 1);
+        }
+        let (mut ex, host) = list_exchange(demo_policy(json!({})));
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(String::from_utf8_lossy(&respond(&mut ex, &host, "text/event-stream", &bytewise)), expected);
+    }
+
+    #[test]
+    fn sse_passthrough_is_byte_exact_and_never_holds_a_finished_event() {
+        let (mut ex, host) = list_exchange(Value::Null);
+        let bytes = SSE_LIST.as_bytes();
+        let first_end = SSE_LIST.find("\r\n\r\n").unwrap() + 4;
+        let mut out = Vec::new();
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        ex.on_response_headers(&host, false);
+        for (i, b) in bytes.iter().enumerate() {
+            *host.response_body.borrow_mut() = vec![*b];
+            ex.on_response_body(&host, 1, i + 1 == bytes.len());
+            out.append(&mut host.response_body.borrow_mut());
+            if i + 1 == first_end {
+                // The first event, CRLF and all, is out as soon as its last byte arrived.
+                assert_eq!(out, bytes[..first_end].to_vec());
+            }
+        }
+        assert_eq!(out, bytes.to_vec());
+    }
+
+    #[test]
+    fn json_list_is_buffered_and_rewritten() {
+        let (mut ex, host) = list_exchange(demo_policy(json!({})));
+        let body = br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"admin_reset"},{"name":"add"}]}}"#;
+        *host.response_headers.borrow_mut() = vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+            ("content-length".into(), body.len().to_string()),
+        ];
+        ex.on_response_headers(&host, false);
+        assert_eq!(host.response_header("content-length"), None);
+        *host.response_body.borrow_mut() = body[..20].to_vec();
+        assert_eq!(ex.on_response_body(&host, 20, false), Step::Pause);
+        *host.response_body.borrow_mut() = body.to_vec();
+        assert_eq!(ex.on_response_body(&host, body.len(), true), Step::Continue);
+        assert_eq!(
+            String::from_utf8(host.response_body.borrow().clone()).unwrap(),
+            r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"add"}]}}"#
+        );
+    }
+
+    #[test]
+    fn unreadable_lists_fail_closed() {
+        // Compressed list response: status 502, body an error.
+        let (mut ex, host) = list_exchange(demo_policy(json!({})));
+        *host.response_headers.borrow_mut() = vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+            ("content-encoding".into(), "gzip".into()),
+        ];
+        ex.on_response_headers(&host, false);
+        assert_eq!(host.response_header(":status").as_deref(), Some("502"));
+        *host.response_body.borrow_mut() = b"\x1f\x8b binary".to_vec();
+        ex.on_response_body(&host, 10, true);
+        let v: Value = serde_json::from_slice(&host.response_body.borrow()).unwrap();
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["error"]["code"], -32603);
+        // A list result that is not a list.
+        let (mut ex, host) = list_exchange(demo_policy(json!({})));
+        let out = respond(&mut ex, &host, "application/json", &[br#"{"jsonrpc":"2.0","id":5,"result":{"tools":"add,admin_reset"}}"#]);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["code"], -32603);
+        // An SSE event larger than the limit ends the stream with an error.
+        let (mut ex, host) = list_exchange(demo_policy(json!({})));
+        let big = format!("data: {}\n\n", "x".repeat(5000));
+        let out = respond(&mut ex, &host, "text/event-stream", &[big.as_bytes(), b"data: {}\n\n"]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("data: {\"jsonrpc\":\"2.0\",\"id\":5,\"error\""), "{text}");
+        assert!(!text.contains("xxx"));
+    }
+
+    #[test]
+    fn batches_record_an_array() {
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let (_, step) = post(
+            &shared,
+            &host,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"nope"}}]"#,
+        );
+        assert_eq!(step, Step::Pause);
+        let (_, v) = reply_json(&host);
+        assert_eq!(v[0]["error"]["message"], "Batch rejected");
+        assert_eq!(v[1]["error"]["message"], "Unknown tool: nope");
+        let a = audit(&host);
+        assert_eq!(a.as_array().unwrap().len(), 2);
+        assert_eq!(a[1]["batch_index"], 1);
+    }
+}

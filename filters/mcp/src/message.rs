@@ -1,0 +1,380 @@
+//! MCP over Streamable HTTP, as a gateway reads it: protocol revisions, the HTTP-level
+//! checks each revision implies, and what a JSON-RPC message targets (tool, prompt, resource).
+//! Pure: never touches the host.
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use tollgate_core::jsonrpc::{Envelope, Kind};
+
+/// JSON-RPC / MCP error codes the filter answers with.
+pub mod codes {
+    pub use tollgate_core::reply::codes::*;
+    /// MCP 2026-07-28: `Mcp-Method` / `Mcp-Name` disagree with the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// Tollgate (application-defined, outside JSON-RPC's reserved -32768..-32000): the
+    /// gateway's policy denied the request (`explain` style).
+    pub const FORBIDDEN: i64 = -31403;
+    /// Tollgate (application-defined): a credential was presented but is not known, or an
+    /// identity is required and none was presented.
+    pub const UNAUTHORIZED: i64 = -31401;
+}
+
+/// The MCP protocol revisions the filter knows. The revision of a request is read from the
+/// `MCP-Protocol-Version` header; without it, 2025-03-26 is assumed (as the spec says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Revision {
+    R2024_11_05,
+    R2025_03_26,
+    R2025_06_18,
+    R2025_11_25,
+    R2026_07_28,
+}
+
+impl Revision {
+    pub const DEFAULT: Revision = Revision::R2025_03_26;
+
+    pub fn parse(value: &str) -> Option<Revision> {
+        Some(match value.trim() {
+            "2024-11-05" => Revision::R2024_11_05,
+            "2025-03-26" => Revision::R2025_03_26,
+            "2025-06-18" => Revision::R2025_06_18,
+            "2025-11-25" => Revision::R2025_11_25,
+            "2026-07-28" => Revision::R2026_07_28,
+            _ => return None,
+        })
+    }
+
+    /// The revision of a request from its `MCP-Protocol-Version` header.
+    pub fn from_header(value: Option<&str>) -> Result<Revision, String> {
+        match value {
+            None => Ok(Revision::DEFAULT),
+            Some(v) => Revision::parse(v).ok_or_else(|| format!("unsupported MCP-Protocol-Version `{}`", truncate(v, 64))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revision::R2024_11_05 => "2024-11-05",
+            Revision::R2025_03_26 => "2025-03-26",
+            Revision::R2025_06_18 => "2025-06-18",
+            Revision::R2025_11_25 => "2025-11-25",
+            Revision::R2026_07_28 => "2026-07-28",
+        }
+    }
+
+    /// JSON-RPC batches (a top-level array) exist only up to 2025-03-26.
+    pub fn allows_batches(self) -> bool {
+        self <= Revision::R2025_03_26
+    }
+
+    /// GET (standalone SSE stream) and DELETE (end session) exist before 2026-07-28.
+    pub fn has_get_and_delete(self) -> bool {
+        self < Revision::R2026_07_28
+    }
+
+    /// 2026-07-28 requires `Mcp-Method` (and `Mcp-Name`) headers that mirror the body.
+    pub fn has_routing_headers(self) -> bool {
+        self >= Revision::R2026_07_28
+    }
+}
+
+/// What a message addresses besides its method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    None,
+    Tool(Cow<'a, str>),
+    Prompt(Cow<'a, str>),
+    Resource(Cow<'a, str>),
+}
+
+impl Target<'_> {
+    /// The name (or URI) if there is one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Target::None => None,
+            Target::Tool(n) | Target::Prompt(n) | Target::Resource(n) => Some(n),
+        }
+    }
+}
+
+/// One JSON-RPC message of a POST body, as MCP sees it.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub kind: Kind,
+    /// The id, raw JSON (requests and responses).
+    pub id: Option<&'a RawValue>,
+    /// Empty for responses.
+    pub method: Cow<'a, str>,
+    pub target: Target<'a>,
+    /// `params.arguments` (tools/call, prompts/get), raw.
+    pub arguments: Option<&'a RawValue>,
+}
+
+/// Why a message was refused before any policy: a JSON-RPC code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: i64,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Refusal { code, message: message.into() }
+    }
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+#[derive(Clone, Copy)]
+enum TargetKind {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+/// Which params key a method's target lives in: `tools/call` and `prompts/get` name it,
+/// `resources/read` (and subscribe/unsubscribe) point at a URI.
+fn target_kind(method: &str) -> Option<TargetKind> {
+    match method {
+        "tools/call" => Some(TargetKind::Tool),
+        "prompts/get" => Some(TargetKind::Prompt),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(TargetKind::Resource),
+        _ => None,
+    }
+}
+
+/// Reads what a message targets. A request whose target is missing or not a string is
+/// refused with -32602 (invalid params): a gateway that cannot tell what is called must not
+/// forward it.
+pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Refusal> {
+    let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
+    let method = envelope.method.clone().unwrap_or(Cow::Borrowed(""));
+    let mut message = Message { kind, id: envelope.id, method, target: Target::None, arguments: None };
+    if kind == Kind::Response {
+        return Ok(message);
+    }
+    let params: Option<Params<'a>> = match envelope.params {
+        Some(raw) if raw.get().trim_start().starts_with('{') => Some(
+            serde_json::from_str(raw.get())
+                .map_err(|e| Refusal::new(codes::INVALID_PARAMS, format!("invalid params: {e}")))?,
+        ),
+        Some(raw) if raw.get().trim() == "null" => None,
+        Some(_) => return Err(Refusal::new(codes::INVALID_PARAMS, "params must be an object")),
+        None => None,
+    };
+    if let Some(kind) = target_kind(&message.method) {
+        let (key, value) = match kind {
+            TargetKind::Tool | TargetKind::Prompt => ("name", params.as_ref().and_then(|p| p.name.clone())),
+            TargetKind::Resource => ("uri", params.as_ref().and_then(|p| p.uri.clone())),
+        };
+        match value {
+            Some(v) if !v.is_empty() => {
+                message.target = match kind {
+                    TargetKind::Tool => Target::Tool(v),
+                    TargetKind::Prompt => Target::Prompt(v),
+                    TargetKind::Resource => Target::Resource(v),
+                }
+            }
+            _ => {
+                return Err(Refusal::new(
+                    codes::INVALID_PARAMS,
+                    format!("{} requires params.{key}", message.method),
+                ))
+            }
+        }
+    }
+    if let Some(args) = params.and_then(|p| p.arguments) {
+        let first = args.get().trim_start().as_bytes().first().copied();
+        match first {
+            Some(b'{') => message.arguments = Some(args),
+            Some(b'n') => {}
+            _ => return Err(Refusal::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
+        }
+    }
+    Ok(message)
+}
+
+/// Decodes an MCP header value: verbatim, or the `=?base64?...?=` form (standard alphabet,
+/// canonical, UTF-8). A malformed encoded value is `None`, so it never matches the body.
+pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
+    let Some(payload) = value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) else {
+        return Some(Cow::Borrowed(value));
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let bytes = engine.decode(payload).ok()?;
+    if engine.encode(&bytes) != payload {
+        return None;
+    }
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
+/// 2026-07-28: `Mcp-Method` must equal the body's method and, for methods that name a
+/// target, `Mcp-Name` must equal it (after base64 decoding). Missing counts as a mismatch.
+pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&str>, message: &Message<'_>) -> Result<(), Refusal> {
+    if message.kind == Kind::Response {
+        return Ok(());
+    }
+    // The headers are required on requests; a notification without them passes, one with
+    // them must agree.
+    if message.kind == Kind::Notification && method_header.is_none() {
+        return Ok(());
+    }
+    if method_header.map(str::trim) != Some(&*message.method) {
+        return Err(Refusal::new(
+            codes::HEADER_MISMATCH,
+            format!("Mcp-Method header does not match the body's method `{}`", truncate(&message.method, 128)),
+        ));
+    }
+    if let Some(name) = message.target.name() {
+        let decoded = name_header.map(str::trim).and_then(decode_header_value);
+        if decoded.as_deref() != Some(name) {
+            return Err(Refusal::new(codes::HEADER_MISMATCH, "Mcp-Name header does not match the body"));
+        }
+    }
+    Ok(())
+}
+
+/// `Content-Type` is `application/json` (any parameters).
+pub fn is_json_content_type(value: Option<&str>) -> bool {
+    media_type(value).is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
+}
+
+pub fn is_sse_content_type(value: Option<&str>) -> bool {
+    media_type(value).is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream"))
+}
+
+fn media_type(value: Option<&str>) -> Option<&str> {
+    value.map(|v| v.split(';').next().unwrap_or("").trim())
+}
+
+/// `Content-Encoding` absent or `identity` (the only encodings a gateway can read).
+pub fn is_identity_encoding(value: Option<&str>) -> bool {
+    match value {
+        None => true,
+        Some(v) => v.split(',').map(str::trim).all(|e| e.is_empty() || e.eq_ignore_ascii_case("identity")),
+    }
+}
+
+/// A session id as recorded: visible ASCII only, at most 128 characters.
+pub fn session_id(value: Option<&str>) -> Option<String> {
+    let v = value?.trim();
+    if v.is_empty() || !v.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return None;
+    }
+    Some(truncate(v, 128).to_string())
+}
+
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::jsonrpc::parse_body;
+
+    fn one(body: &str) -> Result<(Kind, String, Option<String>, Option<String>), Refusal> {
+        let parsed = parse_body(body.as_bytes()).unwrap();
+        let m = read_message(&parsed.messages()[0])?;
+        Ok((m.kind, m.method.to_string(), m.target.name().map(String::from), m.arguments.map(|a| a.get().to_string())))
+    }
+
+    #[test]
+    fn revisions() {
+        assert_eq!(Revision::from_header(None), Ok(Revision::R2025_03_26));
+        assert_eq!(Revision::from_header(Some("2026-07-28")), Ok(Revision::R2026_07_28));
+        assert!(Revision::from_header(Some("2099-01-01")).is_err());
+        assert!(Revision::R2025_03_26.allows_batches());
+        assert!(!Revision::R2025_06_18.allows_batches());
+        assert!(Revision::R2025_11_25.has_get_and_delete());
+        assert!(!Revision::R2026_07_28.has_get_and_delete());
+        assert!(Revision::R2026_07_28.has_routing_headers());
+    }
+
+    #[test]
+    fn targets_and_arguments() {
+        let (k, m, t, a) = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#).unwrap();
+        assert_eq!((k, m.as_str(), t.as_deref(), a.as_deref()), (Kind::Request, "tools/call", Some("add"), Some(r#"{"a":1,"b":2}"#)));
+        let (_, _, t, _) = one(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greeting","arguments":{"name":"x"}}}"#).unwrap();
+        assert_eq!(t.as_deref(), Some("greeting"));
+        let (_, _, t, _) = one(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap();
+        assert_eq!(t.as_deref(), Some("file:///a"));
+        let (k, _, t, _) = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!((k, t), (Kind::Notification, None));
+        let (k, m, _, _) = one(r#"{"jsonrpc":"2.0","id":"s1","result":{"content":[]}}"#).unwrap();
+        assert_eq!((k, m.as_str()), (Kind::Response, ""));
+        // Escaped names are decoded before matching.
+        let (_, _, t, _) = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"del\u0065te_row"}}"#).unwrap();
+        assert_eq!(t.as_deref(), Some("delete_row"));
+    }
+
+    #[test]
+    fn missing_or_bad_targets_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":""}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":[1]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":"x"}}"#,
+        ] {
+            assert_eq!(one(body).unwrap_err().code, codes::INVALID_PARAMS, "{body}");
+        }
+        assert_eq!(one(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#).unwrap_err().code, codes::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn routing_headers() {
+        let body = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"caf\u00e9"}}"#).unwrap();
+        let m = read_message(&body.messages()[0]).unwrap();
+        assert!(check_routing_headers(Some("tools/call"), Some("=?base64?Y2Fmw6k=?="), &m).is_ok());
+        assert_eq!(check_routing_headers(Some("tools/list"), Some("=?base64?Y2Fmw6k=?="), &m).unwrap_err().code, codes::HEADER_MISMATCH);
+        assert!(check_routing_headers(Some("tools/call"), Some("cafe"), &m).is_err());
+        assert!(check_routing_headers(Some("tools/call"), None, &m).is_err());
+        assert!(check_routing_headers(None, Some("=?base64?Y2Fmw6k=?="), &m).is_err());
+        // Non-canonical base64 never matches.
+        assert!(check_routing_headers(Some("tools/call"), Some("=?base64?Y2Fmw6l=?="), &m).is_err());
+        let body = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        let m = read_message(&body.messages()[0]).unwrap();
+        assert!(check_routing_headers(Some("tools/list"), None, &m).is_ok());
+        let body = parse_body(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#).unwrap();
+        let m = read_message(&body.messages()[0]).unwrap();
+        assert!(check_routing_headers(None, None, &m).is_ok());
+        assert!(check_routing_headers(Some("notifications/progress"), None, &m).is_err());
+    }
+
+    #[test]
+    fn header_value_forms() {
+        assert_eq!(decode_header_value("add").as_deref(), Some("add"));
+        assert_eq!(decode_header_value("=?base64?YWRk?=").as_deref(), Some("add"));
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+        assert!(is_json_content_type(Some("Application/JSON; charset=utf-8")));
+        assert!(!is_json_content_type(Some("text/plain")));
+        assert!(!is_json_content_type(None));
+        assert!(is_sse_content_type(Some("text/event-stream")));
+        assert!(is_identity_encoding(None));
+        assert!(is_identity_encoding(Some("identity")));
+        assert!(!is_identity_encoding(Some("gzip")));
+        assert!(!is_identity_encoding(Some("identity, br")));
+        assert_eq!(session_id(Some("abc")), Some("abc".into()));
+        assert_eq!(session_id(Some("a b")), None);
+    }
+}

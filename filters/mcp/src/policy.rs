@@ -1,0 +1,596 @@
+//! The compiled policy: ordered allow/deny rules over identity, MCP server, method, target
+//! (tool, prompt, resource URI) and argument conditions. Compiled once at configure time;
+//! evaluation never touches the host.
+//!
+//! Semantics:
+//! - a rule matches when every condition it has holds (a list condition: any element);
+//! - any matching deny wins; otherwise the first matching allow allows; otherwise deny;
+//! - for list filtering (`tools/list` ...) each item is judged as a call of it with unknown
+//!   arguments: it is shown when some allow rule could match (argument conditions assumed
+//!   satisfiable) and no deny rule without argument conditions matches.
+
+use crate::config::{ArgumentConfig, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
+use crate::message::Target;
+use crate::jsonpath::JsonPath;
+use regex_lite::Regex;
+use serde_json::Value;
+use tollgate_core::config::ConfigError;
+use tollgate_core::glob::Glob;
+use tollgate_core::identity::Identity;
+
+#[derive(Debug)]
+pub struct Policy {
+    pub deny_style: DenyStyle,
+    pub dry_run: bool,
+    rules: Vec<Rule>,
+    needs_arguments: bool,
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    effect: Effect,
+    principals: Option<Vec<Glob>>,
+    groups: Option<Vec<Glob>>,
+    teams: Option<Vec<Glob>>,
+    servers: Option<Vec<Glob>>,
+    methods: Option<Vec<Glob>>,
+    tools: Option<Vec<Glob>>,
+    prompts: Option<Vec<Glob>>,
+    resources: Option<Vec<Glob>>,
+    arguments: Vec<Condition>,
+}
+
+#[derive(Debug)]
+struct Condition {
+    path: JsonPath,
+    test: Test,
+    quantifier: Quantifier,
+}
+
+#[derive(Debug)]
+enum Test {
+    Equals(Value),
+    OneOf(Vec<Value>),
+    Regex(Regex),
+    Range { gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64> },
+    Exists(bool),
+}
+
+/// What is being decided.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub identity: Option<&'a Identity>,
+    pub server: &'a str,
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict<'p> {
+    pub allowed: bool,
+    /// The deciding rule; `None` for the default deny.
+    pub rule_id: Option<&'p str>,
+}
+
+impl<'p> Verdict<'p> {
+    fn allow(rule: &'p Rule) -> Self {
+        Verdict { allowed: true, rule_id: Some(&rule.id) }
+    }
+    fn deny(rule: Option<&'p Rule>) -> Self {
+        Verdict { allowed: false, rule_id: rule.map(|r| r.id.as_str()) }
+    }
+}
+
+/// Arguments of the message being judged.
+#[derive(Debug, Clone, Copy)]
+pub enum Args<'a> {
+    Known(&'a Value),
+    /// List filtering: any arguments might be sent.
+    Unknown,
+}
+
+/// Regex programs larger than this are refused at load (bounded memory per worker).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl Policy {
+    /// Compiles the rules, refusing the first bad one with its field path and rule id.
+    pub fn compile(config: &PolicyConfig, prefix: &str) -> Result<Policy, ConfigError> {
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.iter().enumerate() {
+            let at = format!("{prefix}.rules[{i}]");
+            if rule.id.trim().is_empty() {
+                return Err(ConfigError::field(&format!("{at}.id"), "must not be empty"));
+            }
+            if config.rules[..i].iter().any(|r| r.id == rule.id) {
+                return Err(ConfigError::field(&format!("{at}.id"), format!("duplicate rule id `{}`", rule.id)));
+            }
+            rules.push(compile_rule(rule, &at)?);
+        }
+        let needs_arguments = rules.iter().any(|r| !r.arguments.is_empty());
+        Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules, needs_arguments })
+    }
+
+    /// True when some rule looks at arguments (so they must be parsed to be judged).
+    pub fn needs_arguments(&self) -> bool {
+        self.needs_arguments
+    }
+
+    /// Judges one request.
+    pub fn decide(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: &Value) -> Verdict<'_> {
+        let mut first_allow: Option<&Rule> = None;
+        for rule in &self.rules {
+            if !rule.matches_scope(subject, method, target) {
+                continue;
+            }
+            let args_hold = rule.arguments.iter().all(|c| c.holds(args));
+            match rule.effect {
+                Effect::Deny if args_hold => return Verdict::deny(Some(rule)),
+                Effect::Allow if args_hold && first_allow.is_none() => first_allow = Some(rule),
+                _ => {}
+            }
+        }
+        match first_allow {
+            Some(rule) => Verdict::allow(rule),
+            None => Verdict::deny(None),
+        }
+    }
+
+    /// Judges a request with known or unknown arguments (unknown: list visibility).
+    pub fn decide_args(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: Args<'_>) -> Verdict<'_> {
+        match args {
+            Args::Known(v) => self.decide(subject, method, target, v),
+            Args::Unknown => self.visible(subject, method, target),
+        }
+    }
+
+    /// Whether a listed item is shown: judged as a call of it (`method`) with unknown
+    /// arguments.
+    pub fn visible(&self, subject: Subject<'_>, method: &str, target: &Target<'_>) -> Verdict<'_> {
+        let mut first_allow: Option<&Rule> = None;
+        for rule in &self.rules {
+            if !rule.matches_scope(subject, method, target) {
+                continue;
+            }
+            match rule.effect {
+                Effect::Deny if rule.arguments.is_empty() => return Verdict::deny(Some(rule)),
+                Effect::Allow if first_allow.is_none() => first_allow = Some(rule),
+                _ => {}
+            }
+        }
+        match first_allow {
+            Some(rule) => Verdict::allow(rule),
+            None => Verdict::deny(None),
+        }
+    }
+
+    /// GET (standalone stream) and DELETE (end session) carry no JSON-RPC message: they pass
+    /// when some allow rule covers this identity on this server (whatever its method or
+    /// target) and no deny rule excludes the identity from the whole server.
+    pub fn may_use_server(&self, subject: Subject<'_>) -> Verdict<'_> {
+        let mut first_allow: Option<&Rule> = None;
+        for rule in &self.rules {
+            if !rule.matches_identity(subject.identity) || !glob_any(&rule.servers, subject.server) {
+                continue;
+            }
+            let server_wide = rule.methods.is_none()
+                && rule.tools.is_none()
+                && rule.prompts.is_none()
+                && rule.resources.is_none()
+                && rule.arguments.is_empty();
+            match rule.effect {
+                Effect::Deny if server_wide => return Verdict::deny(Some(rule)),
+                Effect::Allow if first_allow.is_none() => first_allow = Some(rule),
+                _ => {}
+            }
+        }
+        match first_allow {
+            Some(rule) => Verdict::allow(rule),
+            None => Verdict::deny(None),
+        }
+    }
+}
+
+fn compile_rule(rule: &RuleConfig, at: &str) -> Result<Rule, ConfigError> {
+    let mut arguments = Vec::with_capacity(rule.arguments.len());
+    for (j, arg) in rule.arguments.iter().enumerate() {
+        let field = format!("{at}.arguments[{j}]");
+        arguments.push(compile_condition(arg, rule, &field)?);
+    }
+    Ok(Rule {
+        id: rule.id.clone(),
+        effect: rule.effect,
+        principals: rule.principals.clone(),
+        groups: rule.groups.clone(),
+        teams: rule.teams.clone(),
+        servers: rule.servers.clone(),
+        methods: rule.methods.clone(),
+        tools: rule.tools.clone(),
+        prompts: rule.prompts.clone(),
+        resources: rule.resources.clone(),
+        arguments,
+    })
+}
+
+fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Result<Condition, ConfigError> {
+    let named = |sub: &str, msg: String| ConfigError::field(&format!("{field}{sub}"), format!("{msg} (rule `{}`)", rule.id));
+    if !arg.path.trim_start().starts_with('$') {
+        return Err(named(".path", format!("JSONPath `{}` must start with `$` (the arguments object)", arg.path)));
+    }
+    let path = JsonPath::parse(arg.path.trim())
+        .map_err(|e| named(".path", format!("invalid JSONPath `{}`: {e}", arg.path)))?;
+    let range = [arg.gt, arg.gte, arg.lt, arg.lte];
+    let mut tests: Vec<Test> = Vec::new();
+    if let Some(v) = &arg.equals {
+        tests.push(Test::Equals(v.clone()));
+    }
+    if let Some(v) = &arg.one_of {
+        if v.is_empty() {
+            return Err(named(".one_of", "must not be empty".into()));
+        }
+        tests.push(Test::OneOf(v.clone()));
+    }
+    if let Some(r) = &arg.regex {
+        let re = regex_lite::RegexBuilder::new(r)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| named(".regex", format!("invalid regex: {e}")))?;
+        tests.push(Test::Regex(re));
+    }
+    if range.iter().any(Option::is_some) {
+        if range.iter().flatten().any(|b| !b.is_finite()) {
+            return Err(named("", "range bounds must be finite numbers".into()));
+        }
+        tests.push(Test::Range { gt: arg.gt, gte: arg.gte, lt: arg.lt, lte: arg.lte });
+    }
+    if let Some(e) = arg.exists {
+        tests.push(Test::Exists(e));
+    }
+    if tests.len() != 1 {
+        return Err(named(
+            "",
+            format!(
+                "needs exactly one test of equals, one_of, regex, a range (gt/gte/lt/lte) or exists; found {}",
+                tests.len()
+            ),
+        ));
+    }
+    let quantifier = arg.quantifier.unwrap_or(match rule.effect {
+        Effect::Allow => Quantifier::All,
+        Effect::Deny => Quantifier::Any,
+    });
+    let test = tests.remove(0);
+    Ok(Condition { path, test, quantifier })
+}
+
+fn glob_any(globs: &Option<Vec<Glob>>, value: &str) -> bool {
+    match globs {
+        None => true,
+        Some(list) => list.iter().any(|g| g.matches(value)),
+    }
+}
+
+impl Rule {
+    fn matches_identity(&self, identity: Option<&Identity>) -> bool {
+        if self.principals.is_none() && self.groups.is_none() && self.teams.is_none() {
+            return true;
+        }
+        let Some(id) = identity else { return false };
+        if !glob_any(&self.principals, &id.principal) {
+            return false;
+        }
+        if let Some(groups) = &self.groups {
+            if !id.groups.iter().any(|g| groups.iter().any(|p| p.matches(g))) {
+                return false;
+            }
+        }
+        if let Some(teams) = &self.teams {
+            match &id.team {
+                Some(team) if teams.iter().any(|p| p.matches(team)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn matches_target(&self, target: &Target<'_>) -> bool {
+        if self.tools.is_none() && self.prompts.is_none() && self.resources.is_none() {
+            return true;
+        }
+        let (globs, name) = match target {
+            Target::None => return false,
+            Target::Tool(n) => (&self.tools, n),
+            Target::Prompt(n) => (&self.prompts, n),
+            Target::Resource(u) => (&self.resources, u),
+        };
+        globs.as_ref().is_some_and(|list| list.iter().any(|g| g.matches(name)))
+    }
+
+    /// Everything but the argument conditions.
+    fn matches_scope(&self, subject: Subject<'_>, method: &str, target: &Target<'_>) -> bool {
+        self.matches_identity(subject.identity)
+            && glob_any(&self.servers, subject.server)
+            && glob_any(&self.methods, method)
+            && self.matches_target(target)
+    }
+}
+
+impl Condition {
+    fn holds(&self, args: &Value) -> bool {
+        let selected: Vec<&Value> = self.path.select(args);
+        if let Test::Exists(expected) = self.test {
+            return selected.is_empty() != expected;
+        }
+        if selected.is_empty() {
+            return false;
+        }
+        match self.quantifier {
+            Quantifier::All => selected.iter().all(|v| self.test.passes(v)),
+            Quantifier::Any => selected.iter().any(|v| self.test.passes(v)),
+        }
+    }
+}
+
+impl Test {
+    fn passes(&self, value: &Value) -> bool {
+        match self {
+            Test::Equals(expected) => json_eq(value, expected),
+            Test::OneOf(options) => options.iter().any(|o| json_eq(value, o)),
+            Test::Regex(re) => value.as_str().is_some_and(|s| re.is_match(s)),
+            Test::Range { gt, gte, lt, lte } => match as_number(value) {
+                Some(n) => bound(*gt, |b| n > b) && bound(*gte, |b| n >= b) && bound(*lt, |b| n < b) && bound(*lte, |b| n <= b),
+                None => false,
+            },
+            Test::Exists(_) => true,
+        }
+    }
+}
+
+fn bound(limit: Option<f64>, within: impl Fn(f64) -> bool) -> bool {
+    match limit {
+        None => true,
+        Some(b) => within(b),
+    }
+}
+
+/// A number, or a string holding one: MCP servers commonly coerce `"500"` to 500, so a
+/// range judges what the server will act on. Non-finite values are not numbers.
+fn as_number(value: &Value) -> Option<f64> {
+    let n = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) {
+                return None;
+            }
+            t.parse::<f64>().ok()?
+        }
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64() && x.as_f64().is_some(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::borrow::Cow;
+    use tollgate_core::identity::Source;
+
+    fn policy(rules: Value) -> Policy {
+        let cfg: PolicyConfig = serde_json::from_value(json!({ "rules": rules })).unwrap();
+        Policy::compile(&cfg, "policy").unwrap()
+    }
+
+    fn compile_err(rules: Value) -> String {
+        let cfg: PolicyConfig = serde_json::from_value(json!({ "rules": rules })).unwrap();
+        Policy::compile(&cfg, "policy").unwrap_err().0
+    }
+
+    fn who(principal: &str, groups: &[&str]) -> Identity {
+        Identity {
+            principal: principal.into(),
+            team: Some("payments".into()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            source: Source::Jwt,
+            key_name: None,
+            allowed_models: None,
+        }
+    }
+
+    fn tool(name: &str) -> Target<'_> {
+        Target::Tool(Cow::Borrowed(name))
+    }
+
+    fn demo() -> Policy {
+        policy(json!([
+            {"id": "protocol", "effect": "allow", "methods": ["initialize", "ping", "notifications/*", "tools/list"]},
+            {"id": "basic", "effect": "allow", "tools": ["add", "echo"]},
+            {"id": "db", "effect": "allow", "tools": ["query_db"], "arguments": [{"path": "$.table", "one_of": ["orders", "products"]}]},
+            {"id": "money", "effect": "allow", "groups": ["finance"], "tools": ["transfer"], "arguments": [{"path": "$.amount", "lte": 1000}]},
+            {"id": "no-admin", "effect": "deny", "tools": ["admin_*"]},
+            {"id": "admins", "effect": "allow", "groups": ["admins"]},
+            {"id": "no-mallory", "effect": "deny", "principals": ["mallory"]},
+        ]))
+    }
+
+    #[test]
+    fn deny_wins_and_default_denies() {
+        let p = demo();
+        let alice = who("alice", &["eng"]);
+        let s = Subject { identity: Some(&alice), server: "demo" };
+        let v = p.decide(s, "tools/call", &tool("add"), &json!({}));
+        assert_eq!(v, Verdict { allowed: true, rule_id: Some("basic") });
+        let v = p.decide(s, "tools/call", &tool("delete_row"), &json!({}));
+        assert_eq!(v, Verdict { allowed: false, rule_id: None });
+        let root = who("root", &["admins"]);
+        let s = Subject { identity: Some(&root), server: "demo" };
+        assert!(p.decide(s, "tools/call", &tool("delete_row"), &json!({})).allowed);
+        let v = p.decide(s, "tools/call", &tool("admin_reset"), &json!({}));
+        assert_eq!(v, Verdict { allowed: false, rule_id: Some("no-admin") });
+        let mallory = who("mallory", &["admins"]);
+        let s = Subject { identity: Some(&mallory), server: "demo" };
+        assert_eq!(p.decide(s, "tools/call", &tool("add"), &json!({})).rule_id, Some("no-mallory"));
+    }
+
+    #[test]
+    fn argument_rules_at_the_boundary() {
+        let p = demo();
+        let bob = who("bob", &["finance"]);
+        let s = Subject { identity: Some(&bob), server: "demo" };
+        let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).allowed;
+        assert!(call("query_db", json!({"table": "orders", "sql": "x"})));
+        assert!(call("query_db", json!({"table": "products"})));
+        assert!(!call("query_db", json!({"table": "customers"})));
+        assert!(!call("query_db", json!({"sql": "x"})));
+        assert!(!call("query_db", json!({"table": ["orders"]})));
+        assert!(call("transfer", json!({"amount": 1000, "to": "x"})));
+        assert!(call("transfer", json!({"amount": 1000.0})));
+        assert!(call("transfer", json!({"amount": "999.5"})));
+        assert!(!call("transfer", json!({"amount": 1000.01})));
+        assert!(!call("transfer", json!({"amount": 1001})));
+        assert!(!call("transfer", json!({"amount": "1e9"})));
+        assert!(!call("transfer", json!({"amount": "NaN"})));
+        assert!(!call("transfer", json!({"amount": null})));
+        assert!(!call("transfer", json!({})));
+        let eve = who("eve", &["eng"]);
+        let s = Subject { identity: Some(&eve), server: "demo" };
+        assert!(!p.decide(s, "tools/call", &tool("transfer"), &json!({"amount": 1})).allowed);
+    }
+
+    #[test]
+    fn list_visibility() {
+        let p = demo();
+        let alice = who("alice", &["eng"]);
+        let s = Subject { identity: Some(&alice), server: "demo" };
+        let shown: Vec<&str> = ["add", "echo", "query_db", "transfer", "delete_row", "admin_reset"]
+            .into_iter()
+            .filter(|t| p.visible(s, "tools/call", &tool(t)).allowed)
+            .collect();
+        assert_eq!(shown, ["add", "echo", "query_db"]);
+        let bob = who("bob", &["finance"]);
+        let s = Subject { identity: Some(&bob), server: "demo" };
+        assert!(p.visible(s, "tools/call", &tool("transfer")).allowed);
+        // A deny with argument conditions does not hide the tool.
+        let p = policy(json!([
+            {"id": "all", "effect": "allow"},
+            {"id": "big", "effect": "deny", "tools": ["transfer"], "arguments": [{"path": "$.amount", "gt": 10}]},
+        ]));
+        assert!(p.visible(s, "tools/call", &tool("transfer")).allowed);
+        assert!(!p.decide(s, "tools/call", &tool("transfer"), &json!({"amount": 11})).allowed);
+    }
+
+    #[test]
+    fn identity_conditions_and_anonymous() {
+        let p = policy(json!([
+            {"id": "authn", "effect": "allow", "principals": ["*"], "tools": ["add"]},
+            {"id": "team", "effect": "allow", "teams": ["pay*"], "tools": ["echo"]},
+            {"id": "open", "effect": "allow", "methods": ["ping"]},
+        ]));
+        let anon = Subject { identity: None, server: "demo" };
+        assert!(!p.decide(anon, "tools/call", &tool("add"), &json!({})).allowed);
+        assert!(p.decide(anon, "ping", &Target::None, &json!({})).allowed);
+        let alice = who("alice", &[]);
+        let s = Subject { identity: Some(&alice), server: "demo" };
+        assert!(p.decide(s, "tools/call", &tool("add"), &json!({})).allowed);
+        assert!(p.decide(s, "tools/call", &tool("echo"), &json!({})).allowed);
+        // Rules with a target condition do not match messages without a target.
+        assert!(!p.decide(s, "tools/list", &Target::None, &json!({})).allowed);
+    }
+
+    #[test]
+    fn servers_and_session_methods() {
+        let p = policy(json!([
+            {"id": "a-on-x", "effect": "allow", "principals": ["alice"], "servers": ["x"], "tools": ["add"]},
+            {"id": "ban", "effect": "deny", "principals": ["bob"], "servers": ["x"]},
+            {"id": "bob", "effect": "allow", "principals": ["bob"]},
+        ]));
+        let alice = who("alice", &[]);
+        let bob = who("bob", &[]);
+        assert!(p.may_use_server(Subject { identity: Some(&alice), server: "x" }).allowed);
+        assert!(!p.may_use_server(Subject { identity: Some(&alice), server: "y" }).allowed);
+        assert_eq!(p.may_use_server(Subject { identity: Some(&bob), server: "x" }).rule_id, Some("ban"));
+        assert!(p.may_use_server(Subject { identity: Some(&bob), server: "y" }).allowed);
+        assert!(!p.may_use_server(Subject { identity: None, server: "x" }).allowed);
+        let s = Subject { identity: Some(&alice), server: "y" };
+        assert!(!p.decide(s, "tools/call", &tool("add"), &json!({})).allowed);
+    }
+
+    #[test]
+    fn prompts_and_resources() {
+        let p = policy(json!([
+            {"id": "data", "effect": "allow", "resources": ["file:///data/*"], "prompts": ["greeting"]},
+        ]));
+        let s = Subject { identity: None, server: "demo" };
+        let res = |u: &'static str| Target::Resource(Cow::Borrowed(u));
+        assert!(p.decide(s, "resources/read", &res("file:///data/readme.txt"), &json!({})).allowed);
+        assert!(!p.decide(s, "resources/read", &res("file:///secret/keys.txt"), &json!({})).allowed);
+        assert!(p.decide(s, "prompts/get", &Target::Prompt(Cow::Borrowed("greeting")), &json!({})).allowed);
+        assert!(!p.decide(s, "tools/call", &tool("greeting"), &json!({})).allowed);
+    }
+
+    #[test]
+    fn argument_tests() {
+        let p = policy(json!([
+            {"id": "eq", "effect": "allow", "tools": ["eq"], "arguments": [{"path": "$.mode", "equals": "ro"}, {"path": "$.n", "equals": 2}]},
+            {"id": "re", "effect": "allow", "tools": ["sql"], "arguments": [{"path": "$.sql", "regex": "(?i)^\\s*select\\b"}]},
+            {"id": "ex", "effect": "allow", "tools": ["ex"], "arguments": [{"path": "$.force", "exists": false}]},
+            {"id": "all", "effect": "allow", "tools": ["pay"], "arguments": [{"path": "$.items[*].amount", "lt": 100}]},
+            {"id": "any", "effect": "deny", "tools": ["pay"], "arguments": [{"path": "$.items[*].to", "equals": "evil"}]},
+            {"id": "nested", "effect": "allow", "tools": ["nested"], "arguments": [{"path": "$.opts.depth", "gte": 1, "lte": 3}]},
+        ]));
+        let s = Subject { identity: None, server: "demo" };
+        let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).allowed;
+        assert!(call("eq", json!({"mode": "ro", "n": 2.0})));
+        assert!(!call("eq", json!({"mode": "rw", "n": 2})));
+        assert!(call("sql", json!({"sql": "  SELECT * from t"})));
+        assert!(!call("sql", json!({"sql": "delete from t"})));
+        assert!(!call("sql", json!({"sql": 5})));
+        assert!(call("ex", json!({})));
+        assert!(!call("ex", json!({"force": false})));
+        assert!(call("pay", json!({"items": [{"amount": 1, "to": "a"}, {"amount": 99, "to": "b"}]})));
+        assert!(!call("pay", json!({"items": [{"amount": 1, "to": "a"}, {"amount": 100, "to": "b"}]})));
+        assert!(!call("pay", json!({"items": [{"amount": 1, "to": "evil"}, {"amount": 2, "to": "b"}]})));
+        assert!(!call("pay", json!({"items": []})));
+        assert!(call("nested", json!({"opts": {"depth": 3}})));
+        assert!(!call("nested", json!({"opts": {"depth": 4}})));
+        assert!(!call("nested", json!({"opts": {"depth": 0}})));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_the_rule_named() {
+        let e = compile_err(json!([{"id": "r1", "effect": "allow", "arguments": [{"path": "$.[[", "exists": true}]}]));
+        assert!(e.starts_with("policy.rules[0].arguments[0].path: invalid JSONPath"), "{e}");
+        assert!(e.contains("rule `r1`"), "{e}");
+        let e = compile_err(json!([{"id": "ok", "effect": "allow"}, {"id": "r2", "effect": "deny", "arguments": [{"path": "$.a", "regex": "(unclosed"}]}]));
+        assert!(e.starts_with("policy.rules[1].arguments[0].regex: invalid regex"), "{e}");
+        assert!(e.contains("rule `r2`"), "{e}");
+        let e = compile_err(json!([{"id": "r", "effect": "allow", "arguments": [{"path": "$.a", "equals": 1, "exists": true}]}]));
+        assert!(e.contains("exactly one test"), "{e}");
+        let e = compile_err(json!([{"id": "r", "effect": "allow", "arguments": [{"path": "$.a"}]}]));
+        assert!(e.contains("exactly one test"), "{e}");
+        let e = compile_err(json!([{"id": "r", "effect": "allow", "arguments": [{"path": "a.b", "exists": true}]}]));
+        assert!(e.contains("must start with `$`"), "{e}");
+        let e = compile_err(json!([{"id": "r", "effect": "allow"}, {"id": "r", "effect": "deny"}]));
+        assert!(e.starts_with("policy.rules[1].id: duplicate"), "{e}");
+        let e = compile_err(json!([{"id": " ", "effect": "allow"}]));
+        assert!(e.starts_with("policy.rules[0].id"), "{e}");
+    }
+
+    #[test]
+    fn empty_policy_denies_everything() {
+        let p = policy(json!([]));
+        assert!(!p.decide(Subject { identity: None, server: "x" }, "ping", &Target::None, &json!({})).allowed);
+    }
+}

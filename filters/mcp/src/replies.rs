@@ -1,0 +1,251 @@
+//! Local replies of the MCP filter: refusals (bad input), denials (policy) in the `hide` or
+//! `explain` style, and 401s. Pure: builds status, headers and body; the filter sends them.
+
+use crate::config::DenyStyle;
+use crate::message::{codes, Target};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tollgate_core::reply::rpc_error_body;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    /// Extra headers besides `content-type: application/json`.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A JSON-RPC error reply to a message that could not be accepted (bad input).
+pub fn refusal(status: u32, id: Option<&RawValue>, code: i64, message: &str) -> Reply {
+    Reply { status, headers: Vec::new(), body: rpc_error_body::<()>(id, code, message, None) }
+}
+
+/// What a denial reply must answer, per request message of the body.
+#[derive(Debug)]
+pub struct Denied<'a> {
+    pub id: Option<&'a RawValue>,
+    pub method: &'a str,
+    pub target: &'a Target<'a>,
+    /// `Some(rule)` when this message was denied (rule `None`: no rule allows it);
+    /// `None` when it was acceptable but shares a batch with a denied one.
+    pub denied: Option<Option<&'a str>>,
+}
+
+#[derive(Serialize)]
+struct ExplainData<'a> {
+    rule_id: Option<&'a str>,
+    reason: &'a str,
+}
+
+const NO_RULE: &str = "no policy rule allows this request";
+const BATCH: &str = "another message in the batch was denied";
+
+/// Builds the denial for a body's request messages (`batch`: answer with an array).
+pub fn denial(style: DenyStyle, messages: &[Denied<'_>], batch: bool, resource_metadata: Option<&str>) -> Reply {
+    let mut bodies: Vec<Vec<u8>> = Vec::with_capacity(messages.len());
+    let mut first_rule: Option<&str> = None;
+    for m in messages {
+        let body = match (style, m.denied) {
+            (DenyStyle::Hide, Some(_)) => hidden_error(m),
+            (DenyStyle::Hide, None) => rpc_error_body::<()>(m.id, codes::INVALID_REQUEST, "Batch rejected", None),
+            (DenyStyle::Explain, Some(rule)) => {
+                if first_rule.is_none() {
+                    first_rule = rule;
+                }
+                let reason = if rule.is_some() { "denied by policy rule" } else { NO_RULE };
+                let what = describe(m.method, m.target);
+                rpc_error_body(m.id, codes::FORBIDDEN, &format!("Forbidden: {what}"), Some(ExplainData { rule_id: rule, reason }))
+            }
+            (DenyStyle::Explain, None) => rpc_error_body(
+                m.id,
+                codes::FORBIDDEN,
+                "Forbidden: batch rejected",
+                Some(ExplainData { rule_id: None, reason: BATCH }),
+            ),
+        };
+        bodies.push(body);
+    }
+    let body = if batch { join_array(&bodies) } else { bodies.into_iter().next().unwrap_or_default() };
+    match style {
+        DenyStyle::Hide => Reply { status: 200, headers: Vec::new(), body },
+        DenyStyle::Explain => Reply {
+            status: 403,
+            headers: vec![("www-authenticate".into(), insufficient_scope(first_rule, resource_metadata))],
+            body,
+        },
+    }
+}
+
+/// GET / DELETE refused by policy: `hide` answers as a server without that method would
+/// (405), `explain` with a 403.
+pub fn session_denial(style: DenyStyle, rule: Option<&str>, resource_metadata: Option<&str>) -> Reply {
+    match style {
+        DenyStyle::Hide => method_not_allowed(),
+        DenyStyle::Explain => Reply {
+            status: 403,
+            headers: vec![("www-authenticate".into(), insufficient_scope(rule, resource_metadata))],
+            body: rpc_error_body(
+                None,
+                codes::FORBIDDEN,
+                "Forbidden: this identity may not use this MCP server",
+                Some(ExplainData { rule_id: rule, reason: if rule.is_some() { "denied by policy rule" } else { NO_RULE } }),
+            ),
+        },
+    }
+}
+
+pub fn method_not_allowed() -> Reply {
+    Reply {
+        status: 405,
+        headers: vec![("allow".into(), "POST".into())],
+        body: rpc_error_body::<()>(None, codes::INVALID_REQUEST, "Method not allowed", None),
+    }
+}
+
+/// 401: `invalid_token` when a credential was presented but is unknown, plain otherwise.
+pub fn unauthorized(invalid_token: bool, resource_metadata: Option<&str>) -> Reply {
+    let mut challenge = String::from("Bearer");
+    let mut params: Vec<String> = Vec::new();
+    if invalid_token {
+        params.push(r#"error="invalid_token""#.into());
+    }
+    if let Some(url) = resource_metadata {
+        params.push(format!(r#"resource_metadata="{}""#, quoted(url)));
+    }
+    if !params.is_empty() {
+        challenge.push(' ');
+        challenge.push_str(&params.join(", "));
+    }
+    let message = if invalid_token { "Unauthorized: unknown credential" } else { "Unauthorized: credentials required" };
+    Reply {
+        status: 401,
+        headers: vec![("www-authenticate".into(), challenge)],
+        body: rpc_error_body::<()>(None, codes::UNAUTHORIZED, message, None),
+    }
+}
+
+fn hidden_error(m: &Denied<'_>) -> Vec<u8> {
+    let (code, message) = match m.target {
+        Target::Tool(n) => (codes::INVALID_PARAMS, format!("Unknown tool: {n}")),
+        Target::Prompt(n) => (codes::INVALID_PARAMS, format!("Unknown prompt: {n}")),
+        Target::Resource(u) => (codes::INVALID_PARAMS, format!("Unknown resource: {u}")),
+        Target::None => (codes::METHOD_NOT_FOUND, "Method not found".to_string()),
+    };
+    rpc_error_body::<()>(m.id, code, &message, None)
+}
+
+fn describe(method: &str, target: &Target<'_>) -> String {
+    match target.name() {
+        Some(name) => format!("{method} {name}"),
+        None => method.to_string(),
+    }
+}
+
+fn insufficient_scope(rule: Option<&str>, resource_metadata: Option<&str>) -> String {
+    let description = match rule {
+        Some(r) => format!("denied by policy rule {r}"),
+        None => NO_RULE.to_string(),
+    };
+    let mut out = format!(r#"Bearer error="insufficient_scope", error_description="{}""#, quoted(&description));
+    if let Some(url) = resource_metadata {
+        out.push_str(&format!(r#", resource_metadata="{}""#, quoted(url)));
+    }
+    out
+}
+
+/// A value safe inside an HTTP quoted-string: visible ASCII without `"` and `\`.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .collect()
+}
+
+fn join_array(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + parts.len() + 2);
+    out.push(b'[');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.push(b']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use std::borrow::Cow;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn hide_looks_like_an_unknown_tool() {
+        let id = raw("7");
+        let t = Target::Tool(Cow::Borrowed("admin_reset"));
+        let r = denial(DenyStyle::Hide, &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(None) }], false, None);
+        assert_eq!(r.status, 200);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v, json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32602, "message": "Unknown tool: admin_reset"}}));
+    }
+
+    #[test]
+    fn explain_carries_rule_and_challenge() {
+        let id = raw(r#""a""#);
+        let t = Target::Tool(Cow::Borrowed("transfer"));
+        let r = denial(
+            DenyStyle::Explain,
+            &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(Some("no-\"big\"")) }],
+            false,
+            Some("https://gw/.well-known/oauth-protected-resource/mcp"),
+        );
+        assert_eq!(r.status, 403);
+        let (name, value) = &r.headers[0];
+        assert_eq!(name, "www-authenticate");
+        assert!(value.starts_with(r#"Bearer error="insufficient_scope""#), "{value}");
+        assert!(value.contains(r#"resource_metadata="https://gw/.well-known/oauth-protected-resource/mcp""#));
+        assert!(!value.contains("\"big"));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["id"], "a");
+        assert_eq!(v["error"]["code"], -31403);
+        assert_eq!(v["error"]["data"]["rule_id"], "no-\"big\"");
+    }
+
+    #[test]
+    fn batch_denial_answers_every_request() {
+        let (a, b) = (raw("1"), raw("2"));
+        let t1 = Target::Tool(Cow::Borrowed("add"));
+        let t2 = Target::Tool(Cow::Borrowed("admin_reset"));
+        let msgs = [
+            Denied { id: Some(&a), method: "tools/call", target: &t1, denied: None },
+            Denied { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("no-admin")) },
+        ];
+        let r = denial(DenyStyle::Hide, &msgs, true, None);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v[0]["error"]["code"], -32600);
+        assert_eq!(v[1]["error"]["message"], "Unknown tool: admin_reset");
+        let r = denial(DenyStyle::Explain, &msgs, true, None);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert!(r.headers[0].1.contains("no-admin"));
+    }
+
+    #[test]
+    fn other_replies() {
+        let r = unauthorized(true, None);
+        assert_eq!((r.status, r.headers[0].1.as_str()), (401, r#"Bearer error="invalid_token""#));
+        assert_eq!(unauthorized(false, None).headers[0].1, "Bearer");
+        assert_eq!(method_not_allowed().status, 405);
+        assert_eq!(session_denial(DenyStyle::Hide, None, None).status, 405);
+        assert_eq!(session_denial(DenyStyle::Explain, Some("x"), None).status, 403);
+        let t = Target::None;
+        let r = denial(DenyStyle::Hide, &[Denied { id: None, method: "tools/list", target: &t, denied: Some(None) }], false, None);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], -32601);
+    }
+}
