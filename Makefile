@@ -9,7 +9,7 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build wasm-target venv test test-rust test-e2e lint validate run bench clean
+.PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams)"
@@ -35,6 +35,13 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
+# The MCP Inspector CLI (a second real MCP client), pinned in tests/package-lock.json.
+tests/node_modules/.installed: tests/package.json tests/package-lock.json
+	cd tests && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-deps: tests/node_modules/.installed
+
 lint: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --target $(WASM_TARGET) -- -D warnings
@@ -49,7 +56,7 @@ validate: venv build
 	  echo "valid: $$f"; \
 	done
 
-test-e2e: venv build
+test-e2e: venv node-deps build
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 test: lint test-rust validate test-e2e
