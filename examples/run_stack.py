@@ -56,7 +56,7 @@ curl -s {GATEWAY}/agents/planner/ -H 'A2A-Version: 1.0' -H 'content-type: applic
   -d '{{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{{"message":{{"messageId":"m1","role":"ROLE_USER","parts":[{{"text":"hi"}}]}}}}}}'
 
 # Metrics with labels
-curl -s http://127.0.0.1:9901/stats/prometheus | grep tollgate
+curl -s http://127.0.0.1:9901/stats/prometheus | grep '^tollgate_'
 
 Ctrl-C stops everything.
 """
@@ -92,10 +92,9 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               # Provider credentials reach the LLM module through vm_config environment_variables.
-               OPENAI_API_KEY=os.environ.get("OPENAI_API_KEY", "sk-demo-provider-a"),
-               ANTHROPIC_API_KEY=os.environ.get("ANTHROPIC_API_KEY", "sk-ant-demo-provider-b"))
+    # Provider credentials reach the LLM module through vm_config.environment_variables in
+    # envoy/stack.yaml (demo values there; use host_env_keys for real ones).
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         envoy = subprocess.Popen([ENVOY, "-c", "envoy/stack.yaml", "--concurrency", "2", "-l", "warning",
                                   "--component-log-level", "wasm:info"], cwd=REPO, env=env, start_new_session=True)
