@@ -17,6 +17,7 @@ use crate::session::{self, RequestIds, ResponseTracker};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::rc::Rc;
+use tollgate_core::exchange::{HttpExchange, Step};
 use tollgate_core::audit::{self, Decision, Layer, Record};
 use tollgate_core::config::ConfigError;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
@@ -51,11 +52,6 @@ pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
     Ok(Shared { config, table })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Continue,
-    Pause,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -289,140 +285,6 @@ impl Exchange {
     }
 
     // ----- request -----------------------------------------------------------------------
-
-    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
-        self.metrics.inc(host, "tollgate.a2a.requests", &[]);
-        self.start_nanos = host.now_nanos();
-        let method = host.request_header(":method").unwrap_or_default();
-        let path = host.request_header(":path").unwrap_or_default();
-        let content_type = host.request_header("content-type");
-        self.head = classify::classify_head(&method, &path, content_type.as_deref());
-        if self.head == Head::Other || (self.head == Head::JsonPost && end_of_stream) {
-            self.phase = Phase::Passthrough;
-            return Step::Continue;
-        }
-        self.dialect = Dialect::from_header(host.request_header("a2a-version").as_deref());
-        self.traceparent_in = header_value(host, "traceparent");
-        self.tracestate_in = header_value(host, "tracestate");
-        self.presented = Presented::read(|name| header_value(host, name));
-        match identity::resolve(host, &self.shared.config.identity) {
-            Ok(id) => self.identity = id,
-            Err(IdentityError::UnknownApiKey) => self.identity_failed = true,
-        }
-        self.target = self.route_target(host);
-        match self.head.clone() {
-            Head::Card { prefix, .. } => {
-                self.binding = Some(Binding::Card);
-                self.card = Some(CardState { public_prefix: prefix, ..CardState::default() });
-                self.decide(host)
-            }
-            Head::Rest { method, task_id, base, .. } => {
-                self.binding = Some(Binding::Rest);
-                self.method = Some(method);
-                self.ids.task_id = task_id;
-                if method == Method::GetExtendedAgentCard {
-                    self.card = Some(CardState { public_prefix: base, ..CardState::default() });
-                }
-                if end_of_stream {
-                    self.decide(host)
-                } else {
-                    self.phase = Phase::AwaitBody;
-                    Step::Pause
-                }
-            }
-            Head::JsonPost => {
-                self.phase = Phase::AwaitBody;
-                Step::Pause
-            }
-            Head::Other => Step::Continue,
-        }
-    }
-
-    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.phase != Phase::AwaitBody {
-            return Step::Continue;
-        }
-        if body_size > self.config().limits.max_request_body_bytes {
-            if self.binding.is_none() {
-                self.binding = Some(Binding::JsonRpc);
-            }
-            self.participate(host);
-            return self.deny(host, Deny::TooLarge);
-        }
-        if !end_of_stream {
-            return Step::Pause;
-        }
-        let body = match host.body(BodyBuffer::Request, 0, body_size) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => {
-                host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot read request body: {e}"));
-                Vec::new()
-            }
-        };
-        let strict = self.strict();
-        if strict && !body.is_empty() {
-            if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
-                host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
-                self.binding.get_or_insert(Binding::JsonRpc);
-                self.participate(host);
-                return self.deny(host, Deny::Invalid);
-            }
-        }
-        match self.head {
-            Head::Rest { .. } => {
-                if let Some(method) = self.method {
-                    if let Ok(ids) = session::request_ids(&body, method, self.dialect, self.config().log_message_parts) {
-                        let path_task = self.ids.task_id.take();
-                        self.ids = ids;
-                        self.ids.task_id = path_task.or(self.ids.task_id.take());
-                    }
-                }
-                self.decide(host)
-            }
-            Head::JsonPost => match classify::classify_rpc(&body) {
-                Ok(call) => {
-                    let Some(method) = call.method else {
-                        if self.config().authz.default == Effect::Deny {
-                            self.binding = Some(Binding::JsonRpc);
-                            self.raw_method = Some(call.raw_method.into_owned());
-                            self.rpc_id = call.id.map(|r| r.to_owned());
-                            self.participate(host);
-                            return self.deny(host, Deny::Forbidden);
-                        }
-                        self.phase = Phase::Passthrough;
-                        return Step::Continue;
-                    };
-                    self.binding = Some(Binding::JsonRpc);
-                    self.method = Some(method);
-                    self.raw_method = Some(call.raw_method.to_string());
-                    self.rpc_id = call.id.map(|r| r.to_owned());
-                    if method == Method::GetExtendedAgentCard {
-                        let path = host.request_header(":path").unwrap_or_else(|| "/".into());
-                        let prefix = path.split('?').next().unwrap_or("/").to_string();
-                        self.card = Some(CardState { public_prefix: prefix, in_result: true, ..CardState::default() });
-                    }
-                    if let Some(params) = call.params {
-                        match session::request_ids(params.get().as_bytes(), method, self.dialect, self.config().log_message_parts) {
-                            Ok(ids) => self.ids = ids,
-                            Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
-                        }
-                    }
-                    self.decide(host)
-                }
-                Err(BodyClass::Invalid(msg)) if strict => {
-                    host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
-                    self.binding = Some(Binding::JsonRpc);
-                    self.participate(host);
-                    self.deny(host, Deny::Invalid)
-                }
-                Err(_) => {
-                    self.phase = Phase::Passthrough;
-                    Step::Continue
-                }
-            },
-            _ => Step::Continue,
-        }
-    }
 
     /// Rules exist: ambiguous or unreadable bodies are refused rather than passed on.
     fn strict(&self) -> bool {
@@ -716,82 +578,6 @@ impl Exchange {
 
     // ----- response ----------------------------------------------------------------------
 
-    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
-        if self.phase != Phase::Forwarded {
-            return Step::Continue;
-        }
-        self.status = host.response_header(":status").and_then(|s| s.parse().ok());
-        let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
-        let encoded = host.response_header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        let is_json = content_type.contains("json");
-        if let Some(card_state) = self.card.as_mut() {
-            let rewrite = self.shared.config.cards.rewrite;
-            if !rewrite || self.status != Some(200) || end_of_stream {
-                card_state.result = Some("unchanged");
-            } else if !is_json {
-                card_state.result = Some("not_json");
-            } else if encoded {
-                card_state.result = Some("encoded");
-            } else if card_state.public_base.is_none() {
-                card_state.result = Some("no_public_base");
-            } else if host
-                .response_header("content-length")
-                .and_then(|l| l.trim().parse::<usize>().ok())
-                .is_some_and(|l| l > self.shared.config.cards.max_bytes)
-            {
-                card_state.result = Some("too_large");
-            } else {
-                card_state.buffering = true;
-                return Step::Pause;
-            }
-            if self.binding == Some(Binding::Card) {
-                return Step::Continue;
-            }
-        }
-        if self.binding != Some(Binding::Card) && self.method.is_some() {
-            let rest = self.binding == Some(Binding::Rest);
-            if content_type.starts_with("text/event-stream") {
-                self.tracker = Some(ResponseTracker::sse(rest, self.shared.config.limits.max_sse_event_bytes));
-            } else if is_json {
-                self.tracker = Some(ResponseTracker::json(rest));
-            }
-        }
-        if end_of_stream {
-            self.response_done(host);
-        }
-        Step::Continue
-    }
-
-    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.phase != Phase::Forwarded {
-            return Step::Continue;
-        }
-        if self.card.as_ref().is_some_and(|c| c.buffering) {
-            return self.card_body(host, body_size, end_of_stream);
-        }
-        if self.tracker.is_some() {
-            // Time to first event: a JSON body's first byte; an SSE stream's first whole event.
-            if self.ttfe_nanos.is_none() && body_size > 0 && self.tracker.as_ref().is_some_and(|t| !t.is_stream()) {
-                self.ttfe_nanos = Some(host.now_nanos());
-            }
-            let chunk = if body_size > 0 { host.body(BodyBuffer::Response, 0, body_size).ok().flatten() } else { None };
-            let mut progress = session::Progress::default();
-            if let (Some(tracker), Some(chunk)) = (self.tracker.as_mut(), chunk.as_deref()) {
-                progress = tracker.feed(chunk);
-            }
-            if progress.first_event && self.ttfe_nanos.is_none() {
-                self.ttfe_nanos = Some(host.now_nanos());
-            }
-            if progress.new_ids {
-                self.record_response_ids(host);
-            }
-        }
-        if end_of_stream {
-            self.response_done(host);
-        }
-        Step::Continue
-    }
-
     fn card_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         let max = self.shared.config.cards.max_bytes;
         let signed = self.shared.config.cards.signed;
@@ -881,8 +667,221 @@ impl Exchange {
 
     // ----- end of stream -------------------------------------------------------------------
 
+}
+
+impl HttpExchange for Exchange {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.metrics.inc(host, "tollgate.a2a.requests", &[]);
+        self.start_nanos = host.now_nanos();
+        let method = host.request_header(":method").unwrap_or_default();
+        let path = host.request_header(":path").unwrap_or_default();
+        let content_type = host.request_header("content-type");
+        self.head = classify::classify_head(&method, &path, content_type.as_deref());
+        if self.head == Head::Other || (self.head == Head::JsonPost && end_of_stream) {
+            self.phase = Phase::Passthrough;
+            return Step::Continue;
+        }
+        self.dialect = Dialect::from_header(host.request_header("a2a-version").as_deref());
+        self.traceparent_in = header_value(host, "traceparent");
+        self.tracestate_in = header_value(host, "tracestate");
+        self.presented = Presented::read(|name| header_value(host, name));
+        match identity::resolve(host, &self.shared.config.identity) {
+            Ok(id) => self.identity = id,
+            Err(IdentityError::UnknownApiKey) => self.identity_failed = true,
+        }
+        self.target = self.route_target(host);
+        match self.head.clone() {
+            Head::Card { prefix, .. } => {
+                self.binding = Some(Binding::Card);
+                self.card = Some(CardState { public_prefix: prefix, ..CardState::default() });
+                self.decide(host)
+            }
+            Head::Rest { method, task_id, base, .. } => {
+                self.binding = Some(Binding::Rest);
+                self.method = Some(method);
+                self.ids.task_id = task_id;
+                if method == Method::GetExtendedAgentCard {
+                    self.card = Some(CardState { public_prefix: base, ..CardState::default() });
+                }
+                if end_of_stream {
+                    self.decide(host)
+                } else {
+                    self.phase = Phase::AwaitBody;
+                    Step::Pause
+                }
+            }
+            Head::JsonPost => {
+                self.phase = Phase::AwaitBody;
+                Step::Pause
+            }
+            Head::Other => Step::Continue,
+        }
+    }
+
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.phase != Phase::AwaitBody {
+            return Step::Continue;
+        }
+        if body_size > self.config().limits.max_request_body_bytes {
+            if self.binding.is_none() {
+                self.binding = Some(Binding::JsonRpc);
+            }
+            self.participate(host);
+            return self.deny(host, Deny::TooLarge);
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = match host.body(BodyBuffer::Request, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot read request body: {e}"));
+                Vec::new()
+            }
+        };
+        let strict = self.strict();
+        if strict && !body.is_empty() {
+            if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
+                self.binding.get_or_insert(Binding::JsonRpc);
+                self.participate(host);
+                return self.deny(host, Deny::Invalid);
+            }
+        }
+        match self.head {
+            Head::Rest { .. } => {
+                if let Some(method) = self.method {
+                    if let Ok(ids) = session::request_ids(&body, method, self.dialect, self.config().log_message_parts) {
+                        let path_task = self.ids.task_id.take();
+                        self.ids = ids;
+                        self.ids.task_id = path_task.or(self.ids.task_id.take());
+                    }
+                }
+                self.decide(host)
+            }
+            Head::JsonPost => match classify::classify_rpc(&body) {
+                Ok(call) => {
+                    let Some(method) = call.method else {
+                        if self.config().authz.default == Effect::Deny {
+                            self.binding = Some(Binding::JsonRpc);
+                            self.raw_method = Some(call.raw_method.into_owned());
+                            self.rpc_id = call.id.map(|r| r.to_owned());
+                            self.participate(host);
+                            return self.deny(host, Deny::Forbidden);
+                        }
+                        self.phase = Phase::Passthrough;
+                        return Step::Continue;
+                    };
+                    self.binding = Some(Binding::JsonRpc);
+                    self.method = Some(method);
+                    self.raw_method = Some(call.raw_method.to_string());
+                    self.rpc_id = call.id.map(|r| r.to_owned());
+                    if method == Method::GetExtendedAgentCard {
+                        let path = host.request_header(":path").unwrap_or_else(|| "/".into());
+                        let prefix = path.split('?').next().unwrap_or("/").to_string();
+                        self.card = Some(CardState { public_prefix: prefix, in_result: true, ..CardState::default() });
+                    }
+                    if let Some(params) = call.params {
+                        match session::request_ids(params.get().as_bytes(), method, self.dialect, self.config().log_message_parts) {
+                            Ok(ids) => self.ids = ids,
+                            Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
+                        }
+                    }
+                    self.decide(host)
+                }
+                Err(BodyClass::Invalid(msg)) if strict => {
+                    host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
+                    self.binding = Some(Binding::JsonRpc);
+                    self.participate(host);
+                    self.deny(host, Deny::Invalid)
+                }
+                Err(_) => {
+                    self.phase = Phase::Passthrough;
+                    Step::Continue
+                }
+            },
+            _ => Step::Continue,
+        }
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if self.phase != Phase::Forwarded {
+            return Step::Continue;
+        }
+        self.status = host.response_header(":status").and_then(|s| s.parse().ok());
+        let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
+        let encoded = host.response_header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let is_json = content_type.contains("json");
+        if let Some(card_state) = self.card.as_mut() {
+            let rewrite = self.shared.config.cards.rewrite;
+            if !rewrite || self.status != Some(200) || end_of_stream {
+                card_state.result = Some("unchanged");
+            } else if !is_json {
+                card_state.result = Some("not_json");
+            } else if encoded {
+                card_state.result = Some("encoded");
+            } else if card_state.public_base.is_none() {
+                card_state.result = Some("no_public_base");
+            } else if host
+                .response_header("content-length")
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .is_some_and(|l| l > self.shared.config.cards.max_bytes)
+            {
+                card_state.result = Some("too_large");
+            } else {
+                card_state.buffering = true;
+                return Step::Pause;
+            }
+            if self.binding == Some(Binding::Card) {
+                return Step::Continue;
+            }
+        }
+        if self.binding != Some(Binding::Card) && self.method.is_some() {
+            let rest = self.binding == Some(Binding::Rest);
+            if content_type.starts_with("text/event-stream") {
+                self.tracker = Some(ResponseTracker::sse(rest, self.shared.config.limits.max_sse_event_bytes));
+            } else if is_json {
+                self.tracker = Some(ResponseTracker::json(rest));
+            }
+        }
+        if end_of_stream {
+            self.response_done(host);
+        }
+        Step::Continue
+    }
+
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.phase != Phase::Forwarded {
+            return Step::Continue;
+        }
+        if self.card.as_ref().is_some_and(|c| c.buffering) {
+            return self.card_body(host, body_size, end_of_stream);
+        }
+        if self.tracker.is_some() {
+            // Time to first event: a JSON body's first byte; an SSE stream's first whole event.
+            if self.ttfe_nanos.is_none() && body_size > 0 && self.tracker.as_ref().is_some_and(|t| !t.is_stream()) {
+                self.ttfe_nanos = Some(host.now_nanos());
+            }
+            let chunk = if body_size > 0 { host.body(BodyBuffer::Response, 0, body_size).ok().flatten() } else { None };
+            let mut progress = session::Progress::default();
+            if let (Some(tracker), Some(chunk)) = (self.tracker.as_mut(), chunk.as_deref()) {
+                progress = tracker.feed(chunk);
+            }
+            if progress.first_event && self.ttfe_nanos.is_none() {
+                self.ttfe_nanos = Some(host.now_nanos());
+            }
+            if progress.new_ids {
+                self.record_response_ids(host);
+            }
+        }
+        if end_of_stream {
+            self.response_done(host);
+        }
+        Step::Continue
+    }
+
     /// Called once when the stream ends (access-log time): audit record and metrics.
-    pub fn on_log(&mut self, host: &dyn Host) {
+    fn on_log(&mut self, host: &dyn Host) {
         if self.finished || matches!(self.phase, Phase::Passthrough | Phase::AwaitBody) {
             return;
         }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod exchange;
 pub mod glob;
 pub mod hash;
 pub mod host;

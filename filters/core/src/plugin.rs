@@ -3,11 +3,12 @@
 //! holds the shared, immutable config.
 
 use crate::config::{self, ConfigError, Validate};
+use crate::exchange::{HttpExchange, Step};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Metrics;
 use crate::wasm_host::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{Action, ContextType};
 use serde::de::DeserializeOwned;
 use std::rc::Rc;
 
@@ -19,7 +20,8 @@ pub trait Plugin: 'static {
     /// Compiled, validated state built once from the config (e.g. compiled rules).
     type State: 'static;
     fn build(config: Self::Config) -> Result<Self::State, ConfigError>;
-    fn new_filter(state: Rc<Self::State>, metrics: Rc<Metrics>, context_id: u32) -> Box<dyn HttpContext>;
+    type Exchange: HttpExchange + 'static;
+    fn new_exchange(state: Rc<Self::State>, metrics: Rc<Metrics>) -> Self::Exchange;
 }
 
 pub struct PluginRoot<P: Plugin> {
@@ -51,12 +53,54 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
         }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let state = self.state.clone()?;
-        Some(P::new_filter(state, self.metrics.clone(), context_id))
+        Some(Box::new(HttpFilter(P::new_exchange(state, self.metrics.clone()))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// The proxy-wasm glue, once for every filter: each callback goes to the exchange with the
+/// real host.
+struct HttpFilter<E: HttpExchange>(E);
+
+fn action(step: Step) -> Action {
+    match step {
+        Step::Continue => Action::Continue,
+        Step::Pause => Action::Pause,
+    }
+}
+
+impl<E: HttpExchange> Context for HttpFilter<E> {
+    fn on_done(&mut self) -> bool {
+        self.0.on_done(&WasmHost);
+        true
+    }
+}
+
+impl<E: HttpExchange> HttpContext for HttpFilter<E> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_request_headers(&WasmHost, end_of_stream))
+    }
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_request_body(&WasmHost, body_size, end_of_stream))
+    }
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.0.on_request_trailers(&WasmHost))
+    }
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_response_headers(&WasmHost, end_of_stream))
+    }
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_response_body(&WasmHost, body_size, end_of_stream))
+    }
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.0.on_response_trailers(&WasmHost))
+    }
+    fn on_log(&mut self) {
+        self.0.on_log(&WasmHost);
     }
 }

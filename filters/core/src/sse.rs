@@ -15,6 +15,25 @@ pub struct SseEvent {
 }
 
 impl SseEvent {
+    /// Serializes a replacement for the block whose raw bytes were `original`, in the same
+    /// line-ending style: for a block that ended at the CR of a CRLF, CRLF lines and a final
+    /// lone CR (the parser hands on that CR's LF as the next block).
+    pub fn to_bytes_replacing(&self, original: &[u8]) -> Vec<u8> {
+        if original.last() != Some(&b'\r') {
+            return self.to_bytes();
+        }
+        let lf = self.to_bytes();
+        let mut out = Vec::with_capacity(lf.len() + 8);
+        for &b in &lf[..lf.len() - 1] {
+            if b == b'\n' {
+                out.push(b'\r');
+            }
+            out.push(b);
+        }
+        out.push(b'\r');
+        out
+    }
+
     /// Serializes the event back to the wire (LF line endings).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + 32);
@@ -96,8 +115,9 @@ impl SseParser {
     }
 
     /// Parses `chunk`; calls `on_item(item, raw)` per complete block. `raw` is empty unless
-    /// `keeping_raw` was set. (With CRLF endings the final LF of a block travels at the start
-    /// of the next block's raw bytes: a lone CR already ends a line, so output stays valid.)
+    /// `keeping_raw` was set. A block ending in CRLF is dispatched at its CR (the event is
+    /// complete there); the LF that follows is handed on at once as an `Other` block of its
+    /// own, so a rewriter never holds a byte a client waits for.
     pub fn feed(&mut self, chunk: &[u8], mut on_item: impl FnMut(SseItem<'_>, &[u8])) -> Result<(), SseError> {
         for &byte in chunk {
             if self.keep_raw {
@@ -108,7 +128,15 @@ impl SseParser {
                 return Err(SseError::EventTooLarge);
             }
             match byte {
-                b'\n' if self.last_was_cr => self.last_was_cr = false,
+                b'\n' if self.last_was_cr => {
+                    self.last_was_cr = false;
+                    if self.keep_raw && self.raw.len() == 1 {
+                        // The CR before it dispatched a block: pass this LF on now.
+                        on_item(SseItem::Other, &self.raw);
+                        self.raw.clear();
+                        self.event_bytes = 0;
+                    }
+                }
                 b'\n' | b'\r' => {
                     self.last_was_cr = byte == b'\r';
                     self.end_line(&mut on_item);
@@ -241,6 +269,22 @@ mod tests {
         }
         out.extend_from_slice(parser.pending_raw());
         assert_eq!(out, stream.to_vec());
+    }
+
+    #[test]
+    fn crlf_blank_line_is_handed_on_without_waiting_for_the_next_event() {
+        let mut parser = SseParser::new(1024).keeping_raw();
+        let mut out = Vec::new();
+        parser.feed(b"data: 1\r\n\r\n", |_, raw| out.extend_from_slice(raw)).unwrap();
+        assert_eq!(out, b"data: 1\r\n\r\n".to_vec());
+        assert!(parser.pending_raw().is_empty());
+    }
+
+    #[test]
+    fn replacement_keeps_crlf_style() {
+        let e = SseEvent { event: None, data: "x".into(), id: None };
+        assert_eq!(e.to_bytes_replacing(b"data: y\r\n\r"), b"data: x\r\n\r".to_vec());
+        assert_eq!(e.to_bytes_replacing(b"data: y\n\n"), b"data: x\n\n".to_vec());
     }
 
     #[test]

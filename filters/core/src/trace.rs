@@ -1,7 +1,7 @@
 //! W3C Trace Context: `traceparent` parsing, validation, generation, and `tracestate`.
 
 use crate::hash::hex;
-use crate::host::Host;
+use crate::host::{HeaderMap, Host, HostExt};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent {
@@ -171,6 +171,20 @@ pub fn participate(
     }
 }
 
+/// Takes part in the request's trace: continues the inbound `traceparent` (else `fallback`,
+/// else a new trace) and sends the gateway's span upstream as the new parent.
+pub fn join_request(host: &dyn Host, fallback: Option<TraceParent>) -> TraceStep {
+    let step = participate(
+        host,
+        host.request_header("traceparent").as_deref(),
+        host.request_header("tracestate").as_deref(),
+        fallback,
+    );
+    host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
+    host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
+    step
+}
+
 /// Adds or updates `key=value` in a `tracestate`, moving it leftmost and keeping at most
 /// 32 members (dropping from the right), per W3C.
 pub fn tracestate_upsert(state: Option<&str>, key: &str, value: &str) -> String {
@@ -261,6 +275,19 @@ mod tests {
         let step = participate(&host, None, None, Some(earlier));
         assert_eq!(step.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(!step.started);
+    }
+
+    #[test]
+    fn join_request_rewrites_the_upstream_headers() {
+        let host = MemoryHost::with_request_headers(&[("traceparent", VALID), ("tracestate", "v=1")]);
+        let step = join_request(&host, None);
+        assert_eq!(host.request_header("traceparent"), Some(step.traceparent.clone()));
+        assert_ne!(step.traceparent, VALID);
+        assert_eq!(host.request_header("tracestate").as_deref(), Some("v=1"));
+        let host = MemoryHost::with_request_headers(&[("tracestate", "v=1")]);
+        let step = join_request(&host, None);
+        assert!(step.started);
+        assert_eq!(host.request_header("tracestate"), None);
     }
 
     #[test]

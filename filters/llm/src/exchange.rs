@@ -21,6 +21,7 @@ use crate::usage::{Framing, UsageTracker};
 #[cfg(test)]
 use crate::usage::Tokens;
 use std::rc::Rc;
+use tollgate_core::exchange::{HttpExchange, Step};
 use tollgate_core::audit::{self, Decision, Layer, Record};
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
@@ -28,12 +29,6 @@ use tollgate_core::metrics::Metrics;
 use tollgate_core::reply;
 use tollgate_core::trace::{self, TraceStep};
 
-/// What the callback tells Envoy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Pause,
-}
 
 /// Requested model names are cut to this length in records and messages.
 const MAX_MODEL_CHARS: usize = 256;
@@ -130,7 +125,7 @@ impl Exchange {
     }
 
     /// Answers locally in the client API's error shape; the request never goes upstream.
-    fn refuse(&mut self, host: &dyn Host, refusal: Refusal, error_type: &'static str, message: String) -> Flow {
+    fn refuse(&mut self, host: &dyn Host, refusal: Refusal, error_type: &'static str, message: String) -> Step {
         let body = api::error_body(self.api(), refusal, &message);
         let mut headers: Vec<(&str, &str)> = Vec::new();
         if refusal == Refusal::Unauthenticated {
@@ -141,228 +136,12 @@ impl Exchange {
         }
         self.refused = Some(Refused { refusal, error_type, message });
         self.finish(host);
-        Flow::Pause
+        Step::Pause
     }
 
-    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        self.metrics.inc(host, record::REQUESTS, &[]);
-        self.started_nanos = host.now_nanos();
-        self.request_id = host.request_header("x-request-id");
-        let step = trace::participate(
-            host,
-            host.request_header("traceparent").as_deref(),
-            host.request_header("tracestate").as_deref(),
-            None,
-        );
-        host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
-        host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
-        self.trace = Some(step);
-        // Only the filter chooses the provider.
-        host.try_set_header(HeaderMap::Request, &self.state.provider_header, None);
-
-        let path = host.request_header(":path").unwrap_or_default();
-        let Some(endpoint) = api::detect(&path) else {
-            let shown: String = path.split('?').next().unwrap_or("").chars().take(200).collect();
-            return self.refuse(host, Refusal::NotFound, "unknown_path", format!("no LLM API at {shown}"));
-        };
-        self.stream = endpoint.gemini.as_ref().is_some_and(|g| g.action == GeminiAction::Stream);
-        let gemini = endpoint.gemini.clone();
-        self.endpoint = Some(endpoint);
-        let method = host.request_header(":method").unwrap_or_default();
-        if method != "POST" {
-            return self.refuse(host, Refusal::MethodNotAllowed, "method_not_allowed", format!("method {method} not allowed"));
-        }
-        if let Some(g) = &gemini {
-            // A Gemini key in the query (`?key=`) is a client credential too: read it like the
-            // header, and never forward it.
-            if let Some(key) = &g.key {
-                if host.request_header("x-goog-api-key").is_none() {
-                    host.try_set_header(HeaderMap::Request, "x-goog-api-key", Some(key));
-                }
-                host.try_set_header(HeaderMap::Request, ":path", Some(&g.to_path(&g.model)));
-            }
-        }
-        match identity::resolve(host, &self.state.identity) {
-            Ok(Some(identity)) => self.identity = Some(identity),
-            Ok(None) if self.state.require_identity => {
-                return self.refuse(host, Refusal::Unauthenticated, "missing_key", "no API key presented".into());
-            }
-            Ok(None) => {}
-            Err(IdentityError::UnknownApiKey) => {
-                return self.refuse(host, Refusal::Unauthenticated, "unknown_key", "invalid API key".into());
-            }
-        }
-        for name in &self.state.client_credential_headers {
-            host.try_set_header(HeaderMap::Request, name, None);
-        }
-        if end_of_stream {
-            return self.refuse(host, Refusal::BadRequest, "invalid_request", "request body required".into());
-        }
-        if let Some(length) = host.request_header("content-length") {
-            self.had_content_length = true;
-            if length.trim().parse::<u64>().is_ok_and(|n| n > self.state.max_request_bytes as u64) {
-                return self.too_large(host);
-            }
-        }
-        // Hold the headers: the route, credential and length are set once the body is read.
-        Flow::Pause
-    }
-
-    fn too_large(&mut self, host: &dyn Host) -> Flow {
+    fn too_large(&mut self, host: &dyn Host) -> Step {
         let message = format!("request body exceeds {} bytes", self.state.max_request_bytes);
         self.refuse(host, Refusal::TooLarge, "request_too_large", message)
-    }
-
-    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        if self.refused.is_some() {
-            return Flow::Pause;
-        }
-        if self.forwarded {
-            return Flow::Continue;
-        }
-        if body_size > self.state.max_request_bytes {
-            return self.too_large(host);
-        }
-        self.buffered = body_size;
-        if !end_of_stream {
-            return Flow::Pause;
-        }
-        let body = host.body(BodyBuffer::Request, 0, body_size).ok().flatten().unwrap_or_default();
-        self.request_bytes = body.len() as u64;
-        let Some(endpoint) = self.endpoint.clone() else { return Flow::Continue };
-        let info = match api::parse_request(&endpoint, &body) {
-            Ok(info) => info,
-            Err(e) => return self.refuse(host, Refusal::BadRequest, "invalid_request", e.0),
-        };
-        // Kept for records and messages; a model name longer than this is not a real one.
-        let model: String = info.model.as_deref().unwrap_or_default().chars().take(MAX_MODEL_CHARS).collect();
-        self.model = Some(model.clone());
-        self.stream = info.stream;
-        self.max_output_tokens = info.max_output_tokens;
-        let state = self.state.clone();
-        let Some(route) = state.router.route(&model) else {
-            return self.refuse(host, Refusal::NotFound, "unknown_model", format!("model `{model}` does not exist"));
-        };
-        if !route.provider.speaks(endpoint.api) {
-            let message = format!("model `{model}` is not available through the {}", endpoint.api.title());
-            return self.refuse(host, Refusal::NotFound, "unsupported_api", message);
-        }
-        self.routed = true;
-        self.provider = Some(route.provider.name.clone());
-        self.upstream_model = Some(route.upstream_model.to_string());
-        let allowed = self.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
-        if !model_allowed(allowed, &model) {
-            return self.refuse(host, Refusal::Forbidden, "model_not_allowed", format!("this key may not use model `{model}`"));
-        }
-
-        let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
-        let body_model = (route.rewritten && endpoint.api != ClientApi::Gemini).then_some(route.upstream_model);
-        match api::rewrite_body(&body, &info, body_model, inject) {
-            Ok(Some(new_body)) => {
-                if let Err(e) = host.set_body(BodyBuffer::Request, 0, body_size, &new_body) {
-                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot rewrite request body: {e}"));
-                } else {
-                    self.usage_injected = inject;
-                    if self.had_content_length {
-                        host.try_set_header(HeaderMap::Request, "content-length", Some(&new_body.len().to_string()));
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return self.refuse(host, Refusal::BadRequest, "invalid_request", format!("request body: {e}")),
-        }
-        if let (Some(g), true) = (&endpoint.gemini, route.rewritten) {
-            host.try_set_header(HeaderMap::Request, ":path", Some(&g.to_path(route.upstream_model)));
-        }
-        host.try_set_header(HeaderMap::Request, &state.provider_header, Some(&route.provider.name));
-        if let Some((name, value)) = route.provider.credential_header(endpoint.api) {
-            host.try_set_header(HeaderMap::Request, name, Some(&value));
-        }
-        if state.upstream_identity_encoding {
-            host.try_set_header(HeaderMap::Request, "accept-encoding", Some("identity"));
-        }
-        for (name, value) in &route.provider.headers {
-            host.try_set_header(HeaderMap::Request, name, Some(value));
-        }
-        self.forwarded = true;
-        self.provisional(host);
-        Flow::Continue
-    }
-
-    /// A body that ends with trailers: its end is the trailers, not an end-of-stream chunk.
-    pub fn on_request_trailers(&mut self, host: &dyn Host) -> Flow {
-        if self.refused.is_some() || self.forwarded || self.endpoint.is_none() {
-            return Flow::Continue;
-        }
-        self.on_request_body(host, self.buffered, true)
-    }
-
-    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Flow {
-        if self.refused.is_some() {
-            return Flow::Continue;
-        }
-        let now = host.now_nanos();
-        self.response_headers_nanos = Some(now);
-        let status = host.response_header(":status").and_then(|s| s.trim().parse::<u32>().ok());
-        self.response_status = status;
-        if let (true, Some(status), Some(api)) = (self.forwarded, status, self.api()) {
-            if status < 400 {
-                let gemini_stream =
-                    self.endpoint.as_ref().and_then(|e| e.gemini.as_ref()).is_some_and(|g| g.action == GeminiAction::Stream);
-                let content_type = host.response_header("content-type");
-                let framing = Framing::detect(content_type.as_deref(), gemini_stream);
-                self.encoded_response = host
-                    .response_header("content-encoding")
-                    .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
-                self.tracker = Some(UsageTracker::new(api, framing, self.state.max_event_bytes));
-            }
-        }
-        if end_of_stream {
-            self.response_complete = true;
-            self.finish(host);
-        } else {
-            self.provisional(host);
-        }
-        Flow::Continue
-    }
-
-    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
-        if self.refused.is_some() {
-            return Flow::Continue;
-        }
-        if body_size > 0 {
-            let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-            self.response_bytes += chunk.len() as u64;
-            if let Some(tracker) = &mut self.tracker {
-                // A compressed body is passed on but not parsed (counted as an estimate).
-                let first = !self.encoded_response && tracker.feed(&chunk);
-                if first && self.first_token_nanos.is_none() {
-                    self.first_token_nanos = Some(host.now_nanos());
-                }
-                // Keep the provisional record current: at the first token, then at most
-                // every PROVISIONAL_INTERVAL.
-                let due = host.now_nanos().saturating_sub(self.last_provisional_nanos) >= PROVISIONAL_INTERVAL_NANOS;
-                if !end_of_stream && (first || due) {
-                    self.provisional(host);
-                }
-            } else if self.error_body.len() < MAX_ERROR_BODY {
-                let room = MAX_ERROR_BODY - self.error_body.len();
-                self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-        }
-        if end_of_stream {
-            self.response_complete = true;
-            self.finish(host);
-        }
-        Flow::Continue
-    }
-
-    /// Envoy's log phase: also runs when the client went away mid-stream. Envoy's access log
-    /// has already been written by then (filter state set here is not visible to it), so the
-    /// final record is normally written earlier, at the end of the response; this only
-    /// finishes requests that never got there (metrics, and Envoy's log with `audit.log`).
-    pub fn on_log(&mut self, host: &dyn Host) {
-        self.finish(host);
     }
 
     /// The final record and the metrics. Runs once.
@@ -494,6 +273,221 @@ impl Exchange {
     }
 }
 
+impl HttpExchange for Exchange {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.metrics.inc(host, record::REQUESTS, &[]);
+        self.started_nanos = host.now_nanos();
+        self.request_id = host.request_header("x-request-id");
+        self.trace = Some(trace::join_request(host, None));
+        // Only the filter chooses the provider.
+        host.try_set_header(HeaderMap::Request, &self.state.provider_header, None);
+
+        let path = host.request_header(":path").unwrap_or_default();
+        let Some(endpoint) = api::detect(&path) else {
+            let shown: String = path.split('?').next().unwrap_or("").chars().take(200).collect();
+            return self.refuse(host, Refusal::NotFound, "unknown_path", format!("no LLM API at {shown}"));
+        };
+        self.stream = endpoint.gemini.as_ref().is_some_and(|g| g.action == GeminiAction::Stream);
+        let gemini = endpoint.gemini.clone();
+        self.endpoint = Some(endpoint);
+        let method = host.request_header(":method").unwrap_or_default();
+        if method != "POST" {
+            return self.refuse(host, Refusal::MethodNotAllowed, "method_not_allowed", format!("method {method} not allowed"));
+        }
+        if let Some(g) = &gemini {
+            // A Gemini key in the query (`?key=`) is a client credential too: read it like the
+            // header, and never forward it.
+            if let Some(key) = &g.key {
+                if host.request_header("x-goog-api-key").is_none() {
+                    host.try_set_header(HeaderMap::Request, "x-goog-api-key", Some(key));
+                }
+                host.try_set_header(HeaderMap::Request, ":path", Some(&g.to_path(&g.model)));
+            }
+        }
+        match identity::resolve(host, &self.state.identity) {
+            Ok(Some(identity)) => self.identity = Some(identity),
+            Ok(None) if self.state.require_identity => {
+                return self.refuse(host, Refusal::Unauthenticated, "missing_key", "no API key presented".into());
+            }
+            Ok(None) => {}
+            Err(IdentityError::UnknownApiKey) => {
+                return self.refuse(host, Refusal::Unauthenticated, "unknown_key", "invalid API key".into());
+            }
+        }
+        for name in &self.state.client_credential_headers {
+            host.try_set_header(HeaderMap::Request, name, None);
+        }
+        if end_of_stream {
+            return self.refuse(host, Refusal::BadRequest, "invalid_request", "request body required".into());
+        }
+        if let Some(length) = host.request_header("content-length") {
+            self.had_content_length = true;
+            if length.trim().parse::<u64>().is_ok_and(|n| n > self.state.max_request_bytes as u64) {
+                return self.too_large(host);
+            }
+        }
+        // Hold the headers: the route, credential and length are set once the body is read.
+        Step::Pause
+    }
+
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.refused.is_some() {
+            return Step::Pause;
+        }
+        if self.forwarded {
+            return Step::Continue;
+        }
+        if body_size > self.state.max_request_bytes {
+            return self.too_large(host);
+        }
+        self.buffered = body_size;
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = host.body(BodyBuffer::Request, 0, body_size).ok().flatten().unwrap_or_default();
+        self.request_bytes = body.len() as u64;
+        let Some(endpoint) = self.endpoint.clone() else { return Step::Continue };
+        let info = match api::parse_request(&endpoint, &body) {
+            Ok(info) => info,
+            Err(e) => return self.refuse(host, Refusal::BadRequest, "invalid_request", e.0),
+        };
+        // Kept for records and messages; a model name longer than this is not a real one.
+        let model: String = info.model.as_deref().unwrap_or_default().chars().take(MAX_MODEL_CHARS).collect();
+        self.model = Some(model.clone());
+        self.stream = info.stream;
+        self.max_output_tokens = info.max_output_tokens;
+        let state = self.state.clone();
+        let Some(route) = state.router.route(&model) else {
+            return self.refuse(host, Refusal::NotFound, "unknown_model", format!("model `{model}` does not exist"));
+        };
+        if !route.provider.speaks(endpoint.api) {
+            let message = format!("model `{model}` is not available through the {}", endpoint.api.title());
+            return self.refuse(host, Refusal::NotFound, "unsupported_api", message);
+        }
+        self.routed = true;
+        self.provider = Some(route.provider.name.clone());
+        self.upstream_model = Some(route.upstream_model.to_string());
+        let allowed = self.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
+        if !model_allowed(allowed, &model) {
+            return self.refuse(host, Refusal::Forbidden, "model_not_allowed", format!("this key may not use model `{model}`"));
+        }
+
+        let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
+        let body_model = (route.rewritten && endpoint.api != ClientApi::Gemini).then_some(route.upstream_model);
+        match api::rewrite_body(&body, &info, body_model, inject) {
+            Ok(Some(new_body)) => {
+                if let Err(e) = host.set_body(BodyBuffer::Request, 0, body_size, &new_body) {
+                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot rewrite request body: {e}"));
+                } else {
+                    self.usage_injected = inject;
+                    if self.had_content_length {
+                        host.try_set_header(HeaderMap::Request, "content-length", Some(&new_body.len().to_string()));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return self.refuse(host, Refusal::BadRequest, "invalid_request", format!("request body: {e}")),
+        }
+        if let (Some(g), true) = (&endpoint.gemini, route.rewritten) {
+            host.try_set_header(HeaderMap::Request, ":path", Some(&g.to_path(route.upstream_model)));
+        }
+        host.try_set_header(HeaderMap::Request, &state.provider_header, Some(&route.provider.name));
+        if let Some((name, value)) = route.provider.credential_header(endpoint.api) {
+            host.try_set_header(HeaderMap::Request, name, Some(&value));
+        }
+        if state.upstream_identity_encoding {
+            host.try_set_header(HeaderMap::Request, "accept-encoding", Some("identity"));
+        }
+        for (name, value) in &route.provider.headers {
+            host.try_set_header(HeaderMap::Request, name, Some(value));
+        }
+        self.forwarded = true;
+        self.provisional(host);
+        Step::Continue
+    }
+
+    /// A body that ends with trailers: its end is the trailers, not an end-of-stream chunk.
+    fn on_request_trailers(&mut self, host: &dyn Host) -> Step {
+        if self.refused.is_some() || self.forwarded || self.endpoint.is_none() {
+            return Step::Continue;
+        }
+        self.on_request_body(host, self.buffered, true)
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if self.refused.is_some() {
+            return Step::Continue;
+        }
+        let now = host.now_nanos();
+        self.response_headers_nanos = Some(now);
+        let status = host.response_header(":status").and_then(|s| s.trim().parse::<u32>().ok());
+        self.response_status = status;
+        if let (true, Some(status), Some(api)) = (self.forwarded, status, self.api()) {
+            if status < 400 {
+                let gemini_stream =
+                    self.endpoint.as_ref().and_then(|e| e.gemini.as_ref()).is_some_and(|g| g.action == GeminiAction::Stream);
+                let content_type = host.response_header("content-type");
+                let framing = Framing::detect(content_type.as_deref(), gemini_stream);
+                self.encoded_response = host
+                    .response_header("content-encoding")
+                    .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+                self.tracker = Some(UsageTracker::new(api, framing, self.state.max_event_bytes));
+            }
+        }
+        if end_of_stream {
+            self.response_complete = true;
+            self.finish(host);
+        } else {
+            self.provisional(host);
+        }
+        Step::Continue
+    }
+
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.refused.is_some() {
+            return Step::Continue;
+        }
+        if body_size > 0 {
+            let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+            self.response_bytes += chunk.len() as u64;
+            if let Some(tracker) = &mut self.tracker {
+                // A compressed body is passed on but not parsed (counted as an estimate).
+                let first = !self.encoded_response && tracker.feed(&chunk);
+                if first && self.first_token_nanos.is_none() {
+                    self.first_token_nanos = Some(host.now_nanos());
+                }
+                // Keep the provisional record current: at the first token, then at most
+                // every PROVISIONAL_INTERVAL.
+                let due = host.now_nanos().saturating_sub(self.last_provisional_nanos) >= PROVISIONAL_INTERVAL_NANOS;
+                if !end_of_stream && (first || due) {
+                    self.provisional(host);
+                }
+            } else if self.error_body.len() < MAX_ERROR_BODY {
+                let room = MAX_ERROR_BODY - self.error_body.len();
+                self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+        }
+        if end_of_stream {
+            self.response_complete = true;
+            self.finish(host);
+        }
+        Step::Continue
+    }
+
+    /// Envoy's log phase: also runs when the client went away mid-stream. Envoy's access log
+    /// has already been written by then (filter state set here is not visible to it), so the
+    /// final record is normally written earlier, at the end of the response; this only
+    /// finishes requests that never got there (metrics, and Envoy's log with `audit.log`).
+    fn on_log(&mut self, host: &dyn Host) {
+        self.finish(host);
+    }
+
+    /// Normally `on_log` already ran; if Envoy skipped it, record here (`on_log` runs once).
+    fn on_done(&mut self, host: &dyn Host) {
+        self.on_log(host);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,17 +529,17 @@ mod tests {
         Exchange::new(state(), Rc::new(Metrics::new()))
     }
 
-    fn send_body(ex: &mut Exchange, host: &MemoryHost, body: &[u8]) -> Flow {
+    fn send_body(ex: &mut Exchange, host: &MemoryHost, body: &[u8]) -> Step {
         *host.request_body.borrow_mut() = body.to_vec();
         ex.on_request_body(host, body.len(), true)
     }
 
     fn respond(ex: &mut Exchange, host: &MemoryHost, status: &str, content_type: &str, chunks: &[&[u8]]) {
         *host.response_headers.borrow_mut() = vec![(":status".into(), status.into()), ("content-type".into(), content_type.into())];
-        assert_eq!(ex.on_response_headers(host, false), Flow::Continue);
+        assert_eq!(ex.on_response_headers(host, false), Step::Continue);
         for (i, c) in chunks.iter().enumerate() {
             *host.response_body.borrow_mut() = c.to_vec();
-            assert_eq!(ex.on_response_body(host, c.len(), i + 1 == chunks.len()), Flow::Continue);
+            assert_eq!(ex.on_response_body(host, c.len(), i + 1 == chunks.len()), Step::Continue);
         }
     }
 
@@ -570,12 +564,12 @@ mod tests {
               ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
         );
         let mut ex = exchange();
-        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
         assert_eq!(header(&host, "authorization"), None);
         assert_eq!(header(&host, "x-tollgate-provider"), None);
         let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         *host.clock_nanos.borrow_mut() = 5_000_000;
-        assert_eq!(send_body(&mut ex, &host, body), Flow::Continue);
+        assert_eq!(send_body(&mut ex, &host, body), Step::Continue);
         let sent: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
         assert_eq!(sent["model"], "gpt-4o-mini");
         assert_eq!(sent["stream_options"]["include_usage"], true);
@@ -594,15 +588,15 @@ mod tests {
 
         *host.clock_nanos.borrow_mut() = 20_000_000;
         *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
-        assert_eq!(ex.on_response_headers(&host, false), Flow::Continue);
+        assert_eq!(ex.on_response_headers(&host, false), Step::Continue);
         let first = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n";
         *host.response_body.borrow_mut() = first.to_vec();
         *host.clock_nanos.borrow_mut() = 30_000_000;
-        assert_eq!(ex.on_response_body(&host, first.len(), false), Flow::Continue);
+        assert_eq!(ex.on_response_body(&host, first.len(), false), Step::Continue);
         let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":100,\"prompt_tokens_details\":{\"cached_tokens\":200}}}\n\ndata: [DONE]\n\n";
         *host.response_body.borrow_mut() = last.to_vec();
         *host.clock_nanos.borrow_mut() = 45_000_000;
-        assert_eq!(ex.on_response_body(&host, last.len(), true), Flow::Continue);
+        assert_eq!(ex.on_response_body(&host, last.len(), true), Step::Continue);
         // The final record is in filter state before Envoy's access log runs.
         let r = audit(&host);
         assert_eq!(r["layer"], "llm");
@@ -642,7 +636,7 @@ mod tests {
         // Unknown key, Anthropic shape.
         let host = request("/v1/messages", &[("x-api-key", "nope")]);
         let mut ex = exchange();
-        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
         let (status, body) = local_reply(&host);
         assert_eq!(status, 401);
         assert_eq!(body["type"], "error");
@@ -662,7 +656,7 @@ mod tests {
         let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-bob")]);
         let mut ex = exchange();
         ex.on_request_headers(&host, false);
-        assert_eq!(send_body(&mut ex, &host, br#"{"model":"fast","messages":[]}"#), Flow::Pause);
+        assert_eq!(send_body(&mut ex, &host, br#"{"model":"fast","messages":[]}"#), Step::Pause);
         let (status, body) = local_reply(&host);
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("model_not_allowed")));
 
@@ -692,14 +686,14 @@ mod tests {
 
         // Too large: by content-length, and by the body itself.
         let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice"), ("content-length", "5000")]);
-        assert_eq!(exchange().on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(exchange().on_request_headers(&host, false), Step::Pause);
         assert_eq!(local_reply(&host).0, 413);
         let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
         let mut ex = exchange();
         ex.on_request_headers(&host, false);
-        assert_eq!(ex.on_request_body(&host, 1000, false), Flow::Pause);
+        assert_eq!(ex.on_request_body(&host, 1000, false), Step::Pause);
         assert!(host.local_reply.borrow().is_none());
-        assert_eq!(ex.on_request_body(&host, 3000, false), Flow::Pause);
+        assert_eq!(ex.on_request_body(&host, 3000, false), Step::Pause);
         let (status, body) = local_reply(&host);
         assert_eq!((status, body["error"]["type"].as_str()), (413, Some("request_too_large")));
 
@@ -716,10 +710,10 @@ mod tests {
     fn gemini_query_key_is_moved_and_path_rewritten_for_alias() {
         let host = request("/v1beta/models/gem-fast:streamGenerateContent?alt=sse&key=tg-alice", &[]);
         let mut ex = exchange();
-        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
         assert!(host.local_reply.borrow().is_none());
         assert_eq!(header(&host, "x-goog-api-key"), None);
-        assert_eq!(send_body(&mut ex, &host, br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#), Flow::Continue);
+        assert_eq!(send_body(&mut ex, &host, br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#), Step::Continue);
         assert_eq!(header(&host, ":path").as_deref(), Some("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"));
         assert_eq!(header(&host, "x-goog-api-key").as_deref(), Some("sk-b"));
         assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-b"));
@@ -779,9 +773,9 @@ mod tests {
         let state = Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap());
         let host = request("/v1/responses", &[("authorization", "Bearer whatever")]);
         let mut ex = Exchange::new(state, Rc::new(Metrics::new()));
-        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
         assert_eq!(header(&host, "authorization"), None, "client credentials never reach the provider");
-        assert_eq!(send_body(&mut ex, &host, br#"{"model":"any","input":"x"}"#), Flow::Continue);
+        assert_eq!(send_body(&mut ex, &host, br#"{"model":"any","input":"x"}"#), Step::Continue);
         assert_eq!(header(&host, "content-length"), None);
     }
 
@@ -799,8 +793,8 @@ mod tests {
         host.set_prop(&[&base[..], &["sub"]].concat(), b"carol");
         host.set_prop(&[&base[..], &["org", "team"]].concat(), b"platform");
         let mut ex = Exchange::new(state.clone(), Rc::new(Metrics::new()));
-        assert_eq!(ex.on_request_headers(&host, false), Flow::Pause);
-        assert_eq!(send_body(&mut ex, &host, br#"{"model":"m","messages":[]}"#), Flow::Continue);
+        assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+        assert_eq!(send_body(&mut ex, &host, br#"{"model":"m","messages":[]}"#), Step::Continue);
         assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-p"));
         respond(&mut ex, &host, "200", "application/json", &[br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#]);
         let r = audit(&host);
@@ -821,7 +815,7 @@ mod tests {
         *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-encoding".into(), "gzip".into())];
         ex.on_response_headers(&host, false);
         *host.response_body.borrow_mut() = vec![0x1f, 0x8b, 8, 0];
-        assert_eq!(ex.on_response_body(&host, 4, true), Flow::Continue);
+        assert_eq!(ex.on_response_body(&host, 4, true), Step::Continue);
         let r = audit(&host);
         assert_eq!((r["estimated"].as_bool(), r["response_bytes"].as_u64()), (Some(true), Some(4)));
     }
@@ -859,8 +853,8 @@ mod tests {
         ex.on_request_headers(&host, false);
         let body = br#"{"model":"gpt-4o","messages":[]}"#;
         *host.request_body.borrow_mut() = body.to_vec();
-        assert_eq!(ex.on_request_body(&host, body.len(), false), Flow::Pause);
-        assert_eq!(ex.on_request_trailers(&host), Flow::Continue);
+        assert_eq!(ex.on_request_body(&host, body.len(), false), Step::Pause);
+        assert_eq!(ex.on_request_trailers(&host), Step::Continue);
         assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
     }
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
+use tollgate_core::exchange::{HttpExchange, Step};
 use tollgate_core::audit::{self, Decision, Layer, Record};
 use tollgate_core::config::ConfigError;
 use tollgate_core::hash::sha256_hex;
@@ -72,14 +73,6 @@ impl Shared {
     }
 }
 
-/// What the glue returns to Envoy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Continue,
-    /// Hold (headers until the body is judged, or a body being buffered), or stop after a
-    /// local reply.
-    Pause,
-}
 
 /// The audit detail of one message (flattened beside the core envelope).
 #[derive(Debug, Default, Serialize)]
@@ -185,18 +178,6 @@ pub struct Exchange {
     emitted: bool,
     /// Judged a POST body: body callbacks after that pass through.
     body_done: bool,
-    /// What to do with the LF that may start the next SSE block (see `sse_chunk`).
-    sse_tail: LfTail,
-}
-
-/// The LF after a block that ended at the CR of a CRLF blank line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LfTail {
-    None,
-    /// The block passed verbatim: its LF is still owed to the client.
-    Emit,
-    /// Already sent, or the block was rewritten with LF endings: drop it.
-    Drop,
 }
 
 enum Outcome {
@@ -224,7 +205,6 @@ impl Exchange {
             replied: false,
             emitted: false,
             body_done: false,
-            sse_tail: LfTail::None,
         }
     }
 
@@ -233,60 +213,6 @@ impl Exchange {
     }
 
     // ----- request ------------------------------------------------------------------------
-
-    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
-        self.metrics.inc(host, "tollgate.mcp.requests", &[]);
-        self.start_ms = host.now_millis();
-        self.http_method = host.request_header(":method").unwrap_or_default();
-        self.server = self.resolve_server(host);
-        self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
-        // Take part in the trace: the audit records carry the inbound trace id, the upstream
-        // gets the gateway's span as its parent.
-        let step = trace::participate(
-            host,
-            host.request_header("traceparent").as_deref(),
-            host.request_header("tracestate").as_deref(),
-            None,
-        );
-        host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
-        host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
-        self.trace = Some(step);
-
-        let identity = identity::resolve(host, &self.config().identity);
-        match identity {
-            Ok(id) => self.identity = id,
-            Err(IdentityError::UnknownApiKey) => {
-                let reply = replies::unauthorized(true, self.config().resource_metadata.as_deref());
-                return self.refuse_request(host, reply, Decision::Deny, "unknown API key");
-            }
-        }
-        if self.identity.is_none() && self.config().require_identity {
-            let reply = replies::unauthorized(false, self.config().resource_metadata.as_deref());
-            return self.refuse_request(host, reply, Decision::Deny, "no identity");
-        }
-        match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
-            Ok(r) => self.revision = r,
-            Err(e) => {
-                let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &e);
-                return self.refuse_request(host, reply, Decision::Error, &e);
-            }
-        }
-
-        // Responses must stay readable: the filter cannot judge compressed lists.
-        host.try_set_header(HeaderMap::Request, "accept-encoding", None);
-        if !self.config().forward_credentials {
-            self.strip_credentials(host);
-        }
-
-        match self.http_method.as_str() {
-            "POST" => self.post_headers(host, end_of_stream),
-            "GET" | "DELETE" => self.session_request(host),
-            _ => {
-                let method = self.http_method.clone();
-                self.refuse_request(host, replies::method_not_allowed(), Decision::Error, &format!("HTTP method {method}"))
-            }
-        }
-    }
 
     fn post_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         if !message::is_json_content_type(host.request_header("content-type").as_deref()) {
@@ -336,39 +262,6 @@ impl Exchange {
         self.records.push(record);
         self.body_done = true;
         Step::Continue
-    }
-
-    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.replied {
-            return Step::Pause;
-        }
-        if self.body_done || self.http_method != "POST" {
-            return Step::Continue;
-        }
-        if body_size > self.config().max_body_bytes {
-            return self.too_large(host);
-        }
-        if !end_of_stream {
-            return Step::Pause;
-        }
-        let body = match host.body(BodyBuffer::Request, 0, body_size) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => {
-                let reason = format!("cannot read the request body: {e}");
-                let reply = replies::refusal(500, None, codes::INTERNAL_ERROR, "gateway could not read the request");
-                return self.refuse_request(host, reply, Decision::Error, &reason);
-            }
-        };
-        self.judge_body(host, &body)
-    }
-
-    pub fn on_request_trailers(&mut self, host: &dyn Host) -> Step {
-        // A body that ended with trailers: its last data callback did not say end_of_stream.
-        if self.replied || self.body_done || self.http_method != "POST" {
-            return if self.replied { Step::Pause } else { Step::Continue };
-        }
-        let body = host.body(BodyBuffer::Request, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        self.judge_body(host, &body)
     }
 
     fn too_large(&mut self, host: &dyn Host) -> Step {
@@ -517,102 +410,6 @@ impl Exchange {
 
     // ----- response -----------------------------------------------------------------------
 
-    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
-        if self.replied {
-            return Step::Continue;
-        }
-        self.status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
-        if end_of_stream {
-            self.finish(host);
-            return Step::Continue;
-        }
-        let is_get = self.http_method == "GET";
-        if self.expect.is_empty() && !is_get {
-            return Step::Continue;
-        }
-        let content_type = host.response_header("content-type");
-        let sse = message::is_sse_content_type(content_type.as_deref());
-        let json = message::is_json_content_type(content_type.as_deref());
-        if !sse && !json {
-            return Step::Continue;
-        }
-        let lists_possible = self.shared.policy.is_some() && (is_get || sse || self.expect.iter().any(|e| e.list.is_some()));
-        if !message::is_identity_encoding(host.response_header("content-encoding").as_deref()) {
-            if lists_possible {
-                // Cannot read it, so cannot filter it: never pass it.
-                host.log(LogLevel::Warn, "tollgate-mcp: encoded MCP response cannot be filtered; dropped");
-                self.fail_response_headers(host);
-                self.response = ResponseMode::Dropped;
-            }
-            return Step::Continue;
-        }
-        let will_rewrite = lists_possible && !self.shared.dry_run();
-        if will_rewrite {
-            host.try_set_header(HeaderMap::Response, "content-length", None);
-            host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
-        }
-        self.response = if sse {
-            ResponseMode::Sse(Box::new(SseParser::new(self.config().max_sse_event_bytes).keeping_raw()))
-        } else if will_rewrite {
-            ResponseMode::JsonBuffer
-        } else {
-            ResponseMode::JsonCopy { copy: Vec::new(), overflow: false }
-        };
-        Step::Continue
-    }
-
-    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.replied {
-            return Step::Continue;
-        }
-        let max = self.shared.config.max_response_bytes;
-        let mut step = Step::Continue;
-        match &mut self.response {
-            ResponseMode::Pass => {}
-            ResponseMode::Dropped => self.drop_chunk(host, body_size, end_of_stream, "gateway could not filter the response"),
-            ResponseMode::JsonCopy { copy, overflow } => {
-                if !*overflow {
-                    match host.body(BodyBuffer::Response, 0, body_size) {
-                        Ok(Some(chunk)) if copy.len() + chunk.len() <= max => copy.extend_from_slice(&chunk),
-                        Ok(None) => {}
-                        _ => {
-                            *overflow = true;
-                            copy.clear();
-                        }
-                    }
-                }
-                if end_of_stream {
-                    let copy = std::mem::take(copy);
-                    // Audit only: whatever it says, this body passes as it is.
-                    let _ = self.inspect_json(&copy);
-                }
-            }
-            ResponseMode::JsonBuffer if body_size > max => {
-                host.log(LogLevel::Warn, "tollgate-mcp: JSON response too large to filter; dropped");
-                self.response = ResponseMode::Dropped;
-                self.drop_chunk(host, body_size, end_of_stream, "response too large for the gateway to filter");
-            }
-            ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
-            ResponseMode::JsonBuffer => {
-                let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                if let Some(new) = self.inspect_json(&body) {
-                    self.replace_response(host, body_size, &new);
-                }
-            }
-            ResponseMode::Sse(_) => {
-                let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                let out = self.sse_chunk(&chunk);
-                if out != chunk {
-                    self.replace_response(host, body_size, &out);
-                }
-            }
-        }
-        if end_of_stream {
-            self.finish(host);
-        }
-        step
-    }
-
     /// Failed closed: this chunk is dropped; the stream's end carries a JSON-RPC error.
     fn drop_chunk(&self, host: &dyn Host, body_size: usize, end_of_stream: bool, message: &str) {
         self.replace_response(host, body_size, &[]);
@@ -620,15 +417,6 @@ impl Exchange {
             let error = self.response_error(message);
             self.replace_response(host, 0, &error);
         }
-    }
-
-    pub fn on_response_trailers(&mut self, host: &dyn Host) {
-        self.finish(host);
-    }
-
-    /// Stream end (including resets): emits the audit record if nothing did yet.
-    pub fn on_log(&mut self, host: &dyn Host) {
-        self.finish(host);
     }
 
     fn replace_response(&self, host: &dyn Host, size: usize, with: &[u8]) {
@@ -690,29 +478,14 @@ impl Exchange {
         None
     }
 
-    /// Rewrites the complete events of one SSE chunk; holds the event in progress.
-    ///
-    /// CRLF streams: the core parser ends a block at the CR of `\r\n\r\n` and counts the
-    /// final LF as the first byte of the next block. Passed through as is, that LF would wait
-    /// for the next event, and a client that needs it to see the event end (e.g. the
-    /// TypeScript SDK) would stall; so the LF is sent at once and dropped from the next
-    /// block (or dropped, when the block was rewritten with LF endings).
+    /// Rewrites the complete events of one SSE chunk; holds the event in progress. Untouched
+    /// blocks pass byte for byte (the core parser hands on a CRLF's final LF at once).
     fn sse_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
         let ResponseMode::Sse(mut parser) = std::mem::replace(&mut self.response, ResponseMode::Pass) else {
             return chunk.to_vec();
         };
         let mut out = Vec::with_capacity(chunk.len() + 64);
-        let mut tail = self.sse_tail;
         let result = parser.feed(chunk, |item, raw| {
-            let raw = match (raw.split_first(), tail) {
-                (Some((b'\n', rest)), LfTail::Emit) => {
-                    out.push(b'\n');
-                    rest
-                }
-                (Some((b'\n', rest)), LfTail::Drop) => rest,
-                _ => raw,
-            };
-            let ended_cr = raw.last() == Some(&b'\r');
             let replaced = match item {
                 SseItem::Event(event) => match self.server_message(&event.data) {
                     Outcome::Keep => None,
@@ -720,22 +493,11 @@ impl Exchange {
                 },
                 SseItem::Other => None,
             };
-            tail = match replaced {
-                Some(new) => {
-                    out.extend_from_slice(&new.to_bytes());
-                    if ended_cr { LfTail::Drop } else { LfTail::None }
-                }
-                None => {
-                    out.extend_from_slice(raw);
-                    if ended_cr { LfTail::Emit } else { LfTail::None }
-                }
-            };
+            match replaced {
+                Some(new) => out.extend_from_slice(&new.to_bytes_replacing(raw)),
+                None => out.extend_from_slice(raw),
+            }
         });
-        if tail == LfTail::Emit && parser.pending_raw().first() == Some(&b'\n') {
-            out.push(b'\n');
-            tail = LfTail::Drop;
-        }
-        self.sse_tail = tail;
         match result {
             Ok(()) => self.response = ResponseMode::Sse(parser),
             Err(_) => {
@@ -932,6 +694,193 @@ impl Exchange {
                 host.try_set_header(HeaderMap::Request, name, None);
             }
         }
+    }
+}
+
+impl HttpExchange for Exchange {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.metrics.inc(host, "tollgate.mcp.requests", &[]);
+        self.start_ms = host.now_millis();
+        self.http_method = host.request_header(":method").unwrap_or_default();
+        self.server = self.resolve_server(host);
+        self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
+        // Take part in the trace: the audit records carry the inbound trace id, the upstream
+        // gets the gateway's span as its parent.
+        self.trace = Some(trace::join_request(host, None));
+
+        let identity = identity::resolve(host, &self.config().identity);
+        match identity {
+            Ok(id) => self.identity = id,
+            Err(IdentityError::UnknownApiKey) => {
+                let reply = replies::unauthorized(true, self.config().resource_metadata.as_deref());
+                return self.refuse_request(host, reply, Decision::Deny, "unknown API key");
+            }
+        }
+        if self.identity.is_none() && self.config().require_identity {
+            let reply = replies::unauthorized(false, self.config().resource_metadata.as_deref());
+            return self.refuse_request(host, reply, Decision::Deny, "no identity");
+        }
+        match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
+            Ok(r) => self.revision = r,
+            Err(e) => {
+                let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &e);
+                return self.refuse_request(host, reply, Decision::Error, &e);
+            }
+        }
+
+        // Responses must stay readable: the filter cannot judge compressed lists.
+        host.try_set_header(HeaderMap::Request, "accept-encoding", None);
+        if !self.config().forward_credentials {
+            self.strip_credentials(host);
+        }
+
+        match self.http_method.as_str() {
+            "POST" => self.post_headers(host, end_of_stream),
+            "GET" | "DELETE" => self.session_request(host),
+            _ => {
+                let method = self.http_method.clone();
+                self.refuse_request(host, replies::method_not_allowed(), Decision::Error, &format!("HTTP method {method}"))
+            }
+        }
+    }
+
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.replied {
+            return Step::Pause;
+        }
+        if self.body_done || self.http_method != "POST" {
+            return Step::Continue;
+        }
+        if body_size > self.config().max_body_bytes {
+            return self.too_large(host);
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = match host.body(BodyBuffer::Request, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                let reason = format!("cannot read the request body: {e}");
+                let reply = replies::refusal(500, None, codes::INTERNAL_ERROR, "gateway could not read the request");
+                return self.refuse_request(host, reply, Decision::Error, &reason);
+            }
+        };
+        self.judge_body(host, &body)
+    }
+
+    fn on_request_trailers(&mut self, host: &dyn Host) -> Step {
+        // A body that ended with trailers: its last data callback did not say end_of_stream.
+        if self.replied || self.body_done || self.http_method != "POST" {
+            return if self.replied { Step::Pause } else { Step::Continue };
+        }
+        let body = host.body(BodyBuffer::Request, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        self.judge_body(host, &body)
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if self.replied {
+            return Step::Continue;
+        }
+        self.status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
+        if end_of_stream {
+            self.finish(host);
+            return Step::Continue;
+        }
+        let is_get = self.http_method == "GET";
+        if self.expect.is_empty() && !is_get {
+            return Step::Continue;
+        }
+        let content_type = host.response_header("content-type");
+        let sse = message::is_sse_content_type(content_type.as_deref());
+        let json = message::is_json_content_type(content_type.as_deref());
+        if !sse && !json {
+            return Step::Continue;
+        }
+        let lists_possible = self.shared.policy.is_some() && (is_get || sse || self.expect.iter().any(|e| e.list.is_some()));
+        if !message::is_identity_encoding(host.response_header("content-encoding").as_deref()) {
+            if lists_possible {
+                // Cannot read it, so cannot filter it: never pass it.
+                host.log(LogLevel::Warn, "tollgate-mcp: encoded MCP response cannot be filtered; dropped");
+                self.fail_response_headers(host);
+                self.response = ResponseMode::Dropped;
+            }
+            return Step::Continue;
+        }
+        let will_rewrite = lists_possible && !self.shared.dry_run();
+        if will_rewrite {
+            host.try_set_header(HeaderMap::Response, "content-length", None);
+            host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
+        }
+        self.response = if sse {
+            ResponseMode::Sse(Box::new(SseParser::new(self.config().max_sse_event_bytes).keeping_raw()))
+        } else if will_rewrite {
+            ResponseMode::JsonBuffer
+        } else {
+            ResponseMode::JsonCopy { copy: Vec::new(), overflow: false }
+        };
+        Step::Continue
+    }
+
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.replied {
+            return Step::Continue;
+        }
+        let max = self.shared.config.max_response_bytes;
+        let mut step = Step::Continue;
+        match &mut self.response {
+            ResponseMode::Pass => {}
+            ResponseMode::Dropped => self.drop_chunk(host, body_size, end_of_stream, "gateway could not filter the response"),
+            ResponseMode::JsonCopy { copy, overflow } => {
+                if !*overflow {
+                    match host.body(BodyBuffer::Response, 0, body_size) {
+                        Ok(Some(chunk)) if copy.len() + chunk.len() <= max => copy.extend_from_slice(&chunk),
+                        Ok(None) => {}
+                        _ => {
+                            *overflow = true;
+                            copy.clear();
+                        }
+                    }
+                }
+                if end_of_stream {
+                    let copy = std::mem::take(copy);
+                    // Audit only: whatever it says, this body passes as it is.
+                    let _ = self.inspect_json(&copy);
+                }
+            }
+            ResponseMode::JsonBuffer if body_size > max => {
+                host.log(LogLevel::Warn, "tollgate-mcp: JSON response too large to filter; dropped");
+                self.response = ResponseMode::Dropped;
+                self.drop_chunk(host, body_size, end_of_stream, "response too large for the gateway to filter");
+            }
+            ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
+            ResponseMode::JsonBuffer => {
+                let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+                if let Some(new) = self.inspect_json(&body) {
+                    self.replace_response(host, body_size, &new);
+                }
+            }
+            ResponseMode::Sse(_) => {
+                let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+                let out = self.sse_chunk(&chunk);
+                if out != chunk {
+                    self.replace_response(host, body_size, &out);
+                }
+            }
+        }
+        if end_of_stream {
+            self.finish(host);
+        }
+        step
+    }
+
+    fn on_response_trailers(&mut self, host: &dyn Host) -> Step {
+        self.finish(host);
+        Step::Continue
+    }
+
+    /// Stream end (including resets): emits the audit record if nothing did yet.
+    fn on_log(&mut self, host: &dyn Host) {
+        self.finish(host);
     }
 }
 
@@ -1162,7 +1111,7 @@ event: message\r\nid: 9\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
     #[test]
     fn sse_list_rewritten_at_every_split() {
         let expected = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\r\n\r\n\
-id: 9\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"add\"}],\"nextCursor\":\"c\"}}\n\n";
+id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"add\"}],\"nextCursor\":\"c\"}}\r\n\r\n";
         let bytes = SSE_LIST.as_bytes();
         for split in 0..bytes.len() {
             let (mut ex, host) = list_exchange(demo_policy(json!({})));
