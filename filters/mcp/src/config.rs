@@ -44,6 +44,10 @@ pub struct Config {
     /// checked and audited).
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
+    /// Per-identity call rate limits on `tools/call`, checked after the policy allowed the
+    /// call; every matching limit must admit it.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
     /// Put the canonical arguments themselves in audit records (the SHA-256 digest is
@@ -64,6 +68,7 @@ impl Default for Config {
             max_response_bytes: default_max_response(),
             max_sse_event_bytes: default_max_event(),
             policy: None,
+            rate_limits: Vec::new(),
             audit: AuditConfig::default(),
             audit_arguments: false,
         }
@@ -211,6 +216,42 @@ pub struct ArgumentConfig {
     pub quantifier: Option<Quantifier>,
 }
 
+/// Whose calls one counter of a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// One counter per principal.
+    Principal,
+    /// One counter per team.
+    Team,
+    /// One counter per MCP server (all callers together).
+    Server,
+}
+
+/// A fixed-window limit on `tools/call`: at most `max_calls` per `window_secs` per
+/// principal, team or server. Conditions as in policy rules (lists: any element; absent:
+/// anything; identity conditions never match anonymous callers).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Unique; ASCII letters, digits, `-`, `_` (it is part of the shared-data key).
+    pub id: String,
+    #[serde(default)]
+    pub principals: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub groups: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub teams: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub servers: Option<Vec<Glob>>,
+    /// Tool name globs.
+    #[serde(default)]
+    pub tools: Option<Vec<Glob>>,
+    pub max_calls: u64,
+    pub window_secs: u64,
+    pub per: Per,
+}
+
 /// `"equals": null` means "equals JSON null", not "absent".
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
@@ -229,6 +270,7 @@ impl Validate for Config {
             // Compiling is the validation: JSONPaths and regexes are checked with the rule named.
             crate::policy::Policy::compile(policy, "policy")?;
         }
+        crate::ratelimit::RateLimits::compile(&self.rate_limits, "rate_limits")?;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ use crate::config::{Config, DenyStyle};
 use crate::listfilter::{canonical_json, filter_list, id_key, ListKind, ServerMessage};
 use crate::message::{self, codes, read_message, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
+use crate::ratelimit::RateLimits;
 use crate::replies::{self, Denied, Reply};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -39,6 +40,7 @@ const MAX_LABEL_VALUES: usize = 256;
 pub struct Shared {
     pub config: Config,
     pub policy: Option<Policy>,
+    pub rate_limits: RateLimits,
     labels: RefCell<BTreeSet<String>>,
 }
 
@@ -48,7 +50,8 @@ impl Shared {
             Some(p) => Some(Policy::compile(p, "policy")?),
             None => None,
         };
-        Ok(Shared { config, policy, labels: RefCell::new(BTreeSet::new()) })
+        let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits")?;
+        Ok(Shared { config, policy, rate_limits, labels: RefCell::new(BTreeSet::new()) })
     }
 
     fn label(&self, value: &str) -> String {
@@ -112,6 +115,8 @@ struct MessageDetail {
 struct MessageRecord {
     decision: Decision,
     enforced: bool,
+    /// Refused (or, in dry run, would have been) by a rate limit: `rule_id` is the limit.
+    rate_limited: bool,
     rule_id: Option<String>,
     error: Option<String>,
     detail: MessageDetail,
@@ -119,9 +124,31 @@ struct MessageRecord {
 
 impl MessageRecord {
     fn new(decision: Decision) -> Self {
-        MessageRecord { decision, enforced: true, rule_id: None, error: None, detail: MessageDetail::default() }
+        MessageRecord {
+            decision,
+            enforced: true,
+            rate_limited: false,
+            rule_id: None,
+            error: None,
+            detail: MessageDetail::default(),
+        }
+    }
+
+    /// The `decision` label of the message and call counters.
+    fn label(&self) -> &'static str {
+        match self.decision {
+            Decision::Allow => "allow",
+            Decision::Deny if self.rate_limited && self.enforced => "rate_limited",
+            Decision::Deny if self.rate_limited => "dryrun_rate_limited",
+            Decision::Deny if self.enforced => "deny",
+            Decision::Deny => "dryrun_deny",
+            Decision::Error => "error",
+        }
     }
 }
+
+/// Audit `reason` of a call refused by a rate limit.
+const RATE_LIMITED: &str = "rate_limited";
 
 /// The request-level part of every record.
 #[derive(Serialize)]
@@ -249,8 +276,8 @@ impl Exchange {
                 record.decision = Decision::Deny;
                 record.detail.reason = Some("identity may not use this server".into());
                 if !policy.dry_run {
+                    self.count_message(host, &method, None, record.label());
                     self.records.push(record);
-                    self.count_message(host, &method, None, Decision::Deny, false);
                     let reply =
                         replies::session_denial(policy.deny_style, verdict.rule_id, self.config().resource_metadata.as_deref());
                     return self.reply(host, &reply);
@@ -258,7 +285,7 @@ impl Exchange {
                 record.enforced = false;
             }
         }
-        self.count_message(host, &method, None, record.decision, !record.enforced);
+        self.count_message(host, &method, None, record.label());
         self.records.push(record);
         self.body_done = true;
         Step::Continue
@@ -367,11 +394,47 @@ impl Exchange {
         }
 
         let enforce = any_denied && !shared.dry_run();
+
+        // Rate limits: only the `tools/call` requests the policy allowed, only when the
+        // request is not denied anyway; all or nothing for the request.
+        let mut limited: Option<(String, u64)> = None;
+        if !enforce && !shared.rate_limits.is_empty() {
+            let calls: Vec<(usize, &str)> = messages
+                .iter()
+                .zip(verdicts.iter())
+                .enumerate()
+                .filter_map(|(i, (m, verdict))| match &m.target {
+                    Target::Tool(name) if m.kind == Kind::Request && verdict.is_none() => Some((i, name.as_ref())),
+                    _ => None,
+                })
+                .collect();
+            let tools: Vec<&str> = calls.iter().map(|(_, t)| *t).collect();
+            let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
+            if let Err(refused) = shared.rate_limits.admit(host, subject, &tools) {
+                let at = calls.get(refused.index).map(|(i, _)| *i);
+                if let Some(record) = at.and_then(|i| self.records.get_mut(i)) {
+                    record.decision = Decision::Deny;
+                    record.enforced = !shared.dry_run();
+                    record.rate_limited = true;
+                    record.rule_id = Some(refused.limit_id.to_string());
+                    record.detail.reason = Some(RATE_LIMITED.to_string());
+                }
+                if let Some(verdict) = at.and_then(|i| verdicts.get_mut(i)) {
+                    *verdict = Some(Some(refused.limit_id.to_string()));
+                }
+                limited = Some((refused.limit_id.to_string(), refused.retry_after_secs));
+            }
+        }
+        let enforce_limit = limited.is_some() && !shared.dry_run();
+
         for (m, record) in messages.iter().zip(self.records.iter_mut()) {
-            if enforce && m.kind == Kind::Request && record.decision == Decision::Allow {
-                // Acceptable on its own, but its batch is denied whole.
+            if (enforce || enforce_limit) && m.kind == Kind::Request && record.decision == Decision::Allow {
+                // Acceptable on its own, but its batch is refused whole.
                 record.decision = Decision::Deny;
-                record.detail.reason = Some("another message in the batch was denied".into());
+                record.detail.reason = Some(
+                    if enforce { "another message in the batch was denied" } else { "another message in the batch was rate limited" }
+                        .into(),
+                );
             }
         }
         for (m, record) in messages.iter().zip(self.records.iter()) {
@@ -380,12 +443,12 @@ impl Exchange {
                     Target::Tool(n) => Some(n.as_ref()),
                     _ => None,
                 };
-                self.count_message(host, &m.method, tool, record.decision, !record.enforced);
+                self.count_message(host, &m.method, tool, record.label());
             } else {
-                self.count_message(host, if m.kind == Kind::Response { "response" } else { &m.method }, None, record.decision, false);
+                self.count_message(host, if m.kind == Kind::Response { "response" } else { &m.method }, None, record.label());
             }
         }
-        if enforce {
+        if enforce || enforce_limit {
             let denied: Vec<Denied<'_>> = messages
                 .iter()
                 .zip(verdicts.iter())
@@ -397,7 +460,10 @@ impl Exchange {
                     denied: v.as_ref().map(|rule| rule.as_deref()),
                 })
                 .collect();
-            let reply = replies::denial(shared.deny_style(), &denied, self.batch, self.config().resource_metadata.as_deref());
+            let reply = match &limited {
+                Some((limit_id, retry_after)) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
+                _ => replies::denial(shared.deny_style(), &denied, self.batch, self.config().resource_metadata.as_deref()),
+            };
             return self.reply(host, &reply);
         }
         for (i, m) in messages.iter().enumerate() {
@@ -572,9 +638,10 @@ impl Exchange {
         // One record for the refused request, even for a batch.
         self.batch = false;
         self.records.clear();
+        let label = record.label();
         self.records.push(record);
         let method = self.http_method.clone();
-        self.count_message(host, if method.is_empty() { "unknown" } else { &method }, None, decision, false);
+        self.count_message(host, if method.is_empty() { "unknown" } else { &method }, None, label);
         self.reply(host, &reply)
     }
 
@@ -589,13 +656,9 @@ impl Exchange {
         Step::Pause
     }
 
-    fn count_message(&self, host: &dyn Host, method: &str, tool: Option<&str>, decision: Decision, dry_run_deny: bool) {
-        let decision = match decision {
-            Decision::Allow => "allow",
-            Decision::Deny if dry_run_deny => "dryrun_deny",
-            Decision::Deny => "deny",
-            Decision::Error => "error",
-        };
+    /// Counts one message (and, for `tools/call`, one call) with its decision label:
+    /// `allow`, `deny`, `dryrun_deny`, `rate_limited`, `dryrun_rate_limited`, `error`.
+    fn count_message(&self, host: &dyn Host, method: &str, tool: Option<&str>, decision: &str) {
         let method = self.shared.label(method);
         self.metrics.inc(
             host,
@@ -898,7 +961,12 @@ mod tests {
     const ALICE: &str = "tg-demo-alice";
 
     fn shared(policy: Value) -> Rc<Shared> {
+        shared_with(policy, json!([]))
+    }
+
+    fn shared_with(policy: Value, rate_limits: Value) -> Rc<Shared> {
         let mut cfg = json!({
+            "rate_limits": rate_limits,
             "identity": {"api_keys": {"headers": ["x-api-key"], "keys": [
                 {"sha256": sha256_hex(ALICE.as_bytes()), "name": "alice-key", "principal": "alice", "groups": ["eng"]}]}},
             "server": {"clusters": {"mcp_demo": "demo"}},
@@ -1213,5 +1281,128 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
         let a = audit(&host);
         assert_eq!(a.as_array().unwrap().len(), 2);
         assert_eq!(a[1]["batch_index"], 1);
+    }
+
+    const BURST: &str = r#"[{"id": "burst", "max_calls": 2, "window_secs": 60, "per": "principal"}]"#;
+    const ADD: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}"#;
+
+    /// Posts again on the same host (same shared data and clock): the credentials the last
+    /// request had stripped are put back, the last local reply forgotten.
+    fn again(shared: &Rc<Shared>, host: &MemoryHost, body: &str) -> (Exchange, Step) {
+        *host.request_headers.borrow_mut() = request("POST", &[]).request_headers.borrow().clone();
+        *host.local_reply.borrow_mut() = None;
+        post(shared, host, body)
+    }
+
+    fn limited_shared(extra: Value) -> Rc<Shared> {
+        shared_with(demo_policy(extra), serde_json::from_str(BURST).unwrap())
+    }
+
+    #[test]
+    fn rate_limited_call_gets_429_and_is_never_forwarded() {
+        let shared = limited_shared(json!({}));
+        let host = request("POST", &[]);
+        *host.clock_nanos.borrow_mut() = 6_000_045 * 1_000_000_000; // 45 s into a window
+        for _ in 0..2 {
+            let (mut ex, step) = again(&shared, &host, ADD);
+            assert_eq!(step, Step::Continue);
+            ex.on_log(&host);
+        }
+        // Policy denials and other methods are not counted.
+        let (_, step) = again(&shared, &host, r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"query_db","arguments":{"table":"x"}}}"#);
+        assert_eq!(step, Step::Pause);
+        let (_, step) = again(&shared, &host, r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#);
+        assert_eq!(step, Step::Continue);
+        let (_, step) = again(&shared, &host, ADD);
+        assert_eq!(step, Step::Pause);
+        let (status, headers, body) = host.local_reply.borrow().clone().expect("a local reply");
+        assert_eq!(status, 429);
+        assert!(headers.contains(&("retry-after".to_string(), "15".to_string())), "{headers:?}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], 7);
+        assert_eq!(body["error"]["code"], -31429);
+        assert_eq!(body["error"]["data"], json!({"limit_id": "burst", "retry_after_secs": 15}));
+        let a = audit(&host);
+        assert_eq!((a["decision"].as_str(), a["enforced"].as_bool(), a["status"].as_u64()), (Some("deny"), Some(true), Some(429)));
+        assert_eq!((a["rule_id"].as_str(), a["reason"].as_str(), a["tool"].as_str()), (Some("burst"), Some("rate_limited"), Some("add")));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.rate_limited"), Some(1));
+        assert_eq!(host.metric("tollgate.mcp.messages.server.demo.method.tools_call.decision.rate_limited"), Some(1));
+        // The next window admits again.
+        *host.clock_nanos.borrow_mut() = 6_000_060 * 1_000_000_000;
+        let (_, step) = again(&shared, &host, ADD);
+        assert_eq!(step, Step::Continue);
+    }
+
+    #[test]
+    fn rate_limited_batch_is_refused_whole_and_consumes_nothing() {
+        let shared = limited_shared(json!({}));
+        let host = request("POST", &[]);
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}},
+            {"jsonrpc":"2.0","method":"notifications/progress","params":{}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add"}},
+            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add"}}]"#;
+        let (_, step) = again(&shared, &host, batch);
+        assert_eq!(step, Step::Pause);
+        let (status, v) = reply_json(&host);
+        assert_eq!(status, 429);
+        let errors: Vec<(i64, i64, &str)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["id"].as_i64().unwrap(), e["error"]["code"].as_i64().unwrap(), e["error"]["message"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            errors,
+            [(1, -31429, "Rate limited: batch rejected"), (2, -31429, "Rate limited: batch rejected"), (3, -31429, "Rate limited: tools/call add (limit burst)")]
+        );
+        let a = audit(&host);
+        let rows: Vec<(&str, &str)> = a.as_array().unwrap().iter().map(|r| (r["decision"].as_str().unwrap(), r["reason"].as_str().unwrap_or("-"))).collect();
+        assert_eq!(rows, [("deny", "another message in the batch was rate limited"), ("allow", "-"), ("deny", "another message in the batch was rate limited"), ("deny", "rate_limited")]);
+        // Nothing was forwarded, so nothing was counted: two single calls still pass.
+        assert_eq!(tollgate_core::limits::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 0);
+        for id in 10..12 {
+            let (_, step) = again(&shared, &host, &ADD.replace("\"id\":7", &format!("\"id\":{id}")));
+            assert_eq!(step, Step::Continue);
+        }
+    }
+
+    #[test]
+    fn rate_limits_in_dry_run_record_but_forward() {
+        let shared = limited_shared(json!({"dry_run": true}));
+        let host = request("POST", &[]);
+        for _ in 0..2 {
+            assert_eq!(again(&shared, &host, ADD).1, Step::Continue);
+        }
+        let (mut ex, step) = again(&shared, &host, ADD);
+        assert_eq!(step, Step::Continue);
+        assert!(host.local_reply.borrow().is_none());
+        ex.on_log(&host);
+        let a = audit(&host);
+        assert_eq!((a["decision"].as_str(), a["enforced"].as_bool()), (Some("deny"), Some(false)));
+        assert_eq!((a["rule_id"].as_str(), a["reason"].as_str()), (Some("burst"), Some("rate_limited")));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.dryrun_rate_limited"), Some(1));
+    }
+
+    #[test]
+    fn rate_limits_without_a_policy() {
+        let shared = shared_with(Value::Null, serde_json::from_str(BURST).unwrap());
+        let host = request("POST", &[]);
+        assert_eq!(again(&shared, &host, ADD).1, Step::Continue);
+        assert_eq!(again(&shared, &host, ADD).1, Step::Continue);
+        assert_eq!(again(&shared, &host, ADD).1, Step::Pause);
+        assert_eq!(reply_json(&host).0, 429);
+    }
+
+    #[test]
+    fn bad_rate_limit_is_refused_at_load_with_the_field_named() {
+        let cfg = br#"{"rate_limits":[{"id":"a","max_calls":1,"window_secs":0,"per":"principal"}]}"#;
+        let err = tollgate_core::config::load::<Config>(cfg).unwrap_err().0;
+        assert!(err.starts_with("rate_limits[0].window_secs:"), "{err}");
+        let cfg = br#"{"rate_limits":[{"id":"a","max_calls":1,"window_secs":1,"per":"user"}]}"#;
+        let err = tollgate_core::config::load::<Config>(cfg).unwrap_err().0;
+        assert!(err.starts_with("rate_limits[0].per:"), "{err}");
+        let cfg = br#"{"rate_limits":[{"id":"a","max_calls":1,"window_secs":1,"per":"team","tool":["x"]}]}"#;
+        let err = tollgate_core::config::load::<Config>(cfg).unwrap_err().0;
+        assert!(err.starts_with("rate_limits[0]") && err.contains("tool"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ pub mod jsonpath;
 pub mod listfilter;
 pub mod message;
 pub mod policy;
+pub mod ratelimit;
 pub mod replies;
 
 #[cfg(target_arch = "wasm32")]

@@ -19,6 +19,9 @@ pub mod codes {
     /// Tollgate (application-defined): a credential was presented but is not known, or an
     /// identity is required and none was presented.
     pub const UNAUTHORIZED: i64 = -31401;
+    /// Tollgate (application-defined): a per-identity call rate limit refused the request
+    /// (HTTP 429, `Retry-After`).
+    pub const RATE_LIMITED: i64 = -31429;
 }
 
 /// The MCP protocol revisions the filter knows. The revision of a request is read from the

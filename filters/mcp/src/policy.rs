@@ -262,34 +262,46 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
     Ok(Condition { path, test, quantifier })
 }
 
-fn glob_any(globs: &Option<Vec<Glob>>, value: &str) -> bool {
+/// A list condition: absent matches anything, a list needs one matching element.
+pub(crate) fn glob_any(globs: &Option<Vec<Glob>>, value: &str) -> bool {
     match globs {
         None => true,
         Some(list) => list.iter().any(|g| g.matches(value)),
     }
 }
 
-impl Rule {
-    fn matches_identity(&self, identity: Option<&Identity>) -> bool {
-        if self.principals.is_none() && self.groups.is_none() && self.teams.is_none() {
-            return true;
-        }
-        let Some(id) = identity else { return false };
-        if !glob_any(&self.principals, &id.principal) {
+/// Identity conditions (principal, group, team globs), shared by rules and rate limits.
+/// Without any, anyone matches (anonymous callers too); with any, anonymous callers never do.
+pub(crate) fn identity_matches(
+    principals: &Option<Vec<Glob>>,
+    groups: &Option<Vec<Glob>>,
+    teams: &Option<Vec<Glob>>,
+    identity: Option<&Identity>,
+) -> bool {
+    if principals.is_none() && groups.is_none() && teams.is_none() {
+        return true;
+    }
+    let Some(id) = identity else { return false };
+    if !glob_any(principals, &id.principal) {
+        return false;
+    }
+    if let Some(groups) = groups {
+        if !id.groups.iter().any(|g| groups.iter().any(|p| p.matches(g))) {
             return false;
         }
-        if let Some(groups) = &self.groups {
-            if !id.groups.iter().any(|g| groups.iter().any(|p| p.matches(g))) {
-                return false;
-            }
+    }
+    if let Some(teams) = teams {
+        match &id.team {
+            Some(team) if teams.iter().any(|p| p.matches(team)) => {}
+            _ => return false,
         }
-        if let Some(teams) = &self.teams {
-            match &id.team {
-                Some(team) if teams.iter().any(|p| p.matches(team)) => {}
-                _ => return false,
-            }
-        }
-        true
+    }
+    true
+}
+
+impl Rule {
+    fn matches_identity(&self, identity: Option<&Identity>) -> bool {
+        identity_matches(&self.principals, &self.groups, &self.teams, identity)
     }
 
     fn matches_target(&self, target: &Target<'_>) -> bool {

@@ -76,6 +76,30 @@ pub fn denial(style: DenyStyle, messages: &[Denied<'_>], batch: bool, resource_m
     }
 }
 
+#[derive(Serialize)]
+struct RateLimitData<'a> {
+    limit_id: &'a str,
+    retry_after_secs: u64,
+}
+
+/// A request refused by a rate limit: HTTP 429, `Retry-After`, JSON-RPC error `-31429` with
+/// `data: {limit_id, retry_after_secs}` for every request message (`denied: Some(_)` marks
+/// the call over the limit; a batch is answered whole, as an array).
+pub fn rate_limited(messages: &[Denied<'_>], batch: bool, limit_id: &str, retry_after_secs: u64) -> Reply {
+    let bodies: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|m| {
+            let message = match m.denied {
+                Some(_) => format!("Rate limited: {} (limit {limit_id})", describe(m.method, m.target)),
+                None => "Rate limited: batch rejected".to_string(),
+            };
+            rpc_error_body(m.id, codes::RATE_LIMITED, &message, Some(RateLimitData { limit_id, retry_after_secs }))
+        })
+        .collect();
+    let body = if batch { join_array(&bodies) } else { bodies.into_iter().next().unwrap_or_default() };
+    Reply { status: 429, headers: vec![("retry-after".into(), retry_after_secs.to_string())], body }
+}
+
 /// GET / DELETE refused by policy: `hide` answers as a server without that method would
 /// (405), `explain` with a 403.
 pub fn session_denial(style: DenyStyle, rule: Option<&str>, resource_metadata: Option<&str>) -> Reply {
@@ -233,6 +257,29 @@ mod tests {
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 2);
         assert!(r.headers[0].1.contains("no-admin"));
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_retry_after_and_the_limit() {
+        let (a, b) = (raw("1"), raw(r#""b""#));
+        let (t1, t2) = (Target::Tool(Cow::Borrowed("add")), Target::Tool(Cow::Borrowed("echo")));
+        let one = [Denied { id: Some(&a), method: "tools/call", target: &t1, denied: Some(Some("burst")) }];
+        let r = rate_limited(&one, false, "burst", 17);
+        assert_eq!((r.status, r.headers.clone()), (429, vec![("retry-after".to_string(), "17".to_string())]));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -31429, "message": "Rate limited: tools/call add (limit burst)",
+                   "data": {"limit_id": "burst", "retry_after_secs": 17}}})
+        );
+        let batch = [
+            Denied { id: Some(&a), method: "tools/call", target: &t1, denied: None },
+            Denied { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("burst")) },
+        ];
+        let v: Value = serde_json::from_slice(&rate_limited(&batch, true, "burst", 3).body).unwrap();
+        assert_eq!(v[0]["error"]["message"], "Rate limited: batch rejected");
+        assert_eq!(v[1]["id"], "b");
+        assert_eq!(v[1]["error"]["data"]["retry_after_secs"], 3);
     }
 
     #[test]

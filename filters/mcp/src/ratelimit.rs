@@ -1,0 +1,315 @@
+//! Per-identity call rate limits ("runaway agents stopped"): fixed windows counted in Envoy
+//! shared data with the core `limits::consume` (compare-and-swap, one counter per key for
+//! every worker VM of one Envoy, fail closed). Only `tools/call` requests the policy allowed
+//! are counted; every matching limit must admit a call, and a request is admitted whole or
+//! not at all (what a refused request consumed is given back).
+
+use crate::config::{Per, RateLimitConfig};
+use crate::policy::{glob_any, identity_matches, Subject};
+use tollgate_core::config::ConfigError;
+use tollgate_core::glob::Glob;
+use tollgate_core::hash::sha256_hex;
+use tollgate_core::host::Host;
+use tollgate_core::limits;
+
+/// Shared-data key prefix of every counter: `tollgate.mcp.rl.<limit id>[.<per value>]`.
+pub const KEY_PREFIX: &str = "tollgate.mcp.rl.";
+/// Longest limit id (ids are part of keys, audit records and replies).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest per value put in a key verbatim; longer ones are hashed.
+pub const MAX_KEY_VALUE_LEN: usize = 64;
+/// Longest window: one day.
+pub const MAX_WINDOW_SECS: u64 = 86_400;
+
+/// The compiled limits, in configuration order.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    limits: Vec<Limit>,
+}
+
+#[derive(Debug)]
+struct Limit {
+    id: String,
+    principals: Option<Vec<Glob>>,
+    groups: Option<Vec<Glob>>,
+    teams: Option<Vec<Glob>>,
+    servers: Option<Vec<Glob>>,
+    tools: Option<Vec<Glob>>,
+    max_calls: u64,
+    window_secs: u64,
+    per: Per,
+}
+
+/// Why a request's calls were not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused<'a> {
+    /// Which of the checked calls (index into the `tools` given to [`RateLimits::admit`]).
+    pub index: usize,
+    pub limit_id: &'a str,
+    /// Seconds until the refusing limit's window resets (at least 1).
+    pub retry_after_secs: u64,
+}
+
+impl RateLimits {
+    /// Checks and compiles the limits, naming the first bad field (`rate_limits[2].window_secs`).
+    pub fn compile(configs: &[RateLimitConfig], prefix: &str) -> Result<RateLimits, ConfigError> {
+        let mut limits = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            let at = format!("{prefix}[{i}]");
+            let field = |name: &str, msg: String| ConfigError::field(&format!("{at}.{name}"), msg);
+            if c.id.is_empty() || c.id.len() > MAX_ID_LEN || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(field(
+                    "id",
+                    format!("`{}` must be 1 to {MAX_ID_LEN} ASCII letters, digits, `-` or `_`", c.id.escape_debug()),
+                ));
+            }
+            if configs[..i].iter().any(|o| o.id == c.id) {
+                return Err(field("id", format!("duplicate rate limit id `{}`", c.id)));
+            }
+            if c.max_calls == 0 {
+                return Err(field("max_calls", format!("must be greater than 0 (limit `{}`)", c.id)));
+            }
+            if c.window_secs == 0 || c.window_secs > MAX_WINDOW_SECS {
+                return Err(field("window_secs", format!("must be between 1 and {MAX_WINDOW_SECS} (limit `{}`)", c.id)));
+            }
+            limits.push(Limit {
+                id: c.id.clone(),
+                principals: c.principals.clone(),
+                groups: c.groups.clone(),
+                teams: c.teams.clone(),
+                servers: c.servers.clone(),
+                tools: c.tools.clone(),
+                max_calls: c.max_calls,
+                window_secs: c.window_secs,
+                per: c.per,
+            });
+        }
+        Ok(RateLimits { limits })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+
+    /// Counts one call on every matching limit for each tool called by one request (a batch
+    /// calls several), in order. All or nothing: at the first refusal, whatever this request
+    /// already consumed is given back and the refusal is returned.
+    pub fn admit(&self, host: &dyn Host, subject: Subject<'_>, tools: &[&str]) -> Result<(), Refused<'_>> {
+        let mut taken: Vec<(&Limit, String)> = Vec::new();
+        for (index, tool) in tools.iter().enumerate() {
+            for limit in self.limits.iter().filter(|l| l.matches(subject, tool)) {
+                let key = limit.key(subject);
+                let outcome = limits::consume(host, &key, 1, limit.max_calls, limit.window_secs, false);
+                if !outcome.allowed {
+                    for (l, k) in &taken {
+                        limits::consume(host, k, -1, l.max_calls, l.window_secs, false);
+                    }
+                    return Err(Refused { index, limit_id: &limit.id, retry_after_secs: outcome.reset_secs.max(1) });
+                }
+                taken.push((limit, key));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Limit {
+    fn matches(&self, subject: Subject<'_>, tool: &str) -> bool {
+        identity_matches(&self.principals, &self.groups, &self.teams, subject.identity)
+            && glob_any(&self.servers, subject.server)
+            && glob_any(&self.tools, tool)
+    }
+
+    fn key(&self, subject: Subject<'_>) -> String {
+        let value = match self.per {
+            Per::Principal => subject.identity.map(|i| i.principal.as_str()),
+            Per::Team => subject.identity.and_then(|i| i.team.as_deref()),
+            Per::Server => Some(subject.server),
+        };
+        key(&self.id, value)
+    }
+}
+
+/// The shared-data key of one counter: `tollgate.mcp.rl.<id>.<value>`. A value longer than
+/// [`MAX_KEY_VALUE_LEN`] bytes, or starting with `#`, becomes `#<sha256 hex>` (keys stay
+/// short and never collide with a verbatim value). Callers without the value (anonymous for
+/// `principal`, no team for `team`) share the key `tollgate.mcp.rl.<id>`: ids hold no dots,
+/// so it is no other counter's key.
+pub fn key(id: &str, value: Option<&str>) -> String {
+    match value {
+        None => format!("{KEY_PREFIX}{id}"),
+        Some(v) if v.len() > MAX_KEY_VALUE_LEN || v.starts_with('#') => {
+            format!("{KEY_PREFIX}{id}.#{}", sha256_hex(v.as_bytes()))
+        }
+        Some(v) => format!("{KEY_PREFIX}{id}.{v}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use tollgate_core::host::MemoryHost;
+    use tollgate_core::identity::{Identity, Source};
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn compile(limits: Value) -> Result<RateLimits, ConfigError> {
+        let configs: Vec<RateLimitConfig> = serde_json::from_value(limits).unwrap();
+        RateLimits::compile(&configs, "rate_limits")
+    }
+
+    fn who(principal: &str, team: Option<&str>, groups: &[&str]) -> Identity {
+        Identity {
+            principal: principal.into(),
+            team: team.map(String::from),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            source: Source::ApiKey,
+            key_name: None,
+            allowed_models: None,
+        }
+    }
+
+    fn host_at(secs: u64) -> MemoryHost {
+        let host = MemoryHost::new();
+        *host.clock_nanos.borrow_mut() = secs * SEC;
+        host
+    }
+
+    #[test]
+    fn per_principal_window_refuses_then_resets() {
+        let rl = compile(json!([{"id": "burst", "max_calls": 3, "window_secs": 60, "per": "principal"}])).unwrap();
+        let host = host_at(1_000_000); // 40 s into a 60 s window: 20 s left.
+        let alice = who("alice", None, &[]);
+        let bob = who("bob", None, &[]);
+        let a = Subject { identity: Some(&alice), server: "demo" };
+        let b = Subject { identity: Some(&bob), server: "demo" };
+        for _ in 0..3 {
+            assert_eq!(rl.admit(&host, a, &["add"]), Ok(()));
+        }
+        let refused = rl.admit(&host, a, &["echo"]).unwrap_err();
+        let window_end = 1_000_020;
+        assert_eq!(refused, Refused { index: 0, limit_id: "burst", retry_after_secs: 20 });
+        // Another principal has its own counter.
+        assert_eq!(rl.admit(&host, b, &["add"]), Ok(()));
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 3);
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.burst.bob", 60), 1);
+        // Refused calls consume nothing; the next window starts from zero.
+        *host.clock_nanos.borrow_mut() = window_end * SEC;
+        for _ in 0..3 {
+            assert_eq!(rl.admit(&host, a, &["add"]), Ok(()));
+        }
+        assert!(rl.admit(&host, a, &["add"]).is_err());
+        *host.clock_nanos.borrow_mut() = (window_end + 59) * SEC;
+        assert_eq!(rl.admit(&host, a, &["add"]).unwrap_err().retry_after_secs, 1);
+    }
+
+    #[test]
+    fn team_and_server_counters_and_anonymous_callers() {
+        let rl = compile(json!([
+            {"id": "team", "max_calls": 2, "window_secs": 10, "per": "team"},
+            {"id": "server", "servers": ["billing"], "max_calls": 3, "window_secs": 10, "per": "server"},
+        ]))
+        .unwrap();
+        let host = host_at(100);
+        let (p1, p2, lone) = (who("p1", Some("pay"), &[]), who("p2", Some("pay"), &[]), who("x", None, &[]));
+        let on = |identity: Option<&Identity>, tool: &str, server: &str| {
+            rl.admit(&host, Subject { identity, server }, &[tool]).map_err(|r| r.limit_id.to_string())
+        };
+        assert!(on(Some(&p1), "add", "demo").is_ok());
+        assert!(on(Some(&p2), "add", "demo").is_ok());
+        assert_eq!(on(Some(&p1), "add", "demo"), Err("team".into()));
+        // No team, and anonymous: one shared counter for the limit.
+        assert!(on(Some(&lone), "add", "demo").is_ok());
+        assert!(on(None, "add", "demo").is_ok());
+        assert_eq!(on(None, "add", "demo"), Err("team".into()));
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.team", 10), 2);
+        // Per server: every caller of `billing` together; `demo` is not limited by it.
+        *host.clock_nanos.borrow_mut() = 110 * SEC;
+        let (a, b) = (who("a", Some("t1"), &[]), who("b", Some("t2"), &[]));
+        assert!(on(Some(&a), "add", "billing").is_ok());
+        assert!(on(Some(&b), "add", "billing").is_ok());
+        assert!(on(Some(&a), "echo", "billing").is_ok());
+        assert_eq!(on(Some(&b), "add", "billing"), Err("server".into()));
+        assert!(on(Some(&b), "add", "demo").is_ok());
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.server.billing", 10), 3);
+    }
+
+    #[test]
+    fn conditions_select_the_limits_and_every_match_must_admit() {
+        let rl = compile(json!([
+            {"id": "all", "max_calls": 5, "window_secs": 60, "per": "principal"},
+            {"id": "money", "groups": ["finance"], "tools": ["transfer", "refund_*"], "max_calls": 1, "window_secs": 60, "per": "principal"},
+            {"id": "nobody", "principals": ["mallory"], "max_calls": 1, "window_secs": 60, "per": "principal"},
+        ]))
+        .unwrap();
+        let host = host_at(0);
+        let bob = who("bob", None, &["finance"]);
+        let s = Subject { identity: Some(&bob), server: "demo" };
+        assert!(rl.admit(&host, s, &["transfer"]).is_ok());
+        assert_eq!(rl.admit(&host, s, &["refund_all"]).unwrap_err().limit_id, "money");
+        // The refused call gave back what `all` had counted for it.
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.all.bob", 60), 1);
+        for _ in 0..4 {
+            assert!(rl.admit(&host, s, &["add"]).is_ok());
+        }
+        assert_eq!(rl.admit(&host, s, &["add"]).unwrap_err().limit_id, "all");
+        // Identity conditions never match anonymous callers.
+        let anon = Subject { identity: None, server: "demo" };
+        assert!(rl.admit(&host, anon, &["transfer"]).is_ok());
+        assert!(rl.admit(&host, anon, &["transfer"]).is_ok());
+    }
+
+    #[test]
+    fn a_request_is_admitted_whole_or_not_at_all() {
+        let rl = compile(json!([{"id": "burst", "max_calls": 3, "window_secs": 60, "per": "principal"}])).unwrap();
+        let host = host_at(0);
+        let alice = who("alice", None, &[]);
+        let s = Subject { identity: Some(&alice), server: "demo" };
+        assert!(rl.admit(&host, s, &["add", "echo"]).is_ok());
+        let refused = rl.admit(&host, s, &["add", "echo"]).unwrap_err();
+        assert_eq!(refused.index, 1);
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 2);
+        assert!(rl.admit(&host, s, &["add"]).is_ok());
+        assert!(rl.admit(&host, s, &["add"]).is_err());
+        assert!(rl.admit(&host, s, &[]).is_ok());
+    }
+
+    #[test]
+    fn keys_are_bounded_and_unambiguous() {
+        assert_eq!(key("burst", Some("alice")), "tollgate.mcp.rl.burst.alice");
+        assert_eq!(key("burst", None), "tollgate.mcp.rl.burst");
+        let long = "spiffe://example.org/ns/payments/sa/".to_string() + &"x".repeat(100);
+        let hashed = key("burst", Some(&long));
+        assert_eq!(hashed, format!("tollgate.mcp.rl.burst.#{}", sha256_hex(long.as_bytes())));
+        assert_eq!(hashed.len(), "tollgate.mcp.rl.burst.#".len() + 64);
+        let exactly = "y".repeat(MAX_KEY_VALUE_LEN);
+        assert_eq!(key("b", Some(&exactly)), format!("tollgate.mcp.rl.b.{exactly}"));
+        // A principal that looks like a digest is hashed too, so it never takes another's key.
+        let fake = format!("#{}", sha256_hex(long.as_bytes()));
+        assert_ne!(key("burst", Some(&fake)), hashed);
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_the_field_named() {
+        let base = || json!({"id": "x", "max_calls": 1, "window_secs": 60, "per": "principal"});
+        let err = |change: Value| {
+            let mut l = base();
+            for (k, v) in change.as_object().unwrap() {
+                l[k] = v.clone();
+            }
+            compile(json!([base_other(), l])).unwrap_err().0
+        };
+        fn base_other() -> Value {
+            json!({"id": "other", "max_calls": 1, "window_secs": 1, "per": "server"})
+        }
+        assert!(err(json!({"max_calls": 0})).starts_with("rate_limits[1].max_calls: must be greater than 0"));
+        assert!(err(json!({"window_secs": 0})).starts_with("rate_limits[1].window_secs: must be between 1 and 86400"));
+        assert!(err(json!({"window_secs": 86401})).starts_with("rate_limits[1].window_secs"));
+        assert!(err(json!({"id": ""})).starts_with("rate_limits[1].id"));
+        assert!(err(json!({"id": "a.b"})).starts_with("rate_limits[1].id"));
+        assert!(err(json!({"id": "x".repeat(65)})).starts_with("rate_limits[1].id"));
+        assert!(err(json!({"id": "other"})).starts_with("rate_limits[1].id: duplicate"));
+        assert!(compile(json!([base_other(), base()])).is_ok());
+    }
+}
