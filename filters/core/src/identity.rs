@@ -6,7 +6,7 @@
 
 use crate::config::ConfigError;
 use crate::hash::sha256_hex;
-use crate::host::{Host, HostExt};
+use crate::host::{HeaderMap, Host, HostExt};
 use crate::pairs::deserialize_pairs_exact;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,22 @@ impl IdentityConfig {
         Ok(())
     }
 
+    /// Every request header that may carry a client credential under this configuration
+    /// (`authorization`, the well-known API-key headers and the configured key headers),
+    /// lowercase. Filters remove them before the upstream unless told to forward them.
+    pub fn credential_headers(&self) -> Vec<String> {
+        let mut headers: Vec<String> = ["authorization", "x-api-key", "x-goog-api-key"].iter().map(|s| s.to_string()).collect();
+        if let Some(keys) = &self.api_keys {
+            for h in &keys.headers {
+                let h = h.to_ascii_lowercase();
+                if !headers.contains(&h) {
+                    headers.push(h);
+                }
+            }
+        }
+        headers
+    }
+
     pub fn is_empty(&self) -> bool {
         self.jwt.is_none() && !self.mtls && self.api_keys.is_none() && self.trusted_header.is_none()
     }
@@ -149,6 +165,14 @@ impl IdentityConfig {
 pub enum IdentityError {
     /// A credential was presented but matches no configured key.
     UnknownApiKey,
+}
+
+/// Removes the client's credentials (see [`IdentityConfig::credential_headers`]) from the
+/// upstream request.
+pub fn strip_credentials(host: &dyn Host, credential_headers: &[String]) {
+    for name in credential_headers {
+        host.try_set_header(HeaderMap::Request, name, None);
+    }
 }
 
 /// The API key presented in `headers`, if any (`Authorization: Bearer` or a key header).
@@ -343,6 +367,19 @@ mod tests {
         assert_eq!(id.groups, vec!["eng", "admins"]);
         assert!(id.in_group("admins"));
         assert_eq!(id.source, Source::Jwt);
+    }
+
+    #[test]
+    fn credentials_are_stripped() {
+        let cfg = IdentityConfig {
+            api_keys: Some(ApiKeySource { headers: vec!["X-Tollgate-Key".into()], keys: vec![] }),
+            ..Default::default()
+        };
+        let headers = cfg.credential_headers();
+        assert!(headers.contains(&"x-tollgate-key".to_string()) && headers.contains(&"authorization".to_string()));
+        let host = MemoryHost::with_request_headers(&[("authorization", "Bearer k"), ("x-tollgate-key", "k"), ("accept", "*/*")]);
+        strip_credentials(&host, &headers);
+        assert_eq!(host.headers(HeaderMap::Request).unwrap(), vec![("accept".to_string(), "*/*".to_string())]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope<'a> {
@@ -12,7 +13,9 @@ pub struct Envelope<'a> {
     pub jsonrpc: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub method: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    /// `Some` whenever the member is present, even as `null` (JSON-RPC: a message with an
+    /// `id` member is a request, not a notification).
+    #[serde(default, borrow, deserialize_with = "present")]
     pub id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub params: Option<&'a RawValue>,
@@ -20,6 +23,10 @@ pub struct Envelope<'a> {
     pub result: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub error: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,18 +65,21 @@ impl<'a> Envelope<'a> {
         if self.jsonrpc.as_deref() != Some("2.0") {
             return Err(RpcParseError::Invalid("jsonrpc must be \"2.0\"".into()));
         }
+        let id_is_null = self.id.map(|id| id.get() == "null");
         if let Some(id) = self.id {
             let first = id.get().as_bytes().first().copied().unwrap_or(b'n');
-            if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
+            let valid = first == b'"' || first == b'-' || first.is_ascii_digit() || id.get() == "null";
+            if !valid {
                 return Err(RpcParseError::Invalid("id must be a string or a number".into()));
             }
         }
-        match (&self.method, self.id, self.result.is_some(), self.error.is_some()) {
-            (Some(_), Some(_), false, false) => Ok(Kind::Request),
+        match (&self.method, id_is_null, self.result.is_some(), self.error.is_some()) {
+            // A request with `"id": null` cannot be answered unambiguously: refused, never
+            // mistaken for a notification (which a policy might not judge).
+            (Some(_), Some(true), _, _) => Err(RpcParseError::Invalid("a request id must not be null".into())),
+            (Some(_), Some(false), false, false) => Ok(Kind::Request),
             (Some(_), None, false, false) => Ok(Kind::Notification),
-            (None, Some(_), true, false) | (None, Some(_), false, true) => Ok(Kind::Response),
-            // A response to an unparseable request carries `"id": null` (parsed as None).
-            (None, None, false, true) => Ok(Kind::Response),
+            (None, Some(false), true, false) | (None, Some(_), false, true) => Ok(Kind::Response),
             _ => Err(RpcParseError::Invalid("not a JSON-RPC request, notification or response".into())),
         }
     }
@@ -171,12 +181,13 @@ impl<'de> Visitor<'de> for NoDuplicatesVisitor {
         Ok(NoDuplicates)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
-        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        // A set, not a list: a body with many keys must not cost quadratic time.
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if seen.contains(&key) {
                 return Err(de::Error::custom(format!("duplicate key `{key}`")));
             }
-            seen.push(key);
+            seen.insert(key);
             map.next_value::<NoDuplicates>()?;
         }
         Ok(NoDuplicates)
@@ -217,6 +228,28 @@ mod tests {
         assert!(wrong_version.messages()[0].kind().is_err());
         let bad_id = parse_body(br#"{"jsonrpc":"2.0","id":{},"method":"a"}"#).unwrap();
         assert!(bad_id.messages()[0].kind().is_err());
+    }
+
+    #[test]
+    fn null_ids() {
+        let null_request = parse_body(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap();
+        assert!(null_request.messages()[0].id.is_some());
+        assert!(null_request.messages()[0].kind().is_err());
+        let error_response = parse_body(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#).unwrap();
+        assert_eq!(error_response.messages()[0].kind(), Ok(Kind::Response));
+        let null_result = parse_body(br#"{"jsonrpc":"2.0","id":null,"result":{}}"#).unwrap();
+        assert!(null_result.messages()[0].kind().is_err());
+    }
+
+    #[test]
+    fn many_keys_are_checked_in_linear_time() {
+        let mut body = String::from("{");
+        for i in 0..100_000 {
+            body.push_str(&format!("\"k{i}\":{i},"));
+        }
+        body.push_str("\"k0\":1}");
+        let err = check_no_duplicate_keys(body.as_bytes()).unwrap_err();
+        assert!(err.contains("k0"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Fixed-window counters in Envoy shared data, shared by every worker VM of one Envoy
 //! (same `vm_id`), updated with compare-and-swap. Used for request and token limits.
 
-use crate::host::{Host, HostError};
+use crate::host::{Host, HostError, LogLevel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowState {
@@ -36,13 +36,30 @@ fn encode(state: WindowState) -> [u8; 16] {
 
 const CAS_RETRIES: usize = 8;
 
-/// Adds `amount` to the counter `key` if the result stays within `limit` (or always, when
-/// `force`, e.g. to reconcile real usage after the fact). A negative `amount` returns
-/// reserved capacity. Fails closed: if shared data keeps failing, the call is refused.
-pub fn consume(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool) -> LimitOutcome {
-    let now = host.now_nanos() / 1_000_000_000;
+fn now_secs(host: &dyn Host) -> u64 {
+    host.now_nanos() / 1_000_000_000
+}
+
+fn window_start(now: u64, window_secs: u64) -> u64 {
+    now - now % window_secs.max(1)
+}
+
+/// What one compare-and-swap update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Written: usage after the update.
+    Done { used: u64, reset_secs: u64 },
+    /// Over the limit, nothing written: usage as it stands.
+    Refused { used: u64, reset_secs: u64 },
+    /// Shared data kept failing (or kept changing under us).
+    Unavailable,
+}
+
+/// The window containing `now` gets `amount` added (see [`consume`]).
+fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool, now: u64) -> Applied {
     let window_secs = window_secs.max(1);
-    let window_start = now - now % window_secs;
+    let window_start = window_start(now, window_secs);
+    let reset_secs = window_start + window_secs - now;
     for _ in 0..CAS_RETRIES {
         let (value, cas) = match host.shared_data(key) {
             Ok(v) => v,
@@ -55,24 +72,139 @@ pub fn consume(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs:
             .map(|s| s.used)
             .unwrap_or(0);
         let next = if amount < 0 { current.saturating_sub(amount.unsigned_abs()) } else { current.saturating_add(amount as u64) };
-        let reset_secs = window_start + window_secs - now;
         if amount > 0 && next > limit && !force {
-            return LimitOutcome { allowed: false, used: current, reset_secs };
+            return Applied::Refused { used: current, reset_secs };
         }
         match host.set_shared_data(key, &encode(WindowState { window_start_secs: window_start, used: next }), cas) {
-            Ok(()) => return LimitOutcome { allowed: true, used: next, reset_secs },
+            Ok(()) => return Applied::Done { used: next, reset_secs },
             Err(HostError::CasMismatch) => continue,
             Err(_) => break,
         }
     }
-    LimitOutcome { allowed: false, used: 0, reset_secs: window_secs }
+    Applied::Unavailable
 }
 
-/// Current usage of `key` in the current window.
-pub fn usage(host: &dyn Host, key: &str, window_secs: u64) -> u64 {
-    let now = host.now_nanos() / 1_000_000_000;
-    let window_secs = window_secs.max(1);
-    let window_start = now - now % window_secs;
+/// Adds `amount` to the counter `key` if the result stays within `limit` (or always, when
+/// `force`, e.g. to reconcile real usage after the fact). A negative `amount` returns
+/// reserved capacity. Fails closed: if shared data keeps failing, the call is refused.
+pub fn consume(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool) -> LimitOutcome {
+    match apply(host, key, amount, limit, window_secs, force, now_secs(host)) {
+        Applied::Done { used, reset_secs } => LimitOutcome { allowed: true, used, reset_secs },
+        Applied::Refused { used, reset_secs } => LimitOutcome { allowed: false, used, reset_secs },
+        Applied::Unavailable => LimitOutcome { allowed: false, used: 0, reset_secs: window_secs.max(1) },
+    }
+}
+
+/// One counter to reserve from in [`reserve_all`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    pub key: &'a str,
+    pub amount: u64,
+    pub limit: u64,
+    pub window_secs: u64,
+}
+
+/// A reservation [`reserve_all`] made: settle it with [`settle`] in the same window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// Start of the fixed window the amount was added to (seconds since the epoch).
+    pub window_start_secs: u64,
+    pub window_secs: u64,
+    pub amount: u64,
+    /// Usage of the window right after this reservation.
+    pub used: u64,
+    /// Seconds until that window resets.
+    pub reset_secs: u64,
+}
+
+/// Why [`reserve_all`] refused: the claim at `index` did not fit (or shared data failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub index: usize,
+    /// The counter's usage in its current window (0 when `unavailable`).
+    pub used: u64,
+    pub reset_secs: u64,
+    /// Shared data could not be read or written: refused to fail closed.
+    pub unavailable: bool,
+}
+
+/// Reserves every claim or none: claims are taken in order, each with compare-and-swap
+/// against its own limit; the first that does not fit is refused and the ones already taken
+/// are returned. Not atomic across counters: a concurrent request can see a claim that is
+/// later rolled back, which can only cause an extra refusal, never a counter above its limit.
+/// All claims use one clock reading, so they land in the windows of one instant.
+pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservation>, Refusal> {
+    let now = now_secs(host);
+    let mut taken: Vec<Reservation> = Vec::with_capacity(claims.len());
+    for (index, claim) in claims.iter().enumerate() {
+        let amount = i64::try_from(claim.amount).unwrap_or(i64::MAX);
+        let window_secs = claim.window_secs.max(1);
+        let refusal = match apply(host, claim.key, amount, claim.limit, window_secs, false, now) {
+            Applied::Done { used, reset_secs } => {
+                taken.push(Reservation {
+                    window_start_secs: window_start(now, window_secs),
+                    window_secs,
+                    amount: claim.amount,
+                    used,
+                    reset_secs,
+                });
+                continue;
+            }
+            Applied::Refused { used, reset_secs } => Refusal { index, used, reset_secs, unavailable: false },
+            Applied::Unavailable => Refusal { index, used: 0, reset_secs: window_secs, unavailable: true },
+        };
+        for (done, claim) in taken.iter().zip(claims) {
+            let back = -i64::try_from(done.amount).unwrap_or(i64::MAX);
+            if settle_at(host, claim.key, done.window_start_secs, done.window_secs, back, now) == Settlement::Failed {
+                host.log(LogLevel::Warn, &format!("tollgate: cannot roll back reservation on {}", claim.key));
+            }
+        }
+        return Err(refusal);
+    }
+    Ok(taken)
+}
+
+/// What [`settle`] did with an adjustment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Applied to the reservation's own window: its usage is now `used`.
+    Applied { used: u64 },
+    /// The reservation's window is over and the adjustment was positive (real usage above
+    /// the reservation): charged to the current window, whose usage is now `used`.
+    CarriedOver { used: u64 },
+    /// The reservation's window is over and the adjustment was negative (or zero): dropped.
+    /// Returning it to the new window would grant capacity that window never lent.
+    Dropped,
+    /// Shared data kept failing: nothing written.
+    Failed,
+}
+
+/// Adjusts a reservation made in the window starting at `window_start_secs` by `amount`
+/// (real usage minus the reservation: negative returns capacity, positive charges more).
+/// Always applied, even above the limit: the usage happened. When the window rolled over
+/// since the reservation, a negative amount is dropped and a positive one is charged to the
+/// current window (see [`Settlement`]).
+pub fn settle(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u64, amount: i64) -> Settlement {
+    settle_at(host, key, window_start_secs, window_secs, amount, now_secs(host))
+}
+
+fn settle_at(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u64, amount: i64, now: u64) -> Settlement {
+    let same_window = window_start(now, window_secs) == window_start_secs;
+    if !same_window && amount <= 0 {
+        return Settlement::Dropped;
+    }
+    if amount == 0 {
+        return Settlement::Applied { used: usage_at(host, key, window_secs, now) };
+    }
+    match apply(host, key, amount, u64::MAX, window_secs, true, now) {
+        Applied::Done { used, .. } if same_window => Settlement::Applied { used },
+        Applied::Done { used, .. } => Settlement::CarriedOver { used },
+        Applied::Refused { .. } | Applied::Unavailable => Settlement::Failed,
+    }
+}
+
+fn usage_at(host: &dyn Host, key: &str, window_secs: u64, now: u64) -> u64 {
+    let window_start = window_start(now, window_secs);
     host.shared_data(key)
         .ok()
         .and_then(|(v, _)| v)
@@ -81,6 +213,11 @@ pub fn usage(host: &dyn Host, key: &str, window_secs: u64) -> u64 {
         .filter(|s| s.window_start_secs == window_start)
         .map(|s| s.used)
         .unwrap_or(0)
+}
+
+/// Current usage of `key` in the current window.
+pub fn usage(host: &dyn Host, key: &str, window_secs: u64) -> u64 {
+    usage_at(host, key, window_secs.max(1), now_secs(host))
 }
 
 #[cfg(test)]
@@ -104,5 +241,106 @@ mod tests {
         let out = consume(&host, "k", 1, 10, 60, false);
         assert!(out.allowed);
         assert_eq!(out.reset_secs, 59);
+    }
+
+    fn at(host: &MemoryHost, secs: u64) {
+        *host.clock_nanos.borrow_mut() = secs * 1_000_000_000;
+    }
+
+    #[test]
+    fn reserve_all_takes_every_claim_or_none() {
+        let host = MemoryHost::new();
+        at(&host, 1000);
+        let claims = |tokens| {
+            [
+                Claim { key: "req", amount: 1, limit: 5, window_secs: 60 },
+                Claim { key: "tok", amount: tokens, limit: 100, window_secs: 60 },
+                Claim { key: "usd", amount: 10, limit: 1_000, window_secs: 3600 },
+            ]
+        };
+        let held = reserve_all(&host, &claims(70)).unwrap();
+        assert_eq!(held.len(), 3);
+        assert_eq!((held[0].window_start_secs, held[0].used, held[0].reset_secs), (960, 1, 20));
+        assert_eq!((held[2].window_start_secs, held[2].window_secs, held[2].reset_secs), (0, 3600, 2600));
+        assert_eq!(held[1].amount, 70);
+        // The second claim does not fit: nothing is kept, not even the first one.
+        let refused = reserve_all(&host, &claims(31)).unwrap_err();
+        assert_eq!(refused, Refusal { index: 1, used: 70, reset_secs: 20, unavailable: false });
+        assert_eq!((usage(&host, "req", 60), usage(&host, "tok", 60), usage(&host, "usd", 3600)), (1, 70, 10));
+        // Exactly at the limit fits.
+        assert!(reserve_all(&host, &claims(30)).is_ok());
+        assert_eq!(usage(&host, "tok", 60), 100);
+        // A later claim failing rolls back earlier claims on other counters too.
+        let refused = reserve_all(&host, &[Claim { key: "req", amount: 1, limit: 5, window_secs: 60 },
+                                           Claim { key: "usd", amount: 981, limit: 1_000, window_secs: 3600 }]).unwrap_err();
+        assert_eq!((refused.index, refused.used), (1, 20));
+        assert_eq!(usage(&host, "req", 60), 2);
+        assert!(reserve_all(&host, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn settle_adjusts_the_reservation_window() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let held = reserve_all(&host, &[Claim { key: "k", amount: 80, limit: 100, window_secs: 60 }]).unwrap();
+        let r = held[0];
+        assert_eq!(r.window_start_secs, 60);
+        // Real usage below the reservation: the difference comes back.
+        at(&host, 110);
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, -70), Settlement::Applied { used: 10 });
+        // Real usage above the reservation: charged even over the limit (it happened).
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 95), Settlement::Applied { used: 105 });
+        assert!(!consume(&host, "k", 1, 100, 60, false).allowed);
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 0), Settlement::Applied { used: 105 });
+        // Never below zero.
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, -500), Settlement::Applied { used: 0 });
+    }
+
+    #[test]
+    fn settle_after_the_window_rolled_over() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let r = reserve_all(&host, &[Claim { key: "k", amount: 80, limit: 100, window_secs: 60 }]).unwrap()[0];
+        // Next window: another request reserved 50 there.
+        at(&host, 130);
+        assert!(consume(&host, "k", 50, 100, 60, false).allowed);
+        // Returning the old reservation's unused part would free capacity the new window
+        // never lent: dropped.
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, -60), Settlement::Dropped);
+        assert_eq!(usage(&host, "k", 60), 50);
+        // Usage beyond the old reservation is still real: charged to the current window.
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 7), Settlement::CarriedOver { used: 57 });
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 0), Settlement::Dropped);
+    }
+
+    /// Shared data that always fails: reservations fail closed, settlements report it.
+    struct Broken(MemoryHost);
+    impl Host for Broken {
+        fn property(&self, p: &[&str]) -> crate::host::HostResult<Option<Vec<u8>>> { self.0.property(p) }
+        fn set_property(&self, p: &[&str], v: &[u8]) -> crate::host::HostResult<()> { self.0.set_property(p, v) }
+        fn header(&self, m: crate::host::HeaderMap, n: &str) -> crate::host::HostResult<Option<String>> { self.0.header(m, n) }
+        fn headers(&self, m: crate::host::HeaderMap) -> crate::host::HostResult<Vec<(String, String)>> { self.0.headers(m) }
+        fn set_header(&self, m: crate::host::HeaderMap, n: &str, v: Option<&str>) -> crate::host::HostResult<()> { self.0.set_header(m, n, v) }
+        fn add_header(&self, m: crate::host::HeaderMap, n: &str, v: &str) -> crate::host::HostResult<()> { self.0.add_header(m, n, v) }
+        fn body(&self, b: crate::host::BodyBuffer, s: usize, n: usize) -> crate::host::HostResult<Option<Vec<u8>>> { self.0.body(b, s, n) }
+        fn set_body(&self, b: crate::host::BodyBuffer, s: usize, n: usize, v: &[u8]) -> crate::host::HostResult<()> { self.0.set_body(b, s, n, v) }
+        fn shared_data(&self, _: &str) -> crate::host::HostResult<(Option<Vec<u8>>, Option<u32>)> { Err(HostError::Status(10)) }
+        fn set_shared_data(&self, _: &str, _: &[u8], _: Option<u32>) -> crate::host::HostResult<()> { Err(HostError::Status(10)) }
+        fn define_metric(&self, k: crate::host::MetricKind, n: &str) -> crate::host::HostResult<u32> { self.0.define_metric(k, n) }
+        fn increment_metric(&self, i: u32, o: i64) -> crate::host::HostResult<()> { self.0.increment_metric(i, o) }
+        fn record_metric(&self, i: u32, v: u64) -> crate::host::HostResult<()> { self.0.record_metric(i, v) }
+        fn now_nanos(&self) -> u64 { self.0.now_nanos() }
+        fn random_bytes(&self, o: &mut [u8]) -> crate::host::HostResult<()> { self.0.random_bytes(o) }
+        fn send_local_reply(&self, s: u32, h: &[(&str, &str)], b: &[u8]) -> crate::host::HostResult<()> { self.0.send_local_reply(s, h, b) }
+        fn log(&self, l: LogLevel, m: &str) { self.0.log(l, m) }
+    }
+
+    #[test]
+    fn shared_data_failure_fails_closed() {
+        let host = Broken(MemoryHost::new());
+        let refused = reserve_all(&host, &[Claim { key: "k", amount: 1, limit: 10, window_secs: 60 }]).unwrap_err();
+        assert!(refused.unavailable);
+        assert!(!consume(&host, "k", 1, 10, 60, false).allowed);
+        assert_eq!(settle(&host, "k", 0, 60, 5), Settlement::Failed);
     }
 }

@@ -54,12 +54,26 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let state = self.state.clone()?;
-        Some(Box::new(HttpFilter(P::new_exchange(state, self.metrics.clone()))))
+        // Returning None would make the SDK panic; without a configuration (Envoy should never
+        // ask, as the plugin failed to load) every request is refused instead.
+        match self.state.clone() {
+            Some(state) => Some(Box::new(HttpFilter(P::new_exchange(state, self.metrics.clone())))),
+            None => Some(Box::new(HttpFilter(Unconfigured))),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Fails closed when there is no valid configuration.
+struct Unconfigured;
+
+impl HttpExchange for Unconfigured {
+    fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Step {
+        let _ = crate::reply::send_json(host, 503, &[], br#"{"error":"tollgate: plugin not configured"}"#);
+        Step::Pause
     }
 }
 
