@@ -471,6 +471,8 @@ pub enum Refusal {
     MethodNotAllowed,
     /// 413: body over `max_request_bytes`.
     TooLarge,
+    /// 429: a configured limit or budget; the OpenAI error `type` (`requests`, `tokens`, `cost`).
+    RateLimited(&'static str),
 }
 
 impl Refusal {
@@ -482,6 +484,7 @@ impl Refusal {
             Refusal::BadRequest => 400,
             Refusal::MethodNotAllowed => 405,
             Refusal::TooLarge => 413,
+            Refusal::RateLimited(_) => 429,
         }
     }
 
@@ -493,6 +496,7 @@ impl Refusal {
             Refusal::BadRequest => ("invalid_request_error", "invalid_request"),
             Refusal::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             Refusal::TooLarge => ("invalid_request_error", "request_too_large"),
+            Refusal::RateLimited(kind) => (kind, "rate_limit_exceeded"),
         }
     }
 
@@ -503,6 +507,7 @@ impl Refusal {
             Refusal::NotFound => "not_found_error",
             Refusal::BadRequest | Refusal::MethodNotAllowed => "invalid_request_error",
             Refusal::TooLarge => "request_too_large",
+            Refusal::RateLimited(_) => "rate_limit_error",
         }
     }
 
@@ -513,6 +518,7 @@ impl Refusal {
             Refusal::NotFound => "NOT_FOUND",
             Refusal::BadRequest | Refusal::TooLarge => "INVALID_ARGUMENT",
             Refusal::MethodNotAllowed => "UNIMPLEMENTED",
+            Refusal::RateLimited(_) => "RESOURCE_EXHAUSTED",
         }
     }
 }
@@ -696,6 +702,13 @@ mod tests {
         let v: Value = serde_json::from_slice(&error_body(None, Refusal::TooLarge, "big")).unwrap();
         assert_eq!(v["error"]["code"], "request_too_large");
         assert_eq!(Refusal::TooLarge.status(), 413);
+        let limited = Refusal::RateLimited("tokens");
+        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::OpenaiChat), limited, "slow down")).unwrap();
+        assert_eq!((v["error"]["type"].as_str(), v["error"]["code"].as_str()), (Some("tokens"), Some("rate_limit_exceeded")));
+        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::AnthropicMessages), limited, "x")).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::Gemini), limited, "x")).unwrap();
+        assert_eq!((v["error"]["code"].as_u64(), v["error"]["status"].as_str()), (Some(429), Some("RESOURCE_EXHAUSTED")));
     }
 
     #[test]

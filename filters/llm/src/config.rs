@@ -12,12 +12,18 @@
 //!                  "credential": {"env": "PROVIDER_A_KEY", "send_as": "bearer"}}],
 //!   "models": [{"model": "gpt-4o*", "provider": "provider-a"},
 //!              {"model": "fast", "provider": "provider-a", "upstream_model": "gpt-4o-mini"}],
-//!   "prices": [{"model": "gpt-4o-mini", "input": 0.15, "cached_input": 0.075, "output": 0.6}]
+//!   "prices": [{"model": "gpt-4o-mini", "input": 0.15, "cached_input": 0.075, "output": 0.6}],
+//!   "default_max_output_tokens": 4096,
+//!   "limits": [{"id": "team-month", "scope": "team", "cost_micro_usd_per_window": 100000000,
+//!               "window_secs": 2592000},
+//!              {"id": "key-tpm", "scope": "key", "models": ["gpt-4o*"], "requests_per_window": 60,
+//!               "tokens_per_window": 100000, "window_secs": 60}]
 //! }
 //! ```
 
 use crate::api::{AuthScheme, ClientApi};
 use crate::cost::{Price, PriceTable};
+use crate::limits::{Limit, Scope};
 use crate::record::ModelLabels;
 use crate::routing::{Provider, Router};
 use serde::Deserialize;
@@ -70,6 +76,13 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     #[serde(default)]
     pub prices: Vec<PriceConfig>,
+    /// Output tokens reserved for a request that names no maximum (`max_tokens`,
+    /// `max_completion_tokens`, `max_output_tokens`, `generationConfig.maxOutputTokens`).
+    #[serde(default = "default_max_output_tokens")]
+    pub default_max_output_tokens: u64,
+    /// Request, token and cost limits per fixed window (see `limits.rs`).
+    #[serde(default)]
+    pub limits: Vec<LimitConfig>,
 }
 
 impl Default for Config {
@@ -88,6 +101,8 @@ impl Default for Config {
             providers: Vec::new(),
             models: Vec::new(),
             prices: Vec::new(),
+            default_max_output_tokens: default_max_output_tokens(),
+            limits: Vec::new(),
         }
     }
 }
@@ -109,6 +124,37 @@ fn default_max_model_labels() -> usize {
 }
 fn default_max_event_bytes() -> usize {
     1 << 20
+}
+fn default_max_output_tokens() -> u64 {
+    4096
+}
+
+/// Longest window: a year and a day (budgets are usually monthly: 2592000).
+const MAX_WINDOW_SECS: u64 = 366 * 86_400;
+
+/// One limit: caps per fixed window (aligned to the Unix epoch) for each key, principal or
+/// team. At least one cap must be set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Names the limit in refusals, audit records (`rule_id`), metrics and counter keys:
+    /// letters, digits, `-` and `_`.
+    pub id: String,
+    /// Whose usage is counted together: `key`, `principal` or `team`.
+    pub scope: Scope,
+    /// Model globs (requested or upstream name); absent: every model. Matching models
+    /// share one counter per scope value.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub requests_per_window: Option<u64>,
+    /// Input + output tokens.
+    #[serde(default)]
+    pub tokens_per_window: Option<u64>,
+    /// Cost in micro-dollars (1 USD = 1000000), from `prices`.
+    #[serde(default)]
+    pub cost_micro_usd_per_window: Option<u64>,
+    pub window_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +236,8 @@ pub struct State {
     pub model_labels: ModelLabels,
     pub router: Router,
     pub prices: PriceTable,
+    pub default_max_output_tokens: u64,
+    pub limits: Vec<Limit>,
     /// Request headers that may carry a client credential: all removed before forwarding.
     pub client_credential_headers: Vec<String>,
 }
@@ -301,6 +349,55 @@ impl Validate for Config {
             check_price(&format!("{at}.cache_creation"), p.cache_creation)?;
             check_price(&format!("{at}.reasoning"), p.reasoning)?;
         }
+        if self.default_max_output_tokens == 0 {
+            return Err(bad("default_max_output_tokens", "must be greater than 0"));
+        }
+        let mut ids = HashSet::new();
+        for (i, l) in self.limits.iter().enumerate() {
+            let at = format!("limits[{i}]");
+            let id_ok = !l.id.is_empty()
+                && l.id.len() <= 64
+                && l.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return Err(bad(&format!("{at}.id"), "must be 1 to 64 letters, digits, `-` or `_`"));
+            }
+            if !ids.insert(l.id.as_str()) {
+                return Err(bad(&format!("{at}.id"), format!("duplicate limit `{}`", l.id)));
+            }
+            if let Some(models) = &l.models {
+                if models.is_empty() {
+                    return Err(bad(&format!("{at}.models"), "must not be empty (omit it for every model)"));
+                }
+                for (j, m) in models.iter().enumerate() {
+                    check_model_name(&format!("{at}.models[{j}]"), m)?;
+                }
+            }
+            let caps = [
+                ("requests_per_window", l.requests_per_window),
+                ("tokens_per_window", l.tokens_per_window),
+                ("cost_micro_usd_per_window", l.cost_micro_usd_per_window),
+            ];
+            if caps.iter().all(|(_, cap)| cap.is_none()) {
+                return Err(bad(
+                    &at,
+                    "set at least one of `requests_per_window`, `tokens_per_window`, `cost_micro_usd_per_window`",
+                ));
+            }
+            for (name, cap) in caps {
+                if cap == Some(0) || cap.is_some_and(|c| c > i64::MAX as u64) {
+                    return Err(bad(&format!("{at}.{name}"), "must be between 1 and 9223372036854775807"));
+                }
+            }
+            if l.cost_micro_usd_per_window.is_some() && self.prices.is_empty() {
+                return Err(bad(
+                    &format!("{at}.cost_micro_usd_per_window"),
+                    "needs `prices`: without a price every request costs 0",
+                ));
+            }
+            if l.window_secs == 0 || l.window_secs > MAX_WINDOW_SECS {
+                return Err(bad(&format!("{at}.window_secs"), format!("must be between 1 and {MAX_WINDOW_SECS}")));
+            }
+        }
         Ok(())
     }
 }
@@ -360,6 +457,19 @@ impl Config {
             };
             (p.model, price)
         }));
+        let limits = self
+            .limits
+            .into_iter()
+            .map(|l| Limit {
+                id: l.id,
+                scope: l.scope,
+                models: l.models.map(|m| m.iter().map(|g| Glob::new(g)).collect()),
+                requests: l.requests_per_window,
+                tokens: l.tokens_per_window,
+                cost_micro_usd: l.cost_micro_usd_per_window,
+                window_secs: l.window_secs,
+            })
+            .collect();
         let mut client_credential_headers: Vec<String> =
             ["authorization", "x-api-key", "x-goog-api-key"].iter().map(|s| s.to_string()).collect();
         if let Some(keys) = &self.identity.api_keys {
@@ -383,6 +493,8 @@ impl Config {
             model_labels: ModelLabels::new(self.max_model_labels),
             router,
             prices,
+            default_max_output_tokens: self.default_max_output_tokens,
+            limits,
             client_credential_headers,
         })
     }
@@ -488,6 +600,53 @@ mod tests {
         let mut v = base();
         v["provider_header"] = json!("X-Bad Header");
         assert!(err(v).starts_with("provider_header:"));
+    }
+
+    #[test]
+    fn limits_compile_and_bad_limits_name_the_field() {
+        let mut v = base();
+        v["limits"] = json!([
+            {"id": "key-tpm", "scope": "key", "models": ["gpt-*"], "tokens_per_window": 1000, "requests_per_window": 5, "window_secs": 60},
+            {"id": "team_month", "scope": "team", "cost_micro_usd_per_window": 5000000, "window_secs": 2592000}
+        ]);
+        v["default_max_output_tokens"] = json!(512);
+        let state = load(v.clone()).unwrap();
+        assert_eq!(state.default_max_output_tokens, 512);
+        assert_eq!(state.limits.len(), 2);
+        assert!(state.limits[0].applies_to("gpt-4o", "gpt-4o") && !state.limits[0].applies_to("claude", "claude"));
+        assert_eq!((state.limits[1].cost_micro_usd, state.limits[1].window_secs), (Some(5_000_000), 2_592_000));
+        assert_eq!(load(base()).unwrap().default_max_output_tokens, 4096);
+
+        let check = |path: &str, value: serde_json::Value, expected: &str| {
+            let mut bad = v.clone();
+            let (index, field) = path.split_once('.').unwrap_or((path, ""));
+            let index: usize = index.parse().unwrap();
+            if field.is_empty() {
+                bad["limits"][index] = value;
+            } else {
+                bad["limits"][index][field] = value;
+            }
+            let e = err(bad);
+            assert!(e.starts_with(expected), "{e}");
+        };
+        check("0.scope", json!("tenant"), "limits[0].scope: unknown variant `tenant`");
+        check("0.tokens_per_minute", json!(1), "limits[0].tokens_per_minute: unknown field");
+        check("0.id", json!("a.b"), "limits[0].id: must be");
+        check("1.id", json!("key-tpm"), "limits[1].id: duplicate limit `key-tpm`");
+        check("0.models", json!([]), "limits[0].models: must not be empty");
+        check("0.models", json!(["gpt 4"]), "limits[0].models[0]:");
+        check("0.tokens_per_window", json!(0), "limits[0].tokens_per_window: must be between 1");
+        check("0.tokens_per_window", json!(-1), "limits[0].tokens_per_window: invalid value");
+        check("0.window_secs", json!(0), "limits[0].window_secs: must be between 1 and 31622400");
+        check("1", json!({"id": "x", "scope": "team", "window_secs": 60}), "limits[1]: set at least one of");
+        check("1", json!({"id": "x", "scope": "team"}), "limits[1]: missing field `window_secs`");
+
+        let mut no_prices = v.clone();
+        no_prices["prices"] = json!([]);
+        assert!(err(no_prices).starts_with("limits[1].cost_micro_usd_per_window: needs `prices`"));
+        let mut bad = v.clone();
+        bad["default_max_output_tokens"] = json!(0);
+        assert!(err(bad).starts_with("default_max_output_tokens:"));
     }
 
     #[test]

@@ -6,20 +6,22 @@
 //! W3C trace, resolve the caller (401 for an unknown key, and for no key when identity is
 //! required), strip every client credential header, hold the headers (Pause).
 //! Request body: buffered until complete (the model decides the route): 413 over the limit,
-//! 400 for bad JSON / no model, 404 unknown model, 403 model not allowed for the key; then
-//! rewrite the model (alias) and inject `stream_options.include_usage`, set the routing
-//! header (Envoy re-selects the route), the provider's credential and extra headers.
+//! 400 for bad JSON / no model, 404 unknown model, 403 model not allowed for the key, 429
+//! when a matching limit cannot take the request's estimate (reservations are taken here,
+//! see `limits.rs`); then rewrite the model (alias) and inject `stream_options.include_usage`,
+//! set the routing header (Envoy re-selects the route), the provider's credential and extra
+//! headers.
 //! Response: counted chunk by chunk while it streams through (never buffered).
-//! Log: one audit record and the metrics.
+//! End (`finish`, exactly once: end of response, or `on_log` / `on_done`): reservations
+//! reconciled against the real usage, then one audit record and the metrics.
 
 use crate::api::{self, ClientApi, Endpoint, GeminiAction, Refusal};
 use crate::config::State;
 use crate::cost::cost_micro_usd;
+use crate::limits::{self, Actual, Denial, Estimate, Held};
 use crate::record::{self, Labels, LlmDetail};
 use crate::routing::model_allowed;
-use crate::usage::{Framing, UsageTracker};
-#[cfg(test)]
-use crate::usage::Tokens;
+use crate::usage::{Framing, Tokens, UsageTracker};
 use std::rc::Rc;
 use tollgate_core::exchange::{HttpExchange, Step};
 use tollgate_core::audit::{self, Decision, Layer, Record};
@@ -41,6 +43,8 @@ struct Refused {
     refusal: Refusal,
     error_type: &'static str,
     message: String,
+    /// Set when a limit refused the request.
+    limit: Option<Denial>,
 }
 
 pub struct Exchange {
@@ -76,6 +80,14 @@ pub struct Exchange {
     response_complete: bool,
     last_provisional_nanos: u64,
     finished: bool,
+    /// The estimate reserved at admission (when a limit applied).
+    estimate: Option<Estimate>,
+    /// Reservations held until `finish` reconciles them (then emptied).
+    held: Vec<Held>,
+    /// `x-ratelimit-*` headers for a successful response.
+    ratelimit_headers: Vec<(String, String)>,
+    /// Ids of the limits this request took over their cap (set at reconciliation).
+    overshot: Vec<String>,
 }
 
 /// Minimum time between two provisional records of one streaming response.
@@ -117,6 +129,10 @@ impl Exchange {
             response_complete: false,
             last_provisional_nanos: 0,
             finished: false,
+            estimate: None,
+            held: Vec::new(),
+            ratelimit_headers: Vec::new(),
+            overshot: Vec::new(),
         }
     }
 
@@ -126,17 +142,58 @@ impl Exchange {
 
     /// Answers locally in the client API's error shape; the request never goes upstream.
     fn refuse(&mut self, host: &dyn Host, refusal: Refusal, error_type: &'static str, message: String) -> Step {
+        let headers: &[(&str, &str)] =
+            if refusal == Refusal::Unauthenticated { &[("www-authenticate", "Bearer")] } else { &[] };
+        self.refuse_with(host, refusal, error_type, message, headers, None)
+    }
+
+    fn refuse_with(
+        &mut self,
+        host: &dyn Host,
+        refusal: Refusal,
+        error_type: &'static str,
+        message: String,
+        headers: &[(&str, &str)],
+        limit: Option<Denial>,
+    ) -> Step {
         let body = api::error_body(self.api(), refusal, &message);
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        if refusal == Refusal::Unauthenticated {
-            headers.push(("www-authenticate", "Bearer"));
-        }
-        if let Err(e) = reply::send_json(host, refusal.status(), &headers, &body) {
+        if let Err(e) = reply::send_json(host, refusal.status(), headers, &body) {
             host.log(LogLevel::Error, &format!("tollgate-llm: cannot send local reply: {e}"));
         }
-        self.refused = Some(Refused { refusal, error_type, message });
+        self.refused = Some(Refused { refusal, error_type, message, limit });
         self.finish(host);
         Step::Pause
+    }
+
+    /// Admission against the configured limits: reserves the request's estimate on every
+    /// matching limit, or refuses with 429 (nothing reserved, nothing forwarded).
+    fn admit(&mut self, host: &dyn Host, model: &str, upstream_model: &str, max_output_tokens: Option<u64>) -> Option<Step> {
+        let state = self.state.clone();
+        if !state.limits.iter().any(|l| l.applies_to(model, upstream_model)) {
+            return None;
+        }
+        // The cost is only estimated (and recorded as reserved) when a budget applies.
+        let budget = state.limits.iter().any(|l| l.cost_micro_usd.is_some() && l.applies_to(model, upstream_model));
+        let estimate = limits::estimate(
+            self.request_bytes,
+            state.estimate_bytes_per_token,
+            max_output_tokens.unwrap_or(state.default_max_output_tokens),
+            state.prices.lookup(upstream_model).filter(|_| budget),
+        );
+        self.estimate = Some(estimate);
+        match limits::admit(host, &state.limits, self.identity.as_ref(), model, upstream_model, &estimate) {
+            Ok(held) => {
+                self.ratelimit_headers = limits::client_headers(&state.limits, &held);
+                self.held = held;
+                None
+            }
+            Err(denial) => {
+                let headers = denial.headers();
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let refusal = Refusal::RateLimited(denial.dimension.openai_type());
+                Some(self.refuse_with(host, refusal, "rate_limited", denial.message(), &headers, Some(denial)))
+            }
+        }
     }
 
     fn too_large(&mut self, host: &dyn Host) -> Step {
@@ -150,23 +207,32 @@ impl Exchange {
             return;
         }
         self.finished = true;
+        self.reconcile(host);
         self.write_record(host, true);
     }
 
-    /// A provisional record in filter state: what the access log shows if the request ends
-    /// before [`Exchange::finish`] (client gone mid-stream): the estimate so far.
-    fn provisional(&mut self, host: &dyn Host) {
-        if self.finished {
+    /// Replaces the reservations by what the request really took (see `limits.rs`). Runs
+    /// once, from `finish`.
+    fn reconcile(&mut self, host: &dyn Host) {
+        if self.held.is_empty() {
             return;
         }
-        self.last_provisional_nanos = host.now_nanos();
-        self.write_record(host, false);
+        let held = std::mem::take(&mut self.held);
+        let (tokens, _, cost) = self.accounting();
+        let actual = Actual {
+            requests: u64::from(self.forwarded),
+            tokens: tokens.total(),
+            cost_micro_usd: cost.unwrap_or(0),
+        };
+        let state = self.state.clone();
+        let overshot = limits::reconcile(host, &state.limits, &held, actual);
+        self.overshot = overshot.iter().filter_map(|&i| state.limits.get(i).map(|l| l.id.clone())).collect();
     }
 
-    fn write_record(&mut self, host: &dyn Host, is_final: bool) {
-        let now = host.now_nanos();
-        let duration_ms = ms_between(self.started_nanos, now);
-        let state = self.state.clone();
+    /// Tokens (reported, else estimated), whether they are estimates, and the cost, as the
+    /// record shows them. Zero when nothing was forwarded or the provider answered an error.
+    fn accounting(&self) -> (Tokens, bool, Option<u64>) {
+        let state = &self.state;
         let ok_response = self.forwarded && self.response_status.is_some_and(|s| s < 400);
         let report = match (&self.tracker, ok_response) {
             (Some(tracker), true) => Some(tracker.report(self.request_bytes, state.estimate_bytes_per_token)),
@@ -183,6 +249,24 @@ impl Exchange {
             (true, Some(model)) => state.prices.lookup(model).map(|p| cost_micro_usd(&tokens, p)),
             _ => None,
         };
+        (tokens, estimated, cost)
+    }
+
+    /// A provisional record in filter state: what the access log shows if the request ends
+    /// before [`Exchange::finish`] (client gone mid-stream): the estimate so far.
+    fn provisional(&mut self, host: &dyn Host) {
+        if self.finished {
+            return;
+        }
+        self.last_provisional_nanos = host.now_nanos();
+        self.write_record(host, false);
+    }
+
+    fn write_record(&mut self, host: &dyn Host, is_final: bool) {
+        let now = host.now_nanos();
+        let duration_ms = ms_between(self.started_nanos, now);
+        let state = self.state.clone();
+        let (tokens, estimated, cost) = self.accounting();
 
         let upstream_error = match self.response_status {
             Some(s) if s >= 400 && self.forwarded => Some(
@@ -196,7 +280,7 @@ impl Exchange {
             match &self.refused {
                 Some(r) => {
                     let decision = match r.refusal {
-                        Refusal::Unauthenticated | Refusal::Forbidden => Decision::Deny,
+                        Refusal::Unauthenticated | Refusal::Forbidden | Refusal::RateLimited(_) => Decision::Deny,
                         _ => Decision::Error,
                     };
                     (decision, Some(r.refusal.status()), Some(r.message.clone()), Some(r.error_type.to_string()))
@@ -210,6 +294,8 @@ impl Exchange {
 
         let team = self.identity.as_ref().and_then(|i| i.team.as_deref());
         let api = self.api();
+        let overshot: Vec<&str> = self.overshot.iter().map(String::as_str).collect();
+        let denial = self.refused.as_ref().and_then(|r| r.limit.as_ref());
         let detail = LlmDetail {
             api: api.map(ClientApi::name),
             operation: api.map(ClientApi::operation),
@@ -229,6 +315,9 @@ impl Exchange {
             response_bytes: self.response_bytes,
             completed: self.refused.is_some() || self.response_complete,
             error_type: error_type.as_deref(),
+            reserved: self.estimate,
+            limit: denial,
+            limits_overshot: &overshot,
         };
         let trace = self.trace.as_ref();
         let mut rec = Record::new(Layer::Llm, self.started_nanos / 1_000_000, detail);
@@ -238,7 +327,7 @@ impl Exchange {
         rec.parent_span_id = trace.and_then(|t| t.parent_span_id.as_deref());
         rec.identity = self.identity.as_ref();
         rec.decision = decision;
-        rec.rule_id = self.refused.as_ref().map(|r| r.error_type);
+        rec.rule_id = self.refused.as_ref().map(|r| r.limit.as_ref().map(|l| l.id.as_str()).unwrap_or(r.error_type));
         rec.status = status;
         rec.duration_ms = Some(duration_ms);
         rec.error = error.as_deref();
@@ -371,6 +460,9 @@ impl HttpExchange for Exchange {
         if !model_allowed(allowed, &model) {
             return self.refuse(host, Refusal::Forbidden, "model_not_allowed", format!("this key may not use model `{model}`"));
         }
+        if let Some(step) = self.admit(host, &model, route.upstream_model, info.max_output_tokens) {
+            return step;
+        }
 
         let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
         let body_model = (route.rewritten && endpoint.api != ClientApi::Gemini).then_some(route.upstream_model);
@@ -432,6 +524,9 @@ impl HttpExchange for Exchange {
                     .response_header("content-encoding")
                     .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
                 self.tracker = Some(UsageTracker::new(api, framing, self.state.max_event_bytes));
+                for (name, value) in &self.ratelimit_headers {
+                    host.try_set_header(HeaderMap::Response, name, Some(value));
+                }
             }
         }
         if end_of_stream {
@@ -856,5 +951,213 @@ mod tests {
         assert_eq!(ex.on_request_body(&host, body.len(), false), Step::Pause);
         assert_eq!(ex.on_request_trailers(&host), Step::Continue);
         assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+    }
+
+    // ---- limits ------------------------------------------------------------------------
+
+    fn limited_state(limits: Value) -> Rc<State> {
+        let cfg = json!({
+            "identity": {"api_keys": {"keys": [
+                {"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"},
+                {"sha256": sha256_hex(b"tg-dave"), "name": "dave-key", "principal": "dave", "team": "payments"},
+                {"sha256": sha256_hex(b"tg-bob"), "name": "bob-key", "principal": "bob", "team": "research"}
+            ]}},
+            "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
+            "models": [{"model": "*", "provider": "prov-a"}],
+            "prices": [{"model": "gpt-*", "input": 1000, "output": 2000}],
+            "default_max_output_tokens": 100,
+            "limits": limits
+        });
+        Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap())
+    }
+
+    /// One request up to admission: the exchange, and whether it was forwarded.
+    fn admit_one(state: &Rc<State>, metrics: &Rc<Metrics>, host: &MemoryHost, body: &[u8]) -> (Exchange, bool) {
+        let mut ex = Exchange::new(state.clone(), metrics.clone());
+        assert_eq!(ex.on_request_headers(host, false), Step::Pause);
+        let step = send_body(&mut ex, host, body);
+        (ex, step == Step::Continue)
+    }
+
+    /// Carries the request's state (clock, shared data) over to a fresh request host.
+    fn next_request(prev: &MemoryHost, path: &str, key_header: (&str, &str)) -> MemoryHost {
+        let host = request(path, &[key_header]);
+        *host.shared.borrow_mut() = prev.shared.borrow().clone();
+        *host.clock_nanos.borrow_mut() = *prev.clock_nanos.borrow();
+        *host.metrics.borrow_mut() = prev.metrics.borrow().clone();
+        host
+    }
+
+    fn chat_body(max_tokens: u64) -> Vec<u8> {
+        format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#).into_bytes()
+    }
+
+    fn used(host: &MemoryHost, key: &str) -> u64 {
+        tollgate_core::limits::usage(host, key, 3600)
+    }
+
+    const TOKENS: &str = "tollgate.llm.limit.tpm.alice.tokens";
+
+    #[test]
+    fn admission_reserves_the_estimate_and_refuses_in_each_api_shape() {
+        let state = limited_state(json!([{"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600}]));
+        let metrics = Rc::new(Metrics::new());
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        *host.clock_nanos.borrow_mut() = 7_200_000_000_000 + 600_000_000_000; // 10 minutes into an hour
+        let body = chat_body(500);
+        let est = (body.len() as u64).div_ceil(4) + 500;
+        let (mut first, forwarded) = admit_one(&state, &metrics, &host, &body);
+        assert!(forwarded);
+        assert_eq!(used(&host, TOKENS), est);
+        assert_eq!(audit(&host)["reserved"], json!({"tokens": est}));
+
+        // While the first holds its reservation, the same request again does not fit.
+        let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+        let (mut second, forwarded) = admit_one(&state, &metrics, &h2, &body);
+        assert!(!forwarded);
+        assert_eq!(header(&h2, "x-tollgate-provider"), None, "never routed");
+        let (status, headers, reply) = h2.local_reply.borrow().clone().unwrap();
+        assert_eq!(status, 429);
+        assert!(headers.contains(&("retry-after".into(), "3000".into())), "{headers:?}");
+        assert!(headers.contains(&("x-ratelimit-remaining-tokens".into(), (1000 - est).to_string())), "{headers:?}");
+        let reply: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!((reply["error"]["type"].as_str(), reply["error"]["code"].as_str()), (Some("tokens"), Some("rate_limit_exceeded")));
+        assert!(reply["error"]["message"].as_str().unwrap().contains(&format!("used {est}")), "{reply}");
+        second.on_log(&h2);
+        let r = audit(&h2);
+        assert_eq!((r["decision"].as_str(), r["rule_id"].as_str(), r["error_type"].as_str(), r["status"].as_u64()),
+                   (Some("deny"), Some("tpm"), Some("rate_limited"), Some(429)));
+        assert_eq!(r["limit"], json!({"id": "tpm", "scope": "principal", "dimension": "tokens", "limit": 1000, "used": est,
+                                      "requested": est, "window_secs": 3600, "reset_secs": 3000}));
+        assert_eq!(r["tokens"]["total"], 0);
+        assert_eq!(h2.metric("tollgate.llm.limit_refusals.limit.tpm.team.payments"), Some(1));
+        assert_eq!(h2.metric("tollgate.llm.errors.team.payments.model.gpt-4o.provider.prov-a.error_type.rate_limited"), Some(1));
+        assert_eq!(used(&h2, TOKENS), est, "the refused request reserved nothing");
+
+        // Anthropic and Gemini shapes.
+        let h3 = next_request(&h2, "/v1/messages", ("x-api-key", "tg-alice"));
+        let (_, forwarded) = admit_one(&state, &metrics, &h3, br#"{"model":"claude-3","max_tokens":900,"messages":[]}"#);
+        assert!(!forwarded);
+        let (status, reply) = local_reply(&h3);
+        assert_eq!((status, reply["type"].as_str(), reply["error"]["type"].as_str()), (429, Some("error"), Some("rate_limit_error")));
+        let h4 = next_request(&h3, "/v1beta/models/gemini-x:generateContent", ("x-goog-api-key", "tg-alice"));
+        // No maxOutputTokens: default_max_output_tokens (100) is reserved... which still fits.
+        let (mut gem, forwarded) = admit_one(&state, &metrics, &h4, br#"{"contents":[]}"#);
+        assert!(forwarded);
+        assert_eq!(audit(&h4)["reserved"]["tokens"], 4 + 100);
+        gem.on_log(&h4);
+        let h5 = next_request(&h4, "/v1beta/models/gemini-x:generateContent", ("x-goog-api-key", "tg-alice"));
+        let (_, forwarded) = admit_one(&state, &metrics, &h5, br#"{"contents":[],"generationConfig":{"maxOutputTokens":2000}}"#);
+        assert!(!forwarded);
+        let (status, reply) = local_reply(&h5);
+        assert_eq!((status, reply["error"]["status"].as_str()), (429, Some("RESOURCE_EXHAUSTED")));
+        assert!(reply["error"]["message"].as_str().unwrap().contains("more than the 1000 tokens allowed"), "{reply}");
+
+        // Bob is another principal: his own counter.
+        let h6 = next_request(&h5, "/v1/chat/completions", ("authorization", "Bearer tg-bob"));
+        assert!(admit_one(&state, &metrics, &h6, &body).1);
+        first.on_log(&host);
+    }
+
+    #[test]
+    fn reconciliation_at_the_end_frees_the_unused_reservation_once() {
+        let state = limited_state(json!([{"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600}]));
+        let metrics = Rc::new(Metrics::new());
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let body = chat_body(900);
+        let est = (body.len() as u64).div_ceil(4) + 900;
+        let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &body);
+        assert!(forwarded);
+        respond(&mut ex, &host, "200", "application/json", &[br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5}}"#]);
+        // Client headers: the tightest limit as of admission.
+        assert_eq!(host.response_header("x-ratelimit-limit-tokens").as_deref(), Some("1000"));
+        assert_eq!(host.response_header("x-ratelimit-remaining-tokens"), Some((1000 - est).to_string()));
+        assert_eq!(used(&host, TOKENS), 12, "reconciled at the response's end");
+        // on_log and on_done after that change nothing.
+        ex.on_log(&host);
+        ex.on_done(&host);
+        assert_eq!(used(&host, TOKENS), 12);
+        // The freed capacity admits the next 900-token request (12 + est <= 1000).
+        let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+        let (mut ex2, forwarded) = admit_one(&state, &metrics, &h2, &body);
+        assert!(forwarded);
+        assert_eq!(used(&h2, TOKENS), 12 + est);
+        // An upstream error: the tokens come back, the request still counts... (no request cap here)
+        respond(&mut ex2, &h2, "503", "application/json", &[br#"{"error":{"message":"down"}}"#]);
+        assert_eq!(used(&h2, TOKENS), 12);
+        assert_eq!(h2.response_header("x-ratelimit-remaining-tokens"), None, "only on success");
+    }
+
+    #[test]
+    fn streams_are_reconciled_at_their_end_or_when_abandoned() {
+        let state = limited_state(json!([
+            {"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600},
+            {"id": "rpm", "scope": "key", "requests_per_window": 10, "window_secs": 3600}
+        ]));
+        let metrics = Rc::new(Metrics::new());
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":800}"#;
+        let (mut ex, forwarded) = admit_one(&state, &metrics, &host, body);
+        assert!(forwarded);
+        let est = (body.len() as u64).div_ceil(4) + 800;
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        ex.on_response_headers(&host, false);
+        assert_eq!(host.response_header("x-ratelimit-remaining-requests").as_deref(), Some("9"));
+        let chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n";
+        *host.response_body.borrow_mut() = chunk.to_vec();
+        ex.on_response_body(&host, chunk.len(), false);
+        assert_eq!(used(&host, TOKENS), est, "held while the stream runs");
+        let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":21}}\n\ndata: [DONE]\n\n";
+        *host.response_body.borrow_mut() = last.to_vec();
+        ex.on_response_body(&host, last.len(), true);
+        assert_eq!(used(&host, TOKENS), 30);
+        assert_eq!(used(&host, "tollgate.llm.limit.rpm.alice-key.requests"), 1);
+        ex.on_log(&host);
+        assert_eq!(used(&host, TOKENS), 30);
+
+        // Abandoned mid-stream: on_log reconciles with the estimate the record shows.
+        let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+        let (mut ex2, _) = admit_one(&state, &metrics, &h2, body);
+        *h2.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+        ex2.on_response_headers(&h2, false);
+        *h2.response_body.borrow_mut() = chunk.to_vec();
+        ex2.on_response_body(&h2, chunk.len(), false);
+        ex2.on_log(&h2);
+        let r = audit(&h2);
+        assert_eq!(r["estimated"], true);
+        assert_eq!(used(&h2, TOKENS), 30 + r["tokens"]["total"].as_u64().unwrap());
+        ex2.on_done(&h2);
+        assert_eq!(used(&h2, TOKENS), 30 + r["tokens"]["total"].as_u64().unwrap());
+        assert_eq!(used(&h2, "tollgate.llm.limit.rpm.alice-key.requests"), 2);
+    }
+
+    #[test]
+    fn team_budget_in_money_and_overshoot_is_recorded() {
+        // gpt-*: 1000 micro-USD per input token, 2000 per output token.
+        let state = limited_state(json!([{"id": "team-budget", "scope": "team", "cost_micro_usd_per_window": 200000, "window_secs": 2592000}]));
+        let metrics = Rc::new(Metrics::new());
+        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+        let body = chat_body(10);
+        let in_est = (body.len() as u64).div_ceil(4);
+        let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &body);
+        assert!(forwarded);
+        assert_eq!(audit(&host)["reserved"], json!({"tokens": in_est + 10, "cost_micro_usd": in_est * 1000 + 10 * 2000}));
+        // The provider wrote far more than max_tokens said: real cost above the reservation.
+        respond(&mut ex, &host, "200", "application/json", &[br#"{"usage":{"prompt_tokens":50,"completion_tokens":100}}"#]);
+        let r = audit(&host);
+        assert_eq!(r["cost_micro_usd"], 250_000);
+        assert_eq!(r["limits_overshot"], json!(["team-budget"]));
+        assert_eq!(host.metric("tollgate.llm.limit_overshoots.limit.team-budget.team.payments"), Some(1));
+        assert_eq!(tollgate_core::limits::usage(&host, "tollgate.llm.limit.team-budget.payments.cost", 2592000), 250_000);
+        // Spent: dave (same team) is refused; bob (another team) is not.
+        let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-dave"));
+        let (mut refused, forwarded) = admit_one(&state, &metrics, &h2, &body);
+        assert!(!forwarded);
+        let (_, reply) = local_reply(&h2);
+        assert_eq!(reply["error"]["type"], "cost");
+        refused.on_log(&h2);
+        assert_eq!(audit(&h2)["limit"]["dimension"], "cost_micro_usd");
+        let h3 = next_request(&h2, "/v1/chat/completions", ("authorization", "Bearer tg-bob"));
+        assert!(admit_one(&state, &metrics, &h3, &body).1);
     }
 }

@@ -1,12 +1,13 @@
 //! Tollgate LLM filter: an AI gateway for OpenAI Chat, OpenAI Responses, Anthropic Messages
 //! and Gemini clients. Pure decision modules (`api`, `routing`, `usage`, `cost`, `record`)
-//! never touch the host; `exchange` runs one request against `&dyn Host` (natively testable
+//! never touch the host; `limits` works on shared data through `&dyn Host`; `exchange` runs one request against `&dyn Host` (natively testable
 //! with `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
 pub mod api;
 pub mod config;
 pub mod cost;
 pub mod exchange;
+pub mod limits;
 pub mod record;
 pub mod routing;
 pub mod usage;

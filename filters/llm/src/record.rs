@@ -11,7 +11,9 @@
 //! | `gen_ai_client_requests` | counter | team, model, provider |
 //! | `gen_ai_client_token_usage` | counter | token_type (input, output, cached_input, cache_creation, reasoning), team, model, provider |
 //! | `cost_micro_usd` | counter | team, model, provider |
-//! | `errors` | counter | team, model, provider, error_type |
+//! | `errors` | counter | team, model, provider, error_type (`rate_limited` for limit refusals) |
+//! | `limit_refusals` | counter | limit, team: requests refused by a limit or budget |
+//! | `limit_overshoots` | counter | limit, team: requests whose real usage, above their reservation, took a counter over its cap |
 //! | `usage_estimated` | counter | team, model, provider |
 //! | `gen_ai_client_operation_duration` | histogram (ms) | team, model, provider |
 //! | `gen_ai_server_time_to_first_token` | histogram (ms) | team, model, provider |
@@ -19,8 +21,9 @@
 //! `model` is the requested model name once it matched a route (`none` before that or for
 //! unknown models), at most `max_model_labels` distinct names per VM (then `other`), so
 //! clients cannot create unbounded series; `team` is the identity's team or `none`;
-//! `provider` is the provider entry's name or `none`.
+//! `provider` is the provider entry's name or `none`; `limit` is a configured limit id.
 
+use crate::limits::{Denial, Estimate};
 use crate::usage::Tokens;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -36,6 +39,8 @@ pub const ERRORS: &str = "tollgate.llm.errors";
 pub const ESTIMATED: &str = "tollgate.llm.usage_estimated";
 pub const DURATION: &str = "tollgate.llm.gen_ai_client_operation_duration";
 pub const TTFT: &str = "tollgate.llm.gen_ai_server_time_to_first_token";
+pub const LIMIT_REFUSALS: &str = "tollgate.llm.limit_refusals";
+pub const LIMIT_OVERSHOOTS: &str = "tollgate.llm.limit_overshoots";
 
 /// Token counts as recorded: the normalized counts plus their total.
 #[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
@@ -104,6 +109,15 @@ pub struct LlmDetail<'a> {
     pub completed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<&'a str>,
+    /// What admission reserved on the matching limits (absent when no limit applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<Estimate>,
+    /// The limit that refused the request (then `rule_id` is its id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'a Denial>,
+    /// Limits this request took over their cap: real usage above its reservation.
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    pub limits_overshot: &'a [&'a str],
 }
 
 /// Bounds the distinct `model` label values per VM: glob routes let clients choose model
@@ -166,6 +180,12 @@ pub fn emit_metrics(host: &dyn Host, metrics: &Metrics, labels: Labels<'_>, deta
     }
     if let Some(error_type) = detail.error_type {
         metrics.inc(host, ERRORS, &[base[0], base[1], base[2], ("error_type", error_type)]);
+    }
+    if let Some(denial) = detail.limit {
+        metrics.inc(host, LIMIT_REFUSALS, &[("limit", &denial.id), base[0]]);
+    }
+    for id in detail.limits_overshot {
+        metrics.inc(host, LIMIT_OVERSHOOTS, &[("limit", id), base[0]]);
     }
     metrics.record(host, DURATION, &base, duration_ms);
     if let Some(ttft) = detail.ttft_ms {
