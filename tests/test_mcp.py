@@ -75,6 +75,8 @@ def gateway_plugin(**policy_changes: Any) -> dict:
         if rule["effect"] == "allow" and not {"principals", "groups", "teams"} & rule.keys():
             rule["principals"] = ["*"]  # protocol, public-data
     rules.append({"id": "billing-no-echo", "effect": "deny", "servers": ["billing"], "tools": ["echo"]})
+    rules.append({"id": "no-secret-echo", "effect": "deny", "tools": ["echo"],
+                  "arguments": [{"path": "$.text", "regex": "secret"}]})
     cfg["policy"].update(policy_changes)
     return cfg
 
@@ -123,6 +125,17 @@ async def mcp(request):
         return StreamingResponse(replay(), media_type="text/event-stream")
     body = json.loads(await request.body())
     mode = request.headers.get("x-stub-mode", "sse")
+    if isinstance(body, list):
+        # A server that takes one request's id for another's: the list goes to the first id.
+        ids = [m["id"] for m in body if "id" in m]
+        answers = [{"jsonrpc": "2.0", "id": ids[0], "result": LIST}]
+        answers += [{"jsonrpc": "2.0", "id": i, "result": {}} for i in ids[1:]]
+        if mode == "json":
+            return Response(json.dumps(answers).encode(), media_type="application/json")
+        async def each():
+            for answer in answers:
+                yield sse(answer)
+        return StreamingResponse(each(), media_type="text/event-stream")
     if mode == "json":
         data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": LIST}).encode()
         return Response(data, media_type="application/json")
@@ -605,6 +618,15 @@ FAIL_CLOSED = {
     "2026-name-header-mismatch": (dict(body=ADD, headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}), 400, -32020),
     "2026-name-header-bad-base64": (dict(body=ADD, headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "=?base64?YWRk=?="}), 400, -32020),
     "unknown-api-key": (dict(body=ADD, headers={"x-api-key": "tg-not-a-key"}), 401, -31401),
+    "null-request-id": (dict(body={"jsonrpc": "2.0", "id": None, "method": "tools/call",
+                                   "params": {"name": "admin_reset", "arguments": {}}}), 400, -32600),
+    "null-request-id-in-batch": (dict(body=[ADD, {**call("admin_reset", {}), "id": None}],
+                                      headers={"mcp-protocol-version": "2025-03-26"}), 400, -32600),
+    "batch-duplicate-ids": (dict(body=[call("add", {"a": 1, "b": 2}, id=1), call("echo", {"text": "x"}, id=1)],
+                                 headers={"mcp-protocol-version": "2025-03-26"}), 400, -32600),
+    "batch-equivalent-numeric-ids": (dict(body=None, raw=b'[' + json.dumps(call("add", {"a": 1, "b": 2}, id=1)).encode()
+                                          + b',' + json.dumps(call("echo", {"text": "x"})).replace('"id": 1', '"id": 1e0').encode()
+                                          + b']', headers={"mcp-protocol-version": "2025-03-26"}), 400, -32600),
 }
 
 
@@ -632,6 +654,63 @@ def test_fail_closed_never_reaches_the_server(world, gw_json, case):
     # The filter's own record of the refusal (not the MCP server's answer).
     record = gw_json.wait_audit(before + 1, where=refused_here)[-1]
     assert record["server"] == "demo" and "tool" not in record
+
+
+def test_batch_ids_that_differ_only_as_written_are_refused_before_the_server(world, gw_stub):
+    # [ping id 1, tools/list id 1]: a server answering both under id 1 could have the list
+    # pass as the ping's answer. Refused whole; the upstream never sees it.
+    seen = lambda: len(httpx.get(f"http://127.0.0.1:{world.servers['stub']}/_seen", timeout=5).json())  # noqa: E731
+    before = seen()
+    for ids in [(b"1", b"1"), (b"1", b"1.0"), (b"1e0", b"10e-1")]:
+        raw = (b'[{"jsonrpc":"2.0","id":%s,"method":"ping"},{"jsonrpc":"2.0","id":%s,"method":"tools/list"}]' % ids)
+        response = post(gw_stub, None, {"mcp-protocol-version": "2025-03-26"}, raw=raw)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == -32600
+        assert "admin_reset" not in response.text
+    assert seen() == before
+    # A string id is not a number: "1" and 1 are different requests (forwarded).
+    raw = b'[{"jsonrpc":"2.0","id":"1","method":"ping"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]'
+    response = post(gw_stub, None, {"mcp-protocol-version": "2025-03-26", "x-stub-mode": "json"}, raw=raw)
+    assert response.status_code == 200 and seen() == before + 1
+
+
+@pytest.mark.parametrize("stub_mode", ["json", "sse"])
+def test_list_answered_under_another_requests_id_is_still_filtered(world, gw_stub, stub_mode):
+    # The stub answers the tools list under the ping's id: the gateway filters it by shape.
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]
+
+    response = post(gw_stub, batch, {"mcp-protocol-version": "2025-03-26", "x-stub-mode": stub_mode})
+
+    assert response.status_code == 200
+    if stub_mode == "json":
+        answers = response.json()
+    else:
+        answers = [json.loads(l[5:]) for l in response.text.splitlines() if l.startswith("data:")]
+    assert answers[0]["id"] == 1
+    assert [t["name"] for t in answers[0]["result"]["tools"]] == ["add"]
+    assert answers[0]["result"]["nextCursor"] == "page-2"
+    assert "admin_reset" not in response.text
+    line = audit_array(gw_stub, lambda a: [r.get("method") for r in a] == ["ping", "tools/list"]
+                       and a[0].get("list_hidden") == 1)
+    assert line[0]["decision"] == "allow"
+
+
+def test_deny_rule_matches_arguments_of_an_unexpected_type(world, gw_json):
+    # `no-secret-echo` denies echo when $.text matches /secret/: an array holding a match, or
+    # a value the regex cannot read, is denied too (fail closed).
+    world.reset_calls("json")
+    for text in [["secret"], ["fine", "top secret"], {"t": "secret"}, 5]:
+        response = post(gw_json, call("echo", {"text": text}))
+        assert rpc(response)["error"]["message"] == "Unknown tool: echo", (text, response.text)
+        record = audit_for(gw_json, tool="echo", arguments_sha256=canonical_sha256({"text": text}))
+        assert (record["decision"], record["rule_id"]) == ("deny", "no-secret-echo")
+    assert world.calls("json") == {}
+
+    async def actions(client):
+        return await client.call_tool("echo", {"text": "fine"})
+
+    assert not run_sdk(gw_json.url + "/mcp", "legacy", key("alice"), actions).is_error
+    assert world.calls("json") == {"echo": 1}
 
 
 def test_2026_base64_name_header_that_matches_passes(world, gw_json):
@@ -725,6 +804,7 @@ def test_other_http_methods_are_refused(gw_json):
 
 def test_dry_run_records_denials_but_blocks_nothing(world, gw_dry):
     world.reset_calls("json")
+    dry_before = gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny")
 
     async def actions(client):
         tools = [t.name for t in (await client.list_tools()).tools]
@@ -740,7 +820,7 @@ def test_dry_run_records_denials_but_blocks_nothing(world, gw_dry):
     assert (record["decision"], record["enforced"]) == ("deny", False)
     assert record["arguments"] == {}  # audit_arguments: true
     assert audit_for(gw_dry, method="tools/list")["list_hidden"] == 3
-    assert gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny") >= 1
+    assert gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny") == dry_before + 1
 
 
 # --- audit, trace, metrics -------------------------------------------------------------------
@@ -770,19 +850,32 @@ def test_audit_records_identity_digest_session_trace_and_is_error(world, gw, ser
 
 
 def test_metrics_by_server_tool_and_decision(world, gw_json):
+    # The gateway is shared by the module: compare before and after, never absolute values.
+    series = {
+        "add_allow": 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="add",mcp_decision="allow"}',
+        "reset_deny": 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="admin_reset",mcp_decision="deny"}',
+        "call_allow": 'tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_call",mcp_decision="allow"}',
+        "call_deny": 'tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_call",mcp_decision="deny"}',
+        "list_allow": 'tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_list",mcp_decision="allow"}',
+    }
+
+    def values() -> dict[str, float]:
+        text = gw_json.prometheus()
+        out = {}
+        for name, line_start in series.items():
+            line = next((l for l in text.splitlines() if l.startswith(line_start + " ")), None)
+            out[name] = float(line.rsplit(" ", 1)[1]) if line else 0.0
+        out["requests"] = gw_json.stat("wasmcustom.tollgate.mcp.requests")
+        return out
+
+    before = values()
     post(gw_json, call("add", {"a": 1, "b": 1}))
     post(gw_json, call("admin_reset", {}))
-    text = gw_json.prometheus()
+    post(gw_json, call("add", {"a": 2, "b": 2}))
+    after = values()
 
-    def value(line_start: str) -> float:
-        line = next((l for l in text.splitlines() if l.startswith(line_start)), None)
-        assert line is not None, f"{line_start} not in\n" + "\n".join(l for l in text.splitlines() if "tollgate" in l)
-        return float(line.rsplit(" ", 1)[1])
-
-    assert value('tollgate_mcp_calls{mcp_server="demo",mcp_tool="add",mcp_decision="allow"}') >= 1
-    assert value('tollgate_mcp_calls{mcp_server="demo",mcp_tool="admin_reset",mcp_decision="deny"}') >= 1
-    assert value('tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_call",mcp_decision="allow"}') >= 1
-    assert gw_json.stat("wasmcustom.tollgate.mcp.requests") >= 2
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == {"add_allow": 2, "reset_deny": 1, "call_allow": 2, "call_deny": 1, "list_allow": 0, "requests": 3}
 
 
 # --- streaming and list rewriting against a scripted upstream --------------------------------

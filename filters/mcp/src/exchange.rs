@@ -9,7 +9,7 @@
 //! per JSON-RPC message emitted when the response ends.
 
 use crate::config::{Config, DenyStyle};
-use crate::listfilter::{canonical_json, filter_list, id_key, ListKind, ServerMessage};
+use crate::listfilter::{canonical_json, filter_list, id_key, list_shape, ListKind, ServerMessage};
 use crate::message::{self, codes, read_message, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
@@ -17,8 +17,7 @@ use crate::replies::{self, Denied, Reply};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::rc::Rc;
 use tollgate_core::exchange::{HttpExchange, Step};
 use tollgate_core::audit::{self, Decision, Layer, Record};
@@ -27,13 +26,13 @@ use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::jsonrpc::{check_no_duplicate_keys, parse_body, Body, Kind};
-use tollgate_core::metrics::Metrics;
+use tollgate_core::metrics::{LabelCap, Metrics};
 use tollgate_core::reply::{rpc_error_body, send_json};
 use tollgate_core::sse::{SseEvent, SseItem, SseParser};
 use tollgate_core::trace::{self, TraceStep};
 
-/// Distinct tool/method label values per VM before new ones are counted as `_other`
-/// (label values come from clients; stat names must stay bounded).
+/// Distinct values per VM of each client-chosen label (`tool`, `method`), each label its own
+/// cap; further values are counted as `other` (stat names must stay bounded).
 const MAX_LABEL_VALUES: usize = 256;
 
 /// The compiled, immutable configuration shared by every stream of a VM.
@@ -41,7 +40,11 @@ pub struct Shared {
     pub config: Config,
     pub policy: Option<Policy>,
     pub rate_limits: RateLimits,
-    labels: RefCell<BTreeSet<String>>,
+    /// Request headers that may carry a client credential (removed unless
+    /// `forward_credentials`), computed once.
+    credential_headers: Vec<String>,
+    tool_labels: LabelCap,
+    method_labels: LabelCap,
 }
 
 impl Shared {
@@ -51,20 +54,15 @@ impl Shared {
             None => None,
         };
         let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits")?;
-        Ok(Shared { config, policy, rate_limits, labels: RefCell::new(BTreeSet::new()) })
-    }
-
-    fn label(&self, value: &str) -> String {
-        let value = message::truncate(value, 64);
-        let mut labels = self.labels.borrow_mut();
-        if labels.contains(value) {
-            return value.to_string();
-        }
-        if labels.len() >= MAX_LABEL_VALUES {
-            return "_other".to_string();
-        }
-        labels.insert(value.to_string());
-        value.to_string()
+        let credential_headers = config.identity.credential_headers();
+        Ok(Shared {
+            config,
+            policy,
+            rate_limits,
+            credential_headers,
+            tool_labels: LabelCap::new(MAX_LABEL_VALUES),
+            method_labels: LabelCap::new(MAX_LABEL_VALUES),
+        })
     }
 
     fn dry_run(&self) -> bool {
@@ -322,6 +320,21 @@ impl Exchange {
             match read_message(envelope) {
                 Ok(m) => messages.push(m),
                 Err(refusal) => return self.refuse_message(host, envelope.id, &refusal),
+            }
+        }
+        if self.batch {
+            // Responses are matched to requests by id: two requests of one batch with the
+            // same id (or ids a server may take for the same: `1`, `1.0`, `1e0`) would let
+            // a list result pass as the answer to another request.
+            let mut ids = HashSet::with_capacity(messages.len());
+            for m in &messages {
+                if let (Kind::Request, Some(id)) = (m.kind, m.id) {
+                    if !ids.insert(id_key(id)) {
+                        let msg = format!("Invalid Request: duplicate request id {} in batch", message::truncate(id.get(), 64));
+                        let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &msg);
+                        return self.refuse_request(host, reply, Decision::Error, &msg);
+                    }
+                }
             }
         }
         if self.revision.has_routing_headers() {
@@ -594,16 +607,15 @@ impl Exchange {
             }
             rec.detail.rpc_error_code = msg.error_code();
         }
-        // A known request that is not a list is never rewritten; an unknown id (e.g. a
-        // replayed response on a GET stream) is judged by its shape.
-        if record.is_some() && list.is_none() {
-            return Outcome::Keep;
-        }
         let shared = self.shared.clone();
         let Some(policy) = &shared.policy else { return Outcome::Keep };
+        // The list the request asked for; otherwise (a request that is not a list, or an
+        // unknown id, e.g. replayed on a GET stream) whatever has the shape of a list result
+        // (`result.tools` ... an array) is filtered as one: fail closed, whatever the id says.
+        let Some(kind) = list.or_else(|| list_shape(&msg)) else { return Outcome::Keep };
         let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
         let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed;
-        let result = filter_list(&msg, list, &mut keep);
+        let result = filter_list(&msg, Some(kind), &mut keep);
         let (outcome, hidden, error) = match result {
             Ok(None) => (Outcome::Keep, 0, None),
             Ok(Some(rewritten)) if policy.dry_run => (Outcome::Keep, rewritten.hidden, None),
@@ -659,15 +671,15 @@ impl Exchange {
     /// Counts one message (and, for `tools/call`, one call) with its decision label:
     /// `allow`, `deny`, `dryrun_deny`, `rate_limited`, `dryrun_rate_limited`, `error`.
     fn count_message(&self, host: &dyn Host, method: &str, tool: Option<&str>, decision: &str) {
-        let method = self.shared.label(method);
+        let method = self.shared.method_labels.label(method);
         self.metrics.inc(
             host,
             "tollgate.mcp.messages",
-            &[("server", &self.server), ("method", &method), ("decision", decision)],
+            &[("server", &self.server), ("method", method), ("decision", decision)],
         );
         if let Some(tool) = tool {
-            let tool = self.shared.label(tool);
-            self.metrics.inc(host, "tollgate.mcp.calls", &[("server", &self.server), ("tool", &tool), ("decision", decision)]);
+            let tool = self.shared.tool_labels.label(tool);
+            self.metrics.inc(host, "tollgate.mcp.calls", &[("server", &self.server), ("tool", tool), ("decision", decision)]);
         }
     }
 
@@ -749,15 +761,6 @@ impl Exchange {
             None => "unknown".into(),
         }
     }
-
-    fn strip_credentials(&self, host: &dyn Host) {
-        host.try_set_header(HeaderMap::Request, "authorization", None);
-        if let Some(keys) = &self.config().identity.api_keys {
-            for name in &keys.headers {
-                host.try_set_header(HeaderMap::Request, name, None);
-            }
-        }
-    }
 }
 
 impl HttpExchange for Exchange {
@@ -794,7 +797,7 @@ impl HttpExchange for Exchange {
         // Responses must stay readable: the filter cannot judge compressed lists.
         host.try_set_header(HeaderMap::Request, "accept-encoding", None);
         if !self.config().forward_credentials {
-            self.strip_credentials(host);
+            identity::strip_credentials(host, &self.shared.credential_headers);
         }
 
         match self.http_method.as_str() {
@@ -1281,6 +1284,131 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
         let a = audit(&host);
         assert_eq!(a.as_array().unwrap().len(), 2);
         assert_eq!(a[1]["batch_index"], 1);
+    }
+
+    #[test]
+    fn batches_with_duplicate_or_equivalent_request_ids_are_refused() {
+        let shared = shared(demo_policy(json!({})));
+        let list = |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+        let ping = |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize"}}"#);
+        for (a, b) in [("1", "1"), ("1", "1.0"), ("1e0", "1"), ("-0", "0"), (r#""a""#, r#""\u0061""#)] {
+            let host = request("POST", &[]);
+            let (_, step) = post(&shared, &host, &format!("[{},{}]", ping(a), list(b)));
+            assert_eq!(step, Step::Pause, "{a} {b}");
+            let (status, v) = reply_json(&host);
+            assert_eq!((status, v["error"]["code"].as_i64()), (400, Some(-32600)), "{a} {b}");
+            assert!(v["id"].is_null());
+            let a = audit(&host);
+            assert_eq!((a["decision"].as_str(), a["status"].as_u64()), (Some("error"), Some(400)));
+        }
+        // Different ids (a string is not a number), and responses/notifications, pass.
+        for body in [
+            format!("[{},{}]", ping("1"), list(r#""1""#)),
+            format!("[{},{}]", ping("1"), list("2")),
+            format!(r#"[{},{{"jsonrpc":"2.0","id":1,"result":{{}}}},{{"jsonrpc":"2.0","method":"notifications/initialized"}}]"#, list("1")),
+        ] {
+            let host = request("POST", &[]);
+            assert_eq!(post(&shared, &host, &body).1, Step::Continue, "{body}");
+        }
+    }
+
+    #[test]
+    fn responses_shaped_like_lists_are_filtered_whatever_request_their_id_names() {
+        // The batch asked for tools/list (id 2) and a ping-like request (id 1); the server
+        // answers the list under id 1 (`1.0`: a server that mixed the ids up): still filtered.
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"initialize"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
+        let (mut ex, step) = post(&shared, &host, body);
+        assert_eq!(step, Step::Continue);
+        let answer = br#"[{"jsonrpc":"2.0","id":1.0,"result":{"tools":[{"name":"add"},{"name":"admin_reset"}]}},{"jsonrpc":"2.0","id":2,"result":{}}]"#;
+        let out = respond(&mut ex, &host, "application/json", &[answer]);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["result"]["tools"], json!([{"name": "add"}]));
+        assert_eq!(v[0]["id"], 1.0);
+        let a = audit(&host);
+        assert_eq!(a[0]["list_hidden"], 1);
+        // A single tools/call whose SSE answer is a tools list: filtered too.
+        let host = request("POST", &[]);
+        let (mut ex, step) = post(&shared, &host, ADD);
+        assert_eq!(step, Step::Continue);
+        let event = b"data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"admin_reset\"}]}}\n\n";
+        let out = String::from_utf8(respond(&mut ex, &host, "text/event-stream", &[event])).unwrap();
+        assert!(!out.contains("admin_reset"), "{out}");
+        // Ordinary results of other requests are untouched and get no `list_hidden`.
+        let host = request("POST", &[]);
+        let (mut ex, _) = post(&shared, &host, ADD);
+        let result = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"tools"}],"isError":false}}"#;
+        assert_eq!(respond(&mut ex, &host, "application/json", &[result]), result.to_vec());
+        ex.on_log(&host);
+        assert!(audit(&host).get("list_hidden").is_none());
+    }
+
+    #[test]
+    fn null_request_ids_are_refused_and_never_forwarded() {
+        let shared = shared(Value::Null);
+        let null_call = r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#;
+        for body in [null_call.to_string(), format!("[{ADD},{null_call}]")] {
+            let host = request("POST", &[]);
+            let (_, step) = post(&shared, &host, &body);
+            assert_eq!(step, Step::Pause, "{body}");
+            let (status, v) = reply_json(&host);
+            assert_eq!((status, v["error"]["code"].as_i64()), (400, Some(-32600)), "{body}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("must not be null"), "{v}");
+            assert_eq!(audit(&host)["decision"], "error");
+        }
+        // A null id is still fine on an error response the client posts.
+        let host = request("POST", &[]);
+        let (_, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#);
+        assert_eq!(step, Step::Continue);
+    }
+
+    #[test]
+    fn credential_headers_are_stripped_unless_forwarded() {
+        let shared = shared(Value::Null);
+        let host = request("POST", &[("authorization", "Bearer x"), ("x-goog-api-key", "k"), ("x-other", "kept")]);
+        post(&shared, &host, ADD);
+        assert_eq!(
+            (host.request_header("x-api-key"), host.request_header("authorization"), host.request_header("x-goog-api-key")),
+            (None, None, None)
+        );
+        assert_eq!(host.request_header("x-other").as_deref(), Some("kept"));
+        let mut cfg: Config = tollgate_core::config::load(br#"{"forward_credentials": true, "identity": {"api_keys": {"headers": ["x-api-key"], "keys": []}}}"#).unwrap();
+        cfg.server.clusters.insert("mcp_demo".into(), "demo".into());
+        let shared = Rc::new(Shared::build(cfg).unwrap());
+        let host = request("POST", &[("authorization", "Bearer x"), ("x-api-key", "unknown")]);
+        let mut ex = Exchange::new(shared, Rc::new(Metrics::new()));
+        ex.on_request_headers(&host, false);
+        assert_eq!(host.request_header("authorization").as_deref(), Some("Bearer x"));
+    }
+
+    #[test]
+    fn tool_and_method_labels_are_capped_separately() {
+        let shared = shared(Value::Null);
+        let host = request("POST", &[]);
+        let metrics = Rc::new(Metrics::new());
+        let call = |host: &MemoryHost, tool: &str| {
+            let mut ex = Exchange::new(shared.clone(), metrics.clone());
+            ex.on_request_headers(host, false);
+            let body = ADD.replace("\"add\"", &format!("\"{tool}\""));
+            *host.request_body.borrow_mut() = body.as_bytes().to_vec();
+            ex.on_request_body(host, body.len(), true);
+        };
+        for i in 0..MAX_LABEL_VALUES {
+            call(&host, &format!("t{i}"));
+        }
+        call(&host, "one_too_many");
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.t255.decision.allow"), Some(1));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.other.decision.allow"), Some(1));
+        assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.one_too_many.decision.allow"), None);
+        // 257 tools did not use up the method labels: new methods still get their own.
+        let mut ex = Exchange::new(shared.clone(), metrics.clone());
+        ex.on_request_headers(&host, false);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/list"}"#;
+        *host.request_body.borrow_mut() = body.as_bytes().to_vec();
+        ex.on_request_body(&host, body.len(), true);
+        assert_eq!(host.metric("tollgate.mcp.messages.server.demo.method.prompts_list.decision.allow"), Some(1));
+        assert_eq!(host.metric("tollgate.mcp.messages.server.demo.method.tools_call.decision.allow"), Some(257));
     }
 
     const BURST: &str = r#"[{"id": "burst", "max_calls": 2, "window_secs": 60, "per": "principal"}]"#;

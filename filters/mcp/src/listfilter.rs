@@ -122,7 +122,10 @@ impl<'a> ServerMessage<'a> {
     }
 }
 
-/// A request id in a comparable form: strings decoded, numbers as written.
+/// A request id in a comparable form: strings decoded (`"x\u0031"` is `"x1"`); numbers by
+/// value as IEEE-754 doubles, what JavaScript and most JSON libraries make of them (`1`,
+/// `1.0`, `1e0` are one id, and so are integers past 2^53 that round to the same double);
+/// a string is never a number (`"1"` is not `1`).
 pub fn id_key(id: &RawValue) -> String {
     let text = id.get().trim();
     if text.starts_with('"') {
@@ -133,10 +136,24 @@ pub fn id_key(id: &RawValue) -> String {
             return out;
         }
     }
+    let number = text.bytes().next().is_some_and(|b| b == b'-' || b.is_ascii_digit());
+    if let (true, Ok(n)) = (number, text.parse::<f64>()) {
+        // -0 is 0; `{:?}` is the shortest text that reads back as the same double.
+        let n = if n == 0.0 { 0.0 } else { n };
+        return format!("n{n:?}");
+    }
     let mut out = String::with_capacity(text.len() + 1);
-    out.push('n');
+    out.push('r');
     out.push_str(text);
     out
+}
+
+/// The list a response has the shape of: its `result` holds `tools`, `prompts`,
+/// `resources` or `resourceTemplates` as an array. For responses that are not known to
+/// answer a list request (an unknown id, or an id the server took for another request's).
+pub fn list_shape(message: &ServerMessage<'_>) -> Option<ListKind> {
+    let pairs: Pairs<'_> = serde_json::from_str(message.result?.get()).ok()?;
+    ListKind::guess(&pairs)
 }
 
 /// An object's members in order, values raw (duplicate keys kept, so each is filtered).
@@ -361,6 +378,38 @@ mod tests {
         let c: Box<RawValue> = serde_json::from_str("1").unwrap();
         assert_eq!(id_key(&a), id_key(&b));
         assert_ne!(id_key(&b), id_key(&c));
+    }
+
+    #[test]
+    fn numeric_ids_compare_by_value() {
+        let key = |t: &str| id_key(&serde_json::from_str::<Box<RawValue>>(t).unwrap());
+        for same in ["1.0", "1e0", "1E+0", "10e-1", "0.1e1", "1.000"] {
+            assert_eq!(key(same), key("1"), "{same}");
+        }
+        assert_eq!(key("-0"), key("0"));
+        assert_eq!(key("0.0e5"), key("0"));
+        assert_eq!(key("9007199254740993"), key("9007199254740992"));
+        assert_eq!(key("1e400"), key("2e400"));
+        assert_ne!(key("1"), key("\"1\""));
+        assert_ne!(key("1"), key("2"));
+        assert_ne!(key("1"), key("-1"));
+        assert_ne!(key("1.5"), key("1"));
+        assert_ne!(key("\"1.0\""), key("\"1\""));
+    }
+
+    #[test]
+    fn list_shapes() {
+        let shape = |t: &str| list_shape(&ServerMessage::parse(t).unwrap());
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#), Some(ListKind::Tools));
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{},"prompts":[{"name":"x"}]}}"#), Some(ListKind::Prompts));
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"resources":[]}}"#), Some(ListKind::Resources));
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[]}}"#), Some(ListKind::ResourceTemplates));
+        // A duplicate key does not hide the array.
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":"x","tools":[]}}"#), Some(ListKind::Tools));
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}"#), None);
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":"x"}}"#), None);
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"result":[]}"#), None);
+        assert_eq!(shape(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#), None);
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! - any matching deny wins; otherwise the first matching allow allows; otherwise deny;
 //! - for list filtering (`tools/list` ...) each item is judged as a call of it with unknown
 //!   arguments: it is shown when some allow rule could match (argument conditions assumed
-//!   satisfiable) and no deny rule without argument conditions matches.
+//!   satisfiable) and no deny rule without argument conditions matches;
+//! - argument values are tested fail closed: a value a test cannot read (a regex on a
+//!   number, a range on an object, `equals: "x"` on `5`) makes a deny condition match and an
+//!   allow condition fail; in deny rules an array is tested element by element (see
+//!   [`Condition::holds`]).
 
 use crate::config::{ArgumentConfig, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
 use crate::message::Target;
@@ -23,7 +27,6 @@ pub struct Policy {
     pub deny_style: DenyStyle,
     pub dry_run: bool,
     rules: Vec<Rule>,
-    needs_arguments: bool,
 }
 
 #[derive(Debug)]
@@ -46,6 +49,17 @@ struct Condition {
     path: JsonPath,
     test: Test,
     quantifier: Quantifier,
+    /// In a deny rule: values the test cannot read count as matching.
+    deny: bool,
+}
+
+/// What a test makes of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Fail,
+    /// The value is not of a type the test reads.
+    Untestable,
 }
 
 #[derive(Debug)]
@@ -81,14 +95,6 @@ impl<'p> Verdict<'p> {
     }
 }
 
-/// Arguments of the message being judged.
-#[derive(Debug, Clone, Copy)]
-pub enum Args<'a> {
-    Known(&'a Value),
-    /// List filtering: any arguments might be sent.
-    Unknown,
-}
-
 /// Regex programs larger than this are refused at load (bounded memory per worker).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -106,13 +112,7 @@ impl Policy {
             }
             rules.push(compile_rule(rule, &at)?);
         }
-        let needs_arguments = rules.iter().any(|r| !r.arguments.is_empty());
-        Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules, needs_arguments })
-    }
-
-    /// True when some rule looks at arguments (so they must be parsed to be judged).
-    pub fn needs_arguments(&self) -> bool {
-        self.needs_arguments
+        Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules })
     }
 
     /// Judges one request.
@@ -132,14 +132,6 @@ impl Policy {
         match first_allow {
             Some(rule) => Verdict::allow(rule),
             None => Verdict::deny(None),
-        }
-    }
-
-    /// Judges a request with known or unknown arguments (unknown: list visibility).
-    pub fn decide_args(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: Args<'_>) -> Verdict<'_> {
-        match args {
-            Args::Known(v) => self.decide(subject, method, target, v),
-            Args::Unknown => self.visible(subject, method, target),
         }
     }
 
@@ -259,7 +251,7 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
         Effect::Deny => Quantifier::Any,
     });
     let test = tests.remove(0);
-    Ok(Condition { path, test, quantifier })
+    Ok(Condition { path, test, quantifier, deny: rule.effect == Effect::Deny })
 }
 
 /// A list condition: absent matches anything, a list needs one matching element.
@@ -327,6 +319,16 @@ impl Rule {
 }
 
 impl Condition {
+    /// Whether the condition holds for these arguments. `exists` looks only at presence.
+    /// Otherwise no selected value: false; else each selected value counts as matching by
+    /// its [`Outcome`], and `match` (`all` / `any`) combines them:
+    /// - allow rules: only `Pass` matches (a value the test cannot read never satisfies it;
+    ///   an array is such a value unless the test compares with arrays);
+    /// - deny rules (fail closed): `Pass` and `Untestable` match, so `{"path": 5}` or
+    ///   `{"path": {"p": "/etc/passwd"}}` hit a regex deny on `$.path`; an array the test does
+    ///   not compare with is tested element by element and matches when any element does
+    ///   (or cannot be tested): `{"path": ["/tmp/x", "/etc/passwd"]}` hits it too (an empty
+    ///   array has nothing that matches).
     fn holds(&self, args: &Value) -> bool {
         let selected: Vec<&Value> = self.path.select(args);
         if let Test::Exists(expected) = self.test {
@@ -335,26 +337,58 @@ impl Condition {
         if selected.is_empty() {
             return false;
         }
+        let matches = |v: &&Value| self.matches(v);
         match self.quantifier {
-            Quantifier::All => selected.iter().all(|v| self.test.passes(v)),
-            Quantifier::Any => selected.iter().any(|v| self.test.passes(v)),
+            Quantifier::All => selected.iter().all(matches),
+            Quantifier::Any => selected.iter().any(matches),
+        }
+    }
+
+    fn matches(&self, value: &Value) -> bool {
+        match (value, self.deny) {
+            (Value::Array(items), true) if !self.test.reads_arrays() => items.iter().any(|v| self.matches(v)),
+            (_, true) => self.test.outcome(value) != Outcome::Fail,
+            (_, false) => self.test.outcome(value) == Outcome::Pass,
         }
     }
 }
 
 impl Test {
-    fn passes(&self, value: &Value) -> bool {
+    /// `Untestable` when the value is not of the type the test reads: `regex` strings, a
+    /// range numbers or numeric strings, `equals` / `one_of` the JSON type (null, boolean,
+    /// number, string, array, object) of an expected value.
+    fn outcome(&self, value: &Value) -> Outcome {
+        let pass = |p: bool| if p { Outcome::Pass } else { Outcome::Fail };
         match self {
-            Test::Equals(expected) => json_eq(value, expected),
-            Test::OneOf(options) => options.iter().any(|o| json_eq(value, o)),
-            Test::Regex(re) => value.as_str().is_some_and(|s| re.is_match(s)),
-            Test::Range { gt, gte, lt, lte } => match as_number(value) {
-                Some(n) => bound(*gt, |b| n > b) && bound(*gte, |b| n >= b) && bound(*lt, |b| n < b) && bound(*lte, |b| n <= b),
-                None => false,
+            Test::Equals(expected) if same_type(value, expected) => pass(json_eq(value, expected)),
+            Test::OneOf(options) if options.iter().any(|o| same_type(value, o)) => {
+                pass(options.iter().any(|o| json_eq(value, o)))
+            }
+            Test::Regex(re) => match value.as_str() {
+                Some(s) => pass(re.is_match(s)),
+                None => Outcome::Untestable,
             },
-            Test::Exists(_) => true,
+            Test::Range { gt, gte, lt, lte } => match as_number(value) {
+                Some(n) => pass(bound(*gt, |b| n > b) && bound(*gte, |b| n >= b) && bound(*lt, |b| n < b) && bound(*lte, |b| n <= b)),
+                None => Outcome::Untestable,
+            },
+            Test::Exists(_) => Outcome::Pass,
+            Test::Equals(_) | Test::OneOf(_) => Outcome::Untestable,
         }
     }
+
+    /// Whether an array value is compared as a whole (an expected value is an array).
+    fn reads_arrays(&self) -> bool {
+        match self {
+            Test::Equals(expected) => expected.is_array(),
+            Test::OneOf(options) => options.iter().any(Value::is_array),
+            _ => false,
+        }
+    }
+}
+
+fn same_type(a: &Value, b: &Value) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 fn bound(limit: Option<f64>, within: impl Fn(f64) -> bool) -> bool {
@@ -578,6 +612,74 @@ mod tests {
         assert!(call("nested", json!({"opts": {"depth": 3}})));
         assert!(!call("nested", json!({"opts": {"depth": 4}})));
         assert!(!call("nested", json!({"opts": {"depth": 0}})));
+    }
+
+    #[test]
+    fn deny_conditions_fail_closed_on_values_they_cannot_test() {
+        let p = policy(json!([
+            {"id": "files", "effect": "allow", "tools": ["read_file", "pay", "run", "tag"]},
+            {"id": "no-etc", "effect": "deny", "tools": ["read_file"], "arguments": [{"path": "$.path", "regex": "^/etc/"}]},
+            {"id": "no-big", "effect": "deny", "tools": ["pay"], "arguments": [{"path": "$.amount", "gt": 1000}]},
+            {"id": "no-rm", "effect": "deny", "tools": ["run"], "arguments": [{"path": "$.cmd", "one_of": ["rm", "dd"]}]},
+            {"id": "no-pair", "effect": "deny", "tools": ["tag"], "arguments": [{"path": "$.tags", "equals": ["a", "b"]}]},
+        ]));
+        let s = Subject { identity: None, server: "demo" };
+        let rule = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).rule_id;
+        // Testable values: the deny decides by the test.
+        assert_eq!(rule("read_file", json!({"path": "/etc/passwd"})), Some("no-etc"));
+        assert_eq!(rule("read_file", json!({"path": "/tmp/x"})), Some("files"));
+        // Arrays: any element that matches (or cannot be tested) denies.
+        assert_eq!(rule("read_file", json!({"path": ["/etc/passwd"]})), Some("no-etc"));
+        assert_eq!(rule("read_file", json!({"path": ["/tmp/x", ["/etc/shadow"]]})), Some("no-etc"));
+        assert_eq!(rule("read_file", json!({"path": ["/tmp/x", 5]})), Some("no-etc"));
+        assert_eq!(rule("read_file", json!({"path": ["/tmp/x", "/tmp/y"]})), Some("files"));
+        assert_eq!(rule("read_file", json!({"path": []})), Some("files"));
+        // Present but of a type the test cannot read: denied.
+        for odd in [json!(5), json!(true), json!(null), json!({"p": "/etc/passwd"})] {
+            assert_eq!(rule("read_file", json!({"path": odd})), Some("no-etc"), "{odd}");
+        }
+        // Absent: the condition does not hold.
+        assert_eq!(rule("read_file", json!({})), Some("files"));
+        // Ranges read numbers and numeric strings; anything else denies.
+        assert_eq!(rule("pay", json!({"amount": 5})), Some("files"));
+        assert_eq!(rule("pay", json!({"amount": "5000"})), Some("no-big"));
+        for odd in [json!("lots"), json!("NaN"), json!({"v": 5}), json!(null), json!([1, 2000])] {
+            assert_eq!(rule("pay", json!({"amount": odd})), Some("no-big"), "{odd}");
+        }
+        assert_eq!(rule("pay", json!({"amount": [1, 2]})), Some("files"));
+        // equals / one_of read values of an expected value's type.
+        assert_eq!(rule("run", json!({"cmd": "ls"})), Some("files"));
+        assert_eq!(rule("run", json!({"cmd": ["ls", "rm"]})), Some("no-rm"));
+        assert_eq!(rule("run", json!({"cmd": 0})), Some("no-rm"));
+        assert_eq!(rule("run", json!({"cmd": {"name": "rm"}})), Some("no-rm"));
+        // An expected array compares arrays whole.
+        assert_eq!(rule("tag", json!({"tags": ["a", "b"]})), Some("no-pair"));
+        assert_eq!(rule("tag", json!({"tags": ["a"]})), Some("files"));
+        assert_eq!(rule("tag", json!({"tags": "a"})), Some("no-pair"));
+    }
+
+    #[test]
+    fn allow_conditions_are_not_satisfied_by_values_they_cannot_test() {
+        let p = policy(json!([
+            {"id": "tmp", "effect": "allow", "tools": ["read_file"], "arguments": [{"path": "$.path", "regex": "^/tmp/"}]},
+            {"id": "small", "effect": "allow", "tools": ["pay"], "arguments": [{"path": "$.amount", "lte": 10}]},
+            {"id": "tables", "effect": "allow", "tools": ["query"], "arguments": [{"path": "$.table", "one_of": ["orders"]}]},
+            {"id": "any-tmp", "effect": "allow", "tools": ["many"], "arguments": [{"path": "$.paths[*]", "regex": "^/tmp/", "match": "any"}]},
+        ]));
+        let s = Subject { identity: None, server: "demo" };
+        let allowed = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).allowed;
+        assert!(allowed("read_file", json!({"path": "/tmp/x"})));
+        for odd in [json!(["/tmp/x"]), json!(5), json!(null), json!({"p": "/tmp/x"})] {
+            assert!(!allowed("read_file", json!({"path": odd})), "{odd}");
+        }
+        assert!(allowed("pay", json!({"amount": "10"})));
+        assert!(!allowed("pay", json!({"amount": [1]})));
+        assert!(!allowed("pay", json!({"amount": "ten"})));
+        assert!(!allowed("query", json!({"table": ["orders"]})));
+        assert!(!allowed("query", json!({"table": 1})));
+        // `match: any`: one readable value that passes is enough; the others are not tested.
+        assert!(allowed("many", json!({"paths": [5, "/tmp/x"]})));
+        assert!(!allowed("many", json!({"paths": [5, "/etc/x"]})));
     }
 
     #[test]
