@@ -24,7 +24,7 @@
 use crate::api::{AuthScheme, ClientApi};
 use crate::cost::{Price, PriceTable};
 use crate::limits::{Limit, Scope};
-use crate::record::ModelLabels;
+use tollgate_core::metrics::LabelCap;
 use crate::routing::{Provider, Router};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -67,6 +67,9 @@ pub struct Config {
     /// Distinct `model` metric label values per VM; further models are labelled `other`.
     #[serde(default = "default_max_model_labels")]
     pub max_model_labels: usize,
+    /// Distinct `team` metric label values per VM (then `other`).
+    #[serde(default = "default_max_model_labels")]
+    pub max_team_labels: usize,
     /// Largest single SSE event (or streamed JSON element) the usage parser holds.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
@@ -97,6 +100,7 @@ impl Default for Config {
             upstream_identity_encoding: true,
             estimate_bytes_per_token: default_bytes_per_token(),
             max_model_labels: default_max_model_labels(),
+            max_team_labels: default_max_model_labels(),
             max_event_bytes: default_max_event_bytes(),
             providers: Vec::new(),
             models: Vec::new(),
@@ -233,7 +237,8 @@ pub struct State {
     pub upstream_identity_encoding: bool,
     pub estimate_bytes_per_token: u32,
     pub max_event_bytes: usize,
-    pub model_labels: ModelLabels,
+    pub model_labels: LabelCap,
+    pub team_labels: LabelCap,
     pub router: Router,
     pub prices: PriceTable,
     pub default_max_output_tokens: u64,
@@ -490,7 +495,8 @@ impl Config {
             upstream_identity_encoding: self.upstream_identity_encoding,
             estimate_bytes_per_token: self.estimate_bytes_per_token,
             max_event_bytes: self.max_event_bytes,
-            model_labels: ModelLabels::new(self.max_model_labels),
+            model_labels: LabelCap::new(self.max_model_labels),
+            team_labels: LabelCap::new(self.max_team_labels),
             router,
             prices,
             default_max_output_tokens: self.default_max_output_tokens,

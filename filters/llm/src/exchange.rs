@@ -345,7 +345,7 @@ impl Exchange {
         audit::emit(host, &state.audit, &rec);
 
         let labels = Labels {
-            team: team.unwrap_or("none"),
+            team: team.map(|t| state.team_labels.label(t)).unwrap_or("none"),
             model: match (&self.model, self.routed) {
                 (Some(model), true) => state.model_labels.label(model),
                 _ => "none",

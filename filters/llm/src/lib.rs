@@ -1,7 +1,8 @@
 //! Tollgate LLM filter: an AI gateway for OpenAI Chat, OpenAI Responses, Anthropic Messages
-//! and Gemini clients. Pure decision modules (`api`, `routing`, `usage`, `cost`, `record`)
-//! never touch the host; `limits` works on shared data through `&dyn Host`; `exchange` runs one request against `&dyn Host` (natively testable
-//! with `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
+//! and Gemini clients. Pure decision modules (`api`, `routing`, `usage`, `cost`) never touch
+//! the host; `limits` (shared-data counters) and `record` (audit record, metrics) work through
+//! `&dyn Host`, as does `exchange`, which runs one request (all natively testable with
+//! `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
 pub mod api;
 pub mod config;

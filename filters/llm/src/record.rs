@@ -20,14 +20,13 @@
 //!
 //! `model` is the requested model name once it matched a route (`none` before that or for
 //! unknown models), at most `max_model_labels` distinct names per VM (then `other`), so
-//! clients cannot create unbounded series; `team` is the identity's team or `none`;
+//! clients cannot create unbounded series; `team` is the identity's team or `none`, at most
+//! `max_team_labels` distinct teams per VM (JWT and header identities choose their team);
 //! `provider` is the provider entry's name or `none`; `limit` is a configured limit id.
 
 use crate::limits::{Denial, Estimate};
 use crate::usage::Tokens;
 use serde::Serialize;
-use std::cell::RefCell;
-use std::collections::HashSet;
 use tollgate_core::host::Host;
 use tollgate_core::metrics::Metrics;
 
@@ -120,33 +119,6 @@ pub struct LlmDetail<'a> {
     pub limits_overshot: &'a [&'a str],
 }
 
-/// Bounds the distinct `model` label values per VM: glob routes let clients choose model
-/// names, and every distinct stat name costs Envoy memory for good. Past the limit, new
-/// names are labelled `other`.
-#[derive(Debug, Default)]
-pub struct ModelLabels {
-    max: usize,
-    seen: RefCell<HashSet<String>>,
-}
-
-impl ModelLabels {
-    pub fn new(max: usize) -> Self {
-        ModelLabels { max, seen: RefCell::new(HashSet::new()) }
-    }
-
-    pub fn label<'a>(&self, model: &'a str) -> &'a str {
-        let mut seen = self.seen.borrow_mut();
-        if seen.contains(model) {
-            return model;
-        }
-        if seen.len() < self.max {
-            seen.insert(model.to_string());
-            return model;
-        }
-        "other"
-    }
-}
-
 /// Label values of one request's metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Labels<'a> {
@@ -229,14 +201,6 @@ mod tests {
         assert_eq!(host.metric("tollgate.llm.gen_ai_client_operation_duration.team.pay_ments.model.gpt-4o.provider.a"), Some(30));
     }
 
-    #[test]
-    fn model_labels_are_bounded() {
-        let labels = ModelLabels::new(2);
-        assert_eq!(labels.label("a"), "a");
-        assert_eq!(labels.label("b"), "b");
-        assert_eq!(labels.label("c"), "other");
-        assert_eq!(labels.label("a"), "a");
-    }
 
     #[test]
     fn detail_serializes_flat_with_tokens_object() {
