@@ -1,5 +1,5 @@
 //! Glob patterns (`*` any run, `?` one char) for model names, tool names and URIs.
-//! Matching is iterative with one backtrack point: linear time, no recursion.
+//! Matching is iterative with one backtrack point: no recursion, worst case O(pattern × text).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
