@@ -491,18 +491,101 @@ def test_signed_card_is_left_intact_and_legacy_card_is_rewritten(stack: Stack) -
 # --- classification and metrics --------------------------------------------------------------
 
 
-def test_other_traffic_passes_untouched(stack: Stack) -> None:
+FORGED = {"x-tollgate-a2a-hop": "9", "x-tollgate-a2a-chain": "x,y", "x-tollgate-a2a-on-behalf-of": "ceo",
+          "x-tollgate-a2a-caller": "root", "x-tollgate-a2a-sig": "v1.99999999999.deadbeef"}  # fmt: skip
+
+
+def test_forged_headers_never_reach_the_agent_and_other_json_rpc_is_recorded(stack: Stack) -> None:
     httpx.post(stack.agents["echo"] + "/_seen/reset").raise_for_status()
-    before = len(stack.envoy.audit_records())
-    headers = {"x-tollgate-a2a-hop": "9", "traceparent": "not-a-traceparent", "Content-Type": "application/json"}
+    before = len(stack.records(jsonrpc_method="tools/call"))
+    headers = {**FORGED, "traceparent": "not-a-traceparent", "x-api-key": KEYS["alice"]}
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}
     response = httpx.post(stack.url("echo"), json=body, headers=headers, timeout=5)
 
-    assert response.status_code == 200  # the agent's own -32601
+    assert response.json()["error"]["code"] == -32601, response.text  # the agent's own answer
     [seen] = stack.seen("echo")
-    assert seen["headers"]["x-tollgate-a2a-hop"] == "9"
-    assert seen["headers"]["traceparent"] == "not-a-traceparent"
-    assert len(stack.envoy.audit_records()) == before
+    h = seen["headers"]
+    assert (h["x-tollgate-a2a-hop"], h["x-tollgate-a2a-chain"], h["x-tollgate-a2a-caller"]) == ("1", "echo", "alice")
+    assert h["x-tollgate-a2a-on-behalf-of"] == "alice" and h["x-tollgate-a2a-sig"] != FORGED["x-tollgate-a2a-sig"]
+    assert h["traceparent"] != "not-a-traceparent"
+    [record] = stack.wait(before + 1, jsonrpc_method="tools/call")[before:]
+    assert (record["method"], record["decision"], record["hop"]) == ("tools/call", "allow", 1)
+    assert record["identity"]["principal"] == "alice"
+    refused = rpc(stack.url("echo"), "tools/call", {}, headers={"x-api-key": "stolen"})
+    assert refused.status_code == 401 and refused.json()["error"]["data"][0]["reason"] == "A2A_UNAUTHENTICATED"
+
+
+def test_non_json_post_is_refused_although_the_agent_would_run_it(stack: Stack) -> None:
+    """a2a-sdk ignores the Content-Type: a text/plain JSON-RPC body is executed."""
+    httpx.post(stack.agents["echo"] + "/_seen/reset").raise_for_status()
+    body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "SendMessage", "params": message_1_0("plain")})
+    plain = {"Content-Type": "text/plain", "A2A-Version": "1.0"}
+    direct = httpx.post(stack.agents["echo"] + "/", content=body, headers=plain, timeout=20)
+    assert "result" in direct.json(), "the demo agent runs it: the gateway must not pass it on"
+    httpx.post(stack.agents["echo"] + "/_seen/reset").raise_for_status()
+    before = len(stack.records(reason="A2A_INVALID_REQUEST", target="echo"))
+
+    stolen = httpx.post(stack.url("echo"), content=body, headers={**plain, **FORGED, "x-api-key": "stolen"}, timeout=5)
+    anonymous = httpx.post(stack.url("echo"), content=body, headers={**plain, **FORGED}, timeout=5)
+    no_type = httpx.post(stack.url("echo"), content=body, headers={"A2A-Version": "1.0", "Content-Type": ""}, timeout=5)
+
+    assert stolen.status_code == 401 and stolen.json()["error"]["data"][0]["reason"] == "A2A_UNAUTHENTICATED"
+    for response in (anonymous, no_type):
+        assert response.status_code == 415, response.text
+        error = response.json()["error"]
+        assert error["code"] == -32600 and error["data"][0]["reason"] == "A2A_INVALID_REQUEST"
+    assert stack.seen("echo") == [], "nothing reached the agent"
+    records = stack.wait(before + 2, reason="A2A_INVALID_REQUEST", target="echo")
+    assert all(r["decision"] == "error" for r in records)
+
+
+def test_json_rpc_batch_is_refused(stack: Stack) -> None:
+    httpx.post(stack.agents["echo"] + "/_seen/reset").raise_for_status()
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "SendMessage", "params": message_1_0("batched")} for i in (1, 2)]
+    response = httpx.post(stack.url("echo"), json=batch, headers={"A2A-Version": "1.0", "x-api-key": "stolen", **FORGED}, timeout=5)
+    assert response.status_code == 401, "an unknown key is refused whatever the body"
+    response = httpx.post(stack.url("echo"), json=batch, headers={"A2A-Version": "1.0", **FORGED}, timeout=5)
+
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["code"] == -32600 and error["data"][0]["reason"] == "A2A_INVALID_REQUEST"
+    assert "batch" in error["message"]
+    assert stack.seen("echo") == []
+
+
+def test_percent_encoded_rest_cancel_is_still_the_originators_alone(stack: Stack) -> None:
+    alice, bob = {"x-api-key": KEYS["alice"]}, {"x-api-key": KEYS["bob"]}
+    task_id = rpc(stack.url("echo"), "SendMessage", message_1_0("alice's"), headers=alice).json()["result"]["task"]["id"]
+    httpx.post(stack.agents["echo"] + "/_seen/reset").raise_for_status()
+    encoded = stack.url("echo") + f"tasks/{task_id}%3Acancel"
+
+    by_bob = httpx.post(encoded, headers={"A2A-Version": "1.0", **bob}, timeout=5)
+    slashed = httpx.post(stack.url("echo") + f"tasks%2F{task_id}%3Acancel", headers={"A2A-Version": "1.0", **alice}, timeout=5)
+    assert stack.seen("echo") == []
+    by_alice = httpx.post(encoded, headers={"A2A-Version": "1.0", **alice}, timeout=5)
+
+    assert by_bob.status_code == 403, by_bob.text
+    assert by_bob.json()["error"]["details"][0]["reason"] == "A2A_NOT_TASK_ORIGINATOR"
+    assert slashed.status_code == 400 and slashed.json()["error"]["details"][0]["reason"] == "A2A_INVALID_REQUEST"
+    # Alice's reached the agent, which decoded the path itself (the demo agent has no REST routes: 404).
+    assert by_alice.status_code == 404
+    assert [s["path"] for s in stack.seen("echo")] == [f"/tasks/{task_id}:cancel"]
+    records = stack.wait(2, method="CancelTask", binding="rest", task_id=task_id)
+    assert {r["decision"] for r in records} == {"deny", "allow"}
+
+
+def test_caller_credentials_never_reach_the_agent(stack: Stack) -> None:
+    httpx.post(stack.agents["echo"] + "/_seen/reset").raise_for_status()
+    for headers in ({"x-api-key": KEYS["alice"], "Authorization": "Bearer some-token"},
+                    {"x-api-key": KEYS["svc-planner"], "x-goog-api-key": "g"}):  # fmt: skip
+        response = rpc(stack.url("echo"), "SendMessage", message_1_0("no keys upstream"), headers=headers)
+        assert "result" in response.json(), response.text
+
+    seen = stack.seen("echo")
+    assert len(seen) == 2
+    for s in seen:
+        assert not {"authorization", "x-api-key", "x-goog-api-key"} & set(s["headers"]), s["headers"]
+    assert [s["headers"]["x-tollgate-a2a-caller"] for s in seen] == ["alice", "planner"], "identities were still read"
 
 
 def test_rest_binding_is_classified(stack: Stack) -> None:
@@ -513,13 +596,26 @@ def test_rest_binding_is_classified(stack: Stack) -> None:
 
 
 def test_metrics_by_target_method_and_state(stack: Stack) -> None:
-    send(stack.url("echo"), "count me")
+    names = {
+        "requests": "wasmcustom.tollgate.a2a.requests",
+        "completed": "wasmcustom.tollgate.a2a.calls.target.echo.method.SendMessage.state.completed",
+        "denied": "wasmcustom.tollgate.a2a.calls.target.static.method.SendMessage.state.denied",
+        "unauthenticated": "wasmcustom.tollgate.a2a.denied.target.static.reason.A2A_UNAUTHENTICATED",
+        "cards": "wasmcustom.tollgate.a2a.cards.target.echo.result.rewritten",
+    }
+    before = stack.envoy.stats()
+
+    send(stack.url("echo"), "count me")  # card + SendMessage
     rpc(stack.url("static"), "SendMessage", message_1_0("refused"), headers={"x-api-key": "wrong"})
+
+    def delta() -> dict[str, int]:
+        after = stack.envoy.stats()
+        return {k: after.get(n, 0) - before.get(n, 0) for k, n in names.items()}
+
+    expected = {"requests": 3, "completed": 1, "denied": 1, "unauthenticated": 1, "cards": 1}
+    harness.wait_until(lambda: delta() == expected, 5, f"metric deltas {expected}")
     prometheus = stack.envoy.prometheus()
     assert 'tollgate_a2a_calls{a2a_target="echo",a2a_method="SendMessage",a2a_state="completed"}' in prometheus
     assert 'tollgate_a2a_calls{a2a_target="static",a2a_method="SendMessage",a2a_state="denied"}' in prometheus
     assert 'tollgate_a2a_denied{a2a_target="static",a2a_reason="A2A_UNAUTHENTICATED"}' in prometheus
     assert 'tollgate_a2a_cards{a2a_target="echo",a2a_card_result="rewritten"}' in prometheus
-    stats = stack.envoy.stats()
-    assert stats["wasmcustom.tollgate.a2a.requests"] > 0
-    assert stats["wasmcustom.tollgate.a2a.calls.target.echo.method.SendMessage.state.completed"] > 0

@@ -30,9 +30,11 @@ pub struct Outcome {
 
 /// Splits an absolute http(s) URL into (origin, path-and-query). `None` for other schemes.
 fn split_url(url: &str) -> Option<(&str, &str)> {
-    let scheme_end = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
+    // Byte comparisons: the URL comes from the agent and may put a multi-byte character
+    // across byte 7 or 8 (slicing there would panic and trap the VM).
+    let scheme_end = if url.as_bytes().get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"http://")) {
         7
-    } else if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+    } else if url.as_bytes().get(..8).is_some_and(|s| s.eq_ignore_ascii_case(b"https://")) {
         8
     } else {
         return None;
@@ -184,6 +186,21 @@ mod tests {
         assert_eq!(map_url("http://b:80/other", &rewritten).as_deref(), Some("https://gw/base/agents/b/other"));
         assert_eq!(map_url("http://b:80/base/agents/b/rpc", &rewritten).as_deref(), Some("https://gw/base/agents/b/rpc"));
         assert_eq!(map_url("http://b:80/agents/b/rpc", &rewritten).as_deref(), Some("https://gw/base/agents/b/rpc"));
+    }
+
+    #[test]
+    fn non_ascii_urls_never_panic() {
+        for url in ["описание", "agentéé", "httpé://x", "http:/é", "https:/é", "httpsé//x", "é", "", "http://", "https://ü/ä?ö"] {
+            let _ = map_url(url, &M);
+        }
+        assert_eq!(map_url("описание", &M), None);
+        assert_eq!(map_url("agentéé", &M), None);
+        assert_eq!(map_url("http://agentéé/описание", &M).as_deref(), Some("http://gw:10000/agents/echo/описание"));
+        assert_eq!(map_url("HTTPS://ü", &M).as_deref(), Some("http://gw:10000/agents/echo/"));
+        let body = serde_json::to_vec(&json!({"url": "agentéé", "supportedInterfaces": [{"url": "описание"}, {"url": "http://é/"}]})).unwrap();
+        let (out, outcome) = rewrite_body(&body, &M, SignedCards::Keep, false).unwrap();
+        assert_eq!(outcome.urls_rewritten, 1);
+        assert!(out.is_some());
     }
 
     #[test]

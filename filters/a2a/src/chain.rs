@@ -64,22 +64,9 @@ fn encode_element(s: &str) -> String {
     out
 }
 
-fn decode_element(s: &str) -> String {
-    let bytes = s.trim().as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// One chain element; `None` for an invalid escape (the whole chain is then garbage).
+fn decode_element(s: &str) -> Option<String> {
+    tollgate_core::text::percent_decode(s.trim()).ok()
 }
 
 /// `a,b,c` with `,` `%` and non-printable characters percent-encoded in each identity.
@@ -91,7 +78,7 @@ pub fn decode_chain(value: &str) -> Option<Vec<String>> {
     if value.trim().is_empty() {
         return Some(Vec::new());
     }
-    let chain: Vec<String> = value.split(',').map(decode_element).collect();
+    let chain: Vec<String> = value.split(',').map(decode_element).collect::<Option<_>>()?;
     if chain.len() > MAX_CHAIN || chain.iter().any(String::is_empty) {
         return None;
     }
@@ -287,6 +274,8 @@ mod tests {
         assert_eq!(decode_chain(&encoded), Some(chain));
         assert_eq!(decode_chain(""), Some(vec![]));
         assert_eq!(decode_chain("a,,b"), None);
+        assert_eq!(decode_chain("a,b%zz"), None, "invalid escapes are refused, not kept");
+        assert_eq!(decode_chain("a,%FF"), None);
         assert_eq!(decode_chain(&vec!["a"; MAX_CHAIN + 1].join(",")), None);
     }
 

@@ -1,9 +1,11 @@
 //! What a request is: an A2A JSON-RPC call (0.3 or 1.0 dialect), an HTTP+JSON (REST) call, an
-//! agent-card fetch, or other traffic (passed untouched). Pure: no host access.
+//! agent-card fetch, or other traffic (a non-A2A POST to an agent is refused by `flow`). Paths
+//! are classified percent-decoded, as the agent's server routes them. Pure: no host access.
 
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use tollgate_core::jsonrpc::{self, Body, Kind};
+use tollgate_core::text;
 
 /// The protocol dialect, chosen by the `A2A-Version` header (missing or empty: 0.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,43 +143,63 @@ fn is_json(content_type: Option<&str>) -> bool {
     mime == "application/json" || mime.ends_with("+json")
 }
 
-/// Percent-decodes a path segment (ids in REST paths). Invalid escapes are kept literally.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Why a request path is refused: servers disagree on what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// A `%` not followed by two hex digits, a decoded control character or non-UTF-8 bytes.
+    BadEscape,
+    /// An encoded `/`, backslash, `?` or `#`: some servers split on it after decoding, some do not.
+    EncodedSeparator,
 }
 
-/// Classifies by method, path and content type.
-pub fn classify_head(http_method: &str, path: &str, content_type: Option<&str>) -> Head {
-    let path = strip_query(path);
+/// The path (query and fragment removed) percent-decoded, as the agent's server routes it
+/// (uvicorn/Starlette decode the path before matching `/tasks/{id}:cancel`). Classifying the
+/// raw form would let `/tasks/t%3Acancel` through as something else.
+pub fn decode_path(path: &str) -> Result<String, PathError> {
+    let raw = strip_query(path);
+    let lower = raw.to_ascii_lowercase();
+    if ["%2f", "%5c", "%3f", "%23"].iter().any(|e| lower.contains(e)) {
+        return Err(PathError::EncodedSeparator);
+    }
+    let decoded = text::percent_decode(raw).map_err(|_| PathError::BadEscape)?;
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::BadEscape);
+    }
+    Ok(decoded)
+}
+
+/// Percent-encodes what may not appear literally in a URL path (a decoded prefix that goes
+/// back into card URLs).
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Classifies by method, path and content type. The path is classified in its decoded form.
+pub fn classify_head(http_method: &str, path: &str, content_type: Option<&str>) -> Result<Head, PathError> {
+    let path = decode_path(path)?;
+    let path = path.as_str();
     if http_method.eq_ignore_ascii_case("GET") {
         for (suffix, legacy) in [(CARD_PATH, false), (LEGACY_CARD_PATH, true)] {
             if let Some(before) = path.strip_suffix(suffix) {
-                return Head::Card { legacy, prefix: format!("{before}/") };
+                return Ok(Head::Card { legacy, prefix: encode_path(&format!("{before}/")) });
             }
         }
     }
     if let Some(rest) = classify_rest(http_method, path) {
-        return rest;
+        return Ok(rest);
     }
     if http_method.eq_ignore_ascii_case("POST") && is_json(content_type) {
-        return Head::JsonPost;
+        return Ok(Head::JsonPost);
     }
-    Head::Other
+    Ok(Head::Other)
 }
 
 fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
@@ -223,7 +245,7 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
     let has_v1 = base_segments.last() == Some(&"v1");
     let mut base = base_segments.join("/");
     base.push('/');
-    Some(Head::Rest { method, task_id: task_id.map(percent_decode), base, has_v1 })
+    Some(Head::Rest { method, task_id: task_id.map(str::to_string), base: encode_path(&base), has_v1 })
 }
 
 /// A parsed JSON-RPC A2A call (borrowed from the request body).
@@ -238,9 +260,11 @@ pub struct RpcCall<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyClass {
-    /// Not JSON-RPC, or a batch, or a response: not an A2A call.
-    NotRpc,
-    /// Parse error or invalid JSON-RPC: the upstream will say so; noted for fail-closed policy.
+    /// A JSON-RPC batch: A2A has none (the SDK refuses them, but nothing may pass unchecked).
+    Batch,
+    /// A JSON-RPC response sent as a request.
+    Response,
+    /// Parse error or invalid JSON-RPC.
     Invalid(String),
 }
 
@@ -254,10 +278,10 @@ pub fn classify_rpc(body: &[u8]) -> Result<RpcCall<'_>, BodyClass> {
                 let method = Method::from_name(&raw_method);
                 Ok(RpcCall { raw_method, method, id: env.id, params: env.params })
             }
-            Ok(Kind::Response) => Err(BodyClass::NotRpc),
+            Ok(Kind::Response) => Err(BodyClass::Response),
             Err(e) => Err(BodyClass::Invalid(e.message().to_string())),
         },
-        Ok(Body::Batch(_)) => Err(BodyClass::NotRpc),
+        Ok(Body::Batch(_)) => Err(BodyClass::Batch),
         Err(e) => Err(BodyClass::Invalid(e.message().to_string())),
     }
 }
@@ -265,6 +289,10 @@ pub fn classify_rpc(body: &[u8]) -> Result<RpcCall<'_>, BodyClass> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head(m: &str, p: &str, ct: Option<&str>) -> Head {
+        classify_head(m, p, ct).unwrap()
+    }
 
     #[test]
     fn dialect_from_header() {
@@ -292,23 +320,23 @@ mod tests {
     #[test]
     fn cards() {
         assert_eq!(
-            classify_head("GET", "/agents/echo/.well-known/agent-card.json", None),
+            head("GET", "/agents/echo/.well-known/agent-card.json", None),
             Head::Card { legacy: false, prefix: "/agents/echo/".into() }
         );
         assert_eq!(
-            classify_head("GET", "/.well-known/agent-card.json?x=1", None),
+            head("GET", "/.well-known/agent-card.json?x=1", None),
             Head::Card { legacy: false, prefix: "/".into() }
         );
         assert_eq!(
-            classify_head("GET", "/a/.well-known/agent.json", None),
+            head("GET", "/a/.well-known/agent.json", None),
             Head::Card { legacy: true, prefix: "/a/".into() }
         );
-        assert_eq!(classify_head("POST", "/.well-known/agent-card.json", None), Head::Other);
+        assert_eq!(head("POST", "/.well-known/agent-card.json", None), Head::Other);
     }
 
     #[test]
     fn rest_paths_with_tenant_and_v1() {
-        let rest = |m: &str, p: &str| match classify_head(m, p, Some("application/a2a+json")) {
+        let rest = |m: &str, p: &str| match head(m, p, Some("application/a2a+json")) {
             Head::Rest { method, task_id, base, has_v1 } => Some((method, task_id, base, has_v1)),
             _ => None,
         };
@@ -339,11 +367,11 @@ mod tests {
 
     #[test]
     fn json_posts_and_other() {
-        assert_eq!(classify_head("POST", "/agents/echo/", Some("application/json")), Head::JsonPost);
-        assert_eq!(classify_head("POST", "/", Some("application/json; charset=utf-8")), Head::JsonPost);
-        assert_eq!(classify_head("POST", "/", Some("text/plain")), Head::Other);
-        assert_eq!(classify_head("POST", "/", None), Head::Other);
-        assert_eq!(classify_head("GET", "/agents/echo/", None), Head::Other);
+        assert_eq!(head("POST", "/agents/echo/", Some("application/json")), Head::JsonPost);
+        assert_eq!(head("POST", "/", Some("application/json; charset=utf-8")), Head::JsonPost);
+        assert_eq!(head("POST", "/", Some("text/plain")), Head::Other);
+        assert_eq!(head("POST", "/", None), Head::Other);
+        assert_eq!(head("GET", "/agents/echo/", None), Head::Other);
     }
 
     #[test]
@@ -356,7 +384,37 @@ mod tests {
         assert_eq!(other.method, None);
         assert_eq!(other.raw_method, "tools/call");
         assert!(matches!(classify_rpc(b"{nope"), Err(BodyClass::Invalid(_))));
-        assert!(matches!(classify_rpc(br#"[{"jsonrpc":"2.0","id":1,"method":"a"}]"#), Err(BodyClass::NotRpc)));
-        assert!(matches!(classify_rpc(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Err(BodyClass::NotRpc)));
+        assert!(matches!(classify_rpc(br#"[{"jsonrpc":"2.0","id":1,"method":"a"}]"#), Err(BodyClass::Batch)));
+        assert!(matches!(classify_rpc(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Err(BodyClass::Response)));
+    }
+
+    #[test]
+    fn percent_encoded_paths_are_classified_decoded() {
+        let rest = |m: &str, p: &str| match classify_head(m, p, None) {
+            Ok(Head::Rest { method, task_id, base, .. }) => Ok(Some((method, task_id, base))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        };
+        assert_eq!(rest("POST", "/agents/echo/tasks/t%3Acancel"), Ok(Some((Method::CancelTask, Some("t".into()), "/agents/echo/".into()))));
+        assert_eq!(rest("POST", "/tasks/t%3acancel?x=%2F"), Ok(Some((Method::CancelTask, Some("t".into()), "/".into()))));
+        assert_eq!(rest("POST", "/%74asks/t:cancel"), Ok(Some((Method::CancelTask, Some("t".into()), "/".into()))));
+        assert_eq!(rest("POST", "/message%3Asend").map(|r| r.map(|r| r.0)), Ok(Some(Method::SendMessage)));
+        assert_eq!(rest("GET", "/tasks/%C3%BC").map(|r| r.and_then(|r| r.1)), Ok(Some("ü".into())));
+        assert_eq!(rest("POST", "/tasks%2Ft:cancel"), Err(PathError::EncodedSeparator));
+        assert_eq!(rest("POST", "/tasks/a%2fb:cancel"), Err(PathError::EncodedSeparator));
+        assert_eq!(rest("GET", "/tasks/a%5Cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(rest("POST", "/tasks/t%3:cancel"), Err(PathError::BadEscape));
+        assert_eq!(rest("POST", "/tasks/t%0Acancel"), Err(PathError::BadEscape));
+        assert_eq!(rest("GET", "/tasks/%FF"), Err(PathError::BadEscape));
+        // A decoded prefix goes back into card URLs encoded.
+        assert_eq!(
+            classify_head("GET", "/agents/a%20b/.well-known/agent-card.json", None),
+            Ok(Head::Card { legacy: false, prefix: "/agents/a%20b/".into() })
+        );
+        assert_eq!(
+            classify_head("GET", "/agents/echo/%2Ewell-known/agent-card.json", None),
+            Ok(Head::Card { legacy: false, prefix: "/agents/echo/".into() })
+        );
+        assert_eq!(encode_path("/a b/ü/x:y@z/"), "/a%20b/%C3%BC/x:y@z/");
     }
 }

@@ -15,6 +15,11 @@ pub struct Config {
     /// Who the caller is (JWT claims, mTLS SPIFFE id, API keys, trusted header): see core.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Forward the caller's credential headers (`authorization`, `x-api-key`,
+    /// `x-goog-api-key` and the configured API-key headers) to the agent. Off by default:
+    /// an agent must not receive (and could replay) the caller's gateway credential.
+    #[serde(default)]
+    pub forward_credentials: bool,
     #[serde(default)]
     pub audit: AuditConfig,
     /// Put the request message's `parts` into the audit record (capped at 4 KiB). Off by

@@ -44,18 +44,23 @@ pub const ERROR_DOMAIN: &str = "tollgate";
 pub struct Shared {
     pub config: Config,
     pub table: SharedTable,
+    /// Request headers that may carry the caller's credential, removed before the agent
+    /// unless `forward_credentials` (computed once here).
+    pub credential_headers: Vec<String>,
 }
 
 pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
     config.compile()?;
     let table = SharedTable::new("tollgate.a2a.conv", config.conversations.capacity, config.conversations.ttl_secs);
-    Ok(Shared { config, table })
+    let credential_headers = config.identity.credential_headers();
+    Ok(Shared { config, table, credential_headers })
 }
 
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Not A2A: untouched.
+    /// Not A2A (and not a POST to an agent): passed on, without gateway-owned headers (and,
+    /// on agent routes, credentials), unrecorded.
     Passthrough,
     /// Holding headers until the body is complete.
     AwaitBody,
@@ -72,7 +77,14 @@ enum Deny {
     NotOriginator,
     Unauthenticated,
     TooLarge,
+    /// Unparseable or invalid JSON-RPC, a response, an empty body, duplicate keys.
     Invalid,
+    /// A JSON-RPC batch (A2A has none).
+    Batch,
+    /// A POST whose content type is not JSON (the SDK would still run it).
+    MediaType,
+    /// A path with an invalid or ambiguous percent-escape.
+    BadPath,
 }
 
 impl Deny {
@@ -83,7 +95,7 @@ impl Deny {
             Deny::NotOriginator => "A2A_NOT_TASK_ORIGINATOR",
             Deny::Unauthenticated => "A2A_UNAUTHENTICATED",
             Deny::TooLarge => "A2A_REQUEST_TOO_LARGE",
-            Deny::Invalid => "A2A_INVALID_REQUEST",
+            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath => "A2A_INVALID_REQUEST",
         }
     }
     fn rpc_code(self) -> i64 {
@@ -93,7 +105,7 @@ impl Deny {
             Deny::Forbidden | Deny::NotOriginator => codes::FORBIDDEN,
             Deny::Unauthenticated => codes::UNAUTHENTICATED,
             Deny::TooLarge => codes::TOO_LARGE,
-            Deny::Invalid => reply::codes::INVALID_REQUEST,
+            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath => reply::codes::INVALID_REQUEST,
         }
     }
     /// HTTP status for JSON-RPC replies: 200 (the error is in the body) except where the
@@ -102,6 +114,8 @@ impl Deny {
         match self {
             Deny::Unauthenticated => 401,
             Deny::TooLarge => 413,
+            Deny::MediaType => 415,
+            Deny::BadPath => 400,
             _ => 200,
         }
     }
@@ -113,7 +127,8 @@ impl Deny {
             Deny::Forbidden | Deny::NotOriginator => (403, "PERMISSION_DENIED"),
             Deny::Unauthenticated => (401, "UNAUTHENTICATED"),
             Deny::TooLarge => (413, "RESOURCE_EXHAUSTED"),
-            Deny::Invalid => (400, "INVALID_ARGUMENT"),
+            Deny::Invalid | Deny::Batch | Deny::BadPath => (400, "INVALID_ARGUMENT"),
+            Deny::MediaType => (415, "INVALID_ARGUMENT"),
         }
     }
     fn message(self) -> &'static str {
@@ -125,6 +140,9 @@ impl Deny {
             Deny::Unauthenticated => "unknown credential",
             Deny::TooLarge => "request body too large",
             Deny::Invalid => "invalid JSON-RPC request",
+            Deny::Batch => "JSON-RPC batches are not part of A2A",
+            Deny::MediaType => "A2A requests must be JSON (Content-Type application/json or application/a2a+json)",
+            Deny::BadPath => "invalid or ambiguous percent-escape in the request path",
         }
     }
 }
@@ -151,7 +169,7 @@ struct RestErrorBody<'a> {
     details: [ErrorInfo<'a>; 1],
 }
 
-/// What the conversation table stores per contextId / taskId.
+/// What the conversation table stores per contextId / (agent, taskId) / referenced taskId.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Entry {
     /// The traceparent the gateway sent upstream on the hop that recorded it.
@@ -167,8 +185,20 @@ struct Entry {
 fn ctx_key(id: &str) -> String {
     format!("ctx:{id}")
 }
-fn task_key(id: &str) -> String {
-    format!("task:{id}")
+/// A task as one agent knows it: task ids are unique only per agent, so two agents returning
+/// the same id are two entries (ownership and originator never leak between them).
+fn task_key(agent: &str, id: &str) -> String {
+    format!("task:{}:{agent}:{id}", agent.len())
+}
+/// A task id → trace only (for `referenceTaskIds`, which do not say which agent owns them):
+/// never used for ownership or originator decisions.
+fn task_ref_key(id: &str) -> String {
+    format!("tref:{id}")
+}
+
+/// A value that may go into a header as is (ids come from request and response bodies).
+fn header_safe(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.chars().any(char::is_control))
 }
 
 #[derive(Debug, Default)]
@@ -286,17 +316,12 @@ impl Exchange {
 
     // ----- request -----------------------------------------------------------------------
 
-    /// Rules exist: ambiguous or unreadable bodies are refused rather than passed on.
-    fn strict(&self) -> bool {
-        !self.config().authz.rules.is_empty() || self.config().authz.default == Effect::Deny
-    }
-
-    fn route_target(&self, host: &dyn Host) -> String {
+    /// The agent this route leads to: route metadata, else (if allowed) the cluster name.
+    /// `None`: not an agent route (the filter then only removes the gateway-owned headers).
+    fn route_target(&self, host: &dyn Host) -> Option<String> {
         let r = &self.config().routes;
         let from_metadata = string_property(host, &["xds", "route_metadata", "filter_metadata", &r.metadata_namespace, &r.agent_key]);
-        from_metadata
-            .or_else(|| if r.cluster_fallback { string_property(host, &["xds", "cluster_name"]) } else { None })
-            .unwrap_or_else(|| "unknown".to_string())
+        from_metadata.or_else(|| if r.cluster_fallback { string_property(host, &["xds", "cluster_name"]) } else { None })
     }
 
     fn route_metadata(&self, host: &dyn Host, key: &str) -> Option<String> {
@@ -341,9 +366,9 @@ impl Exchange {
                 keys.push(ctx_key(c));
             }
             if let Some(t) = &self.ids.task_id {
-                keys.push(task_key(t));
+                keys.push(task_key(&self.target, t));
             }
-            keys.extend(self.ids.reference_task_ids.iter().map(|r| task_key(r)));
+            keys.extend(self.ids.reference_task_ids.iter().map(|r| task_ref_key(r)));
             fallback = keys
                 .iter()
                 .find_map(|k| self.lookup(host, k))
@@ -414,12 +439,16 @@ impl Exchange {
             return Step::Continue;
         }
 
-        let Some(method) = self.method else {
-            self.phase = Phase::Passthrough;
-            return Step::Continue;
+        // A JSON-RPC method A2A does not define (an extension's, or junk): checked like any
+        // call (identity, chain, rules by its name) and recorded, never passed silently.
+        let method_name = match (self.method, self.raw_method.as_deref()) {
+            (Some(m), _) => m.name().to_string(),
+            (None, Some(raw)) => raw.to_string(),
+            (None, None) => "unknown".to_string(),
         };
-        // A call continuing a task the target owns is not a loop.
-        let task_entry = self.ids.task_id.as_ref().and_then(|t| self.lookup(host, &task_key(t)));
+        // A call continuing a task the target owns is not a loop. Keyed by the target: a task
+        // id some other agent returned says nothing about this one.
+        let task_entry = self.ids.task_id.as_ref().and_then(|t| self.lookup(host, &task_key(&self.target, t)));
         let continues = task_entry.as_ref().and_then(|e| e.agent.as_deref()) == Some(self.target.as_str());
         match chain::decide(&inbound, &self.target, self.config().delegation.max_hops, continues) {
             Ok(out) => {
@@ -435,7 +464,7 @@ impl Exchange {
         }
         let verdict = authz::evaluate(
             &self.config().authz,
-            &Subject { caller: &self.caller, on_behalf_of: self.on_behalf_of.as_deref(), target: &self.target, method: method.name() },
+            &Subject { caller: &self.caller, on_behalf_of: self.on_behalf_of.as_deref(), target: &self.target, method: &method_name },
         );
         self.rule_id = verdict.rule_id;
         match verdict.effect {
@@ -463,6 +492,17 @@ impl Exchange {
         Step::Continue
     }
 
+    /// Refuses a request on an agent route that is not a classifiable A2A call (or whose
+    /// path or body is ambiguous). An unknown credential is reported as such first.
+    fn refuse_unclassified(&mut self, host: &dyn Host, binding: Binding, why: Deny) -> Step {
+        self.binding = Some(binding);
+        self.participate(host);
+        if self.identity_failed {
+            return self.deny(host, Deny::Unauthenticated);
+        }
+        self.deny(host, why)
+    }
+
     fn prepare_card(&mut self, host: &dyn Host) {
         let configured = self.config().cards.public_base_url.clone();
         let trust_xfp = self.config().cards.trust_forwarded_proto;
@@ -485,8 +525,9 @@ impl Exchange {
         }
     }
 
-    fn set_upstream_headers(&self, host: &dyn Host, a2a_call: bool) {
-        // Gateway-owned headers: whatever the caller sent is replaced.
+    /// Removes every gateway-owned `x-tollgate-a2a-*` header the caller sent (on every
+    /// request, before any classification); the gateway re-issues them on A2A calls.
+    fn remove_gateway_headers(host: &dyn Host) {
         if let Ok(headers) = host.headers(HeaderMap::Request) {
             for (name, _) in headers {
                 if name.to_ascii_lowercase().starts_with(chain::PREFIX) {
@@ -494,6 +535,9 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    fn set_upstream_headers(&self, host: &dyn Host, a2a_call: bool) {
         if let Some(step) = &self.trace {
             host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
             host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
@@ -505,16 +549,16 @@ impl Exchange {
         let chain_value = chain::encode_chain(&self.chain);
         host.try_set_header(HeaderMap::Request, chain::HOP, Some(&hop.to_string()));
         host.try_set_header(HeaderMap::Request, chain::CHAIN, Some(&chain_value));
-        host.try_set_header(HeaderMap::Request, chain::CALLER, Some(&self.caller));
-        host.try_set_header(HeaderMap::Request, chain::ON_BEHALF_OF, self.on_behalf_of.as_deref());
+        host.try_set_header(HeaderMap::Request, chain::CALLER, header_safe(Some(&self.caller)));
+        host.try_set_header(HeaderMap::Request, chain::ON_BEHALF_OF, header_safe(self.on_behalf_of.as_deref()));
         if let Some(key) = &self.config().delegation.signing_key {
             let expiry = host.now_nanos() / 1_000_000_000 + self.config().delegation.context_ttl_secs;
             let sig = chain::sign(key.as_bytes(), hop, &chain_value, self.on_behalf_of.as_deref(), expiry);
             host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
         }
-        host.try_set_header(HeaderMap::Request, chain::CONTEXT_ID, self.ids.context_id.as_deref());
-        host.try_set_header(HeaderMap::Request, chain::TASK_ID, self.ids.task_id.as_deref());
-        host.try_set_header(HeaderMap::Request, chain::MESSAGE_ID, self.ids.message_id.as_deref());
+        host.try_set_header(HeaderMap::Request, chain::CONTEXT_ID, header_safe(self.ids.context_id.as_deref()));
+        host.try_set_header(HeaderMap::Request, chain::TASK_ID, header_safe(self.ids.task_id.as_deref()));
+        host.try_set_header(HeaderMap::Request, chain::MESSAGE_ID, header_safe(self.ids.message_id.as_deref()));
     }
 
     fn set_filter_state(&self, host: &dyn Host) {
@@ -538,7 +582,7 @@ impl Exchange {
 
     fn deny(&mut self, host: &dyn Host, why: Deny) -> Step {
         self.decision = match why {
-            Deny::Invalid | Deny::TooLarge | Deny::Unauthenticated => Decision::Error,
+            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::TooLarge | Deny::Unauthenticated => Decision::Error,
             _ => Decision::Deny,
         };
         self.deny = Some(why);
@@ -657,9 +701,20 @@ impl Exchange {
             // Only a message that started a new task makes its sender the originator.
             let created = matches!(method, Method::SendMessage | Method::SendStreamingMessage) && self.ids.task_id.is_none();
             if created && !self.recorded_task {
-                let orig = self.on_behalf_of.clone().unwrap_or_else(|| self.caller.clone());
-                self.store(host, &task_key(&task), &Entry { tp, agent: Some(self.target.clone()), orig: Some(orig) });
                 self.recorded_task = true;
+                let orig = self.on_behalf_of.clone().unwrap_or_else(|| self.caller.clone());
+                let key = task_key(&self.target, &task);
+                // A live entry with another originator is never replaced: an agent returning
+                // an id it already gave someone else must not hand that task to this caller.
+                match self.lookup(host, &key) {
+                    Some(existing) if existing.orig.as_deref() != Some(orig.as_str()) => {
+                        host.log(LogLevel::Info, &format!("tollgate-a2a: task id {task} at {} already recorded for another originator; kept", self.target));
+                    }
+                    _ => self.store(host, &key, &Entry { tp: tp.clone(), agent: Some(self.target.clone()), orig: Some(orig) }),
+                }
+                if self.lookup(host, &task_ref_key(&task)).is_none() {
+                    self.store(host, &task_ref_key(&task), &Entry { tp, agent: None, orig: None });
+                }
             }
         }
         self.set_filter_state(host);
@@ -673,23 +728,36 @@ impl HttpExchange for Exchange {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.metrics.inc(host, "tollgate.a2a.requests", &[]);
         self.start_nanos = host.now_nanos();
+        // The caller's copy of the gateway-owned context is read, then removed from every
+        // request whatever it turns out to be: only the gateway's own values reach an agent.
+        self.presented = Presented::read(|name| header_value(host, name));
+        Self::remove_gateway_headers(host);
+        let Some(target) = self.route_target(host) else {
+            self.phase = Phase::Passthrough;
+            return Step::Continue;
+        };
+        self.target = target;
         let method = host.request_header(":method").unwrap_or_default();
         let path = host.request_header(":path").unwrap_or_default();
         let content_type = host.request_header("content-type");
-        self.head = classify::classify_head(&method, &path, content_type.as_deref());
-        if self.head == Head::Other || (self.head == Head::JsonPost && end_of_stream) {
-            self.phase = Phase::Passthrough;
-            return Step::Continue;
-        }
         self.dialect = Dialect::from_header(host.request_header("a2a-version").as_deref());
         self.traceparent_in = header_value(host, "traceparent");
         self.tracestate_in = header_value(host, "tracestate");
-        self.presented = Presented::read(|name| header_value(host, name));
         match identity::resolve(host, &self.shared.config.identity) {
             Ok(id) => self.identity = id,
             Err(IdentityError::UnknownApiKey) => self.identity_failed = true,
         }
-        self.target = self.route_target(host);
+        if !self.config().forward_credentials {
+            identity::strip_credentials(host, &self.shared.credential_headers);
+        }
+        let post = method.eq_ignore_ascii_case("POST");
+        self.head = match classify::classify_head(&method, &path, content_type.as_deref()) {
+            Ok(head) => head,
+            Err(e) => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused path {path:?}: {e:?}"));
+                return self.refuse_unclassified(host, Binding::Rest, Deny::BadPath);
+            }
+        };
         match self.head.clone() {
             Head::Card { prefix, .. } => {
                 self.binding = Some(Binding::Card);
@@ -710,11 +778,20 @@ impl HttpExchange for Exchange {
                     Step::Pause
                 }
             }
+            // A POST to an agent that is not A2A is refused, never passed unchecked: the SDK
+            // runs a JSON-RPC body whatever its content type says.
+            Head::JsonPost if end_of_stream => self.refuse_unclassified(host, Binding::JsonRpc, Deny::Invalid),
             Head::JsonPost => {
                 self.phase = Phase::AwaitBody;
                 Step::Pause
             }
-            Head::Other => Step::Continue,
+            Head::Other if post => self.refuse_unclassified(host, Binding::JsonRpc, Deny::MediaType),
+            Head::Other => {
+                // Neither A2A nor a POST (another GET, OPTIONS...): passed on, without the
+                // caller's credentials and gateway-owned headers, unrecorded.
+                self.phase = Phase::Passthrough;
+                Step::Continue
+            }
         }
     }
 
@@ -739,13 +816,12 @@ impl HttpExchange for Exchange {
                 Vec::new()
             }
         };
-        let strict = self.strict();
-        if strict && !body.is_empty() {
+        // Duplicate keys: the agent's parser may read another method or id than ours.
+        if !body.is_empty() {
             if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
                 host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
-                self.binding.get_or_insert(Binding::JsonRpc);
-                self.participate(host);
-                return self.deny(host, Deny::Invalid);
+                let binding = *self.binding.get_or_insert(Binding::JsonRpc);
+                return self.refuse_unclassified(host, binding, Deny::Invalid);
             }
         }
         match self.head {
@@ -761,43 +837,35 @@ impl HttpExchange for Exchange {
             }
             Head::JsonPost => match classify::classify_rpc(&body) {
                 Ok(call) => {
-                    let Some(method) = call.method else {
-                        if self.config().authz.default == Effect::Deny {
-                            self.binding = Some(Binding::JsonRpc);
-                            self.raw_method = Some(call.raw_method.into_owned());
-                            self.rpc_id = call.id.map(|r| r.to_owned());
-                            self.participate(host);
-                            return self.deny(host, Deny::Forbidden);
-                        }
-                        self.phase = Phase::Passthrough;
-                        return Step::Continue;
-                    };
                     self.binding = Some(Binding::JsonRpc);
-                    self.method = Some(method);
+                    self.method = call.method;
                     self.raw_method = Some(call.raw_method.to_string());
                     self.rpc_id = call.id.map(|r| r.to_owned());
-                    if method == Method::GetExtendedAgentCard {
-                        let path = host.request_header(":path").unwrap_or_else(|| "/".into());
-                        let prefix = path.split('?').next().unwrap_or("/").to_string();
-                        self.card = Some(CardState { public_prefix: prefix, in_result: true, ..CardState::default() });
-                    }
-                    if let Some(params) = call.params {
-                        match session::request_ids(params.get().as_bytes(), method, self.dialect, self.config().log_message_parts) {
-                            Ok(ids) => self.ids = ids,
-                            Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
+                    if let Some(method) = call.method {
+                        if method == Method::GetExtendedAgentCard {
+                            let path = host.request_header(":path").unwrap_or_else(|| "/".into());
+                            let prefix = classify::decode_path(&path).map(|p| classify::encode_path(&p)).unwrap_or_else(|_| "/".into());
+                            self.card = Some(CardState { public_prefix: prefix, in_result: true, ..CardState::default() });
+                        }
+                        if let Some(params) = call.params {
+                            match session::request_ids(params.get().as_bytes(), method, self.dialect, self.config().log_message_parts) {
+                                Ok(ids) => self.ids = ids,
+                                Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
+                            }
                         }
                     }
                     self.decide(host)
                 }
-                Err(BodyClass::Invalid(msg)) if strict => {
-                    host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
-                    self.binding = Some(Binding::JsonRpc);
-                    self.participate(host);
-                    self.deny(host, Deny::Invalid)
-                }
-                Err(_) => {
-                    self.phase = Phase::Passthrough;
-                    Step::Continue
+                Err(class) => {
+                    let why = match class {
+                        BodyClass::Batch => Deny::Batch,
+                        BodyClass::Response => Deny::Invalid,
+                        BodyClass::Invalid(msg) => {
+                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
+                            Deny::Invalid
+                        }
+                    };
+                    self.refuse_unclassified(host, Binding::JsonRpc, why)
                 }
             },
             _ => Step::Continue,
@@ -1078,7 +1146,7 @@ mod tests {
         /// Runs the request side: headers (and body, when given) through the exchange.
         fn request(&self, agent: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Call {
             let mut all = vec![(":method", method), (":path", path), (":authority", "gw:10000"), (":scheme", "http")];
-            if body.is_some() {
+            if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
                 all.push(("content-type", "application/json"));
             }
             all.extend_from_slice(headers);
@@ -1370,7 +1438,7 @@ mod tests {
         *call.host.response_body.borrow_mut() = events[0].as_bytes().to_vec();
         assert_eq!(call.ex.on_response_body(&call.host, events[0].len(), false), Step::Continue);
         assert!(call.ex.lookup(&call.host, "ctx:c").is_some(), "a downstream hop can join while the stream is open");
-        let entry = call.ex.lookup(&call.host, "task:t").unwrap();
+        let entry = call.ex.lookup(&call.host, &task_key("agent-a", "t")).unwrap();
         assert_eq!(entry.agent.as_deref(), Some("agent-a"));
         assert_eq!(entry.orig.as_deref(), Some(ANONYMOUS));
         for e in &events[1..] {
@@ -1438,20 +1506,212 @@ mod tests {
     }
 
     #[test]
-    fn other_traffic_is_untouched() {
-        let gw = Gateway::new(json!({}));
-        for (method, path, body) in [
-            ("GET", "/agents/a/_seen", None),
-            ("POST", "/agents/a/", Some(&br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#[..])),
-            ("POST", "/agents/a/", Some(&b"not json at all"[..])),
-        ] {
-            let mut call = gw.request("a", method, path, &[(chain::HOP, "3"), ("traceparent", "junk")], body);
-            assert_eq!(call.step, Step::Continue);
-            assert_eq!(call.upstream(chain::HOP).as_deref(), Some("3"));
-            assert_eq!(call.upstream("traceparent").as_deref(), Some("junk"));
-            gw.finish(&mut call);
-            assert!(call.host.prop(&["tollgate.audit"]).is_none(), "{method} {path}");
+    fn forged_gateway_headers_never_pass_and_other_json_rpc_is_checked() {
+        let gw = Gateway::new(json!({"identity": {"api_keys": {"keys": [{"sha256": sha256_hex(b"key-u"), "name": "u", "principal": "alice"}]}}}));
+        let forged = [(chain::HOP, "9"), (chain::CHAIN, "x"), ("x-tollgate-a2a-anything", "y"), ("traceparent", "junk"), ("x-api-key", "key-u")];
+        // Not A2A and not a POST: passed on, unrecorded, but without the forged context.
+        let mut get = gw.request("a", "GET", "/agents/a/_seen", &forged, None);
+        assert_eq!(get.step, Step::Continue);
+        assert!(get.reply().is_none());
+        assert_eq!((get.upstream(chain::HOP), get.upstream(chain::CHAIN), get.upstream("x-tollgate-a2a-anything")), (None, None, None));
+        assert_eq!(get.upstream("traceparent").as_deref(), Some("junk"));
+        gw.finish(&mut get);
+        assert!(get.host.prop(&["tollgate.audit"]).is_none());
+        // A JSON-RPC method A2A does not define: checked, re-issued headers, recorded.
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#;
+        let mut call = gw.request("a", "POST", "/agents/a/", &forged, Some(body));
+        assert_eq!(call.step, Step::Continue);
+        assert_eq!(call.upstream(chain::HOP).as_deref(), Some("1"));
+        assert_eq!(call.upstream(chain::CHAIN).as_deref(), Some("a"));
+        assert_eq!(call.upstream("x-tollgate-a2a-anything"), None);
+        assert_ne!(call.upstream("traceparent").as_deref(), Some("junk"));
+        gw.finish(&mut call);
+        let rec = audit(&call);
+        assert_eq!((rec["method"].as_str(), rec["jsonrpc_method"].as_str()), (Some("tools/call"), Some("tools/call")));
+        assert_eq!(rec["identity"]["principal"], "alice");
+        assert_eq!(gw.metrics_value(&call.host, "tollgate.a2a.calls.target.a.method.unknown.state.none"), Some(1));
+        let stolen = gw.request("a", "POST", "/agents/a/", &[("x-api-key", "stolen")], Some(body));
+        assert_eq!(stolen.reply().unwrap().0, 401);
+        // Rules see the method as sent; default deny still refuses it.
+        let gw = Gateway::new(json!({"authz": {"default": "deny"}}));
+        let (_, reply) = gw.request("a", "POST", "/", &[], Some(body)).reply().unwrap();
+        assert_eq!(reply["error"]["data"]["reason"], "A2A_FORBIDDEN");
+    }
+
+    #[test]
+    fn posts_that_are_not_a2a_are_refused() {
+        let gw = Gateway::new(json!({"identity": {"api_keys": {"keys": [{"sha256": sha256_hex(b"key-u"), "name": "u", "principal": "alice"}]}}}));
+        let cancel = br#"{"jsonrpc":"2.0","id":7,"method":"CancelTask","params":{"id":"t"}}"#;
+        for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+            let mut headers = vec![V10, (chain::HOP, "5")];
+            if let Some(ct) = ct {
+                headers.push(("content-type", ct));
+            }
+            let host = MemoryHost::with_request_headers(&[&[(":method", "POST"), (":path", "/agents/a/")][..], &headers].concat());
+            host.set_prop(&["xds", "cluster_name"], b"a");
+            let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+            assert_eq!(ex.on_request_headers(&host, false), Step::Pause, "{ct:?}");
+            let (status, _, body) = host.local_reply.borrow().clone().expect("refused before the body");
+            let reply: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(status, 415);
+            assert_eq!(reply["error"]["code"], -32600);
+            assert_eq!(reply["error"]["data"][0]["reason"], "A2A_INVALID_REQUEST");
+            assert!(reply["id"].is_null());
+            // The body never reaches the agent (the filter keeps refusing).
+            *host.request_body.borrow_mut() = cancel.to_vec();
+            ex.on_request_body(&host, cancel.len(), true);
+            ex.on_log(&host);
+            let rec: Value = serde_json::from_slice(&host.prop(&["tollgate.audit"]).unwrap()).unwrap();
+            assert_eq!((rec["decision"].as_str(), rec["reason"].as_str()), (Some("error"), Some("A2A_INVALID_REQUEST")));
         }
+        // An unknown credential is still reported as such.
+        let call = gw.request("a", "POST", "/", &[("content-type", "text/plain"), ("x-api-key", "stolen")], Some(cancel));
+        assert_eq!(call.reply().unwrap().0, 401);
+        // Unparseable JSON, a JSON-RPC response, an empty body: -32600, without rules too.
+        for body in [&b"not json at all"[..], br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, b"\xff\xfe{\x00}\x00", b" "] {
+            let (status, reply) = gw.request("a", "POST", "/", &[V10], Some(body)).reply().expect("refused");
+            assert_eq!((status, reply["error"]["code"].as_i64()), (200, Some(-32600)), "{body:?}");
+        }
+        let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "application/json")]);
+        host.set_prop(&["xds", "cluster_name"], b"a");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        assert_eq!(ex.on_request_headers(&host, true), Step::Pause);
+        assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(200));
+        // Duplicate keys are refused without rules too.
+        let dup = br#"{"jsonrpc":"2.0","id":1,"method":"GetTask","method":"CancelTask","params":{"id":"t"}}"#;
+        assert_eq!(gw.request("a", "POST", "/", &[], Some(dup)).reply().unwrap().1["error"]["code"], -32600);
+    }
+
+    #[test]
+    fn batches_are_refused() {
+        let gw = Gateway::new(json!({}));
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"CancelTask","params":{"id":"t"}},{"jsonrpc":"2.0","id":2,"method":"SendMessage","params":{}}]"#;
+        let mut call = gw.request("a", "POST", "/", &[V10, (chain::HOP, "9")], Some(batch));
+        assert_eq!(call.step, Step::Pause);
+        let (status, reply) = call.reply().unwrap();
+        assert_eq!((status, reply["error"]["code"].as_i64()), (200, Some(-32600)));
+        assert_eq!(reply["error"]["message"], "JSON-RPC batches are not part of A2A");
+        assert_eq!(reply["error"]["data"][0]["reason"], "A2A_INVALID_REQUEST");
+        gw.finish(&mut call);
+        assert_eq!(audit(&call)["reason"], "A2A_INVALID_REQUEST");
+    }
+
+    /// alice creates task `id` at `agent` (JSON response).
+    fn create_task(gw: &Gateway, agent: &str, key: &str, task: &str) {
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut call = gw.request(agent, "POST", "/", &[V10, ("x-api-key", key)], Some(&body));
+        assert_eq!(call.step, Step::Continue);
+        gw.respond(&mut call, "application/json", &[&task_json("c", task, "TASK_STATE_WORKING")]);
+    }
+
+    fn originator_gateway() -> Gateway {
+        Gateway::new(json!({
+            "identity": {"api_keys": {"keys": [
+                {"sha256": sha256_hex(b"key-alice"), "name": "a", "principal": "alice"},
+                {"sha256": sha256_hex(b"key-mallory"), "name": "m", "principal": "mallory"}]}},
+            "authz": {"rules": [{"id": "cancel-own", "methods": ["CancelTask"], "effect": "allow_originator"}]}
+        }))
+    }
+
+    #[test]
+    fn percent_encoded_rest_paths_are_classified_decoded() {
+        let gw = originator_gateway();
+        create_task(&gw, "agent-a", "key-alice", "t-1");
+        for path in ["/agents/a/tasks/t-1%3Acancel", "/agents/a/tasks/t-1%3acancel", "/agents/a/%74asks/t%2D1:cancel"] {
+            let call = gw.request("agent-a", "POST", path, &[V10, ("x-api-key", "key-mallory")], None);
+            let (status, body) = call.reply().unwrap_or_else(|| panic!("{path} passed"));
+            assert_eq!(status, 403, "{path}");
+            assert_eq!(body["error"]["details"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR");
+        }
+        let alice = gw.request("agent-a", "POST", "/agents/a/tasks/t-1%3Acancel", &[V10, ("x-api-key", "key-alice")], None);
+        assert_eq!(alice.step, Step::Continue);
+        assert_eq!(alice.upstream(chain::TASK_ID).as_deref(), Some("t-1"));
+        for path in ["/agents/a/tasks%2Ft-1:cancel", "/agents/a/tasks/t-1%3:cancel", "/agents/a/tasks/t%00:cancel"] {
+            let mut call = gw.request("agent-a", "POST", path, &[V10, ("x-api-key", "key-alice"), (chain::HOP, "3")], None);
+            let (status, body) = call.reply().unwrap_or_else(|| panic!("{path} passed"));
+            assert_eq!(status, 400, "{path}");
+            assert_eq!(body["error"]["details"][0]["reason"], "A2A_INVALID_REQUEST");
+            gw.finish(&mut call);
+            assert_eq!(audit(&call)["binding"], "rest");
+        }
+        // Not even a GET with an ambiguous path passes.
+        assert_eq!(gw.request("agent-a", "GET", "/agents/a/x%2Fy", &[], None).reply().unwrap().0, 400);
+    }
+
+    #[test]
+    fn task_ids_are_per_agent_and_a_live_entry_is_never_taken_over() {
+        let gw = originator_gateway();
+        create_task(&gw, "agent-a", "key-alice", "t-1");
+        // Another agent returns the same id to mallory: her task there, not alice's.
+        create_task(&gw, "agent-b", "key-mallory", "t-1");
+        let cancel = json!({"jsonrpc": "2.0", "id": 9, "method": "CancelTask", "params": {"id": "t-1"}}).to_string();
+        let cancel_as = |agent: &str, key: &str| gw.request(agent, "POST", "/", &[V10, ("x-api-key", key)], Some(cancel.as_bytes()));
+        assert_eq!(cancel_as("agent-a", "key-mallory").reply().unwrap().1["error"]["data"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR");
+        assert_eq!(cancel_as("agent-b", "key-mallory").step, Step::Continue);
+        assert_eq!(cancel_as("agent-a", "key-alice").step, Step::Continue);
+        assert!(cancel_as("agent-b", "key-alice").reply().is_some());
+        // agent-a itself hands mallory alice's id again: the entry is kept.
+        create_task(&gw, "agent-a", "key-mallory", "t-1");
+        assert!(cancel_as("agent-a", "key-mallory").reply().is_some());
+        assert_eq!(cancel_as("agent-a", "key-alice").step, Step::Continue);
+    }
+
+    #[test]
+    fn a_colliding_task_id_neither_excuses_nor_breaks_a_continuation() {
+        let gw = Gateway::new(json!({"delegation": {"signing_key": KEY}}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut hop1 = gw.request("agent-a", "POST", "/", &[V10], Some(&body));
+        gw.respond(&mut hop1, "application/json", &[&task_json("c-a", "t-same", "TASK_STATE_INPUT_REQUIRED")]);
+        let h = with(&forwarded(&hop1), &[V10]);
+        let mut hop2 = gw.request("agent-b", "POST", "/", &refs(&h), Some(&body));
+        // agent-b returns the same task id (later, so it would have overwritten a's entry).
+        gw.respond(&mut hop2, "application/json", &[&task_json("c-b", "t-same", "TASK_STATE_WORKING")]);
+        let h = with(&forwarded(&hop2), &[V10]);
+        let answer = send_body("SendMessage", v10_message(json!({"taskId": "t-same"})));
+        assert_eq!(gw.request("agent-a", "POST", "/", &refs(&h), Some(&answer)).step, Step::Continue, "a owns t-same");
+        // A third agent never returned t-same: no exemption there.
+        let mut hop3 = gw.request("agent-c", "POST", "/", &refs(&h), Some(&body));
+        gw.respond(&mut hop3, "application/json", &[&task_json("c-c", "t-other", "TASK_STATE_WORKING")]);
+        let h = with(&forwarded(&hop3), &[V10]);
+        let back_to_b = gw.request("agent-b", "POST", "/", &refs(&h), Some(&answer));
+        assert_eq!(back_to_b.step, Step::Continue, "b owns t-same too (its own entry)");
+        let fresh = send_body("SendMessage", v10_message(json!({"taskId": "t-other"})));
+        let to_a = gw.request("agent-a", "POST", "/", &refs(&h), Some(&fresh));
+        assert_eq!(to_a.reply().unwrap().1["error"]["code"], codes::DELEGATION_LOOP, "t-other is agent-c's");
+    }
+
+    #[test]
+    fn credentials_are_not_forwarded_unless_configured() {
+        let keys = json!({"api_keys": {"headers": ["x-tollgate-key"], "keys": [
+            {"sha256": sha256_hex(b"key-a"), "name": "a", "principal": "svc-a"}]}});
+        let creds = [V10, ("x-tollgate-key", "key-a"), ("authorization", "Bearer other"), ("x-api-key", "x"), ("x-goog-api-key", "y")];
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let gw = Gateway::new(json!({"identity": keys.clone(), "delegation": {"trusted_agents": [{"principal": "svc-a"}]}}));
+        let mut call = gw.request("agent-b", "POST", "/", &creds, Some(&body));
+        assert_eq!(call.step, Step::Continue);
+        for h in ["x-tollgate-key", "authorization", "x-api-key", "x-goog-api-key"] {
+            assert_eq!(call.upstream(h), None, "{h}");
+        }
+        gw.finish(&mut call);
+        assert_eq!(audit(&call)["caller_trust"], "identity", "the key was read before it was removed");
+        let card = gw.request("agent-b", "GET", "/.well-known/agent-card.json", &creds, None);
+        assert_eq!(card.upstream("x-tollgate-key"), None);
+        let other = gw.request("agent-b", "GET", "/health", &creds, None);
+        assert_eq!(other.upstream("authorization"), None);
+        let gw = Gateway::new(json!({"identity": keys, "forward_credentials": true}));
+        let call = gw.request("agent-b", "POST", "/", &creds, Some(&body));
+        assert_eq!(call.upstream("x-tollgate-key").as_deref(), Some("key-a"));
+        assert_eq!(call.upstream("authorization").as_deref(), Some("Bearer other"));
+    }
+
+    #[test]
+    fn ids_with_control_characters_never_become_headers() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendMessage", v10_message(json!({"contextId": "c\r\nx-evil: 1", "messageId": "m-ok"})));
+        let call = gw.request("a", "POST", "/", &[V10], Some(&body));
+        assert_eq!(call.step, Step::Continue);
+        assert_eq!(call.upstream(chain::CONTEXT_ID), None);
+        assert_eq!(call.upstream(chain::MESSAGE_ID).as_deref(), Some("m-ok"));
     }
 
     #[test]
@@ -1495,6 +1755,7 @@ mod tests {
     fn oversized_request_is_refused_before_the_whole_body_arrives() {
         let gw = Gateway::new(json!({"limits": {"max_request_body_bytes": 64}}));
         let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "application/json"), V10]);
+        host.set_prop(&["xds", "cluster_name"], b"agent-a");
         let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
         assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
         assert_eq!(ex.on_request_body(&host, 32, false), Step::Pause);
@@ -1539,6 +1800,7 @@ mod tests {
         let body = send_body("SendMessage", v10_message(json!({})));
         let all = [(":method", "POST"), (":path", "/"), ("content-type", "application/json"), V10];
         let host = MemoryHost::with_request_headers(&all);
+        host.set_prop(&["xds", "cluster_name"], b"agent-a");
         let base = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload"];
         host.set_prop(&[&base[..], &["sub"]].concat(), b"agent-app");
         host.set_prop(&[&base[..], &["act", "sub"]].concat(), b"alice");
@@ -1583,8 +1845,20 @@ mod tests {
         assert_eq!(host.request_header(chain::CHAIN).as_deref(), Some("agent_cluster"));
         // A non-string metadata value (YAML `agent: y` is a boolean) is not an identity.
         host.set_prop(&["xds", "route_metadata", "filter_metadata", "tollgate", "agent"], &[1]);
+        host.request_headers.borrow_mut().retain(|(k, _)| !k.starts_with("x-tollgate-") && k != "traceparent");
         let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
-        ex.on_request_headers(&host, true);
+        assert_eq!(ex.on_request_headers(&host, true), Step::Continue);
         assert_eq!(host.request_header(chain::CHAIN).as_deref(), Some("agent_cluster"));
+
+        // Without metadata and without the cluster fallback the route is not an agent's: the
+        // request passes, but never with the caller's gateway-owned headers.
+        let gw = Gateway::new(json!({"routes": {"cluster_fallback": false}}));
+        let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/x"), ("content-type", "text/plain"), (chain::HOP, "9"), ("x-api-key", "k")]);
+        host.set_prop(&["xds", "cluster_name"], b"agent_cluster");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        assert_eq!(ex.on_request_headers(&host, false), Step::Continue);
+        assert_eq!(host.request_header(chain::HOP), None);
+        assert_eq!(host.request_header("x-api-key").as_deref(), Some("k"), "not an agent route: credentials untouched");
+        assert!(host.local_reply.borrow().is_none());
     }
 }

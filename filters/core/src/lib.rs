@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod reply;
 pub mod shared_table;
 pub mod sse;
+pub mod text;
 pub mod trace;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm_host;

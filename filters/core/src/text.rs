@@ -1,0 +1,72 @@
+//! Text helpers shared by the filters.
+
+use std::fmt;
+
+/// Why a percent-encoded string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// The decoded bytes are not UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DecodeError::BadEscape => "invalid percent escape",
+            DecodeError::NotUtf8 => "percent-decoded text is not UTF-8",
+        })
+    }
+}
+
+/// Percent-decodes `s` (RFC 3986 `%XX`; `+` is left alone). Invalid escapes are refused,
+/// never kept literally: two parsers must not read the same text differently.
+pub fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, DecodeError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+                _ => return Err(DecodeError::BadEscape),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// [`percent_decode_bytes`] whose result must be UTF-8.
+pub fn percent_decode(s: &str) -> Result<String, DecodeError> {
+    String::from_utf8(percent_decode_bytes(s)?).map_err(|_| DecodeError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_escapes_and_multibyte() {
+        assert_eq!(percent_decode("t%3Acancel").as_deref(), Ok("t:cancel"));
+        assert_eq!(percent_decode("a%2fb%2D1").as_deref(), Ok("a/b-1"));
+        assert_eq!(percent_decode("%C3%BC+x").as_deref(), Ok("ü+x"));
+        assert_eq!(percent_decode("описание").as_deref(), Ok("описание"));
+        assert_eq!(percent_decode("").as_deref(), Ok(""));
+        assert_eq!(percent_decode("%25").as_deref(), Ok("%"));
+    }
+
+    #[test]
+    fn refuses_invalid_escapes() {
+        for bad in ["%", "%2", "a%zz", "%G1", "100%", "%%41", "%é1"] {
+            assert_eq!(percent_decode(bad), Err(DecodeError::BadEscape), "{bad}");
+        }
+        assert_eq!(percent_decode("%FF"), Err(DecodeError::NotUtf8));
+        assert_eq!(percent_decode_bytes("%FF"), Ok(vec![0xFF]));
+    }
+}
