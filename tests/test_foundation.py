@@ -77,3 +77,11 @@ def test_istio_example_plugin_configs_load(workdir, layer, plugin_config, source
     result = subprocess.run([harness.ENVOY, "--mode", "validate", "-c", str(path), "-l", "error"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"{source}: {result.stdout}{result.stderr}"
+
+
+def test_stack_is_composed_from_the_layer_configs():
+    """envoy/stack.yaml is generated from envoy/{llm,mcp,a2a}.yaml and must not drift."""
+    import subprocess
+    result = subprocess.run([sys.executable, str(harness.REPO / "envoy" / "compose_stack.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
