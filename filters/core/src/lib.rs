@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pairs;
 #[cfg(target_arch = "wasm32")]
 pub mod plugin;
+pub mod raw_object;
 pub mod reply;
 pub mod shared_table;
 pub mod sse;

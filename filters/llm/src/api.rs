@@ -1,7 +1,8 @@
 //! Client APIs: detection by path, borrowed request parsing, body rewriting that keeps
 //! every untouched member verbatim, and error bodies in each API's own shape.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use tollgate_core::raw_object::RawMembers;
+use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -199,29 +200,15 @@ pub fn detect(path: &str) -> Option<Endpoint> {
     })
 }
 
-/// Percent-decodes; `plus_is_space` for query components (form encoding).
+/// Percent-decodes (core decoder: invalid escapes and non-UTF-8 refused); `plus_is_space`
+/// for query components (form encoding: `+` is a space, `%2B` a plus).
 fn decode_component(s: &str, plus_is_space: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    let decoded = if plus_is_space {
+        tollgate_core::text::percent_decode(&s.replace('+', " "))
+    } else {
+        tollgate_core::text::percent_decode(s)
+    };
+    decoded.ok()
 }
 
 fn encode_segment(s: &str) -> String {
@@ -369,33 +356,10 @@ pub fn parse_request<'a>(endpoint: &Endpoint, body: &'a [u8]) -> Result<RequestI
     }
 }
 
-/// A top-level JSON object as (key, raw value) pairs in document order, borrowed.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
-                    out.push((k.0, v));
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 /// Sets top-level members of a JSON object to the given raw JSON values, keeping every
 /// other member byte for byte and in order (new members go last).
 pub fn set_members(object: &str, set: &[(&str, &str)]) -> Result<String, serde_json::Error> {
-    let members: Members<'_> = serde_json::from_str(object)?;
+    let members: RawMembers<'_> = serde_json::from_str(object)?;
     let mut out = String::with_capacity(object.len() + 64);
     out.push('{');
     let mut done = vec![false; set.len()];

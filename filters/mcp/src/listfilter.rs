@@ -4,8 +4,8 @@
 //! byte for byte; tool results report `isError`. Works on one JSON-RPC message at a time, so
 //! the filter can apply it to a JSON body (object or batch array) or to each SSE event.
 
+use tollgate_core::raw_object::RawMembers;
 use crate::message::Target;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -61,7 +61,7 @@ impl ListKind {
 
     /// Guesses a list result by its shape, for responses whose request the filter did not
     /// see (e.g. replayed on a resumed GET stream).
-    fn guess(result: &Pairs<'_>) -> Option<ListKind> {
+    fn guess(result: &RawMembers<'_>) -> Option<ListKind> {
         [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates]
             .into_iter()
             .find(|k| result.0.iter().any(|(key, v)| key == k.key() && v.get().trim_start().starts_with('[')))
@@ -152,32 +152,8 @@ pub fn id_key(id: &RawValue) -> String {
 /// `resources` or `resourceTemplates` as an array. For responses that are not known to
 /// answer a list request (an unknown id, or an id the server took for another request's).
 pub fn list_shape(message: &ServerMessage<'_>) -> Option<ListKind> {
-    let pairs: Pairs<'_> = serde_json::from_str(message.result?.get()).ok()?;
+    let pairs: RawMembers<'_> = serde_json::from_str(message.result?.get()).ok()?;
     ListKind::guess(&pairs)
-}
-
-/// An object's members in order, values raw (duplicate keys kept, so each is filtered).
-struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Pairs<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Pairs<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<'de>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    out.push((key, value));
-                }
-                Ok(Pairs(out))
-            }
-        }
-        d.deserialize_map(V).map_err(de::Error::custom)
-    }
 }
 
 /// The result of filtering one list response.
@@ -198,7 +174,7 @@ pub fn filter_list(
     keep: &mut dyn FnMut(ListKind, &Target<'_>) -> bool,
 ) -> Result<Option<Rewritten>, String> {
     let Some(result) = message.result else { return Ok(None) };
-    let pairs: Pairs<'_> = match serde_json::from_str(result.get()) {
+    let pairs: RawMembers<'_> = match serde_json::from_str(result.get()) {
         Ok(p) => p,
         Err(e) if kind.is_some() => return Err(format!("list result is not an object: {e}")),
         Err(_) => return Ok(None),
