@@ -138,9 +138,8 @@ fn strip_query(path: &str) -> &str {
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return false };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    mime == "application/json" || mime.ends_with("+json")
+    tollgate_core::text::media_type(content_type)
+        .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"))
 }
 
 /// Why a request path is refused: servers disagree on what it means.

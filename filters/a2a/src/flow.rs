@@ -23,7 +23,6 @@ use tollgate_core::config::ConfigError;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::metrics::Metrics;
-use tollgate_core::pairs::deserialize_pairs_exact;
 use tollgate_core::reply;
 use tollgate_core::shared_table::SharedTable;
 use tollgate_core::trace::{self, TraceParent, TraceStep};
@@ -257,19 +256,6 @@ fn header_value(host: &dyn Host, name: &str) -> Option<String> {
     host.request_header(name).filter(|v| !v.is_empty())
 }
 
-/// A property holding a string (route metadata values come back as plain bytes).
-fn string_property(host: &dyn Host, path: &[&str]) -> Option<String> {
-    let raw = host.property(path).ok().flatten()?;
-    if raw.is_empty() {
-        return None;
-    }
-    if deserialize_pairs_exact(&raw).is_some() {
-        return None; // a struct, not a string
-    }
-    // A non-string metadata value (a YAML `y` is a boolean!) comes back as raw bytes.
-    String::from_utf8(raw).ok().filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
-}
-
 impl Exchange {
     pub fn new(shared: Rc<Shared>, metrics: Rc<Metrics>) -> Self {
         Exchange {
@@ -320,8 +306,8 @@ impl Exchange {
     /// `None`: not an agent route (the filter then only removes the gateway-owned headers).
     fn route_target(&self, host: &dyn Host) -> Option<String> {
         let r = &self.config().routes;
-        let from_metadata = string_property(host, &["xds", "route_metadata", "filter_metadata", &r.metadata_namespace, &r.agent_key]);
-        from_metadata.or_else(|| if r.cluster_fallback { string_property(host, &["xds", "cluster_name"]) } else { None })
+        let from_metadata = host.property_string(&["xds", "route_metadata", "filter_metadata", &r.metadata_namespace, &r.agent_key]);
+        from_metadata.or_else(|| if r.cluster_fallback { host.property_string(&["xds", "cluster_name"]) } else { None })
     }
 
     fn route_metadata(&self, host: &dyn Host, key: &str) -> Option<String> {
@@ -329,14 +315,11 @@ impl Exchange {
             return None;
         }
         let ns = &self.config().routes.metadata_namespace;
-        string_property(host, &["xds", "route_metadata", "filter_metadata", ns, key])
+        host.property_string(&["xds", "route_metadata", "filter_metadata", ns, key])
     }
 
     fn jwt_claim(&self, host: &dyn Host, claim: &str) -> Option<String> {
-        let jwt = self.config().identity.jwt.as_ref()?;
-        let mut path: Vec<&str> = vec!["metadata", "filter_metadata", &jwt.metadata_namespace, &jwt.payload_key];
-        path.extend(claim.split('.'));
-        string_property(host, &path)
+        tollgate_core::identity::jwt_claim(host, self.config().identity.jwt.as_ref()?, claim)
     }
 
     fn lookup(&self, host: &dyn Host, key: &str) -> Option<Entry> {

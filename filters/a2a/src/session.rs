@@ -89,14 +89,12 @@ pub fn request_ids(params: &[u8], method: Method, dialect: Dialect, want_parts: 
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+    let cut = tollgate_core::text::truncate(s, max);
+    if cut.len() == s.len() {
+        cut.to_string()
+    } else {
+        format!("{cut}…")
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Normalizes a task state across dialects: `TASK_STATE_INPUT_REQUIRED` and

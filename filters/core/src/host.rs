@@ -95,11 +95,14 @@ pub trait HostExt: Host {
     fn response_header(&self, name: &str) -> Option<String> {
         self.header(HeaderMap::Response, name).ok().flatten()
     }
+    /// A property holding a scalar string (route metadata, cluster name, a JWT claim): `None`
+    /// for empty values, structs and lists (pair-serialized), non-UTF-8 or control characters.
     fn property_string(&self, path: &[&str]) -> Option<String> {
-        self.property(path)
-            .ok()
-            .flatten()
-            .and_then(|v| String::from_utf8(v).ok())
+        let raw = self.property(path).ok().flatten()?;
+        if raw.is_empty() || crate::pairs::deserialize_pairs_exact(&raw).is_some() {
+            return None;
+        }
+        String::from_utf8(raw).ok().filter(|s| !s.chars().any(char::is_control))
     }
     /// Sets a header, logging (not failing) when the host refuses, e.g. once headers left.
     fn try_set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) {

@@ -233,6 +233,13 @@ pub fn resolve(host: &dyn Host, config: &IdentityConfig) -> Result<Option<Identi
     Ok(None)
 }
 
+/// A string claim of the verified JWT (`claim` may descend with dots, e.g. `act.sub`).
+pub fn jwt_claim(host: &dyn Host, jwt: &JwtSource, claim: &str) -> Option<String> {
+    let mut path: Vec<&str> = vec!["metadata", "filter_metadata", &jwt.metadata_namespace, &jwt.payload_key];
+    path.extend(claim.split('.'));
+    host.property_string(&path)
+}
+
 fn claim(host: &dyn Host, jwt: &JwtSource, claim: &str) -> Option<Vec<u8>> {
     let mut path: Vec<&str> = vec!["metadata", "filter_metadata", &jwt.metadata_namespace, &jwt.payload_key];
     path.extend(claim.split('.'));

@@ -47,9 +47,51 @@ pub fn percent_decode(s: &str) -> Result<String, DecodeError> {
     String::from_utf8(percent_decode_bytes(s)?).map_err(|_| DecodeError::NotUtf8)
 }
 
+/// The media type of a `Content-Type` value, lowercase, without parameters.
+pub fn media_type(content_type: Option<&str>) -> Option<String> {
+    content_type.map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+/// `text/event-stream`, any parameters.
+pub fn is_sse(content_type: Option<&str>) -> bool {
+    media_type(content_type).as_deref() == Some("text/event-stream")
+}
+
+/// `Content-Encoding` absent or `identity`: the only encoding a filter can read.
+pub fn is_identity_encoding(content_encoding: Option<&str>) -> bool {
+    match content_encoding {
+        None => true,
+        Some(v) => v.split(',').map(str::trim).all(|e| e.is_empty() || e.eq_ignore_ascii_case("identity")),
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (never panics on multi-byte text).
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_encodings_and_truncation() {
+        assert_eq!(media_type(Some("Application/JSON; charset=utf-8")).as_deref(), Some("application/json"));
+        assert_eq!(media_type(None), None);
+        assert!(is_sse(Some("text/event-stream;charset=utf-8")));
+        assert!(!is_sse(Some("application/json")));
+        assert!(is_identity_encoding(None) && is_identity_encoding(Some("identity")));
+        assert!(!is_identity_encoding(Some("gzip")) && !is_identity_encoding(Some("identity, br")));
+        assert_eq!(truncate("agentéé", 6), "agent");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
 
     #[test]
     fn decodes_escapes_and_multibyte() {

@@ -520,9 +520,8 @@ impl HttpExchange for Exchange {
                     self.endpoint.as_ref().and_then(|e| e.gemini.as_ref()).is_some_and(|g| g.action == GeminiAction::Stream);
                 let content_type = host.response_header("content-type");
                 let framing = Framing::detect(content_type.as_deref(), gemini_stream);
-                self.encoded_response = host
-                    .response_header("content-encoding")
-                    .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+                self.encoded_response =
+                    !tollgate_core::text::is_identity_encoding(host.response_header("content-encoding").as_deref());
                 self.tracker = Some(UsageTracker::new(api, framing, self.state.max_event_bytes));
                 for (name, value) in &self.ratelimit_headers {
                     host.try_set_header(HeaderMap::Response, name, Some(value));

@@ -454,8 +454,7 @@ pub enum Framing {
 impl Framing {
     /// From the response `content-type`, and whether the request was a Gemini stream.
     pub fn detect(content_type: Option<&str>, gemini_stream: bool) -> Framing {
-        let ct = content_type.unwrap_or("").to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
+        if tollgate_core::text::is_sse(content_type) {
             Framing::Sse
         } else if gemini_stream {
             Framing::JsonArray

@@ -247,25 +247,11 @@ pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&s
     Ok(())
 }
 
-/// `Content-Type` is `application/json` (any parameters).
+pub use tollgate_core::text::{is_identity_encoding, is_sse as is_sse_content_type, truncate};
+
+/// `Content-Type` is `application/json` (any parameters): what MCP requires of POSTs.
 pub fn is_json_content_type(value: Option<&str>) -> bool {
-    media_type(value).is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
-}
-
-pub fn is_sse_content_type(value: Option<&str>) -> bool {
-    media_type(value).is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream"))
-}
-
-fn media_type(value: Option<&str>) -> Option<&str> {
-    value.map(|v| v.split(';').next().unwrap_or("").trim())
-}
-
-/// `Content-Encoding` absent or `identity` (the only encodings a gateway can read).
-pub fn is_identity_encoding(value: Option<&str>) -> bool {
-    match value {
-        None => true,
-        Some(v) => v.split(',').map(str::trim).all(|e| e.is_empty() || e.eq_ignore_ascii_case("identity")),
-    }
+    tollgate_core::text::media_type(value).as_deref() == Some("application/json")
 }
 
 /// A session id as recorded: visible ASCII only, at most 128 characters.
@@ -275,17 +261,6 @@ pub fn session_id(value: Option<&str>) -> Option<String> {
         return None;
     }
     Some(truncate(v, 128).to_string())
-}
-
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
