@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make bench` runs this after `make venv build`. A thin wrapper: it installs what the
+# benchmark needs (wrk and h2load from Debian, LiteLLM into its own virtualenv) and hands over to
+# bench/bench.py, which does everything else and writes bench/results.md.
+#
+#   make bench                         full run (~20-25 min on 2 cores)
+#   BENCH_QUICK=1 bash bench/run.sh    development run (~4 min: short runs, 100k soak)
+#   BENCH_ONLY=throughput,ttfb,streams,litellm,soak,sizes   pick scenarios
+#   BENCH_SKIP_LITELLM=1               do not install LiteLLM (that scenario reports "not run")
+# See bench/README.md for every setting.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+LITELLM_VENV=bench/.venv-litellm
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bench: missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 2
+  fi
+  echo "bench: installing ${missing[*]} (apt-get)"
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+fi
+command -v taskset >/dev/null 2>&1 || { echo "bench: taskset (util-linux) is missing" >&2; exit 2; }
+
+if [ ! -x "$PY" ]; then
+  echo "bench: project virtualenv missing; running make venv"
+  make venv
+fi
+for layer in llm mcp a2a; do
+  [ -f "dist/tollgate_$layer.wasm" ] || echo "bench: warning: dist/tollgate_$layer.wasm missing (make build); its scenarios will be 'not run'" >&2
+done
+
+if [ "${BENCH_SKIP_LITELLM:-0}" = "0" ]; then
+  stamp="$LITELLM_VENV/.installed"
+  if [ ! -f "$stamp" ] || ! cmp -s bench/requirements.txt "$stamp"; then
+    echo "bench: installing LiteLLM into $LITELLM_VENV (bench/requirements.txt)"
+    [ -x "$LITELLM_VENV/bin/python" ] || python3 -m venv "$LITELLM_VENV"
+    if "$LITELLM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt; then
+      cp bench/requirements.txt "$stamp"
+    else
+      echo "bench: warning: LiteLLM install failed; the LiteLLM comparison will be 'not run'" >&2
+    fi
+  fi
+fi
+
+# The exact command, for the report.
+settings=$(env | grep -E '^BENCH_[A-Z_]+=' | grep -v '^BENCH_COMMAND=' | sort | tr '\n' ' ' || true)
+if [ -n "${MAKELEVEL:-}" ]; then invocation="make bench"; else invocation="bash bench/run.sh"; fi
+export BENCH_COMMAND="${settings}${invocation}"
+
+exec "$PY" bench/bench.py "$@"
