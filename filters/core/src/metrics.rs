@@ -13,25 +13,31 @@ pub struct Metrics {
 
 /// Makes a label value safe inside a dotted stat name.
 pub fn sanitize(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .collect();
-    if out.is_empty() {
-        out.push_str("none");
-    }
+    let mut out = String::with_capacity(value.len().min(64));
+    push_sanitized(&mut out, value);
     out
 }
 
+/// Appends `value` made safe for a dotted stat name: at most 64 characters, anything but
+/// ASCII letters, digits, `-` and `_` replaced by `_`, `none` for an empty value.
+fn push_sanitized(out: &mut String, value: &str) {
+    if value.is_empty() {
+        out.push_str("none");
+        return;
+    }
+    for c in value.chars().take(64) {
+        out.push(if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' });
+    }
+}
+
 pub fn stat_name(base: &str, labels: &[(&str, &str)]) -> String {
-    let mut name = String::with_capacity(base.len() + labels.len() * 24);
+    let mut name = String::with_capacity(base.len() + labels.iter().map(|(l, v)| l.len() + v.len().min(64) + 2).sum::<usize>());
     name.push_str(base);
     for (label, value) in labels {
         name.push('.');
         name.push_str(label);
         name.push('.');
-        name.push_str(&sanitize(value));
+        push_sanitized(&mut name, value);
     }
     name
 }

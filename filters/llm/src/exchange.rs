@@ -531,7 +531,9 @@ impl HttpExchange for Exchange {
         if end_of_stream {
             self.response_complete = true;
             self.finish(host);
-        } else {
+        } else if self.stream {
+            // A stream may run for minutes: the record shows it started. A plain JSON body
+            // follows at once, and the forward-time record covers a client that leaves.
             self.provisional(host);
         }
         Step::Continue
