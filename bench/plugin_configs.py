@@ -75,6 +75,12 @@ def llm_config(shipped: dict[str, Any], provider_names: list[str]) -> dict[str, 
         cfg = copy.deepcopy(shipped)
         add_api_key(cfg, key)
         cfg["require_identity"] = True
+        # Keep the shipped limits (their reservation and reconciliation are part of the
+        # per-request work) but out of reach: the 1M-request soak would spend the demo budget.
+        for limit in cfg.get("limits", []):
+            for cap in ("requests_per_window", "tokens_per_window", "cost_micro_usd_per_window"):
+                if cap in limit:
+                    limit[cap] = 10**15
         return cfg
     provider = provider_names[0] if provider_names else "provider-a"
     return {

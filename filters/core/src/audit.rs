@@ -103,15 +103,24 @@ impl Default for AuditConfig {
     }
 }
 
+/// Serializes a record into a buffer sized for a typical record: growing a small buffer
+/// step by step costs more than the serialization itself.
+pub fn to_json<D: Serialize>(host: &dyn Host, record: &Record<'_, D>) -> Option<Vec<u8>> {
+    let mut json = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut json, record) {
+        Ok(()) => Some(json),
+        Err(e) => {
+            host.log(LogLevel::Error, &format!("tollgate: audit record not serializable: {e}"));
+            None
+        }
+    }
+}
+
 /// Serializes and emits one record. Emitting again in the same request replaces the filter
 /// state (callers emitting several records per request pass them as one JSON array instead).
 pub fn emit<D: Serialize>(host: &dyn Host, config: &AuditConfig, record: &Record<'_, D>) {
-    // Sized for a typical record: growing a small buffer step by step costs more than the
-    // serialization itself.
-    let mut json = Vec::with_capacity(1024);
-    match serde_json::to_writer(&mut json, record) {
-        Ok(()) => emit_json(host, config, &json),
-        Err(e) => host.log(LogLevel::Error, &format!("tollgate: audit record not serializable: {e}")),
+    if let Some(json) = to_json(host, record) {
+        emit_json(host, config, &json);
     }
 }
 

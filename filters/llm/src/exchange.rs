@@ -332,13 +332,11 @@ impl Exchange {
         rec.duration_ms = Some(duration_ms);
         rec.error = error.as_deref();
         if !is_final {
-            match serde_json::to_vec(&rec) {
-                Ok(json) => {
-                    if let Err(e) = host.set_property(&[&state.audit.filter_state_key], &json) {
-                        host.log(LogLevel::Warn, &format!("tollgate-llm: cannot set audit filter state: {e}"));
-                    }
+            // Filter state only: the Envoy log gets the final record, once.
+            if let Some(json) = audit::to_json(host, &rec) {
+                if let Err(e) = host.set_property(&[&state.audit.filter_state_key], &json) {
+                    host.log(LogLevel::Warn, &format!("tollgate-llm: cannot set audit filter state: {e}"));
                 }
-                Err(e) => host.log(LogLevel::Error, &format!("tollgate-llm: audit record not serializable: {e}")),
             }
             return;
         }
