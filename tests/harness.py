@@ -263,5 +263,23 @@ def python_server(name: str, script: str, args: list[str], workdir: Path, ready_
     return proc
 
 
+FAKE_LLM = "examples/fake_llm/server.py"
+# The fake providers behind envoy/llm.yaml's two provider clusters.
+FAKE_PROVIDERS = (("alpha", "llm_provider_a"), ("beta", "llm_provider_b"))
+
+
+def start_fake_providers(workdir: Path, started: list[Proc]) -> tuple[dict[str, str], dict[str, int]]:
+    """Starts one fake LLM provider per provider cluster (appended to `started`, which the
+    caller stops); returns ({name: base url}, {cluster: port})."""
+    urls, ports = {}, {}
+    for name, cluster in FAKE_PROVIDERS:
+        port = free_port()
+        started.append(python_server(f"fake-{name}", FAKE_LLM, ["--host", "127.0.0.1", "--port", str(port), "--name", name],
+                                     workdir, f"http://127.0.0.1:{port}/healthz"))
+        urls[name] = f"http://127.0.0.1:{port}"
+        ports[cluster] = port
+    return urls, ports
+
+
 def new_workdir(prefix: str = "tollgate-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))

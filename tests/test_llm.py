@@ -31,7 +31,6 @@ ALICE = "tg-demo-alice"  # team payments, any model
 BOB = "tg-demo-bob"  # team research, models gpt-4o-mini, fast, claude-haiku-*
 KEY_A = "sk-demo-provider-a"
 KEY_B = "sk-demo-provider-b"
-FAKE = "examples/fake_llm/server.py"
 
 
 class Gateway:
@@ -77,15 +76,7 @@ def gw(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("llm")
     started: list[harness.Proc] = []
     try:
-        fakes = {}
-        ports = {}
-        for name, cluster in (("alpha", "llm_provider_a"), ("beta", "llm_provider_b")):
-            port = harness.free_port()
-            started.append(harness.python_server(f"fake-{name}", FAKE,
-                                                 ["--host", "127.0.0.1", "--port", str(port), "--name", name],
-                                                 workdir, f"http://127.0.0.1:{port}/healthz"))
-            fakes[name] = f"http://127.0.0.1:{port}"
-            ports[cluster] = port
+        fakes, ports = harness.start_fake_providers(workdir, started)
         envoy = harness.Envoy(harness.load_envoy_config("llm.yaml"), workdir, upstreams=ports)
         started.append(envoy.proc)
         yield Gateway(envoy, fakes)

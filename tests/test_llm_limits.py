@@ -30,7 +30,6 @@ pytestmark = pytest.mark.timeout(90)
 ALICE = "tg-demo-alice"  # team payments (shipped config)
 BOB = "tg-demo-bob"  # team research (shipped config)
 CAROL = "tg-test-carol"  # team payments (added here)
-FAKE = "examples/fake_llm/server.py"
 WINDOW = 2_592_000
 BYTES_PER_TOKEN = 4
 
@@ -39,16 +38,8 @@ BYTES_PER_TOKEN = 4
 def fakes(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("llm-limits")
     started: list[harness.Proc] = []
-    urls, ports = {}, {}
     try:
-        for name, cluster in (("alpha", "llm_provider_a"), ("beta", "llm_provider_b")):
-            port = harness.free_port()
-            started.append(harness.python_server(f"fake-{name}", FAKE,
-                                                 ["--host", "127.0.0.1", "--port", str(port), "--name", name],
-                                                 workdir, f"http://127.0.0.1:{port}/healthz"))
-            urls[name] = f"http://127.0.0.1:{port}"
-            ports[cluster] = port
-        yield urls, ports
+        yield harness.start_fake_providers(workdir, started)
     finally:
         for proc in reversed(started):
             proc.stop()
