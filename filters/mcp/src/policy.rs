@@ -33,9 +33,7 @@ pub struct Policy {
 struct Rule {
     id: String,
     effect: Effect,
-    principals: Option<Vec<Glob>>,
-    groups: Option<Vec<Glob>>,
-    teams: Option<Vec<Glob>>,
+    who: IdentityMatch,
     servers: Option<Vec<Glob>>,
     methods: Option<Vec<Glob>>,
     tools: Option<Vec<Glob>>,
@@ -191,9 +189,7 @@ fn compile_rule(rule: &RuleConfig, at: &str) -> Result<Rule, ConfigError> {
     Ok(Rule {
         id: rule.id.clone(),
         effect: rule.effect,
-        principals: rule.principals.clone(),
-        groups: rule.groups.clone(),
-        teams: rule.teams.clone(),
+        who: IdentityMatch::new(&rule.principals, &rule.groups, &rule.teams),
         servers: rule.servers.clone(),
         methods: rule.methods.clone(),
         tools: rule.tools.clone(),
@@ -264,36 +260,44 @@ pub(crate) fn glob_any(globs: &Option<Vec<Glob>>, value: &str) -> bool {
 
 /// Identity conditions (principal, group, team globs), shared by rules and rate limits.
 /// Without any, anyone matches (anonymous callers too); with any, anonymous callers never do.
-pub(crate) fn identity_matches(
-    principals: &Option<Vec<Glob>>,
-    groups: &Option<Vec<Glob>>,
-    teams: &Option<Vec<Glob>>,
-    identity: Option<&Identity>,
-) -> bool {
-    if principals.is_none() && groups.is_none() && teams.is_none() {
-        return true;
+#[derive(Debug)]
+pub(crate) struct IdentityMatch {
+    principals: Option<Vec<Glob>>,
+    groups: Option<Vec<Glob>>,
+    teams: Option<Vec<Glob>>,
+}
+
+impl IdentityMatch {
+    pub(crate) fn new(principals: &Option<Vec<Glob>>, groups: &Option<Vec<Glob>>, teams: &Option<Vec<Glob>>) -> Self {
+        IdentityMatch { principals: principals.clone(), groups: groups.clone(), teams: teams.clone() }
     }
-    let Some(id) = identity else { return false };
-    if !glob_any(principals, &id.principal) {
-        return false;
-    }
-    if let Some(groups) = groups {
-        if !id.groups.iter().any(|g| groups.iter().any(|p| p.matches(g))) {
+
+    pub(crate) fn matches(&self, identity: Option<&Identity>) -> bool {
+        if self.principals.is_none() && self.groups.is_none() && self.teams.is_none() {
+            return true;
+        }
+        let Some(id) = identity else { return false };
+        if !glob_any(&self.principals, &id.principal) {
             return false;
         }
-    }
-    if let Some(teams) = teams {
-        match &id.team {
-            Some(team) if teams.iter().any(|p| p.matches(team)) => {}
-            _ => return false,
+        if let Some(groups) = &self.groups {
+            if !id.groups.iter().any(|g| groups.iter().any(|p| p.matches(g))) {
+                return false;
+            }
         }
+        if let Some(teams) = &self.teams {
+            match &id.team {
+                Some(team) if teams.iter().any(|p| p.matches(team)) => {}
+                _ => return false,
+            }
+        }
+        true
     }
-    true
 }
 
 impl Rule {
     fn matches_identity(&self, identity: Option<&Identity>) -> bool {
-        identity_matches(&self.principals, &self.groups, &self.teams, identity)
+        self.who.matches(identity)
     }
 
     fn matches_target(&self, target: &Target<'_>) -> bool {

@@ -5,7 +5,7 @@
 //! not at all (what a refused request consumed is given back).
 
 use crate::config::{Per, RateLimitConfig};
-use crate::policy::{glob_any, identity_matches, Subject};
+use crate::policy::{glob_any, IdentityMatch, Subject};
 use tollgate_core::config::ConfigError;
 use tollgate_core::glob::Glob;
 use tollgate_core::hash::sha256_hex;
@@ -30,9 +30,7 @@ pub struct RateLimits {
 #[derive(Debug)]
 struct Limit {
     id: String,
-    principals: Option<Vec<Glob>>,
-    groups: Option<Vec<Glob>>,
-    teams: Option<Vec<Glob>>,
+    who: IdentityMatch,
     servers: Option<Vec<Glob>>,
     tools: Option<Vec<Glob>>,
     max_calls: u64,
@@ -74,9 +72,7 @@ impl RateLimits {
             }
             limits.push(Limit {
                 id: c.id.clone(),
-                principals: c.principals.clone(),
-                groups: c.groups.clone(),
-                teams: c.teams.clone(),
+                who: IdentityMatch::new(&c.principals, &c.groups, &c.teams),
                 servers: c.servers.clone(),
                 tools: c.tools.clone(),
                 max_calls: c.max_calls,
@@ -115,7 +111,7 @@ impl RateLimits {
 
 impl Limit {
     fn matches(&self, subject: Subject<'_>, tool: &str) -> bool {
-        identity_matches(&self.principals, &self.groups, &self.teams, subject.identity)
+        self.who.matches(subject.identity)
             && glob_any(&self.servers, subject.server)
             && glob_any(&self.tools, tool)
     }
