@@ -562,6 +562,25 @@ def bare_from(layer: str, upstream_port: int, extra: list[dict] | None = None, n
     return Envoy(name or f"bare-{layer}", cfg, core=ENVOY_CORE, upstreams=ups)
 
 
+FLOOR_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "tollgate_bench_floor.wasm"
+FLOOR_LABEL = "empty proxy-wasm filter (buffers the body; V8's own per-request cost)"
+
+
+def floor_from(layer: str, upstream_port: int) -> Envoy:
+    """envoy/<layer>.yaml with its Tollgate module swapped for bench/floor (an empty filter
+    that holds the headers, reads the body and continues): the wasm runtime's share of the
+    gap between bare Envoy and Tollgate, measured in the same run."""
+    if not FLOOR_WASM.is_file():
+        raise NotRun(f"{FLOOR_WASM.relative_to(REPO)} missing (bench/run.sh builds it)")
+    cfg = harness.load_envoy_config(f"{layer}.yaml")
+    for c in harness.wasm_filters(cfg):
+        c["vm_config"]["code"] = {"local": {"filename": str(FLOOR_WASM)}}
+        c["vm_config"]["vm_id"] = "bench.floor"
+        c["vm_config"].pop("environment_variables", None)
+    ups = {c: upstream_port for c in cluster_names(cfg)}
+    return Envoy(f"floor-{layer}", cfg, core=ENVOY_CORE, upstreams=ups)
+
+
 BUFFER_FILTER = {"name": "envoy.filters.http.buffer", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
 
@@ -642,7 +661,7 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                     env = cfg.build()
                 envs[cfg.key] = env
                 sanity(env.url(req.path), req, cfg.label)
-                if w.deny_request is not None and cfg.key != "bare":
+                if w.deny_request is not None and cfg.key not in ("bare", "floor"):
                     must_deny(env.url(req.path), w.deny_request, cfg.label)
                 script = wrk_script(req, f"{group}-{cfg.key}")
                 row["script"] = script
@@ -711,29 +730,46 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
 
 def scenario_throughput(canned: Envoy) -> None:
     up = canned.port
+    groups = {g.strip() for g in os.environ.get("BENCH_GROUPS", "llm,mcp,a2a").split(",") if g.strip()}
+    if "llm" in groups:
+        throughput_llm(up)
+    if "mcp" in groups:
+        throughput_mcp(up)
+    if "a2a" in groups:
+        throughput_a2a(up)
+
+
+def throughput_llm(up: int) -> None:
     # LLM: bare, bare + buffer, Tollgate LLM (4 KB OpenAI chat with a virtual key)
     w = workload("llm")
     rows = throughput_group("llm", w, [
         (Config("bare", "bare Envoy (router only)", lambda: bare_from("llm", up)), None),
         (Config("buffer", "bare Envoy + envoy.filters.http.buffer", lambda: bare_from("llm", up, [BUFFER_FILTER], "buffer-llm")), "bare"),
+        (Config("floor", FLOOR_LABEL, lambda: floor_from("llm", up)), "buffer"),
         (tollgate_config("llm", up, w.plugin, "Tollgate LLM (virtual key, routing, accounting, cost)"), "buffer"),
     ], up)
     target_from_rows(rows, "tollgate-llm", "LLM non-streaming throughput", ">= 0.85 x bare Envoy + buffer req/s", 0.85)
 
+
+def throughput_mcp(up: int) -> None:
     # MCP: native mcp + rbac vs Tollgate MCP (tools/call, 50 rules incl. 10 argument rules)
     w = workload("mcp")
     rows = throughput_group("mcp", w, [
         (Config("bare", "bare Envoy (router only)", lambda: bare_from("mcp", up)), None),
         (Config("native", "native envoy.filters.http.mcp + rbac (50 policies)",
                 lambda: bare_from("mcp", up, pc.native_mcp_rbac_filters(), "native-mcp-rbac")), "bare"),
+        (Config("floor", FLOOR_LABEL, lambda: floor_from("mcp", up)), "native"),
         (tollgate_config("mcp", up, w.plugin, "Tollgate MCP (50 rules, 10 on arguments)"), "native"),
     ], up)
     target_from_rows(rows, "tollgate-mcp", "MCP tools/call throughput", ">= 0.9 x native mcp + rbac req/s", 0.9)
 
+
+def throughput_a2a(up: int) -> None:
     # A2A: bare vs Tollgate A2A (SendMessage, tagging, trace stitching)
     w = workload("a2a")
     rows = throughput_group("a2a", w, [
         (Config("bare", "bare Envoy (router only)", lambda: bare_from("a2a", up)), None),
+        (Config("floor", FLOOR_LABEL, lambda: floor_from("a2a", up)), "bare"),
         (tollgate_config("a2a", up, w.plugin, "Tollgate A2A (tagging, trace stitching)"), "bare"),
     ], up)
     target_from_rows(rows, "tollgate-a2a", "A2A SendMessage throughput", ">= 0.9 x bare Envoy req/s", 0.9)

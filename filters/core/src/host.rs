@@ -67,6 +67,8 @@ pub trait Host {
     /// Replaces a header, or removes it when `value` is `None`.
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()>;
     fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()>;
+    /// Replaces the whole map with `pairs` (one call, one route-cache clear on Envoy).
+    fn set_headers(&self, map: HeaderMap, pairs: &[(&str, &str)]) -> HostResult<()>;
 
     fn body(&self, buffer: BodyBuffer, start: usize, size: usize) -> HostResult<Option<Vec<u8>>>;
     /// Replaces `size` bytes at `start` of the buffer with `value` (0, usize::MAX = all).
@@ -135,6 +137,9 @@ pub struct MemoryHost {
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     /// When set, header mutations fail as they do on Envoy once headers were sent.
     pub headers_sent: RefCell<bool>,
+    /// Every host call in order (`name arg`), so tests can hold a filter to a call budget:
+    /// each call crosses the wasm boundary and costs more on Envoy than in memory.
+    pub calls: RefCell<Vec<String>>,
     random_counter: RefCell<u8>,
 }
 
@@ -173,6 +178,13 @@ impl MemoryHost {
             HeaderMap::Response => &self.response_headers,
         }
     }
+    fn note(&self, call: &str, arg: &str) {
+        self.calls.borrow_mut().push(format!("{call} {arg}"));
+    }
+    /// The recorded calls whose name (first word) is `call`.
+    pub fn calls_named(&self, call: &str) -> usize {
+        self.calls.borrow().iter().filter(|c| c.split(' ').next() == Some(call)).count()
+    }
     fn buffer(&self, buffer: BodyBuffer) -> &RefCell<Vec<u8>> {
         match buffer {
             BodyBuffer::Request => &self.request_body,
@@ -183,13 +195,16 @@ impl MemoryHost {
 
 impl Host for MemoryHost {
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        self.note("property", &path.join("."));
         Ok(self.prop(path))
     }
     fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()> {
+        self.note("set_property", &path.join("."));
         self.set_prop(path, value);
         Ok(())
     }
     fn header(&self, map: HeaderMap, name: &str) -> HostResult<Option<String>> {
+        self.note("header", name);
         let name = name.to_ascii_lowercase();
         Ok(self
             .map(map)
@@ -199,9 +214,11 @@ impl Host for MemoryHost {
             .map(|(_, v)| v.clone()))
     }
     fn headers(&self, map: HeaderMap) -> HostResult<Vec<(String, String)>> {
+        self.note("headers", &format!("{map:?}"));
         Ok(self.map(map).borrow().clone())
     }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
+        self.note("set_header", name);
         if *self.headers_sent.borrow() && map == HeaderMap::Request {
             return Err(HostError::BadArgument);
         }
@@ -214,12 +231,22 @@ impl Host for MemoryHost {
         Ok(())
     }
     fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()> {
+        self.note("add_header", name);
         self.map(map)
             .borrow_mut()
             .push((name.to_ascii_lowercase(), value.to_string()));
         Ok(())
     }
+    fn set_headers(&self, map: HeaderMap, pairs: &[(&str, &str)]) -> HostResult<()> {
+        self.note("set_headers", &format!("{map:?}"));
+        if *self.headers_sent.borrow() && map == HeaderMap::Request {
+            return Err(HostError::BadArgument);
+        }
+        *self.map(map).borrow_mut() = pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        Ok(())
+    }
     fn body(&self, buffer: BodyBuffer, start: usize, size: usize) -> HostResult<Option<Vec<u8>>> {
+        self.note("body", &format!("{buffer:?}"));
         let body = self.buffer(buffer).borrow();
         if start >= body.len() {
             return Ok(None);
@@ -228,6 +255,7 @@ impl Host for MemoryHost {
         Ok(Some(body[start..end].to_vec()))
     }
     fn set_body(&self, buffer: BodyBuffer, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+        self.note("set_body", &format!("{buffer:?}"));
         let mut body = self.buffer(buffer).borrow_mut();
         let start = start.min(body.len());
         let end = start.saturating_add(size).min(body.len());
@@ -235,12 +263,14 @@ impl Host for MemoryHost {
         Ok(())
     }
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        self.note("shared_data", key);
         Ok(match self.shared.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
     }
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        self.note("set_shared_data", key);
         let mut shared = self.shared.borrow_mut();
         let current = shared.get(key).map(|(_, c)| *c);
         if let (Some(expected), Some(actual)) = (cas, current) {
@@ -253,6 +283,7 @@ impl Host for MemoryHost {
         Ok(())
     }
     fn define_metric(&self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        self.note("define_metric", name);
         let mut metrics = self.metrics.borrow_mut();
         if let Some(i) = metrics.iter().position(|(_, n, _)| n == name) {
             return Ok(i as u32);
@@ -261,21 +292,25 @@ impl Host for MemoryHost {
         Ok((metrics.len() - 1) as u32)
     }
     fn increment_metric(&self, id: u32, offset: i64) -> HostResult<()> {
+        self.note("increment_metric", &id.to_string());
         let mut metrics = self.metrics.borrow_mut();
         let m = metrics.get_mut(id as usize).ok_or(HostError::NotFound)?;
         m.2 += offset;
         Ok(())
     }
     fn record_metric(&self, id: u32, value: u64) -> HostResult<()> {
+        self.note("record_metric", &id.to_string());
         let mut metrics = self.metrics.borrow_mut();
         let m = metrics.get_mut(id as usize).ok_or(HostError::NotFound)?;
         m.2 = value as i64;
         Ok(())
     }
     fn now_nanos(&self) -> u64 {
+        self.note("now_nanos", "");
         *self.clock_nanos.borrow()
     }
     fn random_bytes(&self, out: &mut [u8]) -> HostResult<()> {
+        self.note("random_bytes", "");
         // Deterministic but distinct bytes, so tests can tell ids apart.
         let mut counter = self.random_counter.borrow_mut();
         for b in out.iter_mut() {
@@ -285,6 +320,7 @@ impl Host for MemoryHost {
         Ok(())
     }
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+        self.note("send_local_reply", &status.to_string());
         *self.local_reply.borrow_mut() = Some((
             status,
             headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -293,6 +329,7 @@ impl Host for MemoryHost {
         Ok(())
     }
     fn log(&self, level: LogLevel, message: &str) {
+        self.note("log", "");
         self.logs.borrow_mut().push((level, message.to_string()));
     }
 }

@@ -307,7 +307,7 @@ fn from_mtls(host: &dyn Host) -> Option<Identity> {
 /// how much of a digest matched.
 pub fn from_api_key(key: &str, source: &ApiKeySource) -> Option<Identity> {
     let digest = sha256_hex(key.as_bytes());
-    let entry = source.keys.iter().find(|k| constant_time_eq(k.sha256.to_ascii_lowercase().as_bytes(), digest.as_bytes()))?;
+    let entry = source.keys.iter().find(|k| constant_time_eq_hex(k.sha256.as_bytes(), digest.as_bytes()))?;
     Some(Identity {
         principal: entry.principal.clone(),
         team: entry.team.clone(),
@@ -318,11 +318,12 @@ pub fn from_api_key(key: &str, source: &ApiKeySource) -> Option<Identity> {
     })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+/// Compares a configured hex digest (either case) with a lowercase one, in constant time.
+fn constant_time_eq_hex(configured: &[u8], digest: &[u8]) -> bool {
+    if configured.len() != digest.len() {
         return false;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    configured.iter().zip(digest).fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -353,6 +354,16 @@ mod tests {
         assert_eq!(resolve(&host, &cfg), Err(IdentityError::UnknownApiKey));
         let host = MemoryHost::new();
         assert_eq!(resolve(&host, &cfg), Ok(None));
+    }
+
+    #[test]
+    fn configured_digests_match_in_either_case() {
+        let upper: ApiKeySource = serde_json::from_value(serde_json::json!({
+            "keys": [{"sha256": sha256_hex(b"tg-alice").to_ascii_uppercase(), "name": "k", "principal": "alice"}]
+        }))
+        .unwrap();
+        assert_eq!(from_api_key("tg-alice", &upper).map(|i| i.principal).as_deref(), Some("alice"));
+        assert!(from_api_key("tg-alicf", &upper).is_none());
     }
 
     #[test]

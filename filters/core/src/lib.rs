@@ -5,8 +5,10 @@
 //! decision logic runs natively in `cargo test` against [`host::MemoryHost`].
 
 pub mod audit;
+pub mod callback_host;
 pub mod config;
 pub mod exchange;
+pub mod filter_state;
 pub mod glob;
 pub mod hash;
 pub mod host;
@@ -22,6 +24,8 @@ pub mod raw_object;
 pub mod reply;
 pub mod shared_table;
 pub mod sse;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod text;
 pub mod trace;
 #[cfg(target_arch = "wasm32")]

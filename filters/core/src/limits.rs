@@ -322,6 +322,7 @@ mod tests {
         fn headers(&self, m: crate::host::HeaderMap) -> crate::host::HostResult<Vec<(String, String)>> { self.0.headers(m) }
         fn set_header(&self, m: crate::host::HeaderMap, n: &str, v: Option<&str>) -> crate::host::HostResult<()> { self.0.set_header(m, n, v) }
         fn add_header(&self, m: crate::host::HeaderMap, n: &str, v: &str) -> crate::host::HostResult<()> { self.0.add_header(m, n, v) }
+        fn set_headers(&self, m: crate::host::HeaderMap, p: &[(&str, &str)]) -> crate::host::HostResult<()> { self.0.set_headers(m, p) }
         fn body(&self, b: crate::host::BodyBuffer, s: usize, n: usize) -> crate::host::HostResult<Option<Vec<u8>>> { self.0.body(b, s, n) }
         fn set_body(&self, b: crate::host::BodyBuffer, s: usize, n: usize, v: &[u8]) -> crate::host::HostResult<()> { self.0.set_body(b, s, n, v) }
         fn shared_data(&self, _: &str) -> crate::host::HostResult<(Option<Vec<u8>>, Option<u32>)> { Err(HostError::Status(10)) }

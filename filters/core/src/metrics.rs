@@ -5,10 +5,89 @@
 use crate::host::{Host, LogLevel, MetricKind};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
+/// Metric ids per VM. A request's metrics are found by a hash of their stat name computed
+/// from the pieces (no name is built or allocated once a metric exists); the name itself is
+/// kept to rule out hash collisions.
 #[derive(Default)]
 pub struct Metrics {
-    ids: RefCell<HashMap<String, u32>>,
+    ids: RefCell<IdsByHash>,
+}
+
+/// Stat-name hash → (stat name, metric id) of every metric with that hash.
+type IdsByHash = HashMap<u64, Vec<(String, u32)>, BuildHasherDefault<PrehashedKey>>;
+
+/// The map key is already a hash: use it as is.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Feeds the bytes of `stat_name(base, labels)` to `sink`, without building it.
+fn for_each_name_piece(base: &str, labels: &[(&str, &str)], mut sink: impl FnMut(&[u8])) {
+    sink(base.as_bytes());
+    for (label, value) in labels {
+        sink(b".");
+        sink(label.as_bytes());
+        sink(b".");
+        if value.is_empty() {
+            sink(b"none");
+            continue;
+        }
+        // Most values are already safe: hand them over in one piece.
+        let head = &value.as_bytes()[..value.len().min(64)];
+        if head.iter().all(|b| is_safe(*b)) {
+            sink(head);
+            continue;
+        }
+        for c in value.chars().take(64) {
+            let safe = if c.is_ascii() && is_safe(c as u8) { c as u8 } else { b'_' };
+            sink(&[safe]);
+        }
+    }
+}
+
+fn is_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn name_hash(base: &str, labels: &[(&str, &str)]) -> u64 {
+    // FNV-1a, 64-bit.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for_each_name_piece(base, labels, |bytes| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    });
+    hash
+}
+
+fn name_equals(name: &str, base: &str, labels: &[(&str, &str)]) -> bool {
+    let mut rest = name.as_bytes();
+    let mut equal = true;
+    for_each_name_piece(base, labels, |bytes| {
+        if equal {
+            match rest.strip_prefix(bytes) {
+                Some(tail) => rest = tail,
+                None => equal = false,
+            }
+        }
+    });
+    equal && rest.is_empty()
 }
 
 /// Makes a label value safe inside a dotted stat name.
@@ -74,6 +153,10 @@ impl LabelCap {
     /// `value` while it is one of the first `max` distinct values (by stat-name form), else
     /// [`OTHER`]. Pass the result to [`Metrics`] as the label value.
     pub fn label<'a>(&self, value: &'a str) -> &'a str {
+        // A value that is its own stat-name form is looked up without building that form.
+        if value.len() <= 64 && !value.is_empty() && value.bytes().all(is_safe) && self.seen.borrow().contains(value) {
+            return value;
+        }
         let key = sanitize(value);
         let mut seen = self.seen.borrow_mut();
         if seen.contains(&key) {
@@ -101,13 +184,17 @@ impl Metrics {
         Self::default()
     }
 
-    fn id(&self, host: &dyn Host, kind: MetricKind, name: String) -> Option<u32> {
-        if let Some(id) = self.ids.borrow().get(&name) {
-            return Some(*id);
+    fn id(&self, host: &dyn Host, kind: MetricKind, base: &str, labels: &[(&str, &str)]) -> Option<u32> {
+        let hash = name_hash(base, labels);
+        if let Some(entries) = self.ids.borrow().get(&hash) {
+            if let Some((_, id)) = entries.iter().find(|(name, _)| name_equals(name, base, labels)) {
+                return Some(*id);
+            }
         }
+        let name = stat_name(base, labels);
         match host.define_metric(kind, &name) {
             Ok(id) => {
-                self.ids.borrow_mut().insert(name, id);
+                self.ids.borrow_mut().entry(hash).or_default().push((name, id));
                 Some(id)
             }
             Err(e) => {
@@ -118,7 +205,7 @@ impl Metrics {
     }
 
     pub fn add(&self, host: &dyn Host, base: &str, labels: &[(&str, &str)], value: u64) {
-        if let Some(id) = self.id(host, MetricKind::Counter, stat_name(base, labels)) {
+        if let Some(id) = self.id(host, MetricKind::Counter, base, labels) {
             let _ = host.increment_metric(id, value.min(i64::MAX as u64) as i64);
         }
     }
@@ -128,13 +215,13 @@ impl Metrics {
     }
 
     pub fn record(&self, host: &dyn Host, base: &str, labels: &[(&str, &str)], value: u64) {
-        if let Some(id) = self.id(host, MetricKind::Histogram, stat_name(base, labels)) {
+        if let Some(id) = self.id(host, MetricKind::Histogram, base, labels) {
             let _ = host.record_metric(id, value);
         }
     }
 
     pub fn gauge_add(&self, host: &dyn Host, base: &str, labels: &[(&str, &str)], delta: i64) {
-        if let Some(id) = self.id(host, MetricKind::Gauge, stat_name(base, labels)) {
+        if let Some(id) = self.id(host, MetricKind::Gauge, base, labels) {
             let _ = host.increment_metric(id, delta);
         }
     }
@@ -152,6 +239,23 @@ mod tests {
             "tollgate.llm.requests.team.pay_ments.model.gpt-4o"
         );
         assert_eq!(sanitize(""), "none");
+    }
+
+    #[test]
+    fn name_pieces_hash_and_compare_as_the_built_name() {
+        let cases: [(&str, &[(&str, &str)]); 4] = [
+            ("a", &[]),
+            ("tollgate.llm.requests", &[("team", "pay.ments"), ("model", "")]),
+            ("t", &[("tool", "ünïcode/x")]),
+            ("t", &[("tool", &"x".repeat(100))]),
+        ];
+        for (base, labels) in cases {
+            let built = stat_name(base, labels);
+            assert!(name_equals(&built, base, labels), "{built}");
+            assert!(!name_equals(&format!("{built}x"), base, labels));
+            assert!(!name_equals(&built[..built.len() - 1], base, labels));
+        }
+        assert_ne!(name_hash("a", &[("b", "c")]), name_hash("a", &[("b", "d")]));
     }
 
     #[test]

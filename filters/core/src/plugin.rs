@@ -2,6 +2,7 @@
 //! (refusing to load with the bad field named), then hand each HTTP stream a filter that
 //! holds the shared, immutable config.
 
+use crate::callback_host::CallbackHost;
 use crate::config::{self, ConfigError, Validate};
 use crate::exchange::{HttpExchange, Step};
 use crate::host::{Host, LogLevel};
@@ -78,8 +79,16 @@ impl HttpExchange for Unconfigured {
 }
 
 /// The proxy-wasm glue, once for every filter: each callback goes to the exchange with the
-/// real host.
+/// real host behind a [`CallbackHost`] (fewer calls across the wasm boundary).
 struct HttpFilter<E: HttpExchange>(E);
+
+/// Runs one callback against a fresh [`CallbackHost`] and writes its pending header changes.
+fn with_host<T>(callback: impl FnOnce(&CallbackHost<'_>) -> T) -> T {
+    let host = CallbackHost::new(&WasmHost);
+    let out = callback(&host);
+    host.finish();
+    out
+}
 
 fn action(step: Step) -> Action {
     match step {
@@ -90,31 +99,31 @@ fn action(step: Step) -> Action {
 
 impl<E: HttpExchange> Context for HttpFilter<E> {
     fn on_done(&mut self) -> bool {
-        self.0.on_done(&WasmHost);
+        with_host(|h| self.0.on_done(h));
         true
     }
 }
 
 impl<E: HttpExchange> HttpContext for HttpFilter<E> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_request_headers(&WasmHost, end_of_stream))
+        action(with_host(|host| self.0.on_request_headers(host, end_of_stream)))
     }
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_request_body(&WasmHost, body_size, end_of_stream))
+        action(with_host(|host| self.0.on_request_body(host, body_size, end_of_stream)))
     }
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        action(self.0.on_request_trailers(&WasmHost))
+        action(with_host(|host| self.0.on_request_trailers(host)))
     }
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_response_headers(&WasmHost, end_of_stream))
+        action(with_host(|host| self.0.on_response_headers(host, end_of_stream)))
     }
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_response_body(&WasmHost, body_size, end_of_stream))
+        action(with_host(|host| self.0.on_response_body(host, body_size, end_of_stream)))
     }
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        action(self.0.on_response_trailers(&WasmHost))
+        action(with_host(|host| self.0.on_response_trailers(host)))
     }
     fn on_log(&mut self) {
-        self.0.on_log(&WasmHost);
+        with_host(|h| self.0.on_log(h));
     }
 }

@@ -6,6 +6,9 @@
 //! A write reuses the key's own slot, else an empty or expired one, else the least recently
 //! written one: the table never holds more than `capacity` entries, and stale ones are
 //! overwritten. Writes use compare-and-swap, so concurrent workers never tear a slot.
+//! A write takes the first never-written way before any later one, so the written ways of a
+//! bucket are always a prefix: a scan stops at the first never-written way (each read is a
+//! host call).
 //!
 //! Slot encoding: `[1u8][expires_secs u64 LE][written_nanos u64 LE][key_len u16 LE][key][value]`.
 
@@ -88,9 +91,11 @@ impl SharedTable {
         (fnv1a64(key.as_bytes()) % u64::from(self.buckets)) as u32
     }
 
-    fn read(&self, host: &dyn Host, slot_key: &str) -> Result<(Option<Slot>, Option<u32>), HostError> {
+    /// One slot: `None` when it was never written, else what it decodes to.
+    #[allow(clippy::type_complexity)]
+    fn read(&self, host: &dyn Host, slot_key: &str) -> Result<(Option<Option<Slot>>, Option<u32>), HostError> {
         let (value, cas) = host.shared_data(slot_key)?;
-        Ok((value.as_deref().and_then(decode), cas))
+        Ok((value.map(|v| decode(&v)), cas))
     }
 
     /// The live value stored under `key`, if any.
@@ -98,10 +103,12 @@ impl SharedTable {
         let now = host.now_nanos() / 1_000_000_000;
         let bucket = self.bucket(key);
         for way in 0..self.ways {
-            if let Ok((Some(slot), _)) = self.read(host, &self.slot_key(bucket, way)) {
-                if slot.key == key.as_bytes() && slot.expires_secs > now {
+            match self.read(host, &self.slot_key(bucket, way)) {
+                Ok((None, _)) => return None,
+                Ok((Some(Some(slot)), _)) if slot.key == key.as_bytes() && slot.expires_secs > now => {
                     return Some(slot.value);
                 }
+                _ => {}
             }
         }
         None
@@ -123,7 +130,14 @@ impl SharedTable {
             for way in 0..self.ways {
                 let slot_key = self.slot_key(bucket, way);
                 let (slot, cas) = match self.read(host, &slot_key) {
-                    Ok(v) => v,
+                    Ok((None, cas)) => {
+                        // Never written, and so is every later way: the key is not here.
+                        if choice.is_none() {
+                            choice = Some((slot_key, cas));
+                        }
+                        break;
+                    }
+                    Ok((Some(slot), cas)) => (slot, cas),
                     Err(_) => continue,
                 };
                 match slot {
@@ -183,6 +197,22 @@ mod tests {
         assert!(t.put(&host, "a", b"3"));
         assert_eq!(t.get(&host, "a").as_deref(), Some(&b"3"[..]));
         assert_eq!(t.get(&host, "b").as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn scans_stop_at_the_first_never_written_way() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let t = SharedTable::new("t", 4, 60);
+        assert_eq!(t.get(&host, "a"), None);
+        assert_eq!(host.calls_named("shared_data"), 1);
+        assert!(t.put(&host, "a", b"1"));
+        assert!(t.put(&host, "b", b"2"));
+        host.calls.borrow_mut().clear();
+        assert_eq!(t.get(&host, "c"), None);
+        assert_eq!(host.calls_named("shared_data"), 3, "two written ways, then the first never-written one");
+        assert_eq!(t.get(&host, "b").as_deref(), Some(&b"2"[..]));
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"1"[..]));
     }
 
     #[test]

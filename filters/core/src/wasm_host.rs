@@ -34,6 +34,7 @@ extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -186,6 +187,10 @@ impl Host for WasmHost {
     }
     fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()> {
         status(unsafe { proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+    }
+    fn set_headers(&self, map: HeaderMap, pairs: &[(&str, &str)]) -> HostResult<()> {
+        let raw = serialize_pairs(pairs);
+        status(unsafe { proxy_set_header_map_pairs(map as u32, raw.as_ptr(), raw.len()) })
     }
     fn body(&self, buffer: BodyBuffer, start: usize, size: usize) -> HostResult<Option<Vec<u8>>> {
         fetch(|d, s| unsafe { proxy_get_buffer_bytes(buffer as u32, start, size, d, s) })

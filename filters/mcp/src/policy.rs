@@ -27,6 +27,67 @@ pub struct Policy {
     pub deny_style: DenyStyle,
     pub dry_run: bool,
     rules: Vec<Rule>,
+    tools: ToolIndex,
+}
+
+/// Which rules can match a call of a given tool, so a call is judged against those alone
+/// (in rule order, which keeps the semantics): rules naming only exact tools are found by
+/// name; every other rule (no tool condition, or a wildcard) is always a candidate.
+#[derive(Debug, Default)]
+struct ToolIndex {
+    exact: std::collections::HashMap<String, Vec<usize>>,
+    other: Vec<usize>,
+}
+
+impl ToolIndex {
+    fn new(rules: &[Rule]) -> Self {
+        let mut index = ToolIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            match &rule.tools {
+                Some(globs) if globs.iter().all(Glob::is_exact) => {
+                    for g in globs {
+                        let slot = index.exact.entry(g.pattern().to_string()).or_default();
+                        if slot.last() != Some(&i) {
+                            slot.push(i);
+                        }
+                    }
+                }
+                _ => index.other.push(i),
+            }
+        }
+        index
+    }
+
+    /// Candidate rule indices for a call of `tool`, ascending.
+    fn candidates<'a>(&'a self, tool: &str) -> impl Iterator<Item = usize> + 'a {
+        let named = self.exact.get(tool).map(Vec::as_slice).unwrap_or(&[]);
+        MergeAscending { a: named, b: &self.other }
+    }
+}
+
+/// Merges two ascending index lists.
+struct MergeAscending<'a> {
+    a: &'a [usize],
+    b: &'a [usize],
+}
+
+impl Iterator for MergeAscending<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        let take_a = match (self.a.first(), self.b.first()) {
+            (Some(a), Some(b)) => a <= b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        let (list, other) = if take_a { (&mut self.a, &mut self.b) } else { (&mut self.b, &mut self.a) };
+        let (&first, rest) = list.split_first()?;
+        *list = rest;
+        if other.first() == Some(&first) {
+            *other = &other[1..];
+        }
+        Some(first)
+    }
 }
 
 #[derive(Debug)]
@@ -110,13 +171,30 @@ impl Policy {
             }
             rules.push(compile_rule(rule, &at)?);
         }
-        Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules })
+        let tools = ToolIndex::new(&rules);
+        Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules, tools })
     }
 
     /// Judges one request.
     pub fn decide(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: &Value) -> Verdict<'_> {
+        match target {
+            Target::Tool(name) => {
+                self.decide_among(self.tools.candidates(name).filter_map(|i| self.rules.get(i)), subject, method, target, args)
+            }
+            _ => self.decide_among(self.rules.iter(), subject, method, target, args),
+        }
+    }
+
+    fn decide_among<'p>(
+        &'p self,
+        rules: impl Iterator<Item = &'p Rule>,
+        subject: Subject<'_>,
+        method: &str,
+        target: &Target<'_>,
+        args: &Value,
+    ) -> Verdict<'p> {
         let mut first_allow: Option<&Rule> = None;
-        for rule in &self.rules {
+        for rule in rules {
             if !rule.matches_scope(subject, method, target) {
                 continue;
             }
@@ -711,4 +789,31 @@ mod tests {
         let p = policy(json!([]));
         assert!(!p.decide(Subject { identity: None, server: "x" }, "ping", &Target::None, &json!({})).allowed);
     }
+
+    #[test]
+    fn the_tool_index_decides_exactly_as_the_full_rule_list() {
+        let policy = policy(json!([
+            {"id": "a", "effect": "allow", "tools": ["t1", "t2"]},
+            {"id": "b", "effect": "allow", "tools": ["t*"], "arguments": [{"path": "$.x", "equals": 1}]},
+            {"id": "c", "effect": "deny", "tools": ["t2"], "arguments": [{"path": "$.x", "equals": 2}]},
+            {"id": "d", "effect": "allow", "methods": ["tools/call"]},
+            {"id": "e", "effect": "deny", "tools": ["t3", "t1"], "principals": ["mallory"]},
+            {"id": "f", "effect": "allow", "tools": ["t3"]}
+        ]));
+        let alice = who("alice", &[]);
+        let mallory = who("mallory", &[]);
+        for caller in [None, Some(&alice), Some(&mallory)] {
+            for tool in ["t1", "t2", "t3", "t4", "x"] {
+                for args in [json!({}), json!({"x": 1}), json!({"x": 2})] {
+                    let subject = Subject { identity: caller, server: "s" };
+                    let target = Target::Tool(Cow::Borrowed(tool));
+                    let indexed = policy.decide(subject, "tools/call", &target, &args);
+                    let full = policy.decide_among(policy.rules.iter(), subject, "tools/call", &target, &args);
+                    assert_eq!(indexed, full, "{caller:?} {tool} {args}");
+                }
+            }
+        }
+        assert_eq!(policy.tools.other, vec![1, 3]);
+    }
+
 }
