@@ -47,13 +47,16 @@ pub struct Shared {
     /// Request headers that may carry the caller's credential, removed before the agent
     /// unless `forward_credentials` (computed once here).
     pub credential_headers: Vec<String>,
+    /// `delegation.signing_key`, prepared once for signing and verifying.
+    pub signing_key: Option<chain::HmacKey>,
 }
 
 pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
     config.compile()?;
     let table = SharedTable::new("tollgate.a2a.conv", config.conversations.capacity, config.conversations.ttl_secs);
     let credential_headers = config.identity.credential_headers();
-    Ok(Shared { config, table, credential_headers })
+    let signing_key = config.delegation.signing_key.as_deref().map(|k| chain::HmacKey::new(k.as_bytes()));
+    Ok(Shared { config, table, credential_headers, signing_key })
 }
 
 
@@ -392,8 +395,8 @@ impl Exchange {
         let agent = self.trusted_agent();
         let signature_ok = agent.is_none()
             && !self.presented.is_empty()
-            && self.config().delegation.signing_key.as_deref().is_some_and(|key| {
-                chain::verify(key.as_bytes(), &self.presented, host.now_nanos() / 1_000_000_000)
+            && self.shared.signing_key.as_ref().is_some_and(|key| {
+                chain::verify(key, &self.presented, host.now_nanos() / 1_000_000_000)
             });
         let inbound = if self.binding == Some(Binding::Card) {
             Inbound::untrusted()
@@ -539,9 +542,9 @@ impl Exchange {
         host.try_set_header(HeaderMap::Request, chain::CHAIN, Some(&chain_value));
         host.try_set_header(HeaderMap::Request, chain::CALLER, header_safe(Some(&self.caller)));
         host.try_set_header(HeaderMap::Request, chain::ON_BEHALF_OF, header_safe(self.on_behalf_of.as_deref()));
-        if let Some(key) = &self.config().delegation.signing_key {
+        if let Some(key) = &self.shared.signing_key {
             let expiry = host.now_nanos() / 1_000_000_000 + self.config().delegation.context_ttl_secs;
-            let sig = chain::sign(key.as_bytes(), hop, &chain_value, self.on_behalf_of.as_deref(), expiry);
+            let sig = chain::sign(key, hop, &chain_value, self.on_behalf_of.as_deref(), expiry);
             host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
         }
         host.try_set_header(HeaderMap::Request, chain::CONTEXT_ID, header_safe(self.ids.context_id.as_deref()));

@@ -106,7 +106,12 @@ impl JsonScanner {
                     } else if b == b'"' {
                         self.end_string(key, &mut on_scalar);
                     } else {
-                        self.push_byte(b);
+                        // Up to the next quote or backslash nothing but the string grows:
+                        // take the run at once.
+                        let run = chunk[i..].iter().position(|&c| c == b'"' || c == b'\\').unwrap_or(chunk.len() - i);
+                        self.push_run(&chunk[i..i + run]);
+                        i += run;
+                        continue;
                     }
                     i += 1;
                 }
@@ -179,6 +184,17 @@ impl JsonScanner {
             State::InNumber => self.end_number(&mut on_scalar),
             State::InLiteral => self.end_literal(&mut on_scalar),
             _ => {}
+        }
+    }
+
+    /// [`JsonScanner::push_byte`] for each byte of `run`.
+    fn push_run(&mut self, run: &[u8]) {
+        let room = self.max_string.saturating_sub(self.buf.len());
+        if run.len() > room {
+            self.buf.extend_from_slice(&run[..room]);
+            self.overflow = true;
+        } else {
+            self.buf.extend_from_slice(run);
         }
     }
 

@@ -181,16 +181,59 @@ impl<'de> Visitor<'de> for NoDuplicatesVisitor {
         Ok(NoDuplicates)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
-        // A set, not a list: a body with many keys must not cost quadratic time.
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+        // Keys borrow from the body unless escaped. Small objects (nearly all) are checked
+        // against a short list; past SMALL keys a set keeps a huge object linear.
+        const SMALL: usize = 16;
+        let mut few: Vec<Key<'de>> = Vec::new();
+        let mut many: HashSet<Key<'de>> = HashSet::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let repeated = if many.is_empty() && few.len() < SMALL {
+                few.contains(&key)
+            } else {
+                if many.is_empty() {
+                    many.extend(few.drain(..));
+                }
+                many.contains(&key)
+            };
+            if repeated {
+                return Err(de::Error::custom(format!("duplicate key `{}`", key.0)));
             }
-            seen.insert(key);
+            if many.is_empty() && few.len() < SMALL {
+                few.push(key);
+            } else {
+                many.insert(key);
+            }
             map.next_value::<NoDuplicates>()?;
         }
         Ok(NoDuplicates)
+    }
+}
+
+/// An object key as written in the body (borrowed), or unescaped (owned).
+#[derive(PartialEq, Eq, Hash)]
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
     }
 }
 
@@ -260,5 +303,18 @@ mod tests {
         assert!(err.contains("table"), "{err}");
         assert!(check_no_duplicate_keys(br#"[{"a":1},{"a":1}]"#).is_ok());
         assert!(check_no_duplicate_keys(br#"{"a\u0062":1,"ab":2}"#).is_err());
+    }
+
+    #[test]
+    fn duplicates_are_found_before_and_after_the_small_list_gives_way() {
+        for keys in [3usize, 15, 16, 17, 40] {
+            let distinct: Vec<String> = (0..keys).map(|i| format!("\"k{i}\":{i}")).collect();
+            let body = format!("{{{}}}", distinct.join(","));
+            assert!(check_no_duplicate_keys(body.as_bytes()).is_ok(), "{keys}");
+            for repeat in [0, keys / 2, keys - 1] {
+                let body = format!("{{{},\"k{repeat}\":0}}", distinct.join(","));
+                assert!(check_no_duplicate_keys(body.as_bytes()).is_err(), "{keys} keys, k{repeat} repeated");
+            }
+        }
     }
 }

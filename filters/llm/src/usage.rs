@@ -605,8 +605,27 @@ impl TopLevelCapture {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some((&b, tail)) = rest.split_first() {
+            if self.in_string && !self.escaped && !self.reading_key && !self.after_colon {
+                // Inside a string only a quote or a backslash changes anything: the run before
+                // the next one is skipped (or captured) at once, not byte by byte.
+                let run = rest.iter().position(|&c| c == b'"' || c == b'\\').unwrap_or(rest.len());
+                if run > 0 {
+                    if self.capture.is_some() {
+                        if self.buf.len() + run > self.max {
+                            self.capture = None;
+                            self.buf = Vec::new();
+                        } else {
+                            self.buf.extend_from_slice(&rest[..run]);
+                        }
+                    }
+                    rest = &rest[run..];
+                    continue;
+                }
+            }
             self.byte(b);
+            rest = tail;
         }
     }
 
@@ -975,6 +994,30 @@ mod tests {
         let mut c = TopLevelCapture::new(&["a"], 64);
         c.feed(br#"["a", {"a": 1}]"#);
         assert_eq!(c.value(0), None);
+    }
+
+    #[test]
+    fn top_level_capture_skips_string_runs_exactly_as_byte_by_byte() {
+        let docs: [&[u8]; 4] = [
+            br#" { "x": {"a": "s\"t"}, "a" : 42 , "b":"q\"}\\ long text here" ,"c":[1,{"a":"]"}],"d":true}"#,
+            br#"{"usage":{"prompt_tokens":9},"choices":[{"message":{"content":"hello \u00e9 \" world"}}]}"#,
+            br#"{"a":"0123456789abcdef","b":"x"}"#,
+            br#"{"ke\"y":"v","a":"w"}"#,
+        ];
+        for doc in docs {
+            for max in [4, 16, 17, 18, 1024] {
+                for split in 0..doc.len() {
+                    let mut fast = TopLevelCapture::new(&["a", "b", "c", "d", "usage", "choices"], max);
+                    fast.feed(&doc[..split]);
+                    fast.feed(&doc[split..]);
+                    let mut slow = TopLevelCapture::new(&["a", "b", "c", "d", "usage", "choices"], max);
+                    for &b in doc {
+                        slow.byte(b);
+                    }
+                    assert_eq!(fast.found, slow.found, "{} max {max} split {split}", String::from_utf8_lossy(doc));
+                }
+            }
+        }
     }
 
     #[test]
