@@ -1108,6 +1108,8 @@ mod tests {
         metrics: Rc<Metrics>,
         table: std::cell::RefCell<std::collections::BTreeMap<String, (Vec<u8>, u32)>>,
         clock: std::cell::Cell<u64>,
+        /// Requests record no host calls (profiling warm-up).
+        quiet: std::cell::Cell<bool>,
     }
 
     struct Call {
@@ -1132,6 +1134,7 @@ mod tests {
                 metrics: Rc::new(Metrics::new()),
                 table: Default::default(),
                 clock: std::cell::Cell::new(1_700_000_000_000_000_000),
+                quiet: std::cell::Cell::new(false),
             }
         }
 
@@ -1143,6 +1146,7 @@ mod tests {
             }
             all.extend_from_slice(headers);
             let host = MemoryHost::with_request_headers(&all);
+            host.quiet.set(self.quiet.get());
             *host.shared.borrow_mut() = self.table.borrow().clone();
             self.clock.set(self.clock.get() + 1_000_000_000);
             *host.clock_nanos.borrow_mut() = self.clock.get();
@@ -1864,6 +1868,13 @@ mod tests {
         }));
         let body = send_body("SendMessage", v10_message(json!({"contextId": "ctx-1"})));
         let headers = [V10, ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("authorization", "Bearer k-1")];
+        let warm = tollgate_core::testing::profile_rounds();
+        for _ in 0..warm {
+            gw.quiet.set(true);
+            let mut call = gw.request("agent-a", "POST", "/agents/a/", &headers, Some(&body));
+            gw.respond(&mut call, "application/json", &[&task_json("ctx-1", "task-warm", "TASK_STATE_COMPLETED")]);
+        }
+        gw.quiet.set(false);
         for round in 0..2 {
             let mut call = gw.request("agent-a", "POST", "/agents/a/", &headers, Some(&body));
             gw.respond(&mut call, "application/json", &[&task_json("ctx-1", &format!("task-{round}"), "TASK_STATE_COMPLETED")]);

@@ -140,6 +140,8 @@ pub struct MemoryHost {
     /// Every host call in order (`name arg`), so tests can hold a filter to a call budget:
     /// each call crosses the wasm boundary and costs more on Envoy than in memory.
     pub calls: RefCell<Vec<String>>,
+    /// Records no calls (profiling runs, where recording would be most of the work).
+    pub quiet: std::cell::Cell<bool>,
     random_counter: RefCell<u8>,
 }
 
@@ -179,7 +181,9 @@ impl MemoryHost {
         }
     }
     fn note(&self, call: &str, arg: &str) {
-        self.calls.borrow_mut().push(format!("{call} {arg}"));
+        if !self.quiet.get() {
+            self.calls.borrow_mut().push(format!("{call} {arg}"));
+        }
     }
     /// The recorded calls whose name (first word) is `call`.
     pub fn calls_named(&self, call: &str) -> usize {

@@ -5,6 +5,13 @@ use crate::callback_host::CallbackHost;
 use crate::exchange::{HttpExchange, Step};
 use crate::host::MemoryHost;
 
+/// Extra warm-up rounds a test driving a benchmark request should run first (quietly), from
+/// `TOLLGATE_PROFILE_ROUNDS` (default 0): `bench/profile.sh` sets it to count the
+/// instructions of one request under callgrind.
+pub fn profile_rounds() -> usize {
+    std::env::var("TOLLGATE_PROFILE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// One callback as the plugin glue runs it: behind a fresh [`CallbackHost`].
 pub fn callback<T>(host: &MemoryHost, run: impl FnOnce(&CallbackHost<'_>) -> T) -> T {
     let cb = CallbackHost::new(host);

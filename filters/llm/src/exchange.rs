@@ -1165,10 +1165,19 @@ mod tests {
     fn a_chat_completion_stays_within_its_host_call_budget() {
         // Each host call costs about 1-2 µs inside Envoy (bench/README.md): this pins what one
         // routed, accounted, priced chat completion spends (the `make bench` workload).
-        let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice"), ("content-type", "application/json")]);
+        let headers = [("authorization", "Bearer tg-alice"), ("content-type", "application/json")];
         let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":64}"#;
         let response = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
-        let mut ex = exchange();
+        let state = state();
+        let metrics = Rc::new(Metrics::new());
+        let json = [(":status", "200"), ("content-type", "application/json")];
+        for _ in 0..tollgate_core::testing::profile_rounds() {
+            let host = request("/v1/chat/completions", &headers);
+            host.quiet.set(true);
+            tollgate_core::testing::drive(&mut Exchange::new(state.clone(), metrics.clone()), &host, Some(body), &json, &[response]);
+        }
+        let host = request("/v1/chat/completions", &headers);
+        let mut ex = Exchange::new(state, metrics);
         let driven = tollgate_core::testing::drive(&mut ex, &host, Some(body), &[(":status", "200"), ("content-type", "application/json")], &[response]);
         assert_eq!(driven.request_body, Some(Step::Continue));
         assert_eq!(audit(&host)["tokens"]["input"], 9, "accounted");

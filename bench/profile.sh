@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Instructions per benchmark request of each filter's own code, counted natively with
+# callgrind (exact, unlike timings on a shared machine). Each filter's host-call budget test
+# drives its `make bench` request through the Exchange against the in-memory host; with
+# TOLLGATE_PROFILE_ROUNDS=N it first runs N quiet rounds, so
+#   instructions per request = (I(N) - I(0)) / N.
+# The in-memory host's own work is included (small: maps instead of Envoy); host calls'
+# cost inside Envoy is not (bench/hostcalls.py measures that).
+#
+#   bash bench/profile.sh            # PROFILE_ROUNDS=500 by default
+# Outputs stay in target/profile/<filter>.<rounds>.callgrind for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null 2>&1 || { echo "profile: valgrind is missing (apt-get install valgrind)" >&2; exit 2; }
+export CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_TARGET_DIR=target/profile
+rounds=${PROFILE_ROUNDS:-500}
+echo "| filter | request | instructions per request |"
+echo "|---|---|---|"
+for entry in "llm:a_chat_completion_stays_within_its_host_call_budget:chat completion (key, route, usage, cost, audit)" \
+             "mcp:a_tool_call_stays_within_its_host_call_budget:tools/call (policy with an argument rule, audit)" \
+             "a2a:a_send_message_stays_within_its_host_call_budget:SendMessage (tagging, trace, signed context, audit)"; do
+  IFS=: read -r filter test what <<<"$entry"
+  bin=$(cargo test --release -p "tollgate-$filter" --lib --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+  count() {
+    TOLLGATE_PROFILE_ROUNDS=$1 valgrind --tool=callgrind --callgrind-out-file="target/profile/$filter.$1.callgrind" \
+      "$bin" "$test" --test-threads=1 -q 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,
+  }
+  base=$(count 0)
+  many=$(count "$rounds")
+  echo "| $filter | $what | $(( (many - base) / rounds )) |"
+done
