@@ -19,6 +19,7 @@
 
 use crate::host::{BodyBuffer, HeaderMap, Host, HostResult, LogLevel, MetricKind};
 use std::cell::{Cell, RefCell};
+use std::ops::Range;
 
 /// Above this many pending changes, the whole map is written in one call.
 const REPLAY_AT_MOST: usize = 2;
@@ -28,12 +29,62 @@ enum Change {
     Add(String, String),
 }
 
-type Headers = Vec<(String, String)>;
+/// One header map as the host listed it, held as one string of names and values plus their
+/// ranges (two allocations, not two per header); changes append to the string.
+struct Snapshot {
+    text: String,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    /// Every name and value was valid UTF-8 (else some hold replacement characters).
+    lossless: bool,
+}
+
+impl Snapshot {
+    fn parse(raw: &[u8]) -> Snapshot {
+        let mut snapshot = Snapshot { text: String::with_capacity(raw.len()), headers: Vec::new(), lossless: true };
+        crate::pairs::for_each_pair(raw, |name, value| {
+            let name = snapshot.push(name);
+            let value = snapshot.push(value);
+            snapshot.headers.push((name, value));
+        });
+        snapshot
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.text.len();
+        match std::str::from_utf8(bytes) {
+            // A replacement character may itself come from an earlier lossy conversion:
+            // treated as lossy too (the map is then never written whole).
+            Ok(s) => {
+                self.lossless &= !s.contains('\u{FFFD}');
+                self.text.push_str(s);
+            }
+            Err(_) => {
+                self.lossless = false;
+                self.text.push_str(&String::from_utf8_lossy(bytes));
+            }
+        }
+        start..self.text.len()
+    }
+
+    fn push_str(&mut self, s: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(s);
+        start..self.text.len()
+    }
+
+    fn str(&self, range: &Range<usize>) -> &str {
+        self.text.get(range.clone()).unwrap_or("")
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(k, v)| (self.str(k), self.str(v))).collect()
+    }
+}
 
 #[derive(Default)]
 struct HeaderCache {
     /// `None` until first used; `Some(None)` when the host would not list the map.
-    snapshot: RefCell<Option<Option<Headers>>>,
+    snapshot: RefCell<Option<Option<Snapshot>>>,
     pending: RefCell<Vec<Change>>,
 }
 
@@ -43,54 +94,67 @@ impl HeaderCache {
     fn load(&self, host: &dyn Host, map: HeaderMap) -> bool {
         let mut snapshot = self.snapshot.borrow_mut();
         if snapshot.is_none() {
-            *snapshot = Some(host.headers(map).ok());
+            *snapshot = Some(host.headers_raw(map).ok().map(|raw| Snapshot::parse(&raw)));
         }
         matches!(&*snapshot, Some(Some(_)))
     }
 
     fn get(&self, name: &str) -> Option<String> {
         let snapshot = self.snapshot.borrow();
-        let headers = snapshot.as_ref()?.as_ref()?;
+        let s = snapshot.as_ref()?.as_ref()?;
         // Envoy answers a single-value lookup with the first of repeated headers.
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        s.headers.iter().find(|(k, _)| s.str(k).eq_ignore_ascii_case(name)).map(|(_, v)| s.str(v).to_string())
     }
 
     fn all(&self) -> Vec<(String, String)> {
-        self.snapshot.borrow().as_ref().and_then(|s| s.clone()).unwrap_or_default()
+        let snapshot = self.snapshot.borrow();
+        match snapshot.as_ref().and_then(|s| s.as_ref()) {
+            Some(s) => s.pairs().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Applies a change to the snapshot; false when it changes nothing.
     fn apply(&self, change: &Change) -> bool {
         let mut snapshot = self.snapshot.borrow_mut();
-        let Some(Some(headers)) = snapshot.as_mut() else { return true };
+        let Some(Some(s)) = snapshot.as_mut() else { return true };
         match change {
             Change::Set(name, value) => {
-                let first = headers.iter().position(|(k, _)| k == name);
-                let count = headers.iter().filter(|(k, _)| k == name).count();
+                let first = s.headers.iter().position(|(k, _)| s.str(k) == name);
+                let count = s.headers.iter().filter(|(k, _)| s.str(k) == name).count();
                 match (value, first) {
                     (None, None) => false,
-                    (Some(v), Some(i)) if count == 1 && headers[i].1 == *v => false,
+                    (Some(v), Some(i)) if count == 1 && s.str(&s.headers[i].1) == v => false,
                     (None, Some(_)) => {
-                        headers.retain(|(k, _)| k != name);
+                        let text = &s.text;
+                        s.headers.retain(|(k, _)| text.get(k.clone()) != Some(name.as_str()));
                         true
                     }
                     (Some(v), Some(i)) => {
-                        headers[i].1 = v.clone();
+                        let range = s.push_str(v);
+                        s.headers[i].1 = range;
+                        let text = &s.text;
                         let mut seen = 0;
-                        headers.retain(|(k, _)| k != name || {
-                            seen += 1;
-                            seen == 1
+                        s.headers.retain(|(k, _)| {
+                            text.get(k.clone()) != Some(name.as_str()) || {
+                                seen += 1;
+                                seen == 1
+                            }
                         });
                         true
                     }
                     (Some(v), None) => {
-                        headers.push((name.clone(), v.clone()));
+                        let name = s.push_str(name);
+                        let value = s.push_str(v);
+                        s.headers.push((name, value));
                         true
                     }
                 }
             }
             Change::Add(name, value) => {
-                headers.push((name.clone(), value.clone()));
+                let name = s.push_str(name);
+                let value = s.push_str(value);
+                s.headers.push((name, value));
                 true
             }
         }
@@ -105,12 +169,8 @@ impl HeaderCache {
         let whole = snapshot.as_ref().and_then(|s| s.as_ref());
         // A value that was not valid UTF-8 reached us with replacement characters; writing
         // the whole map back would alter it, so such maps get their changes one by one.
-        let lossless = whole.is_some_and(|h| !h.iter().any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}')));
         let result = match whole {
-            Some(headers) if pending.len() > REPLAY_AT_MOST && lossless => {
-                let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                host.set_headers(map, &pairs)
-            }
+            Some(s) if pending.len() > REPLAY_AT_MOST && s.lossless => host.set_headers(map, &s.pairs()),
             _ => pending.iter().try_for_each(|change| match change {
                 Change::Set(name, value) => host.set_header(map, name, value.as_deref()),
                 Change::Add(name, value) => host.add_header(map, name, value),

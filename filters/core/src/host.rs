@@ -64,6 +64,13 @@ pub trait Host {
 
     fn header(&self, map: HeaderMap, name: &str) -> HostResult<Option<String>>;
     fn headers(&self, map: HeaderMap) -> HostResult<Vec<(String, String)>>;
+    /// The map in proxy-wasm's pair serialization ([`crate::pairs`]), as the host returns it:
+    /// one buffer instead of a string per name and value.
+    fn headers_raw(&self, map: HeaderMap) -> HostResult<Vec<u8>> {
+        let headers = self.headers(map)?;
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Ok(crate::pairs::serialize_pairs(&pairs))
+    }
     /// Replaces a header, or removes it when `value` is `None`.
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()>;
     fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()>;
@@ -220,6 +227,12 @@ impl Host for MemoryHost {
     fn headers(&self, map: HeaderMap) -> HostResult<Vec<(String, String)>> {
         self.note("headers", &format!("{map:?}"));
         Ok(self.map(map).borrow().clone())
+    }
+    fn headers_raw(&self, map: HeaderMap) -> HostResult<Vec<u8>> {
+        self.note("headers", &format!("{map:?}"));
+        let headers = self.map(map).borrow();
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Ok(crate::pairs::serialize_pairs(&pairs))
     }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
         self.note("set_header", name);

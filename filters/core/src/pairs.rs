@@ -2,7 +2,8 @@
 
 /// proxy-wasm pair serialization: count, (key_len, value_len)*, then NUL-terminated strings.
 pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let size = 4 + pairs.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -17,35 +18,34 @@ pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// The inverse of [`serialize_pairs`]; malformed input yields what could be read.
-pub fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+/// Calls `each` with every (key, value) of a pair serialization, borrowed, in order;
+/// malformed input yields what could be read. Returns how many pairs were read.
+pub fn for_each_pair<'a>(bytes: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> usize {
     let read_u32 = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at + 4)?;
+        let b = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
-    let mut out = Vec::new();
-    let Some(count) = read_u32(0) else { return out };
-    let mut sizes = Vec::with_capacity(count.min(1024));
+    let Some(count) = read_u32(0) else { return 0 };
+    let Some(mut at) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else { return 0 };
     for i in 0..count {
-        match (read_u32(4 + i * 8), read_u32(8 + i * 8)) {
-            (Some(k), Some(v)) => sizes.push((k, v)),
-            _ => return out,
-        }
-    }
-    let mut at = 4 + count * 8;
-    for (k, v) in sizes {
-        let (Some(key), Some(value)) = (bytes.get(at..at + k), bytes.get(at + k + 1..at + k + 1 + v)) else {
-            return out;
-        };
-        out.push((
-            String::from_utf8_lossy(key).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        let (Some(k), Some(v)) = (read_u32(4 + i * 8), read_u32(8 + i * 8)) else { return i };
+        let key = at.checked_add(k).and_then(|end| bytes.get(at..end));
+        let value = at.checked_add(k).and_then(|end| end.checked_add(1)).and_then(|from| bytes.get(from..from.checked_add(v)?));
+        let (Some(key), Some(value)) = (key, value) else { return i };
+        each(key, value);
         at += k + v + 2;
     }
-    out
+    count
 }
 
+/// The inverse of [`serialize_pairs`]; malformed input yields what could be read.
+pub fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for_each_pair(bytes, |key, value| {
+        out.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
+    });
+    out
+}
 
 /// Decodes pairs only if `bytes` is exactly one well-formed pair serialization.
 /// Envoy returns list-valued properties (e.g. a JWT `groups` claim) this way: each element

@@ -174,8 +174,11 @@ impl Host for WasmHost {
         Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
     fn headers(&self, map: HeaderMap) -> HostResult<Vec<(String, String)>> {
+        Ok(deserialize_pairs(&self.headers_raw(map)?))
+    }
+    fn headers_raw(&self, map: HeaderMap) -> HostResult<Vec<u8>> {
         let raw = fetch(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) })?;
-        Ok(raw.map(|b| deserialize_pairs(&b)).unwrap_or_default())
+        Ok(raw.unwrap_or_default())
     }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
         status(unsafe {
