@@ -13,9 +13,11 @@
 //! - the clock is read once per callback, and random bytes are fetched in one batch.
 //!
 //! The snapshot lives for one callback only, so changes other filters make between our
-//! callbacks are never overwritten. Pending request-header changes are written before any
-//! property read (a route or cluster property may depend on them), and dropped after a
-//! local reply (the request never goes upstream).
+//! callbacks are never overwritten. Pending header changes are written before any property
+//! read (a route or cluster property may depend on them) and before a local reply (access
+//! logs and other filters must still see, e.g., a stripped credential as stripped). A map
+//! the host lists as empty (absent in this phase) is not cached: calls on it go straight to
+//! the host, which answers them as it did before.
 
 use crate::host::{BodyBuffer, HeaderMap, Host, HostResult, LogLevel, MetricKind};
 use std::cell::{Cell, RefCell};
@@ -39,14 +41,18 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn parse(raw: &[u8]) -> Snapshot {
+    /// `None` for an empty map: request and response header maps always hold pseudo-headers,
+    /// so an empty listing means the map is not available in this phase.
+    fn parse(raw: &[u8]) -> Option<Snapshot> {
         let mut snapshot = Snapshot { text: String::with_capacity(raw.len()), headers: Vec::new(), lossless: true };
-        crate::pairs::for_each_pair(raw, |name, value| {
+        let complete = crate::pairs::for_each_pair(raw, |name, value| {
             let name = snapshot.push(name);
             let value = snapshot.push(value);
             snapshot.headers.push((name, value));
         });
-        snapshot
+        // A truncated listing must never be written back whole (it would drop the rest).
+        snapshot.lossless &= complete;
+        (!snapshot.headers.is_empty()).then_some(snapshot)
     }
 
     fn push(&mut self, bytes: &[u8]) -> Range<usize> {
@@ -94,7 +100,7 @@ impl HeaderCache {
     fn load(&self, host: &dyn Host, map: HeaderMap) -> bool {
         let mut snapshot = self.snapshot.borrow_mut();
         if snapshot.is_none() {
-            *snapshot = Some(host.headers_raw(map).ok().map(|raw| Snapshot::parse(&raw)));
+            *snapshot = Some(host.headers_raw(map).ok().and_then(|raw| Snapshot::parse(&raw)));
         }
         matches!(&*snapshot, Some(Some(_)))
     }
@@ -195,7 +201,6 @@ pub struct CallbackHost<'h> {
     request: HeaderCache,
     response: HeaderCache,
     now: Cell<Option<u64>>,
-    replied: Cell<bool>,
     /// Unused random bytes, handed out from the end; never reused once handed out.
     random: RefCell<Vec<u8>>,
 }
@@ -207,7 +212,6 @@ impl<'h> CallbackHost<'h> {
             request: HeaderCache::default(),
             response: HeaderCache::default(),
             now: Cell::new(None),
-            replied: Cell::new(false),
             random: RefCell::new(Vec::new()),
         }
     }
@@ -233,11 +237,8 @@ impl<'h> CallbackHost<'h> {
         Ok(())
     }
 
-    /// Writes pending header changes (none after a local reply).
+    /// Writes pending header changes.
     pub fn finish(self) {
-        if self.replied.get() {
-            return;
-        }
         self.request.flush(self.host, HeaderMap::Request);
         self.response.flush(self.host, HeaderMap::Response);
     }
@@ -246,6 +247,7 @@ impl<'h> CallbackHost<'h> {
 impl Host for CallbackHost<'_> {
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         self.request.flush(self.host, HeaderMap::Request);
+        self.response.flush(self.host, HeaderMap::Response);
         self.host.property(path)
     }
     fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()> {
@@ -324,9 +326,8 @@ impl Host for CallbackHost<'_> {
         Ok(())
     }
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
-        self.replied.set(true);
-        self.request.discard();
-        self.response.discard();
+        self.request.flush(self.host, HeaderMap::Request);
+        self.response.flush(self.host, HeaderMap::Response);
         self.host.send_local_reply(status, headers, body)
     }
     fn log(&self, level: LogLevel, message: &str) {
@@ -416,13 +417,41 @@ mod tests {
     }
 
     #[test]
-    fn a_local_reply_drops_pending_changes() {
+    fn changes_made_before_a_local_reply_are_written_before_it() {
         let inner = host();
         let cb = CallbackHost::new(&inner);
+        cb.set_header(HeaderMap::Request, "a", None).unwrap();
         cb.set_header(HeaderMap::Request, "x-a", Some("1")).unwrap();
         cb.send_local_reply(403, &[], b"no").unwrap();
+        let calls = inner.calls.borrow().clone();
+        let reply = calls.iter().position(|c| c.starts_with("send_local_reply"));
+        let strip = calls.iter().position(|c| c == "set_header a");
+        assert!(strip.is_some() && strip < reply, "{calls:?}");
         cb.finish();
-        assert_eq!(inner.request_header("x-a"), None);
+        assert_eq!(inner.request_header("a"), None, "a stripped header stays stripped for the access log");
+        assert_eq!(inner.request_header("x-a").as_deref(), Some("1"));
+        assert_eq!(inner.calls_named("set_header"), 2, "written once");
+    }
+
+    #[test]
+    fn a_map_listed_as_empty_is_left_to_the_host() {
+        // Response headers do not exist yet while the request is handled.
+        let inner = host();
+        let cb = CallbackHost::new(&inner);
+        assert_eq!(cb.response_header(":status"), None);
+        assert_eq!(inner.calls_named("header"), 1, "asked the host directly");
+        cb.set_header(HeaderMap::Response, "x-b", None).unwrap();
+        assert_eq!(inner.calls_named("set_header"), 1, "not skipped as a no-op");
+        cb.finish();
+    }
+
+    #[test]
+    fn a_truncated_listing_is_never_written_back_whole() {
+        let full = crate::pairs::serialize_pairs(&[(":method", "GET"), ("a", "1"), ("b", "2")]);
+        let snapshot = Snapshot::parse(&full[..full.len() - 3]).unwrap();
+        assert!(!snapshot.lossless);
+        assert!(Snapshot::parse(&full).unwrap().lossless);
+        assert!(Snapshot::parse(&crate::pairs::serialize_pairs(&[])).is_none());
     }
 
     #[test]

@@ -19,23 +19,23 @@ pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// Calls `each` with every (key, value) of a pair serialization, borrowed, in order;
-/// malformed input yields what could be read. Returns how many pairs were read.
-pub fn for_each_pair<'a>(bytes: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> usize {
+/// malformed input yields what could be read. Returns whether all of it was read.
+pub fn for_each_pair<'a>(bytes: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> bool {
     let read_u32 = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
-    let Some(count) = read_u32(0) else { return 0 };
-    let Some(mut at) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else { return 0 };
+    let Some(count) = read_u32(0) else { return false };
+    let Some(mut at) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else { return false };
     for i in 0..count {
-        let (Some(k), Some(v)) = (read_u32(4 + i * 8), read_u32(8 + i * 8)) else { return i };
+        let (Some(k), Some(v)) = (read_u32(4 + i * 8), read_u32(8 + i * 8)) else { return false };
         let key = at.checked_add(k).and_then(|end| bytes.get(at..end));
         let value = at.checked_add(k).and_then(|end| end.checked_add(1)).and_then(|from| bytes.get(from..from.checked_add(v)?));
-        let (Some(key), Some(value)) = (key, value) else { return i };
+        let (Some(key), Some(value)) = (key, value) else { return false };
         each(key, value);
         at += k + v + 2;
     }
-    count
+    at == bytes.len()
 }
 
 /// The inverse of [`serialize_pairs`]; malformed input yields what could be read.

@@ -138,7 +138,9 @@ impl SharedTable {
                         break;
                     }
                     Ok((Some(slot), cas)) => (slot, cas),
-                    Err(_) => continue,
+                    // Writing past an unreadable way could leave a never-written way before
+                    // a written one, which scans (stopping at the first) would never reach.
+                    Err(_) => return false,
                 };
                 match slot {
                     Some(s) if s.key == key.as_bytes() => {

@@ -1,6 +1,7 @@
 //! W3C Trace Context: `traceparent` parsing, validation, generation, and `tracestate`.
 
 use crate::hash::hex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use crate::host::{HeaderMap, Host, HostExt};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +101,12 @@ fn random_hex(host: &dyn Host, len: usize) -> String {
     let mut buf = [0u8; 16];
     let buf = &mut buf[..len.min(16)];
     if host.random_bytes(buf).is_err() || buf.iter().all(|b| *b == 0) {
-        // The host's random source failed: fall back to clock bits, still never zero.
-        let t = host.now_nanos() | 1;
+        // The host's random source failed: fall back to clock bits mixed with a counter (the
+        // clock is read once per callback, and ids made in one callback must still differ),
+        // still never zero.
+        static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+        let n = FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        let t = (host.now_nanos() ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (t.rotate_left((i as u32) * 8) & 0xff) as u8 ^ (i as u8).wrapping_mul(151);
         }
