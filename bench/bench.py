@@ -566,10 +566,10 @@ FLOOR_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "tollgate_bench_flo
 FLOOR_LABEL = "empty proxy-wasm filter (buffers the body; V8's own per-request cost)"
 
 
-def floor_from(layer: str, upstream_port: int) -> Envoy:
+def floor_config(layer: str, configuration: str | None = None) -> dict:
     """envoy/<layer>.yaml with its Tollgate module swapped for bench/floor (an empty filter
-    that holds the headers, reads the body and continues): the wasm runtime's share of the
-    gap between bare Envoy and Tollgate, measured in the same run."""
+    that holds the headers, reads the body and continues); `configuration` is the floor's
+    plugin configuration (`<call>=<n>` for bench/hostcalls.py), else the shipped one (ignored)."""
     if not FLOOR_WASM.is_file():
         raise NotRun(f"{FLOOR_WASM.relative_to(REPO)} missing (bench/run.sh builds it)")
     cfg = harness.load_envoy_config(f"{layer}.yaml")
@@ -577,6 +577,15 @@ def floor_from(layer: str, upstream_port: int) -> Envoy:
         c["vm_config"]["code"] = {"local": {"filename": str(FLOOR_WASM)}}
         c["vm_config"]["vm_id"] = "bench.floor"
         c["vm_config"].pop("environment_variables", None)
+        if configuration is not None:
+            c["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration}
+    return cfg
+
+
+def floor_from(layer: str, upstream_port: int) -> Envoy:
+    """The floor row: the wasm runtime's share of the gap between bare Envoy and Tollgate,
+    measured in the same run."""
+    cfg = floor_config(layer)
     ups = {c: upstream_port for c in cluster_names(cfg)}
     return Envoy(f"floor-{layer}", cfg, core=ENVOY_CORE, upstreams=ups)
 

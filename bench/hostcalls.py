@@ -40,12 +40,7 @@ def main() -> int:
     envs: dict[str, bench.Envoy] = {}
     try:
         for call in ["none", *CALLS]:
-            cfg = harness.load_envoy_config("a2a.yaml")
-            for c in harness.wasm_filters(cfg):
-                c["vm_config"]["code"] = {"local": {"filename": str(bench.FLOOR_WASM)}}
-                c["vm_config"]["vm_id"] = "bench.floor"
-                c["vm_config"].pop("environment_variables", None)
-                c["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f"{call}={n}"}
+            cfg = bench.floor_config("a2a", f"{call}={n}")
             env = bench.Envoy(f"hostcalls-{call}", cfg, core=bench.ENVOY_CORE,
                               upstreams={c: canned.port for c in bench.cluster_names(cfg)})
             env.script = bench.wrk_script(req, f"hostcalls-{call}")

@@ -43,21 +43,33 @@ fn for_each_name_piece(base: &str, labels: &[(&str, &str)], mut sink: impl FnMut
         sink(b".");
         sink(label.as_bytes());
         sink(b".");
-        if value.is_empty() {
-            sink(b"none");
-            continue;
-        }
-        // Most values are already safe: hand them over in one piece.
-        let head = &value.as_bytes()[..value.len().min(64)];
-        if head.iter().all(|b| is_safe(*b)) {
-            sink(head);
-            continue;
-        }
-        for c in value.chars().take(64) {
-            let safe = if c.is_ascii() && is_safe(c as u8) { c as u8 } else { b'_' };
-            sink(&[safe]);
-        }
+        for_each_value_piece(value, &mut sink);
     }
+}
+
+/// Feeds `value` made safe for a dotted stat name to `sink` (the one place the rule lives):
+/// at most 64 characters, anything but ASCII letters, digits, `-` and `_` replaced by `_`,
+/// `none` for an empty value. Every piece is ASCII.
+fn for_each_value_piece(value: &str, mut sink: impl FnMut(&[u8])) {
+    if value.is_empty() {
+        sink(b"none");
+        return;
+    }
+    // Most values are already safe: hand them over in one piece.
+    let head = &value.as_bytes()[..value.len().min(64)];
+    if head.iter().all(|b| is_safe(*b)) {
+        sink(head);
+        return;
+    }
+    for c in value.chars().take(64) {
+        let safe = if c.is_ascii() && is_safe(c as u8) { c as u8 } else { b'_' };
+        sink(&[safe]);
+    }
+}
+
+/// Appends a piece of a stat name: whole `&str`s or ASCII bytes, so always UTF-8.
+fn push_piece(out: &mut String, piece: &[u8]) {
+    out.push_str(&String::from_utf8_lossy(piece));
 }
 
 fn is_safe(b: u8) -> bool {
@@ -100,31 +112,13 @@ fn name_equals(name: &str, base: &str, labels: &[(&str, &str)]) -> bool {
 /// Makes a label value safe inside a dotted stat name.
 pub fn sanitize(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(64));
-    push_sanitized(&mut out, value);
+    for_each_value_piece(value, |piece| push_piece(&mut out, piece));
     out
-}
-
-/// Appends `value` made safe for a dotted stat name: at most 64 characters, anything but
-/// ASCII letters, digits, `-` and `_` replaced by `_`, `none` for an empty value.
-fn push_sanitized(out: &mut String, value: &str) {
-    if value.is_empty() {
-        out.push_str("none");
-        return;
-    }
-    for c in value.chars().take(64) {
-        out.push(if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' });
-    }
 }
 
 pub fn stat_name(base: &str, labels: &[(&str, &str)]) -> String {
     let mut name = String::with_capacity(base.len() + labels.iter().map(|(l, v)| l.len() + v.len().min(64) + 2).sum::<usize>());
-    name.push_str(base);
-    for (label, value) in labels {
-        name.push('.');
-        name.push_str(label);
-        name.push('.');
-        push_sanitized(&mut name, value);
-    }
+    for_each_name_piece(base, labels, |piece| push_piece(&mut name, piece));
     name
 }
 
