@@ -506,7 +506,7 @@ class Target:
     note: str = ""
 
 
-RESULTS: dict[str, Any] = {"throughput": [], "ttfb": [], "streams": [], "litellm": [], "soak": [], "sizes": [],
+RESULTS: dict[str, Any] = {"throughput": [], "profile": [], "ttfb": [], "streams": [], "litellm": [], "soak": [], "sizes": [],
                            "targets": [], "notes": []}
 
 
@@ -646,6 +646,69 @@ def workload(layer: str, stream: bool = False, chunks: int = 3, delay_ms: float 
 # Scenario: throughput groups (LLM / MCP / A2A)
 # ----------------------------------------------------------------------------------------
 
+# Where each configuration's CPU time goes inside the running Envoy: `perf record` (the
+# cpu-clock software event, which works inside VMs without hardware counters) attached to the
+# Envoy under test during one extra closed-loop run, split by where the sampled code lives.
+# Envoy's binary is stripped, so this names places, not functions: V8-compiled wasm shows up
+# as perf's `[JIT]` map, the host side of every proxy-wasm call (and V8's runtime) as Envoy.
+PERF_PLACES = [("wasm", "filter's wasm code (V8-compiled)"), ("envoy", "Envoy C++ (HTTP, router, host calls, V8 runtime)"),
+               ("kernel", "kernel (sockets)"), ("libc", "libc (memcpy etc.)"), ("other", "other")]
+_PERF_OK: bool | None = None
+
+
+def perf_available() -> bool:
+    global _PERF_OK
+    if _PERF_OK is None:
+        _PERF_OK = False
+        if os.environ.get("BENCH_PERF", "1") not in ("0", "no", "false") and shutil.which("perf"):
+            out = WORKDIR / "perf-probe.data"
+            res = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o", str(out), "--", "true"],
+                                 capture_output=True, text=True, timeout=60)
+            _PERF_OK = res.returncode == 0
+            if not _PERF_OK:
+                RESULTS["notes"].append(f"perf profile skipped: perf record failed ({res.stderr.strip()[:200]})")
+    return _PERF_OK
+
+
+def perf_place(dso: str) -> str:
+    if dso.startswith("[JIT]") or dso.startswith("perf-"):
+        return "wasm"
+    if dso == "envoy":
+        return "envoy"
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if dso.startswith("libc"):
+        return "libc"
+    return "other"
+
+
+def perf_profile(env: "Envoy", req: Request, script: Path, tag: str) -> dict | None:
+    """One closed-loop run with perf sampling the Envoy: CPU microseconds per request by place."""
+    data = WORKDIR / f"perf-{tag}.data"
+    seconds = max(2, int(S.duration) - 1)
+    rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-p", str(env.pid),
+                            "-o", str(data), "--", "sleep", str(seconds)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        res = run_wrk(env.url(req.path), script, seconds + 1, S.connections, env.pid)
+    finally:
+        rec.wait(timeout=seconds + 60)
+    report = subprocess.run(["perf", "report", "-i", str(data), "--sort", "dso", "--stdio"],
+                            capture_output=True, text=True, timeout=300).stdout
+    shares: dict[str, float] = {}
+    for line in report.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and not line.startswith("#") and parts[0].endswith("%"):
+            place = perf_place(parts[1].strip())
+            shares[place] = shares.get(place, 0.0) + float(parts[0].rstrip("%")) / 100
+    if not shares or not res.get("rps") or res["errors"]:
+        log(f"perf {tag}: no profile ({res['errors']} errors, {len(shares)} places sampled)")
+        return None
+    us = 1e6 * res.get("dut_cpu", 0) / res["rps"]
+    return {"rps": res["rps"], "dut_cpu": res.get("dut_cpu"), "us_per_request": us,
+            "us": {place: us * share for place, share in shares.items()}}
+
+
 def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | None]],
                      upstream_port: int) -> list[dict]:
     """configs: (config, baseline key or None). Every config stays up for the whole group;
@@ -696,6 +759,12 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                 log(f"{group}: rep {rep + 1}/{S.reps} {rows[key]['label']}: {res['rps']:.0f} rps "
                     f"p50 {res['p50_us'] / 1000:.3f} ms p99 {res['p99_us'] / 1000:.3f} ms cpu {res.get('dut_cpu', 0):.2f}"
                     + (f" ERRORS {res['errors']}" if res["errors"] else ""))
+        if live and perf_available():
+            for key in live:
+                prof = perf_profile(envs[key], reqs[key], rows[key]["script"], f"{group}-{key}")
+                if prof:
+                    RESULTS["profile"].append({"group": group, "key": key, "label": rows[key]["label"], **prof})
+                    log(f"{group}: perf {rows[key]['label']}: {prof['us_per_request']:.1f} us/request")
     finally:
         for env in envs.values():
             env.stop()
@@ -799,6 +868,10 @@ def target_from_rows(rows: list[dict], key: str, name: str, requirement: str, th
     if unsaturated:
         notes.append("unreliable: the Envoy under test was not saturated in " + " and ".join(unsaturated)
                      + " (busy machine?); rerun when it is quiet")
+    floor = next((r for r in rows if r["key"] == "floor" and r.get("baseline") == row.get("baseline")), None)
+    if floor and floor.get("ratio") is not None:
+        notes.append(f"the empty proxy-wasm filter measured {floor['ratio']:.2f} x in this run"
+                     + (" (below the target before any filter work)" if floor["ratio"] < threshold else ""))
     add_target(name, requirement, f"{row['ratio']:.2f} x ({row['rps']:.0f} vs {row['rps'] / row['ratio']:.0f} req/s)",
                ok, "; ".join(notes))
 
@@ -1420,6 +1493,27 @@ def write_report(started: float, info: dict[str, str]) -> None:
             L.append(f"| {r['group'].upper()} | {r['label']} | {fmt(r.get('rps'))} | {fmt(r.get('p50_ms'), '.3f')} | "
                      f"{fmt(r.get('p99_ms'), '.3f')} | {fmt(r.get('dut_cpu'), '.2f')} | {fmt(r.get('ratio'), '.2f')} | "
                      f"{r.get('baseline_label', '') if r.get('baseline') else 'baseline'} | {note.replace('|', '/')} |")
+        L.append("")
+
+    if RESULTS["profile"]:
+        L += ["## Where the time goes (perf, in the running Envoy)", "",
+              "One more closed-loop run per throughput configuration with `perf record -e cpu-clock` attached to "
+              "the Envoy under test; CPU microseconds per request (Envoy's CPU time / requests) split by where "
+              "the sampled code lives. The `wasm` column is the filter's own compiled code; what a filter adds "
+              "in the `Envoy` column is mostly the host side of its proxy-wasm calls (headers, bodies, "
+              "properties, shared data, metrics) and V8's runtime. Envoy's binary is stripped: places, not "
+              "functions. One run each, so about as noisy as one throughput run.", "",
+              "| Scenario | Configuration | req/s | CPU us/request | " + " | ".join(t for _, t in PERF_PLACES)
+              + " | added vs empty filter |", "|---|---|---|---|" + "---|" * len(PERF_PLACES) + "---|"]
+        for r in RESULTS["profile"]:
+            floor = next((f for f in RESULTS["profile"] if f["group"] == r["group"] and f["key"] == "floor"), None)
+            added = ""
+            if floor and r["key"].startswith("tollgate-"):
+                added = (f"{r['us_per_request'] - floor['us_per_request']:+.1f} us: wasm "
+                         f"{r['us'].get('wasm', 0) - floor['us'].get('wasm', 0):+.1f}, Envoy "
+                         f"{r['us'].get('envoy', 0) - floor['us'].get('envoy', 0):+.1f}")
+            L.append(f"| {r['group'].upper()} | {r['label']} | {r['rps']:.0f} | {r['us_per_request']:.1f} | "
+                     + " | ".join(f"{r['us'].get(k, 0):.1f}" for k, _ in PERF_PLACES) + f" | {added} |")
         L.append("")
 
     if RESULTS["ttfb"]:

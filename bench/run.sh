@@ -27,6 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
 fi
 command -v taskset >/dev/null 2>&1 || { echo "bench: taskset (util-linux) is missing" >&2; exit 2; }
+# perf (optional): the "Where the time goes" table samples the running Envoy with it.
+if ! command -v perf >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && [ "${BENCH_PERF:-1}" != "0" ]; then
+  apt-get install -y -q linux-perf >/dev/null 2>&1 || echo "bench: note: linux-perf not installed; the perf profile will be skipped" >&2
+fi
 
 if [ ! -x "$PY" ]; then
   echo "bench: project virtualenv missing; running make venv"
