@@ -26,6 +26,7 @@
 use crate::api::{ClientApi, Text};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tollgate_core::json_scan::{Piece, StringBody};
 use tollgate_core::sse::{SseItem, SseParser};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -549,7 +550,7 @@ pub struct TopLevelCapture {
     max: usize,
     depth: u32,
     in_string: bool,
-    escaped: bool,
+    string: StringBody,
     /// The top-level value is an object (only then are depth-1 strings member names).
     object: bool,
     expect_key: bool,
@@ -570,7 +571,7 @@ impl TopLevelCapture {
             max,
             depth: 0,
             in_string: false,
-            escaped: false,
+            string: StringBody::default(),
             object: false,
             expect_key: false,
             reading_key: false,
@@ -607,28 +608,48 @@ impl TopLevelCapture {
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
         while let Some((&b, tail)) = rest.split_first() {
-            if self.in_string && !self.escaped && !self.reading_key && !self.after_colon {
-                // Inside a string only a quote or a backslash changes anything: the run before
-                // the next one is skipped (or captured) at once, not byte by byte.
-                let run = rest.iter().position(|&c| c == b'"' || c == b'\\').unwrap_or(rest.len());
-                if run > 0 {
-                    if self.capture.is_some() {
-                        if self.buf.len() + run > self.max {
-                            self.capture = None;
-                            self.buf = Vec::new();
-                        } else {
-                            self.buf.extend_from_slice(&rest[..run]);
-                        }
-                    }
-                    rest = &rest[run..];
-                    continue;
-                }
+            if !self.in_string {
+                self.byte(b);
+                rest = tail;
+                continue;
             }
-            self.byte(b);
+            let (piece, n) = self.string.next(rest);
+            let (bytes, tail) = rest.split_at(n.min(rest.len()));
+            self.keep(bytes);
+            match piece {
+                // A key keeps only its text bytes (escapes left out, as before), at most 64: enough
+                // for the names looked for, and a long key costs no memory.
+                Piece::Text if self.reading_key => {
+                    let room = 64usize.saturating_sub(self.key.len());
+                    self.key.extend(bytes.iter().take(room));
+                }
+                Piece::End => {
+                    self.in_string = false;
+                    if self.reading_key {
+                        self.reading_key = false;
+                    } else if self.depth == 1 && self.capture.is_some() {
+                        self.finish(false);
+                    }
+                }
+                _ => {}
+            }
             rest = tail;
         }
     }
 
+    /// Adds `bytes` to the value being captured; drops the value once it outgrows `max`.
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.capture.is_some() {
+            if self.buf.len() + bytes.len() > self.max {
+                self.capture = None;
+                self.buf = Vec::new();
+            } else {
+                self.buf.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// One byte outside any string.
     fn byte(&mut self, b: u8) {
         if self.after_colon && !b.is_ascii_whitespace() {
             self.after_colon = false;
@@ -637,31 +658,7 @@ impl TopLevelCapture {
                 self.buf.clear();
             }
         }
-        if self.capture.is_some() {
-            if self.buf.len() >= self.max {
-                self.capture = None;
-                self.buf = Vec::new();
-            } else {
-                self.buf.push(b);
-            }
-        }
-        if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
-                self.in_string = false;
-                if self.reading_key {
-                    self.reading_key = false;
-                } else if self.depth == 1 && self.capture.is_some() {
-                    self.finish(false);
-                }
-            } else if self.reading_key && self.key.len() < 64 {
-                self.key.push(b);
-            }
-            return;
-        }
+        self.keep(&[b]);
         let scalar_capture = matches!(self.capture, Some((_, true)));
         match b {
             b'"' => {
@@ -1011,8 +1008,8 @@ mod tests {
                     fast.feed(&doc[..split]);
                     fast.feed(&doc[split..]);
                     let mut slow = TopLevelCapture::new(&["a", "b", "c", "d", "usage", "choices"], max);
-                    for &b in doc {
-                        slow.byte(b);
+                    for b in doc.chunks(1) {
+                        slow.feed(b);
                     }
                     assert_eq!(fast.found, slow.found, "{} max {max} split {split}", String::from_utf8_lossy(doc));
                 }
