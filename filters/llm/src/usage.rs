@@ -471,7 +471,7 @@ impl Framing {
 pub struct JsonArraySplitter {
     depth: u32,
     in_string: bool,
-    escaped: bool,
+    string: StringBody,
     capturing: bool,
     buf: Vec<u8>,
     max: usize,
@@ -480,7 +480,15 @@ pub struct JsonArraySplitter {
 
 impl JsonArraySplitter {
     pub fn new(max: usize) -> Self {
-        JsonArraySplitter { depth: 0, in_string: false, escaped: false, capturing: false, buf: Vec::new(), max, overflowed: false }
+        JsonArraySplitter {
+            depth: 0,
+            in_string: false,
+            string: StringBody::default(),
+            capturing: false,
+            buf: Vec::new(),
+            max,
+            overflowed: false,
+        }
     }
 
     pub fn pending_bytes(&self) -> usize {
@@ -488,22 +496,23 @@ impl JsonArraySplitter {
     }
 
     pub fn feed(&mut self, chunk: &[u8], mut on_element: impl FnMut(&[u8])) {
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some((&b, tail)) = rest.split_first() {
             if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
+                // Every string byte, quote included, belongs to the element as written.
+                let (piece, n) = self.string.next(rest);
+                let (bytes, tail) = rest.split_at(n.min(rest.len()));
+                self.push(bytes);
+                if piece == Piece::End {
                     self.in_string = false;
                 }
-                self.push(b);
+                rest = tail;
                 continue;
             }
             match b {
                 b'"' => {
                     self.in_string = true;
-                    self.push(b);
+                    self.push(&[b]);
                 }
                 b'{' | b'[' => {
                     self.depth += 1;
@@ -512,10 +521,10 @@ impl JsonArraySplitter {
                         self.overflowed = false;
                         self.buf.clear();
                     }
-                    self.push(b);
+                    self.push(&[b]);
                 }
                 b'}' | b']' => {
-                    self.push(b);
+                    self.push(&[b]);
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 1 && self.capturing {
                         self.capturing = false;
@@ -525,18 +534,20 @@ impl JsonArraySplitter {
                         self.buf.clear();
                     }
                 }
-                _ => self.push(b),
+                _ => self.push(&[b]),
             }
+            rest = tail;
         }
     }
 
-    fn push(&mut self, b: u8) {
+    /// Adds `bytes` to the element being captured; drops the element once it outgrows `max`.
+    fn push(&mut self, bytes: &[u8]) {
         if self.capturing && !self.overflowed {
-            if self.buf.len() >= self.max {
+            if self.buf.len() + bytes.len() > self.max {
                 self.overflowed = true;
                 self.buf = Vec::new();
             } else {
-                self.buf.push(b);
+                self.buf.extend_from_slice(bytes);
             }
         }
     }
@@ -1026,6 +1037,51 @@ mod tests {
         assert_eq!(s.pending_bytes(), 10);
         s.feed(b"}]", |e| out.push(e.to_vec()));
         assert_eq!(out, vec![br#"{"a":"]}"}"#.to_vec(), br#"{"b":[1,2]}"#.to_vec()]);
+    }
+
+    #[test]
+    fn array_splitter_gives_the_same_elements_for_any_split() {
+        // Escaped quotes and backslashes, brackets inside strings, skipped top-level scalars and
+        // an unfinished last element; every split puts some string state at a chunk boundary.
+        let docs: [&[u8]; 4] = [
+            br#"[{"a":"]}"},"x\"]",{"b":[1,2,{"c":"\\"}]}, 3, "s\\\"{", [ "\\\\" ,"q\"}"] ]"#,
+            br#"[ {"k":"long text \" with [brackets] and \\ slashes","n":[{"m":"\\\""}]} ,{"x":"\u00e9"}]"#,
+            br#"[{"a":"0123456789"},{"b":"01234567890123456789"},{"c":1}]"#,
+            br#"[{"a":"\\"},{"b":"unterminated \"#,
+        ];
+        let run = |max: usize, chunks: &[&[u8]]| {
+            let mut s = JsonArraySplitter::new(max);
+            let mut out = Vec::new();
+            for c in chunks {
+                s.feed(c, |e| out.push(e.to_vec()));
+            }
+            (out, s.pending_bytes())
+        };
+        for doc in docs {
+            for max in [4, 12, 13, 14, 24, 1024] {
+                let whole = run(max, &[doc]);
+                let bytes: Vec<&[u8]> = doc.chunks(1).collect();
+                assert_eq!(run(max, &bytes), whole, "{} max {max} byte by byte", String::from_utf8_lossy(doc));
+                for split in 0..=doc.len() {
+                    let (a, b) = doc.split_at(split);
+                    assert_eq!(run(max, &[a, b]), whole, "{} max {max} split {split}", String::from_utf8_lossy(doc));
+                }
+            }
+        }
+        let (out, _) = run(1024, &[docs[0]]);
+        assert_eq!(
+            out,
+            vec![
+                br#"{"a":"]}"}"#.to_vec(),
+                br#"{"b":[1,2,{"c":"\\"}]}"#.to_vec(),
+                br#"[ "\\\\" ,"q\"}"]"#.to_vec(),
+            ]
+        );
+        // An element longer than `max` is dropped whole; the next one is still found.
+        let (out, pending) = run(13, &[docs[2]]);
+        assert_eq!((out, pending), (vec![br#"{"c":1}"#.to_vec()], 0));
+        let (out, _) = run(18, &[docs[2]]);
+        assert_eq!(out, vec![br#"{"a":"0123456789"}"#.to_vec(), br#"{"c":1}"#.to_vec()]);
     }
 
     #[test]
