@@ -39,29 +39,47 @@ pub struct Presented {
 }
 
 impl Presented {
-    pub fn read(get: impl Fn(&str) -> Option<String>) -> Presented {
-        Presented { hop: get(HOP), chain: get(CHAIN), on_behalf_of: get(ON_BEHALF_OF), sig: get(SIG) }
-    }
     pub fn is_empty(&self) -> bool {
         self.hop.is_none() && self.chain.is_none() && self.on_behalf_of.is_none() && self.sig.is_none()
     }
 }
 
-fn encode_element(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends `s` with `,` `%` and non-printable characters percent-encoded.
+fn encode_element(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
-            ',' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
-            c if c.is_ascii_graphic() => out.push(c),
+            c if c.is_ascii_graphic() && c != ',' && c != '%' => out.push(c),
             c => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("%{b:02X}"));
+                    out.push('%');
+                    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+                    out.push(char::from(HEX_UPPER[usize::from(b & 0xf)]));
                 }
             }
         }
     }
-    out
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `n` in decimal, without the formatting machinery (it runs for every forwarded
+/// request: hop, expiry, key lengths).
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    // 20 digits hold any u64: the loop always ends on `rest == 0`.
+    while start > 0 {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 /// One chain element; `None` for an invalid escape (the whole chain is then garbage).
@@ -71,7 +89,14 @@ fn decode_element(s: &str) -> Option<String> {
 
 /// `a,b,c` with `,` `%` and non-printable characters percent-encoded in each identity.
 pub fn encode_chain(chain: &[String]) -> String {
-    chain.iter().map(|s| encode_element(s)).collect::<Vec<_>>().join(",")
+    let mut out = String::with_capacity(chain.iter().map(|s| s.len() + 1).sum());
+    for (i, element) in chain.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        encode_element(element, &mut out);
+    }
+    out
 }
 
 pub fn decode_chain(value: &str) -> Option<Vec<String>> {
@@ -128,14 +153,30 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     HmacKey::new(key).mac(message)
 }
 
-fn signed_message(hop: u32, chain: &str, on_behalf_of: &str, expiry: u64) -> Vec<u8> {
-    format!("tollgate-a2a/v1\n{hop}\n{chain}\n{on_behalf_of}\n{expiry}").into_bytes()
-}
-
-/// The `x-tollgate-a2a-sig` value: `v1.<expiry secs>.<hex hmac>`.
+/// The `x-tollgate-a2a-sig` value: `v1.<expiry secs>.<hex hmac>` over
+/// `tollgate-a2a/v1\n<hop>\n<chain>\n<on-behalf-of>\n<expiry>`. One buffer holds the
+/// message, then the value.
 pub fn sign(key: &HmacKey, hop: u32, chain: &str, on_behalf_of: Option<&str>, expiry: u64) -> String {
-    let mac = key.mac(&signed_message(hop, chain, on_behalf_of.unwrap_or(""), expiry));
-    format!("v1.{expiry}.{}", tollgate_core::hash::hex(&mac))
+    let on_behalf_of = on_behalf_of.unwrap_or("");
+    let mut buf = String::with_capacity(chain.len() + on_behalf_of.len() + 96);
+    buf.push_str("tollgate-a2a/v1\n");
+    push_decimal(&mut buf, u64::from(hop));
+    buf.push('\n');
+    buf.push_str(chain);
+    buf.push('\n');
+    buf.push_str(on_behalf_of);
+    buf.push('\n');
+    push_decimal(&mut buf, expiry);
+    let mac = key.mac(buf.as_bytes());
+    buf.clear();
+    buf.push_str("v1.");
+    push_decimal(&mut buf, expiry);
+    buf.push('.');
+    for b in mac {
+        buf.push(char::from(HEX_LOWER[usize::from(b >> 4)]));
+        buf.push(char::from(HEX_LOWER[usize::from(b & 0xf)]));
+    }
+    buf
 }
 
 /// Checks a presented context's signature and expiry. Constant time over the MAC.
@@ -290,10 +331,25 @@ mod tests {
     }
 
     #[test]
+    fn signature_value_is_stable() {
+        // The exact bytes signed and the value's shape: agents hand it back on the next hop,
+        // possibly to a gateway of another build.
+        let key = HmacKey::new(KEY);
+        let mac = key.mac(b"tollgate-a2a/v1\n12\nagent-a,agent-b\nalice\n1700000600");
+        let expected = format!("v1.1700000600.{}", tollgate_core::hash::hex(&mac));
+        assert_eq!(sign(&key, 12, "agent-a,agent-b", Some("alice"), 1_700_000_600), expected);
+        let mac = key.mac(b"tollgate-a2a/v1\n0\n\n\n0");
+        assert_eq!(sign(&key, 0, "", None, 0), format!("v1.0.{}", tollgate_core::hash::hex(&mac)));
+        let mut s = String::new();
+        push_decimal(&mut s, u64::MAX);
+        assert_eq!(s, u64::MAX.to_string());
+    }
+
+    #[test]
     fn chain_encoding_round_trips() {
         let chain = vec!["agent-a".to_string(), "spiffe://x/ns/a,b".to_string(), "100%".to_string(), "ü".to_string()];
         let encoded = encode_chain(&chain);
-        assert_eq!(encoded.split(',').count(), 4);
+        assert_eq!(encoded, "agent-a,spiffe://x/ns/a%2Cb,100%25,%C3%BC");
         assert_eq!(decode_chain(&encoded), Some(chain));
         assert_eq!(decode_chain(""), Some(vec![]));
         assert_eq!(decode_chain("a,,b"), None);

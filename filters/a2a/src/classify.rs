@@ -154,13 +154,20 @@ pub enum PathError {
 /// The path (query and fragment removed) percent-decoded, as the agent's server routes it
 /// (uvicorn/Starlette decode the path before matching `/tasks/{id}:cancel`). Classifying the
 /// raw form would let `/tasks/t%3Acancel` through as something else.
-pub fn decode_path(path: &str) -> Result<String, PathError> {
+pub fn decode_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let raw = strip_query(path);
-    let lower = raw.to_ascii_lowercase();
-    if ["%2f", "%5c", "%3f", "%23"].iter().any(|e| lower.contains(e)) {
+    let encoded_separator = raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'3', b'f') | (b'2', b'3'))
+    });
+    if encoded_separator {
         return Err(PathError::EncodedSeparator);
     }
-    let decoded = text::percent_decode(raw).map_err(|_| PathError::BadEscape)?;
+    // Nothing escaped (the usual case): the path is its own decoded form.
+    let decoded = if raw.contains('%') {
+        Cow::Owned(text::percent_decode(raw).map_err(|_| PathError::BadEscape)?)
+    } else {
+        Cow::Borrowed(raw)
+    };
     if decoded.chars().any(char::is_control) {
         return Err(PathError::BadEscape);
     }
@@ -184,7 +191,7 @@ pub fn encode_path(path: &str) -> String {
 /// Classifies by method, path and content type. The path is classified in its decoded form.
 pub fn classify_head(http_method: &str, path: &str, content_type: Option<&str>) -> Result<Head, PathError> {
     let path = decode_path(path)?;
-    let path = path.as_str();
+    let path = path.as_ref();
     if http_method.eq_ignore_ascii_case("GET") {
         for (suffix, legacy) in [(CARD_PATH, false), (LEGACY_CARD_PATH, true)] {
             if let Some(before) = path.strip_suffix(suffix) {
@@ -202,12 +209,13 @@ pub fn classify_head(http_method: &str, path: &str, content_type: Option<&str>) 
 }
 
 fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
-    let m = http_method.to_ascii_uppercase();
+    // The only methods an operation uses ("": any other, which matches none).
+    let m = ["GET", "POST", "DELETE"].into_iter().find(|v| http_method.eq_ignore_ascii_case(v)).unwrap_or("");
     let segments: Vec<&str> = path.split('/').collect();
     let n = segments.len();
     let last = *segments.last()?;
     // (method, task id, number of trailing segments forming the operation)
-    let found: Option<(Method, Option<&str>, usize)> = match (m.as_str(), last) {
+    let found: Option<(Method, Option<&str>, usize)> = match (m, last) {
         ("POST", "message:send") => Some((Method::SendMessage, None, 1)),
         ("POST", "message:stream") => Some((Method::SendStreamingMessage, None, 1)),
         ("GET", "extendedAgentCard") => Some((Method::GetExtendedAgentCard, None, 1)),
@@ -224,12 +232,12 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
                 None
             }
         }
-        (_, "pushNotificationConfigs") if n >= 3 && segments[n - 3] == "tasks" => match m.as_str() {
+        (_, "pushNotificationConfigs") if n >= 3 && segments[n - 3] == "tasks" => match m {
             "POST" => Some((Method::CreateTaskPushNotificationConfig, Some(segments[n - 2]), 3)),
             "GET" => Some((Method::ListTaskPushNotificationConfigs, Some(segments[n - 2]), 3)),
             _ => None,
         },
-        _ if n >= 4 && segments[n - 2] == "pushNotificationConfigs" && segments[n - 4] == "tasks" => match m.as_str() {
+        _ if n >= 4 && segments[n - 2] == "pushNotificationConfigs" && segments[n - 4] == "tasks" => match m {
             "GET" => Some((Method::GetTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
             "DELETE" => Some((Method::DeleteTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
             _ => None,
@@ -402,6 +410,11 @@ mod tests {
         assert_eq!(rest("POST", "/tasks%2Ft:cancel"), Err(PathError::EncodedSeparator));
         assert_eq!(rest("POST", "/tasks/a%2fb:cancel"), Err(PathError::EncodedSeparator));
         assert_eq!(rest("GET", "/tasks/a%5Cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(rest("GET", "/tasks/a%3fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(rest("GET", "/tasks/a%23b"), Err(PathError::EncodedSeparator));
+        assert_eq!(rest("GET", "/tasks/a\u{1}b"), Err(PathError::BadEscape), "unescaped control characters too");
+        assert_eq!(rest("delete", "/tasks/t/pushNotificationConfigs/c"), Ok(Some((Method::DeleteTaskPushNotificationConfig, Some("t".into()), "/".into()))));
+        assert_eq!(rest("PUT", "/tasks/t"), Ok(None));
         assert_eq!(rest("POST", "/tasks/t%3:cancel"), Err(PathError::BadEscape));
         assert_eq!(rest("POST", "/tasks/t%0Acancel"), Err(PathError::BadEscape));
         assert_eq!(rest("GET", "/tasks/%FF"), Err(PathError::BadEscape));

@@ -16,6 +16,7 @@ use crate::config::{Config, Effect};
 use crate::session::{self, RequestIds, ResponseTracker};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::rc::Rc;
 use tollgate_core::exchange::{HttpExchange, Step};
 use tollgate_core::filter_state::Published;
@@ -172,31 +173,55 @@ struct RestErrorBody<'a> {
     details: [ErrorInfo<'a>; 1],
 }
 
-/// What the conversation table stores per contextId / (agent, taskId) / referenced taskId.
+/// What the conversation table stores per contextId / (agent, taskId) / referenced taskId
+/// (JSON), borrowed from the stored bytes when read and from the exchange when written.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Entry {
+struct Entry<'a> {
     /// The traceparent the gateway sent upstream on the hop that recorded it.
-    tp: String,
+    #[serde(borrow)]
+    tp: Cow<'a, str>,
     /// Task entries: the agent that owns the task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    agent: Option<String>,
+    #[serde(default, borrow, deserialize_with = "borrowed", skip_serializing_if = "Option::is_none")]
+    agent: Option<Cow<'a, str>>,
     /// Task entries: who created it (on-behalf-of user, else caller).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    orig: Option<String>,
+    #[serde(default, borrow, deserialize_with = "borrowed", skip_serializing_if = "Option::is_none")]
+    orig: Option<Cow<'a, str>>,
+}
+
+/// An optional string borrowed from the input when it has no escapes (serde borrows a bare
+/// `Cow` field, but copies one inside an `Option`).
+fn borrowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'de>>::deserialize(d)?.map(|t| t.0))
+}
+
+impl<'a> Entry<'a> {
+    fn trace(tp: &'a str) -> Self {
+        Entry { tp: Cow::Borrowed(tp), agent: None, orig: None }
+    }
 }
 
 fn ctx_key(id: &str) -> String {
-    format!("ctx:{id}")
+    ["ctx:", id].concat()
 }
 /// A task as one agent knows it: task ids are unique only per agent, so two agents returning
 /// the same id are two entries (ownership and originator never leak between them).
+/// `task:<agent length>:<agent>:<id>`.
 fn task_key(agent: &str, id: &str) -> String {
-    format!("task:{}:{agent}:{id}", agent.len())
+    let mut key = String::with_capacity(agent.len() + id.len() + 16);
+    key.push_str("task:");
+    chain::push_decimal(&mut key, agent.len() as u64);
+    key.push(':');
+    key.push_str(agent);
+    key.push(':');
+    key.push_str(id);
+    key
 }
 /// A task id → trace only (for `referenceTaskIds`, which do not say which agent owns them):
 /// never used for ownership or originator decisions.
 fn task_ref_key(id: &str) -> String {
-    format!("tref:{id}")
+    ["tref:", id].concat()
 }
 
 /// A value that may go into a header as is (ids come from request and response bodies).
@@ -252,14 +277,83 @@ pub struct Exchange {
     card: Option<CardState>,
     ttfe_nanos: Option<u64>,
     recorded_ctx: bool,
+    /// The response's contextId was handled (recorded, or already recorded by the request).
+    recorded_response_ctx: bool,
     recorded_task: bool,
+    /// The tracker version `record_response_ids` last handled.
+    recorded_version: Option<u32>,
+    /// The tracker version (0 without one) the tags were last published at.
+    published_version: Option<u32>,
     finished: bool,
     published: Published,
     request_id: Option<String>,
 }
 
-fn header_value(host: &dyn Host, name: &str) -> Option<String> {
-    host.request_header(name).filter(|v| !v.is_empty())
+/// The request headers the filter reads, from one listing of the map (the values moved out)
+/// instead of a lookup per name. As with single lookups, the first of repeated headers wins.
+#[derive(Default)]
+struct RequestHead {
+    request_id: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+    content_type: Option<String>,
+    a2a_version: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    presented: Presented,
+    /// Every `x-tollgate-a2a-*` header name present (gateway-owned: removed).
+    gateway_owned: Vec<String>,
+}
+
+impl RequestHead {
+    fn read(host: &dyn Host) -> RequestHead {
+        let mut head = RequestHead::default();
+        let Ok(headers) = host.headers(HeaderMap::Request) else { return head };
+        for (name, value) in headers {
+            let lower;
+            let key = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                lower = name.to_ascii_lowercase();
+                lower.as_str()
+            } else {
+                name.as_str()
+            };
+            let gateway_owned = key.starts_with(chain::PREFIX);
+            let slot = match key {
+                "x-request-id" => Some(&mut head.request_id),
+                ":method" => Some(&mut head.method),
+                ":path" => Some(&mut head.path),
+                "content-type" => Some(&mut head.content_type),
+                "a2a-version" => Some(&mut head.a2a_version),
+                "traceparent" => Some(&mut head.traceparent),
+                "tracestate" => Some(&mut head.tracestate),
+                chain::HOP => Some(&mut head.presented.hop),
+                chain::CHAIN => Some(&mut head.presented.chain),
+                chain::ON_BEHALF_OF => Some(&mut head.presented.on_behalf_of),
+                chain::SIG => Some(&mut head.presented.sig),
+                _ => None,
+            };
+            if let Some(slot) = slot.filter(|slot| slot.is_none()) {
+                *slot = Some(value);
+            }
+            if gateway_owned {
+                head.gateway_owned.push(name);
+            }
+        }
+        // An empty value counts as absent (a repeated header's later value never stands in).
+        for value in [
+            &mut head.traceparent,
+            &mut head.tracestate,
+            &mut head.presented.hop,
+            &mut head.presented.chain,
+            &mut head.presented.on_behalf_of,
+            &mut head.presented.sig,
+        ] {
+            if value.as_deref() == Some("") {
+                *value = None;
+            }
+        }
+        head
+    }
 }
 
 impl Exchange {
@@ -297,7 +391,10 @@ impl Exchange {
             card: None,
             ttfe_nanos: None,
             recorded_ctx: false,
+            recorded_response_ctx: false,
             recorded_task: false,
+            recorded_version: None,
+            published_version: None,
             finished: false,
             published: Published::default(),
             request_id: None,
@@ -330,12 +427,13 @@ impl Exchange {
         tollgate_core::identity::jwt_claim(host, self.config().identity.jwt.as_ref()?, claim)
     }
 
-    fn lookup(&self, host: &dyn Host, key: &str) -> Option<Entry> {
+    /// Reads the live entry under `key` (`None`: absent or unreadable) through `read`.
+    fn lookup<T>(&self, host: &dyn Host, key: &str, read: impl FnOnce(Entry<'_>) -> T) -> Option<T> {
         let raw = self.shared.table.get(host, key)?;
-        serde_json::from_slice(&raw).ok()
+        serde_json::from_slice(&raw).ok().map(read)
     }
 
-    fn store(&self, host: &dyn Host, key: &str, entry: &Entry) {
+    fn store(&self, host: &dyn Host, key: &str, entry: &Entry<'_>) {
         if let Ok(bytes) = serde_json::to_vec(entry) {
             if !self.shared.table.put(host, key, &bytes) {
                 host.log(LogLevel::Debug, &format!("tollgate-a2a: conversation table did not store {key}"));
@@ -349,30 +447,30 @@ impl Exchange {
         if self.trace.is_some() {
             return;
         }
-        let inbound_valid = self.traceparent_in.as_deref().and_then(TraceParent::parse).is_some();
-        let mut fallback = None;
-        if !inbound_valid {
-            let mut keys: Vec<String> = Vec::new();
-            if let Some(c) = &self.ids.context_id {
-                keys.push(ctx_key(c));
-            }
-            if let Some(t) = &self.ids.task_id {
-                keys.push(task_key(&self.target, t));
-            }
-            keys.extend(self.ids.reference_task_ids.iter().map(|r| task_ref_key(r)));
-            fallback = keys
-                .iter()
-                .find_map(|k| self.lookup(host, k))
-                .and_then(|e| TraceParent::parse(&e.tp));
+        let inbound = self.traceparent_in.as_deref();
+        let state = self.tracestate_in.as_deref();
+        // A valid inbound traceparent is the usual case: tried first, so it is parsed once (a
+        // step that had to start a new trace says it was not valid).
+        let first = inbound.map(|tp| trace::participate(host, Some(tp), state, None));
+        if first.as_ref().is_some_and(|step| !step.started) {
+            self.trace_source = "inbound";
+            self.trace = first;
+            return;
         }
-        self.trace_source = if inbound_valid {
-            "inbound"
-        } else if fallback.is_some() {
-            "conversation"
-        } else {
-            "new"
+        let ids = &self.ids;
+        let keys = ids
+            .context_id
+            .iter()
+            .map(|c| ctx_key(c))
+            .chain(ids.task_id.iter().map(|t| task_key(&self.target, t)))
+            .chain(ids.reference_task_ids.iter().map(|r| task_ref_key(r)));
+        let fallback = keys.into_iter().find_map(|k| self.lookup(host, &k, |e| TraceParent::parse(&e.tp))).flatten();
+        self.trace_source = if fallback.is_some() { "conversation" } else { "new" };
+        self.trace = match (first, fallback) {
+            // No valid inbound trace and none recorded: the first step already started one.
+            (Some(step), None) => Some(step),
+            (_, fallback) => Some(trace::participate(host, inbound, state, fallback)),
         };
-        self.trace = Some(trace::participate(host, self.traceparent_in.as_deref(), self.tracestate_in.as_deref(), fallback));
     }
 
     /// The caller's agent identity when its principal is a trusted agent.
@@ -430,17 +528,15 @@ impl Exchange {
             return Step::Continue;
         }
 
-        // A JSON-RPC method A2A does not define (an extension's, or junk): checked like any
-        // call (identity, chain, rules by its name) and recorded, never passed silently.
-        let method_name = match (self.method, self.raw_method.as_deref()) {
-            (Some(m), _) => m.name().to_string(),
-            (None, Some(raw)) => raw.to_string(),
-            (None, None) => "unknown".to_string(),
-        };
         // A call continuing a task the target owns is not a loop. Keyed by the target: a task
-        // id some other agent returned says nothing about this one.
-        let task_entry = self.ids.task_id.as_ref().and_then(|t| self.lookup(host, &task_key(&self.target, t)));
-        let continues = task_entry.as_ref().and_then(|e| e.agent.as_deref()) == Some(self.target.as_str());
+        // id some other agent returned says nothing about this one. Read: (target owns it,
+        // originator).
+        let task_entry = self.ids.task_id.as_deref().and_then(|t| {
+            self.lookup(host, &task_key(&self.target, t), |e| {
+                (e.agent.as_deref() == Some(self.target.as_str()), e.orig.map(Cow::into_owned))
+            })
+        });
+        let continues = task_entry.as_ref().is_some_and(|(owns, _)| *owns);
         match chain::decide(&inbound, &self.target, self.config().delegation.max_hops, continues) {
             Ok(out) => {
                 self.hop = Some(out.hop);
@@ -453,18 +549,25 @@ impl Exchange {
                 return self.deny(host, Deny::Refusal(refusal));
             }
         }
+        // A JSON-RPC method A2A does not define (an extension's, or junk): checked like any
+        // call (identity, chain, rules by its name) and recorded, never passed silently.
+        let method_name = match (self.method, self.raw_method.as_deref()) {
+            (Some(m), _) => m.name(),
+            (None, Some(raw)) => raw,
+            (None, None) => "unknown",
+        };
         let verdict = authz::evaluate(
             &self.config().authz,
-            &Subject { caller: &self.caller, on_behalf_of: self.on_behalf_of.as_deref(), target: &self.target, method: &method_name },
+            &Subject { caller: &self.caller, on_behalf_of: self.on_behalf_of.as_deref(), target: &self.target, method: method_name },
         );
         self.rule_id = verdict.rule_id;
         match verdict.effect {
             Effect::Allow => {}
             Effect::Deny => return self.deny(host, Deny::Forbidden),
             Effect::AllowOriginator => {
-                let acting = self.on_behalf_of.clone().unwrap_or_else(|| self.caller.clone());
-                let originator = task_entry.as_ref().and_then(|e| e.orig.as_deref());
-                if !authz::originator_allows(&acting, originator) {
+                let acting = self.on_behalf_of.as_deref().unwrap_or(&self.caller);
+                let originator = task_entry.as_ref().and_then(|(_, o)| o.as_deref());
+                if !authz::originator_allows(acting, originator) {
                     return self.deny(host, Deny::NotOriginator);
                 }
             }
@@ -475,7 +578,7 @@ impl Exchange {
         self.set_upstream_headers(host, true);
         // A client-chosen contextId is known now: later turns and downstream hops find it.
         if let (Some(ctx), Some(step)) = (&self.ids.context_id, &self.trace) {
-            self.store(host, &ctx_key(ctx), &Entry { tp: step.traceparent.clone(), agent: None, orig: None });
+            self.store(host, &ctx_key(ctx), &Entry::trace(&step.traceparent));
             self.recorded_ctx = true;
         }
         self.set_filter_state(host);
@@ -516,18 +619,6 @@ impl Exchange {
         }
     }
 
-    /// Removes every gateway-owned `x-tollgate-a2a-*` header the caller sent (on every
-    /// request, before any classification); the gateway re-issues them on A2A calls.
-    fn remove_gateway_headers(host: &dyn Host) {
-        if let Ok(headers) = host.headers(HeaderMap::Request) {
-            for (name, _) in headers {
-                if name.to_ascii_lowercase().starts_with(chain::PREFIX) {
-                    host.try_set_header(HeaderMap::Request, &name, None);
-                }
-            }
-        }
-    }
-
     fn set_upstream_headers(&self, host: &dyn Host, a2a_call: bool) {
         if let Some(step) = &self.trace {
             host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
@@ -553,6 +644,13 @@ impl Exchange {
     }
 
     fn set_filter_state(&mut self, host: &dyn Host) {
+        // The request's values are final once published (decided, or refused); after that
+        // only what the response reveals changes (the tracker's version).
+        let version = self.tracker.as_ref().map_or(0, |t| t.version);
+        if self.published_version == Some(version) {
+            return;
+        }
+        self.published_version = Some(version);
         let tracked = self.tracker.as_ref().map(|t| &t.ids);
         let hop = self.hop.map(|h| h.to_string());
         let values = [
@@ -676,34 +774,43 @@ impl Exchange {
             return;
         }
         let Some(step) = self.trace.as_ref() else { return };
-        let tp = step.traceparent.clone();
-        let (ctx, task) = match self.tracker.as_ref() {
-            Some(t) => (t.ids.context_id.clone(), t.ids.task_id.clone()),
-            None => return,
-        };
-        if let Some(ctx) = ctx {
-            if !self.recorded_ctx || self.ids.context_id.as_deref() != Some(ctx.as_str()) {
-                self.store(host, &ctx_key(&ctx), &Entry { tp: tp.clone(), agent: None, orig: None });
-                self.recorded_ctx = true;
+        let Some(tracker) = self.tracker.as_ref() else { return };
+        // This runs for every chunk that revealed ids, at the end of the body and at log
+        // time: only a change since the last run has anything to record.
+        if self.recorded_version == Some(tracker.version) {
+            return;
+        }
+        self.recorded_version = Some(tracker.version);
+        let tp = step.traceparent.as_str();
+        // The response's contextId (set once per response): recorded once, unless the
+        // request already recorded that same one.
+        if let Some(ctx) = tracker.ids.context_id.as_deref() {
+            if !self.recorded_response_ctx {
+                self.recorded_response_ctx = true;
+                if !self.recorded_ctx || self.ids.context_id.as_deref() != Some(ctx) {
+                    self.store(host, &ctx_key(ctx), &Entry::trace(tp));
+                    self.recorded_ctx = true;
+                }
             }
         }
-        if let Some(task) = task {
+        if let Some(task) = tracker.ids.task_id.as_deref() {
             // Only a message that started a new task makes its sender the originator.
             let created = matches!(method, Method::SendMessage | Method::SendStreamingMessage) && self.ids.task_id.is_none();
             if created && !self.recorded_task {
                 self.recorded_task = true;
-                let orig = self.on_behalf_of.clone().unwrap_or_else(|| self.caller.clone());
-                let key = task_key(&self.target, &task);
+                let orig = self.on_behalf_of.as_deref().unwrap_or(&self.caller);
+                let key = task_key(&self.target, task);
                 // A live entry with another originator is never replaced: an agent returning
                 // an id it already gave someone else must not hand that task to this caller.
-                match self.lookup(host, &key) {
-                    Some(existing) if existing.orig.as_deref() != Some(orig.as_str()) => {
-                        host.log(LogLevel::Info, &format!("tollgate-a2a: task id {task} at {} already recorded for another originator; kept", self.target));
-                    }
-                    _ => self.store(host, &key, &Entry { tp: tp.clone(), agent: Some(self.target.clone()), orig: Some(orig) }),
+                if self.lookup(host, &key, |existing| existing.orig.as_deref() != Some(orig)) == Some(true) {
+                    host.log(LogLevel::Info, &format!("tollgate-a2a: task id {task} at {} already recorded for another originator; kept", self.target));
+                } else {
+                    let entry = Entry { tp: Cow::Borrowed(tp), agent: Some(Cow::Borrowed(&self.target)), orig: Some(Cow::Borrowed(orig)) };
+                    self.store(host, &key, &entry);
                 }
-                if self.lookup(host, &task_ref_key(&task)).is_none() {
-                    self.store(host, &task_ref_key(&task), &Entry { tp, agent: None, orig: None });
+                let ref_key = task_ref_key(task);
+                if self.lookup(host, &ref_key, |_| ()).is_none() {
+                    self.store(host, &ref_key, &Entry::trace(tp));
                 }
             }
         }
@@ -718,23 +825,26 @@ impl HttpExchange for Exchange {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.metrics.inc(host, "tollgate.a2a.requests", &[]);
         self.start_nanos = host.now_nanos();
+        let head = RequestHead::read(host);
         // Envoy's request id (`request.id`) is the x-request-id header it set or kept.
-        self.request_id = host.request_header("x-request-id");
+        self.request_id = head.request_id;
         // The caller's copy of the gateway-owned context is read, then removed from every
         // request whatever it turns out to be: only the gateway's own values reach an agent.
-        self.presented = Presented::read(|name| header_value(host, name));
-        Self::remove_gateway_headers(host);
+        self.presented = head.presented;
+        for name in &head.gateway_owned {
+            host.try_set_header(HeaderMap::Request, name, None);
+        }
         let Some(target) = self.route_target(host) else {
             self.phase = Phase::Passthrough;
             return Step::Continue;
         };
         self.target = target;
-        let method = host.request_header(":method").unwrap_or_default();
-        let path = host.request_header(":path").unwrap_or_default();
-        let content_type = host.request_header("content-type");
-        self.dialect = Dialect::from_header(host.request_header("a2a-version").as_deref());
-        self.traceparent_in = header_value(host, "traceparent");
-        self.tracestate_in = header_value(host, "tracestate");
+        let method = head.method.unwrap_or_default();
+        let path = head.path.unwrap_or_default();
+        let content_type = head.content_type;
+        self.dialect = Dialect::from_header(head.a2a_version.as_deref());
+        self.traceparent_in = head.traceparent;
+        self.tracestate_in = head.tracestate;
         match identity::resolve(host, &self.shared.config.identity) {
             Ok(id) => self.identity = id,
             Err(IdentityError::UnknownApiKey) => self.identity_failed = true,
@@ -952,11 +1062,12 @@ impl HttpExchange for Exchange {
         let now = host.now_nanos();
         let duration_ms = now.saturating_sub(self.start_nanos) / 1_000_000;
         let ttfe_ms = self.ttfe_nanos.map(|t| t.saturating_sub(self.start_nanos) / 1_000_000);
-        let tracked = self.tracker.as_ref().map(|t| t.ids.clone()).unwrap_or_default();
+        let untracked = session::ResponseIds::default();
+        let tracked = self.tracker.as_ref().map_or(&untracked, |t| &t.ids);
         let method_name = match (self.binding, self.method) {
-            (Some(Binding::Card), _) => "AgentCard".to_string(),
-            (_, Some(m)) => m.name().to_string(),
-            (_, None) => self.raw_method.clone().unwrap_or_else(|| "unknown".into()),
+            (Some(Binding::Card), _) => "AgentCard",
+            (_, Some(m)) => m.name(),
+            (_, None) => self.raw_method.as_deref().unwrap_or("unknown"),
         };
         let state = if self.deny.is_some() {
             "denied"
@@ -971,8 +1082,8 @@ impl HttpExchange for Exchange {
             (_, Some(m)) => m.name(),
             (_, None) => "unknown",
         };
-        let context_id = self.ids.context_id.clone().or(tracked.context_id.clone());
-        let task_id = self.ids.task_id.clone().or(tracked.task_id.clone());
+        let context_id = self.ids.context_id.as_deref().or(tracked.context_id.as_deref());
+        let task_id = self.ids.task_id.as_deref().or(tracked.task_id.as_deref());
         let rpc_error_code = self.deny.filter(|_| self.binding == Some(Binding::JsonRpc)).map(Deny::rpc_code).or(tracked.error_code);
         let card = self.card.as_ref().filter(|_| self.deny.is_none()).map(|c| CardAudit {
             result: c.result.unwrap_or("unchanged"),
@@ -983,7 +1094,7 @@ impl HttpExchange for Exchange {
         let detail = Detail {
             binding: self.binding.map(Binding::as_str).unwrap_or("jsonrpc"),
             dialect: self.dialect.as_str(),
-            method: &method_name,
+            method: method_name,
             jsonrpc_method: self.raw_method.as_deref(),
             target: &self.target,
             caller: &self.caller,
@@ -992,8 +1103,8 @@ impl HttpExchange for Exchange {
             hop: self.hop,
             chain: &self.chain,
             message_id: self.ids.message_id.as_deref(),
-            context_id: context_id.as_deref(),
-            task_id: task_id.as_deref(),
+            context_id,
+            task_id,
             reference_task_ids: &self.ids.reference_task_ids,
             task_state: tracked.state.as_deref(),
             rpc_error_code,
@@ -1022,17 +1133,17 @@ impl HttpExchange for Exchange {
         audit::emit(host, &self.shared.config.audit, &record);
         self.set_filter_state(host);
 
-        let target = self.target.clone();
-        self.metrics.inc(host, "tollgate.a2a.calls", &[("target", &target), ("method", method_label), ("state", state)]);
-        self.metrics.record(host, "tollgate.a2a.duration_ms", &[("target", &target), ("method", method_label)], duration_ms);
+        let target = self.target.as_str();
+        self.metrics.inc(host, "tollgate.a2a.calls", &[("target", target), ("method", method_label), ("state", state)]);
+        self.metrics.record(host, "tollgate.a2a.duration_ms", &[("target", target), ("method", method_label)], duration_ms);
         if let Some(t) = ttfe_ms {
-            self.metrics.record(host, "tollgate.a2a.ttfe_ms", &[("target", &target), ("method", method_label)], t);
+            self.metrics.record(host, "tollgate.a2a.ttfe_ms", &[("target", target), ("method", method_label)], t);
         }
         if let Some(why) = self.deny {
-            self.metrics.inc(host, "tollgate.a2a.denied", &[("target", &target), ("reason", why.reason())]);
+            self.metrics.inc(host, "tollgate.a2a.denied", &[("target", target), ("reason", why.reason())]);
         }
         if let Some(c) = self.card.as_ref().and_then(|c| c.result) {
-            self.metrics.inc(host, "tollgate.a2a.cards", &[("target", &target), ("result", c)]);
+            self.metrics.inc(host, "tollgate.a2a.cards", &[("target", target), ("result", c)]);
         }
     }
 }
@@ -1275,6 +1386,16 @@ mod tests {
         let call = gw.request("a", "POST", "/", &[("traceparent", bad), ("tracestate", "v=1")], Some(&body));
         assert!(!call.upstream("traceparent").unwrap().contains("4bf92f35"));
         assert_eq!(call.upstream("tracestate"), None, "a new trace drops tracestate");
+        // An invalid traceparent on a known conversation joins the conversation's trace.
+        let mut first = gw.request("a", "POST", "/", &[V10], Some(&send_body("SendMessage", v10_message(json!({"contextId": "c-t"})))));
+        gw.finish(&mut first);
+        let trace_id = audit(&first)["trace_id"].clone();
+        let again = send_body("SendMessage", v10_message(json!({"contextId": "c-t"})));
+        let mut next = gw.request("a", "POST", "/", &[V10, ("traceparent", bad), ("tracestate", "v=1")], Some(&again));
+        assert_eq!(next.upstream("tracestate"), None);
+        gw.finish(&mut next);
+        let rec = audit(&next);
+        assert_eq!((rec["trace_id"].clone(), rec["trace_source"].as_str()), (trace_id, Some("conversation")));
     }
 
     /// Copies what the gateway sent upstream to an agent onto that agent's next call, as the
@@ -1433,10 +1554,10 @@ mod tests {
         ];
         *call.host.response_body.borrow_mut() = events[0].as_bytes().to_vec();
         assert_eq!(call.ex.on_response_body(&call.host, events[0].len(), false), Step::Continue);
-        assert!(call.ex.lookup(&call.host, "ctx:c").is_some(), "a downstream hop can join while the stream is open");
-        let entry = call.ex.lookup(&call.host, &task_key("agent-a", "t")).unwrap();
-        assert_eq!(entry.agent.as_deref(), Some("agent-a"));
-        assert_eq!(entry.orig.as_deref(), Some(ANONYMOUS));
+        assert!(call.ex.lookup(&call.host, "ctx:c", |_| ()).is_some(), "a downstream hop can join while the stream is open");
+        let (agent, orig) = call.ex.lookup(&call.host, &task_key("agent-a", "t"), |e| (e.agent.map(Cow::into_owned), e.orig.map(Cow::into_owned))).unwrap();
+        assert_eq!(agent.as_deref(), Some("agent-a"));
+        assert_eq!(orig.as_deref(), Some(ANONYMOUS));
         for e in &events[1..] {
             *call.host.response_body.borrow_mut() = e.as_bytes().to_vec();
             assert_eq!(call.ex.on_response_body(&call.host, e.len(), false), Step::Continue);
@@ -1857,6 +1978,61 @@ mod tests {
         assert_eq!(host.request_header("x-api-key").as_deref(), Some("k"), "not an agent route: credentials untouched");
         assert!(host.local_reply.borrow().is_none());
     }
+
+    #[test]
+    fn what_a_response_reveals_is_recorded_and_published_once() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let mut call = gw.request("agent-a", "POST", "/", &[V10], Some(&body));
+        let tp = call.upstream("traceparent").unwrap();
+        call.host.calls.borrow_mut().clear();
+        // Two chunks: the ids count once the document is complete, at the end of the body;
+        // the tracker is consulted again there and at log time.
+        let response = task_json("c-new", "t-new", "TASK_STATE_COMPLETED");
+        let (a, b) = response.split_at(response.len() - 3);
+        gw.respond(&mut call, "application/json", &[a, b]);
+        let calls = call.host.calls.borrow().clone();
+        let count = |prefix: &str| calls.iter().filter(|c| c.starts_with(prefix)).count();
+        // One write each: the new context, the task (owner, originator) and its reference.
+        assert_eq!(count("set_shared_data"), 3, "{calls:#?}");
+        assert_eq!(count("set_property tollgate.a2a."), 3, "context_id, task_id, task_state: {calls:#?}");
+        assert_eq!(call.ex.lookup(&call.host, "ctx:c-new", |e| e.tp.into_owned()).as_deref(), Some(tp.as_str()));
+        assert_eq!(call.host.prop(&["tollgate.a2a.context_id"]).as_deref(), Some(&b"c-new"[..]));
+        assert_eq!(call.host.prop(&["tollgate.a2a.task_state"]).as_deref(), Some(&b"completed"[..]));
+    }
+
+    #[test]
+    fn request_headers_are_read_first_value_first_and_empty_as_absent() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let headers = [V10, ("traceparent", ""), ("traceparent", valid), ("x-request-id", "r-1"), ("x-request-id", "r-2")];
+        let mut call = gw.request("agent-a", "POST", "/", &headers, Some(&body));
+        gw.finish(&mut call);
+        let rec = audit(&call);
+        assert_eq!(rec["trace_source"], "new", "an empty first traceparent is no traceparent");
+        assert_eq!(rec["request_id"], "r-1");
+    }
+
+    #[test]
+    fn table_entries_keep_their_json_and_read_with_or_without_escapes() {
+        for agent in ["agent-a", "odd \"agent\" \\ \u{e9}"] {
+            let entry = Entry { tp: Cow::Borrowed("00-tp"), agent: Some(Cow::Borrowed(agent)), orig: Some(Cow::Borrowed("alice")) };
+            let bytes = serde_json::to_vec(&entry).unwrap();
+            let back: Entry<'_> = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(back, entry);
+            assert!(matches!(back.orig, Some(Cow::Borrowed(_))), "no escapes: borrowed");
+        }
+        // The stored form is unchanged (entries written by an earlier build still read).
+        let bytes = serde_json::to_vec(&Entry::trace("00-tp")).unwrap();
+        assert_eq!(bytes, br#"{"tp":"00-tp"}"#);
+        let back: Entry<'_> = serde_json::from_slice(br#"{"tp":"t","agent":"a","orig":"o"}"#).unwrap();
+        assert_eq!((back.agent.as_deref(), back.orig.as_deref()), (Some("a"), Some("o")));
+        assert_eq!(task_key("agent-a", "t-1"), "task:7:agent-a:t-1");
+        assert_eq!(ctx_key("c"), "ctx:c");
+        assert_eq!(task_ref_key("t"), "tref:t");
+    }
+
     #[test]
     fn a_send_message_stays_within_its_host_call_budget() {
         // Each host call costs about 1-2 µs inside Envoy (bench/README.md), more than most of

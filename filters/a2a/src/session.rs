@@ -6,7 +6,7 @@ use crate::classify::{Dialect, Method};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tollgate_core::json_scan::{JsonScanner, Scalar, Seg};
+use tollgate_core::json_scan::{path_is as is, JsonScanner, Scalar, Seg};
 use tollgate_core::sse::{SseItem, SseParser};
 
 /// Longest id kept; longer ids are ignored (ids are UUID-sized in practice).
@@ -101,7 +101,9 @@ fn truncate(s: &str, max: usize) -> String {
 /// `input-required` both become `input_required`.
 pub fn normalize_state(state: &str) -> String {
     let s = state.strip_prefix("TASK_STATE_").unwrap_or(state);
-    s.to_ascii_lowercase().replace('-', "_")
+    let mut out = String::with_capacity(s.len());
+    out.extend(s.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() }));
+    out
 }
 
 /// A state as a metric label: one of the A2A states, else `other` (an upstream must not be
@@ -142,48 +144,53 @@ struct DocIds {
 
 const WRAPPERS: [&str; 4] = ["task", "message", "statusUpdate", "artifactUpdate"];
 
+/// A path step's key (`""` for an array index; callers rule those out first).
+fn key(seg: &Seg) -> &str {
+    match seg {
+        Seg::Key(k) => k,
+        Seg::Index(_) => "",
+    }
+}
+
 impl DocIds {
     /// `rest`: the document is the result itself (HTTP+JSON), not a JSON-RPC envelope.
+    /// Called for every scalar of the response: it allocates only for a value it keeps.
     fn observe(&mut self, rest: bool, path: &[Seg], value: Scalar<'_>) {
-        let keys: Vec<&str> = path
-            .iter()
-            .map_while(|s| match s {
-                Seg::Key(k) => Some(k.as_str()),
-                Seg::Index(_) => None,
-            })
-            .collect();
-        if keys.len() != path.len() {
+        if path.iter().any(|s| matches!(s, Seg::Index(_))) {
             return; // inside an array: history, artifacts, task lists
         }
-        if !rest && keys == ["error", "code"] {
+        if !rest && is(path, &["error", "code"]) {
             if let Scalar::Num(n) = value {
                 self.error_code = n.parse().ok();
             }
             return;
         }
-        let rel: &[&str] = if rest {
-            &keys
+        let rel: &[Seg] = if rest {
+            path
         } else {
-            match keys.split_first() {
-                Some((&"result", rel)) => rel,
+            match path.split_first() {
+                Some((first, rel)) if key(first) == "result" => rel,
                 _ => return,
             }
         };
         let Scalar::Str(s) = value else { return };
-        let s = (s.len() <= MAX_ID_BYTES && !s.is_empty()).then(|| s.to_string());
+        let keep = s.len() <= MAX_ID_BYTES && !s.is_empty();
+        let owned = || keep.then(|| s.to_string());
         // A bare Task / Message / 0.3 event, or one wrapped in a 1.0 StreamResponse field.
         let (wrapper, rel) = match rel.split_first() {
-            Some((first, rest_of)) if WRAPPERS.contains(first) && !rest_of.is_empty() => (Some(*first), rest_of),
+            Some((first, rest_of)) if WRAPPERS.contains(&key(first)) && !rest_of.is_empty() => (Some(key(first)), rest_of),
             _ => (None, rel),
         };
-        match (wrapper, rel) {
-            (None, ["id"]) => self.root_id = s,
-            (Some("task"), ["id"]) => self.task_id = s,
-            (None, ["kind"]) => self.kind = s,
-            (_, ["contextId"]) => self.context_id = self.context_id.take().or(s),
-            (Some(w), ["taskId"]) if w != "task" => self.task_id = self.task_id.take().or(s),
-            (None, ["taskId"]) => self.task_id = self.task_id.take().or(s),
-            (None | Some("task") | Some("statusUpdate"), ["status", "state"]) => self.state = s.map(|v| normalize_state(&v)),
+        match wrapper {
+            None if is(rel, &["id"]) => self.root_id = owned(),
+            Some("task") if is(rel, &["id"]) => self.task_id = owned(),
+            None if is(rel, &["kind"]) => self.kind = owned(),
+            _ if is(rel, &["contextId"]) => self.context_id = self.context_id.take().or_else(owned),
+            Some(w) if w != "task" && is(rel, &["taskId"]) => self.task_id = self.task_id.take().or_else(owned),
+            None if is(rel, &["taskId"]) => self.task_id = self.task_id.take().or_else(owned),
+            None | Some("task") | Some("statusUpdate") if is(rel, &["status", "state"]) => {
+                self.state = keep.then(|| normalize_state(s));
+            }
             _ => {}
         }
         if let Some(w) = wrapper {
@@ -219,6 +226,8 @@ pub struct ResponseTracker {
     pub events: u32,
     /// Parsing gave up (oversized event, malformed JSON); the stream itself is unaffected.
     pub gave_up: bool,
+    /// Bumped whenever `ids` change, so callers redo work only when there is news.
+    pub version: u32,
 }
 
 #[derive(Debug)]
@@ -244,6 +253,7 @@ impl ResponseTracker {
             ids: ResponseIds::default(),
             events: 0,
             gave_up: false,
+            version: 0,
         }
     }
 
@@ -254,6 +264,7 @@ impl ResponseTracker {
             ids: ResponseIds::default(),
             events: 0,
             gave_up: false,
+            version: 0,
         }
     }
 
@@ -262,28 +273,36 @@ impl ResponseTracker {
         matches!(self.mode, Mode::Sse { .. })
     }
 
-    fn merge(ids: &mut ResponseIds, doc: DocIds, progress: &mut Progress) {
+    /// Merges one document's ids; true when `ids` changed.
+    fn merge(ids: &mut ResponseIds, doc: DocIds, progress: &mut Progress) -> bool {
         let doc = doc.resolve();
         let had = (ids.context_id.is_some(), ids.task_id.is_some());
+        let mut changed = false;
         // Ids from the first event that has them; the state from the last status.
-        if ids.context_id.is_none() {
+        if ids.context_id.is_none() && doc.context_id.is_some() {
             ids.context_id = doc.context_id;
+            changed = true;
         }
-        if ids.task_id.is_none() {
+        if ids.task_id.is_none() && doc.task_id.is_some() {
             ids.task_id = doc.task_id;
+            changed = true;
         }
-        if ids.kind.is_none() {
+        if ids.kind.is_none() && doc.kind.is_some() {
             ids.kind = doc.kind;
+            changed = true;
         }
-        if doc.state.is_some() {
+        if doc.state.is_some() && doc.state != ids.state {
             ids.state = doc.state;
+            changed = true;
         }
-        if doc.error_code.is_some() {
+        if doc.error_code.is_some() && doc.error_code != ids.error_code {
             ids.error_code = doc.error_code;
+            changed = true;
         }
         if had != (ids.context_id.is_some(), ids.task_id.is_some()) {
             progress.new_ids = true;
         }
+        changed
     }
 
     /// Feeds a chunk as it passes; never keeps more than the SSE event in progress.
@@ -302,12 +321,15 @@ impl ResponseTracker {
                     self.events = 1;
                     progress.first_event = true;
                     let doc = std::mem::take(doc);
-                    Self::merge(&mut self.ids, doc, &mut progress);
+                    if Self::merge(&mut self.ids, doc, &mut progress) {
+                        self.version = self.version.wrapping_add(1);
+                    }
                 }
             }
             Mode::Sse { parser } => {
                 let ids = &mut self.ids;
                 let events = &mut self.events;
+                let version = &mut self.version;
                 let result = parser.feed(chunk, |item, _| {
                     if let SseItem::Event(event) = item {
                         let mut scanner = JsonScanner::new(MAX_ID_BYTES, 64);
@@ -318,7 +340,9 @@ impl ResponseTracker {
                         if *events == 1 {
                             progress.first_event = true;
                         }
-                        Self::merge(ids, doc, &mut progress);
+                        if Self::merge(ids, doc, &mut progress) {
+                            *version = version.wrapping_add(1);
+                        }
                     }
                 });
                 if result.is_err() {
@@ -340,7 +364,9 @@ impl ResponseTracker {
                     self.events = 1;
                     progress.first_event = true;
                     let doc = std::mem::take(doc);
-                    Self::merge(&mut self.ids, doc, &mut progress);
+                    if Self::merge(&mut self.ids, doc, &mut progress) {
+                        self.version = self.version.wrapping_add(1);
+                    }
                 }
             }
         }
