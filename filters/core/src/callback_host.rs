@@ -20,15 +20,28 @@
 //! the host, which answers them as it did before.
 
 use crate::host::{BodyBuffer, HeaderMap, Host, HostResult, LogLevel, MetricKind};
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
 
 /// Above this many pending changes, the whole map is written in one call.
 const REPLAY_AT_MOST: usize = 2;
 
+/// A pending change, held as ranges of the snapshot's text: the text only grows, so they
+/// stay valid, and a change costs no allocation of its own.
 enum Change {
-    Set(String, Option<String>),
-    Add(String, String),
+    Set(Range<usize>, Option<Range<usize>>),
+    Add(Range<usize>, Range<usize>),
+}
+
+/// Header names as Envoy keeps them; callers mostly pass them lowercase already, and then
+/// nothing is copied.
+fn lowercase(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// One header map as the host listed it, held as one string of names and values plus their
@@ -38,38 +51,56 @@ struct Snapshot {
     headers: Vec<(Range<usize>, Range<usize>)>,
     /// Every name and value was valid UTF-8 (else some hold replacement characters).
     lossless: bool,
+    /// Changes not yet written, in the order they were made.
+    pending: Vec<Change>,
 }
 
 impl Snapshot {
     /// `None` for an empty map: request and response header maps always hold pseudo-headers,
     /// so an empty listing means the map is not available in this phase.
     fn parse(raw: &[u8]) -> Option<Snapshot> {
-        let mut snapshot = Snapshot { text: String::with_capacity(raw.len()), headers: Vec::new(), lossless: true };
-        let complete = crate::pairs::for_each_pair(raw, |name, value| {
-            let name = snapshot.push(name);
-            let value = snapshot.push(value);
-            snapshot.headers.push((name, value));
-        });
-        // A truncated listing must never be written back whole (it would drop the rest).
-        snapshot.lossless &= complete;
-        (!snapshot.headers.is_empty()).then_some(snapshot)
+        // The listing's framing (10 bytes a header) leaves room for a few changes' text; the
+        // header count is capped by what the listing can hold, whatever its first word says.
+        let count = raw.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let mut bytes = Vec::with_capacity(raw.len());
+        let mut headers = Vec::with_capacity(count.min(raw.len() / 10));
+        let mut piece = |b: &[u8]| {
+            let start = bytes.len();
+            bytes.extend_from_slice(b);
+            start..bytes.len()
+        };
+        let complete = crate::pairs::for_each_pair(raw, |name, value| headers.push((piece(name), piece(value))));
+        if headers.is_empty() {
+            return None;
+        }
+        // One validation of the whole text; the pieces lie end to end, so each is whole
+        // UTF-8 when the text is and every piece starts on a character boundary.
+        let text = match String::from_utf8(bytes) {
+            Ok(text) if headers.iter().all(|(k, v)| text.is_char_boundary(k.start) && text.is_char_boundary(v.start)) => text,
+            Ok(text) => Self::lossy(text.into_bytes(), &mut headers),
+            Err(e) => Self::lossy(e.into_bytes(), &mut headers),
+        };
+        // A truncated listing must never be written back whole (it would drop the rest). A
+        // replacement character may itself come from an earlier lossy conversion: treated
+        // as lossy too (the map is then never written whole).
+        let lossless = complete && !text.contains('\u{FFFD}');
+        Some(Snapshot { text, headers, lossless, pending: Vec::new() })
     }
 
-    fn push(&mut self, bytes: &[u8]) -> Range<usize> {
-        let start = self.text.len();
-        match std::str::from_utf8(bytes) {
-            // A replacement character may itself come from an earlier lossy conversion:
-            // treated as lossy too (the map is then never written whole).
-            Ok(s) => {
-                self.lossless &= !s.contains('\u{FFFD}');
-                self.text.push_str(s);
-            }
-            Err(_) => {
-                self.lossless = false;
-                self.text.push_str(&String::from_utf8_lossy(bytes));
-            }
+    /// Converts each piece on its own, marking bytes that are not UTF-8 with replacement
+    /// characters (so the map is never written whole).
+    fn lossy(bytes: Vec<u8>, headers: &mut [(Range<usize>, Range<usize>)]) -> String {
+        let mut text = String::with_capacity(bytes.len() + 16);
+        let mut piece = |range: &mut Range<usize>| {
+            let start = text.len();
+            text.push_str(&String::from_utf8_lossy(bytes.get(range.clone()).unwrap_or_default()));
+            *range = start..text.len();
+        };
+        for (name, value) in headers.iter_mut() {
+            piece(name);
+            piece(value);
         }
-        start..self.text.len()
+        text
     }
 
     fn push_str(&mut self, s: &str) -> Range<usize> {
@@ -85,110 +116,114 @@ impl Snapshot {
     fn pairs(&self) -> Vec<(&str, &str)> {
         self.headers.iter().map(|(k, v)| (self.str(k), self.str(v))).collect()
     }
+
+    fn get(&self, name: &str) -> Option<String> {
+        // Envoy answers a single-value lookup with the first of repeated headers.
+        self.headers.iter().find(|(k, _)| self.str(k).eq_ignore_ascii_case(name)).map(|(_, v)| self.str(v).to_owned())
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        self.headers.iter().map(|(k, v)| (self.str(k).to_owned(), self.str(v).to_owned())).collect()
+    }
+
+    /// `set_header` with a lowercase `name`, as Envoy would apply it (the first of repeated
+    /// headers keeps its place, the others go); records it unless it changes nothing.
+    fn set(&mut self, name: &str, value: Option<&str>) {
+        // One scan: the first match and whether another follows it.
+        let (first, repeated) = {
+            let text = self.text.as_bytes();
+            let is_name = |(k, _): &(Range<usize>, Range<usize>)| text.get(k.clone()) == Some(name.as_bytes());
+            match self.headers.iter().position(is_name) {
+                Some(i) => (Some(i), self.headers.iter().skip(i + 1).any(is_name)),
+                None => (None, false),
+            }
+        };
+        let Some(i) = first else {
+            if let Some(v) = value {
+                let name = self.push_str(name);
+                let value = self.push_str(v);
+                self.headers.push((name.clone(), value.clone()));
+                self.pending.push(Change::Set(name, Some(value)));
+            }
+            return;
+        };
+        // The matched name's text equals `name`, so the change can point at it.
+        let (name_range, value_range) = self.headers[i].clone();
+        let value = match value {
+            Some(v) if !repeated && self.str(&value_range) == v => return,
+            Some(v) => {
+                let range = self.push_str(v);
+                self.headers[i].1 = range.clone();
+                Some(range)
+            }
+            None if !repeated => {
+                self.headers.remove(i);
+                None
+            }
+            None => None,
+        };
+        if repeated {
+            let text = self.text.as_bytes();
+            let keep_first = value.is_some();
+            let mut seen = 0;
+            self.headers.retain(|(k, _)| {
+                text.get(k.clone()) != Some(name.as_bytes()) || {
+                    seen += 1;
+                    keep_first && seen == 1
+                }
+            });
+        }
+        self.pending.push(Change::Set(name_range, value));
+    }
+
+    /// `add_header` with a lowercase `name`.
+    fn add(&mut self, name: &str, value: &str) {
+        let name = self.push_str(name);
+        let value = self.push_str(value);
+        self.headers.push((name.clone(), value.clone()));
+        self.pending.push(Change::Add(name, value));
+    }
+
+    fn flush(&mut self, host: &dyn Host, map: HeaderMap) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // A value that was not valid UTF-8 reached us with replacement characters; writing
+        // the whole map back would alter it, so such maps get their changes one by one.
+        let result = if self.pending.len() > REPLAY_AT_MOST && self.lossless {
+            host.set_headers(map, &self.pairs())
+        } else {
+            self.pending.iter().try_for_each(|change| match change {
+                Change::Set(name, value) => host.set_header(map, self.str(name), value.as_ref().map(|v| self.str(v))),
+                Change::Add(name, value) => host.add_header(map, self.str(name), self.str(value)),
+            })
+        };
+        // Written or failed, a change is not tried again.
+        self.pending.clear();
+        if let Err(e) = result {
+            host.log(LogLevel::Warn, &format!("tollgate: cannot write {map:?} headers: {e}"));
+        }
+    }
 }
 
 #[derive(Default)]
 struct HeaderCache {
     /// `None` until first used; `Some(None)` when the host would not list the map.
     snapshot: RefCell<Option<Option<Snapshot>>>,
-    pending: RefCell<Vec<Change>>,
 }
 
 impl HeaderCache {
-    /// Loads the snapshot on first use; false when the map cannot be listed (then callers
-    /// go straight to the host).
-    fn load(&self, host: &dyn Host, map: HeaderMap) -> bool {
+    /// Runs `f` on the snapshot, loading it on first use; `None` when the map cannot be
+    /// listed (then callers go straight to the host).
+    fn with<R>(&self, host: &dyn Host, map: HeaderMap, f: impl FnOnce(&mut Snapshot) -> R) -> Option<R> {
         let mut snapshot = self.snapshot.borrow_mut();
-        if snapshot.is_none() {
-            *snapshot = Some(host.headers_raw(map).ok().and_then(|raw| Snapshot::parse(&raw)));
-        }
-        matches!(&*snapshot, Some(Some(_)))
-    }
-
-    fn get(&self, name: &str) -> Option<String> {
-        let snapshot = self.snapshot.borrow();
-        let s = snapshot.as_ref()?.as_ref()?;
-        // Envoy answers a single-value lookup with the first of repeated headers.
-        s.headers.iter().find(|(k, _)| s.str(k).eq_ignore_ascii_case(name)).map(|(_, v)| s.str(v).to_string())
-    }
-
-    fn all(&self) -> Vec<(String, String)> {
-        let snapshot = self.snapshot.borrow();
-        match snapshot.as_ref().and_then(|s| s.as_ref()) {
-            Some(s) => s.pairs().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            None => Vec::new(),
-        }
-    }
-
-    /// Applies a change to the snapshot; false when it changes nothing.
-    fn apply(&self, change: &Change) -> bool {
-        let mut snapshot = self.snapshot.borrow_mut();
-        let Some(Some(s)) = snapshot.as_mut() else { return true };
-        match change {
-            Change::Set(name, value) => {
-                let first = s.headers.iter().position(|(k, _)| s.str(k) == name);
-                let count = s.headers.iter().filter(|(k, _)| s.str(k) == name).count();
-                match (value, first) {
-                    (None, None) => false,
-                    (Some(v), Some(i)) if count == 1 && s.str(&s.headers[i].1) == v => false,
-                    (None, Some(_)) => {
-                        let text = &s.text;
-                        s.headers.retain(|(k, _)| text.get(k.clone()) != Some(name.as_str()));
-                        true
-                    }
-                    (Some(v), Some(i)) => {
-                        let range = s.push_str(v);
-                        s.headers[i].1 = range;
-                        let text = &s.text;
-                        let mut seen = 0;
-                        s.headers.retain(|(k, _)| {
-                            text.get(k.clone()) != Some(name.as_str()) || {
-                                seen += 1;
-                                seen == 1
-                            }
-                        });
-                        true
-                    }
-                    (Some(v), None) => {
-                        let name = s.push_str(name);
-                        let value = s.push_str(v);
-                        s.headers.push((name, value));
-                        true
-                    }
-                }
-            }
-            Change::Add(name, value) => {
-                let name = s.push_str(name);
-                let value = s.push_str(value);
-                s.headers.push((name, value));
-                true
-            }
-        }
+        snapshot.get_or_insert_with(|| host.headers_raw(map).ok().and_then(|raw| Snapshot::parse(&raw))).as_mut().map(f)
     }
 
     fn flush(&self, host: &dyn Host, map: HeaderMap) {
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        if pending.is_empty() {
-            return;
+        if let Some(Some(s)) = self.snapshot.borrow_mut().as_mut() {
+            s.flush(host, map);
         }
-        let snapshot = self.snapshot.borrow();
-        let whole = snapshot.as_ref().and_then(|s| s.as_ref());
-        // A value that was not valid UTF-8 reached us with replacement characters; writing
-        // the whole map back would alter it, so such maps get their changes one by one.
-        let result = match whole {
-            Some(s) if pending.len() > REPLAY_AT_MOST && s.lossless => host.set_headers(map, &s.pairs()),
-            _ => pending.iter().try_for_each(|change| match change {
-                Change::Set(name, value) => host.set_header(map, name, value.as_deref()),
-                Change::Add(name, value) => host.add_header(map, name, value),
-            }),
-        };
-        if let Err(e) = result {
-            host.log(LogLevel::Warn, &format!("tollgate: cannot write {map:?} headers: {e}"));
-        }
-    }
-
-    fn discard(&self) {
-        self.pending.borrow_mut().clear();
     }
 }
 
@@ -223,20 +258,6 @@ impl<'h> CallbackHost<'h> {
         }
     }
 
-    fn change(&self, map: HeaderMap, change: Change) -> HostResult<()> {
-        let cache = self.cache(map);
-        if !cache.load(self.host, map) {
-            return match change {
-                Change::Set(name, value) => self.host.set_header(map, &name, value.as_deref()),
-                Change::Add(name, value) => self.host.add_header(map, &name, &value),
-            };
-        }
-        if cache.apply(&change) {
-            cache.pending.borrow_mut().push(change);
-        }
-        Ok(())
-    }
-
     /// Writes pending header changes.
     pub fn finish(self) {
         self.request.flush(self.host, HeaderMap::Request);
@@ -254,31 +275,34 @@ impl Host for CallbackHost<'_> {
         self.host.set_property(path, value)
     }
     fn header(&self, map: HeaderMap, name: &str) -> HostResult<Option<String>> {
-        let cache = self.cache(map);
-        if cache.load(self.host, map) {
-            Ok(cache.get(name))
-        } else {
-            self.host.header(map, name)
+        match self.cache(map).with(self.host, map, |s| s.get(name)) {
+            Some(value) => Ok(value),
+            None => self.host.header(map, name),
         }
     }
     fn headers(&self, map: HeaderMap) -> HostResult<Vec<(String, String)>> {
-        let cache = self.cache(map);
-        if cache.load(self.host, map) {
-            Ok(cache.all())
-        } else {
-            self.host.headers(map)
+        match self.cache(map).with(self.host, map, |s| s.all()) {
+            Some(all) => Ok(all),
+            None => self.host.headers(map),
         }
     }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
-        self.change(map, Change::Set(name.to_ascii_lowercase(), value.map(str::to_string)))
+        let name = lowercase(name);
+        match self.cache(map).with(self.host, map, |s| s.set(&name, value)) {
+            Some(()) => Ok(()),
+            None => self.host.set_header(map, &name, value),
+        }
     }
     fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()> {
-        self.change(map, Change::Add(name.to_ascii_lowercase(), value.to_string()))
+        let name = lowercase(name);
+        match self.cache(map).with(self.host, map, |s| s.add(&name, value)) {
+            Some(()) => Ok(()),
+            None => self.host.add_header(map, &name, value),
+        }
     }
     fn set_headers(&self, map: HeaderMap, pairs: &[(&str, &str)]) -> HostResult<()> {
-        let cache = self.cache(map);
-        cache.discard();
-        *cache.snapshot.borrow_mut() = None;
+        // Pending changes go with the snapshot: the new map replaces them.
+        *self.cache(map).snapshot.borrow_mut() = None;
         self.host.set_headers(map, pairs)
     }
     fn body(&self, buffer: BodyBuffer, start: usize, size: usize) -> HostResult<Option<Vec<u8>>> {
@@ -403,6 +427,81 @@ mod tests {
     }
 
     #[test]
+    fn repeated_headers_end_as_envoy_leaves_them() {
+        let sorted = |h: &MemoryHost| {
+            let mut v = h.request_headers.borrow().clone();
+            v.sort();
+            v
+        };
+        // Setting a repeated header to its first value still drops the others; removing
+        // one removes every copy. Replayed (two changes) and written whole (three).
+        let two = |h: &dyn Host| {
+            h.set_header(HeaderMap::Request, "dup", Some("first")).unwrap();
+            h.set_header(HeaderMap::Request, "A", None).unwrap();
+        };
+        let three = |h: &dyn Host| {
+            h.add_header(HeaderMap::Request, "A", "2").unwrap();
+            h.set_header(HeaderMap::Request, "dup", None).unwrap();
+            h.set_header(HeaderMap::Request, "a", Some("3")).unwrap();
+        };
+        for (changes, whole) in [(&two as &dyn Fn(&dyn Host), false), (&three, true)] {
+            let direct = host();
+            changes(&direct);
+            let inner = host();
+            let cb = CallbackHost::new(&inner);
+            changes(&cb);
+            assert_eq!(sorted(&inner), sorted(&host()), "nothing written before the callback ends");
+            let seen = cb.headers(HeaderMap::Request).unwrap();
+            cb.finish();
+            assert_eq!(count(&inner, "set_headers"), usize::from(whole));
+            assert_eq!(sorted(&inner), sorted(&direct));
+            let mut seen = seen;
+            seen.sort();
+            assert_eq!(seen, sorted(&direct), "reads saw the changes");
+        }
+    }
+
+    #[test]
+    fn names_are_written_lowercase_and_compared_so() {
+        let inner = host();
+        let cb = CallbackHost::new(&inner);
+        cb.set_header(HeaderMap::Request, "A", Some("1")).unwrap();
+        cb.set_header(HeaderMap::Request, "X-New", Some("v")).unwrap();
+        cb.set_header(HeaderMap::Response, "X-Gone", None).unwrap();
+        cb.finish();
+        let calls = inner.calls.borrow().clone();
+        assert!(calls.iter().any(|c| c == "set_header x-new"), "{calls:?}");
+        assert!(calls.iter().any(|c| c == "set_header x-gone"), "unlisted map, straight to the host: {calls:?}");
+        assert_eq!(count(&inner, "set_header"), 2, "the unchanged `A` cost nothing");
+    }
+
+    #[test]
+    fn changes_after_a_write_are_written_once_more() {
+        let inner = host();
+        let cb = CallbackHost::new(&inner);
+        cb.set_header(HeaderMap::Request, "x-1", Some("a")).unwrap();
+        let _ = cb.property(&["xds", "cluster_name"]);
+        cb.set_header(HeaderMap::Request, "x-1", Some("a")).unwrap();
+        cb.set_header(HeaderMap::Request, "x-2", Some("b")).unwrap();
+        cb.finish();
+        assert_eq!(count(&inner, "set_header"), 2, "x-1 once, x-2 once");
+        assert_eq!(inner.request_header("x-1").as_deref(), Some("a"));
+        assert_eq!(inner.request_header("x-2").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_whole_map_write_drops_pending_changes() {
+        let inner = host();
+        let cb = CallbackHost::new(&inner);
+        cb.set_header(HeaderMap::Request, "x-1", Some("a")).unwrap();
+        cb.set_headers(HeaderMap::Request, &[(":method", "GET"), (":path", "/y")]).unwrap();
+        assert_eq!(cb.request_header(":path").as_deref(), Some("/y"), "listed afresh");
+        cb.finish();
+        assert_eq!(count(&inner, "set_header"), 0);
+        assert_eq!(inner.request_header("x-1"), None);
+    }
+
+    #[test]
     fn pending_request_changes_are_written_before_a_property_read() {
         let inner = host();
         let cb = CallbackHost::new(&inner);
@@ -452,6 +551,24 @@ mod tests {
         assert!(!snapshot.lossless);
         assert!(Snapshot::parse(&full).unwrap().lossless);
         assert!(Snapshot::parse(&crate::pairs::serialize_pairs(&[])).is_none());
+        let mut invalid = crate::pairs::serialize_pairs(&[(":method", "GET"), ("a", "xy")]);
+        let at = invalid.len() - 2;
+        invalid[at] = 0xff;
+        assert!(!Snapshot::parse(&invalid).unwrap().lossless, "invalid UTF-8");
+        let replaced = crate::pairs::serialize_pairs(&[(":method", "GET"), ("a", "\u{FFFD}")]);
+        assert!(!Snapshot::parse(&replaced).unwrap().lossless, "a replacement character");
+        // Bytes that are UTF-8 only across a name and its value: each piece is still invalid.
+        let mut split = crate::pairs::serialize_pairs(&[(":method", "GET"), ("ab", "cd")]);
+        let at = split.windows(5).position(|w| w == b"ab\0cd").unwrap();
+        split[at + 1] = 0xC3;
+        split[at + 3] = 0xA9;
+        let snapshot = Snapshot::parse(&split).unwrap();
+        assert!(!snapshot.lossless);
+        assert_eq!(snapshot.pairs(), [(":method", "GET"), ("a\u{FFFD}", "\u{FFFD}d")]);
+        // A count larger than the listing can hold reserves nothing absurd.
+        let mut lying = full.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!Snapshot::parse(&lying).is_some_and(|s| s.lossless));
     }
 
     #[test]
