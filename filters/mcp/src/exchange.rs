@@ -9,14 +9,16 @@
 //! per JSON-RPC message emitted when the response ends.
 
 use crate::config::{Config, DenyStyle};
-use crate::listfilter::{canonical_json, filter_list, id_key, list_shape, ListKind, ServerMessage};
-use crate::message::{self, codes, read_message, Refusal, Revision, Target};
+use crate::args::Json;
+use crate::listfilter::{filter_list, id_key, IdKey, ListKind, ResponseHead, ServerMessage};
+use crate::message::{self, codes, read_message, read_parsed_message, ObjectParams, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
 use crate::replies::{self, Denied, Reply};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 use tollgate_core::exchange::{HttpExchange, Step};
@@ -25,7 +27,7 @@ use tollgate_core::config::ConfigError;
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
-use tollgate_core::jsonrpc::{check_no_duplicate_keys, parse_body, Body, Kind};
+use tollgate_core::jsonrpc::{parse_body_unique, parse_body_unique_as, Body, BodyError, Kind};
 use tollgate_core::metrics::{LabelCap, Metrics};
 use tollgate_core::reply::{rpc_error_body, send_json};
 use tollgate_core::sse::{SseEvent, SseItem, SseParser};
@@ -43,8 +45,8 @@ pub struct Shared {
     /// Request headers that may carry a client credential (removed unless
     /// `forward_credentials`), computed once.
     credential_headers: Vec<String>,
-    tool_labels: LabelCap,
-    method_labels: LabelCap,
+    tool_labels: KnownLabels,
+    method_labels: KnownLabels,
 }
 
 impl Shared {
@@ -60,8 +62,8 @@ impl Shared {
             policy,
             rate_limits,
             credential_headers,
-            tool_labels: LabelCap::new(MAX_LABEL_VALUES),
-            method_labels: LabelCap::new(MAX_LABEL_VALUES),
+            tool_labels: KnownLabels::new(LabelCap::new(MAX_LABEL_VALUES)),
+            method_labels: KnownLabels::new(LabelCap::new(MAX_LABEL_VALUES)),
         })
     }
 
@@ -74,6 +76,37 @@ impl Shared {
     }
 }
 
+/// Values remembered per [`KnownLabels`], and their longest length.
+const KNOWN_LABELS: usize = 16;
+const KNOWN_LABEL_BYTES: usize = 64;
+
+/// A [`LabelCap`] with its answers for the first few (short) values remembered: looked up
+/// on every message, the cap sanitizes and hashes the value each time. Remembering is
+/// exact because the cap never changes an answer: a value it admitted stays admitted, and
+/// it refuses (`other`) only once full, after which it admits nothing more.
+struct KnownLabels {
+    cap: LabelCap,
+    /// (value, the cap's label was the value itself)
+    known: RefCell<Vec<(Box<str>, bool)>>,
+}
+
+impl KnownLabels {
+    fn new(cap: LabelCap) -> Self {
+        KnownLabels { cap, known: RefCell::new(Vec::new()) }
+    }
+
+    fn label<'a>(&self, value: &'a str) -> &'a str {
+        if let Some((_, own)) = self.known.borrow().iter().find(|(known, _)| **known == *value) {
+            return if *own { value } else { tollgate_core::metrics::OTHER };
+        }
+        let label = self.cap.label(value);
+        let mut known = self.known.borrow_mut();
+        if known.len() < KNOWN_LABELS && value.len() <= KNOWN_LABEL_BYTES {
+            known.push((value.into(), label == value));
+        }
+        label
+    }
+}
 
 /// The audit detail of one message (flattened beside the core envelope).
 #[derive(Debug, Default, Serialize)]
@@ -81,7 +114,7 @@ struct MessageDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<String>,
+    method: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jsonrpc_id: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,7 +198,7 @@ struct Detail<'a> {
 /// A response the filter expects for a forwarded request.
 #[derive(Debug)]
 struct Expect {
-    key: String,
+    key: IdKey<'static>,
     list: Option<ListKind>,
     record: usize,
 }
@@ -300,28 +333,50 @@ impl Exchange {
     /// Parses and judges a whole POST body.
     fn judge_body(&mut self, host: &dyn Host, bytes: &[u8]) -> Step {
         self.body_done = true;
-        let body = match parse_body(bytes) {
-            Ok(b) => b,
-            Err(e) => {
-                let reply = replies::refusal(400, None, e.code(), &rpc_message(e.code(), e.message()));
-                return self.refuse_request(host, reply, Decision::Error, e.message());
-            }
+        // Duplicate keys anywhere are refused: parsers keep different duplicates, so the
+        // policy and the upstream could read different values. Params are read in the same
+        // pass; a body that pass cannot read (not JSON-RPC, params not an object or not as
+        // MCP has them) is read again with raw params, which gives the usual answers.
+        let body = match parse_body_unique_as::<ObjectParams<'_>>(bytes) {
+            Ok(b) => Ok(b),
+            Err(_) => match parse_body_unique(bytes) {
+                Ok(b) => Err(b),
+                Err(BodyError::Rpc(e)) => {
+                    let reply = replies::refusal(400, None, e.code(), &rpc_message(e.code(), e.message()));
+                    return self.refuse_request(host, reply, Decision::Error, e.message());
+                }
+                Err(BodyError::Ambiguous(e)) => {
+                    let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &format!("Invalid Request: {e}"));
+                    return self.refuse_request(host, reply, Decision::Error, &e);
+                }
+            },
         };
-        if let Err(e) = check_no_duplicate_keys(bytes) {
-            let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &format!("Invalid Request: {e}"));
-            return self.refuse_request(host, reply, Decision::Error, &e);
-        }
-        self.batch = matches!(body, Body::Batch(_));
+        self.batch = matches!(body, Ok(Body::Batch(_)) | Err(Body::Batch(_)));
         if self.batch && !self.revision.allows_batches() {
             let msg = format!("JSON-RPC batches are not supported in MCP {}", self.revision.as_str());
             let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &msg);
             return self.refuse_request(host, reply, Decision::Error, &msg);
         }
-        let mut messages = Vec::with_capacity(body.messages().len());
-        for envelope in body.messages() {
-            match read_message(envelope) {
-                Ok(m) => messages.push(m),
-                Err(refusal) => return self.refuse_message(host, envelope.id, &refusal),
+        let mut messages = Vec::new();
+        match body {
+            Ok(parsed) => {
+                messages.reserve_exact(parsed.messages().len());
+                for envelope in parsed.into_messages() {
+                    let id = envelope.id;
+                    match read_parsed_message(envelope) {
+                        Ok(m) => messages.push(m),
+                        Err(refusal) => return self.refuse_message(host, id, &refusal),
+                    }
+                }
+            }
+            Err(raw) => {
+                messages.reserve_exact(raw.messages().len());
+                for envelope in raw.messages() {
+                    match read_message(envelope) {
+                        Ok(m) => messages.push(m),
+                        Err(refusal) => return self.refuse_message(host, envelope.id, &refusal),
+                    }
+                }
             }
         }
         if self.batch {
@@ -362,7 +417,8 @@ impl Exchange {
                 Kind::Response => "response",
             });
             if m.kind != Kind::Response {
-                record.detail.method = Some(m.method.to_string());
+                let method = message::static_method(&m.method).map_or_else(|| Cow::Owned(m.method.to_string()), Cow::Borrowed);
+                record.detail.method = Some(method);
             }
             record.detail.jsonrpc_id = m.id.map(RawValue::to_owned);
             match &m.target {
@@ -371,29 +427,22 @@ impl Exchange {
                 Target::Resource(u) => record.detail.resource_uri = Some(u.to_string()),
                 Target::None => {}
             }
-            let args: Option<Value> = match m.arguments {
-                Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        let refusal = Refusal::new(codes::INVALID_PARAMS, format!("invalid arguments: {e}"));
-                        return self.refuse_message(host, m.id, &refusal);
-                    }
-                },
-                None => None,
-            };
-            if let Some(v) = &args {
-                let mut canonical = String::with_capacity(m.arguments.map(|a| a.get().len()).unwrap_or(0));
-                canonical_json(v, &mut canonical);
-                record.detail.arguments_sha256 = Some(sha256_hex(canonical.as_bytes()));
+            let args = m.arguments.as_ref();
+            if let Some(v) = args {
+                // Arguments are mostly short: one buffer, seldom grown.
+                let mut canonical = Vec::with_capacity(256);
+                v.write_canonical(&mut canonical);
+                record.detail.arguments_sha256 = Some(sha256_hex(&canonical));
                 if self.config().audit_arguments {
-                    record.detail.arguments = RawValue::from_string(canonical).ok();
+                    record.detail.arguments =
+                        String::from_utf8(canonical).ok().and_then(|c| RawValue::from_string(c).ok());
                 }
             }
             let mut verdict = None;
             if let (Some(policy), Kind::Request) = (policy, m.kind) {
-                let empty = Value::Object(serde_json::Map::new());
+                let empty = Json::Object(Vec::new());
                 let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
-                let v = policy.decide(subject, &m.method, &m.target, args.as_ref().unwrap_or(&empty));
+                let v = policy.decide(subject, &m.method, &m.target, args.unwrap_or(&empty));
                 record.rule_id = v.rule_id.map(String::from);
                 if !v.allowed {
                     any_denied = true;
@@ -483,7 +532,7 @@ impl Exchange {
         }
         for (i, m) in messages.iter().enumerate() {
             if let (Kind::Request, Some(id)) = (m.kind, m.id) {
-                self.expect.push(Expect { key: id_key(id), list: ListKind::from_method(&m.method), record: i });
+                self.expect.push(Expect { key: id_key(id).into_owned(), list: ListKind::from_method(&m.method), record: i });
             }
         }
         Step::Continue
@@ -594,6 +643,32 @@ impl Exchange {
 
     /// Looks at one server message: records `isError` / error codes, filters lists.
     fn server_message(&mut self, text: &str) -> Outcome {
+        // Most messages are read once; lists (and what the one reading cannot read) are
+        // read again with the result kept raw, to be rewritten.
+        let Some(head) = ResponseHead::parse(text) else { return self.server_message_in_full(text) };
+        if !head.is_response() {
+            return Outcome::Keep;
+        }
+        let expect = head.id.map(id_key).and_then(|k| self.expect.iter().find(|e| e.key == k));
+        let (list, record) = match expect {
+            Some(e) => (e.list, Some(e.record)),
+            None => (None, None),
+        };
+        let summary = head.summary();
+        if list.is_some() || (self.shared.policy.is_some() && summary.shape.is_some()) {
+            return self.server_message_in_full(text);
+        }
+        if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
+            if rec.detail.tool.is_some() {
+                rec.detail.is_error = summary.is_error;
+            }
+            rec.detail.rpc_error_code = head.error_code();
+        }
+        Outcome::Keep
+    }
+
+    /// [`Exchange::server_message`] with the result kept raw: filters lists.
+    fn server_message_in_full(&mut self, text: &str) -> Outcome {
         let Some(msg) = ServerMessage::parse(text) else { return Outcome::Keep };
         if !msg.is_response() {
             return Outcome::Keep;
@@ -603,18 +678,22 @@ impl Exchange {
             Some(e) => (e.list, Some(e.record)),
             None => (None, None),
         };
+        let shared = self.shared.clone();
+        let wants_is_error = record.and_then(|i| self.records.get(i)).is_some_and(|r| r.detail.tool.is_some());
+        let wants_shape = shared.policy.is_some() && list.is_none();
+        // One reading of the result answers both questions.
+        let summary = (wants_is_error || wants_shape).then(|| msg.summary());
         if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
             if rec.detail.tool.is_some() {
-                rec.detail.is_error = msg.is_error();
+                rec.detail.is_error = summary.and_then(|s| s.is_error);
             }
             rec.detail.rpc_error_code = msg.error_code();
         }
-        let shared = self.shared.clone();
         let Some(policy) = &shared.policy else { return Outcome::Keep };
         // The list the request asked for; otherwise (a request that is not a list, or an
         // unknown id, e.g. replayed on a GET stream) whatever has the shape of a list result
         // (`result.tools` ... an array) is filtered as one: fail closed, whatever the id says.
-        let Some(kind) = list.or_else(|| list_shape(&msg)) else { return Outcome::Keep };
+        let Some(kind) = list.or_else(|| summary.and_then(|s| s.shape)) else { return Outcome::Keep };
         let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
         let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed;
         let result = filter_list(&msg, Some(kind), &mut keep);
@@ -698,7 +777,8 @@ impl Exchange {
         }
         let now = host.now_millis();
         let request_id = self.request_id.take();
-        let mut out: Vec<u8> = Vec::with_capacity(512 * self.records.len());
+        // A record is 500-700 bytes: sized once, not grown while written.
+        let mut out: Vec<u8> = Vec::with_capacity(1024 * self.records.len());
         if self.batch {
             out.push(b'[');
         }
@@ -903,6 +983,8 @@ impl HttpExchange for Exchange {
             ResponseMode::JsonCopy { copy, overflow } => {
                 if !*overflow {
                     match host.body(BodyBuffer::Response, 0, body_size) {
+                        // The first chunk (often the whole body) is kept as read.
+                        Ok(Some(chunk)) if copy.is_empty() && chunk.len() <= max => *copy = chunk,
                         Ok(Some(chunk)) if copy.len() + chunk.len() <= max => copy.extend_from_slice(&chunk),
                         Ok(None) => {}
                         _ => {
@@ -962,7 +1044,7 @@ fn rpc_message(code: i64, detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use tollgate_core::host::MemoryHost;
     use tollgate_core::testing::callback;
 
@@ -1064,6 +1146,18 @@ mod tests {
         assert_eq!(a["arguments_sha256"], sha256_hex(br#"{"a":1,"b":2}"#));
         assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.allow"), Some(1));
         assert_eq!(host.metric("tollgate.mcp.requests"), Some(1));
+    }
+
+    #[test]
+    fn arguments_are_judged_as_written() {
+        // serde_json::Value (with its raw_value feature) reads an object whose first key is
+        // its private RawValue token as the JSON in that key's string: a policy reading
+        // Values would judge {"table":"orders"}, the server gets something else.
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_db","arguments":{"$serde_json::private::RawValue":"{\"table\":\"orders\"}"}}}"#;
+        assert_eq!(post(&shared, &host, body).1, Step::Pause);
+        assert_eq!(audit(&host)["decision"], "deny");
     }
 
     #[test]
@@ -1385,6 +1479,23 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
         let mut ex = Exchange::new(shared, Rc::new(Metrics::new()));
         ex.on_request_headers(&host, false);
         assert_eq!(host.request_header("authorization").as_deref(), Some("Bearer x"));
+    }
+
+    #[test]
+    fn remembered_labels_answer_as_the_cap_does() {
+        let cap = LabelCap::new(3);
+        let known = KnownLabels::new(LabelCap::new(3));
+        let long = "x".repeat(KNOWN_LABEL_BYTES + 1);
+        let values = ["a", "b", "a", "c.d", "c_d", "e", "other", "a", "e", long.as_str(), "f", "b", "c.d", "e", "other", "other"];
+        for v in values.iter().chain(values.iter()) {
+            assert_eq!(known.label(v), cap.label(v), "{v}");
+        }
+        assert!(known.known.borrow().len() <= KNOWN_LABELS);
+        let many = KnownLabels::new(LabelCap::new(MAX_LABEL_VALUES));
+        for i in 0..100 {
+            assert_eq!(many.label(&format!("t{}", i % 40)), format!("t{}", i % 40));
+        }
+        assert_eq!(many.known.borrow().len(), KNOWN_LABELS);
     }
 
     #[test]

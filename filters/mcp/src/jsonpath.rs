@@ -8,7 +8,7 @@
 //! Why not `jsonpath-rust`: it pulls `regex` with every default feature (full Unicode tables
 //! and all engines) and `pest`, about +760 KB of wasm; this module is a few KB.
 
-use serde_json::Value;
+use crate::args::Json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonPath {
@@ -37,55 +37,81 @@ impl JsonPath {
     }
 
     /// Every value the path selects, in document order.
-    pub fn select<'v>(&self, root: &'v Value) -> Vec<&'v Value> {
-        let mut nodes = vec![root];
-        for segment in &self.segments {
-            let mut next = Vec::new();
-            for node in nodes {
-                if segment.descendant {
-                    let mut all = Vec::new();
-                    descendants(node, &mut all, 0);
-                    for n in all {
-                        apply(&segment.selectors, n, &mut next);
-                    }
-                } else {
-                    apply(&segment.selectors, node, &mut next);
-                }
-            }
-            nodes = next;
-        }
-        nodes
+    pub fn select<'v, 'a>(&self, root: &'v Json<'a>) -> Vec<&'v Json<'a>> {
+        let mut out = Vec::new();
+        self.visit(root, &mut |v| {
+            out.push(v);
+            true
+        });
+        out
+    }
+
+    /// Calls `f` on each value [`JsonPath::select`] would return, in the same order, until
+    /// `f` returns false; false when it did. Builds no lists: a rule's condition is judged
+    /// on every call, and most stop at the first value.
+    pub fn visit<'v, 'a>(&self, root: &'v Json<'a>, f: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
+        walk(&self.segments, root, f)
     }
 }
 
-fn descendants<'v>(node: &'v Value, out: &mut Vec<&'v Value>, depth: usize) {
-    out.push(node);
+/// Selecting segment by segment, depth first: each value a segment selects is taken through
+/// the remaining segments before the next one, which gives the breadth-first order of
+/// applying each segment to the whole list of the previous one.
+fn walk<'v, 'a>(segments: &[Segment], node: &'v Json<'a>, f: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
+    let Some((segment, rest)) = segments.split_first() else { return f(node) };
+    if segment.descendant {
+        descend(&segment.selectors, rest, node, f, 0)
+    } else {
+        apply(&segment.selectors, node, &mut |child| walk(rest, child, f))
+    }
+}
+
+/// A descendant segment: the selectors applied to the node, then to its descendants in
+/// document order (pre-order), at most [`MAX_DEPTH`] levels down.
+fn descend<'v, 'a>(
+    selectors: &[Selector],
+    rest: &[Segment],
+    node: &'v Json<'a>,
+    f: &mut dyn FnMut(&'v Json<'a>) -> bool,
+    depth: usize,
+) -> bool {
+    if !apply(selectors, node, &mut |child| walk(rest, child, f)) {
+        return false;
+    }
     if depth >= MAX_DEPTH {
-        return;
+        return true;
     }
     match node {
-        Value::Array(items) => items.iter().for_each(|v| descendants(v, out, depth + 1)),
-        Value::Object(map) => map.values().for_each(|v| descendants(v, out, depth + 1)),
-        _ => {}
+        Json::Array(items) => items.iter().all(|v| descend(selectors, rest, v, f, depth + 1)),
+        Json::Object(members) => members.iter().all(|(_, v)| descend(selectors, rest, v, f, depth + 1)),
+        _ => true,
     }
 }
 
-fn apply<'v>(selectors: &[Selector], node: &'v Value, out: &mut Vec<&'v Value>) {
+fn apply<'v, 'a>(selectors: &[Selector], node: &'v Json<'a>, out: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
     for selector in selectors {
-        match (selector, node) {
-            (Selector::Name(name), Value::Object(map)) => out.extend(map.get(name)),
-            (Selector::Index(i), Value::Array(items)) => {
+        let go_on = match (selector, node) {
+            (Selector::Name(name), Json::Object(_)) => match node.get(name) {
+                Some(v) => out(v),
+                None => true,
+            },
+            (Selector::Index(i), Json::Array(items)) => {
                 let len = items.len() as i64;
                 let at = if *i < 0 { len + i } else { *i };
-                if (0..len).contains(&at) {
-                    out.extend(items.get(at as usize));
+                match items.get(at as usize) {
+                    Some(v) if (0..len).contains(&at) => out(v),
+                    _ => true,
                 }
             }
-            (Selector::Wildcard, Value::Array(items)) => out.extend(items.iter()),
-            (Selector::Wildcard, Value::Object(map)) => out.extend(map.values()),
-            _ => {}
+            (Selector::Wildcard, Json::Array(items)) => items.iter().all(&mut *out),
+            (Selector::Wildcard, Json::Object(members)) => members.iter().all(|(_, v)| out(v)),
+            _ => true,
+        };
+        if !go_on {
+            return false;
         }
     }
+    true
 }
 
 struct Parser<'a> {
@@ -245,10 +271,16 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn to_value(j: &Json<'_>) -> Value {
+        let mut out = Vec::new();
+        j.write_canonical(&mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
 
     fn sel(path: &str, doc: &Value) -> Vec<Value> {
-        JsonPath::parse(path).unwrap().select(doc).into_iter().cloned().collect()
+        JsonPath::parse(path).unwrap().select(&Json::from_value(doc)).into_iter().map(to_value).collect()
     }
 
     #[test]
@@ -269,6 +301,90 @@ mod tests {
         assert_eq!(sel("$.missing.deeper", &doc), Vec::<Value>::new());
         assert_eq!(sel("$['it\\u0065ms'][0].n", &doc), vec![json!(1)]);
         assert_eq!(sel("$['a'].*", &doc).len(), 2);
+    }
+
+    #[test]
+    fn visiting_stops_when_asked_and_keeps_the_order() {
+        let doc = json!({"a": [{"n": 1}, {"n": 2, "m": {"n": 3}}], "n": 0});
+        let path = JsonPath::parse("$..n").unwrap();
+        let mut seen = Vec::new();
+        let tree = Json::from_value(&doc);
+        assert!(!path.visit(&tree, &mut |v| {
+            seen.push(to_value(v));
+            seen.len() < 2
+        }));
+        assert_eq!(seen, sel("$..n", &doc).into_iter().take(2).collect::<Vec<_>>());
+        assert_eq!(sel("$..*", &doc).len(), 8);
+        assert_eq!(sel("$.a[*]..n", &doc), vec![json!(1), json!(2), json!(3)]);
+        assert_eq!(sel("$.a[0,0,-1].n", &doc), vec![json!(1), json!(1), json!(2)]);
+    }
+
+    /// The list-building selection over `serde_json::Value` this module had before, as a
+    /// reference.
+    fn select_by_lists<'v>(path: &JsonPath, root: &'v Value) -> Vec<&'v Value> {
+        fn descendants<'v>(node: &'v Value, out: &mut Vec<&'v Value>, depth: usize) {
+            out.push(node);
+            if depth >= MAX_DEPTH {
+                return;
+            }
+            match node {
+                Value::Array(items) => items.iter().for_each(|v| descendants(v, out, depth + 1)),
+                Value::Object(map) => map.values().for_each(|v| descendants(v, out, depth + 1)),
+                _ => {}
+            }
+        }
+        fn apply<'v>(selectors: &[Selector], node: &'v Value, out: &mut Vec<&'v Value>) {
+            for selector in selectors {
+                match (selector, node) {
+                    (Selector::Name(name), Value::Object(map)) => out.extend(map.get(name)),
+                    (Selector::Index(i), Value::Array(items)) => {
+                        let len = items.len() as i64;
+                        let at = if *i < 0 { len + i } else { *i };
+                        if (0..len).contains(&at) {
+                            out.extend(items.get(at as usize));
+                        }
+                    }
+                    (Selector::Wildcard, Value::Array(items)) => out.extend(items.iter()),
+                    (Selector::Wildcard, Value::Object(map)) => out.extend(map.values()),
+                    _ => {}
+                }
+            }
+        }
+        let mut nodes = vec![root];
+        for segment in &path.segments {
+            let mut next = Vec::new();
+            for node in nodes {
+                if segment.descendant {
+                    let mut all = Vec::new();
+                    descendants(node, &mut all, 0);
+                    for n in all {
+                        apply(&segment.selectors, n, &mut next);
+                    }
+                } else {
+                    apply(&segment.selectors, node, &mut next);
+                }
+            }
+            nodes = next;
+        }
+        nodes
+    }
+
+    #[test]
+    fn visiting_selects_what_lists_selected() {
+        let docs = [
+            json!({"a": {"b": [10, {"a": [1, {"b": 2}]}, 30], "c": {"a": 1}}, "b": [[{"a": 5}]], "x": null}),
+            json!([{"a": 1, "b": [{"a": 2}]}, [{"a": [3, {"a": 4}]}], "s"]),
+            json!({"a": {"a": {"a": {"a": 1}}}}),
+        ];
+        let paths = ["$", "$.a", "$..a", "$..*", "$..a..b", "$.a..*", "$..[0]", "$..[-1,0]", "$[*][*]", "$..a[1].b",
+            "$['a','b']..a", "$..['a','a']", "$.*.*", "$..b[*]", "$..a.a", "$[0,2,0]"];
+        for doc in &docs {
+            for text in paths {
+                let path = JsonPath::parse(text).unwrap();
+                let expected: Vec<Value> = select_by_lists(&path, doc).into_iter().cloned().collect();
+                assert_eq!(sel(text, doc), expected, "{text} on {doc}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Tollgate MCP filter. Pure decision modules (`message`, `policy`, `listfilter`, `replies`)
+//! Tollgate MCP filter. Pure decision modules (`message`, `args`, `policy`, `listfilter`, `replies`)
 //! and the host-generic request flow (`exchange`) are native-testable; `filter` is the thin
 //! proxy-wasm glue, compiled only for wasm.
 
+pub mod args;
 pub mod config;
 pub mod exchange;
 #[cfg(target_arch = "wasm32")]

@@ -5,6 +5,7 @@
 //! the filter can apply it to a JSON body (object or batch array) or to each SSE event.
 
 use tollgate_core::raw_object::RawMembers;
+use crate::args::Key;
 use crate::message::Target;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -114,38 +115,59 @@ impl<'a> ServerMessage<'a> {
 
     /// `error.code` of an error response.
     pub fn error_code(&self) -> Option<i64> {
-        #[derive(Deserialize)]
-        struct ErrorObject {
-            code: i64,
-        }
-        serde_json::from_str::<ErrorObject>(self.error?.get()).ok().map(|e| e.code)
+        error_code(self.error?)
     }
+}
+
+fn error_code(error: &RawValue) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct ErrorObject {
+        code: i64,
+    }
+    serde_json::from_str::<ErrorObject>(error.get()).ok().map(|e| e.code)
 }
 
 /// A request id in a comparable form: strings decoded (`"x\u0031"` is `"x1"`); numbers by
 /// value as IEEE-754 doubles, what JavaScript and most JSON libraries make of them (`1`,
 /// `1.0`, `1e0` are one id, and so are integers past 2^53 that round to the same double);
 /// a string is never a number (`"1"` is not `1`).
-pub fn id_key(id: &RawValue) -> String {
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdKey<'a> {
+    Str(Cow<'a, str>),
+    /// The double's bits (-0 taken as 0): equal bits, equal values (never NaN from JSON).
+    Num(u64),
+    /// Anything else, as written.
+    Other(Cow<'a, str>),
+}
+
+impl IdKey<'_> {
+    pub fn into_owned(self) -> IdKey<'static> {
+        match self {
+            IdKey::Str(s) => IdKey::Str(Cow::Owned(s.into_owned())),
+            IdKey::Num(n) => IdKey::Num(n),
+            IdKey::Other(s) => IdKey::Other(Cow::Owned(s.into_owned())),
+        }
+    }
+}
+
+/// The [`IdKey`] of a raw id, borrowing from it unless the string has escapes.
+pub fn id_key(id: &RawValue) -> IdKey<'_> {
     let text = id.get().trim();
-    if text.starts_with('"') {
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        // A raw JSON string without a backslash reads as it is written.
+        if !inner.contains('\\') {
+            return IdKey::Str(Cow::Borrowed(inner));
+        }
         if let Ok(s) = serde_json::from_str::<String>(text) {
-            let mut out = String::with_capacity(s.len() + 2);
-            out.push('s');
-            out.push_str(&s);
-            return out;
+            return IdKey::Str(Cow::Owned(s));
         }
     }
     let number = text.bytes().next().is_some_and(|b| b == b'-' || b.is_ascii_digit());
     if let (true, Ok(n)) = (number, text.parse::<f64>()) {
-        // -0 is 0; `{:?}` is the shortest text that reads back as the same double.
         let n = if n == 0.0 { 0.0 } else { n };
-        return format!("n{n:?}");
+        return IdKey::Num(n.to_bits());
     }
-    let mut out = String::with_capacity(text.len() + 1);
-    out.push('r');
-    out.push_str(text);
-    out
+    IdKey::Other(Cow::Borrowed(text))
 }
 
 /// The list a response has the shape of: its `result` holds `tools`, `prompts`,
@@ -154,6 +176,143 @@ pub fn id_key(id: &RawValue) -> String {
 pub fn list_shape(message: &ServerMessage<'_>) -> Option<ListKind> {
     let pairs: RawMembers<'_> = serde_json::from_str(message.result?.get()).ok()?;
     ListKind::guess(&pairs)
+}
+
+/// What the filter reads in a response's `result`: [`ServerMessage::is_error`] and
+/// [`list_shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultSummary {
+    pub is_error: Option<bool>,
+    pub shape: Option<ListKind>,
+}
+
+impl ServerMessage<'_> {
+    /// [`ServerMessage::is_error`] and [`list_shape`] in one pass over the result's members
+    /// (a tool result is read once, not once per question), with the same answers.
+    pub fn summary(&self) -> ResultSummary {
+        let Some(result) = self.result else { return ResultSummary { is_error: None, shape: None } };
+        if !result.get().starts_with('{') {
+            // Not an object: no list shape; `isError` as serde reads a struct from an array.
+            return ResultSummary { is_error: self.is_error(), shape: None };
+        }
+        match serde_json::from_str::<Members>(result.get()) {
+            Ok(m) => m.summary(),
+            // A key serde cannot read (e.g. an unpaired surrogate) fails both readings.
+            Err(_) => ResultSummary { is_error: None, shape: None },
+        }
+    }
+}
+
+/// A server message read in one pass: [`ServerMessage`] with its `result` read as
+/// [`ServerMessage::summary`] reads it, instead of kept raw to be read again. Stricter
+/// than [`ServerMessage::parse`] (a result that is not an object, or holds a key serde
+/// cannot read, fails it): callers then read the message as [`ServerMessage`].
+#[derive(Deserialize)]
+pub struct ResponseHead<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    result: Option<Members<'a>>,
+    #[serde(default, borrow)]
+    pub error: Option<&'a RawValue>,
+}
+
+impl<'a> ResponseHead<'a> {
+    pub fn parse(text: &'a str) -> Option<ResponseHead<'a>> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// As [`ServerMessage::is_response`].
+    pub fn is_response(&self) -> bool {
+        self.method.is_none() && (self.result.is_some() || self.error.is_some())
+    }
+
+    /// As [`ServerMessage::summary`].
+    pub fn summary(&self) -> ResultSummary {
+        self.result.as_ref().map_or(ResultSummary { is_error: None, shape: None }, Members::summary)
+    }
+
+    /// As [`ServerMessage::error_code`].
+    pub fn error_code(&self) -> Option<i64> {
+        error_code(self.error?)
+    }
+}
+
+enum IsError<'a> {
+    Absent,
+    /// The raw value.
+    Once(&'a str),
+    Repeated,
+}
+
+/// The members of a result object the filter looks at.
+struct Members<'a> {
+    is_error: IsError<'a>,
+    /// Per [`ListKind`]: some member of its key holds an array.
+    arrays: [bool; 4],
+}
+
+impl Members<'_> {
+    fn summary(&self) -> ResultSummary {
+        ResultSummary {
+            // `isError` twice is refused as a duplicate field; absent or null is false.
+            is_error: match self.is_error {
+                IsError::Absent => Some(false),
+                IsError::Once(v) => match v {
+                    "true" => Some(true),
+                    "false" | "null" => Some(false),
+                    _ => None,
+                },
+                IsError::Repeated => None,
+            },
+            shape: [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates]
+                .into_iter()
+                .find(|k| self.arrays[*k as usize]),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Members { is_error: IsError::Absent, arrays: [false; 4] };
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    let kind = match key.as_ref() {
+                        "isError" => {
+                            let value: &'de RawValue = map.next_value()?;
+                            members.is_error = match members.is_error {
+                                IsError::Absent => IsError::Once(value.get()),
+                                _ => IsError::Repeated,
+                            };
+                            continue;
+                        }
+                        "tools" => ListKind::Tools,
+                        "prompts" => ListKind::Prompts,
+                        "resources" => ListKind::Resources,
+                        "resourceTemplates" => ListKind::ResourceTemplates,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value: &'de RawValue = map.next_value()?;
+                    if value.get().trim_start().starts_with('[') {
+                        members.arrays[kind as usize] = true;
+                    }
+                }
+                Ok(members)
+            }
+        }
+        d.deserialize_map(MembersVisitor)
+    }
 }
 
 /// The result of filtering one list response.
@@ -228,45 +387,9 @@ pub fn filter_list(
     Ok(Some(Rewritten { text, hidden }))
 }
 
-/// Canonical JSON of a value: object keys sorted (by UTF-8 bytes), no whitespace, strings
-/// and numbers as serde_json writes them. Its SHA-256 is the audit digest of arguments.
-pub fn canonical_json(value: &serde_json::Value, out: &mut String) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push(':');
-                if let Some(v) = map.get(*k) {
-                    canonical_json(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn keep_only<'n>(names: &'n [&'n str]) -> impl FnMut(ListKind, &Target<'_>) -> bool + 'n {
         move |_, t| t.name().is_some_and(|n| names.contains(&n))
@@ -358,7 +481,7 @@ mod tests {
 
     #[test]
     fn numeric_ids_compare_by_value() {
-        let key = |t: &str| id_key(&serde_json::from_str::<Box<RawValue>>(t).unwrap());
+        let key = |t: &str| id_key(&serde_json::from_str::<Box<RawValue>>(t).unwrap()).into_owned();
         for same in ["1.0", "1e0", "1E+0", "10e-1", "0.1e1", "1.000"] {
             assert_eq!(key(same), key("1"), "{same}");
         }
@@ -389,9 +512,80 @@ mod tests {
     }
 
     #[test]
-    fn canonical_form() {
-        let mut out = String::new();
-        canonical_json(&json!({"b": [1, {"z": 1, "a": "é"}], "a": null, "c": 1.5}), &mut out);
-        assert_eq!(out, r#"{"a":null,"b":[1,{"a":"é","z":1}],"c":1.5}"#);
+    fn one_reading_of_a_result_answers_as_the_two_did() {
+        for result in [
+            r#"{"content":[{"type":"text","text":"x"}],"isError":false}"#,
+            r#"{"content":[],"isError":true}"#,
+            r#"{"content":[]}"#,
+            r#"{"isError":null}"#,
+            r#"{"isError":"yes"}"#,
+            r#"{"isError":1}"#,
+            r#"{"isError":true,"isError":false}"#,
+            r#"{"is\u0045rror":true}"#,
+            r#"{"\ud800":1,"isError":true}"#,
+            r#"{"tools":"x","tools":[]}"#,
+            r#"{"tools":{"a":[]}}"#,
+            r#"{"prompts":[],"tools":[{"name":"a"}],"isError":true}"#,
+            r#"{"resourceTemplates":[],"resources":[]}"#,
+            r#"{"to\u006fls":[]}"#,
+            r#"{"_meta":{"tools":[]},"resourceTemplates":[]}"#,
+            r#"{}"#,
+            r#"[true]"#,
+            r#"[false]"#,
+            r#"[]"#,
+            r#"[null]"#,
+            r#"[1]"#,
+            r#"[true,1]"#,
+            r#""text""#,
+            r#"null"#,
+            r#"5"#,
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+            let m = ServerMessage::parse(&body).unwrap();
+            assert_eq!(m.summary(), ResultSummary { is_error: m.is_error(), shape: list_shape(&m) }, "{result}");
+        }
+        let m = ServerMessage::parse(r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#).unwrap();
+        assert_eq!(m.summary(), ResultSummary { is_error: None, shape: None });
     }
+
+    #[test]
+    fn a_message_read_once_reads_as_read_twice() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"isError":false}}"#,
+            r#"{"jsonrpc":"2.0","id":"a\u0062","result":{"tools":[{"name":"x"}],"nextCursor":"c"},"_meta":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":null,"error":{"code":-32601,"message":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":true}}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"[7,null,{"tools":[]}]"#,
+        ] {
+            let (head, m) = (ResponseHead::parse(body).unwrap(), ServerMessage::parse(body).unwrap());
+            assert_eq!(head.id.map(|i| i.get()), m.id.map(|i| i.get()), "{body}");
+            assert_eq!((head.is_response(), head.summary(), head.error_code()), (m.is_response(), m.summary(), m.error_code()), "{body}");
+        }
+        // Stricter: what it cannot read is read as a ServerMessage instead.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"result":[true]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"\ud800":1,"tools":[]}}"#,
+        ] {
+            assert!(ResponseHead::parse(body).is_none() && ServerMessage::parse(body).is_some(), "{body}");
+        }
+        for body in [r#"{"jsonrpc":"2.0","id":1,"result":{},"result":{}}"#, "5", "{"] {
+            assert!(ResponseHead::parse(body).is_none() && ServerMessage::parse(body).is_none(), "{body}");
+        }
+    }
+
+    #[test]
+    fn string_ids_borrow_unless_escaped() {
+        let raw = |t: &str| serde_json::from_str::<Box<RawValue>>(t).unwrap();
+        let (plain, escaped) = (raw(r#""abc""#), raw(r#""a\u0062c""#));
+        assert!(matches!(id_key(&plain), IdKey::Str(Cow::Borrowed("abc"))));
+        assert_eq!(id_key(&escaped), id_key(&plain));
+        assert_eq!(id_key(&raw("null")), IdKey::Other(Cow::Borrowed("null")));
+        assert_ne!(id_key(&raw(r#""\"""#)), id_key(&raw(r#""\\""#)));
+    }
+
 }

@@ -6,6 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use crate::args::Json;
 use tollgate_core::jsonrpc::{Envelope, Kind};
 
 /// JSON-RPC / MCP error codes the filter answers with.
@@ -111,8 +112,9 @@ pub struct Message<'a> {
     /// Empty for responses.
     pub method: Cow<'a, str>,
     pub target: Target<'a>,
-    /// `params.arguments` (tools/call, prompts/get), raw.
-    pub arguments: Option<&'a RawValue>,
+    /// `params.arguments` (tools/call, prompts/get): an object, read in the same pass as
+    /// the params.
+    pub arguments: Option<Json<'a>>,
 }
 
 /// Why a message was refused before any policy: a JSON-RPC code and message.
@@ -135,7 +137,7 @@ struct Params<'a> {
     #[serde(default, borrow)]
     uri: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    arguments: Option<&'a RawValue>,
+    arguments: Option<Json<'a>>,
 }
 
 #[derive(Clone, Copy)]
@@ -143,6 +145,22 @@ enum TargetKind {
     Tool,
     Prompt,
     Resource,
+}
+
+/// The common MCP methods as static names: an audit record keeps its message's method, and
+/// for these need not copy it.
+pub fn static_method(method: &str) -> Option<&'static str> {
+    const METHODS: [&str; 25] = [
+        "tools/call", "tools/list", "initialize", "notifications/initialized", "ping",
+        "prompts/get", "prompts/list", "resources/read", "resources/list",
+        "resources/templates/list", "resources/subscribe", "resources/unsubscribe",
+        "completion/complete", "logging/setLevel", "notifications/cancelled",
+        "notifications/progress", "notifications/roots/list_changed", "notifications/message",
+        "notifications/resources/updated", "notifications/resources/list_changed",
+        "notifications/tools/list_changed", "notifications/prompts/list_changed", "roots/list",
+        "sampling/createMessage", "elicitation/create",
+    ];
+    METHODS.into_iter().find(|m| *m == method)
 }
 
 /// Which params key a method's target lives in: `tools/call` and `prompts/get` name it,
@@ -161,10 +179,8 @@ fn target_kind(method: &str) -> Option<TargetKind> {
 /// forward it.
 pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Refusal> {
     let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
-    let method = envelope.method.clone().unwrap_or(Cow::Borrowed(""));
-    let mut message = Message { kind, id: envelope.id, method, target: Target::None, arguments: None };
     if kind == Kind::Response {
-        return Ok(message);
+        return Ok(Message { kind, id: envelope.id, method: Cow::Borrowed(""), target: Target::None, arguments: None });
     }
     let params: Option<Params<'a>> = match envelope.params {
         Some(raw) if raw.get().trim_start().starts_with('{') => Some(
@@ -175,36 +191,81 @@ pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Refusal>
         Some(_) => return Err(Refusal::new(codes::INVALID_PARAMS, "params must be an object")),
         None => None,
     };
-    if let Some(kind) = target_kind(&message.method) {
-        let (key, value) = match kind {
-            TargetKind::Tool | TargetKind::Prompt => ("name", params.as_ref().and_then(|p| p.name.clone())),
-            TargetKind::Resource => ("uri", params.as_ref().and_then(|p| p.uri.clone())),
-        };
-        match value {
-            Some(v) if !v.is_empty() => {
-                message.target = match kind {
-                    TargetKind::Tool => Target::Tool(v),
-                    TargetKind::Prompt => Target::Prompt(v),
-                    TargetKind::Resource => Target::Resource(v),
-                }
+    targeted(kind, envelope.id, envelope.method.clone(), params)
+}
+
+/// `params` read in the envelope's own pass, as [`read_message`] reads an object (anything
+/// else fails the pass; such bodies are read again with raw params, for its answers).
+pub struct ObjectParams<'a>(Params<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectParams<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+            type Value = ObjectParams<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("params as an object")
             }
-            _ => {
-                return Err(Refusal::new(
-                    codes::INVALID_PARAMS,
-                    format!("{} requires params.{key}", message.method),
-                ))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ObjectParams<'de>, A::Error> {
+                Params::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectParams)
             }
         }
+        d.deserialize_map(ObjectVisitor)
     }
-    if let Some(args) = params.and_then(|p| p.arguments) {
-        let first = args.get().trim_start().as_bytes().first().copied();
-        match first {
-            Some(b'{') => message.arguments = Some(args),
-            Some(b'n') => {}
-            _ => return Err(Refusal::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
-        }
+}
+
+/// [`read_message`] of an envelope whose params were read in its own pass: the same answers.
+pub fn read_parsed_message<'a>(envelope: Envelope<'a, ObjectParams<'a>>) -> Result<Message<'a>, Refusal> {
+    let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
+    if kind == Kind::Response {
+        return Ok(Message { kind, id: envelope.id, method: Cow::Borrowed(""), target: Target::None, arguments: None });
+    }
+    targeted(kind, envelope.id, envelope.method, envelope.params.map(|p| p.0))
+}
+
+/// A request or notification with what its params target.
+fn targeted<'a>(
+    kind: Kind,
+    id: Option<&'a RawValue>,
+    method: Option<Cow<'a, str>>,
+    params: Option<Params<'a>>,
+) -> Result<Message<'a>, Refusal> {
+    let mut message = Message { kind, id, method: method.unwrap_or(Cow::Borrowed("")), target: Target::None, arguments: None };
+    let Some(params) = params else {
+        return match target_kind(&message.method) {
+            Some(kind) => Err(missing_target(&message.method, kind)),
+            None => Ok(message),
+        };
+    };
+    if let Some(kind) = target_kind(&message.method) {
+        let value = match kind {
+            TargetKind::Tool | TargetKind::Prompt => params.name,
+            TargetKind::Resource => params.uri,
+        };
+        message.target = match value {
+            Some(v) if !v.is_empty() => match kind {
+                TargetKind::Tool => Target::Tool(v),
+                TargetKind::Prompt => Target::Prompt(v),
+                TargetKind::Resource => Target::Resource(v),
+            },
+            _ => return Err(missing_target(&message.method, kind)),
+        };
+    }
+    // `"arguments": null` reads as absent.
+    match params.arguments {
+        Some(args @ Json::Object(_)) => message.arguments = Some(args),
+        Some(_) => return Err(Refusal::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
+        None => {}
     }
     Ok(message)
+}
+
+fn missing_target(method: &str, kind: TargetKind) -> Refusal {
+    let key = match kind {
+        TargetKind::Tool | TargetKind::Prompt => "name",
+        TargetKind::Resource => "uri",
+    };
+    Refusal::new(codes::INVALID_PARAMS, format!("{method} requires params.{key}"))
 }
 
 /// Decodes an MCP header value: verbatim, or the `=?base64?...?=` form (standard alphabet,
@@ -247,11 +308,22 @@ pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&s
     Ok(())
 }
 
-pub use tollgate_core::text::{is_identity_encoding, is_sse as is_sse_content_type, truncate};
+pub use tollgate_core::text::{is_identity_encoding, truncate};
 
 /// `Content-Type` is `application/json` (any parameters): what MCP requires of POSTs.
 pub fn is_json_content_type(value: Option<&str>) -> bool {
-    tollgate_core::text::media_type(value).as_deref() == Some("application/json")
+    media_type_is(value, "application/json")
+}
+
+/// `Content-Type` is `text/event-stream` (any parameters).
+pub fn is_sse_content_type(value: Option<&str>) -> bool {
+    media_type_is(value, "text/event-stream")
+}
+
+/// What `tollgate_core::text::media_type(value) == Some(lowercase)` says, without the
+/// lowercased copy (three of these per request).
+fn media_type_is(value: Option<&str>, lowercase: &str) -> bool {
+    value.is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(lowercase))
 }
 
 /// A session id as recorded: visible ASCII only, at most 128 characters.
@@ -271,7 +343,69 @@ mod tests {
     fn one(body: &str) -> Result<(Kind, String, Option<String>, Option<String>), Refusal> {
         let parsed = parse_body(body.as_bytes()).unwrap();
         let m = read_message(&parsed.messages()[0])?;
-        Ok((m.kind, m.method.to_string(), m.target.name().map(String::from), m.arguments.map(|a| a.get().to_string())))
+        let arguments = m.arguments.map(|a| {
+            let mut out = Vec::new();
+            a.write_canonical(&mut out);
+            String::from_utf8(out).unwrap()
+        });
+        Ok((m.kind, m.method.to_string(), m.target.name().map(String::from), arguments))
+    }
+
+    type Read = Result<(Kind, String, Option<String>, Option<String>), Refusal>;
+
+    fn summary(m: Result<Message<'_>, Refusal>) -> Read {
+        let m = m?;
+        let arguments = m.arguments.map(|a| {
+            let mut out = Vec::new();
+            a.write_canonical(&mut out);
+            String::from_utf8(out).unwrap()
+        });
+        Ok((m.kind, m.method.to_string(), m.target.name().map(String::from), arguments))
+    }
+
+    #[test]
+    fn params_read_in_the_envelope_pass_read_as_raw_params() {
+        let mut one_pass = 0;
+        for params in [
+            None,
+            Some("null"),
+            Some("{}"),
+            Some(r#"{"name":"add","arguments":{"b":[1,{"y":null,"x":"\u0041"}],"a":1}}"#),
+            Some(r#"{"name":"add","arguments":null}"#),
+            Some(r#"{"name":"add","arguments":[1]}"#),
+            Some(r#"{"name":"add","arguments":"x"}"#),
+            Some(r#"{"name":""}"#),
+            Some(r#"{"name":5}"#),
+            Some(r#"{"name":null,"uri":"file:///a"}"#),
+            Some(r#"{"na\u006de":"del\u0065te","_meta":{"progressToken":1}}"#),
+            Some(r#"{"uri":"file:///x","name":"n","extra":[{"name":5}]}"#),
+            Some(r#"["add"]"#),
+            Some(r#""x""#),
+            Some("7"),
+        ] {
+            for method in ["tools/call", "prompts/get", "resources/read", "ping", "notifications/x"] {
+                for head in [r#""jsonrpc":"2.0","id":1"#, r#""jsonrpc":"2.0""#, r#""jsonrpc":"2.0","id":null"#, r#""jsonrpc":"1.0","id":1"#] {
+                    let params = params.map(|p| format!(r#","params":{p}"#)).unwrap_or_default();
+                    let body = format!(r#"{{{head},"method":"{method}"{params}}}"#);
+                    let raw = parse_body(body.as_bytes()).unwrap();
+                    let expected = summary(read_message(&raw.messages()[0]));
+                    if let Ok(parsed) = tollgate_core::jsonrpc::parse_body_unique_as::<ObjectParams<'_>>(body.as_bytes()) {
+                        one_pass += 1;
+                        let got = summary(read_parsed_message(parsed.into_messages().next().unwrap()));
+                        assert_eq!(got, expected, "{body}");
+                    }
+                }
+            }
+        }
+        // Responses carry no params MCP reads.
+        for body in [r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{"name":5}}"#, r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{"name":"x"}}"#] {
+            let raw = parse_body(body.as_bytes()).unwrap();
+            let expected = summary(read_message(&raw.messages()[0]));
+            if let Ok(parsed) = tollgate_core::jsonrpc::parse_body_unique_as::<ObjectParams<'_>>(body.as_bytes()) {
+                assert_eq!(summary(read_parsed_message(parsed.into_messages().next().unwrap())), expected, "{body}");
+            }
+        }
+        assert!(one_pass > 150, "{one_pass}");
     }
 
     #[test]
@@ -348,6 +482,11 @@ mod tests {
         assert!(!is_json_content_type(Some("text/plain")));
         assert!(!is_json_content_type(None));
         assert!(is_sse_content_type(Some("text/event-stream")));
+        for v in [None, Some(""), Some("TEXT/Event-Stream ; charset=x"), Some(" application/json"), Some("application/jsonx"), Some("application/json;"), Some("ApplicatioN/JSON\t")] {
+            let core = tollgate_core::text::media_type(v);
+            assert_eq!(is_json_content_type(v), core.as_deref() == Some("application/json"), "{v:?}");
+            assert_eq!(is_sse_content_type(v), core.as_deref() == Some("text/event-stream"), "{v:?}");
+        }
         assert!(is_identity_encoding(None));
         assert!(is_identity_encoding(Some("identity")));
         assert!(!is_identity_encoding(Some("gzip")));

@@ -17,7 +17,7 @@ use crate::config::{ArgumentConfig, DenyStyle, Effect, PolicyConfig, Quantifier,
 use crate::message::Target;
 use crate::jsonpath::JsonPath;
 use regex_lite::Regex;
-use serde_json::Value;
+use crate::args::Json;
 use tollgate_core::config::ConfigError;
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::Identity;
@@ -123,8 +123,8 @@ enum Outcome {
 
 #[derive(Debug)]
 enum Test {
-    Equals(Value),
-    OneOf(Vec<Value>),
+    Equals(Json<'static>),
+    OneOf(Vec<Json<'static>>),
     Regex(Regex),
     Range { gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64> },
     Exists(bool),
@@ -176,7 +176,7 @@ impl Policy {
     }
 
     /// Judges one request.
-    pub fn decide(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: &Value) -> Verdict<'_> {
+    pub fn decide(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: &Json<'_>) -> Verdict<'_> {
         match target {
             Target::Tool(name) => {
                 self.decide_among(self.tools.candidates(name).filter_map(|i| self.rules.get(i)), subject, method, target, args)
@@ -191,7 +191,7 @@ impl Policy {
         subject: Subject<'_>,
         method: &str,
         target: &Target<'_>,
-        args: &Value,
+        args: &Json<'_>,
     ) -> Verdict<'p> {
         let mut first_allow: Option<&Rule> = None;
         for rule in rules {
@@ -287,13 +287,13 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
     let range = [arg.gt, arg.gte, arg.lt, arg.lte];
     let mut tests: Vec<Test> = Vec::new();
     if let Some(v) = &arg.equals {
-        tests.push(Test::Equals(v.clone()));
+        tests.push(Test::Equals(Json::from_value(v)));
     }
     if let Some(v) = &arg.one_of {
         if v.is_empty() {
             return Err(named(".one_of", "must not be empty".into()));
         }
-        tests.push(Test::OneOf(v.clone()));
+        tests.push(Test::OneOf(v.iter().map(Json::from_value).collect()));
     }
     if let Some(r) = &arg.regex {
         let re = regex_lite::RegexBuilder::new(r)
@@ -411,24 +411,31 @@ impl Condition {
     ///   not compare with is tested element by element and matches when any element does
     ///   (or cannot be tested): `{"path": ["/tmp/x", "/etc/passwd"]}` hits it too (an empty
     ///   array has nothing that matches).
-    fn holds(&self, args: &Value) -> bool {
-        let selected: Vec<&Value> = self.path.select(args);
+    fn holds(&self, args: &Json<'_>) -> bool {
+        // Values are visited in place, stopping once the answer is known.
+        let mut selected = false;
         if let Test::Exists(expected) = self.test {
-            return selected.is_empty() != expected;
+            self.path.visit(args, &mut |_| {
+                selected = true;
+                false
+            });
+            return selected == expected;
         }
-        if selected.is_empty() {
-            return false;
-        }
-        let matches = |v: &&Value| self.matches(v);
         match self.quantifier {
-            Quantifier::All => selected.iter().all(matches),
-            Quantifier::Any => selected.iter().any(matches),
+            Quantifier::All => {
+                let all = self.path.visit(args, &mut |v| {
+                    selected = true;
+                    self.matches(v)
+                });
+                selected && all
+            }
+            Quantifier::Any => !self.path.visit(args, &mut |v| !self.matches(v)),
         }
     }
 
-    fn matches(&self, value: &Value) -> bool {
+    fn matches(&self, value: &Json<'_>) -> bool {
         match (value, self.deny) {
-            (Value::Array(items), true) if !self.test.reads_arrays() => items.iter().any(|v| self.matches(v)),
+            (Json::Array(items), true) if !self.test.reads_arrays() => items.iter().any(|v| self.matches(v)),
             (_, true) => self.test.outcome(value) != Outcome::Fail,
             (_, false) => self.test.outcome(value) == Outcome::Pass,
         }
@@ -439,7 +446,7 @@ impl Test {
     /// `Untestable` when the value is not of the type the test reads: `regex` strings, a
     /// range numbers or numeric strings, `equals` / `one_of` the JSON type (null, boolean,
     /// number, string, array, object) of an expected value.
-    fn outcome(&self, value: &Value) -> Outcome {
+    fn outcome(&self, value: &Json<'_>) -> Outcome {
         let pass = |p: bool| if p { Outcome::Pass } else { Outcome::Fail };
         match self {
             Test::Equals(expected) if same_type(value, expected) => pass(json_eq(value, expected)),
@@ -463,13 +470,13 @@ impl Test {
     fn reads_arrays(&self) -> bool {
         match self {
             Test::Equals(expected) => expected.is_array(),
-            Test::OneOf(options) => options.iter().any(Value::is_array),
+            Test::OneOf(options) => options.iter().any(Json::is_array),
             _ => false,
         }
     }
 }
 
-fn same_type(a: &Value, b: &Value) -> bool {
+fn same_type(a: &Json<'_>, b: &Json<'_>) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
@@ -482,10 +489,10 @@ fn bound(limit: Option<f64>, within: impl Fn(f64) -> bool) -> bool {
 
 /// A number, or a string holding one: MCP servers commonly coerce `"500"` to 500, so a
 /// range judges what the server will act on. Non-finite values are not numbers.
-fn as_number(value: &Value) -> Option<f64> {
+fn as_number(value: &Json<'_>) -> Option<f64> {
     let n = match value {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => {
+        Json::Number(n) => n.as_f64()?,
+        Json::String(s) => {
             let t = s.trim();
             if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) {
                 return None;
@@ -498,12 +505,12 @@ fn as_number(value: &Value) -> Option<f64> {
 }
 
 /// JSON equality where numbers compare by value (`1` equals `1.0`).
-fn json_eq(a: &Value, b: &Value) -> bool {
+fn json_eq(a: &Json<'_>, b: &Json<'_>) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64() && x.as_f64().is_some(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64() && x.as_f64().is_some(),
+        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -512,7 +519,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::borrow::Cow;
     use tollgate_core::identity::Source;
 
@@ -558,18 +565,18 @@ mod tests {
         let p = demo();
         let alice = who("alice", &["eng"]);
         let s = Subject { identity: Some(&alice), server: "demo" };
-        let v = p.decide(s, "tools/call", &tool("add"), &json!({}));
+        let v = p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({})));
         assert_eq!(v, Verdict { allowed: true, rule_id: Some("basic") });
-        let v = p.decide(s, "tools/call", &tool("delete_row"), &json!({}));
+        let v = p.decide(s, "tools/call", &tool("delete_row"), &Json::from_value(&json!({})));
         assert_eq!(v, Verdict { allowed: false, rule_id: None });
         let root = who("root", &["admins"]);
         let s = Subject { identity: Some(&root), server: "demo" };
-        assert!(p.decide(s, "tools/call", &tool("delete_row"), &json!({})).allowed);
-        let v = p.decide(s, "tools/call", &tool("admin_reset"), &json!({}));
+        assert!(p.decide(s, "tools/call", &tool("delete_row"), &Json::from_value(&json!({}))).allowed);
+        let v = p.decide(s, "tools/call", &tool("admin_reset"), &Json::from_value(&json!({})));
         assert_eq!(v, Verdict { allowed: false, rule_id: Some("no-admin") });
         let mallory = who("mallory", &["admins"]);
         let s = Subject { identity: Some(&mallory), server: "demo" };
-        assert_eq!(p.decide(s, "tools/call", &tool("add"), &json!({})).rule_id, Some("no-mallory"));
+        assert_eq!(p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).rule_id, Some("no-mallory"));
     }
 
     #[test]
@@ -577,7 +584,7 @@ mod tests {
         let p = demo();
         let bob = who("bob", &["finance"]);
         let s = Subject { identity: Some(&bob), server: "demo" };
-        let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).allowed;
+        let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed;
         assert!(call("query_db", json!({"table": "orders", "sql": "x"})));
         assert!(call("query_db", json!({"table": "products"})));
         assert!(!call("query_db", json!({"table": "customers"})));
@@ -594,7 +601,7 @@ mod tests {
         assert!(!call("transfer", json!({})));
         let eve = who("eve", &["eng"]);
         let s = Subject { identity: Some(&eve), server: "demo" };
-        assert!(!p.decide(s, "tools/call", &tool("transfer"), &json!({"amount": 1})).allowed);
+        assert!(!p.decide(s, "tools/call", &tool("transfer"), &Json::from_value(&json!({"amount": 1}))).allowed);
     }
 
     #[test]
@@ -616,7 +623,7 @@ mod tests {
             {"id": "big", "effect": "deny", "tools": ["transfer"], "arguments": [{"path": "$.amount", "gt": 10}]},
         ]));
         assert!(p.visible(s, "tools/call", &tool("transfer")).allowed);
-        assert!(!p.decide(s, "tools/call", &tool("transfer"), &json!({"amount": 11})).allowed);
+        assert!(!p.decide(s, "tools/call", &tool("transfer"), &Json::from_value(&json!({"amount": 11}))).allowed);
     }
 
     #[test]
@@ -627,14 +634,14 @@ mod tests {
             {"id": "open", "effect": "allow", "methods": ["ping"]},
         ]));
         let anon = Subject { identity: None, server: "demo" };
-        assert!(!p.decide(anon, "tools/call", &tool("add"), &json!({})).allowed);
-        assert!(p.decide(anon, "ping", &Target::None, &json!({})).allowed);
+        assert!(!p.decide(anon, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed);
+        assert!(p.decide(anon, "ping", &Target::None, &Json::from_value(&json!({}))).allowed);
         let alice = who("alice", &[]);
         let s = Subject { identity: Some(&alice), server: "demo" };
-        assert!(p.decide(s, "tools/call", &tool("add"), &json!({})).allowed);
-        assert!(p.decide(s, "tools/call", &tool("echo"), &json!({})).allowed);
+        assert!(p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed);
+        assert!(p.decide(s, "tools/call", &tool("echo"), &Json::from_value(&json!({}))).allowed);
         // Rules with a target condition do not match messages without a target.
-        assert!(!p.decide(s, "tools/list", &Target::None, &json!({})).allowed);
+        assert!(!p.decide(s, "tools/list", &Target::None, &Json::from_value(&json!({}))).allowed);
     }
 
     #[test]
@@ -652,7 +659,7 @@ mod tests {
         assert!(p.may_use_server(Subject { identity: Some(&bob), server: "y" }).allowed);
         assert!(!p.may_use_server(Subject { identity: None, server: "x" }).allowed);
         let s = Subject { identity: Some(&alice), server: "y" };
-        assert!(!p.decide(s, "tools/call", &tool("add"), &json!({})).allowed);
+        assert!(!p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed);
     }
 
     #[test]
@@ -662,10 +669,10 @@ mod tests {
         ]));
         let s = Subject { identity: None, server: "demo" };
         let res = |u: &'static str| Target::Resource(Cow::Borrowed(u));
-        assert!(p.decide(s, "resources/read", &res("file:///data/readme.txt"), &json!({})).allowed);
-        assert!(!p.decide(s, "resources/read", &res("file:///secret/keys.txt"), &json!({})).allowed);
-        assert!(p.decide(s, "prompts/get", &Target::Prompt(Cow::Borrowed("greeting")), &json!({})).allowed);
-        assert!(!p.decide(s, "tools/call", &tool("greeting"), &json!({})).allowed);
+        assert!(p.decide(s, "resources/read", &res("file:///data/readme.txt"), &Json::from_value(&json!({}))).allowed);
+        assert!(!p.decide(s, "resources/read", &res("file:///secret/keys.txt"), &Json::from_value(&json!({}))).allowed);
+        assert!(p.decide(s, "prompts/get", &Target::Prompt(Cow::Borrowed("greeting")), &Json::from_value(&json!({}))).allowed);
+        assert!(!p.decide(s, "tools/call", &tool("greeting"), &Json::from_value(&json!({}))).allowed);
     }
 
     #[test]
@@ -679,7 +686,7 @@ mod tests {
             {"id": "nested", "effect": "allow", "tools": ["nested"], "arguments": [{"path": "$.opts.depth", "gte": 1, "lte": 3}]},
         ]));
         let s = Subject { identity: None, server: "demo" };
-        let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).allowed;
+        let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed;
         assert!(call("eq", json!({"mode": "ro", "n": 2.0})));
         assert!(!call("eq", json!({"mode": "rw", "n": 2})));
         assert!(call("sql", json!({"sql": "  SELECT * from t"})));
@@ -706,7 +713,7 @@ mod tests {
             {"id": "no-pair", "effect": "deny", "tools": ["tag"], "arguments": [{"path": "$.tags", "equals": ["a", "b"]}]},
         ]));
         let s = Subject { identity: None, server: "demo" };
-        let rule = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).rule_id;
+        let rule = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).rule_id;
         // Testable values: the deny decides by the test.
         assert_eq!(rule("read_file", json!({"path": "/etc/passwd"})), Some("no-etc"));
         assert_eq!(rule("read_file", json!({"path": "/tmp/x"})), Some("files"));
@@ -749,7 +756,7 @@ mod tests {
             {"id": "any-tmp", "effect": "allow", "tools": ["many"], "arguments": [{"path": "$.paths[*]", "regex": "^/tmp/", "match": "any"}]},
         ]));
         let s = Subject { identity: None, server: "demo" };
-        let allowed = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &a).allowed;
+        let allowed = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed;
         assert!(allowed("read_file", json!({"path": "/tmp/x"})));
         for odd in [json!(["/tmp/x"]), json!(5), json!(null), json!({"p": "/tmp/x"})] {
             assert!(!allowed("read_file", json!({"path": odd})), "{odd}");
@@ -787,7 +794,7 @@ mod tests {
     #[test]
     fn empty_policy_denies_everything() {
         let p = policy(json!([]));
-        assert!(!p.decide(Subject { identity: None, server: "x" }, "ping", &Target::None, &json!({})).allowed);
+        assert!(!p.decide(Subject { identity: None, server: "x" }, "ping", &Target::None, &Json::from_value(&json!({}))).allowed);
     }
 
     #[test]
@@ -804,12 +811,13 @@ mod tests {
         let mallory = who("mallory", &[]);
         for caller in [None, Some(&alice), Some(&mallory)] {
             for tool in ["t1", "t2", "t3", "t4", "x"] {
-                for args in [json!({}), json!({"x": 1}), json!({"x": 2})] {
+                for value in [json!({}), json!({"x": 1}), json!({"x": 2})] {
+                    let args = Json::from_value(&value);
                     let subject = Subject { identity: caller, server: "s" };
                     let target = Target::Tool(Cow::Borrowed(tool));
                     let indexed = policy.decide(subject, "tools/call", &target, &args);
                     let full = policy.decide_among(policy.rules.iter(), subject, "tools/call", &target, &args);
-                    assert_eq!(indexed, full, "{caller:?} {tool} {args}");
+                    assert_eq!(indexed, full, "{caller:?} {tool} {value}");
                 }
             }
         }
