@@ -4,9 +4,10 @@
 //! form is the audit digest. Unlike `serde_json::Value`, it costs one allocation per object
 //! or array, not one per key, string and map node.
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 use std::borrow::Cow;
+use tollgate_core::raw_object::Key;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,32 +168,6 @@ impl<'de> Visitor<'de> for JsonVisitor {
             members.push((key, map.next_value()?));
         }
         Ok(Json::Object(sorted(members)))
-    }
-}
-
-/// An object key, borrowed from the text unless it has escapes (serde's own `Cow<str>`
-/// always copies).
-pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }
 

@@ -5,7 +5,7 @@
 //! the filter can apply it to a JSON body (object or batch array) or to each SSE event.
 
 use tollgate_core::raw_object::RawMembers;
-use crate::args::Key;
+use tollgate_core::raw_object::Key;
 use crate::message::Target;
 use serde::Deserialize;
 use serde_json::value::RawValue;
