@@ -3,8 +3,8 @@
 //! into Prometheus labels. Metric ids are defined once per name and cached per VM.
 
 use crate::host::{Host, LogLevel, MetricKind};
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Metric ids per VM. A request's metrics are found by a hash of their stat name computed
@@ -61,9 +61,26 @@ fn for_each_value_piece(value: &str, mut sink: impl FnMut(&[u8])) {
         sink(head);
         return;
     }
-    for c in value.chars().take(64) {
-        let safe = if c.is_ascii() && is_safe(c as u8) { c as u8 } else { b'_' };
-        sink(&[safe]);
+    // Runs of safe characters go as they are, every other character becomes one `_`.
+    let bytes = value.as_bytes();
+    let mut run_start = 0;
+    let mut end = value.len();
+    for (count, (at, c)) in value.char_indices().enumerate() {
+        if count == 64 {
+            end = at;
+            break;
+        }
+        if c.is_ascii() && is_safe(c as u8) {
+            continue;
+        }
+        if run_start < at {
+            sink(&bytes[run_start..at]);
+        }
+        sink(b"_");
+        run_start = at + c.len_utf8();
+    }
+    if run_start < end {
+        sink(&bytes[run_start..end]);
     }
 }
 
@@ -76,37 +93,79 @@ fn is_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-fn name_hash(base: &str, labels: &[(&str, &str)]) -> u64 {
-    // Word at a time (FxHash's mix): names are ~100 bytes and hashed for every metric of
-    // every request. Equal names from equal pieces hash equal; the name check rules out the rest.
+/// Hashes a stat name fed in pieces, word at a time (FxHash's mix): names are ~100 bytes
+/// and hashed for every metric of every request. Equal names from equal pieces hash equal
+/// (a name from other pieces may hash otherwise and is then kept twice, with the id Envoy
+/// gives its name); callers compare the name itself ([`PieceMatcher`]) to rule out collisions.
+struct PieceHasher(u64);
+
+impl PieceHasher {
     const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut hash: u64 = 0;
-    for_each_name_piece(base, labels, |bytes| {
+
+    fn feed(&mut self, bytes: &[u8]) {
         let mut words = bytes.chunks_exact(8);
         for word in &mut words {
             let mut w = [0u8; 8];
             w.copy_from_slice(word);
-            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(Self::K);
         }
         let mut tail = [0u8; 8];
         tail[..words.remainder().len()].copy_from_slice(words.remainder());
-        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56)).wrapping_mul(K);
-    });
-    hash
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56)).wrapping_mul(Self::K);
+    }
+}
+
+/// FNV-1a over bytes fed in pieces: the same hash however the bytes were cut, so a label
+/// value's stat-name form hashes the same from any value that makes it.
+struct ByteHasher(u64);
+
+impl ByteHasher {
+    fn new() -> Self {
+        ByteHasher(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Whether pieces fed one by one spell exactly `expected`.
+struct PieceMatcher<'a> {
+    rest: &'a [u8],
+    equal: bool,
+}
+
+impl<'a> PieceMatcher<'a> {
+    fn new(expected: &'a str) -> Self {
+        PieceMatcher { rest: expected.as_bytes(), equal: true }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.equal {
+            match self.rest.strip_prefix(bytes) {
+                Some(tail) => self.rest = tail,
+                None => self.equal = false,
+            }
+        }
+    }
+
+    fn matched(&self) -> bool {
+        self.equal && self.rest.is_empty()
+    }
+}
+
+fn name_hash(base: &str, labels: &[(&str, &str)]) -> u64 {
+    let mut hasher = PieceHasher(0);
+    for_each_name_piece(base, labels, |bytes| hasher.feed(bytes));
+    hasher.0
 }
 
 fn name_equals(name: &str, base: &str, labels: &[(&str, &str)]) -> bool {
-    let mut rest = name.as_bytes();
-    let mut equal = true;
-    for_each_name_piece(base, labels, |bytes| {
-        if equal {
-            match rest.strip_prefix(bytes) {
-                Some(tail) => rest = tail,
-                None => equal = false,
-            }
-        }
-    });
-    equal && rest.is_empty()
+    let mut matcher = PieceMatcher::new(name);
+    for_each_name_piece(base, labels, |bytes| matcher.feed(bytes));
+    matcher.matched()
 }
 
 /// Makes a label value safe inside a dotted stat name.
@@ -143,36 +202,72 @@ pub const OTHER: &str = "other";
 #[derive(Debug)]
 pub struct LabelCap {
     max: usize,
-    seen: RefCell<HashSet<String>>,
+    /// Hash of a stat-name form → the admitted forms with that hash (see [`ByteHasher`]).
+    forms: RefCell<StringsByHash>,
+    admitted: Cell<usize>,
+    /// Hash of a value as sent → admitted values as sent (short ones, at most
+    /// [`Self::REMEMBERED_PER_FORM`] per admitted form): requests mostly repeat a value
+    /// exactly, and one hash of its bytes answers them without going through its form.
+    values: RefCell<StringsByHash>,
+    remembered: Cell<usize>,
+}
+
+type StringsByHash = HashMap<u64, Vec<Box<str>>, BuildHasherDefault<PrehashedKey>>;
+
+fn find(map: &StringsByHash, hash: u64, matches: impl Fn(&str) -> bool) -> bool {
+    map.get(&hash).is_some_and(|strings| strings.iter().any(|s| matches(s)))
 }
 
 impl LabelCap {
+    const REMEMBERED_PER_FORM: usize = 2;
+
     pub fn new(max: usize) -> Self {
-        LabelCap { max, seen: RefCell::new(HashSet::new()) }
+        LabelCap {
+            max,
+            forms: RefCell::new(HashMap::default()),
+            admitted: Cell::new(0),
+            values: RefCell::new(HashMap::default()),
+            remembered: Cell::new(0),
+        }
     }
 
     /// `value` while it is one of the first `max` distinct values (by stat-name form), else
-    /// [`OTHER`]. Pass the result to [`Metrics`] as the label value.
+    /// [`OTHER`]. Pass the result to [`Metrics`] as the label value. Looked up on every
+    /// request, so nothing is allocated for a value seen before.
     pub fn label<'a>(&self, value: &'a str) -> &'a str {
-        // A value that is its own stat-name form is looked up without building that form.
-        if value.len() <= 64 && !value.is_empty() && value.bytes().all(is_safe) && self.seen.borrow().contains(value) {
+        let mut hasher = ByteHasher::new();
+        hasher.feed(value.as_bytes());
+        let value_hash = hasher.0;
+        if find(&self.values.borrow(), value_hash, |known| known == value) {
             return value;
         }
-        let key = sanitize(value);
-        let mut seen = self.seen.borrow_mut();
-        if seen.contains(&key) {
-            return value;
+        let mut hasher = ByteHasher::new();
+        for_each_value_piece(value, |bytes| hasher.feed(bytes));
+        let form_hash = hasher.0;
+        let mut forms = self.forms.borrow_mut();
+        let known = find(&forms, form_hash, |form| {
+            let mut matcher = PieceMatcher::new(form);
+            for_each_value_piece(value, |bytes| matcher.feed(bytes));
+            matcher.matched()
+        });
+        if !known {
+            // Past the cap nothing is stored, so values nobody bounds cannot grow the maps.
+            if self.admitted.get() >= self.max {
+                return OTHER;
+            }
+            forms.entry(form_hash).or_default().push(sanitize(value).into_boxed_str());
+            self.admitted.set(self.admitted.get() + 1);
         }
-        if seen.len() >= self.max {
-            return OTHER;
+        if value.len() <= 64 && self.remembered.get() < self.admitted.get() * Self::REMEMBERED_PER_FORM {
+            self.values.borrow_mut().entry(value_hash).or_default().push(value.into());
+            self.remembered.set(self.remembered.get() + 1);
         }
-        seen.insert(key);
         value
     }
 
     /// Distinct values admitted so far.
     pub fn len(&self) -> usize {
-        self.seen.borrow().len()
+        self.admitted.get()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -257,6 +352,37 @@ mod tests {
             assert!(!name_equals(&built[..built.len() - 1], base, labels));
         }
         assert_ne!(name_hash("a", &[("b", "c")]), name_hash("a", &[("b", "d")]));
+        let text = b"tollgate.llm.tokens.team.payments.model.gpt-4o-mini.kind.input";
+        let mut whole = ByteHasher::new();
+        whole.feed(text);
+        for step in 1..text.len() {
+            let mut cut = ByteHasher::new();
+            text.chunks(step).for_each(|piece| cut.feed(piece));
+            assert_eq!(cut.0, whole.0, "cut every {step}");
+        }
+    }
+
+    #[test]
+    fn sanitize_follows_the_rule() {
+        let rule = |v: &str| -> String {
+            if v.is_empty() {
+                return "none".into();
+            }
+            v.chars().take(64).map(|c| if c.is_ascii() && is_safe(c as u8) { c } else { '_' }).collect()
+        };
+        let alphabet = ['a', 'Z', '0', '-', '_', '.', '/', ' ', 'é', '€', '😀', ':'];
+        let mut seed: u32 = 11;
+        for len in (0..80).chain([127, 128, 129]) {
+            for _ in 0..20 {
+                let value: String = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        alphabet[(seed >> 16) as usize % alphabet.len()]
+                    })
+                    .collect();
+                assert_eq!(sanitize(&value), rule(&value), "{value:?}");
+            }
+        }
     }
 
     #[test]
@@ -285,6 +411,45 @@ mod tests {
         assert_eq!(cap.label("ping"), "ping");
         assert_eq!(cap.len(), 3);
         assert_eq!(LabelCap::new(0).label("a"), OTHER);
+        // Refused values leave nothing behind.
+        for i in 0..1000 {
+            assert_eq!(cap.label(&format!("v{i}")), OTHER);
+        }
+        assert_eq!(cap.forms.borrow().len(), 3);
+        assert!(cap.values.borrow().values().flatten().count() <= 3 * LabelCap::REMEMBERED_PER_FORM);
+    }
+
+    #[test]
+    fn label_cap_answers_as_a_set_of_stat_name_forms() {
+        // Reference: the plain rule (a set of sanitized forms, first `max` admitted).
+        let pool = ["a", "b", "a.b", "a_b", "a/b", "", "none", "ü", "_", "other", "x-y", "x_y"];
+        let long = "z".repeat(70);
+        let longer = format!("{long}q");
+        let mut seed: u32 = 7;
+        for max in [0, 1, 3, 6, 20] {
+            let cap = LabelCap::new(max);
+            let mut reference: Vec<String> = Vec::new();
+            for _ in 0..400 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let pick = (seed >> 16) as usize % (pool.len() + 2);
+                let value = match pick {
+                    i if i < pool.len() => pool[i],
+                    i if i == pool.len() => long.as_str(),
+                    _ => longer.as_str(),
+                };
+                let form = sanitize(value);
+                let expected = if reference.contains(&form) {
+                    value
+                } else if reference.len() < max {
+                    reference.push(form);
+                    value
+                } else {
+                    OTHER
+                };
+                assert_eq!(cap.label(value), expected, "max {max}, value {value:?}");
+            }
+            assert_eq!(cap.len(), reference.len());
+        }
     }
 
     #[test]
@@ -296,7 +461,8 @@ mod tests {
         let longer = format!("{long}b");
         assert_eq!(cap.label(&longer), longer.as_str());
         assert_eq!(cap.len(), 1);
-        assert!(cap.seen.borrow().iter().all(|k| k.len() <= 64));
+        assert!(cap.forms.borrow().values().flatten().all(|form| form.len() <= 64));
+        assert!(cap.values.borrow().values().flatten().all(|value| value.len() <= 64));
         let host = MemoryHost::new();
         let m = Metrics::new();
         for v in ["a", "b", "c", "d"] {

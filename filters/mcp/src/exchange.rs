@@ -18,7 +18,6 @@ use crate::replies::{self, Denied, Reply};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 use tollgate_core::exchange::{HttpExchange, Step};
@@ -45,8 +44,8 @@ pub struct Shared {
     /// Request headers that may carry a client credential (removed unless
     /// `forward_credentials`), computed once.
     credential_headers: Vec<String>,
-    tool_labels: KnownLabels,
-    method_labels: KnownLabels,
+    tool_labels: LabelCap,
+    method_labels: LabelCap,
 }
 
 impl Shared {
@@ -62,8 +61,8 @@ impl Shared {
             policy,
             rate_limits,
             credential_headers,
-            tool_labels: KnownLabels::new(LabelCap::new(MAX_LABEL_VALUES)),
-            method_labels: KnownLabels::new(LabelCap::new(MAX_LABEL_VALUES)),
+            tool_labels: LabelCap::new(MAX_LABEL_VALUES),
+            method_labels: LabelCap::new(MAX_LABEL_VALUES),
         })
     }
 
@@ -73,38 +72,6 @@ impl Shared {
 
     fn deny_style(&self) -> DenyStyle {
         self.policy.as_ref().map(|p| p.deny_style).unwrap_or_default()
-    }
-}
-
-/// Values remembered per [`KnownLabels`], and their longest length.
-const KNOWN_LABELS: usize = 16;
-const KNOWN_LABEL_BYTES: usize = 64;
-
-/// A [`LabelCap`] with its answers for the first few (short) values remembered: looked up
-/// on every message, the cap sanitizes and hashes the value each time. Remembering is
-/// exact because the cap never changes an answer: a value it admitted stays admitted, and
-/// it refuses (`other`) only once full, after which it admits nothing more.
-struct KnownLabels {
-    cap: LabelCap,
-    /// (value, the cap's label was the value itself)
-    known: RefCell<Vec<(Box<str>, bool)>>,
-}
-
-impl KnownLabels {
-    fn new(cap: LabelCap) -> Self {
-        KnownLabels { cap, known: RefCell::new(Vec::new()) }
-    }
-
-    fn label<'a>(&self, value: &'a str) -> &'a str {
-        if let Some((_, own)) = self.known.borrow().iter().find(|(known, _)| **known == *value) {
-            return if *own { value } else { tollgate_core::metrics::OTHER };
-        }
-        let label = self.cap.label(value);
-        let mut known = self.known.borrow_mut();
-        if known.len() < KNOWN_LABELS && value.len() <= KNOWN_LABEL_BYTES {
-            known.push((value.into(), label == value));
-        }
-        label
     }
 }
 
@@ -1479,23 +1446,6 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
         let mut ex = Exchange::new(shared, Rc::new(Metrics::new()));
         ex.on_request_headers(&host, false);
         assert_eq!(host.request_header("authorization").as_deref(), Some("Bearer x"));
-    }
-
-    #[test]
-    fn remembered_labels_answer_as_the_cap_does() {
-        let cap = LabelCap::new(3);
-        let known = KnownLabels::new(LabelCap::new(3));
-        let long = "x".repeat(KNOWN_LABEL_BYTES + 1);
-        let values = ["a", "b", "a", "c.d", "c_d", "e", "other", "a", "e", long.as_str(), "f", "b", "c.d", "e", "other", "other"];
-        for v in values.iter().chain(values.iter()) {
-            assert_eq!(known.label(v), cap.label(v), "{v}");
-        }
-        assert!(known.known.borrow().len() <= KNOWN_LABELS);
-        let many = KnownLabels::new(LabelCap::new(MAX_LABEL_VALUES));
-        for i in 0..100 {
-            assert_eq!(many.label(&format!("t{}", i % 40)), format!("t{}", i % 40));
-        }
-        assert_eq!(many.known.borrow().len(), KNOWN_LABELS);
     }
 
     #[test]
