@@ -4,7 +4,7 @@
 
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tollgate_core::jsonrpc::{self, Body, Kind};
+use tollgate_core::jsonrpc::{self, Body, BodyError, Kind};
 use tollgate_core::text;
 
 /// The protocol dialect, chosen by the `A2A-Version` header (missing or empty: 0.3).
@@ -273,12 +273,19 @@ pub enum BodyClass {
     Response,
     /// Parse error or invalid JSON-RPC.
     Invalid(String),
+    /// A key repeated anywhere: the agent's parser may read another method or id than ours.
+    Ambiguous(String),
 }
 
-/// Parses a JSON-RPC POST body into an A2A call. `Ok(call)` with `method: None` is a
-/// JSON-RPC request whose method is not A2A.
+/// Parses a JSON-RPC POST body into an A2A call, refusing duplicate keys in the same pass.
+/// `Ok(call)` with `method: None` is a JSON-RPC request whose method is not A2A.
 pub fn classify_rpc(body: &[u8]) -> Result<RpcCall<'_>, BodyClass> {
-    match jsonrpc::parse_body(body) {
+    let parsed = match jsonrpc::parse_body_unique(body) {
+        Ok(parsed) => Ok(parsed),
+        Err(BodyError::Rpc(e)) => Err(e),
+        Err(BodyError::Ambiguous(why)) => return Err(BodyClass::Ambiguous(why)),
+    };
+    match parsed {
         Ok(Body::Single(env)) => match env.kind() {
             Ok(Kind::Request) | Ok(Kind::Notification) => {
                 let raw_method = env.method.unwrap_or(Cow::Borrowed(""));

@@ -918,8 +918,9 @@ impl HttpExchange for Exchange {
                 Vec::new()
             }
         };
-        // Duplicate keys: the agent's parser may read another method or id than ours.
-        if !body.is_empty() {
+        // Duplicate keys: the agent's parser may read another method or id than ours
+        // (JSON-RPC bodies are checked while they are classified).
+        if !body.is_empty() && matches!(self.head, Head::Rest { .. }) {
             if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
                 host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
                 let binding = *self.binding.get_or_insert(Binding::JsonRpc);
@@ -964,6 +965,10 @@ impl HttpExchange for Exchange {
                         BodyClass::Response => Deny::Invalid,
                         BodyClass::Invalid(msg) => {
                             host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
+                            Deny::Invalid
+                        }
+                        BodyClass::Ambiguous(msg) => {
+                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {msg}"));
                             Deny::Invalid
                         }
                     };
@@ -1697,6 +1702,10 @@ mod tests {
         // Duplicate keys are refused without rules too.
         let dup = br#"{"jsonrpc":"2.0","id":1,"method":"GetTask","method":"CancelTask","params":{"id":"t"}}"#;
         assert_eq!(gw.request("a", "POST", "/", &[], Some(dup)).reply().unwrap().1["error"]["code"], -32600);
+        // Anywhere in the body: two context ids would put the message in either conversation.
+        let nested = br#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"role":"ROLE_USER","messageId":"m","contextId":"a","contextId":"b","parts":[]}}}"#;
+        let (_, reply) = gw.request("a", "POST", "/", &[V10], Some(nested)).reply().expect("refused");
+        assert_eq!(reply["error"]["code"], -32600);
     }
 
     #[test]
