@@ -60,6 +60,16 @@ fn encode(expires_secs: u64, written_nanos: u64, key: &[u8], value: &[u8]) -> Ve
     out
 }
 
+/// What [`SharedTable::put_unless`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    /// A live value was there and `keep` kept it.
+    Kept,
+    /// The key or value is too long, or shared data kept failing.
+    Failed,
+}
+
 /// FNV-1a, 64 bit: stable across VMs and builds (unlike std's randomized hasher).
 pub fn fnv1a64(data: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -117,8 +127,15 @@ impl SharedTable {
     /// Stores `value` under `key` (replacing it, refreshing its expiry). Returns false when
     /// the key or value is too long or shared data kept failing.
     pub fn put(&self, host: &dyn Host, key: &str, value: &[u8]) -> bool {
+        self.put_unless(host, key, value, |_| false) == Put::Stored
+    }
+
+    /// Stores `value` under `key` unless the live value stored there makes `keep` true.
+    /// The value `keep` saw and the write are one compare-and-swap: no other worker's write
+    /// comes between them (on a conflict the slot is read and judged again).
+    pub fn put_unless(&self, host: &dyn Host, key: &str, value: &[u8], keep: impl Fn(&[u8]) -> bool) -> Put {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
-            return false;
+            return Put::Failed;
         }
         let now_nanos = host.now_nanos();
         let now = now_nanos / 1_000_000_000;
@@ -140,10 +157,13 @@ impl SharedTable {
                     Ok((Some(slot), cas)) => (slot, cas),
                     // Writing past an unreadable way could leave a never-written way before
                     // a written one, which scans (stopping at the first) would never reach.
-                    Err(_) => return false,
+                    Err(_) => return Put::Failed,
                 };
                 match slot {
                     Some(s) if s.key == key.as_bytes() => {
+                        if s.expires_secs > now && keep(&s.value) {
+                            return Put::Kept;
+                        }
                         choice = Some((slot_key, cas));
                         break;
                     }
@@ -165,16 +185,16 @@ impl SharedTable {
             }
             let (slot_key, cas) = match choice.or(oldest.map(|(_, k, c)| (k, c))) {
                 Some(c) => c,
-                None => return false,
+                None => return Put::Failed,
             };
             let bytes = encode(now.saturating_add(self.ttl_secs), now_nanos, key.as_bytes(), value);
             match host.set_shared_data(&slot_key, &bytes, cas) {
-                Ok(()) => return true,
+                Ok(()) => return Put::Stored,
                 Err(HostError::CasMismatch) => continue,
-                Err(_) => return false,
+                Err(_) => return Put::Failed,
             }
         }
-        false
+        Put::Failed
     }
 }
 
@@ -185,6 +205,29 @@ mod tests {
 
     fn at(host: &MemoryHost, secs: u64) {
         *host.clock_nanos.borrow_mut() = secs * 1_000_000_000;
+    }
+
+    #[test]
+    fn put_unless_judges_the_live_value_in_the_same_write() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let t = SharedTable::new("t", 16, 60);
+        assert_eq!(t.put_unless(&host, "a", b"1", |_| true), Put::Stored, "nothing there to keep");
+        assert_eq!(t.put_unless(&host, "a", b"2", |old| old == b"1"), Put::Kept);
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(t.put_unless(&host, "a", b"3", |old| old == b"x"), Put::Stored);
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"3"[..]));
+        // An expired value is not there any more: nothing to keep.
+        at(&host, 200);
+        assert_eq!(t.put_unless(&host, "a", b"4", |_| true), Put::Stored);
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"4"[..]));
+        // One read per way up to the key's slot, then the write: no second scan.
+        host.calls.borrow_mut().clear();
+        assert_eq!(t.put_unless(&host, "a", b"5", |_| false), Put::Stored);
+        let calls = host.calls.borrow();
+        assert_eq!(calls.iter().filter(|c| c.starts_with("shared_data ")).count(), 1, "{calls:?}");
+        assert_eq!(calls.iter().filter(|c| c.starts_with("set_shared_data ")).count(), 1, "{calls:?}");
+        assert_eq!(t.put_unless(&host, &"k".repeat(MAX_KEY_BYTES + 1), b"x", |_| false), Put::Failed);
     }
 
     #[test]
