@@ -4,10 +4,10 @@
 # drives its `make bench` request through the Exchange against the in-memory host; with
 # TOLLGATE_PROFILE_ROUNDS=N it first runs N quiet rounds, so
 #   instructions per request = (I(N) - I(0)) / N.
-# The in-memory host's own work is included (small: maps instead of Envoy); host calls'
+# The in-memory host's own work is included (its own row in the breakdown); host calls'
 # cost inside Envoy is not (bench/hostcalls.py measures that).
 #
-#   bash bench/profile.sh            # PROFILE_ROUNDS=500 by default
+#   bash bench/profile.sh            # PROFILE_ROUNDS=500 by default; then a breakdown by part
 # Outputs stay in target/profile/<filter>.<rounds>.callgrind for callgrind_annotate.
 # The second column leaves out the C library (natively glibc's malloc, whose instructions
 # per call shift with the heap's history even when the calls do not; in wasm the
@@ -43,3 +43,7 @@ for line in sys.stdin:
   many=$(count "$rounds")
   echo "| $filter | $what | $(( (many - base) / rounds )) | $(( ($(own "$rounds") - $(own 0)) / rounds )) |"
 done
+echo
+echo "Where they go (inclusive instructions per request; rows overlap, see bench/breakdown.py):"
+echo
+python3 bench/breakdown.py "$rounds"
