@@ -18,11 +18,14 @@ from collections import defaultdict
 from pathlib import Path
 
 PROFILE = Path(__file__).resolve().parent.parent / "target" / "profile"
-# Pseudo-function: the allocator's cost when called from outside the test harness.
-ALLOCATED = "(allocator called from outside the test harness)"
+# Objects left out of the "own" count: the C library (natively glibc: malloc, free, memcpy)
+# and the dynamic loader.
+C_LIBRARY = ("libc.so", "libc-", "ld-linux")
+# The in-memory test host's side of the host calls.
+TEST_HOST = ["<tollgate_core::host::MemoryHost as tollgate_core::host::Host>::"]
 
 # (filter, part, [function-name patterns]); a function counts once per part even if several
-# patterns match it.
+# patterns match it, and a call between two matching functions once.
 PARTS: list[tuple[str, str, list[str]]] = [
     ("llm", "request headers (key check, trace)", ["HttpExchange>::on_request_headers"]),
     ("llm", "request body (parse, route, limits, forward-time record)", ["HttpExchange>::on_request_body"]),
@@ -46,65 +49,75 @@ PARTS: list[tuple[str, str, list[str]]] = [
     ("a2a", "  of which JSON-RPC parse + duplicate-key check", ["tollgate_a2a::classify::classify_rpc"]),
     ("a2a", "  of which signed delegation context (HMAC)", ["tollgate_a2a::chain::sign"]),
     ("a2a", "response body (ids, conversation table)", ["HttpExchange>::on_response_body"]),
-    ("a2a", "  of which conversation table writes", ["tollgate_a2a::flow::Exchange::record_response_ids"]),
+    ("a2a", "  of which recording response ids (conversation table, tags)", ["tollgate_a2a::flow::Exchange::record_response_ids"]),
     ("a2a", "tags published as filter state", ["tollgate_a2a::flow::Exchange::set_filter_state"]),
     ("a2a", "end of stream: audit record, metrics", ["HttpExchange>::on_log"]),
 ]
-# Everywhere: allocation and the test host.
-COMMON: list[tuple[str, list[str], bool]] = [
-    ("memory allocation by the filter (glibc here, dlmalloc in the wasm)", [ALLOCATED], True),
-    ("in-memory test host (stands in for Envoy; not in the wasm)", ["<tollgate_core::host::MemoryHost as tollgate_core::host::Host>::"], False),
-]
+
+Parsed = tuple[dict[str, int], dict[str, dict[str, int]], int, int]
 
 
-HARNESS = ("MemoryHost", "::tests::", "tollgate_core::testing::", "BTreeMap")
-ALLOCATOR = ("malloc", "free", "realloc")
-
-
-def inclusive_costs(path: Path) -> dict[str, int]:
-    """Function name -> inclusive instructions (self + calls made from it; a function's
-    calls to itself are not added again). The key ALLOCATED holds what the allocator cost
-    when called from outside the test harness."""
+def parse(path: Path) -> Parsed:
+    """(self cost per function, inclusive cost of the calls per caller -> callee, total,
+    total outside the C library and the dynamic loader)."""
     names: dict[str, str] = {}
-    cost: dict[str, int] = defaultdict(int)
+    objects: dict[str, str] = {}
+    self_cost: dict[str, int] = defaultdict(int)
+    calls: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    total = own = 0
     fn = callee = None
+    obj = ""
     after_calls = False
     for line in path.read_text(errors="replace").splitlines():
-        m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?$", line)
+        m = re.match(r"(c?fn|c?ob)=\((\d+)\)(?: (.*))?$", line)
         if m:
             kind, idx, name = m.groups()
+            table = objects if kind.endswith("ob") else names
             if name:
-                names[idx] = name
+                table[idx] = name
             if kind == "fn":
                 fn = names.get(idx)
-            else:
+            elif kind == "cfn":
                 callee = names.get(idx)
+            elif kind == "ob":
+                obj = objects.get(idx, "")
             continue
+        if line.startswith("positions:") and line.split()[1:] != ["line"]:
+            raise SystemExit(f"{path}: positions {line.split()[1:]}: run callgrind with line positions only")
         if line.startswith("calls="):
             after_calls = True
             continue
         if fn is None or not line or not (line[0].isdigit() or line[0] in "+-*"):
             continue
-        parts = line.split()
-        if len(parts) >= 2 and parts[1].isdigit() and not (after_calls and callee == fn):
-            # Self cost, or (right after calls=) the inclusive cost of that call.
-            cost[fn] += int(parts[1])
-            if after_calls and callee in ALLOCATOR and fn not in ALLOCATOR and not any(h in fn for h in HARNESS):
-                cost[ALLOCATED] += int(parts[1])
+        fields = line.split()
+        if len(fields) >= 2 and fields[1].isdigit():
+            cost = int(fields[1])
+            if after_calls:
+                # The inclusive cost of the call just named.
+                if callee is not None:
+                    calls[fn][callee] += cost
+            else:
+                self_cost[fn] += cost
+                total += cost
+                if not any(lib in obj for lib in C_LIBRARY):
+                    own += cost
         after_calls = False
-    return cost
+    return self_cost, calls, total, own
 
 
-def per_request(base: dict[str, int], many: dict[str, int], rounds: int, patterns: list[str], exact: bool = False) -> int:
-    total = 0
-    for name in set(base) | set(many):
-        hit = any((name == p) if exact else (p in name) for p in patterns)
-        if hit:
-            total += many.get(name, 0) - base.get(name, 0)
-    return total // rounds
+def part_cost(parsed: Parsed, patterns: list[str]) -> int:
+    """Inclusive cost of the functions matching `patterns`, a call between two of them
+    counted once (a matching caller and callee, or recursion, do not add twice)."""
+    self_cost, calls, _, _ = parsed
+    matched = {f for f in set(self_cost) | set(calls) if any(p in f for p in patterns)}
+    return sum(self_cost.get(f, 0) + sum(c for g, c in calls.get(f, {}).items() if g not in matched) for f in matched)
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--own":
+        # For bench/profile.sh: the instructions outside the C library in one file.
+        print(parse(Path(sys.argv[2]))[3])
+        return 0
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     print("| filter | part | instructions per request |")
     print("|---|---|---|")
@@ -113,12 +126,17 @@ def main() -> int:
         if not all(f.is_file() for f in files):
             print(f"| {flt} | missing {files[1].name}: run bench/profile.sh first | - |")
             continue
-        base, many = (inclusive_costs(f) for f in files)
+        base, many = (parse(f) for f in files)
+
+        def per_request(patterns: list[str]) -> int:
+            return (part_cost(many, patterns) - part_cost(base, patterns)) // rounds
+
         for layer, part, patterns in PARTS:
             if layer == flt:
-                print(f"| {flt} | {part} | {per_request(base, many, rounds, patterns):,} |")
-        for part, patterns, exact in COMMON:
-            print(f"| {flt} | {part} | {per_request(base, many, rounds, patterns, exact):,} |")
+                print(f"| {flt} | {part} | {per_request(patterns):,} |")
+        c_library = ((many[2] - many[3]) - (base[2] - base[3])) // rounds
+        print(f"| {flt} | C library: allocator, memcpy (glibc here, dlmalloc in the wasm; the test host's included) | {c_library:,} |")
+        print(f"| {flt} | in-memory test host (stands in for Envoy; not in the wasm) | {per_request(TEST_HOST):,} |")
     return 0
 
 

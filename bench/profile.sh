@@ -33,12 +33,8 @@ for line in sys.stdin:
     TOLLGATE_PROFILE_ROUNDS=$1 valgrind --tool=callgrind --callgrind-out-file="target/profile/$filter.$1.callgrind" \
       "$bin" "$test" --test-threads=1 -q 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d ,
   }
-  # Self cost of every function outside libc and the dynamic loader.
-  own() {
-    callgrind_annotate --threshold=100 --auto=no "target/profile/$filter.$1.callgrind" \
-      | awk '/file:function/ { listing = 1; getline; next } listing && /^-----/ { exit } listing' \
-      | grep -v 'libc\.so\|ld-linux' | awk '{ gsub(",", "", $1); if ($1 ~ /^[0-9]+$/) sum += $1 } END { print sum + 0 }'
-  }
+  # Instructions outside the C library and the dynamic loader (by object, bench/breakdown.py).
+  own() { python3 bench/breakdown.py --own "target/profile/$filter.$1.callgrind"; }
   base=$(count 0)
   many=$(count "$rounds")
   echo "| $filter | $what | $(( (many - base) / rounds )) | $(( ($(own "$rounds") - $(own 0)) / rounds )) |"

@@ -438,10 +438,13 @@ impl Exchange {
     }
 
     /// Stores `entry` unless the live entry under `key` makes `keep` true (judged and
-    /// written in one compare-and-swap; an entry that does not parse is replaced).
+    /// written in one compare-and-swap once the slot exists, see
+    /// [`SharedTable::put_unless`]; an entry that does not parse is replaced).
     fn store_unless(&self, host: &dyn Host, key: &str, entry: &Entry<'_>, keep: impl Fn(Entry<'_>) -> bool) -> Put {
-        let Ok(bytes) = serde_json::to_vec(entry) else { return Put::Failed };
-        let put = self.shared.table.put_unless(host, key, &bytes, |raw| serde_json::from_slice(raw).is_ok_and(&keep));
+        let put = match serde_json::to_vec(entry) {
+            Ok(bytes) => self.shared.table.put_unless(host, key, &bytes, |raw| serde_json::from_slice(raw).is_ok_and(&keep)),
+            Err(_) => Put::Failed,
+        };
         if put == Put::Failed {
             host.log(LogLevel::Debug, &format!("tollgate-a2a: conversation table did not store {key}"));
         }

@@ -149,6 +149,9 @@ pub struct MemoryHost {
     pub calls: RefCell<Vec<String>>,
     /// Records no calls (profiling runs, where recording would be most of the work).
     pub quiet: std::cell::Cell<bool>,
+    /// Writes of another worker, each landing just before the next `set_shared_data` of
+    /// its key: what a compare-and-swap must notice.
+    pub competing_writes: RefCell<Vec<(String, Vec<u8>)>>,
     random_counter: RefCell<u8>,
 }
 
@@ -289,6 +292,12 @@ impl Host for MemoryHost {
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
         self.note("set_shared_data", key);
         let mut shared = self.shared.borrow_mut();
+        let competing = self.competing_writes.borrow().iter().position(|(k, _)| k == key);
+        if let Some(at) = competing {
+            let (k, v) = self.competing_writes.borrow_mut().remove(at);
+            let next = shared.get(key).map_or(0, |(_, c)| *c).wrapping_add(1);
+            shared.insert(k, (v, next));
+        }
         let current = shared.get(key).map(|(_, c)| *c);
         if let (Some(expected), Some(actual)) = (cas, current) {
             if expected != actual {

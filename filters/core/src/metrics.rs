@@ -205,9 +205,9 @@ pub struct LabelCap {
     /// Hash of a stat-name form → the admitted forms with that hash (see [`ByteHasher`]).
     forms: RefCell<StringsByHash>,
     admitted: Cell<usize>,
-    /// Hash of a value as sent → admitted values as sent (short ones, at most
-    /// [`Self::REMEMBERED_PER_FORM`] per admitted form): requests mostly repeat a value
-    /// exactly, and one hash of its bytes answers them without going through its form.
+    /// Hash of a value as sent → admitted values as sent (short ones; at most
+    /// [`Self::REMEMBERED_PER_FORM`] times as many as admitted forms): requests mostly
+    /// repeat a value exactly, and one hash of its bytes answers them without its form.
     values: RefCell<StringsByHash>,
     remembered: Cell<usize>,
 }

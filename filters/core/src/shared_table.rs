@@ -131,8 +131,11 @@ impl SharedTable {
     }
 
     /// Stores `value` under `key` unless the live value stored there makes `keep` true.
-    /// The value `keep` saw and the write are one compare-and-swap: no other worker's write
-    /// comes between them (on a conflict the slot is read and judged again).
+    /// Once a slot has been written, the value `keep` saw and the write are one
+    /// compare-and-swap: another worker's write in between is noticed, and the slot is read
+    /// and judged again. A slot never written has no CAS value to hold (proxy-wasm shared
+    /// data cannot create a key only if absent), so two workers putting the same new key
+    /// into a fresh slot at once both succeed and the last write stays.
     pub fn put_unless(&self, host: &dyn Host, key: &str, value: &[u8], keep: impl Fn(&[u8]) -> bool) -> Put {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
             return Put::Failed;
@@ -228,6 +231,24 @@ mod tests {
         assert_eq!(calls.iter().filter(|c| c.starts_with("shared_data ")).count(), 1, "{calls:?}");
         assert_eq!(calls.iter().filter(|c| c.starts_with("set_shared_data ")).count(), 1, "{calls:?}");
         assert_eq!(t.put_unless(&host, &"k".repeat(MAX_KEY_BYTES + 1), b"x", |_| false), Put::Failed);
+    }
+
+    #[test]
+    fn put_unless_judges_again_what_another_worker_wrote_meanwhile() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        let t = SharedTable::new("t", 4, 60);
+        assert!(t.put(&host, "a", b"mine"));
+        let slot = host.shared.borrow().keys().next().cloned().unwrap();
+        let theirs = encode(160, 100_000_000_000, b"a", b"theirs");
+        // Another worker writes between our read and our write: its value is judged and kept.
+        host.competing_writes.borrow_mut().push((slot.clone(), theirs.clone()));
+        assert_eq!(t.put_unless(&host, "a", b"new", |old| old == b"theirs"), Put::Kept);
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"theirs"[..]));
+        // Judged again and not kept: the write goes in over it.
+        host.competing_writes.borrow_mut().push((slot, theirs));
+        assert_eq!(t.put_unless(&host, "a", b"new", |old| old == b"mine"), Put::Stored);
+        assert_eq!(t.get(&host, "a").as_deref(), Some(&b"new"[..]));
     }
 
     #[test]
