@@ -62,7 +62,6 @@ fn encode_element(s: &str, out: &mut String) {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `n` in decimal, without the formatting machinery (it runs for every forwarded
 /// request: hop, expiry, key lengths).
@@ -172,10 +171,7 @@ pub fn sign(key: &HmacKey, hop: u32, chain: &str, on_behalf_of: Option<&str>, ex
     buf.push_str("v1.");
     push_decimal(&mut buf, expiry);
     buf.push('.');
-    for b in mac {
-        buf.push(char::from(HEX_LOWER[usize::from(b >> 4)]));
-        buf.push(char::from(HEX_LOWER[usize::from(b & 0xf)]));
-    }
+    tollgate_core::hash::push_hex(&mut buf, &mac);
     buf
 }
 

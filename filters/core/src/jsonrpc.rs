@@ -6,6 +6,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
+use crate::json_scan::text_run;
+#[cfg(doc)]
+use crate::json_scan::StringBody;
 
 /// One message. `P` is how `params` is read: raw by default.
 #[derive(Debug, Deserialize)]
@@ -422,37 +425,14 @@ fn scan_unique(text: &str) -> Result<(), String> {
 }
 
 /// Where the string whose text starts at `start` ends (its closing quote), and whether it
-/// holds escapes (a backslash and the character after it). Eight bytes at a time up to the
-/// next quote or backslash: most of a body is string text.
+/// holds escapes (a backslash and the byte after it). Runs of text are skipped as
+/// [`StringBody`] skips them (the whole text is here, so no state between chunks).
 fn string_end(text: &str, start: usize) -> Option<(usize, bool)> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The lowest flagged byte of `matching` is the first byte equal to `byte` (flags above
-    // it may be false).
-    let matching = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS
-    };
     let b = text.as_bytes();
     let mut j = start;
     let mut escaped = false;
     loop {
-        match b.get(j..j + 8).and_then(|chunk| <[u8; 8]>::try_from(chunk).ok()) {
-            Some(chunk) => {
-                let word = u64::from_le_bytes(chunk);
-                let found = matching(word, b'"') | matching(word, b'\\');
-                if found == 0 {
-                    j += 8;
-                    continue;
-                }
-                j += (found.trailing_zeros() / 8) as usize;
-            }
-            None => {
-                while b.get(j).is_some_and(|&c| c != b'"' && c != b'\\') {
-                    j += 1;
-                }
-            }
-        }
+        j += text_run(b.get(j..)?);
         match *b.get(j)? {
             b'"' => return Some((j, escaped)),
             _ => {

@@ -52,9 +52,15 @@ pub fn media_type(content_type: Option<&str>) -> Option<String> {
     content_type.map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
+/// Whether the media type of a `Content-Type` value is `lowercase` (what
+/// `media_type(content_type) == Some(lowercase)` says, without the lowercased copy).
+pub fn media_type_is(content_type: Option<&str>, lowercase: &str) -> bool {
+    content_type.is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(lowercase))
+}
+
 /// `text/event-stream`, any parameters.
 pub fn is_sse(content_type: Option<&str>) -> bool {
-    media_type(content_type).as_deref() == Some("text/event-stream")
+    media_type_is(content_type, "text/event-stream")
 }
 
 /// `Content-Encoding` absent or `identity`: the only encoding a filter can read.

@@ -543,14 +543,20 @@ impl JsonArraySplitter {
     /// Adds `bytes` to the element being captured; drops the element once it outgrows `max`.
     fn push(&mut self, bytes: &[u8]) {
         if self.capturing && !self.overflowed {
-            if self.buf.len() + bytes.len() > self.max {
-                self.overflowed = true;
-                self.buf = Vec::new();
-            } else {
-                self.buf.extend_from_slice(bytes);
-            }
+            self.overflowed = !append_bounded(&mut self.buf, bytes, self.max);
         }
     }
+}
+
+/// Appends `bytes` to a capture of at most `max` bytes; past that the capture is dropped
+/// (its memory freed) and false returned.
+fn append_bounded(buf: &mut Vec<u8>, bytes: &[u8], max: usize) -> bool {
+    if buf.len() + bytes.len() > max {
+        *buf = Vec::new();
+        return false;
+    }
+    buf.extend_from_slice(bytes);
+    true
 }
 
 /// Captures the values of chosen top-level members of a JSON object streamed in chunks,
@@ -650,13 +656,8 @@ impl TopLevelCapture {
 
     /// Adds `bytes` to the value being captured; drops the value once it outgrows `max`.
     fn keep(&mut self, bytes: &[u8]) {
-        if self.capture.is_some() {
-            if self.buf.len() + bytes.len() > self.max {
-                self.capture = None;
-                self.buf = Vec::new();
-            } else {
-                self.buf.extend_from_slice(bytes);
-            }
+        if self.capture.is_some() && !append_bounded(&mut self.buf, bytes, self.max) {
+            self.capture = None;
         }
     }
 

@@ -616,11 +616,7 @@ impl Exchange {
         if !head.is_response() {
             return Outcome::Keep;
         }
-        let expect = head.id.map(id_key).and_then(|k| self.expect.iter().find(|e| e.key == k));
-        let (list, record) = match expect {
-            Some(e) => (e.list, Some(e.record)),
-            None => (None, None),
-        };
+        let (list, record) = self.expected(head.id);
         let summary = head.summary();
         if list.is_some() || (self.shared.policy.is_some() && summary.shape.is_some()) {
             return self.server_message_in_full(text);
@@ -634,17 +630,22 @@ impl Exchange {
         Outcome::Keep
     }
 
+    /// What the request a response answers expects: the list it asked for, and the index of
+    /// its audit record.
+    fn expected(&self, id: Option<&RawValue>) -> (Option<ListKind>, Option<usize>) {
+        match id.map(id_key).and_then(|k| self.expect.iter().find(|e| e.key == k)) {
+            Some(e) => (e.list, Some(e.record)),
+            None => (None, None),
+        }
+    }
+
     /// [`Exchange::server_message`] with the result kept raw: filters lists.
     fn server_message_in_full(&mut self, text: &str) -> Outcome {
         let Some(msg) = ServerMessage::parse(text) else { return Outcome::Keep };
         if !msg.is_response() {
             return Outcome::Keep;
         }
-        let expect = msg.id.map(id_key).and_then(|k| self.expect.iter().find(|e| e.key == k));
-        let (list, record) = match expect {
-            Some(e) => (e.list, Some(e.record)),
-            None => (None, None),
-        };
+        let (list, record) = self.expected(msg.id);
         let shared = self.shared.clone();
         let wants_is_error = record.and_then(|i| self.records.get(i)).is_some_and(|r| r.detail.tool.is_some());
         let wants_shape = shared.policy.is_some() && list.is_none();

@@ -170,16 +170,10 @@ pub fn id_key(id: &RawValue) -> IdKey<'_> {
     IdKey::Other(Cow::Borrowed(text))
 }
 
-/// The list a response has the shape of: its `result` holds `tools`, `prompts`,
-/// `resources` or `resourceTemplates` as an array. For responses that are not known to
-/// answer a list request (an unknown id, or an id the server took for another request's).
-pub fn list_shape(message: &ServerMessage<'_>) -> Option<ListKind> {
-    let pairs: RawMembers<'_> = serde_json::from_str(message.result?.get()).ok()?;
-    ListKind::guess(&pairs)
-}
-
-/// What the filter reads in a response's `result`: [`ServerMessage::is_error`] and
-/// [`list_shape`].
+/// What the filter reads in a response's `result`: [`ServerMessage::is_error`], and the
+/// list it has the shape of (`tools`, `prompts`, `resources` or `resourceTemplates` as an
+/// array), for responses not known to answer a list request (an unknown id, or an id the
+/// server took for another request's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResultSummary {
     pub is_error: Option<bool>,
@@ -187,8 +181,9 @@ pub struct ResultSummary {
 }
 
 impl ServerMessage<'_> {
-    /// [`ServerMessage::is_error`] and [`list_shape`] in one pass over the result's members
-    /// (a tool result is read once, not once per question), with the same answers.
+    /// [`ServerMessage::is_error`] and the list shape in one pass over the result's members
+    /// (a tool result is read once, not once per question), with the same answers as reading
+    /// each on its own (the tests' `list_shape`).
     pub fn summary(&self) -> ResultSummary {
         let Some(result) = self.result else { return ResultSummary { is_error: None, shape: None } };
         if !result.get().starts_with('{') {
@@ -390,6 +385,12 @@ pub fn filter_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The list shape read on its own, as [`ServerMessage::summary`] must answer it.
+    fn list_shape(message: &ServerMessage<'_>) -> Option<ListKind> {
+        let pairs: RawMembers<'_> = serde_json::from_str(message.result?.get()).ok()?;
+        ListKind::guess(&pairs)
+    }
 
     fn keep_only<'n>(names: &'n [&'n str]) -> impl FnMut(ListKind, &Target<'_>) -> bool + 'n {
         move |_, t| t.name().is_some_and(|n| names.contains(&n))

@@ -308,22 +308,11 @@ pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&s
     Ok(())
 }
 
-pub use tollgate_core::text::{is_identity_encoding, truncate};
+pub use tollgate_core::text::{is_identity_encoding, is_sse as is_sse_content_type, truncate};
 
 /// `Content-Type` is `application/json` (any parameters): what MCP requires of POSTs.
 pub fn is_json_content_type(value: Option<&str>) -> bool {
-    media_type_is(value, "application/json")
-}
-
-/// `Content-Type` is `text/event-stream` (any parameters).
-pub fn is_sse_content_type(value: Option<&str>) -> bool {
-    media_type_is(value, "text/event-stream")
-}
-
-/// What `tollgate_core::text::media_type(value) == Some(lowercase)` says, without the
-/// lowercased copy (three of these per request).
-fn media_type_is(value: Option<&str>, lowercase: &str) -> bool {
-    value.is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(lowercase))
+    tollgate_core::text::media_type_is(value, "application/json")
 }
 
 /// A session id as recorded: visible ASCII only, at most 128 characters.
