@@ -1215,7 +1215,7 @@ mod tests {
     use serde_json::{json, Value};
     use tollgate_core::hash::sha256_hex;
     use tollgate_core::host::MemoryHost;
-    use tollgate_core::testing::callback;
+    use tollgate_core::testing::{callback, drive_ending, Ending};
 
     const KEY: &str = "0123456789abcdef0123456789abcdef-test";
 
@@ -1631,6 +1631,41 @@ mod tests {
             call.ex.on_log(&call.host);
             assert_eq!(audit(&call)["card"]["result"], result);
         }
+    }
+
+    #[test]
+    fn bodies_ending_with_trailers_are_decided_and_rewritten() {
+        // A request refused by policy whose body ends with trailers: refused at the trailers.
+        let gw = Gateway::new(json!({"authz": {"default": "deny"}}));
+        let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/agents/a/"), ("content-type", "application/json"), V10]);
+        host.set_prop(&["xds", "cluster_name"], b"a");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let driven = drive_ending(&mut ex, &host, Some(&body), &[], &[], Ending::Trailers);
+        assert_eq!(driven.request_trailers, Some(Step::Pause));
+        let (_, _, reply) = host.local_reply.borrow().clone().expect("refused");
+        let reply: Value = serde_json::from_slice(&reply).unwrap();
+        assert!(reply.to_string().contains("A2A_FORBIDDEN"), "{reply}");
+        assert_eq!(serde_json::from_slice::<Value>(&host.prop(&["tollgate.audit"]).unwrap()).unwrap()["decision"], "deny");
+        // An allowed one gets its hop headers at the trailers.
+        let gw = Gateway::new(json!({}));
+        let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/agents/a/"), ("content-type", "application/json"), V10]);
+        host.set_prop(&["xds", "cluster_name"], b"a");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        let driven = drive_ending(&mut ex, &host, Some(&body), &[], &[], Ending::Trailers);
+        assert_eq!(driven.request_trailers, Some(Step::Continue));
+        assert_eq!(host.request_header(chain::HOP).as_deref(), Some("1"));
+        // A card whose body ends with trailers is rewritten, its signatures stripped.
+        let card = json!({"url": "http://a:1/", "signatures": [{"protected": "p", "signature": "s"}]}).to_string();
+        let gw = Gateway::new(json!({"cards": {"signed": "strip", "public_base_url": "https://gw.example"}}));
+        let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/.well-known/agent-card.json")]);
+        host.set_prop(&["xds", "cluster_name"], b"a");
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        let json_ct = [(":status", "200"), ("content-type", "application/json")];
+        let driven = drive_ending(&mut ex, &host, None, &json_ct, &[card.as_bytes()], Ending::Trailers);
+        assert_eq!(driven.response_trailers, Some(Step::Continue));
+        let out = String::from_utf8(host.response_body.borrow().clone()).unwrap();
+        assert!(out.contains("https://gw.example/") && !out.contains("signatures"), "{out}");
     }
 
     #[test]

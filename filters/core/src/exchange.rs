@@ -1,6 +1,12 @@
 //! One HTTP stream through a filter, host-agnostic: each filter implements [`HttpExchange`]
 //! over `&dyn Host`, so its whole flow runs natively against `MemoryHost` in unit tests, and
 //! the proxy-wasm glue ([`crate::plugin`]) is written once for all filters.
+//!
+//! Filters never see trailers. A body that ends with trailers (HTTP/2, gRPC-style framing,
+//! chunked HTTP/1.1) has no end-of-stream data callback: Envoy calls the trailers callback
+//! instead, and a filter that only decides "at the end of the body" would let the held body
+//! go out undecided. [`Stream`] turns trailers into the body's end for every filter, so there
+//! is exactly one place where a body can end.
 
 use crate::host::Host;
 
@@ -13,14 +19,15 @@ pub enum Step {
 }
 
 /// The stream callbacks a filter handles; each defaults to passing through.
+///
+/// The body callback with `end_of_stream` is the one end of each direction: it also comes when
+/// the direction ended with trailers (see [`Stream`]); then `body_size` is the size of the body
+/// the filter held (0 when it held nothing, and the host may then have no body to read).
 pub trait HttpExchange {
     fn on_request_headers(&mut self, _host: &dyn Host, _end_of_stream: bool) -> Step {
         Step::Continue
     }
     fn on_request_body(&mut self, _host: &dyn Host, _body_size: usize, _end_of_stream: bool) -> Step {
-        Step::Continue
-    }
-    fn on_request_trailers(&mut self, _host: &dyn Host) -> Step {
         Step::Continue
     }
     fn on_response_headers(&mut self, _host: &dyn Host, _end_of_stream: bool) -> Step {
@@ -29,12 +36,177 @@ pub trait HttpExchange {
     fn on_response_body(&mut self, _host: &dyn Host, _body_size: usize, _end_of_stream: bool) -> Step {
         Step::Continue
     }
-    fn on_response_trailers(&mut self, _host: &dyn Host) -> Step {
-        Step::Continue
-    }
     /// After the stream ended (also for streams the client abandoned). Runs after the access
     /// log, so filter state set here is not logged.
     fn on_log(&mut self, _host: &dyn Host) {}
     /// When the stream's context is destroyed (after `on_log`, if Envoy ran it).
     fn on_done(&mut self, _host: &dyn Host) {}
+}
+
+impl<E: HttpExchange + ?Sized> HttpExchange for &mut E {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        (**self).on_request_headers(host, end_of_stream)
+    }
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        (**self).on_request_body(host, body_size, end_of_stream)
+    }
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        (**self).on_response_headers(host, end_of_stream)
+    }
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        (**self).on_response_body(host, body_size, end_of_stream)
+    }
+    fn on_log(&mut self, host: &dyn Host) {
+        (**self).on_log(host)
+    }
+    fn on_done(&mut self, host: &dyn Host) {
+        (**self).on_done(host)
+    }
+}
+
+/// How far one direction of the stream has come.
+#[derive(Debug, Default, Clone, Copy)]
+struct Direction {
+    /// The filter has seen this direction's end (headers or body with end-of-stream).
+    ended: bool,
+    /// Bytes Envoy holds for the filter: the last body callback paused without the end.
+    held: usize,
+}
+
+impl Direction {
+    fn saw_headers(&mut self, end_of_stream: bool) {
+        self.ended = end_of_stream;
+        self.held = 0;
+    }
+    fn saw_body(&mut self, body_size: usize, end_of_stream: bool, step: Step) {
+        self.ended |= end_of_stream;
+        // Envoy buffers a paused chunk and hands the whole buffer to the next callback; a
+        // chunk that continued is gone from the filter's reach.
+        self.held = if step == Step::Pause && !end_of_stream { body_size } else { 0 };
+    }
+}
+
+/// An exchange as Envoy drives it, with trailers delivered as the end of the body: the
+/// trailers callback calls the body callback with `end_of_stream` and the held size, and
+/// answers what it answers (a decision that pauses keeps the body and trailers held; a local
+/// reply stops both).
+pub struct Stream<E> {
+    exchange: E,
+    request: Direction,
+    response: Direction,
+}
+
+impl<E: HttpExchange> Stream<E> {
+    pub fn new(exchange: E) -> Self {
+        Stream { exchange, request: Direction::default(), response: Direction::default() }
+    }
+    pub fn exchange(&self) -> &E {
+        &self.exchange
+    }
+    pub fn request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.request.saw_headers(end_of_stream);
+        self.exchange.on_request_headers(host, end_of_stream)
+    }
+    pub fn request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        let step = self.exchange.on_request_body(host, body_size, end_of_stream);
+        self.request.saw_body(body_size, end_of_stream, step);
+        step
+    }
+    pub fn request_trailers(&mut self, host: &dyn Host) -> Step {
+        if self.request.ended {
+            return Step::Continue;
+        }
+        self.request_body(host, self.request.held, true)
+    }
+    pub fn response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.response.saw_headers(end_of_stream);
+        self.exchange.on_response_headers(host, end_of_stream)
+    }
+    pub fn response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        let step = self.exchange.on_response_body(host, body_size, end_of_stream);
+        self.response.saw_body(body_size, end_of_stream, step);
+        step
+    }
+    pub fn response_trailers(&mut self, host: &dyn Host) -> Step {
+        if self.response.ended {
+            return Step::Continue;
+        }
+        self.response_body(host, self.response.held, true)
+    }
+    pub fn log(&mut self, host: &dyn Host) {
+        self.exchange.on_log(host)
+    }
+    pub fn done(&mut self, host: &dyn Host) {
+        self.exchange.on_done(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::MemoryHost;
+
+    /// Records every call it gets; pauses request and response bodies until their end.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl HttpExchange for Recorder {
+        fn on_request_headers(&mut self, _: &dyn Host, eos: bool) -> Step {
+            self.0.push(format!("req-headers eos={eos}"));
+            if eos { Step::Continue } else { Step::Pause }
+        }
+        fn on_request_body(&mut self, _: &dyn Host, size: usize, eos: bool) -> Step {
+            self.0.push(format!("req-body {size} eos={eos}"));
+            if eos { Step::Continue } else { Step::Pause }
+        }
+        fn on_response_headers(&mut self, _: &dyn Host, eos: bool) -> Step {
+            self.0.push(format!("resp-headers eos={eos}"));
+            Step::Continue
+        }
+        fn on_response_body(&mut self, _: &dyn Host, size: usize, eos: bool) -> Step {
+            self.0.push(format!("resp-body {size} eos={eos}"));
+            if size > 10 { Step::Pause } else { Step::Continue }
+        }
+    }
+
+    #[test]
+    fn trailers_end_a_held_request_body_with_its_size() {
+        let host = MemoryHost::default();
+        let mut s = Stream::new(Recorder::default());
+        assert_eq!(s.request_headers(&host, false), Step::Pause);
+        assert_eq!(s.request_body(&host, 5, false), Step::Pause);
+        assert_eq!(s.request_body(&host, 12, false), Step::Pause);
+        assert_eq!(s.request_trailers(&host), Step::Continue);
+        assert_eq!(s.exchange().0.last().map(String::as_str), Some("req-body 12 eos=true"));
+    }
+
+    #[test]
+    fn trailers_right_after_headers_end_an_empty_body() {
+        let host = MemoryHost::default();
+        let mut s = Stream::new(Recorder::default());
+        s.request_headers(&host, false);
+        s.request_trailers(&host);
+        assert_eq!(s.exchange().0, ["req-headers eos=false", "req-body 0 eos=true"]);
+    }
+
+    #[test]
+    fn trailers_after_a_passed_chunk_hold_nothing() {
+        let host = MemoryHost::default();
+        let mut s = Stream::new(Recorder::default());
+        s.response_headers(&host, false);
+        assert_eq!(s.response_body(&host, 20, false), Step::Pause);
+        assert_eq!(s.response_body(&host, 4, false), Step::Continue);
+        s.response_trailers(&host);
+        assert_eq!(s.exchange().0.last().map(String::as_str), Some("resp-body 0 eos=true"));
+    }
+
+    #[test]
+    fn an_ended_direction_ignores_trailers() {
+        let host = MemoryHost::default();
+        let mut s = Stream::new(Recorder::default());
+        s.request_headers(&host, false);
+        s.request_body(&host, 3, true);
+        assert_eq!(s.request_trailers(&host), Step::Continue);
+        assert_eq!(s.exchange().0.len(), 2, "no second end");
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::callback_host::CallbackHost;
 use crate::config::{self, ConfigError, Validate};
-use crate::exchange::{HttpExchange, Step};
+use crate::exchange::{HttpExchange, Step, Stream};
 use crate::host::{Host, LogLevel};
 use crate::metrics::Metrics;
 use crate::wasm_host::WasmHost;
@@ -58,8 +58,8 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
         // Returning None would make the SDK panic; without a configuration (Envoy should never
         // ask, as the plugin failed to load) every request is refused instead.
         match self.state.clone() {
-            Some(state) => Some(Box::new(HttpFilter(P::new_exchange(state, self.metrics.clone())))),
-            None => Some(Box::new(HttpFilter(Unconfigured))),
+            Some(state) => Some(Box::new(HttpFilter(Stream::new(P::new_exchange(state, self.metrics.clone()))))),
+            None => Some(Box::new(HttpFilter(Stream::new(Unconfigured)))),
         }
     }
 
@@ -78,9 +78,10 @@ impl HttpExchange for Unconfigured {
     }
 }
 
-/// The proxy-wasm glue, once for every filter: each callback goes to the exchange with the
-/// real host behind a [`CallbackHost`] (fewer calls across the wasm boundary).
-struct HttpFilter<E: HttpExchange>(E);
+/// The proxy-wasm glue, once for every filter: each callback goes to the exchange's
+/// [`Stream`] (which turns trailers into the body's end) with the real host behind a
+/// [`CallbackHost`] (fewer calls across the wasm boundary).
+struct HttpFilter<E: HttpExchange>(Stream<E>);
 
 /// Runs one callback against a fresh [`CallbackHost`] and writes its pending header changes.
 fn with_host<T>(callback: impl FnOnce(&CallbackHost<'_>) -> T) -> T {
@@ -99,31 +100,31 @@ fn action(step: Step) -> Action {
 
 impl<E: HttpExchange> Context for HttpFilter<E> {
     fn on_done(&mut self) -> bool {
-        with_host(|h| self.0.on_done(h));
+        with_host(|h| self.0.done(h));
         true
     }
 }
 
 impl<E: HttpExchange> HttpContext for HttpFilter<E> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(with_host(|host| self.0.on_request_headers(host, end_of_stream)))
+        action(with_host(|host| self.0.request_headers(host, end_of_stream)))
     }
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(with_host(|host| self.0.on_request_body(host, body_size, end_of_stream)))
+        action(with_host(|host| self.0.request_body(host, body_size, end_of_stream)))
     }
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        action(with_host(|host| self.0.on_request_trailers(host)))
+        action(with_host(|host| self.0.request_trailers(host)))
     }
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(with_host(|host| self.0.on_response_headers(host, end_of_stream)))
+        action(with_host(|host| self.0.response_headers(host, end_of_stream)))
     }
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(with_host(|host| self.0.on_response_body(host, body_size, end_of_stream)))
+        action(with_host(|host| self.0.response_body(host, body_size, end_of_stream)))
     }
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        action(with_host(|host| self.0.on_response_trailers(host)))
+        action(with_host(|host| self.0.response_trailers(host)))
     }
     fn on_log(&mut self) {
-        with_host(|h| self.0.on_log(h));
+        with_host(|h| self.0.log(h));
     }
 }

@@ -4,6 +4,13 @@
 //! keeps only the event in progress (events may be split anywhere, even inside a CRLF).
 //! With `keep_raw`, each callback also gets the event's exact bytes, so a rewriter can
 //! pass untouched events through verbatim and replace only the ones it changes.
+//!
+//! A stream may begin with a UTF-8 byte-order mark (the SSE spec says readers strip one):
+//! the parser strips it, else a reader that does (browsers, the MCP TypeScript SDK) would
+//! see an event the parser did not, e.g. a `tools/list` answer that was never filtered.
+
+/// U+FEFF in UTF-8.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SseEvent {
@@ -82,6 +89,8 @@ pub struct SseParser {
     raw: Vec<u8>,
     max_event_bytes: usize,
     event_bytes: usize,
+    /// Bytes of [`UTF8_BOM`] matched at the stream's start; its length once past the start.
+    bom_matched: usize,
 }
 
 impl SseParser {
@@ -95,6 +104,7 @@ impl SseParser {
             raw: Vec::new(),
             max_event_bytes,
             event_bytes: 0,
+            bom_matched: 0,
         }
     }
 
@@ -126,6 +136,15 @@ impl SseParser {
             self.event_bytes += 1;
             if self.event_bytes > self.max_event_bytes {
                 return Err(SseError::EventTooLarge);
+            }
+            if self.bom_matched < UTF8_BOM.len() {
+                if UTF8_BOM.get(self.bom_matched) == Some(&byte) {
+                    self.bom_matched += 1;
+                    continue;
+                }
+                // Not a byte-order mark after all: what looked like one starts the first line.
+                self.line.extend_from_slice(UTF8_BOM.get(..self.bom_matched).unwrap_or_default());
+                self.bom_matched = UTF8_BOM.len();
             }
             match byte {
                 b'\n' if self.last_was_cr => {
@@ -285,6 +304,35 @@ mod tests {
         let e = SseEvent { event: None, data: "x".into(), id: None };
         assert_eq!(e.to_bytes_replacing(b"data: y\r\n\r"), b"data: x\r\n\r".to_vec());
         assert_eq!(e.to_bytes_replacing(b"data: y\n\n"), b"data: x\n\n".to_vec());
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_stripped_however_split() {
+        let stream = b"\xEF\xBB\xBFdata: {\"a\":1}\n\n\xEF\xBB\xBFdata: 2\n\n";
+        let expected = vec![
+            SseEvent { data: "{\"a\":1}".into(), ..SseEvent::default() },
+            // Only at the start: a later U+FEFF is part of its line (here, of the field name).
+        ];
+        for split in 0..stream.len() {
+            let (a, b) = stream.split_at(split);
+            assert_eq!(collect(&mut SseParser::new(1024), &[a, b]), expected, "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(collect(&mut SseParser::new(1024), &bytes), expected);
+        // Raw bytes keep it: a pass-through stays byte-exact.
+        let mut parser = SseParser::new(1024).keeping_raw();
+        let mut out = Vec::new();
+        parser.feed(stream, |_, raw| out.extend_from_slice(raw)).unwrap();
+        assert_eq!(out, stream.to_vec());
+    }
+
+    #[test]
+    fn a_partial_byte_order_mark_is_line_content() {
+        let events = collect(&mut SseParser::new(1024), &[b"\xEF\xBB", b"data: x\n\n"]);
+        assert!(events.is_empty(), "the field name is not `data`: {events:?}");
+        let events = collect(&mut SseParser::new(1024), &[b"\xEFdata: x\n\ndata: y\n\n"]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "y");
     }
 
     #[test]

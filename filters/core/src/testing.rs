@@ -2,7 +2,7 @@
 //! exchange through a filter against [`MemoryHost`], the way Envoy calls it.
 
 use crate::callback_host::CallbackHost;
-use crate::exchange::{HttpExchange, Step};
+use crate::exchange::{HttpExchange, Step, Stream};
 use crate::host::MemoryHost;
 
 /// Extra warm-up rounds a test driving a benchmark request should run first (quietly), from
@@ -25,8 +25,22 @@ pub fn callback<T>(host: &MemoryHost, run: impl FnOnce(&CallbackHost<'_>) -> T) 
 pub struct Driven {
     pub request_headers: Option<Step>,
     pub request_body: Option<Step>,
+    /// The answer to the request trailers, when the request ended with them.
+    pub request_trailers: Option<Step>,
     pub response_headers: Option<Step>,
     pub response_body: Vec<Step>,
+    /// The answer to the response trailers, when the response ended with them.
+    pub response_trailers: Option<Step>,
+}
+
+/// How each direction of a driven stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    /// The last data callback says end-of-stream.
+    #[default]
+    EndOfStream,
+    /// The data callbacks never say end-of-stream; trailers follow them.
+    Trailers,
 }
 
 /// Runs request headers, the request body (when the filter asked for it and did not reply
@@ -40,25 +54,60 @@ pub fn drive(
     response_headers: &[(&str, &str)],
     response_chunks: &[&[u8]],
 ) -> Driven {
-    let mut out = Driven { request_headers: Some(callback(host, |h| ex.on_request_headers(h, request_body.is_none()))), ..Driven::default() };
+    drive_ending(ex, host, request_body, response_headers, response_chunks, Ending::EndOfStream)
+}
+
+/// [`drive`], with both directions ending as `ending` says. With [`Ending::Trailers`] the
+/// request body's callback and every response chunk's say "not the end", and trailers
+/// follow each direction (also a request without body: headers, then trailers), through the
+/// same [`Stream`] the proxy-wasm glue uses.
+pub fn drive_ending(
+    ex: &mut dyn HttpExchange,
+    host: &MemoryHost,
+    request_body: Option<&[u8]>,
+    response_headers: &[(&str, &str)],
+    response_chunks: &[&[u8]],
+    ending: Ending,
+) -> Driven {
+    let trailers = ending == Ending::Trailers;
+    let mut stream = Stream::new(ex);
+    let replied = || host.local_reply.borrow().is_some();
+    let request_ends_at_headers = request_body.is_none() && !trailers;
+    let mut out =
+        Driven { request_headers: Some(callback(host, |h| stream.request_headers(h, request_ends_at_headers))), ..Driven::default() };
     if let (Some(body), Some(Step::Pause)) = (request_body, out.request_headers) {
-        if host.local_reply.borrow().is_none() {
+        if !replied() {
             *host.request_body.borrow_mut() = body.to_vec();
-            out.request_body = Some(callback(host, |h| ex.on_request_body(h, body.len(), true)));
+            out.request_body = Some(callback(host, |h| stream.request_body(h, body.len(), !trailers)));
         }
     }
-    if host.local_reply.borrow().is_none() {
+    if trailers && !replied() {
+        out.request_trailers = Some(callback(host, |h| stream.request_trailers(h)));
+    }
+    if !replied() {
         *host.headers_sent.borrow_mut() = true;
         *host.response_headers.borrow_mut() =
             response_headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        out.response_headers = Some(callback(host, |h| ex.on_response_headers(h, response_chunks.is_empty())));
+        let response_ends_at_headers = response_chunks.is_empty() && !trailers;
+        out.response_headers = Some(callback(host, |h| stream.response_headers(h, response_ends_at_headers)));
+        // Envoy hands a paused response's next chunk together with the held ones.
+        let mut held: Vec<u8> = Vec::new();
         for (i, chunk) in response_chunks.iter().enumerate() {
-            *host.response_body.borrow_mut() = chunk.to_vec();
-            let last = i + 1 == response_chunks.len();
-            out.response_body.push(callback(host, |h| ex.on_response_body(h, chunk.len(), last)));
+            held.extend_from_slice(chunk);
+            *host.response_body.borrow_mut() = held.clone();
+            let last = i + 1 == response_chunks.len() && !trailers;
+            let step = callback(host, |h| stream.response_body(h, held.len(), last));
+            if step == Step::Continue {
+                held.clear();
+            }
+            out.response_body.push(step);
+        }
+        if trailers {
+            *host.response_body.borrow_mut() = held.clone();
+            out.response_trailers = Some(callback(host, |h| stream.response_trailers(h)));
         }
     }
-    callback(host, |h| ex.on_log(h));
-    callback(host, |h| ex.on_done(h));
+    callback(host, |h| stream.log(h));
+    callback(host, |h| stream.done(h));
     out
 }

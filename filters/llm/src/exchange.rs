@@ -497,14 +497,6 @@ impl HttpExchange for Exchange {
         Step::Continue
     }
 
-    /// A body that ends with trailers: its end is the trailers, not an end-of-stream chunk.
-    fn on_request_trailers(&mut self, host: &dyn Host) -> Step {
-        if self.refused.is_some() || self.forwarded || self.endpoint.is_none() {
-            return Step::Continue;
-        }
-        self.on_request_body(host, self.buffered, true)
-    }
-
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         if self.refused.is_some() {
             return Step::Continue;
@@ -590,7 +582,7 @@ mod tests {
     use serde_json::{json, Value};
     use tollgate_core::hash::sha256_hex;
     use tollgate_core::host::MemoryHost;
-    use tollgate_core::testing::callback;
+    use tollgate_core::testing::{callback, drive_ending, Ending};
 
     fn state() -> Rc<State> {
         let cfg = json!({
@@ -946,12 +938,15 @@ mod tests {
     fn a_body_ending_with_trailers_is_routed_at_the_trailers() {
         let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
         let mut ex = exchange();
-        ex.on_request_headers(&host, false);
         let body = br#"{"model":"gpt-4o","messages":[]}"#;
-        *host.request_body.borrow_mut() = body.to_vec();
-        assert_eq!(ex.on_request_body(&host, body.len(), false), Step::Pause);
-        assert_eq!(ex.on_request_trailers(&host), Step::Continue);
+        let json = [(":status", "200"), ("content-type", "application/json")];
+        let response = br#"{"id":"c","model":"gpt-4o","usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+        let driven = drive_ending(&mut ex, &host, Some(body), &json, &[response], Ending::Trailers);
+        assert_eq!(driven.request_trailers, Some(Step::Continue));
         assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+        let record = audit(&host);
+        assert_eq!((record["tokens"]["input"].as_u64(), record["tokens"]["output"].as_u64()), (Some(7), Some(3)));
+        assert_eq!(record["completed"], true, "trailers end the response: {record}");
     }
 
     // ---- limits ------------------------------------------------------------------------

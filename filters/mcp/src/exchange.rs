@@ -886,15 +886,6 @@ impl HttpExchange for Exchange {
         self.judge_body(host, &body)
     }
 
-    fn on_request_trailers(&mut self, host: &dyn Host) -> Step {
-        // A body that ended with trailers: its last data callback did not say end_of_stream.
-        if self.replied || self.body_done || self.http_method != "POST" {
-            return if self.replied { Step::Pause } else { Step::Continue };
-        }
-        let body = host.body(BodyBuffer::Request, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        self.judge_body(host, &body)
-    }
-
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         if self.replied {
             return Step::Continue;
@@ -947,7 +938,14 @@ impl HttpExchange for Exchange {
         let mut step = Step::Continue;
         match &mut self.response {
             ResponseMode::Pass => {}
-            ResponseMode::Dropped => self.drop_chunk(host, body_size, end_of_stream, "gateway could not filter the response"),
+            ResponseMode::Dropped => {
+                self.drop_chunk(host, body_size, end_of_stream, "gateway could not filter the response");
+                // Held (empty) until the end, so the error body can still be written when
+                // the response ends with trailers: Envoy lets a filter write only a body it holds.
+                if !end_of_stream {
+                    step = Step::Pause;
+                }
+            }
             ResponseMode::JsonCopy { copy, overflow } => {
                 if !*overflow {
                     match host.body(BodyBuffer::Response, 0, body_size) {
@@ -971,6 +969,9 @@ impl HttpExchange for Exchange {
                 host.log(LogLevel::Warn, "tollgate-mcp: JSON response too large to filter; dropped");
                 self.response = ResponseMode::Dropped;
                 self.drop_chunk(host, body_size, end_of_stream, "response too large for the gateway to filter");
+                if !end_of_stream {
+                    step = Step::Pause;
+                }
             }
             ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
             ResponseMode::JsonBuffer => {
@@ -993,11 +994,6 @@ impl HttpExchange for Exchange {
         step
     }
 
-    fn on_response_trailers(&mut self, host: &dyn Host) -> Step {
-        self.finish(host);
-        Step::Continue
-    }
-
     /// Stream end (including resets): emits the audit record if nothing did yet.
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
@@ -1014,7 +1010,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
     use tollgate_core::host::MemoryHost;
-    use tollgate_core::testing::callback;
+    use tollgate_core::testing::{callback, drive_ending, Ending};
 
     const ALICE: &str = "tg-demo-alice";
 
@@ -1265,6 +1261,19 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
     }
 
     #[test]
+    fn sse_list_behind_a_byte_order_mark_is_filtered() {
+        let stream = format!("\u{FEFF}{SSE_LIST}");
+        let bytes = stream.as_bytes();
+        for split in [1, 2, 3, 4, 40] {
+            let (mut ex, host) = list_exchange(demo_policy(json!({})));
+            let (a, b) = bytes.split_at(split);
+            let out = String::from_utf8_lossy(&respond(&mut ex, &host, "text/event-stream", &[a, b])).into_owned();
+            assert!(out.contains(r#""tools":[{"name":"add"}]"#) && !out.contains("admin_reset"), "split at {split}: {out}");
+            assert_eq!(audit(&host)["list_hidden"], 1);
+        }
+    }
+
+    #[test]
     fn sse_passthrough_is_byte_exact_and_never_holds_a_finished_event() {
         let (mut ex, host) = list_exchange(Value::Null);
         let bytes = SSE_LIST.as_bytes();
@@ -1303,6 +1312,38 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
             String::from_utf8(host.response_body.borrow().clone()).unwrap(),
             r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"add"}]}}"#
         );
+    }
+
+    #[test]
+    fn bodies_ending_with_trailers_are_judged_and_filtered() {
+        // A denied call whose body ends with trailers is refused at the trailers.
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+        let call = br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"query_db","arguments":{"table":"users"}}}"#;
+        let driven = drive_ending(&mut ex, &host, Some(call), &[], &[], Ending::Trailers);
+        assert_eq!(driven.request_trailers, Some(Step::Pause));
+        assert_eq!(reply_json(&host).1["error"]["message"], "Unknown tool: query_db");
+        assert_eq!(audit(&host)["decision"], "deny");
+
+        // A JSON tools/list answer that ends with trailers is filtered before it is released,
+        // whether its last chunk was held or not.
+        let list = br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"admin_reset"},{"name":"add"}]}}"#;
+        let (head, tail) = list.split_at(30);
+        for chunks in [vec![&list[..]], vec![head, tail]] {
+            let host = request("POST", &[]);
+            let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+            let json = [(":status", "200"), ("content-type", "application/json")];
+            let driven =
+                drive_ending(&mut ex, &host, Some(br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#), &json, &chunks, Ending::Trailers);
+            assert!(driven.response_body.iter().all(|s| *s == Step::Pause), "held until the end: {driven:?}");
+            assert_eq!(driven.response_trailers, Some(Step::Continue));
+            assert_eq!(
+                String::from_utf8(host.response_body.borrow().clone()).unwrap(),
+                r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"add"}]}}"#
+            );
+            assert_eq!(audit(&host)["list_hidden"], 1);
+        }
     }
 
     #[test]
