@@ -61,7 +61,7 @@ impl Snapshot {
     fn parse(raw: &[u8]) -> Option<Snapshot> {
         // The listing's framing (10 bytes a header) leaves room for a few changes' text; the
         // header count is capped by what the listing can hold, whatever its first word says.
-        let count = raw.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let count = crate::pairs::le_u32_at(raw, 0).unwrap_or(0);
         let mut bytes = Vec::with_capacity(raw.len());
         let mut headers = Vec::with_capacity(count.min(raw.len() / 10));
         let mut piece = |b: &[u8]| {
@@ -138,7 +138,7 @@ impl Snapshot {
                 None => (None, false),
             }
         };
-        let Some(i) = first else {
+        let Some((i, (name_range, value_range))) = first.and_then(|i| Some((i, self.headers.get(i)?.clone()))) else {
             if let Some(v) = value {
                 let name = self.push_str(name);
                 let value = self.push_str(v);
@@ -148,12 +148,13 @@ impl Snapshot {
             return;
         };
         // The matched name's text equals `name`, so the change can point at it.
-        let (name_range, value_range) = self.headers[i].clone();
         let value = match value {
             Some(v) if !repeated && self.str(&value_range) == v => return,
             Some(v) => {
                 let range = self.push_str(v);
-                self.headers[i].1 = range.clone();
+                if let Some(header) = self.headers.get_mut(i) {
+                    header.1 = range.clone();
+                }
                 Some(range)
             }
             None if !repeated => {
@@ -344,8 +345,11 @@ impl Host for CallbackHost<'_> {
             self.host.random_bytes(&mut batch)?;
             *pool = batch;
         }
-        let rest = pool.len() - out.len();
-        out.copy_from_slice(&pool[rest..]);
+        let rest = pool.len().saturating_sub(out.len());
+        match pool.get(rest..) {
+            Some(tail) if tail.len() == out.len() => out.copy_from_slice(tail),
+            _ => return self.host.random_bytes(out),
+        }
         pool.truncate(rest);
         Ok(())
     }

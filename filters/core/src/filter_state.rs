@@ -16,15 +16,15 @@ impl Published {
     pub fn set(&mut self, host: &dyn Host, key: &'static str, value: Option<&str>) {
         let Some(value) = value else { return };
         let slot = self.written.iter().position(|(k, _)| *k == key);
-        if slot.is_some_and(|i| self.written[i].1 == value) {
+        if slot.and_then(|i| self.written.get(i)).is_some_and(|(_, written)| written == value) {
             return;
         }
         if let Err(e) = host.set_property(&[key], value.as_bytes()) {
             host.log(LogLevel::Debug, &format!("tollgate: filter state {key}: {e}"));
             return;
         }
-        match slot {
-            Some(i) => self.written[i].1 = value.to_string(),
+        match slot.and_then(|i| self.written.get_mut(i)) {
+            Some((_, written)) => *written = value.to_string(),
             None => self.written.push((key, value.to_string())),
         }
     }

@@ -57,22 +57,27 @@ impl<'de> serde::Deserialize<'de> for Glob {
 fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    while let Some(&c) = text.get(t) {
+        match pattern.get(p) {
+            Some(&pc) if pc == b'?' || pc == c => {
+                p += 1;
+                t += 1;
+            }
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
         }
     }
-    while p < pattern.len() && pattern[p] == b'*' {
+    while pattern.get(p) == Some(&b'*') {
         p += 1;
     }
     p == pattern.len()

@@ -16,9 +16,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Appends `bytes` as lowercase hex (for a value built in one buffer).
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    let digit = |nibble: u8| char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'));
     for b in bytes {
-        out.push(char::from(HEX[(b >> 4) as usize]));
-        out.push(char::from(HEX[(b & 0xf) as usize]));
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0xf));
     }
 }
 

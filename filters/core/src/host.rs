@@ -268,11 +268,8 @@ impl Host for MemoryHost {
     fn body(&self, buffer: BodyBuffer, start: usize, size: usize) -> HostResult<Option<Vec<u8>>> {
         self.note("body", &format!("{buffer:?}"));
         let body = self.buffer(buffer).borrow();
-        if start >= body.len() {
-            return Ok(None);
-        }
         let end = start.saturating_add(size).min(body.len());
-        Ok(Some(body[start..end].to_vec()))
+        Ok(body.get(start..end).filter(|_| start < body.len()).map(<[u8]>::to_vec))
     }
     fn set_body(&self, buffer: BodyBuffer, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
         self.note("set_body", &format!("{buffer:?}"));

@@ -162,16 +162,16 @@ impl JsonScanner {
     /// Scans `chunk`, calling `on_scalar(path, value)` for each complete scalar.
     pub fn feed(&mut self, chunk: &[u8], mut on_scalar: impl FnMut(&[Seg], Scalar<'_>)) {
         let mut i = 0;
-        while i < chunk.len() {
-            let b = chunk[i];
+        while let Some(&b) = chunk.get(i) {
             match self.state {
                 State::Failed => return,
                 State::InString { key } => {
-                    let (piece, n) = self.string.next(&chunk[i..]);
+                    let rest = chunk.get(i..).unwrap_or_default();
+                    let (piece, n) = self.string.next(rest);
                     if piece == Piece::End {
                         self.end_string(key, &mut on_scalar);
                     } else {
-                        self.push_run(&chunk[i..i + n]);
+                        self.push_run(rest.get(..n).unwrap_or(rest));
                     }
                     i += n;
                 }
@@ -250,8 +250,8 @@ impl JsonScanner {
     /// [`JsonScanner::push_byte`] for each byte of `run`.
     fn push_run(&mut self, run: &[u8]) {
         let room = self.max_string.saturating_sub(self.buf.len());
-        if run.len() > room {
-            self.buf.extend_from_slice(&run[..room]);
+        if let Some(head) = run.get(..room).filter(|_| run.len() > room) {
+            self.buf.extend_from_slice(head);
             self.overflow = true;
         } else {
             self.buf.extend_from_slice(run);

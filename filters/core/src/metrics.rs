@@ -56,13 +56,13 @@ fn for_each_value_piece(value: &str, mut sink: impl FnMut(&[u8])) {
         return;
     }
     // Most values are already safe: hand them over in one piece.
-    let head = &value.as_bytes()[..value.len().min(64)];
+    let bytes = value.as_bytes();
+    let head = bytes.get(..64).unwrap_or(bytes);
     if head.iter().all(|b| is_safe(*b)) {
         sink(head);
         return;
     }
     // Runs of safe characters go as they are, every other character becomes one `_`.
-    let bytes = value.as_bytes();
     let mut run_start = 0;
     let mut end = value.len();
     for (count, (at, c)) in value.char_indices().enumerate() {
@@ -73,14 +73,14 @@ fn for_each_value_piece(value: &str, mut sink: impl FnMut(&[u8])) {
         if c.is_ascii() && is_safe(c as u8) {
             continue;
         }
-        if run_start < at {
-            sink(&bytes[run_start..at]);
+        if let Some(run) = bytes.get(run_start..at).filter(|run| !run.is_empty()) {
+            sink(run);
         }
         sink(b"_");
         run_start = at + c.len_utf8();
     }
-    if run_start < end {
-        sink(&bytes[run_start..end]);
+    if let Some(run) = bytes.get(run_start..end).filter(|run| !run.is_empty()) {
+        sink(run);
     }
 }
 
@@ -110,7 +110,9 @@ impl PieceHasher {
             self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(Self::K);
         }
         let mut tail = [0u8; 8];
-        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        for (slot, byte) in tail.iter_mut().zip(words.remainder()) {
+            *slot = *byte;
+        }
         self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56)).wrapping_mul(Self::K);
     }
 }

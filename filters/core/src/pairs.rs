@@ -18,13 +18,16 @@ pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// The little-endian u32 at `at`, if the bytes hold one there (the pair framing's numbers).
+pub fn le_u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let word: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(word) as usize)
+}
+
 /// Calls `each` with every (key, value) of a pair serialization, borrowed, in order;
 /// malformed input yields what could be read. Returns whether all of it was read.
 pub fn for_each_pair<'a>(bytes: &'a [u8], mut each: impl FnMut(&'a [u8], &'a [u8])) -> bool {
-    let read_u32 = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
+    let read_u32 = |at: usize| le_u32_at(bytes, at);
     let Some(count) = read_u32(0) else { return false };
     let Some(mut at) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else { return false };
     for i in 0..count {
@@ -52,7 +55,7 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 /// as a key with an empty value.
 pub fn deserialize_pairs_exact(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     let pairs = deserialize_pairs(bytes);
-    let count = bytes.get(0..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    let count = le_u32_at(bytes, 0)?;
     if pairs.len() != count {
         return None;
     }

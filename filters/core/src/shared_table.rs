@@ -38,7 +38,7 @@ struct Slot {
 }
 
 fn decode(bytes: &[u8]) -> Option<Slot> {
-    if bytes.len() < HEADER || bytes[0] != VERSION {
+    if bytes.len() < HEADER || bytes.first() != Some(&VERSION) {
         return None;
     }
     let expires_secs = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);

@@ -31,7 +31,8 @@ impl SseEvent {
         }
         let lf = self.to_bytes();
         let mut out = Vec::with_capacity(lf.len() + 8);
-        for &b in &lf[..lf.len() - 1] {
+        // `to_bytes` ends with the blank line's LF: that one becomes the lone CR below.
+        for &b in lf.get(..lf.len().saturating_sub(1)).unwrap_or_default() {
             if b == b'\n' {
                 out.push(b'\r');
             }
@@ -175,14 +176,12 @@ impl SseParser {
             return;
         }
         let line = std::mem::take(&mut self.line);
-        if line[0] != b':' {
-            let (name, value) = match line.iter().position(|b| *b == b':') {
-                Some(i) => {
-                    let mut v = &line[i + 1..];
-                    if v.first() == Some(&b' ') {
-                        v = &v[1..];
-                    }
-                    (&line[..i], v)
+        if line.first() != Some(&b':') {
+            let (name, value) = match line.iter().position(|b| *b == b':').map(|i| line.split_at(i)) {
+                // `value` starts at the colon; one space after it is not part of the value.
+                Some((name, value)) => {
+                    let value = value.get(1..).unwrap_or_default();
+                    (name, value.strip_prefix(b" ").unwrap_or(value))
                 }
                 None => (&line[..], &b""[..]),
             };

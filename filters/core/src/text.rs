@@ -26,8 +26,8 @@ pub fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, DecodeError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
             let hex = |b: u8| (b as char).to_digit(16);
             match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
                 (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
@@ -35,7 +35,7 @@ pub fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, DecodeError> {
             }
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(b);
             i += 1;
         }
     }

@@ -44,7 +44,7 @@ impl TraceParent {
             return None;
         }
         let bytes = value.as_bytes();
-        if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        if [2, 35, 52].iter().any(|&at| bytes.get(at) != Some(&b'-')) {
             return None;
         }
         let trace_id = value.get(3..35)?;
@@ -99,7 +99,7 @@ pub fn new_span_id(host: &dyn Host) -> String {
 
 fn random_hex(host: &dyn Host, len: usize) -> String {
     let mut buf = [0u8; 16];
-    let buf = &mut buf[..len.min(16)];
+    let (buf, _) = buf.split_at_mut(len.min(16));
     if host.random_bytes(buf).is_err() || buf.iter().all(|b| *b == 0) {
         // The host's random source failed: fall back to clock bits mixed with a counter (the
         // clock is read once per callback, and ids made in one callback must still differ),
@@ -111,7 +111,9 @@ fn random_hex(host: &dyn Host, len: usize) -> String {
             *b = (t.rotate_left((i as u32) * 8) & 0xff) as u8 ^ (i as u8).wrapping_mul(151);
         }
         if buf.iter().all(|b| *b == 0) {
-            buf[0] = 1;
+            if let Some(first) = buf.first_mut() {
+                *first = 1;
+            }
         }
     }
     hex(buf)

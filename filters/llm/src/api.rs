@@ -362,7 +362,8 @@ pub fn set_members(object: &str, set: &[(&str, &str)]) -> Result<String, serde_j
     let members: RawMembers<'_> = serde_json::from_str(object)?;
     let mut out = String::with_capacity(object.len() + 64);
     out.push('{');
-    let mut done = vec![false; set.len()];
+    // Each replacement with whether it was written (in place of the member it replaces).
+    let mut replacements: Vec<(&str, &str, bool)> = set.iter().map(|(k, v)| (*k, *v, false)).collect();
     let mut first = true;
     let mut push = |out: &mut String, key: &str, value: &str| -> Result<(), serde_json::Error> {
         if !first {
@@ -375,17 +376,17 @@ pub fn set_members(object: &str, set: &[(&str, &str)]) -> Result<String, serde_j
         Ok(())
     };
     for (key, value) in &members.0 {
-        match set.iter().position(|(k, _)| *k == key.as_ref()) {
-            Some(i) if done[i] => {} // a duplicate key: the replacement was already written
-            Some(i) => {
-                done[i] = true;
-                push(&mut out, key, set[i].1)?;
+        match replacements.iter_mut().find(|(k, _, _)| *k == key.as_ref()) {
+            Some((_, _, true)) => {} // a duplicate key: the replacement was already written
+            Some((_, replacement, done)) => {
+                *done = true;
+                push(&mut out, key, replacement)?;
             }
             None => push(&mut out, key, value.get())?,
         }
     }
-    for (i, (key, value)) in set.iter().enumerate() {
-        if !done[i] {
+    for (key, value, done) in &replacements {
+        if !done {
             push(&mut out, key, value)?;
         }
     }

@@ -551,7 +551,7 @@ impl HttpExchange for Exchange {
                 }
             } else if self.error_body.len() < MAX_ERROR_BODY {
                 let room = MAX_ERROR_BODY - self.error_body.len();
-                self.error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.error_body.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
             }
         }
         if end_of_stream {
