@@ -76,6 +76,12 @@ def test_a2a_request_ending_with_trailers_is_decided(procs, upstreams) -> None:
     record = envoy.wait_audit(1, where=lambda r: r.get("target") == "researcher")[-1]
     assert (record["decision"], record["method"]) == ("deny", "SendMessage")
 
+    # No body at all, only trailers after the headers: an empty body, refused as one.
+    empty = h2_request(envoy.port, "POST", "/agents/researcher/", headers, [], trailers=TRAILER)
+    assert empty.status == 200, empty
+    assert empty.json()["error"]["code"] in (-32600, -32700), empty.body
+    assert researcher.received == []
+
     # An allowed call ending with trailers is decided too: hop headers, trace, audit.
     allowed = h2_request(envoy.port, "POST", "/agents/echo/", headers,
                          chunks(a2a_send("hello", "m-allowed")), trailers=TRAILER)
@@ -174,6 +180,12 @@ def test_mcp_request_ending_with_trailers_is_judged(mcp_gateway) -> None:
     assert server.received == [], "a denied tools/call reached the server"
     record = envoy.wait_audit(1, where=lambda r: r.get("tool") == "admin_reset")[-1]
     assert record["decision"] == "deny"
+
+    # No body at all, only trailers after the headers: refused as an empty body.
+    empty = h2_request(envoy.port, "POST", "/mcp", ALICE, [], trailers=TRAILER)
+    assert empty.status == 400, empty
+    assert empty.json()["error"]["code"] in (-32600, -32700), empty.body
+    assert server.received == []
 
     allowed = json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
                           "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}).encode()
