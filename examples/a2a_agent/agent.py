@@ -16,7 +16,9 @@ A failing outbound call does not fail the task: its error is written into the re
 so a test sees what the gateway did to it.
 
 Test-only endpoints on the same port:
-  GET  /_seen         -> [{"method", "path", "headers"}...] every POST received (headers lowercased)
+  GET  /_seen         -> [{"method", "http_method", "path", "headers"}...] every request received
+                         other than GET/HEAD (POST, and PUT, PATCH... a gateway must not pass;
+                         "method" is the JSON-RPC method of the body, headers lowercased)
   POST /_seen/reset   -> clears that list
 
     python agent.py --host 127.0.0.1 --port 9101 --name agent-a [--public-url URL]
@@ -181,7 +183,7 @@ async def _guarded(call: Any) -> str:
 
 
 class SeenRecorder:
-    """ASGI middleware recording every POST (JSON-RPC method + headers) before the SDK sees it.
+    """ASGI middleware recording every request but GET/HEAD (JSON-RPC method + headers) before the SDK sees it.
 
     Pure ASGI rather than BaseHTTPMiddleware: the body is read once and replayed, and SSE
     responses are passed through untouched.
@@ -192,7 +194,7 @@ class SeenRecorder:
         self.seen = seen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].startswith("/_seen"):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or scope["path"].startswith("/_seen"):
             await self.app(scope, receive, send)
             return
 
@@ -205,6 +207,7 @@ class SeenRecorder:
         self.seen.append(
             {
                 "method": _jsonrpc_method(bytes(body)),
+                "http_method": scope["method"],
                 "path": scope["path"],
                 "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             }

@@ -39,8 +39,31 @@ pub fn evaluate(config: &AuthzConfig, subject: &Subject<'_>) -> Verdict {
 }
 
 /// Resolves `AllowOriginator`: the acting identity must be the task's recorded originator.
+/// `anonymous` is not an identity (every unauthenticated caller has that name), so it owns
+/// nothing: a task created anonymously is nobody's to read, list or cancel.
 pub fn originator_allows(acting: &str, originator: Option<&str>) -> bool {
-    originator.is_some_and(|o| o == acting)
+    acting != ANONYMOUS && originator.is_some_and(|o| o == acting)
+}
+
+/// What `AllowOriginator` means for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginatorCheck {
+    /// The call names a task: the acting identity must be its originator.
+    Task,
+    /// `ListTasks` names none: allowed for an authenticated caller, and the answer is
+    /// filtered to the tasks it originated.
+    FilterList,
+    /// Anonymous `ListTasks`: refused (an anonymous caller originates nothing it could list).
+    Refuse,
+}
+
+/// How `AllowOriginator` applies to `method` (1.0 name) for the `acting` identity.
+pub fn originator_check(method: &str, acting: &str) -> OriginatorCheck {
+    match method {
+        "ListTasks" if acting == ANONYMOUS => OriginatorCheck::Refuse,
+        "ListTasks" => OriginatorCheck::FilterList,
+        _ => OriginatorCheck::Task,
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +111,16 @@ mod tests {
         assert!(originator_allows("alice", Some("alice")));
         assert!(!originator_allows("mallory", Some("alice")));
         assert!(!originator_allows("alice", None), "unknown originator: refused");
+        assert!(!originator_allows(ANONYMOUS, Some(ANONYMOUS)), "anonymous owns nothing");
+    }
+
+    #[test]
+    fn list_tasks_is_filtered_for_the_authenticated_and_refused_to_the_anonymous() {
+        assert_eq!(super::originator_check("ListTasks", "alice"), OriginatorCheck::FilterList);
+        assert_eq!(super::originator_check("ListTasks", ANONYMOUS), OriginatorCheck::Refuse);
+        for m in ["GetTask", "CancelTask", "SubscribeToTask", "GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs"] {
+            assert_eq!(super::originator_check(m, "alice"), OriginatorCheck::Task, "{m}");
+            assert_eq!(super::originator_check(m, ANONYMOUS), OriginatorCheck::Task, "{m}: then refused by originator_allows");
+        }
     }
 }

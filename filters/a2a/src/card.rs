@@ -76,7 +76,7 @@ fn rewrite_field(obj: &mut serde_json::Map<String, Value>, key: &str, m: &Mappin
     if let Some(Value::String(url)) = obj.get(key) {
         if let Some(new) = map_url(url, m) {
             if &new != url {
-                *count += 1;
+                *count = count.saturating_add(1);
             }
             obj.insert(key.to_string(), Value::String(new));
         }

@@ -175,6 +175,12 @@ pub fn sign(key: &HmacKey, hop: u32, chain: &str, on_behalf_of: Option<&str>, ex
     buf
 }
 
+/// When a context signed now expires: `now + ttl` in whole seconds, saturating (a clock or a
+/// TTL near `u64::MAX` must neither wrap into the past nor trap).
+pub fn context_expiry(now_nanos: u64, ttl_secs: u64) -> u64 {
+    (now_nanos / 1_000_000_000).saturating_add(ttl_secs)
+}
+
 /// Checks a presented context's signature and expiry. Constant time over the MAC.
 pub fn verify(key: &HmacKey, presented: &Presented, now_secs: u64) -> bool {
     let (Some(sig), Some(hop), Some(chain)) = (&presented.sig, &presented.hop, &presented.chain) else {
@@ -339,6 +345,15 @@ mod tests {
         let mut s = String::new();
         push_decimal(&mut s, u64::MAX);
         assert_eq!(s, u64::MAX.to_string());
+    }
+
+    #[test]
+    fn context_expiry_saturates() {
+        assert_eq!(context_expiry(1_700_000_000_999_999_999, 600), 1_700_000_600);
+        assert_eq!(context_expiry(0, 1), 1);
+        assert_eq!(context_expiry(u64::MAX, 600), u64::MAX / 1_000_000_000 + 600);
+        assert_eq!(context_expiry(u64::MAX, u64::MAX), u64::MAX, "saturates, never wraps into the past");
+        assert_eq!(context_expiry(1_000_000_000, u64::MAX - 1), u64::MAX);
     }
 
     #[test]

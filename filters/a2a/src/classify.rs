@@ -188,6 +188,15 @@ pub fn encode_path(path: &str) -> String {
     out
 }
 
+/// The HTTP methods A2A uses: JSON-RPC is always a POST; the HTTP+JSON binding uses GET, POST
+/// and DELETE. `HEAD` and `OPTIONS` (CORS preflight) carry no call and pass when they have no
+/// body. Anything else on an agent route (PUT, PATCH, a body on HEAD/OPTIONS, an extension
+/// method) is refused: the agent's server may still run what it carries.
+pub fn http_method_allowed(http_method: &str, has_body: bool) -> bool {
+    let is = |m: &str| http_method.eq_ignore_ascii_case(m);
+    is("GET") || is("POST") || is("DELETE") || (!has_body && (is("HEAD") || is("OPTIONS")))
+}
+
 /// Classifies by method, path and content type. The path is classified in its decoded form.
 pub fn classify_head(http_method: &str, path: &str, content_type: Option<&str>) -> Result<Head, PathError> {
     let path = decode_path(path)?;
@@ -377,6 +386,22 @@ mod tests {
         assert_eq!(rest("DELETE", "/tasks/abc"), None);
         assert_eq!(rest("POST", "/tasks/abc:frobnicate"), None);
         assert_eq!(rest("GET", "/tasks/"), None);
+    }
+
+    #[test]
+    fn only_the_http_methods_a2a_uses_are_allowed() {
+        for m in ["GET", "POST", "DELETE", "get", "Post"] {
+            assert!(http_method_allowed(m, true), "{m}");
+            assert!(http_method_allowed(m, false), "{m}");
+        }
+        for m in ["HEAD", "OPTIONS"] {
+            assert!(http_method_allowed(m, false), "{m} without a body");
+            assert!(!http_method_allowed(m, true), "{m} with a body");
+        }
+        for m in ["PUT", "PATCH", "put", "patch", "CONNECT", "TRACE", "PROPFIND", "", "POST "] {
+            assert!(!http_method_allowed(m, false), "{m:?}");
+            assert!(!http_method_allowed(m, true), "{m:?}");
+        }
     }
 
     #[test]

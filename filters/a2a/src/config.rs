@@ -81,6 +81,12 @@ pub struct TrustedAgent {
     pub agent: Option<String>,
 }
 
+/// Longest lifetime of a signed delegation context: one day. A signed context is a bearer
+/// token (whoever holds the headers can replay them until expiry), so its life should be that
+/// of one delegated task, not of a deployment; a day covers long-running tasks, and callers
+/// that need more should be trusted by identity (mTLS, API key) instead.
+pub const MAX_CONTEXT_TTL_SECS: u64 = 86_400;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DelegationConfig {
@@ -94,7 +100,7 @@ pub struct DelegationConfig {
     /// signature is trusted as coming from the last agent of its chain, with no credential of
     /// its own. Treat it as a secret.
     pub signing_key: Option<String>,
-    /// Lifetime of a signed context.
+    /// Lifetime of a signed context (1 s to [`MAX_CONTEXT_TTL_SECS`]).
     pub context_ttl_secs: u64,
 }
 
@@ -216,11 +222,19 @@ pub struct LimitsConfig {
     pub max_request_body_bytes: usize,
     /// Largest single SSE event parsed for ids; a bigger one stops tagging (never the stream).
     pub max_sse_event_bytes: usize,
+    /// Largest `ListTasks` answer held to be filtered to the caller's tasks (rule effect
+    /// `allow_originator`); a bigger one is replaced by an error (A2A_RESPONSE_UNFILTERABLE),
+    /// never passed unfiltered. Keep it ≤ the listener's `per_connection_buffer_limit_bytes`.
+    pub max_list_response_bytes: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_request_body_bytes: 1024 * 1024, max_sse_event_bytes: 1024 * 1024 }
+        LimitsConfig {
+            max_request_body_bytes: 1024 * 1024,
+            max_sse_event_bytes: 1024 * 1024,
+            max_list_response_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -275,8 +289,8 @@ impl Validate for Config {
                 return Err(ConfigError::field("delegation.signing_key", "must be at least 32 bytes"));
             }
         }
-        if self.delegation.context_ttl_secs == 0 {
-            return Err(ConfigError::field("delegation.context_ttl_secs", "must be positive"));
+        if self.delegation.context_ttl_secs == 0 || self.delegation.context_ttl_secs > MAX_CONTEXT_TTL_SECS {
+            return Err(ConfigError::field("delegation.context_ttl_secs", "must be between 1 and 86400 (one day)"));
         }
         for (i, a) in self.delegation.trusted_agents.iter().enumerate() {
             if a.principal.is_empty() {
@@ -317,6 +331,9 @@ impl Validate for Config {
         }
         if self.limits.max_sse_event_bytes == 0 {
             return Err(ConfigError::field("limits.max_sse_event_bytes", "must be positive"));
+        }
+        if self.limits.max_list_response_bytes == 0 || self.limits.max_list_response_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::field("limits.max_list_response_bytes", "must be between 1 and 16777216"));
         }
         for (name, value) in [
             ("routes.metadata_namespace", &self.routes.metadata_namespace),
@@ -360,6 +377,9 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (r#"{"delegation":{"max_hops":0}}"#, "delegation.max_hops"),
             (r#"{"delegation":{"signing_key":"short"}}"#, "delegation.signing_key"),
+            (r#"{"delegation":{"context_ttl_secs":0}}"#, "delegation.context_ttl_secs"),
+            (r#"{"delegation":{"context_ttl_secs":86401}}"#, "delegation.context_ttl_secs"),
+            (r#"{"delegation":{"context_ttl_secs":18446744073709551615}}"#, "delegation.context_ttl_secs"),
             (r#"{"delegation":{"trusted_agents":[{"principal":"p","agent":"a,b"}]}}"#, "delegation.trusted_agents[0].agent"),
             (r#"{"cards":{"public_base_url":"gw.example.com"}}"#, "cards.public_base_url"),
             (r#"{"authz":{"rules":[{"effect":"deny","methods":["SendMesage"]}]}}"#, "authz.rules[0].methods[0]"),
@@ -372,6 +392,14 @@ mod tests {
             let err = load::<Config>(json.as_bytes()).unwrap_err();
             assert!(err.0.starts_with(field), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn context_ttl_is_bounded_to_a_day() {
+        let ok: Config = load(br#"{"delegation":{"context_ttl_secs":86400}}"#).unwrap();
+        assert_eq!(ok.delegation.context_ttl_secs, MAX_CONTEXT_TTL_SECS);
+        let err = load::<Config>(br#"{"delegation":{"context_ttl_secs":86401}}"#).unwrap_err();
+        assert!(err.0.starts_with("delegation.context_ttl_secs") && err.0.contains("86400"), "{err}");
     }
 
     #[test]

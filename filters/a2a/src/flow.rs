@@ -8,11 +8,12 @@
 //! Response: JSON and SSE bodies stream through untouched while ids and state are read
 //! incrementally; only agent cards are buffered (capped) to be rewritten.
 
-use crate::authz::{self, Subject, ANONYMOUS};
+use crate::authz::{self, OriginatorCheck, Subject, ANONYMOUS};
 use crate::card::{self, Mapping};
 use crate::chain::{self, Inbound, Presented, Refusal, Trust};
 use crate::classify::{self, Binding, BodyClass, Dialect, Head, Method};
 use crate::config::{Config, Effect};
+use crate::listing;
 use crate::session::{self, RequestIds, ResponseTracker};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -37,6 +38,7 @@ pub mod codes {
     pub const FORBIDDEN: i64 = -32052;
     pub const UNAUTHENTICATED: i64 = -32053;
     pub const TOO_LARGE: i64 = -32054;
+    pub const UNFILTERABLE: i64 = -32055;
 }
 
 pub const ERROR_DOMAIN: &str = "tollgate";
@@ -89,6 +91,11 @@ enum Deny {
     MediaType,
     /// A path with an invalid or ambiguous percent-escape.
     BadPath,
+    /// An HTTP method A2A does not use (PUT, PATCH...) on an agent route.
+    HttpMethod,
+    /// A `ListTasks` answer that had to be filtered to the caller's tasks but could not be
+    /// (too large, encoded, not JSON, ambiguous): replaced, never passed.
+    Unfilterable,
 }
 
 impl Deny {
@@ -99,7 +106,8 @@ impl Deny {
             Deny::NotOriginator => "A2A_NOT_TASK_ORIGINATOR",
             Deny::Unauthenticated => "A2A_UNAUTHENTICATED",
             Deny::TooLarge => "A2A_REQUEST_TOO_LARGE",
-            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath => "A2A_INVALID_REQUEST",
+            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => "A2A_INVALID_REQUEST",
+            Deny::Unfilterable => "A2A_RESPONSE_UNFILTERABLE",
         }
     }
     fn rpc_code(self) -> i64 {
@@ -109,7 +117,8 @@ impl Deny {
             Deny::Forbidden | Deny::NotOriginator => codes::FORBIDDEN,
             Deny::Unauthenticated => codes::UNAUTHENTICATED,
             Deny::TooLarge => codes::TOO_LARGE,
-            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath => reply::codes::INVALID_REQUEST,
+            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => reply::codes::INVALID_REQUEST,
+            Deny::Unfilterable => codes::UNFILTERABLE,
         }
     }
     /// HTTP status for JSON-RPC replies: 200 (the error is in the body) except where the
@@ -120,6 +129,8 @@ impl Deny {
             Deny::TooLarge => 413,
             Deny::MediaType => 415,
             Deny::BadPath => 400,
+            Deny::HttpMethod => 405,
+            Deny::Unfilterable => 502,
             _ => 200,
         }
     }
@@ -133,7 +144,14 @@ impl Deny {
             Deny::TooLarge => (413, "RESOURCE_EXHAUSTED"),
             Deny::Invalid | Deny::Batch | Deny::BadPath => (400, "INVALID_ARGUMENT"),
             Deny::MediaType => (415, "INVALID_ARGUMENT"),
+            Deny::HttpMethod => (405, "UNIMPLEMENTED"),
+            Deny::Unfilterable => (502, "INTERNAL"),
         }
+    }
+    /// A refusal the filter reports as an error (the request or answer was unusable), not a
+    /// policy decision.
+    fn is_error(self) -> bool {
+        !matches!(self, Deny::Refusal(_) | Deny::Forbidden | Deny::NotOriginator)
     }
     fn message(self) -> &'static str {
         match self {
@@ -147,6 +165,8 @@ impl Deny {
             Deny::Batch => "JSON-RPC batches are not part of A2A",
             Deny::MediaType => "A2A requests must be JSON (Content-Type application/json or application/a2a+json)",
             Deny::BadPath => "invalid or ambiguous percent-escape in the request path",
+            Deny::HttpMethod => "A2A uses only GET, POST and DELETE: this HTTP method is refused on agent routes",
+            Deny::Unfilterable => "the agent's task list could not be filtered to the caller's own tasks, so it was not passed on",
         }
     }
 }
@@ -244,6 +264,21 @@ struct CardState {
     urls_rewritten: u32,
 }
 
+/// A `ListTasks` answer being cut down to the acting identity's own tasks.
+#[derive(Debug, Default)]
+struct ListState {
+    /// The identity whose tasks may be shown (on-behalf-of user, else caller).
+    owner: String,
+    /// The answer is held until complete.
+    buffering: bool,
+    /// Why the answer cannot be filtered, found from its headers (replaced at its first bytes).
+    unfilterable: Option<&'static str>,
+    /// The answer was replaced by an error: whatever else arrives is dropped.
+    replaced: bool,
+    /// Tasks withheld from the answer (for the audit record).
+    withheld: Option<u32>,
+}
+
 pub struct Exchange {
     shared: Rc<Shared>,
     metrics: Rc<Metrics>,
@@ -275,6 +310,9 @@ pub struct Exchange {
     status: Option<u32>,
     tracker: Option<ResponseTracker>,
     card: Option<CardState>,
+    list: Option<ListState>,
+    /// The request's HTTP method, kept for the record only when it was refused for it.
+    refused_http_method: Option<String>,
     ttfe_nanos: Option<u64>,
     recorded_ctx: bool,
     /// The response's contextId was handled (recorded, or already recorded by the request).
@@ -389,6 +427,8 @@ impl Exchange {
             status: None,
             tracker: None,
             card: None,
+            list: None,
+            refused_http_method: None,
             ttfe_nanos: None,
             recorded_ctx: false,
             recorded_response_ctx: false,
@@ -576,9 +616,17 @@ impl Exchange {
             Effect::Deny => return self.deny(host, Deny::Forbidden),
             Effect::AllowOriginator => {
                 let acting = self.on_behalf_of.as_deref().unwrap_or(&self.caller);
-                let originator = task_entry.as_ref().and_then(|(_, o)| o.as_deref());
-                if !authz::originator_allows(acting, originator) {
-                    return self.deny(host, Deny::NotOriginator);
+                match authz::originator_check(method_name, acting) {
+                    OriginatorCheck::Task => {
+                        let originator = task_entry.as_ref().and_then(|(_, o)| o.as_deref());
+                        if !authz::originator_allows(acting, originator) {
+                            return self.deny(host, Deny::NotOriginator);
+                        }
+                    }
+                    OriginatorCheck::Refuse => return self.deny(host, Deny::NotOriginator),
+                    OriginatorCheck::FilterList => {
+                        self.list = Some(ListState { owner: acting.to_string(), ..ListState::default() });
+                    }
                 }
             }
         }
@@ -644,7 +692,7 @@ impl Exchange {
         host.try_set_header(HeaderMap::Request, chain::CALLER, header_safe(Some(&self.caller)));
         host.try_set_header(HeaderMap::Request, chain::ON_BEHALF_OF, header_safe(self.on_behalf_of.as_deref()));
         if let Some(key) = &self.shared.signing_key {
-            let expiry = host.now_nanos() / 1_000_000_000 + self.config().delegation.context_ttl_secs;
+            let expiry = chain::context_expiry(host.now_nanos(), self.config().delegation.context_ttl_secs);
             let sig = chain::sign(key, hop, &chain_value, self.on_behalf_of.as_deref(), expiry);
             host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
         }
@@ -679,12 +727,20 @@ impl Exchange {
     }
 
     fn deny(&mut self, host: &dyn Host, why: Deny) -> Step {
-        self.decision = match why {
-            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::TooLarge | Deny::Unauthenticated => Decision::Error,
-            _ => Decision::Deny,
-        };
-        self.deny = Some(why);
         self.phase = Phase::Denied;
+        let (status, body) = self.refusal(why);
+        let allow: &[(&str, &str)] = if why == Deny::HttpMethod { &[("allow", "GET, POST, DELETE")] } else { &[] };
+        if let Err(e) = reply::send_json(host, status, allow, &body) {
+            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
+        }
+        Step::Pause
+    }
+
+    /// Records the refusal `why` and returns its HTTP status and body, in the shape of the
+    /// call's binding and dialect.
+    fn refusal(&mut self, why: Deny) -> (u32, Vec<u8>) {
+        self.decision = if why.is_error() { Decision::Error } else { Decision::Deny };
+        self.deny = Some(why);
         let mut metadata = std::collections::BTreeMap::new();
         metadata.insert("target", self.target.clone());
         if let Some(hop) = self.hop {
@@ -712,10 +768,7 @@ impl Exchange {
             }
         };
         self.status = Some(status);
-        if let Err(e) = reply::send_json(host, status, &[], &body) {
-            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
-        }
-        Step::Pause
+        (status, body)
     }
 
     // ----- response ----------------------------------------------------------------------
@@ -762,6 +815,89 @@ impl Exchange {
                 host.log(LogLevel::Info, &format!("tollgate-a2a: card not rewritten (not JSON: {e})"));
                 card_state.result = Some("not_json");
             }
+        }
+        Step::Continue
+    }
+
+    /// Holds a `ListTasks` answer until complete, then removes the tasks the acting identity
+    /// did not originate. What cannot be filtered is replaced by an error (fail closed).
+    fn list_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        let max = self.shared.config.limits.max_list_response_bytes;
+        let Some(list) = self.list.as_mut() else { return Step::Continue };
+        if list.replaced {
+            // The error went out in place of the answer: the rest of the answer never does.
+            if body_size > 0 {
+                if let Err(e) = host.set_body(BodyBuffer::Response, 0, body_size, b"") {
+                    host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot drop the rest of a task list: {e}"));
+                }
+            }
+            return Step::Continue;
+        }
+        let mut why = list.unfilterable;
+        if why.is_none() && body_size > max {
+            why = Some("too large");
+        }
+        if why.is_none() && !end_of_stream {
+            return Step::Pause;
+        }
+        let body = if why.is_none() { host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default() } else { Vec::new() };
+        if why.is_none() {
+            let rest = self.binding == Some(Binding::Rest);
+            let owner = list.owner.clone();
+            let target = self.target.clone();
+            let owns = |id: &str| {
+                self.lookup(host, &task_key(&target, id), |e| authz::originator_allows(&owner, e.orig.as_deref())).unwrap_or(false)
+            };
+            match listing::filter_task_list(&body, rest, owns) {
+                Ok(filtered) => {
+                    let final_body = match filtered.body {
+                        Some(new_body) => match host.set_body(BodyBuffer::Response, 0, body_size, &new_body) {
+                            Ok(()) => {
+                                host.try_set_header(HeaderMap::Response, "content-length", Some(&new_body.len().to_string()));
+                                Some(new_body)
+                            }
+                            Err(e) => {
+                                host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot replace a task list: {e}"));
+                                why = Some("cannot replace the body");
+                                None
+                            }
+                        },
+                        None => Some(body),
+                    };
+                    if let (Some(final_body), Some(list)) = (final_body, self.list.as_mut()) {
+                        list.buffering = false;
+                        list.withheld = Some(filtered.withheld);
+                        // The answer as it goes out: its JSON-RPC error code, if any.
+                        let mut tracker = ResponseTracker::json(rest);
+                        tracker.feed(&final_body);
+                        tracker.finish();
+                        self.tracker = Some(tracker);
+                        self.ttfe_nanos = Some(host.now_nanos());
+                        if end_of_stream {
+                            self.response_done(host);
+                        }
+                        return Step::Continue;
+                    }
+                }
+                Err(e) => {
+                    host.log(LogLevel::Info, &format!("tollgate-a2a: task list not filterable: {e}"));
+                    why = Some("not readable");
+                }
+            }
+        }
+        // Fail closed: the error replaces what arrived; whatever follows is dropped.
+        host.log(LogLevel::Info, &format!("tollgate-a2a: task list replaced by an error ({})", why.unwrap_or("unknown")));
+        let (status, error) = self.refusal(Deny::Unfilterable);
+        if let Err(e) = host.set_body(BodyBuffer::Response, 0, body_size, &error) {
+            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot replace a task list: {e}"));
+        }
+        host.try_set_header(HeaderMap::Response, ":status", Some(&status.to_string()));
+        host.try_set_header(HeaderMap::Response, "content-type", Some("application/json"));
+        host.try_set_header(HeaderMap::Response, "content-encoding", None);
+        host.try_set_header(HeaderMap::Response, "content-length", Some(&error.len().to_string()));
+        if let Some(list) = self.list.as_mut() {
+            list.buffering = false;
+            list.replaced = true;
         }
         Step::Continue
     }
@@ -857,6 +993,18 @@ impl HttpExchange for Exchange {
         }
         if !self.config().forward_credentials {
             identity::strip_credentials(host, &self.shared.credential_headers);
+        }
+        // A2A uses GET, POST and DELETE only: anything else (PUT, PATCH...) is refused, never
+        // passed unclassified (the agent's server might still run the body it carries).
+        if !classify::http_method_allowed(&method, !end_of_stream) {
+            host.log(LogLevel::Info, &format!("tollgate-a2a: refused HTTP method {method:?} on an agent route"));
+            let binding = if tollgate_core::text::media_type_is(content_type.as_deref(), "application/json") {
+                Binding::JsonRpc
+            } else {
+                Binding::Rest
+            };
+            self.refused_http_method = Some(method);
+            return self.refuse_unclassified(host, binding, Deny::HttpMethod);
         }
         let post = method.eq_ignore_ascii_case("POST");
         self.head = match classify::classify_head(&method, &path, content_type.as_deref()) {
@@ -1017,6 +1165,28 @@ impl HttpExchange for Exchange {
                 return Step::Continue;
             }
         }
+        if let Some(list) = self.list.as_mut() {
+            // Only a successful answer with a body lists tasks; errors pass.
+            if self.status.is_some_and(|s| (200..300).contains(&s)) && !end_of_stream {
+                let max = self.shared.config.limits.max_list_response_bytes;
+                let too_large = host
+                    .response_header("content-length")
+                    .and_then(|l| l.trim().parse::<usize>().ok())
+                    .is_some_and(|l| l > max);
+                list.unfilterable = if !is_json {
+                    Some("not JSON")
+                } else if encoded {
+                    Some("content-encoding")
+                } else if too_large {
+                    Some("too large")
+                } else {
+                    None
+                };
+                // Held until complete (or, unfilterable, until its first bytes are replaced).
+                list.buffering = true;
+                return Step::Pause;
+            }
+        }
         if self.binding != Some(Binding::Card) && self.method.is_some() {
             let rest = self.binding == Some(Binding::Rest);
             if content_type.starts_with("text/event-stream") {
@@ -1037,6 +1207,9 @@ impl HttpExchange for Exchange {
         }
         if self.card.as_ref().is_some_and(|c| c.buffering) {
             return self.card_body(host, body_size, end_of_stream);
+        }
+        if self.list.as_ref().is_some_and(|l| l.buffering || l.replaced) {
+            return self.list_body(host, body_size, end_of_stream);
         }
         if self.tracker.is_some() {
             // Time to first event: a JSON body's first byte; an SSE stream's first whole event.
@@ -1126,6 +1299,8 @@ impl HttpExchange for Exchange {
             trace_source: self.trace_source,
             card,
             message_parts: parts,
+            http_method: self.refused_http_method.as_deref(),
+            tasks_withheld: self.list.as_ref().and_then(|l| l.withheld),
         };
         let timestamp_ms = self.start_nanos / 1_000_000;
         let mut record = Record::new(Layer::A2a, timestamp_ms, detail);
@@ -1207,6 +1382,12 @@ struct Detail<'a> {
     card: Option<CardAudit<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message_parts: Option<&'a str>,
+    /// The HTTP method of a request refused for it (PUT, PATCH...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_method: Option<&'a str>,
+    /// `ListTasks` filtered to the caller's tasks: how many of the agent's were withheld.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_withheld: Option<u32>,
 }
 
 #[cfg(test)]
@@ -2081,6 +2262,241 @@ mod tests {
         assert_eq!(task_key("agent-a", "t-1"), "task:7:agent-a:t-1");
         assert_eq!(ctx_key("c"), "ctx:c");
         assert_eq!(task_ref_key("t"), "tref:t");
+    }
+
+    // ----- originator-only task access, HTTP methods -------------------------------------
+
+    const ALICE: (&str, &str) = ("authorization", "Bearer k-alice");
+    const BOB: (&str, &str) = ("authorization", "Bearer k-bob");
+
+    /// Alice and Bob known by API key; reading a task is its originator's alone (the shipped rule).
+    fn owners_gateway(extra: Value) -> Gateway {
+        let mut config = json!({
+            "identity": {"api_keys": {"keys": [
+                {"sha256": sha256_hex(b"k-alice"), "name": "alice", "principal": "alice"},
+                {"sha256": sha256_hex(b"k-bob"), "name": "bob", "principal": "bob"}]}},
+            "authz": {"rules": [{"id": "own-tasks", "effect": "allow_originator",
+                "methods": ["GetTask", "ListTasks", "CancelTask", "SubscribeToTask", "*PushNotificationConfig*"]}]}
+        });
+        config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        Gateway::new(config)
+    }
+
+    /// Creates task `task` at `agent` as the caller `who` says (no header: anonymous).
+    fn create_task_as(gw: &Gateway, agent: &str, who: &[(&str, &str)], task: &str) {
+        let body = send_body("SendMessage", v10_message(json!({})));
+        let headers: Vec<(&str, &str)> = [V10].into_iter().chain(who.iter().copied()).collect();
+        let mut call = gw.request(agent, "POST", "/", &headers, Some(&body));
+        assert_eq!(call.step, Step::Continue);
+        gw.respond(&mut call, "application/json", &[&task_json(&format!("ctx-{task}"), task, "TASK_STATE_COMPLETED")]);
+    }
+
+    fn rpc_body(method: &str, params: Value) -> Vec<u8> {
+        json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string().into_bytes()
+    }
+
+    /// Sends the whole response at once (a held answer is read as one buffer) and logs.
+    fn respond_whole(gw: &Gateway, call: &mut Call, headers: &[(&str, &str)], body: &[u8]) -> (Step, Step) {
+        let mut all = vec![(":status".to_string(), "200".to_string())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        *call.host.response_headers.borrow_mut() = all;
+        let on_headers = callback(&call.host, |h| call.ex.on_response_headers(h, false));
+        *call.host.response_body.borrow_mut() = body.to_vec();
+        let on_body = callback(&call.host, |h| call.ex.on_response_body(h, body.len(), true));
+        gw.finish(call);
+        (on_headers, on_body)
+    }
+
+    fn task_list(ids: &[&str]) -> Value {
+        let tasks: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "contextId": format!("ctx-{id}"), "status": {"state": "TASK_STATE_COMPLETED"},
+                             "history": [{"messageId": "m", "role": "ROLE_USER", "parts": [{"text": format!("text of {id}")}]}]}))
+            .collect();
+        json!({"tasks": tasks, "nextPageToken": "", "pageSize": 50, "totalSize": ids.len()})
+    }
+
+    #[test]
+    fn reading_a_task_is_its_originators_alone() {
+        let gw = owners_gateway(json!({}));
+        create_task_as(&gw, "echo", &[ALICE], "t-alice");
+        create_task_as(&gw, "echo", &[], "t-anon");
+        let calls: Vec<(&str, Value, bool)> = vec![
+            ("GetTask", json!({"id": "t-alice"}), true),
+            ("SubscribeToTask", json!({"id": "t-alice"}), true),
+            ("CreateTaskPushNotificationConfig", json!({"taskId": "t-alice", "url": "http://hook"}), true),
+            ("GetTaskPushNotificationConfig", json!({"taskId": "t-alice", "id": "cfg"}), true),
+            ("ListTaskPushNotificationConfigs", json!({"taskId": "t-alice"}), true),
+            ("DeleteTaskPushNotificationConfig", json!({"taskId": "t-alice", "id": "cfg"}), true),
+            ("tasks/get", json!({"id": "t-alice"}), false),
+            ("tasks/resubscribe", json!({"id": "t-alice"}), false),
+            ("tasks/pushNotificationConfig/get", json!({"id": "t-alice"}), false),
+            ("tasks/pushNotificationConfig/list", json!({"id": "t-alice"}), false),
+        ];
+        for (method, params, v10) in calls {
+            let body = rpc_body(method, params);
+            fn with(v10: bool, who: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+                (if v10 { vec![V10] } else { vec![] }).into_iter().chain(who.iter().copied()).collect()
+            }
+            for who in [&[BOB][..], &[][..]] {
+                let mut refused = gw.request("echo", "POST", "/", &with(v10, who), Some(&body));
+                let (status, reply) = refused.reply().unwrap_or_else(|| panic!("{method} by {who:?} passed"));
+                assert_eq!(status, 200, "{method}");
+                let error = &reply["error"];
+                assert_eq!(error["code"], codes::FORBIDDEN, "{method}");
+                let info = if v10 { &error["data"][0] } else { &error["data"] };
+                assert_eq!(info["reason"], "A2A_NOT_TASK_ORIGINATOR", "{method}");
+                gw.finish(&mut refused);
+                assert_eq!((audit(&refused)["decision"].as_str(), audit(&refused)["rule_id"].as_str()), (Some("deny"), Some("own-tasks")));
+            }
+            let by_alice = gw.request("echo", "POST", "/", &with(v10, &[ALICE]), Some(&body));
+            assert_eq!(by_alice.step, Step::Continue, "{method} by its originator");
+            assert!(by_alice.reply().is_none());
+        }
+        // REST too; and a task created anonymously is nobody's (anonymous is not an identity).
+        let by_bob = gw.request("echo", "GET", "/tasks/t-alice", &[V10, BOB], None);
+        assert_eq!(by_bob.reply().map(|(s, b)| (s, b["error"]["details"][0]["reason"].clone())), Some((403, json!("A2A_NOT_TASK_ORIGINATOR"))));
+        assert_eq!(gw.request("echo", "GET", "/tasks/t-alice:subscribe", &[V10, ALICE], None).step, Step::Continue);
+        for who in [&[][..], &[ALICE][..]] {
+            let anon_task = gw.request("echo", "GET", "/tasks/t-anon", &[&[V10][..], who].concat(), None);
+            assert_eq!(anon_task.reply().map(|r| r.0), Some(403), "{who:?}");
+        }
+        let cancel = gw.request("echo", "POST", "/", &[V10], Some(&rpc_body("CancelTask", json!({"id": "t-anon"}))));
+        assert_eq!(cancel.reply().unwrap().1["error"]["data"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR", "not even the anonymous");
+    }
+
+    #[test]
+    fn list_tasks_shows_only_the_callers_own_tasks() {
+        let gw = owners_gateway(json!({}));
+        create_task_as(&gw, "echo", &[ALICE], "t-alice");
+        create_task_as(&gw, "echo", &[BOB], "t-bob");
+        create_task_as(&gw, "echo", &[], "t-anon");
+        create_task_as(&gw, "other", &[ALICE], "t-other");
+        let everything = ["t-alice", "t-bob", "t-anon", "t-other", "t-unknown"];
+
+        // JSON-RPC: the answer is held, then cut down to Alice's tasks at this agent.
+        let answer = json!({"jsonrpc": "2.0", "id": 9, "result": task_list(&everything)}).to_string();
+        let mut call = gw.request("echo", "POST", "/", &[V10, ALICE], Some(&rpc_body("ListTasks", json!({}))));
+        assert_eq!(call.step, Step::Continue);
+        let steps = respond_whole(&gw, &mut call, &[("content-type", "application/json"), ("content-length", &answer.len().to_string())], answer.as_bytes());
+        assert_eq!(steps, (Step::Pause, Step::Continue));
+        let out: Value = serde_json::from_slice(&call.host.response_body.borrow()).unwrap();
+        let ids: Vec<&str> = out["result"]["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["t-alice"]);
+        assert_eq!(out["result"]["totalSize"], 1);
+        assert!(!out.to_string().contains("text of t-bob"));
+        assert_eq!(call.host.response_header("content-length"), Some(call.host.response_body.borrow().len().to_string()));
+        let rec = audit(&call);
+        assert_eq!((rec["decision"].as_str(), rec["method"].as_str(), rec["tasks_withheld"].as_u64()), (Some("allow"), Some("ListTasks"), Some(4)));
+
+        // REST `GET /tasks`: Bob sees Bob's.
+        let answer = task_list(&everything).to_string();
+        let mut call = gw.request("echo", "GET", "/tasks?pageSize=50", &[V10, BOB], None);
+        assert_eq!(call.step, Step::Continue);
+        respond_whole(&gw, &mut call, &[("content-type", "application/a2a+json")], answer.as_bytes());
+        let out: Value = serde_json::from_slice(&call.host.response_body.borrow()).unwrap();
+        assert_eq!(out["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>(), [json!("t-bob")]);
+
+        // Anonymous: refused (an anonymous caller originates nothing it could list).
+        let anon = gw.request("echo", "POST", "/", &[V10], Some(&rpc_body("ListTasks", json!({}))));
+        assert_eq!(anon.reply().unwrap().1["error"]["data"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR");
+        let anon_rest = gw.request("echo", "GET", "/tasks", &[V10], None);
+        assert_eq!(anon_rest.reply().map(|r| r.0), Some(403));
+
+        // An error answer passes as it is; without the rule nothing is held or filtered.
+        let error = br#"{"jsonrpc":"2.0","id":9,"error":{"code":-32601,"message":"no"}}"#;
+        let mut call = gw.request("echo", "POST", "/", &[V10, ALICE], Some(&rpc_body("ListTasks", json!({}))));
+        respond_whole(&gw, &mut call, &[("content-type", "application/json")], error);
+        assert_eq!(&call.host.response_body.borrow()[..], &error[..]);
+        assert_eq!(audit(&call)["rpc_error_code"], -32601);
+        let open = Gateway::new(json!({}));
+        let mut call = open.request("echo", "POST", "/", &[V10], Some(&rpc_body("ListTasks", json!({}))));
+        let answer = json!({"jsonrpc": "2.0", "id": 9, "result": task_list(&everything)}).to_string();
+        let steps = respond_whole(&open, &mut call, &[("content-type", "application/json")], answer.as_bytes());
+        assert_eq!(steps, (Step::Continue, Step::Continue));
+        assert_eq!(&call.host.response_body.borrow()[..], answer.as_bytes());
+    }
+
+    #[test]
+    fn a_task_list_that_cannot_be_filtered_is_replaced_by_an_error() {
+        let gw = owners_gateway(json!({"limits": {"max_list_response_bytes": 200}}));
+        create_task_as(&gw, "echo", &[ALICE], "t-alice");
+        let big = json!({"jsonrpc": "2.0", "id": 9, "result": task_list(&["t-alice", "t-bob"])}).to_string();
+        let small = json!({"jsonrpc": "2.0", "id": 9, "result": {"tasks": [{"id": "t-bob"}]}}).to_string();
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+        let cases: [Case<'_>; 5] = [
+            ("gzip", vec![("content-type", "application/json"), ("content-encoding", "gzip")], small.as_bytes()),
+            ("not json", vec![("content-type", "text/plain")], small.as_bytes()),
+            ("declared too large", vec![("content-type", "application/json"), ("content-length", "5000")], small.as_bytes()),
+            ("too large", vec![("content-type", "application/json")], big.as_bytes()),
+            ("ambiguous", vec![("content-type", "application/json")], br#"{"jsonrpc":"2.0","id":9,"result":{"tasks":[]},"result":{"tasks":[{"id":"t-bob"}]}}"#),
+        ];
+        for (what, headers, body) in cases {
+            let mut call = gw.request("echo", "POST", "/", &[V10, ALICE], Some(&rpc_body("ListTasks", json!({}))));
+            let steps = respond_whole(&gw, &mut call, &headers, body);
+            assert_eq!(steps, (Step::Pause, Step::Continue), "{what}");
+            let out: Value = serde_json::from_slice(&call.host.response_body.borrow()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(out["error"]["code"], codes::UNFILTERABLE, "{what}");
+            assert_eq!(out["error"]["data"][0]["reason"], "A2A_RESPONSE_UNFILTERABLE", "{what}");
+            assert_eq!(out["id"], 9, "{what}");
+            assert_eq!(call.host.response_header(":status").as_deref(), Some("502"), "{what}");
+            assert_eq!(call.host.response_header("content-encoding"), None, "{what}");
+            let rec = audit(&call);
+            assert_eq!((rec["decision"].as_str(), rec["reason"].as_str()), (Some("error"), Some("A2A_RESPONSE_UNFILTERABLE")), "{what}");
+        }
+        // Streamed past the limit: the error replaces what was held, the rest is dropped.
+        let mut call = gw.request("echo", "GET", "/tasks", &[V10, ALICE], None);
+        *call.host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+        assert_eq!(call.ex.on_response_headers(&call.host, false), Step::Pause);
+        *call.host.response_body.borrow_mut() = big.as_bytes()[..150].to_vec();
+        assert_eq!(call.ex.on_response_body(&call.host, 150, false), Step::Pause);
+        *call.host.response_body.borrow_mut() = big.as_bytes()[..250].to_vec();
+        assert_eq!(call.ex.on_response_body(&call.host, 250, false), Step::Continue);
+        let out: Value = serde_json::from_slice(&call.host.response_body.borrow()).unwrap();
+        assert_eq!((out["error"]["code"].clone(), out["error"]["status"].clone()), (json!(502), json!("INTERNAL")));
+        *call.host.response_body.borrow_mut() = big.as_bytes()[250..].to_vec();
+        assert_eq!(call.ex.on_response_body(&call.host, big.len() - 250, true), Step::Continue);
+        assert!(call.host.response_body.borrow().is_empty(), "the rest of the list never goes out");
+    }
+
+    #[test]
+    fn http_methods_a2a_does_not_use_are_refused_with_a_record() {
+        let gw = Gateway::new(json!({}));
+        let body = send_body("SendMessage", v10_message(json!({})));
+        for method in ["PUT", "PATCH", "put"] {
+            let mut call = gw.request("echo", method, "/", &[V10], Some(&body));
+            assert_eq!(call.step, Step::Pause, "{method}");
+            let (status, headers, reply) = call.host.local_reply.borrow().clone().expect("refused");
+            let reply: Value = serde_json::from_slice(&reply).unwrap();
+            assert_eq!(status, 405);
+            assert!(headers.iter().any(|(k, v)| k == "allow" && v == "GET, POST, DELETE"), "{headers:?}");
+            assert_eq!(reply["error"]["code"], -32600);
+            assert_eq!(reply["error"]["data"][0]["reason"], "A2A_INVALID_REQUEST");
+            assert_eq!(call.host.request_body.borrow().len(), 0, "the body was never read, let alone passed");
+            gw.finish(&mut call);
+            let rec = audit(&call);
+            assert_eq!((rec["decision"].as_str(), rec["http_method"].as_str(), rec["binding"].as_str()), (Some("error"), Some(method), Some("jsonrpc")));
+        }
+        // Not JSON-RPC's media type: the HTTP+JSON error shape.
+        let call = gw.request("echo", "PATCH", "/tasks/t-1", &[V10, ("content-type", "application/a2a+json")], Some(b"{}"));
+        let (status, reply) = call.reply().unwrap();
+        assert_eq!((status, reply["error"]["status"].as_str()), (405, Some("UNIMPLEMENTED")));
+        assert_eq!(reply["error"]["details"][0]["reason"], "A2A_INVALID_REQUEST");
+        // HEAD / OPTIONS without a body carry no call and pass; with one they are refused.
+        for method in ["HEAD", "OPTIONS"] {
+            let call = gw.request("echo", method, "/", &[], None);
+            assert_eq!((call.step, call.reply().is_none()), (Step::Continue, true), "{method}");
+            let call = gw.request("echo", method, "/", &[V10], Some(&body));
+            assert_eq!(call.reply().map(|r| r.0), Some(405), "{method} with a body");
+        }
+        // An unknown credential is reported as such first; a non-agent route is not concerned.
+        let keyed = Gateway::new(json!({"identity": {"api_keys": {"keys": [{"sha256": sha256_hex(b"k"), "name": "k", "principal": "p"}]}}}));
+        let call = keyed.request("echo", "PUT", "/", &[("x-api-key", "stolen")], Some(&body));
+        assert_eq!(call.reply().map(|r| r.0), Some(401));
+        let host = MemoryHost::with_request_headers(&[(":method", "PUT"), (":path", "/x"), ("content-type", "application/json")]);
+        let gw = Gateway::new(json!({"routes": {"cluster_fallback": false}}));
+        let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
+        assert_eq!(ex.on_request_headers(&host, false), Step::Continue);
     }
 
     #[test]

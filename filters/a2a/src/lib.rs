@@ -1,5 +1,5 @@
 //! Tollgate A2A filter. Pure decision modules (`classify`, `session`, `chain`, `card`,
-//! `authz`) never touch the host; `flow` runs one exchange against the `Host` trait (unit
+//! `authz`, `listing`) never touch the host; `flow` runs one exchange against the `Host` trait (unit
 //! tested against `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
 pub mod authz;
@@ -8,6 +8,7 @@ pub mod chain;
 pub mod classify;
 pub mod config;
 pub mod flow;
+pub mod listing;
 pub mod session;
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -336,7 +336,7 @@ impl ResponseTracker {
                         let mut doc = DocIds::default();
                         scanner.feed(event.data.as_bytes(), |path, value| doc.observe(rest, path, value));
                         scanner.finish(|path, value| doc.observe(rest, path, value));
-                        *events += 1;
+                        *events = events.saturating_add(1);
                         if *events == 1 {
                             progress.first_event = true;
                         }

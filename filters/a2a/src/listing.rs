@@ -1,0 +1,124 @@
+//! `ListTasks` answers cut down to the caller's own tasks (rule effect `allow_originator`):
+//! an agent lists every task it holds, whoever created it. Pure: the caller says, per task id,
+//! whether the acting identity originated it (the conversation table knows).
+
+use serde_json::Value;
+
+/// What filtering did to one answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Filtered {
+    /// The new body; `None` when nothing was withheld (the answer passes byte for byte).
+    pub body: Option<Vec<u8>>,
+    pub kept: u32,
+    pub withheld: u32,
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Filters a `ListTasks` answer: a JSON-RPC response whose `result` is a `ListTasksResponse`,
+/// or (`rest`) the `ListTasksResponse` itself. Tasks `owns` rejects — and tasks without a
+/// string `id`, which nobody can be shown to own — are removed; when any is, `totalSize`
+/// (if present) becomes the number kept, so the answer does not count other callers' tasks.
+/// A JSON-RPC error passes unchanged. An answer that cannot be read unambiguously (not JSON,
+/// a repeated key, a `result` or `tasks` of the wrong type) is an error: the caller must not
+/// pass what it could not filter.
+pub fn filter_task_list(body: &[u8], rest: bool, mut owns: impl FnMut(&str) -> bool) -> Result<Filtered, String> {
+    // The client's parser may read another `tasks` than ours if a key repeats.
+    tollgate_core::jsonrpc::check_no_duplicate_keys(body)?;
+    let mut doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let unchanged = |kept: usize| Filtered { body: None, kept: count(kept), withheld: 0 };
+    let list = if rest {
+        &mut doc
+    } else {
+        let Some(envelope) = doc.as_object_mut() else { return Err("not a JSON-RPC response object".into()) };
+        match envelope.get_mut("result") {
+            Some(result) => result,
+            // An error response lists nothing.
+            None => return Ok(unchanged(0)),
+        }
+    };
+    let Some(list) = list.as_object_mut() else { return Err("the task list is not an object".into()) };
+    let tasks = match list.get_mut("tasks") {
+        None | Some(Value::Null) => return Ok(unchanged(0)),
+        Some(Value::Array(tasks)) => tasks,
+        Some(_) => return Err("`tasks` is not an array".into()),
+    };
+    let before = tasks.len();
+    tasks.retain(|task| task.get("id").and_then(Value::as_str).is_some_and(&mut owns));
+    let kept = tasks.len();
+    let withheld = before.saturating_sub(kept);
+    if withheld == 0 {
+        return Ok(unchanged(kept));
+    }
+    if list.contains_key("totalSize") {
+        list.insert("totalSize".into(), Value::from(kept));
+    }
+    let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+    Ok(Filtered { body: Some(body), kept: count(kept), withheld: count(withheld) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(id: &str, text: &str) -> Value {
+        json!({"id": id, "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"},
+               "history": [{"messageId": "m", "role": "ROLE_USER", "parts": [{"text": text}]}]})
+    }
+
+    fn mine(id: &str) -> bool {
+        id.starts_with("alice-")
+    }
+
+    #[test]
+    fn other_callers_tasks_are_withheld_from_a_json_rpc_answer() {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "result": {
+            "tasks": [task("alice-1", "mine"), task("bob-1", "bob's secret"), {"contextId": "no id"}, task("alice-2", "mine too")],
+            "nextPageToken": "", "pageSize": 50, "totalSize": 4}});
+        let out = filter_task_list(body.to_string().as_bytes(), false, mine).unwrap();
+        assert_eq!((out.kept, out.withheld), (2, 2));
+        let new: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+        let ids: Vec<&str> = new["result"]["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["alice-1", "alice-2"]);
+        assert_eq!(new["result"]["totalSize"], 2, "other callers' tasks are not even counted");
+        assert_eq!((new["id"].clone(), new["result"]["pageSize"].clone()), (json!(7), json!(50)));
+        assert!(!new.to_string().contains("bob's secret"));
+    }
+
+    #[test]
+    fn a_rest_answer_is_the_list_itself() {
+        let body = json!({"tasks": [task("bob-1", "x")], "nextPageToken": "p2"});
+        let out = filter_task_list(body.to_string().as_bytes(), true, mine).unwrap();
+        assert_eq!((out.kept, out.withheld), (0, 1));
+        let new: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+        assert_eq!(new, json!({"tasks": [], "nextPageToken": "p2"}), "no totalSize is added");
+    }
+
+    #[test]
+    fn own_tasks_and_errors_pass_byte_for_byte() {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"tasks": [task("alice-1", "x")], "totalSize": 1}});
+        assert_eq!(filter_task_list(body.to_string().as_bytes(), false, mine), Ok(Filtered { body: None, kept: 1, withheld: 0 }));
+        let error = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"nope"}}"#;
+        assert_eq!(filter_task_list(error, false, mine), Ok(Filtered { body: None, kept: 0, withheld: 0 }));
+        let empty = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        assert_eq!(filter_task_list(empty, false, mine).map(|f| f.withheld), Ok(0));
+    }
+
+    #[test]
+    fn what_cannot_be_read_unambiguously_is_an_error() {
+        for (body, rest) in [
+            (&b"not json"[..], false),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{"tasks":[]},"result":{"tasks":[{"id":"bob-1"}]}}"#, false),
+            (br#"{"tasks":[],"tasks":[{"id":"bob-1"}]}"#, true),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{"tasks":{"id":"bob-1"}}}"#, false),
+            (br#"{"jsonrpc":"2.0","id":1,"result":[{"id":"bob-1"}]}"#, false),
+            (br#"[{"id":"bob-1"}]"#, true),
+            (br#"[{"jsonrpc":"2.0","id":1,"result":{"tasks":[{"id":"bob-1"}]}}]"#, false),
+        ] {
+            assert!(filter_task_list(body, rest, mine).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}
