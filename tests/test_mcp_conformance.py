@@ -21,7 +21,7 @@ differs, with what the suite saw directly and through the gateway. What does not
 directly (a feature the SDK server lacks in a mode) is pinned in DIRECT_EXCEPTIONS and
 printed with the per-scenario table at the end of the module, not hidden.
 
-    .venv/bin/python -m pytest tests/test_mcp_conformance.py -q -p no:cacheprovider -s   # -s: the tables
+    .venv/bin/python -m pytest tests/test_mcp_conformance.py -q -p no:cacheprovider
 """
 from __future__ import annotations
 
