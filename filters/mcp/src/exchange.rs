@@ -1117,6 +1117,15 @@ mod tests {
     }
 
     #[test]
+    fn arguments_are_recorded_with_numbers_as_written() {
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let (mut ex, _) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":1e3,"a":1000.0000000000001}}}"#);
+        respond(&mut ex, &host, "application/json", &[br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#]);
+        assert_eq!(audit(&host)["arguments_sha256"], sha256_hex(br#"{"a":1000.0000000000001,"b":1e3}"#));
+    }
+
+    #[test]
     fn arguments_are_judged_as_written() {
         // serde_json::Value (with its raw_value feature) reads an object whose first key is
         // its private RawValue token as the JSON in that key's string: a policy reading
