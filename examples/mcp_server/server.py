@@ -11,7 +11,7 @@ Besides MCP, the same Starlette app (via `MCPServer.custom_route`, so one port) 
   POST /_calls/reset  -> {}                 zero the counters
 Tests use the counters to prove whether a call reached the upstream or the gateway stopped it.
 
-    python server.py --host 127.0.0.1 --port 8100 [--json-response] [--stateless]
+    python server.py --host 127.0.0.1 --port 8100 [--json-response] [--stateless] [--export-tool]
 """
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ async def admin_reset() -> str:
     return "reset done"
 
 
+async def export_rows(tables: list[str]) -> list[str]:
+    """Export every row of the given tables (fake: returns the tables it exported).
+
+    Registered only with `--export-tool` (the default tool list stays as tests expect it).
+    The SDK reads a JSON string such as `"[\\"users\\"]"` as the list it holds for this
+    parameter (typed `list[str]`, not `str`): what a gateway's argument rules must see."""
+    tool_calls["export_rows"] += 1
+    return tables
+
+
 # --- prompts and resources ---------------------------------------------------------------
 
 
@@ -118,7 +128,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--json-response", action="store_true", help="answer POSTs with application/json, not SSE")
     parser.add_argument("--stateless", action="store_true", help="legacy revisions: no Mcp-Session-Id, no GET stream")
+    parser.add_argument("--export-tool", action="store_true", help="also serve export_rows(tables: list[str])")
     args = parser.parse_args()
+    if args.export_tool:
+        mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))(export_rows)
 
     mcp.run(
         transport="streamable-http",

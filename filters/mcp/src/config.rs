@@ -4,7 +4,7 @@
 //! (JSONPaths, regexes) and names the rule and field of anything that does not compile.
 
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use tollgate_core::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
@@ -194,20 +194,21 @@ pub enum Quantifier {
 #[serde(deny_unknown_fields)]
 pub struct ArgumentConfig {
     pub path: String,
+    /// Expected values as written (numbers compare exactly: their text is kept).
     #[serde(default, deserialize_with = "present")]
-    pub equals: Option<Value>,
+    pub equals: Option<Box<RawValue>>,
     #[serde(default)]
-    pub one_of: Option<Vec<Value>>,
+    pub one_of: Option<Vec<Box<RawValue>>>,
     #[serde(default)]
     pub regex: Option<String>,
     #[serde(default)]
-    pub gt: Option<f64>,
+    pub gt: Option<Bound>,
     #[serde(default)]
-    pub gte: Option<f64>,
+    pub gte: Option<Bound>,
     #[serde(default)]
-    pub lt: Option<f64>,
+    pub lt: Option<Bound>,
     #[serde(default)]
-    pub lte: Option<f64>,
+    pub lte: Option<Bound>,
     #[serde(default)]
     pub exists: Option<bool>,
     /// How a path selecting several values is judged. Default: `all` in allow rules, `any`
@@ -253,8 +254,23 @@ pub struct RateLimitConfig {
 }
 
 /// `"equals": null` means "equals JSON null", not "absent".
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// A range bound: a JSON number, kept as written (compared exactly).
+#[derive(Debug, Clone)]
+pub struct Bound(pub String);
+
+impl<'de> Deserialize<'de> for Bound {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get().trim();
+        if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Err(serde::de::Error::custom(format!("expected a number, found `{}`", tollgate_core::text::truncate(text, 64))));
+        }
+        Ok(Bound(text.to_string()))
+    }
 }
 
 impl Validate for Config {
@@ -300,8 +316,20 @@ mod tests {
     #[test]
     fn equals_null_is_present() {
         let a: ArgumentConfig = serde_json::from_str(r#"{"path":"$.x","equals":null}"#).unwrap();
-        assert_eq!(a.equals, Some(Value::Null));
+        assert_eq!(a.equals.map(|r| r.get().to_string()).as_deref(), Some("null"));
         let a: ArgumentConfig = serde_json::from_str(r#"{"path":"$.x","exists":true}"#).unwrap();
-        assert_eq!(a.equals, None);
+        assert!(a.equals.is_none());
+    }
+
+    #[test]
+    fn numbers_are_kept_as_written_through_the_loader() {
+        let c: Config = load(br#"{"policy":{"rules":[{"id":"a","effect":"allow","arguments":[
+            {"path":"$.x","one_of":[9007199254740993, 1e3]},{"path":"$.y","lte":1000.0000000000001}]}]}}"#).unwrap();
+        let rules = &c.policy.unwrap().rules;
+        let one_of: Vec<&str> = rules[0].arguments[0].one_of.as_ref().unwrap().iter().map(|r| r.get()).collect();
+        assert_eq!(one_of, ["9007199254740993", "1e3"]);
+        assert_eq!(rules[0].arguments[1].lte.as_ref().unwrap().0, "1000.0000000000001");
+        let err = load::<Config>(br#"{"policy":{"rules":[{"id":"a","effect":"allow","arguments":[{"path":"$.y","gt":"5"}]}]}}"#).unwrap_err();
+        assert!(err.0.starts_with("policy.rules[0].arguments[0].gt: expected a number"), "{err}");
     }
 }

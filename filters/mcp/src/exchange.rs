@@ -530,6 +530,39 @@ impl Exchange {
         host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
     }
 
+    /// A list was asked for and the answer is neither JSON nor SSE: the gateway cannot filter
+    /// it, so it is never passed (fail closed, also for a body that would read as a list):
+    /// the client gets a JSON-RPC error, with 502 in place of a success status (an error
+    /// status is kept: a client acts on it, e.g. 404 for an expired session). Recorded as an
+    /// error. In dry run, recorded only.
+    fn unfilterable_list(&mut self, host: &dyn Host, content_type: Option<&str>) {
+        let error = format!(
+            "list response with content type `{}` cannot be filtered",
+            message::truncate(content_type.unwrap_or(""), 64).escape_debug()
+        );
+        let dry_run = self.shared.dry_run();
+        for e in self.expect.iter().filter(|e| e.list.is_some()) {
+            if let Some(rec) = self.records.get_mut(e.record) {
+                if !dry_run {
+                    rec.decision = Decision::Error;
+                }
+                rec.error = Some(error.clone());
+            }
+        }
+        if dry_run {
+            return;
+        }
+        host.log(LogLevel::Warn, &format!("tollgate-mcp: {error}; dropped"));
+        let success = !matches!(self.status, Some(s) if !(200..300).contains(&s));
+        self.fail_response_headers(host);
+        if success {
+            self.status = Some(502);
+        } else if let Some(status) = self.status {
+            host.try_set_header(HeaderMap::Response, ":status", Some(&status.to_string()));
+        }
+        self.response = ResponseMode::Dropped;
+    }
+
     /// A JSON-RPC error for the (single) expected request, or `id: null`.
     fn response_error(&self, message: &str) -> Vec<u8> {
         let id = (self.expect.len() == 1)
@@ -903,6 +936,9 @@ impl HttpExchange for Exchange {
         let sse = message::is_sse_content_type(content_type.as_deref());
         let json = message::is_json_content_type(content_type.as_deref());
         if !sse && !json {
+            if self.shared.policy.is_some() && self.expect.iter().any(|e| e.list.is_some()) {
+                self.unfilterable_list(host, content_type.as_deref());
+            }
             return Step::Continue;
         }
         let lists_possible = self.shared.policy.is_some() && (is_get || sse || self.expect.iter().any(|e| e.list.is_some()));
@@ -1110,6 +1146,15 @@ mod tests {
         assert_eq!(a["arguments_sha256"], sha256_hex(br#"{"a":1,"b":2}"#));
         assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.allow"), Some(1));
         assert_eq!(host.metric("tollgate.mcp.requests"), Some(1));
+    }
+
+    #[test]
+    fn arguments_are_recorded_with_numbers_as_written() {
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let (mut ex, _) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"b":1e3,"a":1000.0000000000001}}}"#);
+        respond(&mut ex, &host, "application/json", &[br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#]);
+        assert_eq!(audit(&host)["arguments_sha256"], sha256_hex(br#"{"a":1000.0000000000001,"b":1e3}"#));
     }
 
     #[test]
@@ -1374,6 +1419,42 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("data: {\"jsonrpc\":\"2.0\",\"id\":5,\"error\""), "{text}");
         assert!(!text.contains("xxx"));
+    }
+
+    #[test]
+    fn list_answers_neither_json_nor_sse_never_pass() {
+        let list = br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"add"},{"name":"admin_reset"}]}}"#;
+        for content_type in ["text/plain", "application/octet-stream", "text/html; charset=utf-8", ""] {
+            let (mut ex, host) = list_exchange(demo_policy(json!({})));
+            let out = respond(&mut ex, &host, content_type, &[&list[..10], &list[10..]]);
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("admin_reset"), "{content_type}: {text}");
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!((v["id"].as_i64(), v["error"]["code"].as_i64()), (Some(5), Some(-32603)), "{content_type}");
+            assert_eq!(host.response_header(":status").as_deref(), Some("502"));
+            assert_eq!(host.response_header("content-type").as_deref(), Some("application/json"));
+            let a = audit(&host);
+            assert_eq!((a["decision"].as_str(), a["status"].as_u64()), (Some("error"), Some(502)), "{a}");
+            assert!(a["error"].as_str().unwrap().contains("cannot be filtered"), "{a}");
+        }
+        // An error status is kept (a client acts on it); its body is not passed either.
+        let (mut ex, host) = list_exchange(demo_policy(json!({})));
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "404".into()), ("content-type".into(), "text/plain".into())];
+        ex.on_response_headers(&host, false);
+        *host.response_body.borrow_mut() = list.to_vec();
+        ex.on_response_body(&host, list.len(), true);
+        assert_eq!(host.response_header(":status").as_deref(), Some("404"));
+        assert!(!String::from_utf8_lossy(&host.response_body.borrow()).contains("admin_reset"));
+        // Not a list request: passes as before.
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let (mut ex, _) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{}}}"#);
+        assert_eq!(respond(&mut ex, &host, "text/plain", &[b"hello"]), b"hello");
+        assert_eq!(host.response_header(":status").as_deref(), Some("200"));
+        // Dry run: recorded, passed.
+        let (mut ex, host) = list_exchange(demo_policy(json!({"dry_run": true})));
+        assert_eq!(respond(&mut ex, &host, "text/plain", &[list]), list);
+        assert!(audit(&host)["error"].as_str().unwrap().contains("cannot be filtered"));
     }
 
     #[test]

@@ -28,6 +28,19 @@ enum Selector {
     Wildcard,
 }
 
+/// Which reading of strings holding JSON ([`Json::Encoded`]) a walk takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Strings as written: such a string is a leaf.
+    Literal,
+    /// Such a string is the JSON it holds (a string whose JSON is unknown is handed to the
+    /// caller wherever the path would go into it: it might hold anything).
+    Decoded,
+    /// Both at once: such a string is handed to the caller as itself where the path ends
+    /// on it, and the path also goes into the JSON it holds.
+    Both,
+}
+
 /// Nested descendant walks are bounded (documents are bounded by the body limit anyway).
 const MAX_DEPTH: usize = 128;
 
@@ -36,10 +49,10 @@ impl JsonPath {
         Parser { s: text.as_bytes(), at: 0, text }.path()
     }
 
-    /// Every value the path selects, in document order.
+    /// Every value the path selects, in document order (strings as written).
     pub fn select<'v, 'a>(&self, root: &'v Json<'a>) -> Vec<&'v Json<'a>> {
         let mut out = Vec::new();
-        self.visit(root, &mut |v| {
+        self.visit(root, View::Literal, &mut |v| {
             out.push(v);
             true
         });
@@ -49,20 +62,34 @@ impl JsonPath {
     /// Calls `f` on each value [`JsonPath::select`] would return, in the same order, until
     /// `f` returns false; false when it did. Builds no lists: a rule's condition is judged
     /// on every call, and most stop at the first value.
-    pub fn visit<'v, 'a>(&self, root: &'v Json<'a>, f: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
-        walk(&self.segments, root, f)
+    pub fn visit<'v, 'a>(&self, root: &'v Json<'a>, view: View, f: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
+        walk(&self.segments, root, view, f)
+    }
+}
+
+/// A string holding JSON, in a view that reads it: `Ok(json)`, or `Err(itself)` when what
+/// it holds is unknown.
+fn decoded<'v, 'a>(node: &'v Json<'a>, view: View) -> Option<Result<&'v Json<'a>, &'v Json<'a>>> {
+    match node {
+        Json::Encoded(_, reading) if view != View::Literal => Some(reading.as_deref().ok_or(node)),
+        _ => None,
     }
 }
 
 /// Selecting segment by segment, depth first: each value a segment selects is taken through
 /// the remaining segments before the next one, which gives the breadth-first order of
 /// applying each segment to the whole list of the previous one.
-fn walk<'v, 'a>(segments: &[Segment], node: &'v Json<'a>, f: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
-    let Some((segment, rest)) = segments.split_first() else { return f(node) };
+fn walk<'v, 'a>(segments: &[Segment], node: &'v Json<'a>, view: View, f: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
+    let Some((segment, rest)) = segments.split_first() else {
+        return match (view, decoded(node, view)) {
+            (View::Decoded, Some(Ok(json))) => f(json),
+            _ => f(node),
+        };
+    };
     if segment.descendant {
-        descend(&segment.selectors, rest, node, f, 0)
+        descend(&segment.selectors, rest, node, view, f, 0)
     } else {
-        apply(&segment.selectors, node, &mut |child| walk(rest, child, f))
+        apply(&segment.selectors, node, view, &mut |child| walk(rest, child, view, f))
     }
 }
 
@@ -72,23 +99,37 @@ fn descend<'v, 'a>(
     selectors: &[Selector],
     rest: &[Segment],
     node: &'v Json<'a>,
+    view: View,
     f: &mut dyn FnMut(&'v Json<'a>) -> bool,
     depth: usize,
 ) -> bool {
-    if !apply(selectors, node, &mut |child| walk(rest, child, f)) {
+    if !apply(selectors, node, view, &mut |child| walk(rest, child, view, f)) {
         return false;
     }
     if depth >= MAX_DEPTH {
         return true;
     }
+    // The children of a string holding JSON are those of its JSON (an unknown one was
+    // handed on whole by `apply`).
+    let node = match decoded(node, view) {
+        Some(Ok(json)) => json,
+        Some(Err(_)) => return true,
+        None => node,
+    };
     match node {
-        Json::Array(items) => items.iter().all(|v| descend(selectors, rest, v, f, depth + 1)),
-        Json::Object(members) => members.iter().all(|(_, v)| descend(selectors, rest, v, f, depth + 1)),
+        Json::Array(items) => items.iter().all(|v| descend(selectors, rest, v, view, f, depth + 1)),
+        Json::Object(members) => members.iter().all(|(_, v)| descend(selectors, rest, v, view, f, depth + 1)),
         _ => true,
     }
 }
 
-fn apply<'v, 'a>(selectors: &[Selector], node: &'v Json<'a>, out: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
+fn apply<'v, 'a>(selectors: &[Selector], node: &'v Json<'a>, view: View, out: &mut dyn FnMut(&'v Json<'a>) -> bool) -> bool {
+    let node = match decoded(node, view) {
+        Some(Ok(json)) => json,
+        // Unknown JSON: whatever the selectors pick from it might be anything.
+        Some(Err(unknown)) => return out(unknown),
+        None => node,
+    };
     for selector in selectors {
         let go_on = match (selector, node) {
             (Selector::Name(name), Json::Object(_)) => match node.get(name) {
@@ -309,7 +350,7 @@ mod tests {
         let path = JsonPath::parse("$..n").unwrap();
         let mut seen = Vec::new();
         let tree = Json::from_value(&doc);
-        assert!(!path.visit(&tree, &mut |v| {
+        assert!(!path.visit(&tree, View::Literal, &mut |v| {
             seen.push(to_value(v));
             seen.len() < 2
         }));

@@ -10,6 +10,7 @@ mod filter;
 pub mod jsonpath;
 pub mod listfilter;
 pub mod message;
+pub mod number;
 pub mod policy;
 pub mod ratelimit;
 pub mod replies;

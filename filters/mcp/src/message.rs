@@ -136,8 +136,9 @@ struct Params<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     uri: Option<Cow<'a, str>>,
+    /// Read by [`crate::args::parse`] (numbers as written, strings holding JSON).
     #[serde(default, borrow)]
-    arguments: Option<Json<'a>>,
+    arguments: Option<&'a RawValue>,
 }
 
 #[derive(Clone, Copy)]
@@ -252,9 +253,10 @@ fn targeted<'a>(
         };
     }
     // `"arguments": null` reads as absent.
-    match params.arguments {
-        Some(args @ Json::Object(_)) => message.arguments = Some(args),
-        Some(_) => return Err(Refusal::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
+    match params.arguments.map(|raw| crate::args::parse(raw.get())) {
+        Some(Ok(args @ Json::Object(_))) => message.arguments = Some(args),
+        Some(Ok(_)) => return Err(Refusal::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
+        Some(Err(e)) => return Err(Refusal::new(codes::INVALID_PARAMS, format!("invalid params.arguments: {e}"))),
         None => {}
     }
     Ok(message)

@@ -11,13 +11,19 @@
 //! - argument values are tested fail closed: a value a test cannot read (a regex on a
 //!   number, a range on an object, `equals: "x"` on `5`) makes a deny condition match and an
 //!   allow condition fail; in deny rules an array is tested element by element (see
+//!   [`Condition::holds`]);
+//! - numbers compare by exact decimal value and by the nearest double; a string holding
+//!   JSON is read both as written and as that JSON: a deny condition matches when either
+//!   reading matches, an allow condition holds only when both readings satisfy it (see
 //!   [`Condition::holds`]).
 
 use crate::config::{ArgumentConfig, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
 use crate::message::Target;
-use crate::jsonpath::JsonPath;
+use crate::jsonpath::{JsonPath, View};
+use crate::number::{Decimal, Reading};
 use regex_lite::Regex;
-use crate::args::Json;
+use crate::args::{self, Json};
+use std::borrow::Cow;
 use tollgate_core::config::ConfigError;
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::Identity;
@@ -126,8 +132,15 @@ enum Test {
     Equals(Json<'static>),
     OneOf(Vec<Json<'static>>),
     Regex(Regex),
-    Range { gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64> },
+    Range { gt: Option<RangeBound>, gte: Option<RangeBound>, lt: Option<RangeBound>, lte: Option<RangeBound> },
     Exists(bool),
+}
+
+/// A range bound: its exact value and its double.
+#[derive(Debug)]
+struct RangeBound {
+    exact: Decimal,
+    double: f64,
 }
 
 /// What is being decided.
@@ -194,11 +207,13 @@ impl Policy {
         args: &Json<'_>,
     ) -> Verdict<'p> {
         let mut first_allow: Option<&Rule> = None;
+        // Whether some string of the arguments holds JSON: read once, when a rule asks.
+        let mut encoded: Option<bool> = None;
         for rule in rules {
             if !rule.matches_scope(subject, method, target) {
                 continue;
             }
-            let args_hold = rule.arguments.iter().all(|c| c.holds(args));
+            let args_hold = rule.arguments.iter().all(|c| c.holds(args, *encoded.get_or_insert_with(|| args.has_encoded())));
             match rule.effect {
                 Effect::Deny if args_hold => return Verdict::deny(Some(rule)),
                 Effect::Allow if args_hold && first_allow.is_none() => first_allow = Some(rule),
@@ -284,16 +299,19 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
     }
     let path = JsonPath::parse(arg.path.trim())
         .map_err(|e| named(".path", format!("invalid JSONPath `{}`: {e}", arg.path)))?;
-    let range = [arg.gt, arg.gte, arg.lt, arg.lte];
+    let range = [&arg.gt, &arg.gte, &arg.lt, &arg.lte];
     let mut tests: Vec<Test> = Vec::new();
+    let expected = |raw: &serde_json::value::RawValue, sub: &str| {
+        args::parse_literal(raw.get()).map(Json::into_owned).map_err(|e| named(sub, format!("invalid value: {e}")))
+    };
     if let Some(v) = &arg.equals {
-        tests.push(Test::Equals(Json::from_value(v)));
+        tests.push(Test::Equals(expected(v, ".equals")?));
     }
     if let Some(v) = &arg.one_of {
         if v.is_empty() {
             return Err(named(".one_of", "must not be empty".into()));
         }
-        tests.push(Test::OneOf(v.iter().map(Json::from_value).collect()));
+        tests.push(Test::OneOf(v.iter().map(|r| expected(r, ".one_of")).collect::<Result<_, _>>()?));
     }
     if let Some(r) = &arg.regex {
         let re = regex_lite::RegexBuilder::new(r)
@@ -302,11 +320,15 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
             .map_err(|e| named(".regex", format!("invalid regex: {e}")))?;
         tests.push(Test::Regex(re));
     }
-    if range.iter().any(Option::is_some) {
-        if range.iter().flatten().any(|b| !b.is_finite()) {
-            return Err(named("", "range bounds must be finite numbers".into()));
-        }
-        tests.push(Test::Range { gt: arg.gt, gte: arg.gte, lt: arg.lt, lte: arg.lte });
+    if range.iter().any(|b| b.is_some()) {
+        let bound = |b: &Option<crate::config::Bound>| -> Result<Option<RangeBound>, ConfigError> {
+            let Some(b) = b else { return Ok(None) };
+            match Reading::parse(&b.0) {
+                Some(Reading { exact, double: Some(double) }) => Ok(Some(RangeBound { exact, double })),
+                _ => Err(named("", "range bounds must be finite numbers".into())),
+            }
+        };
+        tests.push(Test::Range { gt: bound(&arg.gt)?, gte: bound(&arg.gte)?, lt: bound(&arg.lt)?, lte: bound(&arg.lte)? });
     }
     if let Some(e) = arg.exists {
         tests.push(Test::Exists(e));
@@ -411,11 +433,45 @@ impl Condition {
     ///   not compare with is tested element by element and matches when any element does
     ///   (or cannot be tested): `{"path": ["/tmp/x", "/etc/passwd"]}` hits it too (an empty
     ///   array has nothing that matches).
-    fn holds(&self, args: &Json<'_>) -> bool {
+    ///
+    /// Strings holding JSON (`"[\"users\"]"`, [`Json::Encoded`]) have two readings, the
+    /// string as written and the JSON it holds, as a server may take either (the MCP Python
+    /// SDK parses such a string for a parameter not typed as a string; pydantic's `Json`
+    /// types do at any depth). Fail closed on both sides:
+    /// - a deny condition matches when either reading matches: with `match: any` (the
+    ///   default) every value of every reading is tried, paths going into the JSON a string
+    ///   holds; with `match: all` or `exists`, the arguments read as written or with every
+    ///   such string read as its JSON;
+    /// - an allow condition holds only when it holds for both readings of the arguments (as
+    ///   written, and with every such string read as its JSON): an allow must not pass a
+    ///   value through a reading the server might not take, e.g. `{"table": "[\"orders\",
+    ///   \"users\"]"}` passing an unanchored `regex: orders` as a string while the server
+    ///   exports two tables.
+    ///
+    /// A string that looks like JSON (`[` or `{` first) but is not JSON this filter reads has
+    /// an unknown second reading: it matches deny conditions whose paths reach it and fails
+    /// allow conditions.
+    fn holds(&self, args: &Json<'_>, encoded: bool) -> bool {
+        if !encoded {
+            return self.holds_in(args, View::Literal);
+        }
+        let any = self.quantifier == Quantifier::Any && !matches!(self.test, Test::Exists(_));
+        if self.deny && any {
+            return self.holds_in(args, View::Both);
+        }
+        let literal = self.holds_in(args, View::Literal);
+        if self.deny {
+            literal || self.holds_in(args, View::Decoded)
+        } else {
+            literal && self.holds_in(args, View::Decoded)
+        }
+    }
+
+    fn holds_in(&self, args: &Json<'_>, view: View) -> bool {
         // Values are visited in place, stopping once the answer is known.
         let mut selected = false;
         if let Test::Exists(expected) = self.test {
-            self.path.visit(args, &mut |_| {
+            self.path.visit(args, view, &mut |_| {
                 selected = true;
                 false
             });
@@ -423,21 +479,31 @@ impl Condition {
         }
         match self.quantifier {
             Quantifier::All => {
-                let all = self.path.visit(args, &mut |v| {
+                let all = self.path.visit(args, view, &mut |v| {
                     selected = true;
-                    self.matches(v)
+                    self.matches(v, view)
                 });
                 selected && all
             }
-            Quantifier::Any => !self.path.visit(args, &mut |v| !self.matches(v)),
+            Quantifier::Any => !self.path.visit(args, view, &mut |v| !self.matches(v, view)),
         }
     }
 
-    fn matches(&self, value: &Json<'_>) -> bool {
-        match (value, self.deny) {
-            (Json::Array(items), true) if !self.test.reads_arrays() => items.iter().any(|v| self.matches(v)),
-            (_, true) => self.test.outcome(value) != Outcome::Fail,
-            (_, false) => self.test.outcome(value) == Outcome::Pass,
+    fn matches(&self, value: &Json<'_>, view: View) -> bool {
+        match value {
+            Json::Encoded(s, reading) => {
+                let as_written = || self.matches(&Json::String(Cow::Borrowed(s.as_ref())), view);
+                // An unknown reading matches a deny and fails an allow.
+                let as_json = || reading.as_deref().map_or(self.deny, |v| self.matches(v, view));
+                match view {
+                    View::Literal => as_written(),
+                    View::Decoded => as_json(),
+                    View::Both => as_written() || as_json(),
+                }
+            }
+            Json::Array(items) if self.deny && !self.test.reads_arrays() => items.iter().any(|v| self.matches(v, view)),
+            _ if self.deny => self.test.outcome(value, true, view) != Outcome::Fail,
+            _ => self.test.outcome(value, false, view) == Outcome::Pass,
         }
     }
 }
@@ -445,22 +511,26 @@ impl Condition {
 impl Test {
     /// `Untestable` when the value is not of the type the test reads: `regex` strings, a
     /// range numbers or numeric strings, `equals` / `one_of` the JSON type (null, boolean,
-    /// number, string, array, object) of an expected value.
-    fn outcome(&self, value: &Json<'_>) -> Outcome {
+    /// number, string, array, object) of an expected value. Numbers have two readings, the
+    /// exact decimal value and the nearest double: in a deny rule (`deny`) a test passes when
+    /// either passes, in an allow rule when both do.
+    fn outcome(&self, value: &Json<'_>, deny: bool, view: View) -> Outcome {
         let pass = |p: bool| if p { Outcome::Pass } else { Outcome::Fail };
         match self {
-            Test::Equals(expected) if same_type(value, expected) => pass(json_eq(value, expected)),
+            Test::Equals(expected) if same_type(value, expected) => pass(json_eq(value, expected, deny, view)),
             Test::OneOf(options) if options.iter().any(|o| same_type(value, o)) => {
-                pass(options.iter().any(|o| json_eq(value, o)))
+                pass(options.iter().any(|o| json_eq(value, o, deny, view)))
             }
             Test::Regex(re) => match value.as_str() {
                 Some(s) => pass(re.is_match(s)),
                 None => Outcome::Untestable,
             },
-            Test::Range { gt, gte, lt, lte } => match as_number(value) {
-                Some(n) => pass(bound(*gt, |b| n > b) && bound(*gte, |b| n >= b) && bound(*lt, |b| n < b) && bound(*lte, |b| n <= b)),
-                None => Outcome::Untestable,
-            },
+            Test::Range { gt, gte, lt, lte } => {
+                let Some(Reading { exact: n, double: Some(d) }) = as_number(value) else { return Outcome::Untestable };
+                let exact = bound(gt, |b| n > b.exact) && bound(gte, |b| n >= b.exact) && bound(lt, |b| n < b.exact) && bound(lte, |b| n <= b.exact);
+                let double = bound(gt, |b| d > b.double) && bound(gte, |b| d >= b.double) && bound(lt, |b| d < b.double) && bound(lte, |b| d <= b.double);
+                pass(if deny { exact || double } else { exact && double })
+            }
             Test::Exists(_) => Outcome::Pass,
             Test::Equals(_) | Test::OneOf(_) => Outcome::Untestable,
         }
@@ -476,11 +546,22 @@ impl Test {
     }
 }
 
+/// Same JSON type; a string holding JSON is a string.
 fn same_type(a: &Json<'_>, b: &Json<'_>) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
+    fn kind(j: &Json<'_>) -> u8 {
+        match j {
+            Json::Null => 0,
+            Json::Bool(_) => 1,
+            Json::Number(_) => 2,
+            Json::String(_) | Json::Encoded(..) => 3,
+            Json::Array(_) => 4,
+            Json::Object(_) => 5,
+        }
+    }
+    kind(a) == kind(b)
 }
 
-fn bound(limit: Option<f64>, within: impl Fn(f64) -> bool) -> bool {
+fn bound(limit: &Option<RangeBound>, within: impl Fn(&RangeBound) -> bool) -> bool {
     match limit {
         None => true,
         Some(b) => within(b),
@@ -489,30 +570,46 @@ fn bound(limit: Option<f64>, within: impl Fn(f64) -> bool) -> bool {
 
 /// A number, or a string holding one: MCP servers commonly coerce `"500"` to 500, so a
 /// range judges what the server will act on. Non-finite values are not numbers.
-fn as_number(value: &Json<'_>) -> Option<f64> {
-    let n = match value {
-        Json::Number(n) => n.as_f64()?,
+fn as_number(value: &Json<'_>) -> Option<Reading> {
+    match value {
+        Json::Number(n) => n.reading(),
         Json::String(s) => {
             let t = s.trim();
             if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) {
                 return None;
             }
-            t.parse::<f64>().ok()?
+            Reading::parse(t)
         }
-        _ => return None,
-    };
-    n.is_finite().then_some(n)
+        _ => None,
+    }
 }
 
-/// JSON equality where numbers compare by value (`1` equals `1.0`).
-fn json_eq(a: &Json<'_>, b: &Json<'_>) -> bool {
-    match (a, b) {
-        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64() && x.as_f64().is_some(),
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
-        (Json::Object(x), Json::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| json_eq(v, w)))
+/// JSON equality where numbers compare by value (`1` equals `1.0`, `1e3` equals `1000`):
+/// exactly in allow rules; in deny rules also when their doubles are equal (a server reading
+/// doubles cannot tell `9007199254740993` from `9007199254740992`). `value` is the caller's
+/// (strings in it may hold JSON, read per `view`); `expected` comes from the configuration.
+fn json_eq(value: &Json<'_>, expected: &Json<'_>, deny: bool, view: View) -> bool {
+    match (value, expected) {
+        (Json::Encoded(s, reading), _) => {
+            let as_written = || json_eq(&Json::String(Cow::Borrowed(s.as_ref())), expected, deny, view);
+            let as_json = || reading.as_deref().map_or(deny, |v| json_eq(v, expected, deny, view));
+            match view {
+                View::Literal => as_written(),
+                View::Decoded => as_json(),
+                View::Both => as_written() || as_json(),
+            }
         }
-        _ => a == b,
+        (Json::Number(x), Json::Number(y)) => match (x.reading(), y.reading()) {
+            (Some(a), Some(b)) => a.exact == b.exact || (deny && a.double.is_some() && a.double == b.double),
+            _ => deny,
+        },
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q, deny, view))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| expected.get(k).is_some_and(|w| json_eq(v, w, deny, view)))
+        }
+        _ => value == expected,
     }
 }
 
@@ -769,6 +866,140 @@ mod tests {
         // `match: any`: one readable value that passes is enough; the others are not tested.
         assert!(allowed("many", json!({"paths": [5, "/tmp/x"]})));
         assert!(!allowed("many", json!({"paths": [5, "/etc/x"]})));
+    }
+
+    /// A policy from JSON text, numbers as written (a `serde_json::Value` would round them).
+    fn policy_text(rules: &str) -> Policy {
+        let cfg: PolicyConfig = serde_json::from_str(&format!(r#"{{"rules": {rules}}}"#)).unwrap();
+        Policy::compile(&cfg, "policy").unwrap()
+    }
+
+    /// The deciding rule of an allowed call of `t` (arguments as JSON text); `-denied` if denied.
+    fn decide_text<'p>(p: &'p Policy, t: &str, args: &str) -> Option<&'p str> {
+        let args = args::parse(args).unwrap();
+        let v = p.decide(Subject { identity: None, server: "demo" }, "tools/call", &tool(t), &args);
+        if v.allowed { v.rule_id } else { Some("-denied") }
+    }
+
+    #[test]
+    fn integers_compare_exactly_whatever_their_size() {
+        let p = policy_text(r#"[
+            {"id": "one-id", "effect": "allow", "tools": ["get"], "arguments": [{"path": "$.id", "one_of": [9007199254740993, 1234567890123456789]}]},
+            {"id": "eq", "effect": "allow", "tools": ["eq"], "arguments": [{"path": "$.n", "equals": 1000}]},
+            {"id": "big", "effect": "allow", "tools": ["big"], "arguments": [{"path": "$.n", "equals": 123456789012345678901234567890}]}
+        ]"#);
+        let allowed = |t: &str, a: &str| decide_text(&p, t, a) != Some("-denied");
+        assert!(allowed("get", r#"{"id": 9007199254740993}"#));
+        assert!(!allowed("get", r#"{"id": 9007199254740992}"#), "the same double, another integer");
+        assert!(!allowed("get", r#"{"id": 9007199254740994}"#));
+        assert!(allowed("get", r#"{"id": 1234567890123456789}"#));
+        for near in ["1234567890123456800", "1234567890123456788", "1234567890123456790", "1234567890123456768"] {
+            assert!(!allowed("get", &format!(r#"{{"id": {near}}}"#)), "{near}");
+        }
+        // The same value spelled otherwise is the same number.
+        assert!(allowed("get", r#"{"id": 1.234567890123456789e18}"#));
+        assert!(allowed("get", r#"{"id": 9007199254740993.000}"#));
+        for same in ["1000", "1000.0", "1e3", "10000e-1", "1E+3"] {
+            assert!(allowed("eq", &format!(r#"{{"n": {same}}}"#)), "{same}");
+        }
+        assert!(!allowed("eq", r#"{"n": 1000.0000000000001}"#));
+        assert!(!allowed("eq", r#"{"n": 1000.00000000000000000001}"#), "rounds to 1000.0 but is not 1000");
+        assert!(allowed("big", r#"{"n": 123456789012345678901234567890}"#));
+        assert!(!allowed("big", r#"{"n": 123456789012345678901234567891}"#));
+        // -0 is 0.
+        let p = policy_text(r#"[{"id": "z", "effect": "allow", "arguments": [{"path": "$.n", "equals": 0}]}]"#);
+        assert_eq!(decide_text(&p, "x", r#"{"n": -0.0}"#), Some("z"));
+    }
+
+    #[test]
+    fn deny_rules_match_numbers_by_either_reading() {
+        let p = policy_text(r#"[
+            {"id": "all", "effect": "allow"},
+            {"id": "no-id", "effect": "deny", "arguments": [{"path": "$.id", "equals": 9007199254740993}]},
+            {"id": "no-big", "effect": "deny", "arguments": [{"path": "$.amount", "gte": 1000}]}
+        ]"#);
+        assert_eq!(decide_text(&p, "x", r#"{"id": 9007199254740993}"#), Some("-denied"));
+        // A server reading doubles acts on the denied id.
+        assert_eq!(decide_text(&p, "x", r#"{"id": 9007199254740992}"#), Some("-denied"));
+        assert_eq!(decide_text(&p, "x", r#"{"id": 9007199254740995}"#), Some("all"));
+        assert_eq!(decide_text(&p, "x", r#"{"amount": 999.99}"#), Some("all"));
+        // Exactly below 1000, but 1000.0 as a double.
+        assert_eq!(decide_text(&p, "x", r#"{"amount": 999.99999999999999999999}"#), Some("-denied"));
+        assert_eq!(decide_text(&p, "x", r#"{"amount": "999.99999999999999999999"}"#), Some("-denied"));
+    }
+
+    #[test]
+    fn ranges_read_every_digit() {
+        let p = policy_text(r#"[
+            {"id": "small", "effect": "allow", "tools": ["pay"], "arguments": [{"path": "$.amount", "lte": 1000}]},
+            {"id": "under", "effect": "allow", "tools": ["under"], "arguments": [{"path": "$.amount", "lt": 1000}]},
+            {"id": "exact-bound", "effect": "allow", "tools": ["b"], "arguments": [{"path": "$.n", "gt": 9007199254740992}]}
+        ]"#);
+        let allowed = |t: &str, a: &str| decide_text(&p, t, a) != Some("-denied");
+        assert!(allowed("pay", r#"{"amount": 1000}"#));
+        assert!(allowed("pay", r#"{"amount": 1e3}"#));
+        assert!(allowed("pay", r#"{"amount": "1000.000"}"#));
+        assert!(!allowed("pay", r#"{"amount": 1000.0000000000001}"#), "17 significant digits");
+        assert!(!allowed("pay", r#"{"amount": "1000.0000000000001"}"#));
+        assert!(!allowed("pay", r#"{"amount": 1000.00000000000000000001}"#), "not 1000 exactly");
+        // Exactly below 1000 but 1000.0 as a double: a float-reading server would act on 1000.
+        assert!(!allowed("under", r#"{"amount": 999.99999999999999999999}"#));
+        assert!(allowed("under", r#"{"amount": 999.9999999999}"#));
+        assert!(allowed("b", r#"{"n": 9007199254740994}"#));
+        assert!(!allowed("b", r#"{"n": 9007199254740993}"#), "above the bound exactly, not as a double");
+    }
+
+    #[test]
+    fn strings_holding_json_are_judged_as_both() {
+        let p = policy_text(r#"[
+            {"id": "all", "effect": "allow", "tools": ["export_rows", "read", "deep", "cfg"]},
+            {"id": "no-users", "effect": "deny", "tools": ["export_rows"], "arguments": [{"path": "$.tables", "one_of": ["users"]}]},
+            {"id": "no-etc", "effect": "deny", "tools": ["read"], "arguments": [{"path": "$.paths[*]", "regex": "^/etc/"}]},
+            {"id": "no-admin", "effect": "deny", "tools": ["cfg"], "arguments": [{"path": "$..mode", "equals": "admin"}]},
+            {"id": "no-all", "effect": "deny", "tools": ["deep"], "arguments": [{"path": "$.t[*]", "equals": "x", "match": "all"}]}
+        ]"#);
+        let rule = |t: &str, a: &str| decide_text(&p, t, a);
+        // The finding: a JSON array inside a string.
+        assert_eq!(rule("export_rows", r#"{"tables": ["users"]}"#), Some("-denied"));
+        assert_eq!(rule("export_rows", r#"{"tables": "[\"users\"]"}"#), Some("-denied"));
+        assert_eq!(rule("export_rows", r#"{"tables": " \n[\"orders\", \"users\"]\t"}"#), Some("-denied"));
+        assert_eq!(rule("export_rows", r#"{"tables": "[\"orders\"]"}"#), Some("all"));
+        assert_eq!(rule("export_rows", r#"{"tables": "users"}"#), Some("-denied"));
+        assert_eq!(rule("export_rows", r#"{"tables": "orders"}"#), Some("all"));
+        // `null` in a string: a value the test cannot read.
+        assert_eq!(rule("export_rows", r#"{"tables": "null"}"#), Some("-denied"));
+        // Looks like JSON but is not JSON the filter reads (Python's json reads NaN).
+        assert_eq!(rule("export_rows", r#"{"tables": "[\"users\", NaN]"}"#), Some("-denied"));
+        assert_eq!(rule("export_rows", r#"{"tables": "[draft"}"#), Some("-denied"));
+        // Paths go into the JSON a string holds, at any depth, also nested twice.
+        assert_eq!(rule("read", r#"{"paths": "[\"/tmp/a\", \"/etc/passwd\"]"}"#), Some("-denied"));
+        assert_eq!(rule("read", r#"{"paths": "[\"/tmp/a\"]"}"#), Some("all"));
+        assert_eq!(rule("cfg", r#"{"opts": "{\"mode\": \"admin\"}"}"#), Some("-denied"));
+        assert_eq!(rule("cfg", r#"{"opts": {"x": "{\"inner\": \"{\\\"mode\\\": \\\"admin\\\"}\"}"}}"#), Some("-denied"));
+        assert_eq!(rule("cfg", r#"{"opts": "{\"mode\": \"user\"}"}"#), Some("all"));
+        // `match: all` in a deny: the arguments as written or read as JSON.
+        assert_eq!(rule("deep", r#"{"t": "[\"x\", \"x\"]"}"#), Some("-denied"));
+        assert_eq!(rule("deep", r#"{"t": "[\"x\", \"y\"]"}"#), Some("all"));
+    }
+
+    #[test]
+    fn allow_rules_need_both_readings_of_strings_holding_json() {
+        let p = policy_text(r#"[
+            {"id": "orders", "effect": "allow", "tools": ["export_rows"], "arguments": [{"path": "$.tables[*]", "one_of": ["orders"]}]},
+            {"id": "loose", "effect": "allow", "tools": ["q"], "arguments": [{"path": "$.table", "regex": "orders"}]},
+            {"id": "no-force", "effect": "allow", "tools": ["f"], "arguments": [{"path": "$.opts.force", "exists": false}]},
+            {"id": "text", "effect": "allow", "tools": ["t"], "arguments": [{"path": "$.note", "regex": "^"}]}
+        ]"#);
+        let rule = |t: &str, a: &str| decide_text(&p, t, a);
+        assert_eq!(rule("export_rows", r#"{"tables": ["orders"]}"#), Some("orders"));
+        assert_eq!(rule("export_rows", r#"{"tables": "[\"orders\"]"}"#), Some("-denied"));
+        assert_eq!(rule("q", r#"{"table": "orders"}"#), Some("loose"));
+        assert_eq!(rule("q", r#"{"table": "[\"orders\", \"users\"]"}"#), Some("-denied"));
+        assert_eq!(rule("f", r#"{"opts": {}}"#), Some("no-force"));
+        assert_eq!(rule("f", r#"{"opts": "{\"force\": true}"}"#), Some("-denied"));
+        // Plain strings, also with brackets inside, are strings.
+        assert_eq!(rule("t", r#"{"note": "see [1]"}"#), Some("text"));
+        assert_eq!(rule("t", r#"{"note": "[draft"}"#), Some("-denied"));
     }
 
     #[test]

@@ -88,24 +88,33 @@ impl RateLimits {
     }
 
     /// Counts one call on every matching limit for each tool called by one request (a batch
-    /// calls several), in order. All or nothing: at the first refusal, whatever this request
-    /// already consumed is given back and the refusal is returned.
+    /// calls several), in order. All or nothing (core `limits::reserve_all`, one clock
+    /// reading): at the first refusal, whatever this request already counted is given back
+    /// to the window it was counted in (never to a window that started since).
     pub fn admit(&self, host: &dyn Host, subject: Subject<'_>, tools: &[&str]) -> Result<(), Refused<'_>> {
-        let mut taken: Vec<(&Limit, String)> = Vec::new();
+        let mut keys: Vec<(usize, &Limit, String)> = Vec::new();
         for (index, tool) in tools.iter().enumerate() {
             for limit in self.limits.iter().filter(|l| l.matches(subject, tool)) {
-                let key = limit.key(subject);
-                let outcome = limits::consume(host, &key, 1, limit.max_calls, limit.window_secs, false);
-                if !outcome.allowed {
-                    for (l, k) in &taken {
-                        limits::consume(host, k, -1, l.max_calls, l.window_secs, false);
-                    }
-                    return Err(Refused { index, limit_id: &limit.id, retry_after_secs: outcome.reset_secs.max(1) });
-                }
-                taken.push((limit, key));
+                keys.push((index, limit, limit.key(subject)));
             }
         }
-        Ok(())
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let claims: Vec<limits::Claim<'_>> = keys
+            .iter()
+            .map(|(_, limit, key)| limits::Claim { key, amount: 1, limit: limit.max_calls, window_secs: limit.window_secs })
+            .collect();
+        match limits::reserve_all(host, &claims) {
+            Ok(_) => Ok(()),
+            Err(refusal) => {
+                let (index, limit_id) = match keys.get(refusal.index) {
+                    Some((index, limit, _)) => (*index, limit.id.as_str()),
+                    None => (0, keys.first().map_or("", |(_, l, _)| l.id.as_str())),
+                };
+                Err(Refused { index, limit_id, retry_after_secs: refusal.reset_secs.max(1) })
+            }
+        }
     }
 }
 
@@ -145,7 +154,7 @@ pub fn key(id: &str, value: Option<&str>) -> String {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
-    use tollgate_core::host::MemoryHost;
+    use tollgate_core::host::{BodyBuffer, HeaderMap, LogLevel, MemoryHost, MetricKind};
     use tollgate_core::identity::{Identity, Source};
 
     const SEC: u64 = 1_000_000_000;
@@ -307,5 +316,121 @@ mod tests {
         assert!(err(json!({"id": "x".repeat(65)})).starts_with("rate_limits[1].id"));
         assert!(err(json!({"id": "other"})).starts_with("rate_limits[1].id: duplicate"));
         assert!(compile(json!([base_other(), base()])).is_ok());
+    }
+
+    /// A host whose clock moves to `later` (nanoseconds) at its `at_read`-th reading, just
+    /// after `meanwhile` ran (another worker's calls in the new window).
+    struct WindowRollsOver<'h> {
+        host: &'h MemoryHost,
+        reads: std::cell::Cell<usize>,
+        at_read: usize,
+        later: u64,
+        meanwhile: std::cell::RefCell<Option<Meanwhile<'h>>>,
+    }
+
+    type Meanwhile<'h> = Box<dyn FnOnce(&MemoryHost) + 'h>;
+
+    impl WindowRollsOver<'_> {
+        fn roll_over(&self) {
+            if let Some(f) = self.meanwhile.borrow_mut().take() {
+                *self.host.clock_nanos.borrow_mut() = self.later;
+                f(self.host);
+            }
+        }
+    }
+
+    impl Host for WindowRollsOver<'_> {
+        fn property(&self, path: &[&str]) -> tollgate_core::host::HostResult<Option<Vec<u8>>> {
+            self.host.property(path)
+        }
+        fn set_property(&self, path: &[&str], value: &[u8]) -> tollgate_core::host::HostResult<()> {
+            self.host.set_property(path, value)
+        }
+        fn header(&self, map: HeaderMap, name: &str) -> tollgate_core::host::HostResult<Option<String>> {
+            self.host.header(map, name)
+        }
+        fn headers(&self, map: HeaderMap) -> tollgate_core::host::HostResult<Vec<(String, String)>> {
+            self.host.headers(map)
+        }
+        fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> tollgate_core::host::HostResult<()> {
+            self.host.set_header(map, name, value)
+        }
+        fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> tollgate_core::host::HostResult<()> {
+            self.host.add_header(map, name, value)
+        }
+        fn set_headers(&self, map: HeaderMap, pairs: &[(&str, &str)]) -> tollgate_core::host::HostResult<()> {
+            self.host.set_headers(map, pairs)
+        }
+        fn body(&self, buffer: BodyBuffer, start: usize, size: usize) -> tollgate_core::host::HostResult<Option<Vec<u8>>> {
+            self.host.body(buffer, start, size)
+        }
+        fn set_body(&self, buffer: BodyBuffer, start: usize, size: usize, value: &[u8]) -> tollgate_core::host::HostResult<()> {
+            self.host.set_body(buffer, start, size, value)
+        }
+        fn shared_data(&self, key: &str) -> tollgate_core::host::HostResult<(Option<Vec<u8>>, Option<u32>)> {
+            self.host.shared_data(key)
+        }
+        fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> tollgate_core::host::HostResult<()> {
+            self.host.set_shared_data(key, value, cas)
+        }
+        fn define_metric(&self, kind: MetricKind, name: &str) -> tollgate_core::host::HostResult<u32> {
+            self.host.define_metric(kind, name)
+        }
+        fn increment_metric(&self, id: u32, offset: i64) -> tollgate_core::host::HostResult<()> {
+            self.host.increment_metric(id, offset)
+        }
+        fn record_metric(&self, id: u32, value: u64) -> tollgate_core::host::HostResult<()> {
+            self.host.record_metric(id, value)
+        }
+        fn now_nanos(&self) -> u64 {
+            self.reads.set(self.reads.get() + 1);
+            if self.reads.get() == self.at_read {
+                self.roll_over();
+            }
+            self.host.now_nanos()
+        }
+        fn random_bytes(&self, out: &mut [u8]) -> tollgate_core::host::HostResult<()> {
+            self.host.random_bytes(out)
+        }
+        fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> tollgate_core::host::HostResult<()> {
+            self.host.send_local_reply(status, headers, body)
+        }
+        fn log(&self, level: LogLevel, message: &str) {
+            self.host.log(level, message)
+        }
+    }
+
+    #[test]
+    fn a_rollback_after_the_window_rolled_over_gives_nothing_to_the_new_window() {
+        let rl = compile(json!([
+            {"id": "all", "max_calls": 3, "window_secs": 60, "per": "principal"},
+            {"id": "money", "tools": ["transfer"], "max_calls": 1, "window_secs": 60, "per": "principal"},
+        ]))
+        .unwrap();
+        let host = host_at(119); // the last second of the window [60, 120)
+        let bob = who("bob", None, &[]);
+        let s = Subject { identity: Some(&bob), server: "demo" };
+        assert!(rl.admit(&host, s, &["transfer"]).is_ok());
+        // The next transfer: `all` counts it, `money` refuses it, `all` is given it back. The
+        // window rolls over before that rollback (the old code read the clock per counter, a
+        // third time for the rollback), and meanwhile bob's other calls fill `all` in the new
+        // window.
+        let racing = WindowRollsOver {
+            host: &host,
+            reads: std::cell::Cell::new(0),
+            at_read: 3,
+            later: 120 * SEC,
+            meanwhile: std::cell::RefCell::new(Some(Box::new(|h: &MemoryHost| {
+                for _ in 0..3 {
+                    assert!(rl.admit(h, s, &["add"]).is_ok());
+                }
+            }))),
+        };
+        assert_eq!(rl.admit(&racing, s, &["transfer"]).unwrap_err().limit_id, "money");
+        racing.roll_over();
+        assert_eq!(*host.clock_nanos.borrow(), 120 * SEC);
+        // The new window counted three calls and keeps them: no fourth call is admitted.
+        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.all.bob", 60), 3);
+        assert_eq!(rl.admit(&host, s, &["add"]).unwrap_err().limit_id, "all");
     }
 }
