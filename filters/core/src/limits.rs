@@ -47,36 +47,45 @@ fn window_start(now: u64, window_secs: u64) -> u64 {
 /// What one compare-and-swap update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Applied {
-    /// Written: usage after the update.
-    Done { used: u64, reset_secs: u64 },
+    /// Written to the window starting at `window_start_secs`: usage after the update.
+    Done { window_start_secs: u64, used: u64, reset_secs: u64 },
     /// Over the limit, nothing written: usage as it stands.
     Refused { used: u64, reset_secs: u64 },
+    /// A negative amount for a window another worker has already closed (its clock read
+    /// later than ours): nothing to give back to, nothing written.
+    WindowOver,
     /// Shared data kept failing (or kept changing under us).
     Unavailable,
 }
 
 /// The window containing `now` gets `amount` added (see [`consume`]).
+///
+/// Workers read the clock independently, so the stored counter may already belong to a
+/// later window than `now`'s (another worker crossed the boundary first). That window is
+/// never overwritten with an older one, which would erase its usage: a charge goes to the
+/// stored (later) window, a refund for the older window is dropped ([`Applied::WindowOver`]).
 fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool, now: u64) -> Applied {
     let window_secs = window_secs.max(1);
-    let window_start = window_start(now, window_secs);
-    let reset_secs = window_start + window_secs - now;
+    let ours = window_start(now, window_secs);
     for _ in 0..CAS_RETRIES {
         let (value, cas) = match host.shared_data(key) {
             Ok(v) => v,
             Err(_) => break,
         };
-        let current = value
-            .as_deref()
-            .and_then(decode)
-            .filter(|s| s.window_start_secs == window_start)
-            .map(|s| s.used)
-            .unwrap_or(0);
-        let next = if amount < 0 { current.saturating_sub(amount.unsigned_abs()) } else { current.saturating_add(amount as u64) };
+        let stored = value.as_deref().and_then(decode);
+        let (target, current) = match stored {
+            Some(s) if s.window_start_secs == ours => (ours, s.used),
+            Some(s) if s.window_start_secs > ours && amount <= 0 => return Applied::WindowOver,
+            Some(s) if s.window_start_secs > ours => (s.window_start_secs, s.used),
+            _ => (ours, 0),
+        };
+        let reset_secs = target.saturating_add(window_secs).saturating_sub(now);
+        let next = if amount < 0 { current.saturating_sub(amount.unsigned_abs()) } else { current.saturating_add(amount.unsigned_abs()) };
         if amount > 0 && next > limit && !force {
             return Applied::Refused { used: current, reset_secs };
         }
-        match host.set_shared_data(key, &encode(WindowState { window_start_secs: window_start, used: next }), cas) {
-            Ok(()) => return Applied::Done { used: next, reset_secs },
+        match host.set_shared_data(key, &encode(WindowState { window_start_secs: target, used: next }), cas) {
+            Ok(()) => return Applied::Done { window_start_secs: target, used: next, reset_secs },
             Err(HostError::CasMismatch) => continue,
             Err(_) => break,
         }
@@ -89,8 +98,10 @@ fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, 
 /// reserved capacity. Fails closed: if shared data keeps failing, the call is refused.
 pub fn consume(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool) -> LimitOutcome {
     match apply(host, key, amount, limit, window_secs, force, now_secs(host)) {
-        Applied::Done { used, reset_secs } => LimitOutcome { allowed: true, used, reset_secs },
+        Applied::Done { used, reset_secs, .. } => LimitOutcome { allowed: true, used, reset_secs },
         Applied::Refused { used, reset_secs } => LimitOutcome { allowed: false, used, reset_secs },
+        // Only a refund can find its window over: nothing was owed to the current window.
+        Applied::WindowOver => LimitOutcome { allowed: true, used: usage(host, key, window_secs), reset_secs: 0 },
         Applied::Unavailable => LimitOutcome { allowed: false, used: 0, reset_secs: window_secs.max(1) },
     }
 }
@@ -140,9 +151,9 @@ pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservat
         let amount = i64::try_from(claim.amount).unwrap_or(i64::MAX);
         let window_secs = claim.window_secs.max(1);
         let refusal = match apply(host, claim.key, amount, claim.limit, window_secs, false, now) {
-            Applied::Done { used, reset_secs } => {
+            Applied::Done { window_start_secs, used, reset_secs } => {
                 taken.push(Reservation {
-                    window_start_secs: window_start(now, window_secs),
+                    window_start_secs,
                     window_secs,
                     amount: claim.amount,
                     used,
@@ -151,7 +162,7 @@ pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservat
                 continue;
             }
             Applied::Refused { used, reset_secs } => Refusal { index, used, reset_secs, unavailable: false },
-            Applied::Unavailable => Refusal { index, used: 0, reset_secs: window_secs, unavailable: true },
+            Applied::Unavailable | Applied::WindowOver => Refusal { index, used: 0, reset_secs: window_secs, unavailable: true },
         };
         for (done, claim) in taken.iter().zip(claims) {
             let back = -i64::try_from(done.amount).unwrap_or(i64::MAX);
@@ -189,6 +200,8 @@ pub fn settle(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u
 }
 
 fn settle_at(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u64, amount: i64, now: u64) -> Settlement {
+    // The reservation's window as the clock sees it now, unless a later one is stored.
+    let now = now.max(window_start_secs);
     let same_window = window_start(now, window_secs) == window_start_secs;
     if !same_window && amount <= 0 {
         return Settlement::Dropped;
@@ -197,8 +210,9 @@ fn settle_at(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u6
         return Settlement::Applied { used: usage_at(host, key, window_secs, now) };
     }
     match apply(host, key, amount, u64::MAX, window_secs, true, now) {
-        Applied::Done { used, .. } if same_window => Settlement::Applied { used },
+        Applied::Done { window_start_secs: target, used, .. } if target == window_start_secs => Settlement::Applied { used },
         Applied::Done { used, .. } => Settlement::CarriedOver { used },
+        Applied::WindowOver => Settlement::Dropped,
         Applied::Refused { .. } | Applied::Unavailable => Settlement::Failed,
     }
 }
@@ -245,6 +259,31 @@ mod tests {
 
     fn at(host: &MemoryHost, secs: u64) {
         *host.clock_nanos.borrow_mut() = secs * 1_000_000_000;
+    }
+
+    #[test]
+    fn a_worker_whose_clock_reads_earlier_never_erases_a_later_window() {
+        let host = MemoryHost::new();
+        // Another worker already counted 5 in the window starting at 120.
+        at(&host, 125);
+        assert!(consume(&host, "k", 5, 10, 60, false).allowed);
+        // This worker's clock still says 119 (window 60): its charge goes to the later
+        // window, not over it; its limit is that window's.
+        at(&host, 119);
+        let out = consume(&host, "k", 4, 10, 60, false);
+        assert_eq!((out.allowed, out.used), (true, 9));
+        assert!(!consume(&host, "k", 2, 10, 60, false).allowed, "the later window's usage counts");
+        // A refund meant for the earlier window is dropped, the later window keeps its usage.
+        assert!(consume(&host, "k", -4, 10, 60, false).allowed);
+        at(&host, 125);
+        assert_eq!(usage(&host, "k", 60), 9);
+        // A reservation made with the stale clock lands in the later window and is settled there.
+        at(&host, 119);
+        let r = reserve_all(&host, &[Claim { key: "k", amount: 1, limit: 10, window_secs: 60 }]).unwrap();
+        assert_eq!((r[0].window_start_secs, r[0].used), (120, 10));
+        assert_eq!(settle(&host, "k", r[0].window_start_secs, 60, -1), Settlement::Applied { used: 9 });
+        at(&host, 125);
+        assert_eq!(usage(&host, "k", 60), 9);
     }
 
     #[test]
