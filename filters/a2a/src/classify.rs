@@ -156,8 +156,9 @@ pub enum PathError {
 /// raw form would let `/tasks/t%3Acancel` through as something else.
 pub fn decode_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let raw = strip_query(path);
-    let encoded_separator = raw.as_bytes().windows(3).any(|w| {
-        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'3', b'f') | (b'2', b'3'))
+    let encoded_separator = raw.as_bytes().windows(3).any(|w| match *w {
+        [b'%', hi, lo] => matches!((hi, lo.to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'3', b'f') | (b'2', b'3')),
+        _ => false,
     });
     if encoded_separator {
         return Err(PathError::EncodedSeparator);
@@ -221,16 +222,17 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
     // The only methods an operation uses ("": any other, which matches none).
     let m = ["GET", "POST", "DELETE"].into_iter().find(|v| http_method.eq_ignore_ascii_case(v)).unwrap_or("");
     let segments: Vec<&str> = path.split('/').collect();
-    let n = segments.len();
-    let last = *segments.last()?;
+    // The segment `back` places before the last (0: the last), if there is one.
+    let from_end = |back: usize| segments.len().checked_sub(back + 1).and_then(|i| segments.get(i)).copied();
+    let last = from_end(0)?;
     // (method, task id, number of trailing segments forming the operation)
     let found: Option<(Method, Option<&str>, usize)> = match (m, last) {
         ("POST", "message:send") => Some((Method::SendMessage, None, 1)),
         ("POST", "message:stream") => Some((Method::SendStreamingMessage, None, 1)),
         ("GET", "extendedAgentCard") => Some((Method::GetExtendedAgentCard, None, 1)),
-        ("GET", "card") if n >= 2 && segments[n - 2] == "v1" => Some((Method::GetExtendedAgentCard, None, 1)),
+        ("GET", "card") if from_end(1) == Some("v1") => Some((Method::GetExtendedAgentCard, None, 1)),
         ("GET", "tasks") => Some((Method::ListTasks, None, 1)),
-        _ if n >= 2 && segments[n - 2] == "tasks" && !last.is_empty() => {
+        _ if from_end(1) == Some("tasks") && !last.is_empty() => {
             if let Some(id) = last.strip_suffix(":cancel") {
                 (m == "POST").then_some((Method::CancelTask, Some(id), 2))
             } else if let Some(id) = last.strip_suffix(":subscribe") {
@@ -241,14 +243,14 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
                 None
             }
         }
-        (_, "pushNotificationConfigs") if n >= 3 && segments[n - 3] == "tasks" => match m {
-            "POST" => Some((Method::CreateTaskPushNotificationConfig, Some(segments[n - 2]), 3)),
-            "GET" => Some((Method::ListTaskPushNotificationConfigs, Some(segments[n - 2]), 3)),
+        (_, "pushNotificationConfigs") if from_end(2) == Some("tasks") => match m {
+            "POST" => Some((Method::CreateTaskPushNotificationConfig, from_end(1), 3)),
+            "GET" => Some((Method::ListTaskPushNotificationConfigs, from_end(1), 3)),
             _ => None,
         },
-        _ if n >= 4 && segments[n - 2] == "pushNotificationConfigs" && segments[n - 4] == "tasks" => match m {
-            "GET" => Some((Method::GetTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
-            "DELETE" => Some((Method::DeleteTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
+        _ if from_end(1) == Some("pushNotificationConfigs") && from_end(3) == Some("tasks") => match m {
+            "GET" => Some((Method::GetTaskPushNotificationConfig, from_end(2), 4)),
+            "DELETE" => Some((Method::DeleteTaskPushNotificationConfig, from_end(2), 4)),
             _ => None,
         },
         _ => None,
@@ -257,7 +259,7 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
     if task_id.is_some_and(str::is_empty) {
         return None;
     }
-    let base_segments = &segments[..n - op_len];
+    let base_segments = segments.get(..segments.len().checked_sub(op_len)?)?;
     let has_v1 = base_segments.last() == Some(&"v1");
     let mut base = base_segments.join("/");
     base.push('/');
