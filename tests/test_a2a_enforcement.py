@@ -10,7 +10,8 @@ official a2a-sdk client (and httpx where the SDK cannot say it) against the demo
 - HTTP methods A2A does not use (PUT, PATCH) are refused on agent routes, never passed;
 - a body that is not JSON (or empty) gets -32700 and an invalid request -32600, with the
   request's id when it can be read — the same codes and ids as the agent's own answers;
-- an unbounded `delegation.context_ttl_secs` is refused at load, naming the field.
+- an unbounded `delegation.context_ttl_secs` is refused at load, naming the field;
+- the Istio examples (examples/istio) carry the same policy as envoy/a2a.yaml.
 
     .venv/bin/python -m pytest tests/test_a2a_enforcement.py -q
 """
@@ -364,3 +365,35 @@ def test_an_unbounded_signed_context_lifetime_is_refused_at_load(tmp_path: Path)
     plugin["delegation"]["context_ttl_secs"] = 18446744073709551615
     log = harness.run_envoy_expect_failure(cfg, tmp_path, plugin_configs={"tollgate.a2a": plugin})
     assert "delegation.context_ttl_secs" in log, log[-2000:]
+
+
+def _istio_a2a_configs() -> list[tuple[str, dict]]:
+    """(file, plugin JSON) of every A2A filter configured in examples/istio."""
+    import yaml
+
+    out = []
+    for path in sorted((harness.REPO / "examples" / "istio").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] == "WasmPlugin" and doc["spec"]["pluginName"] == "tollgate.a2a":
+                out.append((path.name, doc["spec"]["pluginConfig"]))
+            elif doc["kind"] == "EnvoyFilter":
+                for patch in doc["spec"]["configPatches"]:
+                    cfg = patch["patch"]["value"]["typed_config"]["config"]
+                    if cfg["root_id"] == "tollgate.a2a":
+                        out.append((path.name, json.loads(cfg["configuration"]["value"])))
+    return out
+
+
+def test_the_istio_examples_carry_the_shipped_policy() -> None:
+    shipped = harness.plugin_config(harness.load_envoy_config("a2a.yaml"), "tollgate.a2a")
+    examples = _istio_a2a_configs()
+    assert {name for name, _ in examples} == {"wasmplugin-a2a.yaml", "envoyfilter-tollgate.yaml"}
+    for name, example in examples:
+        # The same rules in the same order (callers are named by agent, whatever the identity source).
+        assert example["authz"] == shipped["authz"], name
+        for section in ("conversations", "limits", "log_message_parts", "forward_credentials"):
+            assert example[section] == shipped[section], (name, section)
+        assert example["delegation"]["max_hops"] == shipped["delegation"]["max_hops"], name
+        assert example["delegation"]["context_ttl_secs"] == shipped["delegation"]["context_ttl_secs"], name
+        assert {t["agent"] for t in example["delegation"]["trusted_agents"]} == {
+            t["agent"] for t in shipped["delegation"]["trusted_agents"]}, name  # fmt: skip
