@@ -4,8 +4,14 @@ official a2a-sdk client (and httpx where the SDK cannot say it) against the demo
 - a task is its originator's: another caller, or an anonymous one, cannot get it, subscribe
   to it or read its push-notification configs, and `ListTasks` shows a caller only its own
   tasks (anonymous callers are refused) — the agent itself lists every task it holds;
+- a task the gateway has no record of (never seen, or created by calling the agent directly)
+  is answered as the agent answers an unknown task (-32001 TaskNotFoundError, REST 404),
+  never forwarded;
 - HTTP methods A2A does not use (PUT, PATCH) are refused on agent routes, never passed;
-- an unbounded `delegation.context_ttl_secs` is refused at load, naming the field.
+- a body that is not JSON (or empty) gets -32700 and an invalid request -32600, with the
+  request's id when it can be read — the same codes and ids as the agent's own answers;
+- an unbounded `delegation.context_ttl_secs` is refused at load, naming the field;
+- the Istio examples (examples/istio) carry the same policy as envoy/a2a.yaml.
 
     .venv/bin/python -m pytest tests/test_a2a_enforcement.py -q
 """
@@ -25,8 +31,10 @@ import pytest
 import harness
 from a2a.client import ClientConfig, create_client
 from a2a.helpers import new_text_message
-from a2a.types import GetTaskRequest, ListTasksRequest, SendMessageRequest, SubscribeToTaskRequest
+from a2a.types import CancelTaskRequest, GetTaskRequest, ListTasksRequest, SendMessageRequest, SubscribeToTaskRequest
 from a2a.types.a2a_pb2 import Role
+from a2a.utils.error_handlers import build_rest_error_payload
+from a2a.utils.errors import TaskNotFoundError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,19 +114,23 @@ def create_task(stack: Stack, headers: dict[str, str], text: str) -> str:
     return task_id
 
 
-def get_task(stack: Stack, headers: dict[str, str], task_id: str) -> Any:
-    return run(_with_client(stack.echo, headers, lambda c: c.get_task(GetTaskRequest(id=task_id))))
+def get_task(stack: Stack, headers: dict[str, str], task_id: str, url: str | None = None) -> Any:
+    return run(_with_client(url or stack.echo, headers, lambda c: c.get_task(GetTaskRequest(id=task_id))))
+
+
+def cancel_task(stack: Stack, headers: dict[str, str], task_id: str, url: str | None = None) -> Any:
+    return run(_with_client(url or stack.echo, headers, lambda c: c.cancel_task(CancelTaskRequest(id=task_id))))
 
 
 def list_tasks(stack: Stack, headers: dict[str, str]) -> Any:
     return run(_with_client(stack.echo, headers, lambda c: c.list_tasks(ListTasksRequest())))
 
 
-def subscribe(stack: Stack, headers: dict[str, str], task_id: str) -> list[Any]:
+def subscribe(stack: Stack, headers: dict[str, str], task_id: str, url: str | None = None) -> list[Any]:
     async def use(client: Any) -> list[Any]:
         return [e async for e in client.subscribe(SubscribeToTaskRequest(id=task_id))]
 
-    return run(_with_client(stack.echo, headers, use, streaming=True))
+    return run(_with_client(url or stack.echo, headers, use, streaming=True))
 
 
 def rpc(url: str, method: str, params: dict, headers: dict[str, str], version: str | None = "1.0") -> httpx.Response:
@@ -214,6 +226,66 @@ def test_list_tasks_shows_each_caller_only_its_own_tasks(stack: Stack) -> None:
     assert by_caller["alice"]["tasks_withheld"] >= 2 and by_caller["bob"]["tasks_withheld"] >= 2
 
 
+# --- tasks the gateway has no record of ----------------------------------------------------
+
+
+def not_found_by_the_sdk(call: Any) -> None:
+    """The a2a-sdk client raises A2A's TaskNotFoundError (it read -32001)."""
+    with pytest.raises(TaskNotFoundError):
+        call()
+
+
+def test_an_unknown_task_is_not_found_through_the_gateway_as_at_the_agent(stack: Stack) -> None:
+    """Issue 13 (TCK): GetTask / CancelTask on a task nobody created answer -32001, as the agent
+    does, not the gateway's -32052 (which would claim the task exists and is someone else's)."""
+    unknown = f"no-such-task-{uuid.uuid4()}"
+    # The agent itself, with the a2a-sdk client: TaskNotFoundError; with httpx, both dialects.
+    for call in (get_task, cancel_task, subscribe):
+        not_found_by_the_sdk(lambda: call(stack, ANONYMOUS, unknown, url=stack.agent))
+    calls = [("GetTask", "1.0"), ("CancelTask", "1.0"), ("tasks/get", None), ("tasks/cancel", None)]
+    direct = {m: rpc(stack.agent + "/", m, {"id": unknown}, {}, version=v).json() for m, v in calls}
+    assert all(d["error"]["code"] == -32001 for d in direct.values()), direct
+    stack.reset()
+    # Through the gateway, under the shipped policy, for every caller: the same.
+    for who in (ALICE, BOB, ANONYMOUS):
+        for call in (get_task, cancel_task, subscribe):
+            not_found_by_the_sdk(lambda: call(stack, who, unknown))
+    # The same error object as the agent's (httpx: the SDK client speaks 1.0 only).
+    for method, version in calls:
+        via = rpc(stack.echo, method, {"id": unknown}, ALICE, version=version).json()
+        assert (via["id"], via["error"]) == (direct[method]["id"], direct[method]["error"]), (method, via, direct[method])
+    # REST: the a2a-sdk's own HTTP+JSON answer for TaskNotFoundError.
+    rest = httpx.get(stack.echo + f"tasks/{unknown}", headers={"A2A-Version": "1.0", **ALICE}, timeout=5)
+    assert rest.status_code == 404
+    assert rest.json() == build_rest_error_payload(TaskNotFoundError()), rest.text
+    assert stack.seen() == [], "answered by the gateway: nothing reached the agent"
+
+    records = stack.wait(3, method="CancelTask", task_id=unknown)
+    assert all(r["decision"] == "deny" and r["reason"] == "A2A_TASK_NOT_FOUND" and r["rule_id"] == "cancel-own-tasks"
+               and r["rpc_error_code"] == -32001 for r in records)  # fmt: skip
+
+
+def test_a_task_created_around_the_gateway_is_invisible_through_it(stack: Stack) -> None:
+    """A task created by calling the agent directly (or through another Envoy, or whose record
+    expired) has no originator the gateway knows: nobody reads or cancels it through the gateway,
+    and nothing tells it apart from a task that does not exist."""
+    secret = f"created directly {uuid.uuid4()}"
+
+    async def direct(client: Any) -> str:
+        message = new_text_message(secret, role=Role.ROLE_USER)
+        return [e async for e in client.send_message(SendMessageRequest(message=message))][0].task.id
+
+    task_id = run(_with_client(stack.agent, {}, direct))
+    assert get_task(stack, ANONYMOUS, task_id, url=stack.agent).id == task_id, "the agent has it"
+    stack.reset()
+    for who in (ALICE, BOB, ANONYMOUS):
+        not_found_by_the_sdk(lambda: get_task(stack, who, task_id))
+        not_found_by_the_sdk(lambda: cancel_task(stack, who, task_id))
+        response = rpc(stack.echo, "tasks/get", {"id": task_id}, who, version=None)
+        assert response.json()["error"]["code"] == -32001 and secret not in response.text
+    assert stack.seen() == [], "no call on a foreign task reached the agent"
+
+
 # --- HTTP methods A2A does not use -----------------------------------------------------------
 
 
@@ -245,6 +317,45 @@ def test_put_and_patch_are_refused_and_never_reach_the_agent(stack: Stack, http_
     assert text not in json.dumps(records)
 
 
+# --- JSON-RPC errors for what is not a request ----------------------------------------------
+
+# (body, code): each is answered by the agent itself with that code; the gateway must agree
+# (code and id) and keep its own reason. Ids: the agent echoes a string or integer id it could
+# read, else null.
+MALFORMED = [
+    ("{nope", -32700),
+    ("", -32700),
+    ("   ", -32700),
+    ('{"jsonrpc":"2.0","id":"r-1","method":"GetTask"', -32700),
+    ('{"jsonrpc":"1.0","id":"r-2","method":"SendMessage","params":{}}', -32600),
+    ('{"jsonrpc":"2.0","id":3,"params":{}}', -32600),
+    ('{"jsonrpc":"2.0","id":4,"method":7}', -32600),
+    ('{"jsonrpc":"2.0","id":5,"result":{}}', -32600),
+    ('{"jsonrpc":"2.0","id":true,"method":"GetTask","params":{"id":"t"}}', -32600),
+    ('{"jsonrpc":"2.0","id":{"a":1},"method":"GetTask","params":{"id":"t"}}', -32600),
+    ('[{"jsonrpc":"2.0","id":6,"method":"GetTask","params":{"id":"t"}}]', -32600),
+    ("42", -32600),
+]
+
+
+@pytest.mark.parametrize("version", ["1.0", None])
+@pytest.mark.parametrize(("body", "code"), MALFORMED)
+def test_malformed_json_rpc_gets_the_agents_code_and_id(stack: Stack, body: str, code: int, version: str | None) -> None:
+    headers = {"Content-Type": "application/json", **({"A2A-Version": version} if version else {})}
+    direct = httpx.post(stack.agent + "/", content=body, headers=headers, timeout=10)
+    assert direct.json()["error"]["code"] == code, direct.text
+    stack.reset()
+
+    for who in (ANONYMOUS, ALICE):
+        via = httpx.post(stack.echo, content=body, headers={**headers, **who}, timeout=10)
+        assert via.status_code == direct.status_code == 200, via.text
+        answer = via.json()
+        assert (answer["error"]["code"], answer["id"]) == (code, direct.json()["id"]), (body, via.text, direct.text)
+        info = answer["error"]["data"][0] if version else answer["error"]["data"]
+        assert (info["reason"], info["domain"]) == ("A2A_INVALID_REQUEST", "tollgate")
+    assert stack.seen() == [], "refused by the gateway, never passed"
+
+
 # --- configuration ---------------------------------------------------------------------------
 
 
@@ -254,3 +365,35 @@ def test_an_unbounded_signed_context_lifetime_is_refused_at_load(tmp_path: Path)
     plugin["delegation"]["context_ttl_secs"] = 18446744073709551615
     log = harness.run_envoy_expect_failure(cfg, tmp_path, plugin_configs={"tollgate.a2a": plugin})
     assert "delegation.context_ttl_secs" in log, log[-2000:]
+
+
+def _istio_a2a_configs() -> list[tuple[str, dict]]:
+    """(file, plugin JSON) of every A2A filter configured in examples/istio."""
+    import yaml
+
+    out = []
+    for path in sorted((harness.REPO / "examples" / "istio").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] == "WasmPlugin" and doc["spec"]["pluginName"] == "tollgate.a2a":
+                out.append((path.name, doc["spec"]["pluginConfig"]))
+            elif doc["kind"] == "EnvoyFilter":
+                for patch in doc["spec"]["configPatches"]:
+                    cfg = patch["patch"]["value"]["typed_config"]["config"]
+                    if cfg["root_id"] == "tollgate.a2a":
+                        out.append((path.name, json.loads(cfg["configuration"]["value"])))
+    return out
+
+
+def test_the_istio_examples_carry_the_shipped_policy() -> None:
+    shipped = harness.plugin_config(harness.load_envoy_config("a2a.yaml"), "tollgate.a2a")
+    examples = _istio_a2a_configs()
+    assert {name for name, _ in examples} == {"wasmplugin-a2a.yaml", "envoyfilter-tollgate.yaml"}
+    for name, example in examples:
+        # The same rules in the same order (callers are named by agent, whatever the identity source).
+        assert example["authz"] == shipped["authz"], name
+        for section in ("conversations", "limits", "log_message_parts", "forward_credentials"):
+            assert example[section] == shipped[section], (name, section)
+        assert example["delegation"]["max_hops"] == shipped["delegation"]["max_hops"], name
+        assert example["delegation"]["context_ttl_secs"] == shipped["delegation"]["context_ttl_secs"], name
+        assert {t["agent"] for t in example["delegation"]["trusted_agents"]} == {
+            t["agent"] for t in shipped["delegation"]["trusted_agents"]}, name  # fmt: skip

@@ -53,32 +53,38 @@ fn encode_element(s: &str, out: &mut String) {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     out.push('%');
-                    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
-                    out.push(char::from(HEX_UPPER[usize::from(b & 0xf)]));
+                    out.push(hex_upper(b >> 4));
+                    out.push(hex_upper(b & 0xf));
                 }
             }
         }
     }
 }
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+/// The upper-case hex digit of the low four bits of `nibble`.
+fn hex_upper(nibble: u8) -> char {
+    match nibble & 0xf {
+        n @ 0..=9 => char::from(b'0' + n),
+        n => char::from(b'A' + (n - 10)),
+    }
+}
 
 /// Appends `n` in decimal, without the formatting machinery (it runs for every forwarded
 /// request: hop, expiry, key lengths).
 pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    // Filled from the end; 20 digits hold any u64, so the loop always ends on `rest == 0`.
     let mut digits = [0u8; 20];
-    let mut start = digits.len();
+    let mut used = 0;
     let mut rest = n;
-    // 20 digits hold any u64: the loop always ends on `rest == 0`.
-    while start > 0 {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        used += 1;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    out.extend(digits.iter().skip(digits.len().saturating_sub(used)).map(|&d| char::from(d)));
 }
 
 /// One chain element; `None` for an invalid escape (the whole chain is then garbage).
@@ -120,17 +126,18 @@ pub struct HmacKey {
 impl HmacKey {
     pub fn new(key: &[u8]) -> Self {
         const BLOCK: usize = 64;
+        // The key, zero-padded to a block (hashed first when longer than a block).
         let mut k = [0u8; BLOCK];
         if key.len() > BLOCK {
-            k[..32].copy_from_slice(&Sha256::digest(key));
+            k.iter_mut().zip(Sha256::digest(key)).for_each(|(dst, src)| *dst = src);
         } else {
-            k[..key.len()].copy_from_slice(key);
+            k.iter_mut().zip(key).for_each(|(dst, src)| *dst = *src);
         }
         let mut ipad = [0x36u8; BLOCK];
         let mut opad = [0x5cu8; BLOCK];
-        for i in 0..BLOCK {
-            ipad[i] ^= k[i];
-            opad[i] ^= k[i];
+        for ((i, o), kb) in ipad.iter_mut().zip(opad.iter_mut()).zip(k) {
+            *i ^= kb;
+            *o ^= kb;
         }
         HmacKey { inner: Sha256::new().chain_update(ipad), outer: Sha256::new().chain_update(opad) }
     }
@@ -342,9 +349,11 @@ mod tests {
         assert_eq!(sign(&key, 12, "agent-a,agent-b", Some("alice"), 1_700_000_600), expected);
         let mac = key.mac(b"tollgate-a2a/v1\n0\n\n\n0");
         assert_eq!(sign(&key, 0, "", None, 0), format!("v1.0.{}", tollgate_core::hash::hex(&mac)));
-        let mut s = String::new();
-        push_decimal(&mut s, u64::MAX);
-        assert_eq!(s, u64::MAX.to_string());
+        for n in [0, 7, 10, 99, 12_345, u64::MAX / 10, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
     }
 
     #[test]
@@ -358,9 +367,9 @@ mod tests {
 
     #[test]
     fn chain_encoding_round_trips() {
-        let chain = vec!["agent-a".to_string(), "spiffe://x/ns/a,b".to_string(), "100%".to_string(), "ü".to_string()];
+        let chain = vec!["agent-a".to_string(), "spiffe://x/ns/a,b".to_string(), "100%".to_string(), "ü".to_string(), "a\u{1f}\n".to_string()];
         let encoded = encode_chain(&chain);
-        assert_eq!(encoded, "agent-a,spiffe://x/ns/a%2Cb,100%25,%C3%BC");
+        assert_eq!(encoded, "agent-a,spiffe://x/ns/a%2Cb,100%25,%C3%BC,a%1F%0A");
         assert_eq!(decode_chain(&encoded), Some(chain));
         assert_eq!(decode_chain(""), Some(vec![]));
         assert_eq!(decode_chain("a,,b"), None);

@@ -4,7 +4,7 @@
 
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tollgate_core::jsonrpc::{self, Body, BodyError, Kind};
+use tollgate_core::jsonrpc::{self, Body, BodyError, Kind, RpcParseError};
 use tollgate_core::text;
 
 /// The protocol dialect, chosen by the `A2A-Version` header (missing or empty: 0.3).
@@ -156,8 +156,9 @@ pub enum PathError {
 /// raw form would let `/tasks/t%3Acancel` through as something else.
 pub fn decode_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let raw = strip_query(path);
-    let encoded_separator = raw.as_bytes().windows(3).any(|w| {
-        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'3', b'f') | (b'2', b'3'))
+    let encoded_separator = raw.as_bytes().windows(3).any(|w| match *w {
+        [b'%', hi, lo] => matches!((hi, lo.to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'3', b'f') | (b'2', b'3')),
+        _ => false,
     });
     if encoded_separator {
         return Err(PathError::EncodedSeparator);
@@ -221,16 +222,17 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
     // The only methods an operation uses ("": any other, which matches none).
     let m = ["GET", "POST", "DELETE"].into_iter().find(|v| http_method.eq_ignore_ascii_case(v)).unwrap_or("");
     let segments: Vec<&str> = path.split('/').collect();
-    let n = segments.len();
-    let last = *segments.last()?;
+    // The segment `back` places before the last (0: the last), if there is one.
+    let from_end = |back: usize| segments.len().checked_sub(back + 1).and_then(|i| segments.get(i)).copied();
+    let last = from_end(0)?;
     // (method, task id, number of trailing segments forming the operation)
     let found: Option<(Method, Option<&str>, usize)> = match (m, last) {
         ("POST", "message:send") => Some((Method::SendMessage, None, 1)),
         ("POST", "message:stream") => Some((Method::SendStreamingMessage, None, 1)),
         ("GET", "extendedAgentCard") => Some((Method::GetExtendedAgentCard, None, 1)),
-        ("GET", "card") if n >= 2 && segments[n - 2] == "v1" => Some((Method::GetExtendedAgentCard, None, 1)),
+        ("GET", "card") if from_end(1) == Some("v1") => Some((Method::GetExtendedAgentCard, None, 1)),
         ("GET", "tasks") => Some((Method::ListTasks, None, 1)),
-        _ if n >= 2 && segments[n - 2] == "tasks" && !last.is_empty() => {
+        _ if from_end(1) == Some("tasks") && !last.is_empty() => {
             if let Some(id) = last.strip_suffix(":cancel") {
                 (m == "POST").then_some((Method::CancelTask, Some(id), 2))
             } else if let Some(id) = last.strip_suffix(":subscribe") {
@@ -241,14 +243,14 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
                 None
             }
         }
-        (_, "pushNotificationConfigs") if n >= 3 && segments[n - 3] == "tasks" => match m {
-            "POST" => Some((Method::CreateTaskPushNotificationConfig, Some(segments[n - 2]), 3)),
-            "GET" => Some((Method::ListTaskPushNotificationConfigs, Some(segments[n - 2]), 3)),
+        (_, "pushNotificationConfigs") if from_end(2) == Some("tasks") => match m {
+            "POST" => Some((Method::CreateTaskPushNotificationConfig, from_end(1), 3)),
+            "GET" => Some((Method::ListTaskPushNotificationConfigs, from_end(1), 3)),
             _ => None,
         },
-        _ if n >= 4 && segments[n - 2] == "pushNotificationConfigs" && segments[n - 4] == "tasks" => match m {
-            "GET" => Some((Method::GetTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
-            "DELETE" => Some((Method::DeleteTaskPushNotificationConfig, Some(segments[n - 3]), 4)),
+        _ if from_end(1) == Some("pushNotificationConfigs") && from_end(3) == Some("tasks") => match m {
+            "GET" => Some((Method::GetTaskPushNotificationConfig, from_end(2), 4)),
+            "DELETE" => Some((Method::DeleteTaskPushNotificationConfig, from_end(2), 4)),
             _ => None,
         },
         _ => None,
@@ -257,7 +259,7 @@ fn classify_rest(http_method: &str, path: &str) -> Option<Head> {
     if task_id.is_some_and(str::is_empty) {
         return None;
     }
-    let base_segments = &segments[..n - op_len];
+    let base_segments = segments.get(..segments.len().checked_sub(op_len)?)?;
     let has_v1 = base_segments.last() == Some(&"v1");
     let mut base = base_segments.join("/");
     base.push('/');
@@ -274,38 +276,65 @@ pub struct RpcCall<'a> {
     pub params: Option<&'a RawValue>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum BodyClass {
     /// A JSON-RPC batch: A2A has none (the SDK refuses them, but nothing may pass unchecked).
     Batch,
-    /// A JSON-RPC response sent as a request.
-    Response,
-    /// Parse error or invalid JSON-RPC.
-    Invalid(String),
+    /// Not JSON at all, or an empty body: JSON-RPC `-32700` (Parse error), as the agent answers.
+    Parse(String),
+    /// JSON, but not a valid JSON-RPC request (a response included): `-32600`.
+    Invalid { why: String, id: Option<Box<RawValue>> },
     /// A key repeated anywhere: the agent's parser may read another method or id than ours.
-    Ambiguous(String),
+    Ambiguous { why: String, id: Option<Box<RawValue>> },
+}
+
+impl BodyClass {
+    /// The request's id to answer with (`None`: `null`).
+    pub fn into_id(self) -> Option<Box<RawValue>> {
+        match self {
+            BodyClass::Invalid { id, .. } | BodyClass::Ambiguous { id, .. } => id,
+            BodyClass::Batch | BodyClass::Parse(_) => None,
+        }
+    }
+}
+
+/// The `id` of a refused JSON-RPC body, to echo in the error: JSON-RPC answers `null` only
+/// when the id cannot be read (not JSON, not an object, the member repeated) or is not one a
+/// request may carry (a string or a number: not `null`, an object, an array or a boolean).
+fn readable_id(body: &[u8]) -> Option<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(default, borrow)]
+        id: Option<&'a RawValue>,
+    }
+    // Other members are skipped unread; a repeated `id` is an error (then: `null`).
+    let only: IdOnly<'_> = serde_json::from_slice(body).ok()?;
+    let id = only.id?;
+    let first = id.get().as_bytes().first().copied()?;
+    (first == b'"' || first == b'-' || first.is_ascii_digit()).then(|| id.to_owned())
 }
 
 /// Parses a JSON-RPC POST body into an A2A call, refusing duplicate keys in the same pass.
 /// `Ok(call)` with `method: None` is a JSON-RPC request whose method is not A2A.
 pub fn classify_rpc(body: &[u8]) -> Result<RpcCall<'_>, BodyClass> {
+    let invalid = |why: &str| BodyClass::Invalid { why: why.to_string(), id: readable_id(body) };
     let parsed = match jsonrpc::parse_body_unique(body) {
-        Ok(parsed) => Ok(parsed),
-        Err(BodyError::Rpc(e)) => Err(e),
-        Err(BodyError::Ambiguous(why)) => return Err(BodyClass::Ambiguous(why)),
+        Ok(parsed) => parsed,
+        Err(BodyError::Rpc(RpcParseError::Parse(why))) => return Err(BodyClass::Parse(why)),
+        Err(BodyError::Rpc(e)) => return Err(invalid(e.message())),
+        Err(BodyError::Ambiguous(why)) => return Err(BodyClass::Ambiguous { why, id: readable_id(body) }),
     };
     match parsed {
-        Ok(Body::Single(env)) => match env.kind() {
+        Body::Single(env) => match env.kind() {
             Ok(Kind::Request) | Ok(Kind::Notification) => {
                 let raw_method = env.method.unwrap_or(Cow::Borrowed(""));
                 let method = Method::from_name(&raw_method);
                 Ok(RpcCall { raw_method, method, id: env.id, params: env.params })
             }
-            Ok(Kind::Response) => Err(BodyClass::Response),
-            Err(e) => Err(BodyClass::Invalid(e.message().to_string())),
+            Ok(Kind::Response) => Err(invalid("a JSON-RPC response is not a request")),
+            Err(e) => Err(invalid(e.message())),
         },
-        Ok(Body::Batch(_)) => Err(BodyClass::Batch),
-        Err(e) => Err(BodyClass::Invalid(e.message().to_string())),
+        Body::Batch(_) => Err(BodyClass::Batch),
     }
 }
 
@@ -422,9 +451,37 @@ mod tests {
         let other = classify_rpc(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#).unwrap();
         assert_eq!(other.method, None);
         assert_eq!(other.raw_method, "tools/call");
-        assert!(matches!(classify_rpc(b"{nope"), Err(BodyClass::Invalid(_))));
         assert!(matches!(classify_rpc(br#"[{"jsonrpc":"2.0","id":1,"method":"a"}]"#), Err(BodyClass::Batch)));
-        assert!(matches!(classify_rpc(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Err(BodyClass::Response)));
+    }
+
+    #[test]
+    fn unparseable_bodies_are_parse_errors_and_readable_ids_are_kept() {
+        // Not JSON (or nothing at all): -32700, no id to answer with.
+        for body in [&b"{nope"[..], b"", b"  \n", b"\xff\xfe{\x00}", br#"{"jsonrpc":"2.0","id":1"#] {
+            assert!(matches!(classify_rpc(body), Err(BodyClass::Parse(_))), "{body:?}");
+        }
+        // JSON that is not a request: -32600, with the id when it is a string or a number.
+        let id_of = |body: &[u8]| match classify_rpc(body) {
+            Err(class @ (BodyClass::Invalid { .. } | BodyClass::Ambiguous { .. })) => class.into_id().map(|id| id.get().to_string()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(id_of(br#"{"jsonrpc":"1.0","id":"abc","method":"SendMessage"}"#).as_deref(), Some("\"abc\""));
+        assert_eq!(id_of(br#"{"jsonrpc":"2.0","id":5,"params":{}}"#).as_deref(), Some("5"), "no method");
+        assert_eq!(id_of(br#"{"jsonrpc":"2.0","id":-5,"method":7}"#).as_deref(), Some("-5"), "a method that is not a string");
+        assert_eq!(id_of(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).as_deref(), Some("1"), "a response");
+        assert_eq!(id_of(br#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#).as_deref(), Some("1"), "duplicate keys, one id");
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":null,"method":"GetTask"}"#[..],
+            br#"{"jsonrpc":"2.0","id":{"a":1},"method":"GetTask"}"#,
+            br#"{"jsonrpc":"2.0","id":true,"method":"GetTask"}"#,
+            br#"{"jsonrpc":"2.0","id":[1],"method":"GetTask"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"GetTask"}"#,
+            br#"{"jsonrpc":"1.0","method":"GetTask"}"#,
+            b"42",
+            b"[]",
+        ] {
+            assert_eq!(id_of(body), None, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

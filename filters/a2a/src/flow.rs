@@ -42,6 +42,7 @@ pub mod codes {
 }
 
 pub const ERROR_DOMAIN: &str = "tollgate";
+const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 
 /// State built once from the configuration, shared by every exchange of a VM.
 pub struct Shared {
@@ -83,7 +84,9 @@ enum Deny {
     NotOriginator,
     Unauthenticated,
     TooLarge,
-    /// Unparseable or invalid JSON-RPC, a response, an empty body, duplicate keys.
+    /// Not JSON, or an empty body (JSON-RPC Parse error, -32700).
+    Parse,
+    /// JSON but not a valid JSON-RPC request (a response included), duplicate keys.
     Invalid,
     /// A JSON-RPC batch (A2A has none).
     Batch,
@@ -96,7 +99,17 @@ enum Deny {
     /// A `ListTasks` answer that had to be filtered to the caller's tasks but could not be
     /// (too large, encoded, not JSON, ambiguous): replaced, never passed.
     Unfilterable,
+    /// Under `allow_originator`, a call naming a task the gateway has no record of at this
+    /// agent: answered as the agent answers an unknown task (A2A `TaskNotFoundError`), never
+    /// forwarded.
+    TaskNotFound,
 }
+
+/// A2A's own error domain and `TaskNotFoundError` (a2a-sdk's shapes: JSON-RPC -32001, REST
+/// 404 `NOT_FOUND`, reason `TASK_NOT_FOUND`).
+const A2A_DOMAIN: &str = "a2a-protocol.org";
+const TASK_NOT_FOUND_CODE: i64 = -32001;
+const TASK_NOT_FOUND_MESSAGE: &str = "Task not found";
 
 impl Deny {
     fn reason(self) -> &'static str {
@@ -106,8 +119,9 @@ impl Deny {
             Deny::NotOriginator => "A2A_NOT_TASK_ORIGINATOR",
             Deny::Unauthenticated => "A2A_UNAUTHENTICATED",
             Deny::TooLarge => "A2A_REQUEST_TOO_LARGE",
-            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => "A2A_INVALID_REQUEST",
+            Deny::Parse | Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => "A2A_INVALID_REQUEST",
             Deny::Unfilterable => "A2A_RESPONSE_UNFILTERABLE",
+            Deny::TaskNotFound => "A2A_TASK_NOT_FOUND",
         }
     }
     fn rpc_code(self) -> i64 {
@@ -117,8 +131,10 @@ impl Deny {
             Deny::Forbidden | Deny::NotOriginator => codes::FORBIDDEN,
             Deny::Unauthenticated => codes::UNAUTHENTICATED,
             Deny::TooLarge => codes::TOO_LARGE,
+            Deny::Parse => reply::codes::PARSE_ERROR,
             Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => reply::codes::INVALID_REQUEST,
             Deny::Unfilterable => codes::UNFILTERABLE,
+            Deny::TaskNotFound => TASK_NOT_FOUND_CODE,
         }
     }
     /// HTTP status for JSON-RPC replies: 200 (the error is in the body) except where the
@@ -142,16 +158,17 @@ impl Deny {
             Deny::Forbidden | Deny::NotOriginator => (403, "PERMISSION_DENIED"),
             Deny::Unauthenticated => (401, "UNAUTHENTICATED"),
             Deny::TooLarge => (413, "RESOURCE_EXHAUSTED"),
-            Deny::Invalid | Deny::Batch | Deny::BadPath => (400, "INVALID_ARGUMENT"),
+            Deny::Parse | Deny::Invalid | Deny::Batch | Deny::BadPath => (400, "INVALID_ARGUMENT"),
             Deny::MediaType => (415, "INVALID_ARGUMENT"),
             Deny::HttpMethod => (405, "UNIMPLEMENTED"),
             Deny::Unfilterable => (502, "INTERNAL"),
+            Deny::TaskNotFound => (404, "NOT_FOUND"),
         }
     }
     /// A refusal the filter reports as an error (the request or answer was unusable), not a
     /// policy decision.
     fn is_error(self) -> bool {
-        !matches!(self, Deny::Refusal(_) | Deny::Forbidden | Deny::NotOriginator)
+        !matches!(self, Deny::Refusal(_) | Deny::Forbidden | Deny::NotOriginator | Deny::TaskNotFound)
     }
     fn message(self) -> &'static str {
         match self {
@@ -161,12 +178,14 @@ impl Deny {
             Deny::NotOriginator => "only the identity that created the task may do this",
             Deny::Unauthenticated => "unknown credential",
             Deny::TooLarge => "request body too large",
+            Deny::Parse => "Parse error: the request body is not JSON",
             Deny::Invalid => "invalid JSON-RPC request",
             Deny::Batch => "JSON-RPC batches are not part of A2A",
             Deny::MediaType => "A2A requests must be JSON (Content-Type application/json or application/a2a+json)",
             Deny::BadPath => "invalid or ambiguous percent-escape in the request path",
             Deny::HttpMethod => "A2A uses only GET, POST and DELETE: this HTTP method is refused on agent routes",
             Deny::Unfilterable => "the agent's task list could not be filtered to the caller's own tasks, so it was not passed on",
+            Deny::TaskNotFound => TASK_NOT_FOUND_MESSAGE,
         }
     }
 }
@@ -617,6 +636,12 @@ impl Exchange {
             Effect::AllowOriginator => {
                 let acting = self.on_behalf_of.as_deref().unwrap_or(&self.caller);
                 match authz::originator_check(method_name, acting) {
+                    // A task the gateway has no record of (created by calling the agent
+                    // directly or through another Envoy, or its entry expired) is nobody's
+                    // here: answered as an unknown task, never forwarded.
+                    OriginatorCheck::Task if task_entry.is_none() && self.ids.task_id.is_some() => {
+                        return self.deny(host, Deny::TaskNotFound);
+                    }
                     OriginatorCheck::Task => {
                         let originator = task_entry.as_ref().and_then(|(_, o)| o.as_deref());
                         if !authz::originator_allows(acting, originator) {
@@ -752,11 +777,20 @@ impl Exchange {
         if let Some(m) = self.method {
             metadata.insert("method", m.name().to_string());
         }
-        let info = ErrorInfo { type_url: "type.googleapis.com/google.rpc.ErrorInfo", reason: why.reason(), domain: ERROR_DOMAIN, metadata };
+        let info = if why == Deny::TaskNotFound {
+            // A2A's own answer, as the agent gives it: nothing says the gateway answered.
+            ErrorInfo { type_url: ERROR_INFO_TYPE, reason: "TASK_NOT_FOUND", domain: A2A_DOMAIN, metadata: Default::default() }
+        } else {
+            ErrorInfo { type_url: ERROR_INFO_TYPE, reason: why.reason(), domain: ERROR_DOMAIN, metadata }
+        };
         let (status, body) = match self.binding {
             Some(Binding::JsonRpc) => {
                 let body = match self.dialect {
                     Dialect::V10 => reply::rpc_error_body(self.rpc_id.as_deref(), why.rpc_code(), why.message(), Some([info])),
+                    // The 0.3 TaskNotFoundError carries `"data": null`.
+                    Dialect::V03 if why == Deny::TaskNotFound => {
+                        reply::rpc_error_body(self.rpc_id.as_deref(), why.rpc_code(), why.message(), Some(serde_json::Value::Null))
+                    }
                     Dialect::V03 => reply::rpc_error_body(self.rpc_id.as_deref(), why.rpc_code(), why.message(), Some(info)),
                 };
                 (why.rpc_http_status(), body)
@@ -1036,7 +1070,8 @@ impl HttpExchange for Exchange {
             }
             // A POST to an agent that is not A2A is refused, never passed unchecked: the SDK
             // runs a JSON-RPC body whatever its content type says.
-            Head::JsonPost if end_of_stream => self.refuse_unclassified(host, Binding::JsonRpc, Deny::Invalid),
+            // An empty body is not JSON: a Parse error, as the agent answers.
+            Head::JsonPost if end_of_stream => self.refuse_unclassified(host, Binding::JsonRpc, Deny::Parse),
             Head::JsonPost => {
                 self.phase = Phase::AwaitBody;
                 Step::Pause
@@ -1114,18 +1149,23 @@ impl HttpExchange for Exchange {
                     self.decide(host)
                 }
                 Err(class) => {
-                    let why = match class {
+                    let why = match &class {
                         BodyClass::Batch => Deny::Batch,
-                        BodyClass::Response => Deny::Invalid,
-                        BodyClass::Invalid(msg) => {
-                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {msg}"));
+                        BodyClass::Parse(msg) => {
+                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused unparseable JSON-RPC: {msg}"));
+                            Deny::Parse
+                        }
+                        BodyClass::Invalid { why, .. } => {
+                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused invalid JSON-RPC: {why}"));
                             Deny::Invalid
                         }
-                        BodyClass::Ambiguous(msg) => {
-                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {msg}"));
+                        BodyClass::Ambiguous { why, .. } => {
+                            host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {why}"));
                             Deny::Invalid
                         }
                     };
+                    // The error answers the request's id when it could be read (JSON-RPC).
+                    self.rpc_id = class.into_id();
                     self.refuse_unclassified(host, Binding::JsonRpc, why)
                 }
             },
@@ -1911,16 +1951,37 @@ mod tests {
         // An unknown credential is still reported as such.
         let call = gw.request("a", "POST", "/", &[("content-type", "text/plain"), ("x-api-key", "stolen")], Some(cancel));
         assert_eq!(call.reply().unwrap().0, 401);
-        // Unparseable JSON, a JSON-RPC response, an empty body: -32600, without rules too.
-        for body in [&b"not json at all"[..], br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, b"\xff\xfe{\x00}\x00", b" "] {
-            let (status, reply) = gw.request("a", "POST", "/", &[V10], Some(body)).reply().expect("refused");
-            assert_eq!((status, reply["error"]["code"].as_i64()), (200, Some(-32600)), "{body:?}");
+        // Unparseable JSON, an empty body: -32700 (Parse error, as the agent answers), id null;
+        // a JSON-RPC response or an invalid request: -32600, with its id when it can be read.
+        // Without rules too, and in either dialect.
+        for (body, code, id) in [
+            (&b"not json at all"[..], -32700, Value::Null),
+            (b"\xff\xfe{\x00}\x00", -32700, Value::Null),
+            (b" ", -32700, Value::Null),
+            (br#"{"jsonrpc":"2.0","id":"r-1","method":"GetTask""#, -32700, Value::Null),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, -32600, json!(1)),
+            (br#"{"jsonrpc":"1.0","id":"r-2","method":"SendMessage","params":{}}"#, -32600, json!("r-2")),
+            (br#"{"jsonrpc":"2.0","id":3,"params":{}}"#, -32600, json!(3)),
+            (br#"{"jsonrpc":"2.0","id":true,"method":"GetTask"}"#, -32600, Value::Null),
+            (b"42", -32600, Value::Null),
+        ] {
+            for headers in [&[V10][..], &[]] {
+                let mut call = gw.request("a", "POST", "/", headers, Some(body));
+                let (status, reply) = call.reply().expect("refused");
+                assert_eq!((status, reply["error"]["code"].as_i64(), &reply["id"]), (200, Some(code), &id), "{body:?}");
+                let info = if headers.is_empty() { &reply["error"]["data"] } else { &reply["error"]["data"][0] };
+                assert_eq!(info["reason"], "A2A_INVALID_REQUEST");
+                gw.finish(&mut call);
+                assert_eq!((audit(&call)["decision"].as_str(), audit(&call)["rpc_error_code"].as_i64()), (Some("error"), Some(code)));
+            }
         }
         let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "application/json")]);
         host.set_prop(&["xds", "cluster_name"], b"a");
         let mut ex = Exchange::new(gw.shared.clone(), gw.metrics.clone());
         assert_eq!(ex.on_request_headers(&host, true), Step::Pause);
-        assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.0), Some(200));
+        let (status, _, body) = host.local_reply.borrow().clone().expect("an empty body is refused at its headers");
+        let reply: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, reply["error"]["code"].as_i64()), (200, Some(-32700)));
         // Duplicate keys are refused without rules too.
         let dup = br#"{"jsonrpc":"2.0","id":1,"method":"GetTask","method":"CancelTask","params":{"id":"t"}}"#;
         assert_eq!(gw.request("a", "POST", "/", &[], Some(dup)).reply().unwrap().1["error"]["code"], -32600);
@@ -2363,6 +2424,63 @@ mod tests {
         }
         let cancel = gw.request("echo", "POST", "/", &[V10], Some(&rpc_body("CancelTask", json!({"id": "t-anon"}))));
         assert_eq!(cancel.reply().unwrap().1["error"]["data"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR", "not even the anonymous");
+    }
+
+    #[test]
+    fn a_task_the_gateway_has_no_record_of_is_not_found() {
+        let gw = owners_gateway(json!({}));
+        create_task_as(&gw, "echo", &[ALICE], "t-alice");
+        // Unknown here (never seen, or created at another agent): A2A's TaskNotFoundError in the
+        // agent's own shape, for anyone, never forwarded; the record says the gateway answered.
+        for who in [&[ALICE][..], &[BOB], &[]] {
+            for (method, params) in [
+                ("GetTask", json!({"id": "t-unknown"})),
+                ("CancelTask", json!({"id": "t-unknown"})),
+                ("SubscribeToTask", json!({"id": "t-unknown"})),
+                ("GetTaskPushNotificationConfig", json!({"taskId": "t-unknown", "id": "c"})),
+            ] {
+                let headers: Vec<_> = [V10].into_iter().chain(who.iter().copied()).collect();
+                let mut call = gw.request("other", "POST", "/", &headers, Some(&rpc_body(method, params)));
+                let (status, reply) = call.reply().unwrap_or_else(|| panic!("{method} forwarded"));
+                assert_eq!(status, 200);
+                assert_eq!(
+                    reply,
+                    json!({"jsonrpc": "2.0", "id": 9, "error": {"code": -32001, "message": "Task not found", "data": [
+                        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "TASK_NOT_FOUND",
+                         "domain": "a2a-protocol.org", "metadata": {}}]}}),
+                    "{method}"
+                );
+                gw.finish(&mut call);
+                let rec = audit(&call);
+                assert_eq!(
+                    (rec["decision"].as_str(), rec["reason"].as_str(), rec["rule_id"].as_str(), rec["rpc_error_code"].as_i64()),
+                    (Some("deny"), Some("A2A_TASK_NOT_FOUND"), Some("own-tasks"), Some(-32001))
+                );
+            }
+        }
+        // 0.3: `"data": null`, as the SDK's 0.3 handler answers.
+        let call = gw.request("echo", "POST", "/", &[ALICE], Some(&rpc_body("tasks/cancel", json!({"id": "t-unknown"}))));
+        assert_eq!(
+            call.reply().unwrap().1,
+            json!({"jsonrpc": "2.0", "id": 9, "error": {"code": -32001, "message": "Task not found", "data": null}})
+        );
+        // REST: 404 NOT_FOUND.
+        let call = gw.request("echo", "GET", "/tasks/t-unknown", &[V10, BOB], None);
+        let (status, body) = call.reply().unwrap();
+        assert_eq!(status, 404);
+        assert_eq!((body["error"]["status"].as_str(), body["error"]["details"][0]["reason"].as_str()), (Some("NOT_FOUND"), Some("TASK_NOT_FOUND")));
+        assert_eq!(body["error"]["details"][0]["domain"], "a2a-protocol.org");
+        // A known task stays its originator's: another caller is refused as before, and a call
+        // naming no task at all is not "not found".
+        let bob = gw.request("echo", "POST", "/", &[V10, BOB], Some(&rpc_body("GetTask", json!({"id": "t-alice"}))));
+        assert_eq!(bob.reply().unwrap().1["error"]["code"], codes::FORBIDDEN);
+        let alice = gw.request("echo", "POST", "/", &[V10, ALICE], Some(&rpc_body("GetTask", json!({"id": "t-alice"}))));
+        assert_eq!(alice.step, Step::Continue);
+        let nameless = gw.request("echo", "POST", "/", &[V10, ALICE], Some(&rpc_body("GetTask", json!({}))));
+        assert_eq!(nameless.reply().unwrap().1["error"]["data"][0]["reason"], "A2A_NOT_TASK_ORIGINATOR");
+        // Without allow_originator the agent answers for itself.
+        let open = Gateway::new(json!({}));
+        assert_eq!(open.request("echo", "POST", "/", &[V10], Some(&rpc_body("GetTask", json!({"id": "t-unknown"})))).step, Step::Continue);
     }
 
     #[test]
