@@ -13,6 +13,7 @@ pub mod glob;
 pub mod hash;
 pub mod host;
 pub mod identity;
+pub mod json_framing;
 pub mod json_scan;
 pub mod jsonrpc;
 pub mod limits;

@@ -211,16 +211,12 @@ fn decode_component(s: &str, plus_is_space: bool) -> Option<String> {
     decoded.ok()
 }
 
+/// Everything but RFC 3986 unreserved characters is encoded in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// What the filter needs from a request body, borrowed from it.
@@ -574,6 +570,23 @@ pub fn upstream_error_message(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn segments_keep_only_unreserved_characters() {
+        // The hand-written encoder this replaced, as the reference.
+        let reference = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let all: String = (1u8..=127).map(char::from).collect();
+        for s in ["gemini-2.0-flash", "a/b c?d#e%f+g:h", "mod\u{e8}le \u{1f600}", all.as_str()] {
+            assert_eq!(encode_segment(s), reference(s), "{s:?}");
+        }
+    }
 
     #[test]
     fn detects_apis_by_path() {

@@ -475,16 +475,7 @@ impl Config {
                 window_secs: l.window_secs,
             })
             .collect();
-        let mut client_credential_headers: Vec<String> =
-            ["authorization", "x-api-key", "x-goog-api-key"].iter().map(|s| s.to_string()).collect();
-        if let Some(keys) = &self.identity.api_keys {
-            for h in &keys.headers {
-                let h = h.to_ascii_lowercase();
-                if !client_credential_headers.contains(&h) {
-                    client_credential_headers.push(h);
-                }
-            }
-        }
+        let client_credential_headers = self.identity.credential_headers();
         Ok(State {
             require_identity: self.require_identity.unwrap_or(!self.identity.is_empty()),
             identity: self.identity,

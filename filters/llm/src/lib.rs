@@ -1,12 +1,14 @@
 //! Tollgate LLM filter: an AI gateway for OpenAI Chat, OpenAI Responses, Anthropic Messages
-//! and Gemini clients. Pure decision modules (`api`, `routing`, `usage`, `cost`) never touch
-//! the host; `limits` (shared-data counters) and `record` (audit record, metrics) work through
-//! `&dyn Host`, as does `exchange`, which runs one request (all natively testable with
-//! `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
+//! and Gemini clients. Pure modules (`api`, `routing`, `usage`, `cost`, `decide`, and the
+//! record builders in `record`) never touch the host; `limits` (shared-data counters) and
+//! `record`'s metrics work through `&dyn Host`, as does `exchange`, which runs one request:
+//! it reads facts from the host, lets `decide` choose, and applies the choice (all natively
+//! testable with `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
 pub mod api;
 pub mod config;
 pub mod cost;
+pub mod decide;
 pub mod exchange;
 pub mod limits;
 pub mod record;

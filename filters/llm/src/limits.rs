@@ -156,7 +156,7 @@ pub struct Estimate {
 }
 
 /// The estimate of one request (see the module docs).
-pub fn estimate(request_bytes: u64, bytes_per_token: u32, max_output_tokens: u64, price: Option<&Price>) -> Estimate {
+pub fn admission_estimate(request_bytes: u64, bytes_per_token: u32, max_output_tokens: u64, price: Option<&Price>) -> Estimate {
     let input = request_bytes.div_ceil(u64::from(bytes_per_token.max(1)));
     let tokens = Tokens { input, output: max_output_tokens, ..Default::default() };
     let cost = price.map(|p| {
@@ -438,8 +438,8 @@ mod tests {
     fn estimate_is_input_bytes_plus_max_output_priced_conservatively() {
         let p = Price { input: 2_000_000, cached_input: 0, cache_creation: 0, output: 8_000_000, reasoning: 10_000_000 };
         // 401 bytes / 4 -> 101 input tokens; 50 output at the reasoning price (the higher).
-        assert_eq!(estimate(401, 4, 50, Some(&p)), Estimate { tokens: 151, cost_micro_usd: Some(101 * 2 + 50 * 10) });
-        assert_eq!(estimate(0, 4, 7, None), Estimate { tokens: 7, cost_micro_usd: None });
+        assert_eq!(admission_estimate(401, 4, 50, Some(&p)), Estimate { tokens: 151, cost_micro_usd: Some(101 * 2 + 50 * 10) });
+        assert_eq!(admission_estimate(0, 4, 7, None), Estimate { tokens: 7, cost_micro_usd: None });
     }
 
     #[test]

@@ -24,11 +24,22 @@
 //! `max_team_labels` distinct teams per VM (JWT and header identities choose their team);
 //! `provider` is the provider entry's name or `none`; `limit` is a configured limit id.
 
+//!
+//! The record is built by pure functions over [`ExchangeFacts`], the plain value in which the
+//! exchange keeps what it has seen: [`accounting`] (tokens, estimate, cost), [`outcome`]
+//! (decision, status, error) and [`build`] (the record itself). `exchange.rs` only writes it.
+
+use crate::api::{self, ClientApi, Refusal};
+use crate::config::State;
+use crate::cost::cost_micro_usd;
 use crate::limits::{Denial, Estimate};
-use crate::usage::Tokens;
+use crate::usage::{self, Tokens, UsageTracker};
 use serde::Serialize;
+use tollgate_core::audit::{Decision, Layer, Record};
 use tollgate_core::host::Host;
+use tollgate_core::identity::Identity;
 use tollgate_core::metrics::Metrics;
+use tollgate_core::trace::TraceStep;
 
 pub const REQUESTS: &str = "tollgate.llm.requests";
 pub const LABELLED_REQUESTS: &str = "tollgate.llm.gen_ai_client_requests";
@@ -119,6 +130,201 @@ pub struct LlmDetail<'a> {
     pub limits_overshot: &'a [&'a str],
 }
 
+/// Why the filter answered a request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    /// The record's `error_type` (and `rule_id`, unless a limit refused).
+    pub error_type: &'static str,
+    pub message: String,
+    /// Set when a limit refused the request (boxed: it is rare and large).
+    pub limit: Option<Box<Denial>>,
+}
+
+impl Refused {
+    pub fn new(refusal: Refusal, error_type: &'static str, message: impl Into<String>) -> Self {
+        Refused { refusal, error_type, message: message.into(), limit: None }
+    }
+}
+
+/// Where a request stands.
+#[derive(Debug, Default)]
+pub enum Phase {
+    /// Headers held, body not yet judged.
+    #[default]
+    Deciding,
+    /// Answered locally; the request never went upstream.
+    Refused(Refused),
+    /// Sent to the provider; the response streams through.
+    Forwarded,
+}
+
+/// What one exchange has seen, as plain data: everything its records are built from.
+#[derive(Debug, Default)]
+pub struct ExchangeFacts {
+    pub started_nanos: u64,
+    pub request_id: Option<String>,
+    pub trace: Option<TraceStep>,
+    pub api: Option<ClientApi>,
+    pub identity: Option<Identity>,
+    /// The requested model (cut to a sane length).
+    pub model: Option<String>,
+    pub upstream_model: Option<String>,
+    /// Set once the model matched a route (then `model` may be a metric label).
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub max_output_tokens: Option<u64>,
+    pub usage_injected: bool,
+    pub request_bytes: u64,
+    pub phase: Phase,
+    pub response_status: Option<u32>,
+    pub response_headers_nanos: Option<u64>,
+    pub first_token_nanos: Option<u64>,
+    /// The start of an upstream error body (for the record's message).
+    pub error_body: Vec<u8>,
+    pub response_bytes: u64,
+    /// The response ended normally.
+    pub response_complete: bool,
+    /// The estimate reserved at admission (when a limit applied).
+    pub reserved: Option<Estimate>,
+    /// Ids of the limits this request took over their cap (set at reconciliation).
+    pub overshot: Vec<String>,
+}
+
+impl ExchangeFacts {
+    pub fn forwarded(&self) -> bool {
+        matches!(self.phase, Phase::Forwarded)
+    }
+    pub fn refused(&self) -> Option<&Refused> {
+        match &self.phase {
+            Phase::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Tokens (reported, else estimated), whether they are estimates, and the cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accounting {
+    pub tokens: Tokens,
+    pub estimated: bool,
+    pub cost_micro_usd: Option<u64>,
+}
+
+/// What the record shows a request used. Zero when nothing was forwarded or the provider
+/// answered an error; an estimate of the input when the response never came.
+pub fn accounting(facts: &ExchangeFacts, usage: Option<&UsageTracker>, state: &State) -> Accounting {
+    let forwarded = facts.forwarded();
+    let ok_response = forwarded && facts.response_status.is_some_and(|s| s < 400);
+    let bpt = state.estimate_bytes_per_token;
+    let report = match (usage, ok_response) {
+        (Some(tracker), true) => Some(tracker.report(facts.request_bytes, bpt)),
+        // Forwarded, but no response at all (client went away before the headers).
+        _ if forwarded && facts.response_status.is_none() => {
+            Some(usage::reported_or_estimated(None, false, facts.request_bytes, 0, bpt))
+        }
+        _ => None,
+    };
+    let tokens = report.map(|r| r.tokens).unwrap_or_default();
+    let estimated = report.is_some_and(|r| r.estimated);
+    let price_model = facts.upstream_model.as_deref().or(facts.model.as_deref());
+    let cost_micro_usd = match (forwarded, price_model) {
+        (true, Some(model)) => state.prices.lookup(model).map(|p| cost_micro_usd(&tokens, p)),
+        _ => None,
+    };
+    Accounting { tokens, estimated, cost_micro_usd }
+}
+
+/// The record's verdict: decision, status, error message and error type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub status: Option<u32>,
+    pub error: Option<String>,
+    pub error_type: Option<String>,
+}
+
+pub fn outcome(facts: &ExchangeFacts) -> Outcome {
+    let forwarded = facts.forwarded();
+    if let Some(r) = facts.refused() {
+        let decision = match r.refusal {
+            Refusal::Unauthenticated | Refusal::Forbidden | Refusal::RateLimited(_) => Decision::Deny,
+            _ => Decision::Error,
+        };
+        return Outcome {
+            decision,
+            status: Some(r.refusal.status()),
+            error: Some(r.message.clone()),
+            error_type: Some(r.error_type.to_string()),
+        };
+    }
+    let upstream_error = match facts.response_status {
+        Some(s) if s >= 400 && forwarded => {
+            Some(api::upstream_error_message(&facts.error_body).unwrap_or_else(|| format!("HTTP {s}")))
+        }
+        _ => None,
+    };
+    let status_error_type = facts.response_status.filter(|s| *s >= 400).map(|s| format!("http_{s}"));
+    let incomplete = forwarded && !facts.response_complete;
+    Outcome {
+        decision: Decision::Allow,
+        status: facts.response_status,
+        error: upstream_error.or_else(|| incomplete.then(|| "response ended before completion".to_string())),
+        error_type: status_error_type.or_else(|| incomplete.then(|| "incomplete".to_string())),
+    }
+}
+
+pub fn ms_between(from: u64, to: u64) -> u64 {
+    to.saturating_sub(from) / 1_000_000
+}
+
+/// The audit record as of `now_nanos`. `overshot` is `facts.overshot` as `&str`s.
+pub fn build<'a>(
+    facts: &'a ExchangeFacts,
+    outcome: &'a Outcome,
+    accounting: Accounting,
+    overshot: &'a [&'a str],
+    now_nanos: u64,
+) -> Record<'a, LlmDetail<'a>> {
+    let refused = facts.refused();
+    let detail = LlmDetail {
+        api: facts.api.map(ClientApi::name),
+        operation: facts.api.map(ClientApi::operation),
+        team: facts.identity.as_ref().and_then(|i| i.team.as_deref()),
+        model: facts.model.as_deref(),
+        upstream_model: facts.upstream_model.as_deref(),
+        provider: facts.provider.as_deref(),
+        stream: facts.stream,
+        max_output_tokens: facts.max_output_tokens,
+        usage_injected: facts.usage_injected,
+        tokens: accounting.tokens.into(),
+        estimated: accounting.estimated,
+        cost_micro_usd: accounting.cost_micro_usd,
+        ttfb_ms: facts.response_headers_nanos.map(|t| ms_between(facts.started_nanos, t)),
+        ttft_ms: facts.first_token_nanos.map(|t| ms_between(facts.started_nanos, t)),
+        request_bytes: facts.request_bytes,
+        response_bytes: facts.response_bytes,
+        completed: refused.is_some() || facts.response_complete,
+        error_type: outcome.error_type.as_deref(),
+        reserved: facts.reserved,
+        limit: refused.and_then(|r| r.limit.as_deref()),
+        limits_overshot: overshot,
+    };
+    let trace = facts.trace.as_ref();
+    let mut rec = Record::new(Layer::Llm, facts.started_nanos / 1_000_000, detail);
+    rec.request_id = facts.request_id.as_deref();
+    rec.trace_id = trace.map(|t| t.trace_id.as_str());
+    rec.span_id = trace.map(|t| t.span_id.as_str());
+    rec.parent_span_id = trace.and_then(|t| t.parent_span_id.as_deref());
+    rec.identity = facts.identity.as_ref();
+    rec.decision = outcome.decision;
+    rec.rule_id = refused.map(|r| r.limit.as_ref().map(|l| l.id.as_str()).unwrap_or(r.error_type));
+    rec.status = outcome.status;
+    rec.duration_ms = Some(ms_between(facts.started_nanos, now_nanos));
+    rec.error = outcome.error.as_deref();
+    rec
+}
+
 /// Label values of one request's metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Labels<'a> {
@@ -166,49 +372,5 @@ pub fn emit_metrics(host: &dyn Host, metrics: &Metrics, labels: Labels<'_>, deta
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tollgate_core::host::MemoryHost;
-
-    #[test]
-    fn metrics_carry_labels_in_a_fixed_order() {
-        let host = MemoryHost::new();
-        let metrics = Metrics::new();
-        let detail = LlmDetail {
-            tokens: Tokens { input: 10, output: 4, cached_input: 2, ..Default::default() }.into(),
-            cost_micro_usd: Some(7),
-            estimated: true,
-            error_type: Some("http_429"),
-            ttft_ms: Some(12),
-            ..Default::default()
-        };
-        let labels = Labels { team: "pay.ments", model: "gpt-4o", provider: "a" };
-        emit_metrics(&host, &metrics, labels, &detail, 30);
-        emit_metrics(&host, &metrics, labels, &detail, 30);
-        assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.pay_ments.model.gpt-4o.provider.a"), Some(2));
-        assert_eq!(
-            host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.pay_ments.model.gpt-4o.provider.a"),
-            Some(20)
-        );
-        assert_eq!(
-            host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.cached_input.team.pay_ments.model.gpt-4o.provider.a"),
-            Some(4)
-        );
-        assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.reasoning.team.pay_ments.model.gpt-4o.provider.a"), None);
-        assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.pay_ments.model.gpt-4o.provider.a"), Some(14));
-        assert_eq!(host.metric("tollgate.llm.errors.team.pay_ments.model.gpt-4o.provider.a.error_type.http_429"), Some(2));
-        assert_eq!(host.metric("tollgate.llm.usage_estimated.team.pay_ments.model.gpt-4o.provider.a"), Some(2));
-        assert_eq!(host.metric("tollgate.llm.gen_ai_client_operation_duration.team.pay_ments.model.gpt-4o.provider.a"), Some(30));
-    }
-
-
-    #[test]
-    fn detail_serializes_flat_with_tokens_object() {
-        let detail = LlmDetail { api: Some("openai_chat"), tokens: Tokens { input: 1, output: 2, ..Default::default() }.into(), ..Default::default() };
-        let v = serde_json::to_value(&detail).unwrap();
-        assert_eq!(v["api"], "openai_chat");
-        assert_eq!(v["tokens"]["total"], 3);
-        assert_eq!(v["estimated"], false);
-        assert!(v.get("cost_micro_usd").is_none());
-    }
-}
+#[path = "record_tests.rs"]
+mod tests;

@@ -51,10 +51,10 @@ pub struct Router {
 
 /// Where a model goes.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Decision<'a> {
+pub struct Decision<'a, 'm> {
     pub provider: &'a Provider,
     /// The model name sent upstream (the alias target, or the requested name).
-    pub upstream_model: &'a str,
+    pub upstream_model: &'m str,
     /// True when the upstream name differs from the requested one (body or path rewritten).
     pub rewritten: bool,
     /// The pattern that matched, as configured.
@@ -93,7 +93,7 @@ impl Router {
     }
 
     /// Resolves a requested model; `None`: unknown model (404).
-    pub fn route<'a>(&'a self, model: &'a str) -> Option<Decision<'a>> {
+    pub fn route<'a: 'm, 'm>(&'a self, model: &'m str) -> Option<Decision<'a, 'm>> {
         let route = match self.exact.get(model) {
             Some(i) => self.routes.get(*i)?,
             None => self.routes.iter().find(|r| !r.pattern.is_exact() && r.pattern.matches(model))?,

@@ -1,0 +1,611 @@
+use super::*;
+use crate::usage::Tokens;
+use crate::config::load_with;
+use serde_json::{json, Value};
+use tollgate_core::hash::sha256_hex;
+use tollgate_core::host::MemoryHost;
+use tollgate_core::testing::{callback, drive_ending, Ending};
+
+fn state() -> Rc<State> {
+    let cfg = json!({
+        "identity": {"api_keys": {"keys": [
+            {"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"},
+            {"sha256": sha256_hex(b"tg-bob"), "name": "bob-key", "principal": "bob", "team": "research", "models": ["gpt-*"]}
+        ]}},
+        "providers": [
+            {"name": "prov-a", "credential": {"env": "KEY_A"}, "headers": {"x-extra": "1"}},
+            {"name": "prov-b", "apis": ["anthropic_messages", "gemini"], "credential": {"value": "sk-b"}}
+        ],
+        "models": [
+            {"model": "gpt-*", "provider": "prov-a"},
+            {"model": "fast", "provider": "prov-a", "upstream_model": "gpt-4o-mini"},
+            {"model": "claude-*", "provider": "prov-b"},
+            {"model": "gemini-*", "provider": "prov-b"},
+            {"model": "gem-fast", "provider": "prov-b", "upstream_model": "gemini-2.0-flash"}
+        ],
+        "prices": [{"model": "gpt-*", "input": 2.5, "cached_input": 1.25, "output": 10}],
+        "max_request_bytes": 2048
+    });
+    Rc::new(load_with(cfg.to_string().as_bytes(), &|n| (n == "KEY_A").then(|| "sk-a".into())).unwrap())
+}
+
+fn request(path: &str, headers: &[(&str, &str)]) -> MemoryHost {
+    let mut all = vec![(":method", "POST"), (":path", path), ("x-request-id", "rid-1")];
+    all.extend_from_slice(headers);
+    MemoryHost::with_request_headers(&all)
+}
+
+fn exchange() -> Exchange {
+    Exchange::new(state(), Rc::new(Metrics::new()))
+}
+
+fn send_body(ex: &mut Exchange, host: &MemoryHost, body: &[u8]) -> Step {
+    *host.request_body.borrow_mut() = body.to_vec();
+    callback(host, |h| ex.on_request_body(h, body.len(), true))
+}
+
+fn respond(ex: &mut Exchange, host: &MemoryHost, status: &str, content_type: &str, chunks: &[&[u8]]) {
+    *host.response_headers.borrow_mut() = vec![(":status".into(), status.into()), ("content-type".into(), content_type.into())];
+    assert_eq!(callback(host, |h| ex.on_response_headers(h, false)), Step::Continue);
+    for (i, c) in chunks.iter().enumerate() {
+        *host.response_body.borrow_mut() = c.to_vec();
+        assert_eq!(callback(host, |h| ex.on_response_body(h, c.len(), i + 1 == chunks.len())), Step::Continue);
+    }
+}
+
+fn audit(host: &MemoryHost) -> Value {
+    serde_json::from_slice(&host.prop(&["tollgate.audit"]).expect("audit record")).unwrap()
+}
+
+fn local_reply(host: &MemoryHost) -> (u32, Value) {
+    let (status, _, body) = host.local_reply.borrow().clone().expect("local reply");
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn header(host: &MemoryHost, name: &str) -> Option<String> {
+    host.request_header(name)
+}
+
+#[test]
+fn chat_stream_routes_rewrites_injects_and_counts() {
+    let host = request(
+        "/v1/chat/completions",
+        &[("authorization", "Bearer tg-alice"), ("content-length", "99"), ("x-tollgate-provider", "prov-b"),
+          ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+    );
+    let mut ex = exchange();
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    assert_eq!(header(&host, "authorization"), None);
+    assert_eq!(header(&host, "x-tollgate-provider"), None);
+    let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    *host.clock_nanos.borrow_mut() = 5_000_000;
+    assert_eq!(send_body(&mut ex, &host, body), Step::Continue);
+    let sent: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert_eq!(header(&host, "content-length"), Some(host.request_body.borrow().len().to_string()));
+    assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+    assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-a"));
+    assert_eq!(header(&host, "x-extra").as_deref(), Some("1"));
+    assert_eq!(header(&host, "accept-encoding").as_deref(), Some("identity"));
+    let tp = header(&host, "traceparent").unwrap();
+    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && !tp.contains("00f067aa0ba902b7"));
+
+    // While the request is in flight, filter state holds a provisional record.
+    let provisional = audit(&host);
+    assert_eq!((provisional["completed"].as_bool(), provisional["estimated"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(provisional["error_type"], "incomplete");
+
+    *host.clock_nanos.borrow_mut() = 20_000_000;
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    assert_eq!(ex.on_response_headers(&host, false), Step::Continue);
+    let first = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n";
+    *host.response_body.borrow_mut() = first.to_vec();
+    *host.clock_nanos.borrow_mut() = 30_000_000;
+    assert_eq!(ex.on_response_body(&host, first.len(), false), Step::Continue);
+    let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":100,\"prompt_tokens_details\":{\"cached_tokens\":200}}}\n\ndata: [DONE]\n\n";
+    *host.response_body.borrow_mut() = last.to_vec();
+    *host.clock_nanos.borrow_mut() = 45_000_000;
+    assert_eq!(ex.on_response_body(&host, last.len(), true), Step::Continue);
+    // The final record is in filter state before Envoy's access log runs.
+    let r = audit(&host);
+    assert_eq!(r["layer"], "llm");
+    assert_eq!(r["api"], "openai_chat");
+    assert_eq!(r["model"], "fast");
+    assert_eq!(r["upstream_model"], "gpt-4o-mini");
+    assert_eq!(r["provider"], "prov-a");
+    assert_eq!(r["team"], "payments");
+    assert_eq!(r["identity"]["principal"], "alice");
+    assert_eq!(r["stream"], true);
+    assert_eq!(r["usage_injected"], true);
+    assert_eq!(r["tokens"], json!({"input": 1000, "output": 100, "cached_input": 200, "cache_creation": 0, "reasoning": 0, "total": 1100}));
+    assert_eq!(r["estimated"], false);
+    // 800 * 2.5 + 200 * 1.25 + 100 * 10 = 2000 + 250 + 1000 micro-dollars
+    assert_eq!(r["cost_micro_usd"], 3250);
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["decision"], "allow");
+    assert_eq!(r["ttfb_ms"], 20);
+    assert_eq!(r["ttft_ms"], 30);
+    assert_eq!(r["duration_ms"], 45);
+    assert_eq!(r["completed"], true);
+    assert_eq!(r["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(r["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(r["request_id"], "rid-1");
+    assert_eq!(host.metric("tollgate.llm.requests"), Some(1));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.payments.model.fast.provider.prov-a"), Some(1000));
+    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.payments.model.fast.provider.prov-a"), Some(3250));
+    // Finishing runs once: on_log after the end changes nothing.
+    *host.clock_nanos.borrow_mut() = 99_000_000;
+    ex.on_log(&host);
+    assert_eq!(audit(&host)["duration_ms"], 45);
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.payments.model.fast.provider.prov-a"), Some(1));
+}
+
+#[test]
+fn refusals_in_each_api_shape() {
+    // Unknown key, Anthropic shape.
+    let host = request("/v1/messages", &[("x-api-key", "nope")]);
+    let mut ex = exchange();
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    let (status, body) = local_reply(&host);
+    assert_eq!(status, 401);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["decision"].as_str(), r["status"].as_u64(), r["error_type"].as_str()), (Some("deny"), Some(401), Some("unknown_key")));
+    assert_eq!(host.metric("tollgate.llm.errors.team.none.model.none.provider.none.error_type.unknown_key"), Some(1));
+
+    // No key at all: 401 too (identity is configured).
+    let host = request("/v1/chat/completions", &[]);
+    exchange().on_request_headers(&host, false);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+
+    // Model not allowed for bob, OpenAI shape.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-bob")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    assert_eq!(send_body(&mut ex, &host, br#"{"model":"fast","messages":[]}"#), Step::Pause);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("model_not_allowed")));
+
+    // Unknown model, Gemini shape.
+    let host = request("/v1beta/models/nope:generateContent", &[("x-goog-api-key", "tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"contents":[]}"#);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["status"].as_str(), body["error"]["code"].as_u64()), (404, Some("NOT_FOUND"), Some(404)));
+
+    // Malformed JSON.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, b"{\"model\": ");
+    assert_eq!(local_reply(&host).0, 400);
+    ex.on_log(&host);
+    assert_eq!(audit(&host)["decision"], "error");
+
+    // Model served by a provider that does not speak the API.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"claude-3"}"#);
+    assert_eq!(local_reply(&host).0, 404);
+
+    // Too large: by content-length, and by the body itself.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice"), ("content-length", "5000")]);
+    assert_eq!(exchange().on_request_headers(&host, false), Step::Pause);
+    assert_eq!(local_reply(&host).0, 413);
+    let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    assert_eq!(ex.on_request_body(&host, 1000, false), Step::Pause);
+    assert!(host.local_reply.borrow().is_none());
+    assert_eq!(ex.on_request_body(&host, 3000, false), Step::Pause);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["type"].as_str()), (413, Some("request_too_large")));
+
+    // Unknown path and wrong method.
+    let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/models")]);
+    exchange().on_request_headers(&host, true);
+    assert_eq!(local_reply(&host).0, 404);
+    let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/chat/completions")]);
+    exchange().on_request_headers(&host, true);
+    assert_eq!(local_reply(&host).0, 405);
+}
+
+#[test]
+fn gemini_query_key_is_moved_and_path_rewritten_for_alias() {
+    let host = request("/v1beta/models/gem-fast:streamGenerateContent?alt=sse&key=tg-alice", &[]);
+    let mut ex = exchange();
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    assert!(host.local_reply.borrow().is_none());
+    assert_eq!(header(&host, "x-goog-api-key"), None);
+    assert_eq!(send_body(&mut ex, &host, br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#), Step::Continue);
+    assert_eq!(header(&host, ":path").as_deref(), Some("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"));
+    assert_eq!(header(&host, "x-goog-api-key").as_deref(), Some("sk-b"));
+    assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-b"));
+    // Body untouched for Gemini.
+    assert_eq!(&*host.request_body.borrow(), br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#);
+    respond(&mut ex, &host, "200", "text/event-stream", &[
+        b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2}}\r\n\r\n",
+    ]);
+    assert_eq!(ex.tokens().unwrap(), Tokens { input: 3, output: 2, ..Default::default() });
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["stream"].as_bool(), r["upstream_model"].as_str()), (Some(true), Some("gemini-2.0-flash")));
+    assert!(r.get("cost_micro_usd").is_none());
+}
+
+#[test]
+fn upstream_error_passes_through_and_is_recorded() {
+    let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"claude-3","max_tokens":5,"messages":[]}"#);
+    assert_eq!(header(&host, "x-api-key").as_deref(), Some("sk-b"));
+    respond(&mut ex, &host, "529", "application/json", &[br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#]);
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["status"].as_u64(), r["error"].as_str(), r["error_type"].as_str()), (Some(529), Some("Overloaded"), Some("http_529")));
+    assert_eq!(r["decision"], "allow");
+    assert_eq!(r["tokens"]["total"], 0);
+    assert_eq!(r["estimated"], false);
+}
+
+#[test]
+fn client_gone_mid_stream_records_an_estimate() {
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    send_body(&mut ex, &host, body);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    let chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"0123456789\"}}]}\n\n";
+    *host.response_body.borrow_mut() = chunk.to_vec();
+    ex.on_response_body(&host, chunk.len(), false);
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!(r["usage_injected"], false);
+    assert_eq!(r["estimated"], true);
+    assert_eq!(r["completed"], false);
+    assert_eq!(r["error_type"], "incomplete");
+    assert_eq!(r["tokens"]["input"], (body.len() as u64).div_ceil(4));
+    assert_eq!(r["tokens"]["output"], 3);
+}
+
+#[test]
+fn anonymous_when_no_identity_is_configured() {
+    let cfg = json!({"providers": [{"name": "p"}], "models": [{"model": "*", "provider": "p"}]});
+    let state = Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap());
+    let host = request("/v1/responses", &[("authorization", "Bearer whatever")]);
+    let mut ex = Exchange::new(state, Rc::new(Metrics::new()));
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    assert_eq!(header(&host, "authorization"), None, "client credentials never reach the provider");
+    assert_eq!(send_body(&mut ex, &host, br#"{"model":"any","input":"x"}"#), Step::Continue);
+    assert_eq!(header(&host, "content-length"), None);
+}
+
+#[test]
+fn jwt_claims_identify_the_caller_and_the_token_is_not_forwarded() {
+    let cfg = json!({
+        "identity": {"jwt": {"payload_key": "payload", "team_claim": "org.team"}},
+        "providers": [{"name": "p", "credential": {"value": "sk-p"}}],
+        "models": [{"model": "*", "provider": "p"}]
+    });
+    let state = Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap());
+    assert!(state.require_identity);
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer eyJhbGciOi.jwt.sig")]);
+    let base = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload"];
+    host.set_prop(&[&base[..], &["sub"]].concat(), b"carol");
+    host.set_prop(&[&base[..], &["org", "team"]].concat(), b"platform");
+    let mut ex = Exchange::new(state.clone(), Rc::new(Metrics::new()));
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    assert_eq!(send_body(&mut ex, &host, br#"{"model":"m","messages":[]}"#), Step::Continue);
+    assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-p"));
+    respond(&mut ex, &host, "200", "application/json", &[br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#]);
+    let r = audit(&host);
+    assert_eq!((r["identity"]["principal"].as_str(), r["identity"]["source"].as_str(), r["team"].as_str()),
+               (Some("carol"), Some("jwt"), Some("platform")));
+    // Without claims (jwt_authn let the request through unauthenticated): 401.
+    let host = request("/v1/chat/completions", &[]);
+    Exchange::new(state, Rc::new(Metrics::new())).on_request_headers(&host, false);
+    assert_eq!(local_reply(&host).0, 401);
+}
+
+#[test]
+fn compressed_responses_are_passed_on_and_estimated() {
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"gpt-4o","messages":[]}"#);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-encoding".into(), "gzip".into())];
+    ex.on_response_headers(&host, false);
+    *host.response_body.borrow_mut() = vec![0x1f, 0x8b, 8, 0];
+    assert_eq!(ex.on_response_body(&host, 4, true), Step::Continue);
+    let r = audit(&host);
+    assert_eq!((r["estimated"].as_bool(), r["response_bytes"].as_u64()), (Some(true), Some(4)));
+}
+
+#[test]
+fn provisional_record_follows_the_stream_until_the_end() {
+    let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"claude-3","max_tokens":9,"stream":true,"messages":[]}"#);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    let feed = |ex: &mut Exchange, at_ms: u64, bytes: &[u8]| {
+        *host.clock_nanos.borrow_mut() = at_ms * 1_000_000;
+        *host.response_body.borrow_mut() = bytes.to_vec();
+        ex.on_response_body(&host, bytes.len(), false);
+        audit(&host)
+    };
+    let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n";
+    let delta = b"data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"abcdefgh\"}}\n\n";
+    let before = audit(&host);
+    assert_eq!(before["tokens"]["input"], 16, "estimated from the request bytes");
+    assert_eq!(feed(&mut ex, 1, start), before, "no content yet, not due: unchanged");
+    let r = feed(&mut ex, 2, delta);
+    assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64()), (Some(12), Some(2)), "first token");
+    assert_eq!(feed(&mut ex, 100, delta)["tokens"]["output"], 2, "throttled");
+    assert_eq!(feed(&mut ex, 400, delta)["tokens"]["output"], 6, "due again");
+    assert_eq!(r["completed"], false);
+}
+
+#[test]
+fn a_body_ending_with_trailers_is_routed_at_the_trailers() {
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    let body = br#"{"model":"gpt-4o","messages":[]}"#;
+    let json = [(":status", "200"), ("content-type", "application/json")];
+    let response = br#"{"id":"c","model":"gpt-4o","usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+    let driven = drive_ending(&mut ex, &host, Some(body), &json, &[response], Ending::Trailers);
+    assert_eq!(driven.request_trailers, Some(Step::Continue));
+    assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+    let record = audit(&host);
+    assert_eq!((record["tokens"]["input"].as_u64(), record["tokens"]["output"].as_u64()), (Some(7), Some(3)));
+    assert_eq!(record["completed"], true, "trailers end the response: {record}");
+}
+
+// ---- limits ------------------------------------------------------------------------
+
+fn limited_state(limits: Value) -> Rc<State> {
+    let cfg = json!({
+        "identity": {"api_keys": {"keys": [
+            {"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"},
+            {"sha256": sha256_hex(b"tg-dave"), "name": "dave-key", "principal": "dave", "team": "payments"},
+            {"sha256": sha256_hex(b"tg-bob"), "name": "bob-key", "principal": "bob", "team": "research"}
+        ]}},
+        "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
+        "models": [{"model": "*", "provider": "prov-a"}],
+        "prices": [{"model": "gpt-*", "input": 1000, "output": 2000}],
+        "default_max_output_tokens": 100,
+        "limits": limits
+    });
+    Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap())
+}
+
+/// One request up to admission: the exchange, and whether it was forwarded.
+fn admit_one(state: &Rc<State>, metrics: &Rc<Metrics>, host: &MemoryHost, body: &[u8]) -> (Exchange, bool) {
+    let mut ex = Exchange::new(state.clone(), metrics.clone());
+    assert_eq!(ex.on_request_headers(host, false), Step::Pause);
+    let step = send_body(&mut ex, host, body);
+    (ex, step == Step::Continue)
+}
+
+/// Carries the request's state (clock, shared data) over to a fresh request host.
+fn next_request(prev: &MemoryHost, path: &str, key_header: (&str, &str)) -> MemoryHost {
+    let host = request(path, &[key_header]);
+    *host.shared.borrow_mut() = prev.shared.borrow().clone();
+    *host.clock_nanos.borrow_mut() = *prev.clock_nanos.borrow();
+    *host.metrics.borrow_mut() = prev.metrics.borrow().clone();
+    host
+}
+
+fn chat_body(max_tokens: u64) -> Vec<u8> {
+    format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#).into_bytes()
+}
+
+fn used(host: &MemoryHost, key: &str) -> u64 {
+    tollgate_core::limits::usage(host, key, 3600)
+}
+
+const TOKENS: &str = "tollgate.llm.limit.tpm.alice.tokens";
+
+#[test]
+fn admission_reserves_the_estimate_and_refuses_in_each_api_shape() {
+    let state = limited_state(json!([{"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600}]));
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    *host.clock_nanos.borrow_mut() = 7_200_000_000_000 + 600_000_000_000; // 10 minutes into an hour
+    let body = chat_body(500);
+    let est = (body.len() as u64).div_ceil(4) + 500;
+    let (mut first, forwarded) = admit_one(&state, &metrics, &host, &body);
+    assert!(forwarded);
+    assert_eq!(used(&host, TOKENS), est);
+    assert_eq!(audit(&host)["reserved"], json!({"tokens": est}));
+
+    // While the first holds its reservation, the same request again does not fit.
+    let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+    let (mut second, forwarded) = admit_one(&state, &metrics, &h2, &body);
+    assert!(!forwarded);
+    assert_eq!(header(&h2, "x-tollgate-provider"), None, "never routed");
+    let (status, headers, reply) = h2.local_reply.borrow().clone().unwrap();
+    assert_eq!(status, 429);
+    assert!(headers.contains(&("retry-after".into(), "3000".into())), "{headers:?}");
+    assert!(headers.contains(&("x-ratelimit-remaining-tokens".into(), (1000 - est).to_string())), "{headers:?}");
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!((reply["error"]["type"].as_str(), reply["error"]["code"].as_str()), (Some("tokens"), Some("rate_limit_exceeded")));
+    assert!(reply["error"]["message"].as_str().unwrap().contains(&format!("used {est}")), "{reply}");
+    second.on_log(&h2);
+    let r = audit(&h2);
+    assert_eq!((r["decision"].as_str(), r["rule_id"].as_str(), r["error_type"].as_str(), r["status"].as_u64()),
+               (Some("deny"), Some("tpm"), Some("rate_limited"), Some(429)));
+    assert_eq!(r["limit"], json!({"id": "tpm", "scope": "principal", "dimension": "tokens", "limit": 1000, "used": est,
+                                  "requested": est, "window_secs": 3600, "reset_secs": 3000}));
+    assert_eq!(r["tokens"]["total"], 0);
+    assert_eq!(h2.metric("tollgate.llm.limit_refusals.limit.tpm.team.payments"), Some(1));
+    assert_eq!(h2.metric("tollgate.llm.errors.team.payments.model.gpt-4o.provider.prov-a.error_type.rate_limited"), Some(1));
+    assert_eq!(used(&h2, TOKENS), est, "the refused request reserved nothing");
+
+    // Anthropic and Gemini shapes.
+    let h3 = next_request(&h2, "/v1/messages", ("x-api-key", "tg-alice"));
+    let (_, forwarded) = admit_one(&state, &metrics, &h3, br#"{"model":"claude-3","max_tokens":900,"messages":[]}"#);
+    assert!(!forwarded);
+    let (status, reply) = local_reply(&h3);
+    assert_eq!((status, reply["type"].as_str(), reply["error"]["type"].as_str()), (429, Some("error"), Some("rate_limit_error")));
+    let h4 = next_request(&h3, "/v1beta/models/gemini-x:generateContent", ("x-goog-api-key", "tg-alice"));
+    // No maxOutputTokens: default_max_output_tokens (100) is reserved... which still fits.
+    let (mut gem, forwarded) = admit_one(&state, &metrics, &h4, br#"{"contents":[]}"#);
+    assert!(forwarded);
+    assert_eq!(audit(&h4)["reserved"]["tokens"], 4 + 100);
+    gem.on_log(&h4);
+    let h5 = next_request(&h4, "/v1beta/models/gemini-x:generateContent", ("x-goog-api-key", "tg-alice"));
+    let (_, forwarded) = admit_one(&state, &metrics, &h5, br#"{"contents":[],"generationConfig":{"maxOutputTokens":2000}}"#);
+    assert!(!forwarded);
+    let (status, reply) = local_reply(&h5);
+    assert_eq!((status, reply["error"]["status"].as_str()), (429, Some("RESOURCE_EXHAUSTED")));
+    assert!(reply["error"]["message"].as_str().unwrap().contains("more than the 1000 tokens allowed"), "{reply}");
+
+    // Bob is another principal: his own counter.
+    let h6 = next_request(&h5, "/v1/chat/completions", ("authorization", "Bearer tg-bob"));
+    assert!(admit_one(&state, &metrics, &h6, &body).1);
+    first.on_log(&host);
+}
+
+#[test]
+fn reconciliation_at_the_end_frees_the_unused_reservation_once() {
+    let state = limited_state(json!([{"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600}]));
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let body = chat_body(900);
+    let est = (body.len() as u64).div_ceil(4) + 900;
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &body);
+    assert!(forwarded);
+    respond(&mut ex, &host, "200", "application/json", &[br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5}}"#]);
+    // Client headers: the tightest limit as of admission.
+    assert_eq!(host.response_header("x-ratelimit-limit-tokens").as_deref(), Some("1000"));
+    assert_eq!(host.response_header("x-ratelimit-remaining-tokens"), Some((1000 - est).to_string()));
+    assert_eq!(used(&host, TOKENS), 12, "reconciled at the response's end");
+    // on_log and on_done after that change nothing.
+    ex.on_log(&host);
+    ex.on_done(&host);
+    assert_eq!(used(&host, TOKENS), 12);
+    // The freed capacity admits the next 900-token request (12 + est <= 1000).
+    let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+    let (mut ex2, forwarded) = admit_one(&state, &metrics, &h2, &body);
+    assert!(forwarded);
+    assert_eq!(used(&h2, TOKENS), 12 + est);
+    // An upstream error: the tokens come back, the request still counts... (no request cap here)
+    respond(&mut ex2, &h2, "503", "application/json", &[br#"{"error":{"message":"down"}}"#]);
+    assert_eq!(used(&h2, TOKENS), 12);
+    assert_eq!(h2.response_header("x-ratelimit-remaining-tokens"), None, "only on success");
+}
+
+#[test]
+fn streams_are_reconciled_at_their_end_or_when_abandoned() {
+    let state = limited_state(json!([
+        {"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600},
+        {"id": "rpm", "scope": "key", "requests_per_window": 10, "window_secs": 3600}
+    ]));
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":800}"#;
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, body);
+    assert!(forwarded);
+    let est = (body.len() as u64).div_ceil(4) + 800;
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    assert_eq!(host.response_header("x-ratelimit-remaining-requests").as_deref(), Some("9"));
+    let chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n";
+    *host.response_body.borrow_mut() = chunk.to_vec();
+    ex.on_response_body(&host, chunk.len(), false);
+    assert_eq!(used(&host, TOKENS), est, "held while the stream runs");
+    let last = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":21}}\n\ndata: [DONE]\n\n";
+    *host.response_body.borrow_mut() = last.to_vec();
+    ex.on_response_body(&host, last.len(), true);
+    assert_eq!(used(&host, TOKENS), 30);
+    assert_eq!(used(&host, "tollgate.llm.limit.rpm.alice-key.requests"), 1);
+    ex.on_log(&host);
+    assert_eq!(used(&host, TOKENS), 30);
+
+    // Abandoned mid-stream: on_log reconciles with the estimate the record shows.
+    let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+    let (mut ex2, _) = admit_one(&state, &metrics, &h2, body);
+    *h2.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex2.on_response_headers(&h2, false);
+    *h2.response_body.borrow_mut() = chunk.to_vec();
+    ex2.on_response_body(&h2, chunk.len(), false);
+    ex2.on_log(&h2);
+    let r = audit(&h2);
+    assert_eq!(r["estimated"], true);
+    assert_eq!(used(&h2, TOKENS), 30 + r["tokens"]["total"].as_u64().unwrap());
+    ex2.on_done(&h2);
+    assert_eq!(used(&h2, TOKENS), 30 + r["tokens"]["total"].as_u64().unwrap());
+    assert_eq!(used(&h2, "tollgate.llm.limit.rpm.alice-key.requests"), 2);
+}
+
+#[test]
+fn team_budget_in_money_and_overshoot_is_recorded() {
+    // gpt-*: 1000 micro-USD per input token, 2000 per output token.
+    let state = limited_state(json!([{"id": "team-budget", "scope": "team", "cost_micro_usd_per_window": 200000, "window_secs": 2592000}]));
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let body = chat_body(10);
+    let in_est = (body.len() as u64).div_ceil(4);
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &body);
+    assert!(forwarded);
+    assert_eq!(audit(&host)["reserved"], json!({"tokens": in_est + 10, "cost_micro_usd": in_est * 1000 + 10 * 2000}));
+    // The provider wrote far more than max_tokens said: real cost above the reservation.
+    respond(&mut ex, &host, "200", "application/json", &[br#"{"usage":{"prompt_tokens":50,"completion_tokens":100}}"#]);
+    let r = audit(&host);
+    assert_eq!(r["cost_micro_usd"], 250_000);
+    assert_eq!(r["limits_overshot"], json!(["team-budget"]));
+    assert_eq!(host.metric("tollgate.llm.limit_overshoots.limit.team-budget.team.payments"), Some(1));
+    assert_eq!(tollgate_core::limits::usage(&host, "tollgate.llm.limit.team-budget.payments.cost", 2592000), 250_000);
+    // Spent: dave (same team) is refused; bob (another team) is not.
+    let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-dave"));
+    let (mut refused, forwarded) = admit_one(&state, &metrics, &h2, &body);
+    assert!(!forwarded);
+    let (_, reply) = local_reply(&h2);
+    assert_eq!(reply["error"]["type"], "cost");
+    refused.on_log(&h2);
+    assert_eq!(audit(&h2)["limit"]["dimension"], "cost_micro_usd");
+    let h3 = next_request(&h2, "/v1/chat/completions", ("authorization", "Bearer tg-bob"));
+    assert!(admit_one(&state, &metrics, &h3, &body).1);
+}
+#[test]
+fn a_chat_completion_stays_within_its_host_call_budget() {
+    // Each host call costs about 1-2 µs inside Envoy (bench/README.md): this pins what one
+    // routed, accounted, priced chat completion spends (the `make bench` workload).
+    let headers = [("authorization", "Bearer tg-alice"), ("content-type", "application/json")];
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":64}"#;
+    let response = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+    let state = state();
+    let metrics = Rc::new(Metrics::new());
+    let json = [(":status", "200"), ("content-type", "application/json")];
+    for _ in 0..tollgate_core::testing::profile_rounds() {
+        let host = request("/v1/chat/completions", &headers);
+        host.quiet.set(true);
+        tollgate_core::testing::drive(&mut Exchange::new(state.clone(), metrics.clone()), &host, Some(body), &json, &[response]);
+    }
+    let host = request("/v1/chat/completions", &headers);
+    let mut ex = Exchange::new(state, metrics);
+    let driven = tollgate_core::testing::drive(&mut ex, &host, Some(body), &[(":status", "200"), ("content-type", "application/json")], &[response]);
+    assert_eq!(driven.request_body, Some(Step::Continue));
+    assert_eq!(audit(&host)["tokens"]["input"], 9, "accounted");
+    let calls: Vec<String> = host.calls.borrow().iter().filter(|c| !c.starts_with("define_metric")).cloned().collect();
+    let named = |name: &str| calls.iter().filter(|c| c.split(' ').next() == Some(name)).count();
+    assert_eq!(named("header"), 0, "{calls:#?}");
+    assert!(named("headers") <= 3, "{calls:#?}");
+    assert!(named("set_header") + named("set_headers") <= 3, "{calls:#?}");
+    // The record written when the request is forwarded (for a client that leaves), then the final one.
+    assert_eq!(named("set_property"), 2, "{calls:#?}");
+    assert!(named("random_bytes") <= 1, "{calls:#?}");
+    assert!(named("now_nanos") <= 5, "{calls:#?}");
+    assert!(calls.len() <= 26, "{} host calls: {calls:#?}", calls.len());
+}
