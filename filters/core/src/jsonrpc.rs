@@ -187,7 +187,7 @@ fn parse_source<'a, P: Deserialize<'a>>(source: Source<'a>) -> Result<Body<'a, P
     let first = source.bytes().iter().copied().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => {
-            let batch: Vec<Envelope<'_, P>> = source.read().map_err(classify)?;
+            let Batch(batch) = source.read().map_err(classify)?;
             if batch.is_empty() {
                 return Err(RpcParseError::Invalid("empty batch".into()));
             }
@@ -200,6 +200,51 @@ fn parse_source<'a, P: Deserialize<'a>>(source: Source<'a>) -> Result<Body<'a, P
             Err(RpcParseError::Invalid("a JSON-RPC message must be an object".into()))
         }
         None => Err(RpcParseError::Parse("empty body".into())),
+    }
+}
+
+/// A batch whose elements are read only from JSON objects. serde's derived reading of a
+/// struct also takes a sequence, positionally: `[["2.0","tools/call",7,{"name":"add"}]]`
+/// would be judged as a `tools/call` that no other JSON-RPC reader sees (found by fuzzing).
+struct Batch<'a, P>(Vec<Envelope<'a, P>>);
+
+impl<'de: 'a, 'a, P: Deserialize<'de>> Deserialize<'de> for Batch<'a, P> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Elements<'a, P>(std::marker::PhantomData<Envelope<'a, P>>);
+        impl<'de: 'a, 'a, P: Deserialize<'de>> Visitor<'de> for Elements<'a, P> {
+            type Value = Vec<Envelope<'a, P>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a batch of JSON-RPC message objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(message) = seq.next_element_seed(ObjectOnly(std::marker::PhantomData))? {
+                    out.push(message);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Elements(std::marker::PhantomData)).map(Batch)
+    }
+}
+
+/// Reads one [`Envelope`] from a JSON object and nothing else.
+struct ObjectOnly<'a, P>(std::marker::PhantomData<Envelope<'a, P>>);
+
+impl<'de: 'a, 'a, P: Deserialize<'de>> de::DeserializeSeed<'de> for ObjectOnly<'a, P> {
+    type Value = Envelope<'a, P>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a, P: Deserialize<'de>> Visitor<'de> for ObjectOnly<'a, P> {
+    type Value = Envelope<'a, P>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-RPC message object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Envelope::deserialize(de::value::MapAccessDeserializer::new(map))
     }
 }
 
@@ -462,6 +507,17 @@ fn relocate(text: &str, offset: usize, e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_elements_must_be_objects() {
+        // A struct reading that also took sequences would see `tools/call add` here.
+        for body in [&br#"[["2.0","tools/call",7,{"name":"add"}]]"#[..], br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},["2.0","x",2]]"#] {
+            assert!(matches!(parse_body(body), Err(RpcParseError::Invalid(_))), "{}", String::from_utf8_lossy(body));
+            assert!(parse_body_unique(body).is_err());
+        }
+        let ok = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+        assert_eq!(parse_body(ok).map(|b| b.messages().len()), Ok(2));
+    }
 
     #[test]
     fn classifies_messages() {
