@@ -9,13 +9,14 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean
+.PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams)"
 	@echo "make test   - clippy, unit tests, envoy --mode validate, end-to-end tests through Envoy"
 	@echo "make build  - build dist/tollgate_{llm,mcp,a2a}.wasm"
 	@echo "make bench  - side-by-side performance run (not part of make test)"
+	@echo "make fuzz   - run every cargo-fuzz target FUZZ_SECONDS (default 180) each (fuzz/README.md)"
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -60,7 +61,20 @@ validate: venv build
 test-e2e: venv node-deps build
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-test: lint test-rust validate test-e2e
+test: lint test-rust fuzz-smoke validate test-e2e
+
+# Fuzzing (fuzz/README.md): its own cargo workspace, built with nightly; installs the nightly
+# toolchain and cargo-fuzz when missing. `make test` runs each target FUZZ_SMOKE_SECONDS so the
+# targets stay buildable and every regression input in fuzz/regressions/ is replayed.
+FUZZ_SECONDS       ?= 180
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_SANITIZER     ?= none
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) bash fuzz/run.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) bash fuzz/run.sh
 
 run: venv build
 	$(PY) examples/run_stack.py
