@@ -34,12 +34,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(m.get("result").map_or(true, |r| matches!(r, J::Null)) && !m.has("error"), "a response accepted as a call");
         }
         Err(BodyClass::Batch) => assert!(matches!(v, Some(J::Arr(_))), "a non-array refused as a batch"),
-        Err(BodyClass::Ambiguous(_)) => {}
-        Err(BodyClass::Response) => {
-            let m = v.as_ref().expect("a response that is not JSON");
-            assert!(m.has("result") || m.has("error"));
-        }
-        Err(BodyClass::Invalid(_)) => {
+        Err(BodyClass::Ambiguous { .. }) => {}
+        // -32700 only for what is not JSON (or empty): valid JSON is never a parse error.
+        Err(BodyClass::Parse(_)) => assert!(v.is_none(), "valid JSON refused as a parse error: {v:?}"),
+        Err(BodyClass::Invalid { .. }) => {
             if let Some(J::Obj(_)) = &v {
                 let m = v.as_ref().unwrap();
                 let ok_id = matches!(m.get("id"), None | Some(J::Str(_)) | Some(J::U(_)) | Some(J::I(_)) | Some(J::F(_)));
