@@ -136,12 +136,19 @@ pub fn rewrite_body(body: &[u8], m: &Mapping<'_>, signed: SignedCards, in_result
     serde_json::to_vec(&doc).map(|b| (Some(b), outcome)).map_err(|e| e.to_string())
 }
 
+/// Whether `s` is a URL authority of host[:port] characters only (names, IPv4, bracketed
+/// IPv6). A `#`, `?`, `\`, `@`, `%` or space would make URLs built on it name another host or
+/// path than meant (found by fuzzing: `Host: #gw:10000` gave `http://#gw:10000/...`).
+pub fn is_host_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
 /// The gateway's public base: configured, else `<proto>://<host>` from the request.
 pub fn public_base(configured: Option<&str>, forwarded_proto: Option<&str>, scheme: Option<&str>, authority: Option<&str>) -> Option<String> {
     if let Some(base) = configured {
         return Some(base.trim_end_matches('/').to_string());
     }
-    let host = authority.map(str::trim).filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))?;
+    let host = authority.map(str::trim).filter(|h| is_host_port(h))?;
     let proto = forwarded_proto
         .and_then(|p| p.split(',').next())
         .map(str::trim)
@@ -262,6 +269,10 @@ mod tests {
         assert_eq!(public_base(None, Some("javascript"), None, Some("gw")).as_deref(), Some("http://gw"));
         assert_eq!(public_base(None, None, None, Some("evil/path")), None);
         assert_eq!(public_base(None, None, None, None), None);
+        for bad in ["#gw:10000", "gw?x", "gw\\x", "u@gw", "gw/x", "gw x", "gw%41"] {
+            assert_eq!(public_base(None, None, None, Some(bad)), None, "{bad}");
+        }
+        assert_eq!(public_base(None, None, None, Some("[::1]:8080")).as_deref(), Some("http://[::1]:8080"));
     }
 
     #[test]

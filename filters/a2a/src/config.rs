@@ -243,12 +243,18 @@ fn check_base_url(url: &str) -> Result<(), String> {
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
         .ok_or("must start with http:// or https://")?;
-    let host = rest.split('/').next().unwrap_or("");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     if host.is_empty() {
         return Err("must name a host".into());
     }
+    if !crate::card::is_host_port(host) {
+        return Err("must name a host[:port] without userinfo or other characters".into());
+    }
     if url.contains(['?', '#']) {
         return Err("must not have a query or fragment".into());
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return Err("its path must be printable ASCII without spaces or backslashes".into());
     }
     Ok(())
 }
@@ -382,6 +388,8 @@ mod tests {
             (r#"{"delegation":{"context_ttl_secs":18446744073709551615}}"#, "delegation.context_ttl_secs"),
             (r#"{"delegation":{"trusted_agents":[{"principal":"p","agent":"a,b"}]}}"#, "delegation.trusted_agents[0].agent"),
             (r#"{"cards":{"public_base_url":"gw.example.com"}}"#, "cards.public_base_url"),
+            (r#"{"cards":{"public_base_url":"https://user@gw.example.com"}}"#, "cards.public_base_url"),
+            (r#"{"cards":{"public_base_url":"https://gw.example.com/a b"}}"#, "cards.public_base_url"),
             (r#"{"authz":{"rules":[{"effect":"deny","methods":["SendMesage"]}]}}"#, "authz.rules[0].methods[0]"),
             (r#"{"authz":{"rules":[{"effect":"nope"}]}}"#, "authz.rules[0].effect"),
             (r#"{"on_behalf_of":{"jwt_claim":"sub"}}"#, "on_behalf_of.jwt_claim"),
