@@ -417,8 +417,8 @@ fn scan_unique(text: &str) -> Result<(), String> {
                     Cow::Borrowed(text.get(start..end).unwrap_or_default())
                 };
                 // A string followed by `:` is a key.
-                let next = b.get(i..).unwrap_or_default().iter().find(|c| !c.is_ascii_whitespace());
-                if next != Some(&b':') {
+                let gap = b.get(i..).unwrap_or_default().iter().take_while(|c| c.is_ascii_whitespace()).count();
+                if b.get(i + gap) != Some(&b':') {
                     continue;
                 }
                 let Some(open) = stack.iter().rposition(|item| matches!(item, Item::Open { .. })) else {
@@ -433,7 +433,8 @@ fn scan_unique(text: &str) -> Result<(), String> {
                     None => own.iter().any(|item| matches!(item, Item::Key(k) if *k == key)),
                 };
                 if repeated {
-                    return Err(at(text, i, &format!("duplicate key `{key}`")));
+                    // Where serde_json stands when it sees the key: at its colon.
+                    return Err(at(text, i + gap, &format!("duplicate key `{key}`")));
                 }
                 if set.is_none() {
                     stack.push(Item::Key(key));
