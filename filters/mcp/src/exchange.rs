@@ -588,9 +588,10 @@ impl Exchange {
 
     /// A JSON-RPC error for the (single) expected request, or `id: null`.
     fn response_error(&self, message: &str) -> Vec<u8> {
-        let id = (self.expect.len() == 1)
-            .then(|| self.records.get(self.expect[0].record).and_then(|r| r.detail.jsonrpc_id.as_deref()))
-            .flatten();
+        let id = match self.expect.as_slice() {
+            [only] => self.records.get(only.record).and_then(|r| r.detail.jsonrpc_id.as_deref()),
+            _ => None,
+        };
         rpc_error_body::<()>(id, codes::INTERNAL_ERROR, message, None)
     }
 
