@@ -506,7 +506,8 @@ def test_jwt_that_does_not_verify_never_reaches_the_filter_or_server(world, jwt_
 def test_without_credentials_the_protocol_itself_is_denied(world, jwt_env):
     envoy, _ = jwt_env
     response = post(envoy, INIT, {"x-api-key": ""})
-    assert rpc(response)["error"] == {"code": -32601, "message": "Method not found"}
+    # As the SDK server answers a method it does not have: the method as `data`.
+    assert rpc(response)["error"] == {"code": -32601, "message": "Method not found", "data": "initialize"}
 
 
 # --- identity from the mTLS peer -------------------------------------------------------------
@@ -612,7 +613,7 @@ FAIL_CLOSED = {
     "arguments-not-an-object": (dict(body={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add", "arguments": [1, 2]}}), 400, -32602),
     "batch-in-2025-06-18": (dict(body=[ADD, ADD], headers={"mcp-protocol-version": "2025-06-18"}), 400, -32600),
     "batch-in-2026-07-28": (dict(body=[ADD], headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "add"}), 400, -32600),
-    "unknown-protocol-version": (dict(body=ADD, headers={"mcp-protocol-version": "1999-01-01"}), 400, -32600),
+    "unknown-protocol-version": (dict(body=ADD, headers={"mcp-protocol-version": "1999-01-01"}), 400, -32022),
     "2026-method-header-mismatch": (dict(body=ADD, headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list", "mcp-name": "add"}), 400, -32020),
     "2026-method-header-missing": (dict(body=ADD, headers={"mcp-protocol-version": "2026-07-28", "mcp-name": "add"}), 400, -32020),
     "2026-name-header-mismatch": (dict(body=ADD, headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}), 400, -32020),
@@ -972,3 +973,123 @@ def test_inspector_cli_lists_the_filtered_tools(world, gw):
     assert result.returncode == 0, result.stdout + result.stderr
     listed = json.loads(result.stdout[result.stdout.index("{"):])
     assert [t["name"] for t in listed["tools"]] == VISIBLE["alice"]
+
+
+# --- answers that depend on the revision, compared with the SDK server's own ----------------
+#
+# Each request is sent to the real SDK server directly and through the gateway; where the
+# filter has no reason to differ, both answers must agree (status and body).
+
+MODERN = "2026-07-28"
+META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+@pytest.fixture(scope="module")
+def gw_open(world) -> harness.Envoy:
+    """A gateway whose policy allows everything, in front of the JSON-mode demo server."""
+    plugin = copy.deepcopy(SHIPPED_PLUGIN)
+    plugin["policy"]["rules"] = [{"id": "allow-all", "effect": "allow"}]
+    return world.envoy("open", "json", plugin)
+
+
+def modern_request(method: str, params: dict, id: Any = 7, version: str = MODERN) -> tuple[dict, dict]:  # noqa: A002
+    """A 2026-07-28 request (body with `_meta`, routing headers) at `version`."""
+    meta = {**META, "io.modelcontextprotocol/protocolVersion": version}
+    headers = {"mcp-protocol-version": version, "mcp-method": method}
+    if "name" in params or "uri" in params:
+        headers["mcp-name"] = params.get("name") or params["uri"]
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**params, "_meta": meta}}, headers
+
+
+def direct(world, body: dict, headers: dict[str, str]) -> httpx.Response:
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream", **headers}
+    return httpx.post(f"http://127.0.0.1:{world.server('json')}/mcp", content=json.dumps(body).encode(), headers=h, timeout=10)
+
+
+def legacy_session(world) -> dict[str, str]:
+    """A 2025-11-25 session opened directly at the JSON-mode server (the gateway forwards its id)."""
+    init = {**INIT, "params": {**INIT["params"], "protocolVersion": "2025-11-25"}}
+    r = direct(world, init, {})
+    headers = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    assert direct(world, {"jsonrpc": "2.0", "method": "notifications/initialized"}, headers).status_code == 202
+    return headers
+
+
+def answer(response: httpx.Response) -> tuple[int, Any]:
+    return response.status_code, rpc(response)
+
+
+@pytest.mark.parametrize("kind", ["request", "notification"])
+def test_unsupported_protocol_version_is_answered_in_the_servers_shape(world, gw_open, kind):
+    world.reset_calls("json")
+    body, headers = modern_request("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}}, id="v-1", version="v999.0.0")
+    if kind == "notification":
+        body = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        headers = {"mcp-protocol-version": "v999.0.0"}
+
+    status, server = answer(direct(world, body, headers))
+    gw_status, gateway = answer(post(gw_open, body, headers))
+
+    assert status == 400 and server["error"]["code"] == -32022, server
+    assert gw_status == status
+    # The same answer, except that the gateway names the revisions it can judge (all it knows).
+    assert {**gateway, "error": {**gateway["error"], "data": None}} == {**server, "error": {**server["error"], "data": None}}
+    assert gateway["id"] == ("v-1" if kind == "request" else None)
+    assert gateway["error"]["data"]["requested"] == server["error"]["data"]["requested"] == "v999.0.0"
+    assert set(server["error"]["data"]["supported"]) <= set(gateway["error"]["data"]["supported"])
+    # What the SDK client does with it: validates the data and retries at the newest mutual version.
+    from mcp_types import UnsupportedProtocolVersionErrorData
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+    supported = UnsupportedProtocolVersionErrorData.model_validate(gateway["error"]["data"]).supported
+    assert [v for v in MODERN_PROTOCOL_VERSIONS if v in supported] == [MODERN]
+    # Never forwarded: the filter cannot judge a request at a revision it does not know.
+    assert world.calls("json") == {}
+    record = audit_for(gw_open, revision="v999.0.0")
+    assert record["decision"] == "error" and record["status"] == 400
+
+
+@pytest.mark.parametrize("method", ["resources/subscribe", "resources/unsubscribe"])
+@pytest.mark.parametrize("params, via", [({}, "open"), ({"uri": "file:///data/readme.txt"}, "open"),
+                                         ({"uri": "file:///secret/keys.txt"}, "hide")])
+def test_methods_removed_in_2026_are_not_found_as_at_the_server(world, gw_open, gw_json, method, params, via):
+    body, headers = modern_request(method, params)
+    gateway = gw_open if via == "open" else gw_json
+
+    server = answer(direct(world, body, headers))
+    through = answer(post(gateway, body, headers))
+
+    assert server == (404, {"jsonrpc": "2.0", "id": 7, "error": {"code": -32601, "message": "Method not found", "data": method}})
+    assert through == server
+
+
+@pytest.mark.parametrize("revision", ["2025-11-25", MODERN])
+def test_hidden_denials_answer_as_the_server_does_for_what_does_not_exist(world, gw_json, revision):
+    session = legacy_session(world) if revision != MODERN else {}
+
+    def ask(method: str, params: dict) -> tuple[dict, dict]:
+        if revision == MODERN:
+            return modern_request(method, params)
+        return {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}, dict(session)
+
+    # A resource alice may not read answers as a URI the server does not have.
+    missing, denied = "file:///secret/missing.txt", "file:///secret/keys.txt"
+    server = answer(direct(world, *ask("resources/read", {"uri": missing})))
+    through = answer(post(gw_json, *ask("resources/read", {"uri": denied})))
+    assert server[1]["error"]["code"] == -32602 and server[1]["error"]["data"] == {"uri": missing}, server
+    assert through == (server[0], json.loads(json.dumps(server[1]).replace(missing, denied)))
+    invalid_params_status = server[0]
+
+    # A method no rule allows answers as a method the server does not have.
+    server = answer(direct(world, *ask("tollgate/not-allowed", {})))
+    through = answer(post(gw_json, *ask("tollgate/not-allowed", {})))
+    assert server[1]["error"]["code"] == -32601, server
+    assert through == server
+
+    # Tools and prompts: the spec's -32602 ("Unknown tool: X"), with the status the server
+    # gives -32602 at this revision (the SDK's MCPServer itself answers an unknown tool with
+    # an isError result: see filters/mcp/README.md).
+    for method, params, message in [("tools/call", {"name": "admin_reset", "arguments": {}}, "Unknown tool: admin_reset"),
+                                    ("prompts/get", {"name": "internal"}, "Unknown prompt: internal")]:
+        status, body = answer(post(gw_json, *ask(method, params)))
+        assert (status, body["error"]) == (invalid_params_status, {"code": -32602, "message": message}), body
+    assert world.calls("json").get("admin_reset") is None

@@ -11,7 +11,7 @@
 use crate::config::{Config, DenyStyle};
 use crate::args::Json;
 use crate::listfilter::{filter_list, id_key, IdKey, ListKind, ResponseHead, ServerMessage};
-use crate::message::{self, codes, read_message, read_parsed_message, ObjectParams, Refusal, Revision, Target};
+use crate::message::{self, codes, read_message_at, read_parsed_message_at, ObjectParams, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
 use crate::replies::{self, Denied, Reply};
@@ -153,7 +153,7 @@ const RATE_LIMITED: &str = "rate_limited";
 struct Detail<'a> {
     server: &'a str,
     http_method: &'a str,
-    revision: &'static str,
+    revision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +190,9 @@ pub struct Exchange {
     start_ms: u64,
     http_method: String,
     revision: Revision,
+    /// An `MCP-Protocol-Version` the filter does not know (as sent, truncated): the POST is
+    /// answered with -32022 once its body gives the request's id.
+    unsupported_revision: Option<String>,
     identity: Option<Identity>,
     server: String,
     session_id: Option<String>,
@@ -219,6 +222,7 @@ impl Exchange {
             start_ms: 0,
             http_method: String::new(),
             revision: Revision::DEFAULT,
+            unsupported_revision: None,
             identity: None,
             server: String::new(),
             session_id: None,
@@ -319,6 +323,19 @@ impl Exchange {
             },
         };
         self.batch = matches!(body, Ok(Body::Batch(_)) | Err(Body::Batch(_)));
+        if let Some(requested) = self.unsupported_revision.clone() {
+            // The body was read only for the request's id (a notification, a response or a
+            // batch: `null`); nothing of it is judged or forwarded.
+            let single = match &body {
+                Ok(Body::Single(e)) => e.kind().ok().filter(|k| *k == Kind::Request).and(e.id),
+                Err(Body::Single(e)) => e.kind().ok().filter(|k| *k == Kind::Request).and(e.id),
+                _ => None,
+            };
+            self.batch = false;
+            let reply = replies::unsupported_revision(single, &requested);
+            let reason = format!("unsupported MCP-Protocol-Version `{requested}`");
+            return self.refuse_request(host, reply, Decision::Error, &reason);
+        }
         if self.batch && !self.revision.allows_batches() {
             let msg = format!("JSON-RPC batches are not supported in MCP {}", self.revision.as_str());
             let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &msg);
@@ -330,7 +347,7 @@ impl Exchange {
                 messages.reserve_exact(parsed.messages().len());
                 for envelope in parsed.into_messages() {
                     let id = envelope.id;
-                    match read_parsed_message(envelope) {
+                    match read_parsed_message_at(envelope, self.revision) {
                         Ok(m) => messages.push(m),
                         Err(refusal) => return self.refuse_message(host, id, &refusal),
                     }
@@ -339,7 +356,7 @@ impl Exchange {
             Err(raw) => {
                 messages.reserve_exact(raw.messages().len());
                 for envelope in raw.messages() {
-                    match read_message(envelope) {
+                    match read_message_at(envelope, self.revision) {
                         Ok(m) => messages.push(m),
                         Err(refusal) => return self.refuse_message(host, envelope.id, &refusal),
                     }
@@ -493,7 +510,13 @@ impl Exchange {
                 .collect();
             let reply = match &limited {
                 Some((limit_id, retry_after)) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
-                _ => replies::denial(shared.deny_style(), &denied, self.batch, self.config().resource_metadata.as_deref()),
+                _ => replies::denial(
+                    shared.deny_style(),
+                    self.revision,
+                    &denied,
+                    self.batch,
+                    self.config().resource_metadata.as_deref(),
+                ),
             };
             return self.reply(host, &reply);
         }
@@ -565,9 +588,10 @@ impl Exchange {
 
     /// A JSON-RPC error for the (single) expected request, or `id: null`.
     fn response_error(&self, message: &str) -> Vec<u8> {
-        let id = (self.expect.len() == 1)
-            .then(|| self.records.get(self.expect[0].record).and_then(|r| r.detail.jsonrpc_id.as_deref()))
-            .flatten();
+        let id = match self.expect.as_slice() {
+            [only] => self.records.get(only.record).and_then(|r| r.detail.jsonrpc_id.as_deref()),
+            _ => None,
+        };
         rpc_error_body::<()>(id, codes::INTERNAL_ERROR, message, None)
     }
 
@@ -787,7 +811,7 @@ impl Exchange {
             let detail = Detail {
                 server: &self.server,
                 http_method: &self.http_method,
-                revision: self.revision.as_str(),
+                revision: self.unsupported_revision.as_deref().unwrap_or(self.revision.as_str()),
                 session_id: self.session_id.as_deref(),
                 batch_index: self.batch.then_some(i),
                 message: &rec.detail,
@@ -873,9 +897,22 @@ impl HttpExchange for Exchange {
         }
         match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
             Ok(r) => self.revision = r,
-            Err(e) => {
-                let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &e);
-                return self.refuse_request(host, reply, Decision::Error, &e);
+            // A revision the filter does not know is never forwarded, even where a server
+            // might serve it: which checks apply (batches, routing headers, where a call names
+            // its tool, which methods target what) is a property of the revision, so the
+            // filter cannot judge such a request, and a server that does know that revision is
+            // exactly the one that would act on what the filter failed to judge. It answers
+            // as a 2026-07-28 server does, so a client can negotiate: 400, -32022 with
+            // `data: {supported: [the filter's revisions], requested}`, under the request's id
+            // (POST: read from the body once it is complete; GET/DELETE have none).
+            Err(requested) => {
+                let requested = message::truncate(requested, 256).to_string();
+                if self.http_method != "POST" {
+                    let reason = format!("unsupported MCP-Protocol-Version `{requested}`");
+                    self.unsupported_revision = Some(requested.clone());
+                    return self.refuse_request(host, replies::unsupported_revision(None, &requested), Decision::Error, &reason);
+                }
+                self.unsupported_revision = Some(requested);
             }
         }
 
@@ -1224,6 +1261,36 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_revision_is_answered_with_32022_under_the_requests_id() {
+        let shared = shared(Value::Null);
+        for (body, id) in [
+            (r#"{"jsonrpc":"2.0","id":"r7","method":"tools/call","params":{"name":"add"}}"#, json!("r7")),
+            (r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, Value::Null),
+            (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, Value::Null),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#, json!(1)),
+        ] {
+            let host = request("POST", &[("mcp-protocol-version", "v999.0.0")]);
+            let (_, step) = post(&shared, &host, body);
+            assert_eq!(step, Step::Pause, "{body}");
+            let (s, v) = reply_json(&host);
+            assert_eq!(s, 400, "{body}");
+            assert_eq!(
+                v,
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32022, "message": "Unsupported protocol version",
+                       "data": {"supported": ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"],
+                                "requested": "v999.0.0"}}}),
+                "{body}"
+            );
+            let record = audit(&host);
+            assert_eq!((record["decision"].as_str(), record["revision"].as_str()), (Some("error"), Some("v999.0.0")));
+        }
+        // Not JSON: the parse error, as from a server.
+        let host = request("POST", &[("mcp-protocol-version", "v999.0.0")]);
+        post(&shared, &host, "{");
+        assert_eq!(reply_json(&host).1["error"]["code"], -32700);
+    }
+
+    #[test]
     fn header_refusals() {
         let shared = shared(Value::Null);
         let check = |host: MemoryHost, status: u32| {
@@ -1234,7 +1301,7 @@ mod tests {
         check(request("POST", &[("content-type", "text/plain")]), 415);
         check(request("POST", &[("content-encoding", "gzip")]), 415);
         check(request("POST", &[("content-length", "1025")]), 413);
-        check(request("POST", &[("mcp-protocol-version", "2030-01-01")]), 400);
+        check(request("GET", &[("mcp-protocol-version", "2030-01-01")]), 400);
         check(request("POST", &[("x-api-key", "wrong")]), 401);
         check(request("PUT", &[]), 405);
         check(request("GET", &[("mcp-protocol-version", "2026-07-28")]), 405);

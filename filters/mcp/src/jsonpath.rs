@@ -221,7 +221,7 @@ impl Parser<'_> {
             }
             self.at += 1;
         }
-        if self.at == start || self.s[start].is_ascii_digit() {
+        if self.at == start || self.s.get(start).is_some_and(u8::is_ascii_digit) {
             return self.err("expected a member name");
         }
         Ok(self.text.get(start..self.at).unwrap_or_default().to_string())
@@ -271,7 +271,7 @@ impl Parser<'_> {
     }
 
     fn string(&mut self) -> Result<String, String> {
-        let quote = self.s[self.at];
+        let Some(quote) = self.peek() else { return self.err("expected a string") };
         let start = self.at;
         self.at += 1;
         let mut escaped = false;

@@ -264,7 +264,7 @@ impl Members<'_> {
             },
             shape: [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates]
                 .into_iter()
-                .find(|k| self.arrays[*k as usize]),
+                .find(|k| self.arrays.get(*k as usize).copied().unwrap_or(false)),
         }
     }
 }
@@ -300,7 +300,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
                     };
                     let value: &'de RawValue = map.next_value()?;
                     if value.get().trim_start().starts_with('[') {
-                        members.arrays[kind as usize] = true;
+                        if let Some(seen) = members.arrays.get_mut(kind as usize) {
+                            *seen = true;
+                        }
                     }
                 }
                 Ok(members)

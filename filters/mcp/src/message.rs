@@ -14,6 +14,11 @@ pub mod codes {
     pub use tollgate_core::reply::codes::*;
     /// MCP 2026-07-28: `Mcp-Method` / `Mcp-Name` disagree with the body.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28: the request needs a client capability the client did not declare.
+    pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
+    /// MCP 2026-07-28: the `MCP-Protocol-Version` is not one the receiver supports
+    /// (`data: {supported, requested}`).
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// Tollgate (application-defined, outside JSON-RPC's reserved -32768..-32000): the
     /// gateway's policy denied the request (`explain` style).
     pub const FORBIDDEN: i64 = -31403;
@@ -39,6 +44,10 @@ pub enum Revision {
 impl Revision {
     pub const DEFAULT: Revision = Revision::R2025_03_26;
 
+    /// Every revision the filter knows, oldest first: the `supported` list of its -32022.
+    pub const ALL: [Revision; 5] =
+        [Revision::R2024_11_05, Revision::R2025_03_26, Revision::R2025_06_18, Revision::R2025_11_25, Revision::R2026_07_28];
+
     pub fn parse(value: &str) -> Option<Revision> {
         Some(match value.trim() {
             "2024-11-05" => Revision::R2024_11_05,
@@ -50,11 +59,12 @@ impl Revision {
         })
     }
 
-    /// The revision of a request from its `MCP-Protocol-Version` header.
-    pub fn from_header(value: Option<&str>) -> Result<Revision, String> {
+    /// The revision of a request from its `MCP-Protocol-Version` header; an unknown value is
+    /// handed back (as the client wrote it) for the -32022 answer.
+    pub fn from_header(value: Option<&str>) -> Result<Revision, &str> {
         match value {
             None => Ok(Revision::DEFAULT),
-            Some(v) => Revision::parse(v).ok_or_else(|| format!("unsupported MCP-Protocol-Version `{}`", truncate(v, 64))),
+            Some(v) => Revision::parse(v).ok_or(v),
         }
     }
 
@@ -81,6 +91,31 @@ impl Revision {
     /// 2026-07-28 requires `Mcp-Method` (and `Mcp-Name`) headers that mirror the body.
     pub fn has_routing_headers(self) -> bool {
         self >= Revision::R2026_07_28
+    }
+
+    /// `resources/subscribe` and `resources/unsubscribe` exist before 2026-07-28 (which
+    /// replaced them with `subscriptions/listen`).
+    pub fn has_resource_subscriptions(self) -> bool {
+        self < Revision::R2026_07_28
+    }
+
+    /// The HTTP status a server answers a JSON-RPC error with. Before 2026-07-28 the error
+    /// rides on 200; 2026-07-28 maps codes to statuses (the SDK's `ERROR_CODE_HTTP_STATUS`):
+    /// -32601 is 404, the request errors 400, anything else (e.g. -32603) stays 200.
+    pub fn error_status(self, code: i64) -> u32 {
+        if self < Revision::R2026_07_28 {
+            return 200;
+        }
+        match code {
+            codes::METHOD_NOT_FOUND => 404,
+            codes::PARSE_ERROR
+            | codes::INVALID_REQUEST
+            | codes::INVALID_PARAMS
+            | codes::HEADER_MISMATCH
+            | codes::MISSING_REQUIRED_CLIENT_CAPABILITY
+            | codes::UNSUPPORTED_PROTOCOL_VERSION => 400,
+            _ => 200,
+        }
     }
 }
 
@@ -164,21 +199,31 @@ pub fn static_method(method: &str) -> Option<&'static str> {
     METHODS.into_iter().find(|m| *m == method)
 }
 
-/// Which params key a method's target lives in: `tools/call` and `prompts/get` name it,
-/// `resources/read` (and subscribe/unsubscribe) point at a URI.
-fn target_kind(method: &str) -> Option<TargetKind> {
+/// Which params key a method's target lives in at a revision: `tools/call` and `prompts/get`
+/// name it, `resources/read` (and, before 2026-07-28, subscribe/unsubscribe) point at a URI.
+/// At 2026-07-28 subscribe/unsubscribe are methods that do not exist: they target nothing
+/// (a server answers -32601, 404), so the filter neither requires nor reads a URI for them.
+fn target_kind(method: &str, revision: Revision) -> Option<TargetKind> {
     match method {
         "tools/call" => Some(TargetKind::Tool),
         "prompts/get" => Some(TargetKind::Prompt),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(TargetKind::Resource),
+        "resources/read" => Some(TargetKind::Resource),
+        "resources/subscribe" | "resources/unsubscribe" if revision.has_resource_subscriptions() => {
+            Some(TargetKind::Resource)
+        }
         _ => None,
     }
 }
 
-/// Reads what a message targets. A request whose target is missing or not a string is
-/// refused with -32602 (invalid params): a gateway that cannot tell what is called must not
-/// forward it.
+/// [`read_message_at`] at the default revision (2025-03-26).
 pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Refusal> {
+    read_message_at(envelope, Revision::DEFAULT)
+}
+
+/// Reads what a message targets at a revision. A request whose target is missing or not a
+/// string is refused with -32602 (invalid params): a gateway that cannot tell what is called
+/// must not forward it.
+pub fn read_message_at<'a>(envelope: &Envelope<'a>, revision: Revision) -> Result<Message<'a>, Refusal> {
     let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
     if kind == Kind::Response {
         return Ok(Message { kind, id: envelope.id, method: Cow::Borrowed(""), target: Target::None, arguments: None });
@@ -192,7 +237,7 @@ pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Refusal>
         Some(_) => return Err(Refusal::new(codes::INVALID_PARAMS, "params must be an object")),
         None => None,
     };
-    targeted(kind, envelope.id, envelope.method.clone(), params)
+    targeted(kind, envelope.id, envelope.method.clone(), params, revision)
 }
 
 /// `params` read in the envelope's own pass, as [`read_message`] reads an object (anything
@@ -215,13 +260,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParams<'a> {
     }
 }
 
-/// [`read_message`] of an envelope whose params were read in its own pass: the same answers.
+/// [`read_parsed_message_at`] at the default revision (2025-03-26).
 pub fn read_parsed_message<'a>(envelope: Envelope<'a, ObjectParams<'a>>) -> Result<Message<'a>, Refusal> {
+    read_parsed_message_at(envelope, Revision::DEFAULT)
+}
+
+/// [`read_message_at`] of an envelope whose params were read in its own pass: the same answers.
+pub fn read_parsed_message_at<'a>(envelope: Envelope<'a, ObjectParams<'a>>, revision: Revision) -> Result<Message<'a>, Refusal> {
     let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
     if kind == Kind::Response {
         return Ok(Message { kind, id: envelope.id, method: Cow::Borrowed(""), target: Target::None, arguments: None });
     }
-    targeted(kind, envelope.id, envelope.method, envelope.params.map(|p| p.0))
+    targeted(kind, envelope.id, envelope.method, envelope.params.map(|p| p.0), revision)
 }
 
 /// A request or notification with what its params target.
@@ -230,15 +280,16 @@ fn targeted<'a>(
     id: Option<&'a RawValue>,
     method: Option<Cow<'a, str>>,
     params: Option<Params<'a>>,
+    revision: Revision,
 ) -> Result<Message<'a>, Refusal> {
     let mut message = Message { kind, id, method: method.unwrap_or(Cow::Borrowed("")), target: Target::None, arguments: None };
     let Some(params) = params else {
-        return match target_kind(&message.method) {
+        return match target_kind(&message.method, revision) {
             Some(kind) => Err(missing_target(&message.method, kind)),
             None => Ok(message),
         };
     };
-    if let Some(kind) = target_kind(&message.method) {
+    if let Some(kind) = target_kind(&message.method, revision) {
         let value = match kind {
             TargetKind::Tool | TargetKind::Prompt => params.name,
             TargetKind::Resource => params.uri,
@@ -403,7 +454,7 @@ mod tests {
     fn revisions() {
         assert_eq!(Revision::from_header(None), Ok(Revision::R2025_03_26));
         assert_eq!(Revision::from_header(Some("2026-07-28")), Ok(Revision::R2026_07_28));
-        assert!(Revision::from_header(Some("2099-01-01")).is_err());
+        assert_eq!(Revision::from_header(Some("2099-01-01")), Err("2099-01-01"));
         assert!(Revision::R2025_03_26.allows_batches());
         assert!(!Revision::R2025_06_18.allows_batches());
         assert!(Revision::R2025_11_25.has_get_and_delete());
@@ -442,6 +493,35 @@ mod tests {
             assert_eq!(one(body).unwrap_err().code, codes::INVALID_PARAMS, "{body}");
         }
         assert_eq!(one(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#).unwrap_err().code, codes::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn subscriptions_target_a_resource_only_where_they_exist() {
+        for method in ["resources/subscribe", "resources/unsubscribe"] {
+            for body in [
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"uri":"file:///a"}}}}"#),
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{}}}}"#),
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#),
+            ] {
+                let parsed = parse_body(body.as_bytes()).unwrap();
+                let envelope = &parsed.messages()[0];
+                for revision in Revision::ALL {
+                    let read = read_message_at(envelope, revision);
+                    if revision.has_resource_subscriptions() {
+                        match read {
+                            Ok(m) => assert_eq!(m.target, Target::Resource(Cow::Borrowed("file:///a")), "{body}"),
+                            Err(r) => assert_eq!((r.code, body.contains("uri")), (codes::INVALID_PARAMS, false), "{body}"),
+                        }
+                    } else {
+                        assert_eq!(read.unwrap().target, Target::None, "{body}");
+                    }
+                }
+            }
+        }
+        assert_eq!(Revision::R2026_07_28.error_status(codes::METHOD_NOT_FOUND), 404);
+        assert_eq!(Revision::R2026_07_28.error_status(codes::INVALID_PARAMS), 400);
+        assert_eq!(Revision::R2026_07_28.error_status(codes::INTERNAL_ERROR), 200);
+        assert_eq!(Revision::R2025_11_25.error_status(codes::METHOD_NOT_FOUND), 200);
     }
 
     #[test]

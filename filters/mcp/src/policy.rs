@@ -90,7 +90,7 @@ impl Iterator for MergeAscending<'_> {
         let (&first, rest) = list.split_first()?;
         *list = rest;
         if other.first() == Some(&first) {
-            *other = &other[1..];
+            *other = other.get(1..).unwrap_or_default();
         }
         Some(first)
     }
@@ -179,7 +179,7 @@ impl Policy {
             if rule.id.trim().is_empty() {
                 return Err(ConfigError::field(&format!("{at}.id"), "must not be empty"));
             }
-            if config.rules[..i].iter().any(|r| r.id == rule.id) {
+            if config.rules.iter().take(i).any(|r| r.id == rule.id) {
                 return Err(ConfigError::field(&format!("{at}.id"), format!("duplicate rule id `{}`", rule.id)));
             }
             rules.push(compile_rule(rule, &at)?);

@@ -61,7 +61,7 @@ impl RateLimits {
                     format!("`{}` must be 1 to {MAX_ID_LEN} ASCII letters, digits, `-` or `_`", c.id.escape_debug()),
                 ));
             }
-            if configs[..i].iter().any(|o| o.id == c.id) {
+            if configs.iter().take(i).any(|o| o.id == c.id) {
                 return Err(field("id", format!("duplicate rate limit id `{}`", c.id)));
             }
             if c.max_calls == 0 {

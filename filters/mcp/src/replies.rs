@@ -2,7 +2,7 @@
 //! `explain` style, and 401s. Pure: builds status, headers and body; the filter sends them.
 
 use crate::config::DenyStyle;
-use crate::message::{codes, Target};
+use crate::message::{codes, Revision, Target};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tollgate_core::reply::rpc_error_body;
@@ -40,13 +40,29 @@ struct ExplainData<'a> {
 const NO_RULE: &str = "no policy rule allows this request";
 const BATCH: &str = "another message in the batch was denied";
 
-/// Builds the denial for a body's request messages (`batch`: answer with an array).
-pub fn denial(style: DenyStyle, messages: &[Denied<'_>], batch: bool, resource_metadata: Option<&str>) -> Reply {
+/// Builds the denial for a body's request messages (`batch`: answer with an array). `hide`
+/// answers with the HTTP status the revision gives the error (200 before 2026-07-28; there
+/// -32601 is 404 and -32602 400), as a server answers for what does not exist.
+pub fn denial(
+    style: DenyStyle,
+    revision: Revision,
+    messages: &[Denied<'_>],
+    batch: bool,
+    resource_metadata: Option<&str>,
+) -> Reply {
     let mut bodies: Vec<Vec<u8>> = Vec::with_capacity(messages.len());
     let mut first_rule: Option<&str> = None;
+    // Batches exist only up to 2025-03-26, where every error rides on 200.
+    let mut hidden_status = 200;
     for m in messages {
         let body = match (style, m.denied) {
-            (DenyStyle::Hide, Some(_)) => hidden_error(m),
+            (DenyStyle::Hide, Some(_)) => {
+                let (code, body) = hidden_error(m);
+                if !batch {
+                    hidden_status = revision.error_status(code);
+                }
+                body
+            }
             (DenyStyle::Hide, None) => rpc_error_body::<()>(m.id, codes::INVALID_REQUEST, "Batch rejected", None),
             (DenyStyle::Explain, Some(rule)) => {
                 if first_rule.is_none() {
@@ -67,7 +83,7 @@ pub fn denial(style: DenyStyle, messages: &[Denied<'_>], batch: bool, resource_m
     }
     let body = if batch { join_array(&bodies) } else { bodies.into_iter().next().unwrap_or_default() };
     match style {
-        DenyStyle::Hide => Reply { status: 200, headers: Vec::new(), body },
+        DenyStyle::Hide => Reply { status: hidden_status, headers: Vec::new(), body },
         DenyStyle::Explain => Reply {
             status: 403,
             headers: vec![("www-authenticate".into(), insufficient_scope(first_rule, resource_metadata))],
@@ -148,14 +164,45 @@ pub fn unauthorized(invalid_token: bool, resource_metadata: Option<&str>) -> Rep
     }
 }
 
-fn hidden_error(m: &Denied<'_>) -> Vec<u8> {
-    let (code, message) = match m.target {
-        Target::Tool(n) => (codes::INVALID_PARAMS, format!("Unknown tool: {n}")),
-        Target::Prompt(n) => (codes::INVALID_PARAMS, format!("Unknown prompt: {n}")),
-        Target::Resource(u) => (codes::INVALID_PARAMS, format!("Unknown resource: {u}")),
-        Target::None => (codes::METHOD_NOT_FOUND, "Method not found".to_string()),
+#[derive(Serialize)]
+#[serde(untagged)]
+enum HiddenData<'a> {
+    /// `resources/read` of an unknown URI: `{"uri": ...}`.
+    Uri { uri: &'a str },
+    /// -32601: the method's name, as a bare string.
+    Method(&'a str),
+}
+
+/// A denial that reads as "does not exist", in the words of the MCP Python SDK server:
+/// `Unknown resource: <uri>` with `data: {"uri"}`, `Method not found` with the method as
+/// `data`; tools and prompts as the spec's -32602 `Unknown tool: X` / `Unknown prompt: X`.
+/// The code, for the revision's HTTP status.
+fn hidden_error(m: &Denied<'_>) -> (i64, Vec<u8>) {
+    let (code, message, data) = match m.target {
+        Target::Tool(n) => (codes::INVALID_PARAMS, format!("Unknown tool: {n}"), None),
+        Target::Prompt(n) => (codes::INVALID_PARAMS, format!("Unknown prompt: {n}"), None),
+        Target::Resource(u) => (codes::INVALID_PARAMS, format!("Unknown resource: {u}"), Some(HiddenData::Uri { uri: u })),
+        Target::None => (codes::METHOD_NOT_FOUND, "Method not found".to_string(), Some(HiddenData::Method(m.method))),
     };
-    rpc_error_body::<()>(m.id, code, &message, None)
+    (code, rpc_error_body(m.id, code, &message, data))
+}
+
+#[derive(Serialize)]
+struct UnsupportedData<'a> {
+    supported: Vec<&'static str>,
+    requested: &'a str,
+}
+
+/// An `MCP-Protocol-Version` the filter does not know: HTTP 400, JSON-RPC -32022
+/// `Unsupported protocol version` with `data: {supported: [the filter's revisions],
+/// requested}` (2026-07-28's shape, as the SDK server answers), under the request's id.
+pub fn unsupported_revision(id: Option<&RawValue>, requested: &str) -> Reply {
+    let data = UnsupportedData { supported: Revision::ALL.iter().map(|r| r.as_str()).collect(), requested };
+    Reply {
+        status: 400,
+        headers: Vec::new(),
+        body: rpc_error_body(id, codes::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", Some(data)),
+    }
 }
 
 fn describe(method: &str, target: &Target<'_>) -> String {
@@ -212,7 +259,7 @@ mod tests {
     fn hide_looks_like_an_unknown_tool() {
         let id = raw("7");
         let t = Target::Tool(Cow::Borrowed("admin_reset"));
-        let r = denial(DenyStyle::Hide, &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(None) }], false, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(None) }], false, None);
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v, json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32602, "message": "Unknown tool: admin_reset"}}));
@@ -224,6 +271,7 @@ mod tests {
         let t = Target::Tool(Cow::Borrowed("transfer"));
         let r = denial(
             DenyStyle::Explain,
+            Revision::R2026_07_28,
             &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(Some("no-\"big\"")) }],
             false,
             Some("https://gw/.well-known/oauth-protected-resource/mcp"),
@@ -249,11 +297,11 @@ mod tests {
             Denied { id: Some(&a), method: "tools/call", target: &t1, denied: None },
             Denied { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("no-admin")) },
         ];
-        let r = denial(DenyStyle::Hide, &msgs, true, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_03_26, &msgs, true, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v[0]["error"]["code"], -32600);
         assert_eq!(v[1]["error"]["message"], "Unknown tool: admin_reset");
-        let r = denial(DenyStyle::Explain, &msgs, true, None);
+        let r = denial(DenyStyle::Explain, Revision::R2025_03_26, &msgs, true, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 2);
         assert!(r.headers[0].1.contains("no-admin"));
@@ -291,8 +339,48 @@ mod tests {
         assert_eq!(session_denial(DenyStyle::Hide, None, None).status, 405);
         assert_eq!(session_denial(DenyStyle::Explain, Some("x"), None).status, 403);
         let t = Target::None;
-        let r = denial(DenyStyle::Hide, &[Denied { id: None, method: "tools/list", target: &t, denied: Some(None) }], false, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[Denied { id: None, method: "tools/list", target: &t, denied: Some(None) }], false, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(v["error"]["code"], -32601);
+        assert_eq!(v, json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32601, "message": "Method not found", "data": "tools/list"}}));
+    }
+
+    #[test]
+    fn hidden_denials_take_the_revisions_status() {
+        let id = raw("3");
+        let (tool, uri, none) =
+            (Target::Tool(Cow::Borrowed("x")), Target::Resource(Cow::Borrowed("file:///s")), Target::None);
+        let one = |revision, method, target| {
+            denial(DenyStyle::Hide, revision, &[Denied { id: Some(&id), method, target, denied: Some(None) }], false, None)
+        };
+        for revision in Revision::ALL {
+            let modern = revision == Revision::R2026_07_28;
+            assert_eq!(one(revision, "tools/call", &tool).status, if modern { 400 } else { 200 });
+            assert_eq!(one(revision, "tools/list", &none).status, if modern { 404 } else { 200 });
+            let r = one(revision, "resources/read", &uri);
+            assert_eq!(r.status, if modern { 400 } else { 200 });
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                v,
+                json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "Unknown resource: file:///s", "data": {"uri": "file:///s"}}})
+            );
+            // explain stays 403 at every revision.
+            let r = denial(DenyStyle::Explain, revision, &[Denied { id: Some(&id), method: "tools/call", target: &tool, denied: Some(None) }], false, None);
+            assert_eq!(r.status, 403);
+        }
+    }
+
+    #[test]
+    fn unsupported_revision_names_what_the_filter_supports() {
+        let id = raw(r#""q""#);
+        let r = unsupported_revision(Some(&id), "v999.0.0");
+        assert_eq!(r.status, 400);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc": "2.0", "id": "q", "error": {"code": -32022, "message": "Unsupported protocol version",
+                   "data": {"supported": ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"], "requested": "v999.0.0"}}})
+        );
+        let v: Value = serde_json::from_slice(&unsupported_revision(None, "x").body).unwrap();
+        assert_eq!(v["id"], Value::Null);
     }
 }
