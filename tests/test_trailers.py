@@ -141,6 +141,16 @@ def tools_list_answer(request: H2Message) -> Answer:
         # parser that keeps the mark.
         event = b"\xef\xbb\xbfdata: " + body + b"\r\n\r\n"
         return Answer(headers=[("content-type", "text/event-stream")], chunks=[event[:2], event[2:]])
+    if shape == "list-for-anything":
+        # Answers whatever came (a notification too) with a tools list under id 7.
+        listed = json.dumps({"jsonrpc": "2.0", "id": 7, "result": {
+            "tools": [{"name": n, "inputSchema": {"type": "object"}} for n in ALL_TOOLS]}}).encode()
+        return Answer(headers=[("content-type", "application/json")], chunks=[listed])
+    if shape == "repeated-result":
+        # Clients keep the last `result`: the first is empty, the last has every tool.
+        tools = json.dumps([{"name": n} for n in ALL_TOOLS])
+        twice = f'{{"jsonrpc":"2.0","id":{json.dumps(message.get("id"))},"result":{{"tools":[]}},"result":{{"tools":{tools}}}}}'
+        return Answer(headers=[("content-type", "application/json")], chunks=[twice.encode()])
     if shape == "gzip":
         return Answer(headers=[("content-type", "application/json"), ("content-encoding", "gzip")],
                       chunks=chunks(gzip.compress(body), 50), trailers=TRAILER)
@@ -225,6 +235,24 @@ def test_mcp_unreadable_list_ending_with_trailers_is_an_error(mcp_gateway) -> No
     error = out.json()
     assert (error["id"], error["error"]["code"]) == (5, -32603), error
     assert b"admin_reset" not in out.body
+
+
+def test_mcp_list_answering_a_notification_is_filtered(mcp_gateway) -> None:
+    """Fuzz finding F3: the answer to a POST of only notifications was never read."""
+    envoy, _ = mcp_gateway
+    note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
+    out = h2_request(envoy.port, "POST", "/mcp", [*ALICE, ("x-test-shape", "list-for-anything")], [note])
+    assert out.status == 200, out
+    assert [t["name"] for t in out.json()["result"]["tools"]] == ALICE_SEES, out.body
+
+
+def test_mcp_server_message_repeating_a_key_never_passes(mcp_gateway) -> None:
+    """Fuzz finding F4: a message repeating `result` failed the filter's reading and passed."""
+    envoy, _ = mcp_gateway
+    request = json.dumps({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}).encode()
+    out = h2_request(envoy.port, "POST", "/mcp", [*ALICE, ("x-test-shape", "repeated-result")], [request])
+    assert b"admin_reset" not in out.body, out.body
+    assert out.json()["error"]["code"] == -32603, out.body
 
 
 # --- LLM --------------------------------------------------------------------------------------

@@ -84,14 +84,6 @@ fn check_visible(m: &J, body: &[u8]) {
     if m.has("method") {
         return; // a server request or notification, not a result
     }
-    // KNOWN FINDING F4 (fuzz/regressions/mcp_exchange/list-with-repeated-*): a server
-    // message repeating `id`, `method`, `result` or `error` fails the filter's reading and
-    // passes unfiltered, while clients read the last value. Not checked until fixed.
-    if let J::Obj(members) = m {
-        if ["id", "method", "result", "error"].iter().any(|k| members.iter().filter(|(n, _)| n == k).count() > 1) {
-            return;
-        }
-    }
     let Some(result) = m.get("result") else { return };
     for (key, visible) in [("tools", &["add", "query_db"][..]), ("prompts", &[]), ("resources", &[]), ("resourceTemplates", &[])] {
         let Some(J::Arr(items)) = result.get(key) else { continue };
@@ -154,7 +146,6 @@ fuzz_target!(|data: &[u8]| {
     } else {
         assert_eq!(step, Step::Continue);
     }
-    let mut any_request = get;
     if !replied && !get {
         let v = J::parse(body).expect("forwarded a body that is not JSON");
         assert!(!v.has_duplicates(), "forwarded a body with a repeated key");
@@ -170,16 +161,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(m.is_obj(), "forwarded a message that is not an object: {m:?}");
             let request = matches!(m.get("method"), Some(J::Str(_))) && m.has("id");
             if request {
-                any_request = true;
                 assert!(allowed(m), "forwarded a request the policy denies: {m:?}");
             }
         }
     }
 
-    // KNOWN FINDING F3 (fuzz/regressions/mcp_exchange/list-answering-a-notification-post):
-    // the response to a POST without a request (only notifications or responses) is not
-    // read at all, so a list result in it passes unfiltered. Not checked until fixed.
-    if !replied && any_request {
+    // F3 (fixed): the response to a POST of only notifications or responses is read too.
+    if !replied {
         // The response, chunk by chunk, with Envoy's buffering: a paused chunk stays in the
         // buffer and the next callback sees it with what follows.
         let content_type = if sse { "text/event-stream" } else { "application/json" };

@@ -624,6 +624,23 @@ impl Exchange {
         }
     }
 
+    /// A server message the gateway's reading refuses. Harmless when no client can read it
+    /// either (not JSON); but JSON that repeats a key (`"result"` twice, `"id"` twice) is read
+    /// by clients with the last value, and a list could hide behind the first: with a policy
+    /// it is replaced by an error, never passed (found by fuzzing).
+    fn unreadable_message(&mut self, text: &str) -> Outcome {
+        let Some(policy) = &self.shared.policy else { return Outcome::Keep };
+        if policy.dry_run || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+            return Outcome::Keep;
+        }
+        let Err(why) = tollgate_core::jsonrpc::check_no_duplicate_keys(text.as_bytes()) else { return Outcome::Keep };
+        if let Some(rec) = self.expect.first().and_then(|e| self.records.get_mut(e.record)) {
+            rec.error = Some(format!("server message refused: {}", message::truncate(&why, 256)));
+        }
+        let body = rpc_error_body::<()>(None, codes::INTERNAL_ERROR, "gateway could not read the server's message", None);
+        Outcome::Replace(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// A JSON body that is not JSON: harmless unless a list was expected in it.
     fn unreadable_json(&self, _body: &[u8]) -> Option<Vec<u8>> {
         if matches!(self.response, ResponseMode::JsonBuffer) && self.expect.iter().any(|e| e.list.is_some()) {
@@ -698,7 +715,7 @@ impl Exchange {
 
     /// [`Exchange::server_message`] with the result kept raw: filters lists.
     fn server_message_in_full(&mut self, text: &str) -> Outcome {
-        let Some(msg) = ServerMessage::parse(text) else { return Outcome::Keep };
+        let Some(msg) = ServerMessage::parse(text) else { return self.unreadable_message(text) };
         if !msg.is_response() {
             return Outcome::Keep;
         }
@@ -966,7 +983,11 @@ impl HttpExchange for Exchange {
             return Step::Continue;
         }
         let is_get = self.http_method == "GET";
-        if self.expect.is_empty() && !is_get {
+        // A POST of only notifications or responses has no answer of its own (202, no body);
+        // whatever body comes is read like a GET stream's when lists are filtered: a client
+        // routes a message by its id, so a list result here would reach a pending tools/list.
+        let answers_nothing = self.expect.is_empty() && !is_get;
+        if answers_nothing && self.shared.policy.is_none() {
             return Step::Continue;
         }
         let content_type = host.response_header("content-type");
@@ -978,7 +999,8 @@ impl HttpExchange for Exchange {
             }
             return Step::Continue;
         }
-        let lists_possible = self.shared.policy.is_some() && (is_get || sse || self.expect.iter().any(|e| e.list.is_some()));
+        let lists_possible =
+            self.shared.policy.is_some() && (is_get || sse || answers_nothing || self.expect.iter().any(|e| e.list.is_some()));
         if !message::is_identity_encoding(host.response_header("content-encoding").as_deref()) {
             if lists_possible {
                 // Cannot read it, so cannot filter it: never pass it.
@@ -1403,6 +1425,41 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
             }
         }
         assert_eq!(out, bytes.to_vec());
+    }
+
+    #[test]
+    fn a_list_answering_a_post_of_notifications_is_filtered() {
+        let shared = shared(demo_policy(json!({})));
+        let host = request("POST", &[]);
+        let (mut ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(step, Step::Continue);
+        let list = br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"add"},{"name":"admin_reset"}]}}"#;
+        let (a, b) = list.split_at(20);
+        let out = respond(&mut ex, &host, "application/json", &[a, b]);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(r#"{"name":"add"}"#) && !out.contains("admin_reset"), "{out}");
+        let sse = format!("data: {}\n\n", String::from_utf8_lossy(list));
+        let (mut ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(step, Step::Continue);
+        let out = String::from_utf8(respond(&mut ex, &host, "text/event-stream", &[sse.as_bytes()])).unwrap();
+        assert!(!out.contains("admin_reset"), "{out}");
+    }
+
+    #[test]
+    fn server_messages_repeating_a_key_never_pass() {
+        // Clients keep the last `result`; the filter's reading refuses the repeated key.
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[]},"result":{"tools":[{"name":"admin_reset"}]}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"id":5,"result":{"tools":[{"name":"admin_reset"}]}}"#,
+        ] {
+            let (mut ex, host) = list_exchange(demo_policy(json!({})));
+            let out = String::from_utf8(respond(&mut ex, &host, "application/json", &[body])).unwrap();
+            assert!(!out.contains("admin_reset") && out.contains("-32603"), "{out}");
+            let (mut ex, host) = list_exchange(demo_policy(json!({})));
+            let sse = format!("data: {}\n\n", String::from_utf8_lossy(body));
+            let out = String::from_utf8(respond(&mut ex, &host, "text/event-stream", &[sse.as_bytes()])).unwrap();
+            assert!(!out.contains("admin_reset") && out.contains("-32603"), "{out}");
+        }
     }
 
     #[test]
