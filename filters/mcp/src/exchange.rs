@@ -1836,14 +1836,16 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
 
     #[test]
     fn bad_rate_limit_is_refused_at_load_with_the_field_named() {
+        // What on_configure runs: the raw config, then its one compilation.
+        let load_and_build = |cfg: &[u8]| tollgate_core::config::load::<Config>(cfg).and_then(Shared::build).err().map(|e| e.0).unwrap_or_default();
         let cfg = br#"{"rate_limits":[{"id":"a","max_calls":1,"window_secs":0,"per":"principal"}]}"#;
-        let err = tollgate_core::config::load::<Config>(cfg).unwrap_err().0;
+        let err = load_and_build(cfg);
         assert!(err.starts_with("rate_limits[0].window_secs:"), "{err}");
         let cfg = br#"{"rate_limits":[{"id":"a","max_calls":1,"window_secs":1,"per":"user"}]}"#;
-        let err = tollgate_core::config::load::<Config>(cfg).unwrap_err().0;
+        let err = load_and_build(cfg);
         assert!(err.starts_with("rate_limits[0].per:"), "{err}");
         let cfg = br#"{"rate_limits":[{"id":"a","max_calls":1,"window_secs":1,"per":"team","tool":["x"]}]}"#;
-        let err = tollgate_core::config::load::<Config>(cfg).unwrap_err().0;
+        let err = load_and_build(cfg);
         assert!(err.starts_with("rate_limits[0]") && err.contains("tool"), "{err}");
     }
     #[test]

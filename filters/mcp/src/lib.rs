@@ -9,6 +9,7 @@ pub mod exchange;
 mod filter;
 pub mod jsonpath;
 pub mod listfilter;
+pub mod matcher;
 pub mod message;
 pub mod number;
 pub mod policy;

@@ -17,6 +17,8 @@
 //!   reading matches, an allow condition holds only when both readings satisfy it (see
 //!   [`Condition::holds`]).
 
+pub use crate::matcher::Subject;
+use crate::matcher::{glob_any, IdentityMatch};
 use crate::config::{ArgumentConfig, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
 use crate::message::Target;
 use crate::jsonpath::{JsonPath, View};
@@ -141,13 +143,6 @@ enum Test {
 struct RangeBound {
     exact: Decimal,
     double: f64,
-}
-
-/// What is being decided.
-#[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
-    pub identity: Option<&'a Identity>,
-    pub server: &'a str,
 }
 
 /// The outcome of one evaluation.
@@ -348,51 +343,6 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
     });
     let test = tests.remove(0);
     Ok(Condition { path, test, quantifier, deny: rule.effect == Effect::Deny })
-}
-
-/// A list condition: absent matches anything, a list needs one matching element.
-pub(crate) fn glob_any(globs: &Option<Vec<Glob>>, value: &str) -> bool {
-    match globs {
-        None => true,
-        Some(list) => list.iter().any(|g| g.matches(value)),
-    }
-}
-
-/// Identity conditions (principal, group, team globs), shared by rules and rate limits.
-/// Without any, anyone matches (anonymous callers too); with any, anonymous callers never do.
-#[derive(Debug)]
-pub(crate) struct IdentityMatch {
-    principals: Option<Vec<Glob>>,
-    groups: Option<Vec<Glob>>,
-    teams: Option<Vec<Glob>>,
-}
-
-impl IdentityMatch {
-    pub(crate) fn new(principals: &Option<Vec<Glob>>, groups: &Option<Vec<Glob>>, teams: &Option<Vec<Glob>>) -> Self {
-        IdentityMatch { principals: principals.clone(), groups: groups.clone(), teams: teams.clone() }
-    }
-
-    pub(crate) fn matches(&self, identity: Option<&Identity>) -> bool {
-        if self.principals.is_none() && self.groups.is_none() && self.teams.is_none() {
-            return true;
-        }
-        let Some(id) = identity else { return false };
-        if !glob_any(&self.principals, &id.principal) {
-            return false;
-        }
-        if let Some(groups) = &self.groups {
-            if !id.groups.iter().any(|g| groups.iter().any(|p| p.matches(g))) {
-                return false;
-            }
-        }
-        if let Some(teams) = &self.teams {
-            match &id.team {
-                Some(team) if teams.iter().any(|p| p.matches(team)) => {}
-                _ => return false,
-            }
-        }
-        true
-    }
 }
 
 impl Rule {

@@ -5,7 +5,7 @@
 //! not at all (what a refused request consumed is given back).
 
 use crate::config::{Per, RateLimitConfig};
-use crate::policy::{glob_any, IdentityMatch, Subject};
+use crate::matcher::{glob_any, IdentityMatch, Subject};
 use tollgate_core::config::ConfigError;
 use tollgate_core::glob::Glob;
 use tollgate_core::hash::sha256_hex;
