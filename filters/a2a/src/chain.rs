@@ -14,7 +14,9 @@
 //!
 //! From anyone else the headers are dropped and replaced: the call starts a new chain at hop 1.
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, CONTROLS};
+use sha2::Sha256;
 
 pub const PREFIX: &str = "x-tollgate-a2a-";
 pub const HOP: &str = "x-tollgate-a2a-hop";
@@ -44,29 +46,13 @@ impl Presented {
     }
 }
 
+/// What a chain element may not carry literally: `,` (the separator), `%` (the escape), space
+/// and control characters; non-ASCII is always encoded (what is left is ASCII graphic).
+const ELEMENT: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%');
+
 /// Appends `s` with `,` `%` and non-printable characters percent-encoded.
 fn encode_element(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            c if c.is_ascii_graphic() && c != ',' && c != '%' => out.push(c),
-            c => {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push('%');
-                    out.push(hex_upper(b >> 4));
-                    out.push(hex_upper(b & 0xf));
-                }
-            }
-        }
-    }
-}
-
-/// The upper-case hex digit of the low four bits of `nibble`.
-fn hex_upper(nibble: u8) -> char {
-    match nibble & 0xf {
-        n @ 0..=9 => char::from(b'0' + n),
-        n => char::from(b'A' + (n - 10)),
-    }
+    out.extend(percent_encoding::utf8_percent_encode(s, ELEMENT));
 }
 
 /// Appends `n` in decimal, without the formatting machinery (it runs for every forwarded
@@ -115,36 +101,29 @@ pub fn decode_chain(value: &str) -> Option<Vec<String>> {
     Some(chain)
 }
 
-/// An HMAC-SHA256 key (RFC 2104) with its padded inner and outer blocks already hashed, so
-/// each MAC costs two SHA-256 blocks fewer (the key is fixed at configure time).
+/// An HMAC-SHA256 key (RFC 2104, the `hmac` crate) with its padded inner and outer blocks
+/// already hashed, so each MAC costs two SHA-256 blocks fewer (the key is fixed at configure
+/// time): every MAC starts from a clone.
 #[derive(Clone)]
-pub struct HmacKey {
-    inner: Sha256,
-    outer: Sha256,
-}
+pub struct HmacKey(Hmac<Sha256>);
 
 impl HmacKey {
-    pub fn new(key: &[u8]) -> Self {
-        const BLOCK: usize = 64;
-        // The key, zero-padded to a block (hashed first when longer than a block).
-        let mut k = [0u8; BLOCK];
-        if key.len() > BLOCK {
-            k.iter_mut().zip(Sha256::digest(key)).for_each(|(dst, src)| *dst = src);
-        } else {
-            k.iter_mut().zip(key).for_each(|(dst, src)| *dst = *src);
-        }
-        let mut ipad = [0x36u8; BLOCK];
-        let mut opad = [0x5cu8; BLOCK];
-        for ((i, o), kb) in ipad.iter_mut().zip(opad.iter_mut()).zip(k) {
-            *i ^= kb;
-            *o ^= kb;
-        }
-        HmacKey { inner: Sha256::new().chain_update(ipad), outer: Sha256::new().chain_update(opad) }
+    /// `None` never happens for HMAC (any key length is valid), but the crate's API says it may.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        Hmac::<Sha256>::new_from_slice(key).ok().map(HmacKey)
     }
 
     pub fn mac(&self, message: &[u8]) -> [u8; 32] {
-        let inner = self.inner.clone().chain_update(message).finalize();
-        self.outer.clone().chain_update(inner).finalize().into()
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC of `message`, compared in constant time.
+    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.verify_slice(tag).is_ok()
     }
 }
 
@@ -154,25 +133,42 @@ impl std::fmt::Debug for HmacKey {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    HmacKey::new(key).mac(message)
+/// The signed message: `tollgate-a2a/v1\n<hop>\n<chain>\n<on-behalf-of>\n<expiry>`, in `buf`.
+fn signed_message(buf: &mut String, hop: u32, chain: &str, on_behalf_of: Option<&str>, expiry: u64) {
+    buf.push_str("tollgate-a2a/v1\n");
+    push_decimal(buf, u64::from(hop));
+    buf.push('\n');
+    buf.push_str(chain);
+    buf.push('\n');
+    buf.push_str(on_behalf_of.unwrap_or(""));
+    buf.push('\n');
+    push_decimal(buf, expiry);
+}
+
+/// A lower-case hex MAC as the gateway writes it (anything else: `None`, never equal).
+fn parse_mac(hex: &str) -> Option<[u8; 32]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    if hex.len() != out.len() * 2 {
+        return None;
+    }
+    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        let [hi, lo] = pair else { return None };
+        *byte = (digit(*hi)? << 4) | digit(*lo)?;
+    }
+    Some(out)
 }
 
 /// The `x-tollgate-a2a-sig` value: `v1.<expiry secs>.<hex hmac>` over
 /// `tollgate-a2a/v1\n<hop>\n<chain>\n<on-behalf-of>\n<expiry>`. One buffer holds the
 /// message, then the value.
 pub fn sign(key: &HmacKey, hop: u32, chain: &str, on_behalf_of: Option<&str>, expiry: u64) -> String {
-    let on_behalf_of = on_behalf_of.unwrap_or("");
-    let mut buf = String::with_capacity(chain.len() + on_behalf_of.len() + 96);
-    buf.push_str("tollgate-a2a/v1\n");
-    push_decimal(&mut buf, u64::from(hop));
-    buf.push('\n');
-    buf.push_str(chain);
-    buf.push('\n');
-    buf.push_str(on_behalf_of);
-    buf.push('\n');
-    push_decimal(&mut buf, expiry);
+    let mut buf = String::with_capacity(chain.len() + on_behalf_of.map_or(0, str::len) + 96);
+    signed_message(&mut buf, hop, chain, on_behalf_of, expiry);
     let mac = key.mac(buf.as_bytes());
     buf.clear();
     buf.push_str("v1.");
@@ -202,9 +198,12 @@ pub fn verify(key: &HmacKey, presented: &Presented, now_secs: u64) -> bool {
     if expiry <= now_secs {
         return false;
     }
-    let expected = sign(key, hop, chain.trim(), presented.on_behalf_of.as_deref(), expiry);
-    let expected_mac = expected.rsplit('.').next().unwrap_or("");
-    expected_mac.len() == mac.len() && expected_mac.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    let Some(tag) = parse_mac(mac) else { return false };
+    let chain = chain.trim();
+    let on_behalf_of = presented.on_behalf_of.as_deref();
+    let mut message = String::with_capacity(chain.len() + on_behalf_of.map_or(0, str::len) + 64);
+    signed_message(&mut message, hop, chain, on_behalf_of, expiry);
+    key.verify(message.as_bytes(), &tag)
 }
 
 /// How the inbound context was trusted.
@@ -323,16 +322,42 @@ mod tests {
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
+    fn key(bytes: &[u8]) -> HmacKey {
+        HmacKey::new(bytes).unwrap()
+    }
+
+    /// The hand-written HMAC-SHA256 (RFC 2104) this module used before the `hmac` crate: the
+    /// reference that signatures stay the same across the change (agents hand a signed context
+    /// back on the next hop, possibly to a gateway of the other build).
+    fn old_hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        const BLOCK: usize = 64;
+        let mut k = [0u8; BLOCK];
+        if key.len() > BLOCK {
+            k.iter_mut().zip(Sha256::digest(key)).for_each(|(dst, src)| *dst = src);
+        } else {
+            k.iter_mut().zip(key).for_each(|(dst, src)| *dst = *src);
+        }
+        let mut ipad = [0x36u8; BLOCK];
+        let mut opad = [0x5cu8; BLOCK];
+        for ((i, o), kb) in ipad.iter_mut().zip(opad.iter_mut()).zip(k) {
+            *i ^= kb;
+            *o ^= kb;
+        }
+        let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
+        Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
+    }
+
     #[test]
     fn hmac_known_answer() {
         // RFC 4231 test case 2.
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let mac = key(b"Jefe").mac(b"what do ya want for nothing?");
         assert_eq!(
             tollgate_core::hash::hex(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Keys longer than a block are hashed first (RFC 4231 test case 6).
-        let mac = hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
+        let mac = key(&[0xaa; 131]).mac(b"Test Using Larger Than Block-Size Key - Hash Key First");
         assert_eq!(
             tollgate_core::hash::hex(&mac),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
@@ -340,10 +365,62 @@ mod tests {
     }
 
     #[test]
+    fn hmac_equals_the_old_implementation() {
+        let long_key = [0x5au8; 200];
+        let keys: [&[u8]; 5] = [KEY, b"", b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &long_key, &[0u8; 65]];
+        let messages: [&[u8]; 4] = [b"", b"tollgate-a2a/v1\n12\nagent-a,agent-b\nalice\n1700000600", &[0xffu8; 1000], b"x"];
+        for k in keys {
+            for m in messages {
+                assert_eq!(key(k).mac(m), old_hmac(k, m), "key {} bytes, message {} bytes", k.len(), m.len());
+                assert!(key(k).verify(m, &old_hmac(k, m)));
+            }
+        }
+        // The signature value over fixed inputs, as the old build wrote it.
+        let sig = sign(&key(KEY), 3, "agent-a,agent-b", Some("alice"), 1_700_000_600);
+        let old = old_hmac(KEY, b"tollgate-a2a/v1\n3\nagent-a,agent-b\nalice\n1700000600");
+        assert_eq!(sig, format!("v1.1700000600.{}", tollgate_core::hash::hex(&old)));
+    }
+
+    #[test]
+    fn only_the_lower_case_hex_mac_verifies() {
+        let p = presented(1, "agent-a", None, 1000);
+        let sig = p.sig.clone().unwrap();
+        assert!(verify(&key(KEY), &p, 10));
+        for bad in [sig.to_uppercase().replace("V1.", "v1."), format!("{sig}0"), sig[..sig.len() - 1].to_string(), format!("{}g", &sig[..sig.len() - 1])] {
+            assert!(!verify(&key(KEY), &Presented { sig: Some(bad.clone()), ..p.clone() }, 10), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chain_elements_encode_as_before() {
+        // The hand-written encoder this replaced, as the reference.
+        let reference = |s: &str| -> String {
+            let mut out = String::new();
+            for c in s.chars() {
+                if c.is_ascii_graphic() && c != ',' && c != '%' {
+                    out.push(c);
+                } else {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+            }
+            out
+        };
+        let all: String = (0u8..=127).map(char::from).collect();
+        for s in ["agent-a", "spiffe://x/ns/a,b", "100%", "\u{fc} \u{1f600}", "a\u{1f}\n\u{7f}", all.as_str()] {
+            let mut out = String::new();
+            encode_element(s, &mut out);
+            assert_eq!(out, reference(s), "{s:?}");
+        }
+    }
+
+    #[test]
     fn signature_value_is_stable() {
         // The exact bytes signed and the value's shape: agents hand it back on the next hop,
         // possibly to a gateway of another build.
-        let key = HmacKey::new(KEY);
+        let key = key(KEY);
         let mac = key.mac(b"tollgate-a2a/v1\n12\nagent-a,agent-b\nalice\n1700000600");
         let expected = format!("v1.1700000600.{}", tollgate_core::hash::hex(&mac));
         assert_eq!(sign(&key, 12, "agent-a,agent-b", Some("alice"), 1_700_000_600), expected);
@@ -383,16 +460,16 @@ mod tests {
             hop: Some(hop.to_string()),
             chain: Some(chain.into()),
             on_behalf_of: obo.map(String::from),
-            sig: Some(sign(&HmacKey::new(KEY), hop, chain, obo, expiry)),
+            sig: Some(sign(&key(KEY), hop, chain, obo, expiry)),
         }
     }
 
     #[test]
     fn signatures_verify_and_expire_and_bind_every_field() {
         let p = presented(1, "agent-a", Some("alice"), 1000);
-        assert!(verify(&HmacKey::new(KEY), &p, 999));
-        assert!(!verify(&HmacKey::new(KEY), &p, 1000), "expired");
-        assert!(!verify(&HmacKey::new(b"another key another key another!"), &p, 10));
+        assert!(verify(&key(KEY), &p, 999));
+        assert!(!verify(&key(KEY), &p, 1000), "expired");
+        assert!(!verify(&key(b"another key another key another!"), &p, 10));
         for tamper in [
             Presented { hop: Some("0".into()), ..p.clone() },
             Presented { chain: Some("agent-b".into()), ..p.clone() },
@@ -401,7 +478,7 @@ mod tests {
             Presented { sig: Some(p.sig.clone().unwrap().replace("v1.1000.", "v1.9999.")), ..p.clone() },
             Presented { sig: None, ..p.clone() },
         ] {
-            assert!(!verify(&HmacKey::new(KEY), &tamper, 10), "{tamper:?}");
+            assert!(!verify(&key(KEY), &tamper, 10), "{tamper:?}");
         }
     }
 

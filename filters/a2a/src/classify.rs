@@ -175,18 +175,31 @@ pub fn decode_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(decoded)
 }
 
+/// What a URL path may carry literally (RFC 3986 `pchar` and `/`): everything else is encoded.
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'/');
+
 /// Percent-encodes what may not appear literally in a URL path (a decoded prefix that goes
 /// back into card URLs).
 pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(path, PATH).to_string()
 }
 
 /// The HTTP methods A2A uses: JSON-RPC is always a POST; the HTTP+JSON binding uses GET, POST
@@ -517,5 +530,21 @@ mod tests {
             Ok(Head::Card { legacy: false, prefix: "/agents/echo/".into() })
         );
         assert_eq!(encode_path("/a b/ü/x:y@z/"), "/a%20b/%C3%BC/x:y@z/");
+        // The hand-written encoder this replaced, as the reference.
+        let reference = |s: &str| -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        let all: String = (0u8..=127).map(char::from).collect();
+        for s in ["/agents/echo/", "/a b/?#%[]/", "mod\u{e8}le \u{1f600}", all.as_str()] {
+            assert_eq!(encode_path(s), reference(s), "{s:?}");
+        }
     }
 }

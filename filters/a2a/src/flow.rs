@@ -59,7 +59,10 @@ pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
     config.compile()?;
     let table = SharedTable::new("tollgate.a2a.conv", config.conversations.capacity, config.conversations.ttl_secs);
     let credential_headers = config.identity.credential_headers();
-    let signing_key = config.delegation.signing_key.as_deref().map(|k| chain::HmacKey::new(k.as_bytes()));
+    let signing_key = match config.delegation.signing_key.as_deref() {
+        Some(k) => Some(chain::HmacKey::new(k.as_bytes()).ok_or_else(|| ConfigError::field("delegation.signing_key", "unusable as an HMAC key"))?),
+        None => None,
+    };
     Ok(Shared { config, table, credential_headers, signing_key })
 }
 
