@@ -1,10 +1,63 @@
 //! Authorization: caller × on-behalf-of × target agent × method, first matching rule wins.
 //! Pure: no host access (the task originator is looked up by the caller of `evaluate`).
+//! Rules are evaluated only in their compiled form ([`Policy`], built by
+//! `Config::compile`): every rule carries its own method globs.
 
-use crate::config::{AuthzConfig, Effect};
+use serde::Deserialize;
+use tollgate_core::glob::Glob;
 
 /// Caller name for an unauthenticated request, matchable in rules.
 pub const ANONYMOUS: &str = "anonymous";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+    /// Allowed only for the identity that created the task (on-behalf-of user, else caller).
+    AllowOriginator,
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// The configured id, else `rules[<index>]`.
+    pub id: String,
+    pub callers: Vec<Glob>,
+    /// Empty: any (including none).
+    pub on_behalf_of: Vec<Glob>,
+    pub targets: Vec<Glob>,
+    /// Globs over 1.0 method names (and `AgentCard`).
+    pub methods: Vec<Glob>,
+    pub effect: Effect,
+}
+
+impl Rule {
+    fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.callers.iter().any(|g| g.matches(subject.caller))
+            && (self.on_behalf_of.is_empty()
+                || subject.on_behalf_of.is_some_and(|u| self.on_behalf_of.iter().any(|g| g.matches(u))))
+            && self.targets.iter().any(|g| g.matches(subject.target))
+            && self.methods.iter().any(|g| g.matches(subject.method))
+    }
+}
+
+/// The compiled rules and the default effect. The default policy has no rules and allows.
+#[derive(Debug, Default)]
+pub struct Policy {
+    default: Effect,
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    pub fn new(default: Effect, rules: Vec<Rule>) -> Self {
+        Policy { default, rules }
+    }
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject<'a> {
@@ -17,25 +70,17 @@ pub struct Subject<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict<'p> {
     pub effect: Effect,
-    /// The matching rule's id (or `rules[i]`), `None` for the default.
-    pub rule_id: Option<String>,
+    /// The matching rule's id, `None` for the default.
+    pub rule_id: Option<&'p str>,
 }
 
-pub fn evaluate(config: &AuthzConfig, subject: &Subject<'_>) -> Verdict {
-    for (i, rule) in config.rules.iter().enumerate() {
-        let methods = config.compiled_methods.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        let caller_ok = rule.callers.iter().any(|g| g.matches(subject.caller));
-        let obo_ok = rule.on_behalf_of.is_empty()
-            || subject.on_behalf_of.is_some_and(|u| rule.on_behalf_of.iter().any(|g| g.matches(u)));
-        let target_ok = rule.targets.iter().any(|g| g.matches(subject.target));
-        let method_ok = methods.iter().any(|g| g.matches(subject.method));
-        if caller_ok && obo_ok && target_ok && method_ok {
-            return Verdict { effect: rule.effect, rule_id: Some(rule.id.clone().unwrap_or_else(|| format!("rules[{i}]"))) };
-        }
+pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>) -> Verdict<'p> {
+    match policy.rules.iter().find(|rule| rule.matches(subject)) {
+        Some(rule) => Verdict { effect: rule.effect, rule_id: Some(&rule.id) },
+        None => Verdict { effect: policy.default, rule_id: None },
     }
-    Verdict { effect: config.default, rule_id: None }
 }
 
 /// Resolves `AllowOriginator`: the acting identity must be the task's recorded originator.
@@ -72,10 +117,8 @@ mod tests {
     use crate::config::Config;
     use tollgate_core::config::load;
 
-    fn config(json: &str) -> AuthzConfig {
-        let mut c: Config = load(json.as_bytes()).unwrap();
-        c.compile().unwrap();
-        c.authz
+    fn config(json: &str) -> Policy {
+        load::<Config>(json.as_bytes()).unwrap().compile().unwrap().authz
     }
 
     fn subject<'a>(caller: &'a str, obo: Option<&'a str>, target: &'a str, method: &'a str) -> Subject<'a> {
@@ -91,12 +134,12 @@ mod tests {
                 {"callers":["alice"],"on_behalf_of":["bob"],"effect":"allow"}]}}"#,
         );
         let v = evaluate(&c, &subject("agent-x", None, "agent-b", "CancelTask"));
-        assert_eq!((v.effect, v.rule_id.as_deref()), (Effect::AllowOriginator, Some("no-cancel")));
+        assert_eq!((v.effect, v.rule_id), (Effect::AllowOriginator, Some("no-cancel")));
         let v = evaluate(&c, &subject("agent-a", None, "agent-b", "SendMessage"));
-        assert_eq!((v.effect, v.rule_id.as_deref()), (Effect::Allow, Some("b-only-from-a")));
+        assert_eq!((v.effect, v.rule_id), (Effect::Allow, Some("b-only-from-a")));
         let v = evaluate(&c, &subject("agent-a", None, "agent-c", "SendMessage"));
         assert_eq!((v.effect, v.rule_id), (Effect::Deny, None));
-        assert_eq!(evaluate(&c, &subject("alice", Some("bob"), "x", "GetTask")).rule_id.as_deref(), Some("rules[2]"));
+        assert_eq!(evaluate(&c, &subject("alice", Some("bob"), "x", "GetTask")).rule_id, Some("rules[2]"));
         assert_eq!(evaluate(&c, &subject("alice", None, "x", "GetTask")).effect, Effect::Deny);
     }
 
@@ -104,6 +147,23 @@ mod tests {
     fn empty_config_allows() {
         let c = config("{}");
         assert_eq!(evaluate(&c, &subject(ANONYMOUS, None, "t", "SendMessage")).effect, Effect::Allow);
+        assert_eq!(evaluate(&Policy::default(), &subject(ANONYMOUS, None, "t", "SendMessage")).effect, Effect::Allow);
+    }
+
+    #[test]
+    fn a_rule_matches_by_its_own_methods() {
+        // Rules carry their method globs: a policy built by hand matches like a compiled one.
+        let rule = |methods: &[&str], effect| Rule {
+            id: "r".into(),
+            callers: vec![Glob::new("*")],
+            on_behalf_of: vec![],
+            targets: vec![Glob::new("*")],
+            methods: methods.iter().map(|m| Glob::new(m)).collect(),
+            effect,
+        };
+        let p = Policy::new(Effect::Allow, vec![rule(&["CancelTask"], Effect::Deny)]);
+        assert_eq!(evaluate(&p, &subject("a", None, "t", "CancelTask")).effect, Effect::Deny);
+        assert_eq!(evaluate(&p, &subject("a", None, "t", "GetTask")).effect, Effect::Allow);
     }
 
     #[test]

@@ -309,6 +309,16 @@ impl BodyClass {
             BodyClass::Batch | BodyClass::Parse(_) => None,
         }
     }
+
+    /// What a log line says about the refusal (`None`: nothing to add).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            BodyClass::Batch => None,
+            BodyClass::Parse(msg) => Some(format!("unparseable JSON-RPC: {msg}")),
+            BodyClass::Invalid { why, .. } => Some(format!("invalid JSON-RPC: {why}")),
+            BodyClass::Ambiguous { why, .. } => Some(format!("ambiguous request: {why}")),
+        }
+    }
 }
 
 /// The `id` of a refused JSON-RPC body, to echo in the error: JSON-RPC answers `null` only
