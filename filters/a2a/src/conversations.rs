@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use tollgate_core::host::{Host, LogLevel};
 use tollgate_core::shared_table::{Put, SharedTable};
-use tollgate_core::trace::TraceParent;
+use tollgate_core::trace::{self, TraceParent, TraceStep};
 
 /// What the table stores per contextId / (agent, taskId) / referenced taskId (JSON),
 /// borrowed from the stored bytes when read and from the exchange when written.
@@ -98,6 +98,33 @@ pub fn recorded_trace(host: &dyn Host, table: &SharedTable, ids: &RequestIds, ta
         .chain(ids.task_id.iter().map(|t| task_key(target, t)))
         .chain(ids.reference_task_ids.iter().map(|r| task_ref_key(r)));
     keys.into_iter().find_map(|k| lookup(host, table, &k, |e| TraceParent::parse(&e.tp))).flatten()
+}
+
+/// Takes part in the trace: the inbound traceparent if valid, else the conversation's
+/// recorded trace ([`recorded_trace`]), else a new trace. Also says which (`inbound`,
+/// `conversation`, `new`).
+pub fn join_trace(
+    host: &dyn Host,
+    table: &SharedTable,
+    inbound: Option<&str>,
+    tracestate: Option<&str>,
+    ids: &RequestIds,
+    target: &str,
+) -> (TraceStep, &'static str) {
+    // A valid inbound traceparent is the usual case: tried first, so it is parsed once (a
+    // step that had to start a new trace says it was not valid).
+    let first = match inbound.map(|tp| trace::participate(host, Some(tp), tracestate, None)) {
+        Some(step) if !step.started => return (step, "inbound"),
+        first => first,
+    };
+    let fallback = recorded_trace(host, table, ids, target);
+    let source = if fallback.is_some() { "conversation" } else { "new" };
+    let step = match (first, fallback) {
+        // No valid inbound trace and none recorded: the first step already started one.
+        (Some(step), None) => step,
+        (_, fallback) => trace::participate(host, inbound, tracestate, fallback),
+    };
+    (step, source)
 }
 
 /// What the table knows of a task at one agent.

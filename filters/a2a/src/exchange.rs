@@ -5,7 +5,7 @@
 //! Each step reads the facts it needs from the host (`head.rs`: request head, route, the
 //! signature's clock, the JWT claim; `conversations.rs`: the task's table entry), asks the
 //! pure `decide::decide` what to do, and applies the answer: a local reply (`replies.rs`), or
-//! the upstream headers, the table write and the filter-state tags. What the exchange has seen
+//! the upstream headers (`upstream.rs`), the table write and the filter-state tags. What the exchange has seen
 //! is kept in a plain [`ExchangeFacts`], from which `record.rs` builds the audit record.
 //!
 //! Request: classify from the headers; JSON-RPC and REST bodies are buffered (headers held)
@@ -14,7 +14,7 @@
 //! Response: JSON and SSE bodies stream through untouched while ids and state are read
 //! incrementally; only agent cards and filtered `ListTasks` answers are held (`response.rs`).
 
-use crate::chain::{self, Presented};
+use crate::chain::Presented;
 use crate::classify::{self, Binding, Dialect, Head, Method};
 use crate::config::State;
 use crate::conversations::{self, Recorded};
@@ -24,6 +24,7 @@ use crate::record::{self, CardAudit, ExchangeFacts, ResponseFacts, Tags};
 use crate::replies::{self, Deny};
 use crate::response::{self, CardState, ListOutcome, ListState, ResponseHead};
 use crate::session::{self, ResponseTracker};
+use crate::upstream;
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::audit;
@@ -32,7 +33,6 @@ use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, IdentityError};
 use tollgate_core::metrics::Metrics;
 use tollgate_core::reply;
-use tollgate_core::trace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -90,29 +90,14 @@ impl Exchange {
         }
     }
 
-    /// Takes part in the trace: the inbound traceparent if valid, else the conversation's
-    /// recorded trace (contextId, taskId, referenceTaskIds), else a new trace.
+    /// Takes part in the trace (once): see `conversations::join_trace`.
     fn participate(&mut self, host: &dyn Host) {
-        if self.facts.trace.is_some() {
-            return;
+        if self.facts.trace.is_none() {
+            let (inbound, tracestate) = (self.traceparent_in.as_deref(), self.tracestate_in.as_deref());
+            let (step, source) = conversations::join_trace(host, &self.state.table, inbound, tracestate, &self.facts.ids, &self.facts.target);
+            self.facts.trace = Some(step);
+            self.facts.trace_source = source;
         }
-        let inbound = self.traceparent_in.as_deref();
-        let tracestate = self.tracestate_in.as_deref();
-        // A valid inbound traceparent is the usual case: tried first, so it is parsed once (a
-        // step that had to start a new trace says it was not valid).
-        let first = inbound.map(|tp| trace::participate(host, Some(tp), tracestate, None));
-        if first.as_ref().is_some_and(|step| !step.started) {
-            self.facts.trace_source = "inbound";
-            self.facts.trace = first;
-            return;
-        }
-        let fallback = conversations::recorded_trace(host, &self.state.table, &self.facts.ids, &self.facts.target);
-        self.facts.trace_source = if fallback.is_some() { "conversation" } else { "new" };
-        self.facts.trace = match (first, fallback) {
-            // No valid inbound trace and none recorded: the first step already started one.
-            (Some(step), None) => Some(step),
-            (_, fallback) => Some(trace::participate(host, inbound, tracestate, fallback)),
-        };
     }
 
     /// Reads what the decision needs, decides, applies.
@@ -158,14 +143,14 @@ impl Exchange {
         self.phase = Phase::Forwarded;
         if self.facts.binding == Some(Binding::Card) {
             self.prepare_card(host);
-            self.set_upstream_headers(host, false);
+            upstream::set_headers(host, &self.state, &self.facts, false);
             return Step::Continue;
         }
         self.list = list_owner.map(ListState::new);
         if self.card.is_some() {
             self.prepare_card(host);
         }
-        self.set_upstream_headers(host, true);
+        upstream::set_headers(host, &self.state, &self.facts, true);
         // A client-chosen contextId is known now: later turns and downstream hops find it.
         if let (Some(ctx), Some(step)) = (&self.facts.ids.context_id, &self.facts.trace) {
             conversations::record_request_context(host, &self.state.table, &mut self.recorded, ctx, &step.traceparent);
@@ -186,32 +171,6 @@ impl Exchange {
         if let Some(card) = self.card.as_mut() {
             card.prepare(host, &self.state);
         }
-    }
-
-    fn set_upstream_headers(&self, host: &dyn Host, a2a_call: bool) {
-        let facts = &self.facts;
-        if let Some(step) = &facts.trace {
-            host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
-            host.try_set_header(HeaderMap::Request, "tracestate", step.tracestate.as_deref());
-        }
-        if !a2a_call {
-            return;
-        }
-        let hop = facts.hop.unwrap_or(1);
-        let chain_value = chain::encode_chain(&facts.chain);
-        host.try_set_header(HeaderMap::Request, chain::HOP, Some(&hop.to_string()));
-        host.try_set_header(HeaderMap::Request, chain::CHAIN, Some(&chain_value));
-        host.try_set_header(HeaderMap::Request, chain::CALLER, header_safe(Some(&facts.caller)));
-        host.try_set_header(HeaderMap::Request, chain::ON_BEHALF_OF, header_safe(facts.on_behalf_of.as_deref()));
-        let delegation = &self.state.delegation;
-        if let Some(key) = &delegation.signing_key {
-            let expiry = chain::context_expiry(host.now_nanos(), delegation.context_ttl_secs);
-            let sig = chain::sign(key, hop, &chain_value, facts.on_behalf_of.as_deref(), expiry);
-            host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
-        }
-        host.try_set_header(HeaderMap::Request, chain::CONTEXT_ID, header_safe(facts.ids.context_id.as_deref()));
-        host.try_set_header(HeaderMap::Request, chain::TASK_ID, header_safe(facts.ids.task_id.as_deref()));
-        host.try_set_header(HeaderMap::Request, chain::MESSAGE_ID, header_safe(facts.ids.message_id.as_deref()));
     }
 
     fn deny(&mut self, host: &dyn Host, why: Deny) -> Step {
@@ -301,11 +260,6 @@ impl Exchange {
         }
         self.decide(host)
     }
-}
-
-/// A value that may go into a header as is (ids come from request and response bodies).
-fn header_safe(value: Option<&str>) -> Option<&str> {
-    value.filter(|v| !v.chars().any(char::is_control))
 }
 
 impl HttpExchange for Exchange {

@@ -6,6 +6,7 @@ use crate::config::{Config, State};
 use crate::conversations::task_key;
 use crate::replies::codes;
 use crate::authz::ANONYMOUS;
+use crate::chain;
 use std::borrow::Cow;
 use tollgate_core::trace::TraceParent;
 use serde_json::{json, Value};

@@ -7,7 +7,8 @@
 //!   (audit record and metrics from the exchange's facts).
 //! - `config`: raw serde types, validated, compiled once into the immutable `State`.
 //! - Host reads and writes: `head` (request head, route, the facts only the host knows),
-//!   `conversations` (the conversation table), `response` (held cards and task lists), and
+//!   `conversations` (the conversation table), `upstream` (the headers sent to the agent),
+//!   `response` (held cards and task lists), and
 //!   `exchange`, the glue of one request, written against the `Host` trait (unit tested against
 //!   `MemoryHost`). `flow` re-exports it under its former name.
 //! - `filter` is the thin proxy-wasm glue, compiled only for wasm.
@@ -27,6 +28,7 @@ pub mod record;
 pub mod replies;
 pub mod response;
 pub mod session;
+pub mod upstream;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
