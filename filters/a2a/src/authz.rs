@@ -1,10 +1,63 @@
 //! Authorization: caller × on-behalf-of × target agent × method, first matching rule wins.
 //! Pure: no host access (the task originator is looked up by the caller of `evaluate`).
+//! Rules are evaluated only in their compiled form ([`Policy`], built by
+//! `Config::compile`): every rule carries its own method globs.
 
-use crate::config::{AuthzConfig, Effect};
+use serde::Deserialize;
+use tollgate_core::glob::Glob;
 
 /// Caller name for an unauthenticated request, matchable in rules.
 pub const ANONYMOUS: &str = "anonymous";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+    /// Allowed only for the identity that created the task (on-behalf-of user, else caller).
+    AllowOriginator,
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// The configured id, else `rules[<index>]`.
+    pub id: String,
+    pub callers: Vec<Glob>,
+    /// Empty: any (including none).
+    pub on_behalf_of: Vec<Glob>,
+    pub targets: Vec<Glob>,
+    /// Globs over 1.0 method names (and `AgentCard`).
+    pub methods: Vec<Glob>,
+    pub effect: Effect,
+}
+
+impl Rule {
+    fn matches(&self, subject: &Subject<'_>) -> bool {
+        self.callers.iter().any(|g| g.matches(subject.caller))
+            && (self.on_behalf_of.is_empty()
+                || subject.on_behalf_of.is_some_and(|u| self.on_behalf_of.iter().any(|g| g.matches(u))))
+            && self.targets.iter().any(|g| g.matches(subject.target))
+            && self.methods.iter().any(|g| g.matches(subject.method))
+    }
+}
+
+/// The compiled rules and the default effect. The default policy has no rules and allows.
+#[derive(Debug, Default)]
+pub struct Policy {
+    default: Effect,
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    pub fn new(default: Effect, rules: Vec<Rule>) -> Self {
+        Policy { default, rules }
+    }
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject<'a> {
@@ -17,25 +70,17 @@ pub struct Subject<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict<'p> {
     pub effect: Effect,
-    /// The matching rule's id (or `rules[i]`), `None` for the default.
-    pub rule_id: Option<String>,
+    /// The matching rule's id, `None` for the default.
+    pub rule_id: Option<&'p str>,
 }
 
-pub fn evaluate(config: &AuthzConfig, subject: &Subject<'_>) -> Verdict {
-    for (i, rule) in config.rules.iter().enumerate() {
-        let methods = config.compiled_methods.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        let caller_ok = rule.callers.iter().any(|g| g.matches(subject.caller));
-        let obo_ok = rule.on_behalf_of.is_empty()
-            || subject.on_behalf_of.is_some_and(|u| rule.on_behalf_of.iter().any(|g| g.matches(u)));
-        let target_ok = rule.targets.iter().any(|g| g.matches(subject.target));
-        let method_ok = methods.iter().any(|g| g.matches(subject.method));
-        if caller_ok && obo_ok && target_ok && method_ok {
-            return Verdict { effect: rule.effect, rule_id: Some(rule.id.clone().unwrap_or_else(|| format!("rules[{i}]"))) };
-        }
+pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>) -> Verdict<'p> {
+    match policy.rules.iter().find(|rule| rule.matches(subject)) {
+        Some(rule) => Verdict { effect: rule.effect, rule_id: Some(&rule.id) },
+        None => Verdict { effect: policy.default, rule_id: None },
     }
-    Verdict { effect: config.default, rule_id: None }
 }
 
 /// Resolves `AllowOriginator`: the acting identity must be the task's recorded originator.
@@ -67,60 +112,5 @@ pub fn originator_check(method: &str, acting: &str) -> OriginatorCheck {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use tollgate_core::config::load;
-
-    fn config(json: &str) -> AuthzConfig {
-        let mut c: Config = load(json.as_bytes()).unwrap();
-        c.compile().unwrap();
-        c.authz
-    }
-
-    fn subject<'a>(caller: &'a str, obo: Option<&'a str>, target: &'a str, method: &'a str) -> Subject<'a> {
-        Subject { caller, on_behalf_of: obo, target, method }
-    }
-
-    #[test]
-    fn first_match_wins_and_default_applies() {
-        let c = config(
-            r#"{"authz":{"default":"deny","rules":[
-                {"id":"no-cancel","callers":["agent-*"],"methods":["tasks/cancel"],"effect":"allow_originator"},
-                {"id":"b-only-from-a","callers":["agent-a"],"targets":["agent-b"],"effect":"allow"},
-                {"callers":["alice"],"on_behalf_of":["bob"],"effect":"allow"}]}}"#,
-        );
-        let v = evaluate(&c, &subject("agent-x", None, "agent-b", "CancelTask"));
-        assert_eq!((v.effect, v.rule_id.as_deref()), (Effect::AllowOriginator, Some("no-cancel")));
-        let v = evaluate(&c, &subject("agent-a", None, "agent-b", "SendMessage"));
-        assert_eq!((v.effect, v.rule_id.as_deref()), (Effect::Allow, Some("b-only-from-a")));
-        let v = evaluate(&c, &subject("agent-a", None, "agent-c", "SendMessage"));
-        assert_eq!((v.effect, v.rule_id), (Effect::Deny, None));
-        assert_eq!(evaluate(&c, &subject("alice", Some("bob"), "x", "GetTask")).rule_id.as_deref(), Some("rules[2]"));
-        assert_eq!(evaluate(&c, &subject("alice", None, "x", "GetTask")).effect, Effect::Deny);
-    }
-
-    #[test]
-    fn empty_config_allows() {
-        let c = config("{}");
-        assert_eq!(evaluate(&c, &subject(ANONYMOUS, None, "t", "SendMessage")).effect, Effect::Allow);
-    }
-
-    #[test]
-    fn originator_check() {
-        assert!(originator_allows("alice", Some("alice")));
-        assert!(!originator_allows("mallory", Some("alice")));
-        assert!(!originator_allows("alice", None), "unknown originator: refused");
-        assert!(!originator_allows(ANONYMOUS, Some(ANONYMOUS)), "anonymous owns nothing");
-    }
-
-    #[test]
-    fn list_tasks_is_filtered_for_the_authenticated_and_refused_to_the_anonymous() {
-        assert_eq!(super::originator_check("ListTasks", "alice"), OriginatorCheck::FilterList);
-        assert_eq!(super::originator_check("ListTasks", ANONYMOUS), OriginatorCheck::Refuse);
-        for m in ["GetTask", "CancelTask", "SubscribeToTask", "GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs"] {
-            assert_eq!(super::originator_check(m, "alice"), OriginatorCheck::Task, "{m}");
-            assert_eq!(super::originator_check(m, ANONYMOUS), OriginatorCheck::Task, "{m}: then refused by originator_allows");
-        }
-    }
-}
+#[path = "authz_tests.rs"]
+mod tests;

@@ -1,13 +1,21 @@
-//! Configuration of the A2A filter, validated once at load. Every field has a default, so
-//! `{}` is a working configuration (tagging, trace stitching, chain headers, card rewriting
-//! from the Host header, no authorization rules, no trusted agents).
+//! Configuration of the A2A filter: the raw serde types, validated once at load
+//! ([`Validate`]), then compiled by [`Config::compile`] into [`State`], the immutable per-VM
+//! state every exchange reads (rules with their method globs, the signing key prepared, the
+//! conversation table, the credential header list). Every field has a default, so `{}` is a
+//! working configuration (tagging, trace stitching, chain headers, card rewriting from the
+//! Host header, no authorization rules, no trusted agents).
 
+use crate::authz::{self, Policy};
+use crate::chain::HmacKey;
 use crate::classify::Method;
 use serde::Deserialize;
 use tollgate_core::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;
+use tollgate_core::shared_table::SharedTable;
+
+pub use crate::authz::Effect;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,16 +125,6 @@ pub struct OnBehalfOfConfig {
     pub jwt_claim: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    #[default]
-    Allow,
-    Deny,
-    /// Allowed only for the identity that created the task (on-behalf-of user, else caller).
-    AllowOriginator,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -160,9 +158,6 @@ pub struct AuthzConfig {
     pub default: Effect,
     /// First matching rule wins.
     pub rules: Vec<Rule>,
-    /// Compiled method globs (1.0 names), filled by `validate`-time normalization.
-    #[serde(skip)]
-    pub compiled_methods: Vec<Vec<Glob>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -259,28 +254,99 @@ fn check_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A rule's method as a glob over 1.0 names: a glob or `AgentCard` as written, a 0.3 or 1.0
+/// method name as its 1.0 name; `None`: not an A2A method.
+fn method_glob(m: &str) -> Option<Glob> {
+    if m.contains(['*', '?']) || m == "AgentCard" {
+        Some(Glob::new(m))
+    } else {
+        Method::from_name(m).map(|method| Glob::new(method.name()))
+    }
+}
+
+fn unknown_method(i: usize, j: usize, m: &str) -> ConfigError {
+    ConfigError::field(&format!("authz.rules[{i}].methods[{j}]"), format!("unknown A2A method `{m}`"))
+}
+
+/// The delegation settings as an exchange uses them.
+#[derive(Debug)]
+pub struct Delegation {
+    pub max_hops: u32,
+    pub trusted_agents: Vec<TrustedAgent>,
+    /// `delegation.signing_key`, prepared once for signing and verifying.
+    pub signing_key: Option<HmacKey>,
+    pub context_ttl_secs: u64,
+}
+
+/// Everything an exchange needs, built once per VM from [`Config`]; never changed after.
+#[derive(Debug)]
+pub struct State {
+    pub identity: IdentityConfig,
+    pub forward_credentials: bool,
+    pub audit: AuditConfig,
+    pub log_message_parts: bool,
+    pub routes: RoutesConfig,
+    pub delegation: Delegation,
+    /// `on_behalf_of.jwt_claim`.
+    pub on_behalf_of_claim: Option<String>,
+    /// The authorization rules, compiled: the only form `authz::evaluate` takes.
+    pub authz: Policy,
+    pub cards: CardsConfig,
+    pub limits: LimitsConfig,
+    /// The conversation table (shared data, per Envoy).
+    pub table: SharedTable,
+    /// Request headers that may carry the caller's credential, removed before the agent
+    /// unless `forward_credentials`.
+    pub credential_headers: Vec<String>,
+}
+
 impl Config {
-    /// Normalizes rule method names to globs over 1.0 names.
-    pub fn compile(&mut self) -> Result<(), ConfigError> {
-        let mut compiled = Vec::with_capacity(self.authz.rules.len());
-        for (i, rule) in self.authz.rules.iter().enumerate() {
-            let mut globs = Vec::with_capacity(rule.methods.len());
+    /// Compiles the validated configuration: rule method names to globs over 1.0 names, rule
+    /// ids, the signing key, the conversation table.
+    pub fn compile(self) -> Result<State, ConfigError> {
+        let mut rules = Vec::with_capacity(self.authz.rules.len());
+        for (i, rule) in self.authz.rules.into_iter().enumerate() {
+            let mut methods = Vec::with_capacity(rule.methods.len());
             for (j, m) in rule.methods.iter().enumerate() {
-                if m.contains(['*', '?']) || m == "AgentCard" {
-                    globs.push(Glob::new(m));
-                } else if let Some(method) = Method::from_name(m) {
-                    globs.push(Glob::new(method.name()));
-                } else {
-                    return Err(ConfigError::field(
-                        &format!("authz.rules[{i}].methods[{j}]"),
-                        format!("unknown A2A method `{m}`"),
-                    ));
-                }
+                methods.push(method_glob(m).ok_or_else(|| unknown_method(i, j, m))?);
             }
-            compiled.push(globs);
+            rules.push(authz::Rule {
+                id: rule.id.unwrap_or_else(|| format!("rules[{i}]")),
+                callers: rule.callers,
+                on_behalf_of: rule.on_behalf_of,
+                targets: rule.targets,
+                methods,
+                effect: rule.effect,
+            });
         }
-        self.authz.compiled_methods = compiled;
-        Ok(())
+        let signing_key = match self.delegation.signing_key.as_deref() {
+            Some(k) => Some(
+                HmacKey::new(k.as_bytes())
+                    .ok_or_else(|| ConfigError::field("delegation.signing_key", "unusable as an HMAC key"))?,
+            ),
+            None => None,
+        };
+        let table = SharedTable::new("tollgate.a2a.conv", self.conversations.capacity, self.conversations.ttl_secs);
+        let credential_headers = self.identity.credential_headers();
+        Ok(State {
+            identity: self.identity,
+            forward_credentials: self.forward_credentials,
+            audit: self.audit,
+            log_message_parts: self.log_message_parts,
+            routes: self.routes,
+            delegation: Delegation {
+                max_hops: self.delegation.max_hops,
+                trusted_agents: self.delegation.trusted_agents,
+                signing_key,
+                context_ttl_secs: self.delegation.context_ttl_secs,
+            },
+            on_behalf_of_claim: self.on_behalf_of.jwt_claim,
+            authz: Policy::new(self.authz.default, rules),
+            cards: self.cards,
+            limits: self.limits,
+            table,
+            credential_headers,
+        })
     }
 }
 
@@ -349,14 +415,12 @@ impl Validate for Config {
                 return Err(ConfigError::field(name, "must not be empty"));
             }
         }
-        // Method names are checked by `compile`, run by a dry copy here so `load` names them.
+        // Method names are also checked here, so `load` names an unknown one (as every other
+        // bad field) before anything is compiled.
         for (i, rule) in self.authz.rules.iter().enumerate() {
             for (j, m) in rule.methods.iter().enumerate() {
-                if !(m.contains(['*', '?']) || m == "AgentCard" || Method::from_name(m).is_some()) {
-                    return Err(ConfigError::field(
-                        &format!("authz.rules[{i}].methods[{j}]"),
-                        format!("unknown A2A method `{m}`"),
-                    ));
+                if method_glob(m).is_none() {
+                    return Err(unknown_method(i, j, m));
                 }
             }
         }
@@ -365,59 +429,5 @@ impl Validate for Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tollgate_core::config::load;
-
-    #[test]
-    fn empty_config_is_valid() {
-        let mut c: Config = load(b"").unwrap();
-        c.compile().unwrap();
-        assert_eq!(c.delegation.max_hops, 8);
-        assert!(c.cards.rewrite);
-        assert_eq!(c.routes.agent_key, "agent");
-    }
-
-    #[test]
-    fn bad_fields_are_named() {
-        let cases: &[(&str, &str)] = &[
-            (r#"{"delegation":{"max_hops":0}}"#, "delegation.max_hops"),
-            (r#"{"delegation":{"signing_key":"short"}}"#, "delegation.signing_key"),
-            (r#"{"delegation":{"context_ttl_secs":0}}"#, "delegation.context_ttl_secs"),
-            (r#"{"delegation":{"context_ttl_secs":86401}}"#, "delegation.context_ttl_secs"),
-            (r#"{"delegation":{"context_ttl_secs":18446744073709551615}}"#, "delegation.context_ttl_secs"),
-            (r#"{"delegation":{"trusted_agents":[{"principal":"p","agent":"a,b"}]}}"#, "delegation.trusted_agents[0].agent"),
-            (r#"{"cards":{"public_base_url":"gw.example.com"}}"#, "cards.public_base_url"),
-            (r#"{"cards":{"public_base_url":"https://user@gw.example.com"}}"#, "cards.public_base_url"),
-            (r#"{"cards":{"public_base_url":"https://gw.example.com/a b"}}"#, "cards.public_base_url"),
-            (r#"{"authz":{"rules":[{"effect":"deny","methods":["SendMesage"]}]}}"#, "authz.rules[0].methods[0]"),
-            (r#"{"authz":{"rules":[{"effect":"nope"}]}}"#, "authz.rules[0].effect"),
-            (r#"{"on_behalf_of":{"jwt_claim":"sub"}}"#, "on_behalf_of.jwt_claim"),
-            (r#"{"cards":{"signed":"resign"}}"#, "cards.signed"),
-            (r#"{"routes":{"agnet_key":"x"}}"#, "routes.agnet_key"),
-        ];
-        for (json, field) in cases {
-            let err = load::<Config>(json.as_bytes()).unwrap_err();
-            assert!(err.0.starts_with(field), "{json}: {err}");
-        }
-    }
-
-    #[test]
-    fn context_ttl_is_bounded_to_a_day() {
-        let ok: Config = load(br#"{"delegation":{"context_ttl_secs":86400}}"#).unwrap();
-        assert_eq!(ok.delegation.context_ttl_secs, MAX_CONTEXT_TTL_SECS);
-        let err = load::<Config>(br#"{"delegation":{"context_ttl_secs":86401}}"#).unwrap_err();
-        assert!(err.0.starts_with("delegation.context_ttl_secs") && err.0.contains("86400"), "{err}");
-    }
-
-    #[test]
-    fn rule_methods_accept_both_dialects() {
-        let mut c: Config = load(
-            br#"{"authz":{"rules":[{"effect":"allow_originator","methods":["tasks/cancel","GetTask","*PushNotification*","AgentCard"]}]}}"#,
-        )
-        .unwrap();
-        c.compile().unwrap();
-        let names: Vec<&str> = c.authz.compiled_methods[0].iter().map(|g| g.pattern()).collect();
-        assert_eq!(names, vec!["CancelTask", "GetTask", "*PushNotification*", "AgentCard"]);
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,53 @@
+use super::*;
+use tollgate_core::config::load;
+
+#[test]
+fn empty_config_is_valid() {
+    let c = load::<Config>(b"").unwrap().compile().unwrap();
+    assert_eq!(c.delegation.max_hops, 8);
+    assert!(c.cards.rewrite);
+    assert_eq!(c.routes.agent_key, "agent");
+}
+
+#[test]
+fn bad_fields_are_named() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"delegation":{"max_hops":0}}"#, "delegation.max_hops"),
+        (r#"{"delegation":{"signing_key":"short"}}"#, "delegation.signing_key"),
+        (r#"{"delegation":{"context_ttl_secs":0}}"#, "delegation.context_ttl_secs"),
+        (r#"{"delegation":{"context_ttl_secs":86401}}"#, "delegation.context_ttl_secs"),
+        (r#"{"delegation":{"context_ttl_secs":18446744073709551615}}"#, "delegation.context_ttl_secs"),
+        (r#"{"delegation":{"trusted_agents":[{"principal":"p","agent":"a,b"}]}}"#, "delegation.trusted_agents[0].agent"),
+        (r#"{"cards":{"public_base_url":"gw.example.com"}}"#, "cards.public_base_url"),
+        (r#"{"cards":{"public_base_url":"https://user@gw.example.com"}}"#, "cards.public_base_url"),
+        (r#"{"cards":{"public_base_url":"https://gw.example.com/a b"}}"#, "cards.public_base_url"),
+        (r#"{"authz":{"rules":[{"effect":"deny","methods":["SendMesage"]}]}}"#, "authz.rules[0].methods[0]"),
+        (r#"{"authz":{"rules":[{"effect":"nope"}]}}"#, "authz.rules[0].effect"),
+        (r#"{"on_behalf_of":{"jwt_claim":"sub"}}"#, "on_behalf_of.jwt_claim"),
+        (r#"{"cards":{"signed":"resign"}}"#, "cards.signed"),
+        (r#"{"routes":{"agnet_key":"x"}}"#, "routes.agnet_key"),
+    ];
+    for (json, field) in cases {
+        let err = load::<Config>(json.as_bytes()).unwrap_err();
+        assert!(err.0.starts_with(field), "{json}: {err}");
+    }
+}
+
+#[test]
+fn context_ttl_is_bounded_to_a_day() {
+    let ok: Config = load(br#"{"delegation":{"context_ttl_secs":86400}}"#).unwrap();
+    assert_eq!(ok.delegation.context_ttl_secs, MAX_CONTEXT_TTL_SECS);
+    let err = load::<Config>(br#"{"delegation":{"context_ttl_secs":86401}}"#).unwrap_err();
+    assert!(err.0.starts_with("delegation.context_ttl_secs") && err.0.contains("86400"), "{err}");
+}
+
+#[test]
+fn rule_methods_accept_both_dialects() {
+    let c: Config = load(
+        br#"{"authz":{"rules":[{"effect":"allow_originator","methods":["tasks/cancel","GetTask","*PushNotification*","AgentCard"]}]}}"#,
+    )
+    .unwrap();
+    let state = c.compile().unwrap();
+    let names: Vec<&str> = state.authz.rules()[0].methods.iter().map(|g| g.pattern()).collect();
+    assert_eq!(names, vec!["CancelTask", "GetTask", "*PushNotification*", "AgentCard"]);
+}

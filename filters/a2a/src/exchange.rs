@@ -1,0 +1,515 @@
+//! One HTTP exchange through the A2A filter, written against the `Host` trait so it runs
+//! natively against `MemoryHost` in unit tests; `filter.rs` only maps proxy-wasm callbacks
+//! onto it.
+//!
+//! Each step reads the facts it needs from the host (`head.rs`: request head, route, the
+//! signature's clock, the JWT claim; `conversations.rs`: the task's table entry), asks the
+//! pure `decide::decide` what to do, and applies the answer: a local reply (`replies.rs`), or
+//! the upstream headers (`upstream.rs`), the table write and the filter-state tags. What the exchange has seen
+//! is kept in a plain [`ExchangeFacts`], from which `record.rs` builds the audit record.
+//!
+//! Request: classify from the headers; JSON-RPC and REST bodies are buffered (headers held)
+//! only to read the method and ids; then one decision: identity, delegation context, trace,
+//! loop/depth, authorization — and the upstream headers are set while still held.
+//! Response: JSON and SSE bodies stream through untouched while ids and state are read
+//! incrementally; only agent cards and filtered `ListTasks` answers are held (`response.rs`).
+
+use crate::chain::Presented;
+use crate::classify::{self, Binding, Dialect, Head, Method};
+use crate::config::State;
+use crate::conversations::{self, Recorded};
+use crate::decide::{self, Action, Decision, Facts};
+use crate::head::{self, RequestHead};
+use crate::record::{self, CardAudit, ExchangeFacts, ResponseFacts, Tags};
+use crate::replies::{self, Deny};
+use crate::response::{self, CardState, ListOutcome, ListState, ResponseHead};
+use crate::session::{self, ResponseTracker};
+use crate::upstream;
+use serde_json::value::RawValue;
+use std::rc::Rc;
+use tollgate_core::audit;
+use tollgate_core::exchange::{HttpExchange, Step};
+use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::identity::{self, IdentityError};
+use tollgate_core::metrics::Metrics;
+use tollgate_core::reply;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not A2A (and not a POST to an agent): passed on, without gateway-owned headers (and,
+    /// on agent routes, credentials), unrecorded.
+    Passthrough,
+    /// Holding headers until the body is complete.
+    AwaitBody,
+    /// Forwarded upstream; following the response.
+    Forwarded,
+    /// Answered locally (refused).
+    Denied,
+    /// The record was written (access-log time): nothing more to do.
+    Logged,
+}
+
+pub struct Exchange {
+    state: Rc<State>,
+    metrics: Rc<Metrics>,
+    phase: Phase,
+    /// What the record is built from.
+    facts: ExchangeFacts,
+    head: Head,
+    rpc_id: Option<Box<RawValue>>,
+    /// The request presented an API key nobody has (refused once classified).
+    unknown_credential: bool,
+    presented: Presented,
+    traceparent_in: Option<String>,
+    tracestate_in: Option<String>,
+    tracker: Option<ResponseTracker>,
+    card: Option<CardState>,
+    list: Option<ListState>,
+    recorded: Recorded,
+    tags: Tags,
+}
+
+impl Exchange {
+    pub fn new(state: Rc<State>, metrics: Rc<Metrics>) -> Self {
+        Exchange {
+            state,
+            metrics,
+            phase: Phase::Passthrough,
+            facts: ExchangeFacts::default(),
+            head: Head::Other,
+            rpc_id: None,
+            unknown_credential: false,
+            presented: Presented::default(),
+            traceparent_in: None,
+            tracestate_in: None,
+            tracker: None,
+            card: None,
+            list: None,
+            recorded: Recorded::default(),
+            tags: Tags::default(),
+        }
+    }
+
+    /// Takes part in the trace (once): see `conversations::join_trace`.
+    fn participate(&mut self, host: &dyn Host) {
+        if self.facts.trace.is_none() {
+            let (inbound, tracestate) = (self.traceparent_in.as_deref(), self.tracestate_in.as_deref());
+            let (step, source) = conversations::join_trace(host, &self.state.table, inbound, tracestate, &self.facts.ids, &self.facts.target);
+            self.facts.trace = Some(step);
+            self.facts.trace_source = source;
+        }
+    }
+
+    /// Reads what the decision needs, decides, applies.
+    fn decide(&mut self, host: &dyn Host) -> Step {
+        self.participate(host);
+        let state = self.state.clone();
+        let card = self.facts.binding == Some(Binding::Card);
+        let identity = self.facts.identity.as_ref();
+        let known = !self.unknown_credential;
+        let signature_ok = known && !card && head::signature_valid(host, &state, identity, &self.presented);
+        let jwt_on_behalf_of = if known { head::jwt_on_behalf_of(host, &state) } else { None };
+        // Keyed by the target: a task id some other agent returned says nothing about this one.
+        let task = match self.facts.ids.task_id.as_deref() {
+            Some(t) if known && !card => conversations::task_entry(host, &state.table, &self.facts.target, t),
+            _ => None,
+        };
+        let facts = Facts {
+            card,
+            target: &self.facts.target,
+            identity,
+            unknown_credential: self.unknown_credential,
+            presented: &self.presented,
+            signature_ok,
+            jwt_on_behalf_of: jwt_on_behalf_of.as_deref(),
+            method: self.facts.method_name(),
+            names_task: self.facts.ids.task_id.is_some(),
+        };
+        let decision = decide::decide(&facts, task.as_ref(), &state);
+        self.apply(host, decision)
+    }
+
+    fn apply(&mut self, host: &dyn Host, decision: Decision) -> Step {
+        self.facts.caller = decision.caller;
+        self.facts.trust = decision.trust;
+        self.facts.on_behalf_of = decision.on_behalf_of;
+        self.facts.hop = decision.hop;
+        self.facts.chain = decision.chain;
+        self.facts.rule_id = decision.rule_id;
+        let list_owner = match decision.action {
+            Action::Refuse(why) => return self.deny(host, why),
+            Action::Forward { list_owner } => list_owner,
+        };
+        self.phase = Phase::Forwarded;
+        if self.facts.binding == Some(Binding::Card) {
+            self.prepare_card(host);
+            upstream::set_headers(host, &self.state, &self.facts, false);
+            return Step::Continue;
+        }
+        self.list = list_owner.map(ListState::new);
+        if self.card.is_some() {
+            self.prepare_card(host);
+        }
+        upstream::set_headers(host, &self.state, &self.facts, true);
+        // A client-chosen contextId is known now: later turns and downstream hops find it.
+        if let (Some(ctx), Some(step)) = (&self.facts.ids.context_id, &self.facts.trace) {
+            conversations::record_request_context(host, &self.state.table, &mut self.recorded, ctx, &step.traceparent);
+        }
+        self.tags.publish(host, &self.facts, self.tracker.as_ref());
+        Step::Continue
+    }
+
+    /// Refuses a request on an agent route that is not a classifiable A2A call (or whose
+    /// path or body is ambiguous). An unknown credential is reported as such first.
+    fn refuse_unclassified(&mut self, host: &dyn Host, binding: Binding, why: Deny) -> Step {
+        self.facts.binding = Some(binding);
+        self.participate(host);
+        self.deny(host, if self.unknown_credential { Deny::Unauthenticated } else { why })
+    }
+
+    fn prepare_card(&mut self, host: &dyn Host) {
+        if let Some(card) = self.card.as_mut() {
+            card.prepare(host, &self.state);
+        }
+    }
+
+    fn deny(&mut self, host: &dyn Host, why: Deny) -> Step {
+        self.phase = Phase::Denied;
+        let (status, body) = self.refusal(why);
+        if let Err(e) = reply::send_json(host, status, why.reply_headers(), &body) {
+            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
+        }
+        Step::Pause
+    }
+
+    /// Records the refusal `why` and returns its HTTP status and body.
+    fn refusal(&mut self, why: Deny) -> (u32, Vec<u8>) {
+        let facts = &self.facts;
+        let call = replies::Call {
+            binding: facts.binding,
+            dialect: facts.dialect,
+            rpc_id: self.rpc_id.as_deref(),
+            target: &facts.target,
+            hop: facts.hop,
+            chain: &facts.chain,
+            method: facts.method,
+        };
+        let (status, body) = replies::body(why, &call);
+        self.facts.deny = Some(why);
+        self.facts.status = Some(status);
+        (status, body)
+    }
+
+    fn response_done(&mut self, host: &dyn Host) {
+        if let Some(tracker) = self.tracker.as_mut() {
+            let progress = tracker.finish();
+            if progress.first_event && self.facts.ttfe_nanos.is_none() {
+                self.facts.ttfe_nanos = Some(host.now_nanos());
+            }
+        }
+        self.record_response_ids(host);
+    }
+
+    /// Records what the response revealed (see `conversations::record_response`) and, when
+    /// that changed, publishes the tags again.
+    fn record_response_ids(&mut self, host: &dyn Host) {
+        let Some(method) = self.facts.method.filter(|m| m.returns_task()) else { return };
+        let (Some(step), Some(tracker)) = (&self.facts.trace, &self.tracker) else { return };
+        let call = conversations::Call {
+            method,
+            request: &self.facts.ids,
+            target: &self.facts.target,
+            originator: self.facts.acting(),
+            tp: &step.traceparent,
+        };
+        if conversations::record_response(host, &self.state.table, &mut self.recorded, &call, tracker) {
+            self.tags.publish(host, &self.facts, Some(tracker));
+        }
+    }
+
+    /// A JSON-RPC body, classified: the call's method and ids, or why it is refused.
+    fn rpc_body(&mut self, host: &dyn Host, body: &[u8]) -> Step {
+        let call = match classify::classify_rpc(body) {
+            Ok(call) => call,
+            Err(class) => {
+                let why = Deny::for_body(&class);
+                if let Some(detail) = class.detail() {
+                    host.log(LogLevel::Info, &format!("tollgate-a2a: refused {detail}"));
+                }
+                // The error answers the request's id when it could be read (JSON-RPC).
+                self.rpc_id = class.into_id();
+                return self.refuse_unclassified(host, Binding::JsonRpc, why);
+            }
+        };
+        self.facts.binding = Some(Binding::JsonRpc);
+        self.facts.method = call.method;
+        self.facts.raw_method = Some(call.raw_method.to_string());
+        self.rpc_id = call.id.map(|r| r.to_owned());
+        if let Some(method) = call.method {
+            if method == Method::GetExtendedAgentCard {
+                let path = host.request_header(":path").unwrap_or_else(|| "/".into());
+                let prefix = classify::decode_path(&path).map(|p| classify::encode_path(&p)).unwrap_or_else(|_| "/".into());
+                self.card = Some(CardState::with_prefix(prefix, true));
+            }
+            if let Some(params) = call.params {
+                match session::request_ids(params.get().as_bytes(), method, self.facts.dialect, self.state.log_message_parts) {
+                    Ok(ids) => self.facts.ids = ids,
+                    Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
+                }
+            }
+        }
+        self.decide(host)
+    }
+}
+
+impl HttpExchange for Exchange {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.metrics.inc(host, record::REQUESTS, &[]);
+        self.facts.start_nanos = host.now_nanos();
+        let head = RequestHead::read(host);
+        // Envoy's request id (`request.id`) is the x-request-id header it set or kept.
+        self.facts.request_id = head.request_id;
+        // The caller's copy of the gateway-owned context is read, then removed from every
+        // request whatever it turns out to be: only the gateway's own values reach an agent.
+        self.presented = head.presented;
+        for name in &head.gateway_owned {
+            host.try_set_header(HeaderMap::Request, name, None);
+        }
+        let Some(target) = head::route_target(host, &self.state) else {
+            self.phase = Phase::Passthrough;
+            return Step::Continue;
+        };
+        self.facts.target = target;
+        let method = head.method.unwrap_or_default();
+        let path = head.path.unwrap_or_default();
+        let content_type = head.content_type;
+        self.facts.dialect = Dialect::from_header(head.a2a_version.as_deref());
+        self.traceparent_in = head.traceparent;
+        self.tracestate_in = head.tracestate;
+        match identity::resolve(host, &self.state.identity) {
+            Ok(id) => self.facts.identity = id,
+            Err(IdentityError::UnknownApiKey) => self.unknown_credential = true,
+        }
+        if !self.state.forward_credentials {
+            identity::strip_credentials(host, &self.state.credential_headers);
+        }
+        // A2A uses GET, POST and DELETE only: anything else (PUT, PATCH...) is refused, never
+        // passed unclassified (the agent's server might still run the body it carries).
+        if !classify::http_method_allowed(&method, !end_of_stream) {
+            host.log(LogLevel::Info, &format!("tollgate-a2a: refused HTTP method {method:?} on an agent route"));
+            let binding = if tollgate_core::text::media_type_is(content_type.as_deref(), "application/json") {
+                Binding::JsonRpc
+            } else {
+                Binding::Rest
+            };
+            self.facts.refused_http_method = Some(method);
+            return self.refuse_unclassified(host, binding, Deny::HttpMethod);
+        }
+        let post = method.eq_ignore_ascii_case("POST");
+        self.head = match classify::classify_head(&method, &path, content_type.as_deref()) {
+            Ok(head) => head,
+            Err(e) => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused path {path:?}: {e:?}"));
+                return self.refuse_unclassified(host, Binding::Rest, Deny::BadPath);
+            }
+        };
+        match self.head.clone() {
+            Head::Card { prefix, .. } => {
+                self.facts.binding = Some(Binding::Card);
+                self.card = Some(CardState::with_prefix(prefix, false));
+                self.decide(host)
+            }
+            Head::Rest { method, task_id, base, .. } => {
+                self.facts.binding = Some(Binding::Rest);
+                self.facts.method = Some(method);
+                self.facts.ids.task_id = task_id;
+                if method == Method::GetExtendedAgentCard {
+                    self.card = Some(CardState::with_prefix(base, false));
+                }
+                if end_of_stream {
+                    self.decide(host)
+                } else {
+                    self.phase = Phase::AwaitBody;
+                    Step::Pause
+                }
+            }
+            // A POST to an agent that is not A2A is refused, never passed unchecked: the SDK
+            // runs a JSON-RPC body whatever its content type says.
+            // An empty body is not JSON: a Parse error, as the agent answers.
+            Head::JsonPost if end_of_stream => self.refuse_unclassified(host, Binding::JsonRpc, Deny::Parse),
+            Head::JsonPost => {
+                self.phase = Phase::AwaitBody;
+                Step::Pause
+            }
+            Head::Other if post => self.refuse_unclassified(host, Binding::JsonRpc, Deny::MediaType),
+            Head::Other => {
+                // Neither A2A nor a POST (another GET, OPTIONS...): passed on, without the
+                // caller's credentials and gateway-owned headers, unrecorded.
+                self.phase = Phase::Passthrough;
+                Step::Continue
+            }
+        }
+    }
+
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.phase != Phase::AwaitBody {
+            return Step::Continue;
+        }
+        if body_size > self.state.limits.max_request_body_bytes {
+            self.facts.binding.get_or_insert(Binding::JsonRpc);
+            self.participate(host);
+            return self.deny(host, Deny::TooLarge);
+        }
+        if !end_of_stream {
+            return Step::Pause;
+        }
+        let body = match host.body(BodyBuffer::Request, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot read request body: {e}"));
+                Vec::new()
+            }
+        };
+        match self.head {
+            Head::Rest { .. } => {
+                // Duplicate keys: the agent's parser may read another method or id than ours
+                // (JSON-RPC bodies are checked while they are classified).
+                if !body.is_empty() {
+                    if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
+                        host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
+                        let binding = *self.facts.binding.get_or_insert(Binding::JsonRpc);
+                        return self.refuse_unclassified(host, binding, Deny::Invalid);
+                    }
+                }
+                if let Some(method) = self.facts.method {
+                    if let Ok(ids) = session::request_ids(&body, method, self.facts.dialect, self.state.log_message_parts) {
+                        let path_task = self.facts.ids.task_id.take();
+                        self.facts.ids = ids;
+                        self.facts.ids.task_id = path_task.or(self.facts.ids.task_id.take());
+                    }
+                }
+                self.decide(host)
+            }
+            Head::JsonPost => self.rpc_body(host, &body),
+            _ => Step::Continue,
+        }
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        if self.phase != Phase::Forwarded {
+            return Step::Continue;
+        }
+        let head = ResponseHead::read(host);
+        self.facts.status = head.status;
+        let card_fetch = self.facts.binding == Some(Binding::Card);
+        if let Some(card) = self.card.as_mut() {
+            if card.hold(&head, &self.state.cards, end_of_stream) {
+                return Step::Pause;
+            }
+            if card_fetch {
+                return Step::Continue;
+            }
+        }
+        // Only a successful answer with a body lists tasks; errors pass. Held until complete
+        // (or, unfilterable, until its first bytes are replaced).
+        if let Some(list) = self.list.as_mut() {
+            if list.hold(&head, self.state.limits.max_list_response_bytes, end_of_stream) {
+                return Step::Pause;
+            }
+        }
+        if !card_fetch && self.facts.method.is_some() {
+            let rest = self.facts.binding == Some(Binding::Rest);
+            if head.content_type.starts_with("text/event-stream") {
+                self.tracker = Some(ResponseTracker::sse(rest, self.state.limits.max_sse_event_bytes));
+            } else if head.is_json() {
+                self.tracker = Some(ResponseTracker::json(rest));
+            }
+        }
+        if end_of_stream {
+            self.response_done(host);
+        }
+        Step::Continue
+    }
+
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        if self.phase != Phase::Forwarded {
+            return Step::Continue;
+        }
+        if let Some(card) = self.card.as_mut().filter(|c| c.buffering) {
+            return card.body(host, &self.state.cards, body_size, end_of_stream);
+        }
+        if let Some(list) = self.list.as_mut().filter(|l| l.held()) {
+            let rest = self.facts.binding == Some(Binding::Rest);
+            match list.body(host, &self.state, &self.facts.target, rest, body_size, end_of_stream) {
+                ListOutcome::Step(step) => return step,
+                ListOutcome::Passed(body) => {
+                    // The answer as it goes out: its JSON-RPC error code, if any.
+                    let mut tracker = ResponseTracker::json(rest);
+                    tracker.feed(&body);
+                    tracker.finish();
+                    self.tracker = Some(tracker);
+                    self.facts.ttfe_nanos = Some(host.now_nanos());
+                    if end_of_stream {
+                        self.response_done(host);
+                    }
+                }
+                ListOutcome::Unfilterable => {
+                    let (status, error) = self.refusal(Deny::Unfilterable);
+                    response::replace_response(host, status, &error, body_size);
+                }
+            }
+            return Step::Continue;
+        }
+        if let Some(tracker) = self.tracker.as_mut() {
+            // Time to first event: a JSON body's first byte; an SSE stream's first whole event.
+            if self.facts.ttfe_nanos.is_none() && body_size > 0 && !tracker.is_stream() {
+                self.facts.ttfe_nanos = Some(host.now_nanos());
+            }
+            let chunk = if body_size > 0 { host.body(BodyBuffer::Response, 0, body_size).ok().flatten() } else { None };
+            let progress = chunk.map(|c| tracker.feed(&c)).unwrap_or_default();
+            if progress.first_event && self.facts.ttfe_nanos.is_none() {
+                self.facts.ttfe_nanos = Some(host.now_nanos());
+            }
+            if progress.new_ids {
+                self.record_response_ids(host);
+            }
+        }
+        if end_of_stream {
+            self.response_done(host);
+        }
+        Step::Continue
+    }
+
+    /// Called once when the stream ends (access-log time): audit record and metrics.
+    fn on_log(&mut self, host: &dyn Host) {
+        let forwarded = match self.phase {
+            Phase::Passthrough | Phase::AwaitBody | Phase::Logged => return,
+            Phase::Forwarded => true,
+            Phase::Denied => false,
+        };
+        self.phase = Phase::Logged;
+        if forwarded {
+            self.response_done(host);
+        }
+        let card = self.card.as_ref().map(|c| CardAudit {
+            result: c.result.unwrap_or("unchanged"),
+            urls_rewritten: c.urls_rewritten,
+            public_base: c.public_base.as_deref(),
+        });
+        let response = ResponseFacts {
+            tracker: self.tracker.as_ref(),
+            card,
+            tasks_withheld: self.list.as_ref().and_then(|l| l.withheld),
+        };
+        let record = record::build(&self.facts, response, host.now_nanos());
+        audit::emit(host, &self.state.audit, &record);
+        self.tags.publish(host, &self.facts, self.tracker.as_ref());
+        let state = record::state_label(&self.facts, self.tracker.as_ref());
+        let card_result = self.card.as_ref().and_then(|c| c.result);
+        record::emit_metrics(host, &self.metrics, &self.facts, &record, state, card_result);
+    }
+}
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;
