@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
 use tollgate_core::host::MemoryHost;
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_a2a::config::Config;
 use tollgate_a2a::flow::{build, Exchange, Shared};
 

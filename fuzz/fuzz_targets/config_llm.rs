@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
 use tollgate_core::host::{Host, HostExt, MemoryHost};
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_llm::config::{load_with, State};
 use tollgate_llm::exchange::Exchange;
 

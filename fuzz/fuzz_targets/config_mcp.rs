@@ -6,9 +6,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
-use tollgate_core::exchange::Step;
+use tollgate_core::stream::Step;
 use tollgate_core::host::MemoryHost;
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_mcp::config::Config;
 use tollgate_mcp::exchange::{Exchange, Shared};
 

@@ -1,11 +1,11 @@
-//! The duplicate-key check (filters/core/src/jsonrpc.rs), two implementations against an
+//! The duplicate-key check (filters/core/src/wire/jsonrpc.rs), two implementations against an
 //! independent one: `check_no_duplicate_keys` (a serde visitor) and the byte scan inside
 //! `parse_body_unique` (reached by wrapping the input as the `params` of a request) must
 //! both refuse exactly the JSON documents in which the independent reading (tollgate-fuzz
 //! `J`, all members kept) finds a repeated key, and accept the others.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tollgate_core::jsonrpc::{check_no_duplicate_keys, parse_body_unique, BodyError};
+use tollgate_core::wire::jsonrpc::{check_no_duplicate_keys, parse_body_unique, BodyError};
 use tollgate_fuzz::J;
 
 fuzz_target!(|data: &[u8]| {

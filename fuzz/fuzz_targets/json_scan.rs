@@ -1,4 +1,4 @@
-//! Core incremental JSON scanner (filters/core/src/json_scan.rs). Asserts:
+//! Core incremental JSON scanner (filters/core/src/wire/json_scan.rs). Asserts:
 //! - on any document serde_json accepts, the scanner finishes (`done`, not `failed`) and
 //!   reports exactly the document's scalars, in order, with their paths (keys decoded,
 //!   array indexes), strings decoded and numbers as written (compared to an independent
@@ -9,7 +9,7 @@
 //! Also `StringBody` (the shared string rule) agrees with a byte-by-byte reading.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tollgate_core::json_scan::{JsonScanner, Piece, Scalar, Seg, StringBody};
+use tollgate_core::wire::json_scan::{JsonScanner, Piece, Scalar, Seg, StringBody};
 use tollgate_fuzz::{chunks, Input, J};
 
 #[derive(Debug, Clone, PartialEq)]

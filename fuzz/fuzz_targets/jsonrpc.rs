@@ -1,4 +1,4 @@
-//! Core JSON-RPC envelopes (filters/core/src/jsonrpc.rs). Asserts:
+//! Core JSON-RPC envelopes (filters/core/src/wire/jsonrpc.rs). Asserts:
 //! - `parse_body_unique` (one parse plus a byte scan) gives exactly what `parse_body` then
 //!   `check_no_duplicate_keys` give (same outcome, same error text, same messages);
 //! - differential against an independent reading of the same bytes (tollgate-fuzz `J`,
@@ -10,7 +10,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use tollgate_core::jsonrpc::{check_no_duplicate_keys, parse_body, parse_body_unique, Body, BodyError, Envelope, Kind};
+use tollgate_core::wire::jsonrpc::{check_no_duplicate_keys, parse_body, parse_body_unique, Body, BodyError, Envelope, Kind};
 use tollgate_fuzz::J;
 
 fn two_passes(bytes: &[u8]) -> Result<usize, BodyError> {

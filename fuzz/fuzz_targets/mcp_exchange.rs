@@ -19,10 +19,10 @@
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
 use std::sync::OnceLock;
-use tollgate_core::exchange::{HttpExchange, Step};
+use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::MemoryHost;
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::testing::callback;
 use tollgate_mcp::config::Config;
 use tollgate_mcp::exchange::{Exchange, Shared};

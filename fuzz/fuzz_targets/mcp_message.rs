@@ -15,7 +15,7 @@
 #![no_main]
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use tollgate_core::jsonrpc::{parse_body_unique, parse_body_unique_as, Kind};
+use tollgate_core::wire::jsonrpc::{parse_body_unique, parse_body_unique_as, Kind};
 use tollgate_mcp::message::{check_routing_headers, read_message, read_parsed_message, Message, ObjectParams, Target};
 use tollgate_fuzz::J;
 

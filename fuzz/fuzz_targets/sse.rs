@@ -1,4 +1,4 @@
-//! Core SSE parser (filters/core/src/sse.rs). Asserts:
+//! Core SSE parser (filters/core/src/wire/sse.rs). Asserts:
 //! - the events equal those of an independent reference parser (tollgate-fuzz `reference_sse`,
 //!   the HTML standard's algorithm), whatever the chunking;
 //! - with `keeping_raw`, the raw blocks handed out plus `pending_raw` reproduce the input
@@ -7,7 +7,7 @@
 //! - an event past `max_event_bytes` is refused and nothing held exceeds the limit.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tollgate_core::sse::{SseEvent, SseItem, SseParser};
+use tollgate_core::wire::sse::{SseEvent, SseItem, SseParser};
 use tollgate_fuzz::{chunks, reference_sse, Input};
 
 fn run(stream: &[&[u8]], max: usize, raw: bool) -> (Vec<SseEvent>, Vec<(Option<SseEvent>, Vec<u8>)>, Vec<u8>, bool) {

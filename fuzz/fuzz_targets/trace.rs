@@ -1,4 +1,4 @@
-//! Core W3C trace context (filters/core/src/trace.rs). Asserts:
+//! Core W3C trace context (filters/core/src/wire/trace.rs). Asserts:
 //! - `TraceParent::parse` accepts exactly what an independent reading of the W3C Trace
 //!   Context rules accepts, and reads the same ids and flags;
 //! - an accepted value re-serializes (`to_header`, version 00) to a value that parses to the
@@ -11,7 +11,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tollgate_core::host::MemoryHost;
-use tollgate_core::trace::{participate, tracestate_upsert, TraceParent};
+use tollgate_core::wire::trace::{participate, tracestate_upsert, TraceParent};
 use tollgate_fuzz::Input;
 
 fn lower_hex(s: &[u8]) -> bool {

@@ -4,7 +4,7 @@
 
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tollgate_core::jsonrpc::{self, Body, BodyError, Kind, RpcParseError};
+use tollgate_core::wire::jsonrpc::{self, Body, BodyError, Kind, RpcParseError};
 use tollgate_core::text;
 
 /// The protocol dialect, chosen by the `A2A-Version` header (missing or empty: 0.3).

@@ -9,11 +9,11 @@ use crate::authz::{self, Policy};
 use crate::chain::HmacKey;
 use crate::classify::Method;
 use serde::Deserialize;
-use tollgate_core::audit::AuditConfig;
+use tollgate_core::observe::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;
-use tollgate_core::shared_table::SharedTable;
+use tollgate_core::shared_data::table::SharedTable;
 
 pub use crate::authz::Effect;
 

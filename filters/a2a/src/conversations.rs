@@ -8,8 +8,8 @@ use crate::session::{RequestIds, ResponseTracker};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use tollgate_core::host::{Host, LogLevel};
-use tollgate_core::shared_table::{Put, SharedTable};
-use tollgate_core::trace::{self, TraceParent, TraceStep};
+use tollgate_core::shared_data::table::{Put, SharedTable};
+use tollgate_core::wire::trace::{self, TraceParent, TraceStep};
 
 /// What the table stores per contextId / (agent, taskId) / referenced taskId (JSON),
 /// borrowed from the stored bytes when read and from the exchange when written.

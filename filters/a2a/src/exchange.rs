@@ -27,11 +27,11 @@ use crate::session::{self, ResponseTracker};
 use crate::upstream;
 use serde_json::value::RawValue;
 use std::rc::Rc;
-use tollgate_core::audit;
-use tollgate_core::exchange::{HttpExchange, Step};
+use tollgate_core::observe::audit;
+use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, IdentityError};
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::reply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,7 +375,7 @@ impl HttpExchange for Exchange {
                 // Duplicate keys: the agent's parser may read another method or id than ours
                 // (JSON-RPC bodies are checked while they are classified).
                 if !body.is_empty() {
-                    if let Err(e) = tollgate_core::jsonrpc::check_no_duplicate_keys(&body) {
+                    if let Err(e) = tollgate_core::wire::jsonrpc::check_no_duplicate_keys(&body) {
                         host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
                         let binding = *self.facts.binding.get_or_insert(Binding::JsonRpc);
                         return self.refuse_unclassified(host, binding, Deny::Invalid);

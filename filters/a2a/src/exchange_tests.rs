@@ -8,7 +8,7 @@ use crate::replies::codes;
 use crate::authz::ANONYMOUS;
 use crate::chain;
 use std::borrow::Cow;
-use tollgate_core::trace::TraceParent;
+use tollgate_core::wire::trace::TraceParent;
 use serde_json::{json, Value};
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::MemoryHost;

@@ -5,7 +5,7 @@ use crate::config::{Config, State};
 use crate::exchange::Exchange;
 use std::rc::Rc;
 use tollgate_core::config::ConfigError;
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::plugin::Plugin;
 
 pub struct A2APlugin;

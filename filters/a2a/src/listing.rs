@@ -26,7 +26,7 @@ fn count(n: usize) -> u32 {
 /// pass what it could not filter.
 pub fn filter_task_list(body: &[u8], rest: bool, mut owns: impl FnMut(&str) -> bool) -> Result<Filtered, String> {
     // The client's parser may read another `tasks` than ours if a key repeats.
-    tollgate_core::jsonrpc::check_no_duplicate_keys(body)?;
+    tollgate_core::wire::jsonrpc::check_no_duplicate_keys(body)?;
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let unchanged = |kept: usize| Filtered { body: None, kept: count(kept), withheld: 0 };
     let list = if rest {

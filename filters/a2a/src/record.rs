@@ -16,12 +16,12 @@ use crate::classify::{Binding, Dialect, Method};
 use crate::replies::Deny;
 use crate::session::{self, RequestIds, ResponseIds, ResponseTracker};
 use serde::Serialize;
-use tollgate_core::audit::{Decision, Layer, Record};
-use tollgate_core::filter_state::Published;
+use tollgate_core::observe::audit::{Decision, Layer, Record};
+use tollgate_core::observe::filter_state::Published;
 use tollgate_core::host::Host;
 use tollgate_core::identity::Identity;
-use tollgate_core::metrics::Metrics;
-use tollgate_core::trace::TraceStep;
+use tollgate_core::observe::metrics::Metrics;
+use tollgate_core::wire::trace::TraceStep;
 
 pub const REQUESTS: &str = "tollgate.a2a.requests";
 pub const CALLS: &str = "tollgate.a2a.calls";

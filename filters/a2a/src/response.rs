@@ -8,7 +8,7 @@ use crate::config::{CardsConfig, State};
 use crate::conversations;
 use crate::head;
 use crate::listing;
-use tollgate_core::exchange::Step;
+use tollgate_core::stream::Step;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 
 /// The response headers the filter reads.

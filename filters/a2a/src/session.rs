@@ -6,8 +6,8 @@ use crate::classify::{Dialect, Method};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tollgate_core::json_scan::{path_is as is, JsonScanner, Scalar, Seg};
-use tollgate_core::sse::{SseItem, SseParser};
+use tollgate_core::wire::json_scan::{path_is as is, JsonScanner, Scalar, Seg};
+use tollgate_core::wire::sse::{SseItem, SseParser};
 
 /// Longest id kept; longer ids are ignored (ids are UUID-sized in practice).
 pub const MAX_ID_BYTES: usize = 256;

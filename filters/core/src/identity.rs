@@ -7,7 +7,7 @@
 use crate::config::ConfigError;
 use crate::hash::sha256_hex;
 use crate::host::{HeaderMap, Host, HostExt};
-use crate::pairs::deserialize_pairs_exact;
+use crate::host::abi_pairs::deserialize_pairs_exact;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,7 +378,7 @@ mod tests {
         host.set_prop(&[&base[..], &["team"]].concat(), b"payments");
         host.set_prop(
             &[&base[..], &["groups"]].concat(),
-            &crate::pairs::serialize_pairs(&[("eng", ""), ("admins", "")]),
+            &crate::host::abi_pairs::serialize_pairs(&[("eng", ""), ("admins", "")]),
         );
         let id = resolve(&host, &cfg).unwrap().unwrap();
         assert_eq!(id.principal, "alice");

@@ -1,33 +1,34 @@
-//! Shared pieces of the Tollgate filters.
+//! Shared pieces of the Tollgate filters, grouped by what they are:
 //!
-//! Everything here is pure Rust that never touches the proxy-wasm host directly, except
-//! [`wasm_host`], the one place that talks to Envoy. Filters take a `&dyn Host`, so their
-//! decision logic runs natively in `cargo test` against [`host::MemoryHost`].
+//! - [`host`]: the `Host` trait every filter works through (fallible calls, never panicking),
+//!   `MemoryHost` for tests, the raw proxy-wasm ABI ([`host::wasm`], the one place that talks
+//!   to Envoy and the only `unsafe`), the per-callback cache ([`host::batched`]) and the ABI's
+//!   pair encoding ([`host::abi_pairs`]);
+//! - [`plugin`] and [`stream`]: the one proxy-wasm glue for all filters, and the stream a
+//!   filter's exchange sees (trailers end the body);
+//! - [`wire`]: formats read and written on the wire, incrementally where they stream (SSE,
+//!   JSON scanning and framing, JSON-RPC envelopes, W3C trace context);
+//! - [`shared_data`]: state shared by the workers of one Envoy (fixed-window counters, an
+//!   expiring table);
+//! - [`observe`]: the audit record, metrics, filter state;
+//! - [`config`], [`identity`], [`glob`], [`reply`], [`hash`], [`text`]: configuration loading,
+//!   the one identity model, patterns, local replies, digests, text helpers.
+//!
+//! Filters take a `&dyn Host`, so their logic runs natively in `cargo test` against
+//! [`host::MemoryHost`] ([`testing`] drives whole exchanges).
 
-pub mod audit;
-pub mod callback_host;
 pub mod config;
-pub mod exchange;
-pub mod filter_state;
 pub mod glob;
 pub mod hash;
 pub mod host;
 pub mod identity;
-pub mod json_framing;
-pub mod json_scan;
-pub mod jsonrpc;
-pub mod limits;
-pub mod metrics;
-pub mod pairs;
+pub mod observe;
 #[cfg(target_arch = "wasm32")]
 pub mod plugin;
-pub mod raw_object;
 pub mod reply;
-pub mod shared_table;
-pub mod sse;
+pub mod shared_data;
+pub mod stream;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub mod text;
-pub mod trace;
-#[cfg(target_arch = "wasm32")]
-pub mod wasm_host;
+pub mod wire;

@@ -2,12 +2,12 @@
 //! (refusing to load with the bad field named), then hand each HTTP stream a filter that
 //! holds the shared, immutable config.
 
-use crate::callback_host::CallbackHost;
+use crate::host::batched::CallbackHost;
 use crate::config::{self, ConfigError, Validate};
-use crate::exchange::{HttpExchange, Step, Stream};
+use crate::stream::{HttpExchange, Step, Stream};
 use crate::host::{Host, LogLevel};
-use crate::metrics::Metrics;
-use crate::wasm_host::WasmHost;
+use crate::observe::metrics::Metrics;
+use crate::host::wasm::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use serde::de::DeserializeOwned;

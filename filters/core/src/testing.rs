@@ -1,8 +1,8 @@
 //! Test support shared by the filter crates (native builds only): drive one whole HTTP
 //! exchange through a filter against [`MemoryHost`], the way Envoy calls it.
 
-use crate::callback_host::CallbackHost;
-use crate::exchange::{HttpExchange, Step, Stream};
+use crate::host::batched::CallbackHost;
+use crate::stream::{HttpExchange, Step, Stream};
 use crate::host::MemoryHost;
 
 /// Extra warm-up rounds a test driving a benchmark request should run first (quietly), from

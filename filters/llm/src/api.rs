@@ -1,7 +1,7 @@
 //! Client APIs: detection by path, borrowed request parsing, body rewriting that keeps
 //! every untouched member verbatim, and error bodies in each API's own shape.
 
-use tollgate_core::raw_object::RawMembers;
+use tollgate_core::wire::raw_object::RawMembers;
 use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

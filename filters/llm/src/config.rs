@@ -24,11 +24,11 @@
 use crate::api::{AuthScheme, ClientApi};
 use crate::cost::{Price, PriceTable};
 use crate::limits::{Limit, Scope};
-use tollgate_core::metrics::LabelCap;
+use tollgate_core::observe::metrics::LabelCap;
 use crate::routing::{Provider, Router};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
-use tollgate_core::audit::AuditConfig;
+use tollgate_core::observe::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;

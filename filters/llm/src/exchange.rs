@@ -26,13 +26,13 @@ use crate::limits::{self, Actual, Denial, Held};
 use crate::record::{self, Accounting, ExchangeFacts, Labels, Phase, Refused};
 use crate::usage::{Framing, UsageTracker};
 use std::rc::Rc;
-use tollgate_core::audit;
-use tollgate_core::exchange::{HttpExchange, Step};
+use tollgate_core::observe::audit;
+use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity;
-use tollgate_core::metrics::Metrics;
+use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::reply;
-use tollgate_core::trace;
+use tollgate_core::wire::trace;
 
 /// Upstream error bodies kept for the record's error message.
 const MAX_ERROR_BODY: usize = 8 * 1024;

@@ -411,7 +411,7 @@ fn chat_body(max_tokens: u64) -> Vec<u8> {
 }
 
 fn used(host: &MemoryHost, key: &str) -> u64 {
-    tollgate_core::limits::usage(host, key, 3600)
+    tollgate_core::shared_data::window_counter::usage(host, key, 3600)
 }
 
 const TOKENS: &str = "tollgate.llm.limit.tpm.alice.tokens";
@@ -566,7 +566,7 @@ fn team_budget_in_money_and_overshoot_is_recorded() {
     assert_eq!(r["cost_micro_usd"], 250_000);
     assert_eq!(r["limits_overshot"], json!(["team-budget"]));
     assert_eq!(host.metric("tollgate.llm.limit_overshoots.limit.team-budget.team.payments"), Some(1));
-    assert_eq!(tollgate_core::limits::usage(&host, "tollgate.llm.limit.team-budget.payments.cost", 2592000), 250_000);
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.llm.limit.team-budget.payments.cost", 2592000), 250_000);
     // Spent: dave (same team) is refused; bob (another team) is not.
     let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-dave"));
     let (mut refused, forwarded) = admit_one(&state, &metrics, &h2, &body);

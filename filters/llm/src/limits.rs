@@ -29,7 +29,7 @@
 //! ```
 //!
 //! and every matching limit reserves 1 request, the tokens and the cost in its current
-//! window, all or nothing ([`tollgate_core::limits::reserve_all`]): if any counter would go
+//! window, all or nothing ([`tollgate_core::shared_data::window_counter::reserve_all`]): if any counter would go
 //! over its cap, the ones already taken are returned and the request is refused with 429.
 //! In-flight requests hold their reservations, so concurrent requests cannot together
 //! overshoot a cap by more than their real usage beyond their own estimates.
@@ -37,7 +37,7 @@
 //! **Reconciliation** (exactly once, when the request's final record is written: at the
 //! response's end, or at `on_log` / `on_done` for requests that never got there): each
 //! reservation is replaced by the real amount, `real - reserved` added to the window the
-//! reservation was made in ([`tollgate_core::limits::settle`]). Real amounts: 1 request if it
+//! reservation was made in ([`tollgate_core::shared_data::window_counter::settle`]). Real amounts: 1 request if it
 //! was forwarded (0 if it was refused after admission); the tokens and cost the audit record
 //! holds (reported, or estimated when usage never arrived); 0 tokens for upstream errors. If
 //! the window rolled over meanwhile, a negative adjustment is dropped (returning it would
@@ -54,7 +54,7 @@ use tollgate_core::glob::Glob;
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::{Host, LogLevel};
 use tollgate_core::identity::{Identity, Source};
-use tollgate_core::limits::{self, Claim, Settlement};
+use tollgate_core::shared_data::window_counter::{self, Claim, Settlement};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,7 +217,7 @@ pub struct Held {
     pub limit: usize,
     pub dimension: Dimension,
     pub key: String,
-    pub reservation: limits::Reservation,
+    pub reservation: window_counter::Reservation,
 }
 
 /// Why a request was refused: the first counter that did not fit.
@@ -319,7 +319,7 @@ pub fn admit(
             window_secs: rules.get(*index).map(|r| r.window_secs).unwrap_or(1),
         })
         .collect();
-    match limits::reserve_all(host, &claims) {
+    match window_counter::reserve_all(host, &claims) {
         Ok(reservations) => Ok(wanted
             .into_iter()
             .zip(reservations)
@@ -372,7 +372,7 @@ pub fn reconcile(host: &dyn Host, rules: &[Limit], held: &[Held], actual: Actual
         }
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN + 1 } else { i64::MAX });
         let r = &h.reservation;
-        match limits::settle(host, &h.key, r.window_start_secs, r.window_secs, delta) {
+        match window_counter::settle(host, &h.key, r.window_start_secs, r.window_secs, delta) {
             Settlement::Applied { used } | Settlement::CarriedOver { used } => {
                 let cap = rules.get(h.limit).map(|l| l.cap(h.dimension)).unwrap_or(u64::MAX);
                 if delta > 0 && used > cap && !overshot.contains(&h.limit) {
@@ -413,7 +413,7 @@ pub fn client_headers(rules: &[Limit], held: &[Held]) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use tollgate_core::host::MemoryHost;
-    use tollgate_core::limits::usage;
+    use tollgate_core::shared_data::window_counter::usage;
 
     fn limit(id: &str, scope: Scope, requests: Option<u64>, tokens: Option<u64>, cost: Option<u64>) -> Limit {
         Limit { id: id.into(), scope, models: None, requests, tokens, cost_micro_usd: cost, window_secs: 60 }

@@ -35,11 +35,11 @@ use crate::cost::cost_micro_usd;
 use crate::limits::{Denial, Estimate};
 use crate::usage::{self, Tokens, UsageTracker};
 use serde::Serialize;
-use tollgate_core::audit::{Decision, Layer, Record};
+use tollgate_core::observe::audit::{Decision, Layer, Record};
 use tollgate_core::host::Host;
 use tollgate_core::identity::Identity;
-use tollgate_core::metrics::Metrics;
-use tollgate_core::trace::TraceStep;
+use tollgate_core::observe::metrics::Metrics;
+use tollgate_core::wire::trace::TraceStep;
 
 pub const REQUESTS: &str = "tollgate.llm.requests";
 pub const LABELLED_REQUESTS: &str = "tollgate.llm.gen_ai_client_requests";

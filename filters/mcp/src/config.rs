@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use tollgate_core::audit::AuditConfig;
+use tollgate_core::observe::audit::AuditConfig;
 use tollgate_core::config::{ConfigError, Validate};
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;

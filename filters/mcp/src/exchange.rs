@@ -20,17 +20,17 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::rc::Rc;
-use tollgate_core::exchange::{HttpExchange, Step};
-use tollgate_core::audit::{self, Decision, Layer, Record};
+use tollgate_core::stream::{HttpExchange, Step};
+use tollgate_core::observe::audit::{self, Decision, Layer, Record};
 use tollgate_core::config::ConfigError;
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
-use tollgate_core::jsonrpc::{parse_body_unique, parse_body_unique_as, Body, BodyError, Kind};
-use tollgate_core::metrics::{LabelCap, Metrics};
+use tollgate_core::wire::jsonrpc::{parse_body_unique, parse_body_unique_as, Body, BodyError, Kind};
+use tollgate_core::observe::metrics::{LabelCap, Metrics};
 use tollgate_core::reply::{rpc_error_body, send_json};
-use tollgate_core::sse::{SseEvent, SseItem, SseParser};
-use tollgate_core::trace::{self, TraceStep};
+use tollgate_core::wire::sse::{SseEvent, SseItem, SseParser};
+use tollgate_core::wire::trace::{self, TraceStep};
 
 /// Distinct values per VM of each client-chosen label (`tool`, `method`), each label its own
 /// cap; further values are counted as `other` (stat names must stay bounded).
@@ -633,7 +633,7 @@ impl Exchange {
         if policy.dry_run || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
             return Outcome::Keep;
         }
-        let Err(why) = tollgate_core::jsonrpc::check_no_duplicate_keys(text.as_bytes()) else { return Outcome::Keep };
+        let Err(why) = tollgate_core::wire::jsonrpc::check_no_duplicate_keys(text.as_bytes()) else { return Outcome::Keep };
         if let Some(rec) = self.expect.first().and_then(|e| self.records.get_mut(e.record)) {
             rec.error = Some(format!("server message refused: {}", message::truncate(&why, 256)));
         }
@@ -1800,7 +1800,7 @@ id: 9\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"too
         let rows: Vec<(&str, &str)> = a.as_array().unwrap().iter().map(|r| (r["decision"].as_str().unwrap(), r["reason"].as_str().unwrap_or("-"))).collect();
         assert_eq!(rows, [("deny", "another message in the batch was rate limited"), ("allow", "-"), ("deny", "another message in the batch was rate limited"), ("deny", "rate_limited")]);
         // Nothing was forwarded, so nothing was counted: two single calls still pass.
-        assert_eq!(tollgate_core::limits::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 0);
+        assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 0);
         for id in 10..12 {
             let (_, step) = again(&shared, &host, &ADD.replace("\"id\":7", &format!("\"id\":{id}")));
             assert_eq!(step, Step::Continue);

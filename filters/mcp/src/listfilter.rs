@@ -4,8 +4,8 @@
 //! byte for byte; tool results report `isError`. Works on one JSON-RPC message at a time, so
 //! the filter can apply it to a JSON body (object or batch array) or to each SSE event.
 
-use tollgate_core::raw_object::RawMembers;
-use tollgate_core::raw_object::Key;
+use tollgate_core::wire::raw_object::RawMembers;
+use tollgate_core::wire::raw_object::Key;
 use crate::message::Target;
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use crate::args::Json;
-use tollgate_core::jsonrpc::{Envelope, Kind};
+use tollgate_core::wire::jsonrpc::{Envelope, Kind};
 
 /// JSON-RPC / MCP error codes the filter answers with.
 pub mod codes {
@@ -380,7 +380,7 @@ pub fn session_id(value: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_core::jsonrpc::parse_body;
+    use tollgate_core::wire::jsonrpc::parse_body;
 
     fn one(body: &str) -> Result<(Kind, String, Option<String>, Option<String>), Refusal> {
         let parsed = parse_body(body.as_bytes()).unwrap();
@@ -431,7 +431,7 @@ mod tests {
                     let body = format!(r#"{{{head},"method":"{method}"{params}}}"#);
                     let raw = parse_body(body.as_bytes()).unwrap();
                     let expected = summary(read_message(&raw.messages()[0]));
-                    if let Ok(parsed) = tollgate_core::jsonrpc::parse_body_unique_as::<ObjectParams<'_>>(body.as_bytes()) {
+                    if let Ok(parsed) = tollgate_core::wire::jsonrpc::parse_body_unique_as::<ObjectParams<'_>>(body.as_bytes()) {
                         one_pass += 1;
                         let got = summary(read_parsed_message(parsed.into_messages().next().unwrap()));
                         assert_eq!(got, expected, "{body}");
@@ -443,7 +443,7 @@ mod tests {
         for body in [r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{"name":5}}"#, r#"{"jsonrpc":"2.0","id":1,"result":{},"params":{"name":"x"}}"#] {
             let raw = parse_body(body.as_bytes()).unwrap();
             let expected = summary(read_message(&raw.messages()[0]));
-            if let Ok(parsed) = tollgate_core::jsonrpc::parse_body_unique_as::<ObjectParams<'_>>(body.as_bytes()) {
+            if let Ok(parsed) = tollgate_core::wire::jsonrpc::parse_body_unique_as::<ObjectParams<'_>>(body.as_bytes()) {
                 assert_eq!(summary(read_parsed_message(parsed.into_messages().next().unwrap())), expected, "{body}");
             }
         }

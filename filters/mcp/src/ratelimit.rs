@@ -1,5 +1,5 @@
 //! Per-identity call rate limits ("runaway agents stopped"): fixed windows counted in Envoy
-//! shared data with the core `limits::consume` (compare-and-swap, one counter per key for
+//! shared data with the core `window_counter::consume` (compare-and-swap, one counter per key for
 //! every worker VM of one Envoy, fail closed). Only `tools/call` requests the policy allowed
 //! are counted; every matching limit must admit a call, and a request is admitted whole or
 //! not at all (what a refused request consumed is given back).
@@ -10,7 +10,7 @@ use tollgate_core::config::ConfigError;
 use tollgate_core::glob::Glob;
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::Host;
-use tollgate_core::limits;
+use tollgate_core::shared_data::window_counter;
 
 /// Shared-data key prefix of every counter: `tollgate.mcp.rl.<limit id>[.<per value>]`.
 pub const KEY_PREFIX: &str = "tollgate.mcp.rl.";
@@ -88,7 +88,7 @@ impl RateLimits {
     }
 
     /// Counts one call on every matching limit for each tool called by one request (a batch
-    /// calls several), in order. All or nothing (core `limits::reserve_all`, one clock
+    /// calls several), in order. All or nothing (core `window_counter::reserve_all`, one clock
     /// reading): at the first refusal, whatever this request already counted is given back
     /// to the window it was counted in (never to a window that started since).
     pub fn admit(&self, host: &dyn Host, subject: Subject<'_>, tools: &[&str]) -> Result<(), Refused<'_>> {
@@ -101,11 +101,11 @@ impl RateLimits {
         if keys.is_empty() {
             return Ok(());
         }
-        let claims: Vec<limits::Claim<'_>> = keys
+        let claims: Vec<window_counter::Claim<'_>> = keys
             .iter()
-            .map(|(_, limit, key)| limits::Claim { key, amount: 1, limit: limit.max_calls, window_secs: limit.window_secs })
+            .map(|(_, limit, key)| window_counter::Claim { key, amount: 1, limit: limit.max_calls, window_secs: limit.window_secs })
             .collect();
-        match limits::reserve_all(host, &claims) {
+        match window_counter::reserve_all(host, &claims) {
             Ok(_) => Ok(()),
             Err(refusal) => {
                 let (index, limit_id) = match keys.get(refusal.index) {
@@ -197,8 +197,8 @@ mod tests {
         assert_eq!(refused, Refused { index: 0, limit_id: "burst", retry_after_secs: 20 });
         // Another principal has its own counter.
         assert_eq!(rl.admit(&host, b, &["add"]), Ok(()));
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 3);
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.burst.bob", 60), 1);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 3);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.bob", 60), 1);
         // Refused calls consume nothing; the next window starts from zero.
         *host.clock_nanos.borrow_mut() = window_end * SEC;
         for _ in 0..3 {
@@ -228,7 +228,7 @@ mod tests {
         assert!(on(Some(&lone), "add", "demo").is_ok());
         assert!(on(None, "add", "demo").is_ok());
         assert_eq!(on(None, "add", "demo"), Err("team".into()));
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.team", 10), 2);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.team", 10), 2);
         // Per server: every caller of `billing` together; `demo` is not limited by it.
         *host.clock_nanos.borrow_mut() = 110 * SEC;
         let (a, b) = (who("a", Some("t1"), &[]), who("b", Some("t2"), &[]));
@@ -237,7 +237,7 @@ mod tests {
         assert!(on(Some(&a), "echo", "billing").is_ok());
         assert_eq!(on(Some(&b), "add", "billing"), Err("server".into()));
         assert!(on(Some(&b), "add", "demo").is_ok());
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.server.billing", 10), 3);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.server.billing", 10), 3);
     }
 
     #[test]
@@ -254,7 +254,7 @@ mod tests {
         assert!(rl.admit(&host, s, &["transfer"]).is_ok());
         assert_eq!(rl.admit(&host, s, &["refund_all"]).unwrap_err().limit_id, "money");
         // The refused call gave back what `all` had counted for it.
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.all.bob", 60), 1);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", 60), 1);
         for _ in 0..4 {
             assert!(rl.admit(&host, s, &["add"]).is_ok());
         }
@@ -274,7 +274,7 @@ mod tests {
         assert!(rl.admit(&host, s, &["add", "echo"]).is_ok());
         let refused = rl.admit(&host, s, &["add", "echo"]).unwrap_err();
         assert_eq!(refused.index, 1);
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 2);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 2);
         assert!(rl.admit(&host, s, &["add"]).is_ok());
         assert!(rl.admit(&host, s, &["add"]).is_err());
         assert!(rl.admit(&host, s, &[]).is_ok());
@@ -430,7 +430,7 @@ mod tests {
         racing.roll_over();
         assert_eq!(*host.clock_nanos.borrow(), 120 * SEC);
         // The new window counted three calls and keeps them: no fourth call is admitted.
-        assert_eq!(limits::usage(&host, "tollgate.mcp.rl.all.bob", 60), 3);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", 60), 3);
         assert_eq!(rl.admit(&host, s, &["add"]).unwrap_err().limit_id, "all");
     }
 }

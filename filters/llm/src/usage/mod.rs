@@ -29,16 +29,16 @@
 
 use crate::api::{ClientApi, Text};
 use serde::Serialize;
-use tollgate_core::sse::{SseItem, SseParser};
+use tollgate_core::wire::sse::{SseItem, SseParser};
 
 mod anthropic;
 mod gemini;
 mod openai_chat;
 mod openai_responses;
 
-/// The streaming JSON framers, now in core (`tollgate_core::json_framing`); re-exported
+/// The streaming JSON framers, now in core (`tollgate_core::wire::json_framing`); re-exported
 /// under their old paths.
-pub use tollgate_core::json_framing::{JsonArraySplitter, TopLevelCapture};
+pub use tollgate_core::wire::json_framing::{JsonArraySplitter, TopLevelCapture};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Tokens {

@@ -61,7 +61,7 @@ impl Snapshot {
     fn parse(raw: &[u8]) -> Option<Snapshot> {
         // The listing's framing (10 bytes a header) leaves room for a few changes' text; the
         // header count is capped by what the listing can hold, whatever its first word says.
-        let count = crate::pairs::le_u32_at(raw, 0).unwrap_or(0);
+        let count = crate::host::abi_pairs::le_u32_at(raw, 0).unwrap_or(0);
         let mut bytes = Vec::with_capacity(raw.len());
         let mut headers = Vec::with_capacity(count.min(raw.len() / 10));
         let mut piece = |b: &[u8]| {
@@ -69,7 +69,7 @@ impl Snapshot {
             bytes.extend_from_slice(b);
             start..bytes.len()
         };
-        let complete = crate::pairs::for_each_pair(raw, |name, value| headers.push((piece(name), piece(value))));
+        let complete = crate::host::abi_pairs::for_each_pair(raw, |name, value| headers.push((piece(name), piece(value))));
         if headers.is_empty() {
             return None;
         }
@@ -550,19 +550,19 @@ mod tests {
 
     #[test]
     fn a_truncated_listing_is_never_written_back_whole() {
-        let full = crate::pairs::serialize_pairs(&[(":method", "GET"), ("a", "1"), ("b", "2")]);
+        let full = crate::host::abi_pairs::serialize_pairs(&[(":method", "GET"), ("a", "1"), ("b", "2")]);
         let snapshot = Snapshot::parse(&full[..full.len() - 3]).unwrap();
         assert!(!snapshot.lossless);
         assert!(Snapshot::parse(&full).unwrap().lossless);
-        assert!(Snapshot::parse(&crate::pairs::serialize_pairs(&[])).is_none());
-        let mut invalid = crate::pairs::serialize_pairs(&[(":method", "GET"), ("a", "xy")]);
+        assert!(Snapshot::parse(&crate::host::abi_pairs::serialize_pairs(&[])).is_none());
+        let mut invalid = crate::host::abi_pairs::serialize_pairs(&[(":method", "GET"), ("a", "xy")]);
         let at = invalid.len() - 2;
         invalid[at] = 0xff;
         assert!(!Snapshot::parse(&invalid).unwrap().lossless, "invalid UTF-8");
-        let replaced = crate::pairs::serialize_pairs(&[(":method", "GET"), ("a", "\u{FFFD}")]);
+        let replaced = crate::host::abi_pairs::serialize_pairs(&[(":method", "GET"), ("a", "\u{FFFD}")]);
         assert!(!Snapshot::parse(&replaced).unwrap().lossless, "a replacement character");
         // Bytes that are UTF-8 only across a name and its value: each piece is still invalid.
-        let mut split = crate::pairs::serialize_pairs(&[(":method", "GET"), ("ab", "cd")]);
+        let mut split = crate::host::abi_pairs::serialize_pairs(&[(":method", "GET"), ("ab", "cd")]);
         let at = split.windows(5).position(|w| w == b"ab\0cd").unwrap();
         split[at + 1] = 0xC3;
         split[at + 3] = 0xA9;

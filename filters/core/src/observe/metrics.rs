@@ -194,7 +194,7 @@ pub const OTHER: &str = "other";
 /// stays small. A real value `other` shares its stat with the overflow. One cap per label:
 ///
 /// ```
-/// # use tollgate_core::metrics::LabelCap;
+/// # use tollgate_core::observe::metrics::LabelCap;
 /// let tools = LabelCap::new(2);
 /// assert_eq!(tools.label("add"), "add");
 /// assert_eq!(tools.label("echo"), "echo");

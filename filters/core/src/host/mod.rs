@@ -1,5 +1,10 @@
 //! The host trait: everything a filter needs from Envoy, each call fallible, never panicking.
 
+pub mod abi_pairs;
+pub mod batched;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -64,12 +69,12 @@ pub trait Host {
 
     fn header(&self, map: HeaderMap, name: &str) -> HostResult<Option<String>>;
     fn headers(&self, map: HeaderMap) -> HostResult<Vec<(String, String)>>;
-    /// The map in proxy-wasm's pair serialization ([`crate::pairs`]), as the host returns it:
+    /// The map in proxy-wasm's pair serialization ([`crate::host::abi_pairs`]), as the host returns it:
     /// one buffer instead of a string per name and value.
     fn headers_raw(&self, map: HeaderMap) -> HostResult<Vec<u8>> {
         let headers = self.headers(map)?;
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Ok(crate::pairs::serialize_pairs(&pairs))
+        Ok(crate::host::abi_pairs::serialize_pairs(&pairs))
     }
     /// Replaces a header, or removes it when `value` is `None`.
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()>;
@@ -108,7 +113,7 @@ pub trait HostExt: Host {
     /// for empty values, structs and lists (pair-serialized), non-UTF-8 or control characters.
     fn property_string(&self, path: &[&str]) -> Option<String> {
         let raw = self.property(path).ok().flatten()?;
-        if raw.is_empty() || crate::pairs::deserialize_pairs_exact(&raw).is_some() {
+        if raw.is_empty() || crate::host::abi_pairs::deserialize_pairs_exact(&raw).is_some() {
             return None;
         }
         String::from_utf8(raw).ok().filter(|s| !s.chars().any(char::is_control))
@@ -235,7 +240,7 @@ impl Host for MemoryHost {
         self.note("headers", &format!("{map:?}"));
         let headers = self.map(map).borrow();
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Ok(crate::pairs::serialize_pairs(&pairs))
+        Ok(crate::host::abi_pairs::serialize_pairs(&pairs))
     }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
         self.note("set_header", name);

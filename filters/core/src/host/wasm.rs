@@ -6,7 +6,7 @@
 #![allow(unsafe_code, clashing_extern_declarations)]
 
 use crate::host::{BodyBuffer, HeaderMap, Host, HostError, HostResult, LogLevel, MetricKind};
-use crate::pairs::{deserialize_pairs, serialize_pairs};
+use crate::host::abi_pairs::{deserialize_pairs, serialize_pairs};
 use std::ptr::null_mut;
 
 const OK: u32 = 0;

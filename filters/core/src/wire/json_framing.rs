@@ -1,13 +1,13 @@
 //! Streaming JSON framers: byte-level scanners that find pieces of a JSON document fed in
 //! chunks, holding only the piece in progress (never the whole document). They know nothing
 //! about what the JSON means; string bodies are skipped with [`StringBody`] (the same
-//! string-run scanner as [`crate::json_scan`]).
+//! string-run scanner as [`crate::wire::json_scan`]).
 //!
 //! - [`JsonArraySplitter`]: the top-level elements of a streamed JSON array, one at a time.
 //! - [`TopLevelCapture`]: the raw values of chosen top-level members of a JSON object.
 //! - [`append_bounded`]: the bounded capture buffer both use.
 
-use crate::json_scan::{Piece, StringBody};
+use crate::wire::json_scan::{Piece, StringBody};
 
 /// Splits a streamed JSON array into its top-level elements, holding only the element in
 /// progress. Elements that are not objects or arrays are skipped.

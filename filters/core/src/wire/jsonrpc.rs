@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
-use crate::json_scan::text_run;
+use crate::wire::json_scan::text_run;
 #[cfg(doc)]
-use crate::json_scan::StringBody;
+use crate::wire::json_scan::StringBody;
 
 /// One message. `P` is how `params` is read: raw by default.
 #[derive(Debug, Deserialize)]
