@@ -9,21 +9,19 @@
 //! per JSON-RPC message emitted when the response ends.
 
 use crate::config::{Config, DenyStyle};
-use crate::args::Json;
+use crate::judge::{self, Judgement};
 use crate::listfilter::{filter_list, id_key, IdKey, ListKind, ResponseHead, ServerMessage};
 use crate::message::{self, codes, read_message_at, read_parsed_message_at, ObjectParams, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
-use crate::replies::{self, Denied, Reply};
-use serde::Serialize;
+use crate::record::{Detail, MessageRecord};
+use crate::replies::{self, Reply};
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::observe::audit::{self, Decision, Layer, Record};
 use tollgate_core::config::ConfigError;
-use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::wire::jsonrpc::{parse_body_unique, parse_body_unique_as, Body, BodyError, Kind};
@@ -73,93 +71,6 @@ impl Shared {
     fn deny_style(&self) -> DenyStyle {
         self.policy.as_ref().map(|p| p.deny_style).unwrap_or_default()
     }
-}
-
-/// The audit detail of one message (flattened beside the core envelope).
-#[derive(Debug, Default, Serialize)]
-struct MessageDetail {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<Cow<'static, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jsonrpc_id: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_uri: Option<String>,
-    /// SHA-256 of the canonical arguments (sorted keys, no whitespace).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments_sha256: Option<String>,
-    /// The canonical arguments themselves (only with `audit_arguments`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// `result.isError` of the upstream's tool result.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    is_error: Option<bool>,
-    /// `error.code` when the upstream answered with a JSON-RPC error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rpc_error_code: Option<i64>,
-    /// Items removed from a list result (counted, not removed, in dry run).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    list_hidden: Option<usize>,
-}
-
-#[derive(Debug)]
-struct MessageRecord {
-    decision: Decision,
-    enforced: bool,
-    /// Refused (or, in dry run, would have been) by a rate limit: `rule_id` is the limit.
-    rate_limited: bool,
-    rule_id: Option<String>,
-    error: Option<String>,
-    detail: MessageDetail,
-}
-
-impl MessageRecord {
-    fn new(decision: Decision) -> Self {
-        MessageRecord {
-            decision,
-            enforced: true,
-            rate_limited: false,
-            rule_id: None,
-            error: None,
-            detail: MessageDetail::default(),
-        }
-    }
-
-    /// The `decision` label of the message and call counters.
-    fn label(&self) -> &'static str {
-        match self.decision {
-            Decision::Allow => "allow",
-            Decision::Deny if self.rate_limited && self.enforced => "rate_limited",
-            Decision::Deny if self.rate_limited => "dryrun_rate_limited",
-            Decision::Deny if self.enforced => "deny",
-            Decision::Deny => "dryrun_deny",
-            Decision::Error => "error",
-        }
-    }
-}
-
-/// Audit `reason` of a call refused by a rate limit.
-const RATE_LIMITED: &str = "rate_limited";
-
-/// The request-level part of every record.
-#[derive(Serialize)]
-struct Detail<'a> {
-    server: &'a str,
-    http_method: &'a str,
-    revision: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_index: Option<usize>,
-    #[serde(flatten)]
-    message: &'a MessageDetail,
 }
 
 /// A response the filter expects for a forwarded request.
@@ -390,102 +301,30 @@ impl Exchange {
 
         // Judge every message.
         let shared = self.shared.clone();
-        let policy = shared.policy.as_ref();
-        let mut verdicts: Vec<Option<Option<String>>> = Vec::with_capacity(messages.len());
-        let mut any_denied = false;
-        for m in &messages {
-            let mut record = MessageRecord::new(Decision::Allow);
-            record.detail.kind = Some(match m.kind {
-                Kind::Request => "request",
-                Kind::Notification => "notification",
-                Kind::Response => "response",
-            });
-            if m.kind != Kind::Response {
-                let method = message::static_method(&m.method).map_or_else(|| Cow::Owned(m.method.to_string()), Cow::Borrowed);
-                record.detail.method = Some(method);
-            }
-            record.detail.jsonrpc_id = m.id.map(RawValue::to_owned);
-            match &m.target {
-                Target::Tool(n) => record.detail.tool = Some(n.to_string()),
-                Target::Prompt(n) => record.detail.prompt = Some(n.to_string()),
-                Target::Resource(u) => record.detail.resource_uri = Some(u.to_string()),
-                Target::None => {}
-            }
-            let args = m.arguments.as_ref();
-            if let Some(v) = args {
-                // Arguments are mostly short: one buffer, seldom grown.
-                let mut canonical = Vec::with_capacity(256);
-                v.write_canonical(&mut canonical);
-                record.detail.arguments_sha256 = Some(sha256_hex(&canonical));
-                if self.config().audit_arguments {
-                    record.detail.arguments =
-                        String::from_utf8(canonical).ok().and_then(|c| RawValue::from_string(c).ok());
-                }
-            }
-            let mut verdict = None;
-            if let (Some(policy), Kind::Request) = (policy, m.kind) {
-                let empty = Json::Object(Vec::new());
-                let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
-                let v = policy.decide(subject, &m.method, &m.target, args.unwrap_or(&empty));
-                record.rule_id = v.rule_id.map(String::from);
-                if !v.allowed {
-                    any_denied = true;
-                    record.decision = Decision::Deny;
-                    record.enforced = !policy.dry_run;
-                    record.detail.reason =
-                        Some(if v.rule_id.is_some() { "denied by rule" } else { "no rule allows" }.to_string());
-                    verdict = Some(v.rule_id.map(String::from));
-                }
-            }
-            verdicts.push(verdict);
-            self.records.push(record);
-        }
-
-        let enforce = any_denied && !shared.dry_run();
+        let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
+        let mut judgement = judge::judge(&messages, shared.policy.as_ref(), subject, self.config().audit_arguments);
+        let enforce = judgement.denied() && !shared.dry_run();
 
         // Rate limits: only the `tools/call` requests the policy allowed, only when the
         // request is not denied anyway; all or nothing for the request.
         let mut limited: Option<(String, u64)> = None;
         if !enforce && !shared.rate_limits.is_empty() {
-            let calls: Vec<(usize, &str)> = messages
-                .iter()
-                .zip(verdicts.iter())
-                .enumerate()
-                .filter_map(|(i, (m, verdict))| match &m.target {
-                    Target::Tool(name) if m.kind == Kind::Request && verdict.is_none() => Some((i, name.as_ref())),
-                    _ => None,
-                })
-                .collect();
+            let calls = judgement.rate_limit_candidates(&messages);
             let tools: Vec<&str> = calls.iter().map(|(_, t)| *t).collect();
-            let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
             if let Err(refused) = shared.rate_limits.admit(host, subject, &tools) {
-                let at = calls.get(refused.index).map(|(i, _)| *i);
-                if let Some(record) = at.and_then(|i| self.records.get_mut(i)) {
-                    record.decision = Decision::Deny;
-                    record.enforced = !shared.dry_run();
-                    record.rate_limited = true;
-                    record.rule_id = Some(refused.limit_id.to_string());
-                    record.detail.reason = Some(RATE_LIMITED.to_string());
-                }
-                if let Some(verdict) = at.and_then(|i| verdicts.get_mut(i)) {
-                    *verdict = Some(Some(refused.limit_id.to_string()));
+                if let Some((at, _)) = calls.get(refused.index) {
+                    judgement.rate_limited(*at, refused.limit_id, shared.dry_run());
                 }
                 limited = Some((refused.limit_id.to_string(), refused.retry_after_secs));
             }
         }
         let enforce_limit = limited.is_some() && !shared.dry_run();
-
-        for (m, record) in messages.iter().zip(self.records.iter_mut()) {
-            if (enforce || enforce_limit) && m.kind == Kind::Request && record.decision == Decision::Allow {
-                // Acceptable on its own, but its batch is refused whole.
-                record.decision = Decision::Deny;
-                record.detail.reason = Some(
-                    if enforce { "another message in the batch was denied" } else { "another message in the batch was rate limited" }
-                        .into(),
-                );
-            }
+        if enforce {
+            judgement.refuse_batch(&messages, "another message in the batch was denied");
+        } else if enforce_limit {
+            judgement.refuse_batch(&messages, "another message in the batch was rate limited");
         }
-        for (m, record) in messages.iter().zip(self.records.iter()) {
+        for (m, record) in messages.iter().zip(judgement.records.iter()) {
             if m.kind == Kind::Request {
                 let tool = match &m.target {
                     Target::Tool(n) => Some(n.as_ref()),
@@ -496,18 +335,10 @@ impl Exchange {
                 self.count_message(host, if m.kind == Kind::Response { "response" } else { &m.method }, None, record.label());
             }
         }
+        let Judgement { records, verdicts } = judgement;
+        self.records = records;
         if enforce || enforce_limit {
-            let denied: Vec<Denied<'_>> = messages
-                .iter()
-                .zip(verdicts.iter())
-                .filter(|(m, _)| m.kind == Kind::Request)
-                .map(|(m, v)| Denied {
-                    id: m.id,
-                    method: &m.method,
-                    target: &m.target,
-                    denied: v.as_ref().map(|rule| rule.as_deref()),
-                })
-                .collect();
+            let denied = judge::denied_requests(&messages, &verdicts);
             let reply = match &limited {
                 Some((limit_id, retry_after)) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
                 _ => replies::denial(

@@ -2,6 +2,7 @@ use super::*;
 use serde_json::{json, Value};
 use tollgate_core::host::MemoryHost;
 use tollgate_core::testing::{callback, drive_ending, Ending};
+use tollgate_core::hash::sha256_hex;
 
 const ALICE: &str = "tg-demo-alice";
 

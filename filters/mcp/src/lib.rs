@@ -8,12 +8,14 @@ pub mod exchange;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 pub mod jsonpath;
+pub mod judge;
 pub mod listfilter;
 pub mod matcher;
 pub mod message;
 pub mod number;
 pub mod policy;
 pub mod ratelimit;
+pub mod record;
 pub mod replies;
 
 #[cfg(target_arch = "wasm32")]
