@@ -10,12 +10,13 @@
 
 use crate::config::{Config, DenyStyle};
 use crate::judge::{self, Judgement};
-use crate::listfilter::{filter_list, id_key, IdKey, ListKind, ResponseHead, ServerMessage};
+use crate::listfilter::{id_key, ListKind};
 use crate::message::{self, codes, read_message_at, read_parsed_message_at, ObjectParams, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
 use crate::record::{Detail, MessageRecord};
 use crate::replies::{self, Reply};
+use crate::response::{self, Expect, Reader, ResponseMode};
 use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -26,8 +27,8 @@ use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::wire::jsonrpc::{parse_body_unique, parse_body_unique_as, Body, BodyError, Kind};
 use tollgate_core::observe::metrics::{LabelCap, Metrics};
-use tollgate_core::reply::{rpc_error_body, send_json};
-use tollgate_core::wire::sse::{SseEvent, SseItem, SseParser};
+use tollgate_core::reply::send_json;
+use tollgate_core::wire::sse::SseParser;
 use tollgate_core::wire::trace::{self, TraceStep};
 
 /// Distinct values per VM of each client-chosen label (`tool`, `method`), each label its own
@@ -73,27 +74,6 @@ impl Shared {
     }
 }
 
-/// A response the filter expects for a forwarded request.
-#[derive(Debug)]
-struct Expect {
-    key: IdKey<'static>,
-    list: Option<ListKind>,
-    record: usize,
-}
-
-#[derive(Debug)]
-enum ResponseMode {
-    /// Untouched.
-    Pass,
-    /// JSON: a copy is read for the audit (no rewriting possible).
-    JsonCopy { copy: Vec<u8>, overflow: bool },
-    /// JSON held by Envoy until the end, then rewritten.
-    JsonBuffer,
-    /// SSE rewritten event by event.
-    Sse(Box<SseParser>),
-    /// Failed closed mid-response: everything further is dropped.
-    Dropped,
-}
 
 pub struct Exchange {
     shared: Rc<Shared>,
@@ -120,10 +100,6 @@ pub struct Exchange {
     request_id: Option<String>,
 }
 
-enum Outcome {
-    Keep,
-    Replace(String),
-}
 
 impl Exchange {
     pub fn new(shared: Rc<Shared>, metrics: Rc<Metrics>) -> Self {
@@ -365,7 +341,7 @@ impl Exchange {
     fn drop_chunk(&self, host: &dyn Host, body_size: usize, end_of_stream: bool, message: &str) {
         self.replace_response(host, body_size, &[]);
         if end_of_stream {
-            let error = self.response_error(message);
+            let error = response::response_error(&self.expect, &self.records, message);
             self.replace_response(host, 0, &error);
         }
     }
@@ -417,176 +393,26 @@ impl Exchange {
         self.response = ResponseMode::Dropped;
     }
 
-    /// A JSON-RPC error for the (single) expected request, or `id: null`.
-    fn response_error(&self, message: &str) -> Vec<u8> {
-        let id = match self.expect.as_slice() {
-            [only] => self.records.get(only.record).and_then(|r| r.detail.jsonrpc_id.as_deref()),
-            _ => None,
-        };
-        rpc_error_body::<()>(id, codes::INTERNAL_ERROR, message, None)
-    }
 
-    /// Reads (and, for lists, rewrites) a JSON response body: one message or a batch.
-    fn inspect_json(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        let Ok(text) = std::str::from_utf8(body) else {
-            return self.unreadable_json(body);
-        };
-        if text.trim_start().starts_with('[') {
-            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) else {
-                return self.unreadable_json(body);
-            };
-            let mut changed = false;
-            let mut parts: Vec<String> = Vec::with_capacity(items.len());
-            for item in items {
-                match self.server_message(item.get()) {
-                    Outcome::Keep => parts.push(item.get().to_string()),
-                    Outcome::Replace(new) => {
-                        changed = true;
-                        parts.push(new);
-                    }
-                }
-            }
-            changed.then(|| format!("[{}]", parts.join(",")).into_bytes())
-        } else {
-            match self.server_message(text) {
-                Outcome::Keep => None,
-                Outcome::Replace(new) => Some(new.into_bytes()),
-            }
+    /// The reader of this exchange's server messages.
+    fn reader(&mut self) -> Reader<'_> {
+        Reader {
+            expect: &self.expect,
+            records: &mut self.records,
+            policy: self.shared.policy.as_ref(),
+            subject: Subject { identity: self.identity.as_ref(), server: &self.server },
+            held: matches!(self.response, ResponseMode::JsonBuffer),
         }
     }
 
-    /// A server message the gateway's reading refuses. Harmless when no client can read it
-    /// either (not JSON); but JSON that repeats a key (`"result"` twice, `"id"` twice) is read
-    /// by clients with the last value, and a list could hide behind the first: with a policy
-    /// it is replaced by an error, never passed (found by fuzzing).
-    fn unreadable_message(&mut self, text: &str) -> Outcome {
-        let Some(policy) = &self.shared.policy else { return Outcome::Keep };
-        if policy.dry_run || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
-            return Outcome::Keep;
-        }
-        let Err(why) = tollgate_core::wire::jsonrpc::check_no_duplicate_keys(text.as_bytes()) else { return Outcome::Keep };
-        if let Some(rec) = self.expect.first().and_then(|e| self.records.get_mut(e.record)) {
-            rec.error = Some(format!("server message refused: {}", message::truncate(&why, 256)));
-        }
-        let body = rpc_error_body::<()>(None, codes::INTERNAL_ERROR, "gateway could not read the server's message", None);
-        Outcome::Replace(String::from_utf8_lossy(&body).into_owned())
-    }
-
-    /// A JSON body that is not JSON: harmless unless a list was expected in it.
-    fn unreadable_json(&self, _body: &[u8]) -> Option<Vec<u8>> {
-        if matches!(self.response, ResponseMode::JsonBuffer) && self.expect.iter().any(|e| e.list.is_some()) {
-            return Some(self.response_error("gateway could not read the list response"));
-        }
-        None
-    }
-
-    /// Rewrites the complete events of one SSE chunk; holds the event in progress. Untouched
-    /// blocks pass byte for byte (the core parser hands on a CRLF's final LF at once).
+    /// Rewrites one SSE chunk (see [`Reader::sse_chunk`]); an event too large ends the stream.
     fn sse_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
         let ResponseMode::Sse(mut parser) = std::mem::replace(&mut self.response, ResponseMode::Pass) else {
             return chunk.to_vec();
         };
-        let mut out = Vec::with_capacity(chunk.len() + 64);
-        let result = parser.feed(chunk, |item, raw| {
-            let replaced = match item {
-                SseItem::Event(event) => match self.server_message(&event.data) {
-                    Outcome::Keep => None,
-                    Outcome::Replace(data) => Some(SseEvent { event: event.event.clone(), data, id: event.id.clone() }),
-                },
-                SseItem::Other => None,
-            };
-            match replaced {
-                Some(new) => out.extend_from_slice(&new.to_bytes_replacing(raw)),
-                None => out.extend_from_slice(raw),
-            }
-        });
-        match result {
-            Ok(()) => self.response = ResponseMode::Sse(parser),
-            Err(_) => {
-                // An event larger than the limit cannot be judged: end the stream with an error.
-                let error = self.response_error("SSE event too large for the gateway to inspect");
-                let event = SseEvent { event: None, data: String::from_utf8_lossy(&error).into_owned(), id: None };
-                out.extend_from_slice(&event.to_bytes());
-                self.response = ResponseMode::Dropped;
-            }
-        }
+        let (out, readable) = self.reader().sse_chunk(&mut parser, chunk);
+        self.response = if readable { ResponseMode::Sse(parser) } else { ResponseMode::Dropped };
         out
-    }
-
-    /// Looks at one server message: records `isError` / error codes, filters lists.
-    fn server_message(&mut self, text: &str) -> Outcome {
-        // Most messages are read once; lists (and what the one reading cannot read) are
-        // read again with the result kept raw, to be rewritten.
-        let Some(head) = ResponseHead::parse(text) else { return self.server_message_in_full(text) };
-        if !head.is_response() {
-            return Outcome::Keep;
-        }
-        let (list, record) = self.expected(head.id);
-        let summary = head.summary();
-        if list.is_some() || (self.shared.policy.is_some() && summary.shape.is_some()) {
-            return self.server_message_in_full(text);
-        }
-        if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
-            if rec.detail.tool.is_some() {
-                rec.detail.is_error = summary.is_error;
-            }
-            rec.detail.rpc_error_code = head.error_code();
-        }
-        Outcome::Keep
-    }
-
-    /// What the request a response answers expects: the list it asked for, and the index of
-    /// its audit record.
-    fn expected(&self, id: Option<&RawValue>) -> (Option<ListKind>, Option<usize>) {
-        match id.map(id_key).and_then(|k| self.expect.iter().find(|e| e.key == k)) {
-            Some(e) => (e.list, Some(e.record)),
-            None => (None, None),
-        }
-    }
-
-    /// [`Exchange::server_message`] with the result kept raw: filters lists.
-    fn server_message_in_full(&mut self, text: &str) -> Outcome {
-        let Some(msg) = ServerMessage::parse(text) else { return self.unreadable_message(text) };
-        if !msg.is_response() {
-            return Outcome::Keep;
-        }
-        let (list, record) = self.expected(msg.id);
-        let shared = self.shared.clone();
-        let wants_is_error = record.and_then(|i| self.records.get(i)).is_some_and(|r| r.detail.tool.is_some());
-        let wants_shape = shared.policy.is_some() && list.is_none();
-        // One reading of the result answers both questions.
-        let summary = (wants_is_error || wants_shape).then(|| msg.summary());
-        if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
-            if rec.detail.tool.is_some() {
-                rec.detail.is_error = summary.and_then(|s| s.is_error);
-            }
-            rec.detail.rpc_error_code = msg.error_code();
-        }
-        let Some(policy) = &shared.policy else { return Outcome::Keep };
-        // The list the request asked for; otherwise (a request that is not a list, or an
-        // unknown id, e.g. replayed on a GET stream) whatever has the shape of a list result
-        // (`result.tools` ... an array) is filtered as one: fail closed, whatever the id says.
-        let Some(kind) = list.or_else(|| summary.and_then(|s| s.shape)) else { return Outcome::Keep };
-        let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
-        let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed;
-        let result = filter_list(&msg, Some(kind), &mut keep);
-        let (outcome, hidden, error) = match result {
-            Ok(None) => (Outcome::Keep, 0, None),
-            Ok(Some(rewritten)) if policy.dry_run => (Outcome::Keep, rewritten.hidden, None),
-            Ok(Some(rewritten)) => (Outcome::Replace(rewritten.text), rewritten.hidden, None),
-            Err(e) => {
-                // A list the gateway cannot read is not passed: the client gets an error.
-                let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not filter the list", None);
-                (Outcome::Replace(String::from_utf8_lossy(&body).into_owned()), 0, Some(e))
-            }
-        };
-        if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
-            rec.detail.list_hidden = Some(hidden);
-            if error.is_some() {
-                rec.error = error;
-            }
-        }
-        outcome
     }
 
     // ----- replies, records, metrics ------------------------------------------------------
@@ -888,7 +714,7 @@ impl HttpExchange for Exchange {
                 if end_of_stream {
                     let copy = std::mem::take(copy);
                     // Audit only: whatever it says, this body passes as it is.
-                    let _ = self.inspect_json(&copy);
+                    let _ = self.reader().inspect_json(&copy);
                 }
             }
             ResponseMode::JsonBuffer if body_size > max => {
@@ -902,7 +728,7 @@ impl HttpExchange for Exchange {
             ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
             ResponseMode::JsonBuffer => {
                 let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                if let Some(new) = self.inspect_json(&body) {
+                if let Some(new) = self.reader().inspect_json(&body) {
                     self.replace_response(host, body_size, &new);
                 }
             }

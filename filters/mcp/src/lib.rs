@@ -17,6 +17,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod record;
 pub mod replies;
+pub mod response;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
