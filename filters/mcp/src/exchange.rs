@@ -14,14 +14,14 @@ use crate::listfilter::{id_key, ListKind};
 use crate::message::{self, codes, read_message_at, read_parsed_message_at, ObjectParams, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
-use crate::record::{Detail, MessageRecord};
+use crate::record::{self, ExchangeFacts, MessageRecord};
 use crate::replies::{self, Reply};
 use crate::response::{self, Expect, Reader, ResponseMode};
 use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
-use tollgate_core::observe::audit::{self, Decision, Layer, Record};
+use tollgate_core::observe::audit::{self, Decision};
 use tollgate_core::config::ConfigError;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
@@ -474,48 +474,22 @@ impl Exchange {
             record.error = Some("request ended before it was judged".into());
             self.records.push(record);
         }
-        let now = host.now_millis();
         let request_id = self.request_id.take();
-        // A record is 500-700 bytes: sized once, not grown while written.
-        let mut out: Vec<u8> = Vec::with_capacity(1024 * self.records.len());
-        if self.batch {
-            out.push(b'[');
-        }
-        for (i, rec) in self.records.iter().enumerate() {
-            let detail = Detail {
-                server: &self.server,
-                http_method: &self.http_method,
-                revision: self.unsupported_revision.as_deref().unwrap_or(self.revision.as_str()),
-                session_id: self.session_id.as_deref(),
-                batch_index: self.batch.then_some(i),
-                message: &rec.detail,
-            };
-            let mut record = Record::new(Layer::Mcp, self.start_ms, detail);
-            record.request_id = request_id.as_deref();
-            if let Some(t) = &self.trace {
-                record.trace_id = Some(&t.trace_id);
-                record.span_id = Some(&t.span_id);
-                record.parent_span_id = t.parent_span_id.as_deref();
-            }
-            record.identity = self.identity.as_ref();
-            record.decision = rec.decision;
-            record.enforced = rec.enforced;
-            record.rule_id = rec.rule_id.as_deref();
-            record.status = self.status;
-            record.duration_ms = Some(now.saturating_sub(self.start_ms));
-            record.error = rec.error.as_deref();
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Err(e) = serde_json::to_writer(&mut out, &record) {
-                host.log(LogLevel::Error, &format!("tollgate-mcp: audit record not serializable: {e}"));
-            }
-            if !self.batch {
-                break;
-            }
-        }
-        if self.batch {
-            out.push(b']');
+        let facts = ExchangeFacts {
+            server: &self.server,
+            http_method: &self.http_method,
+            revision: self.unsupported_revision.as_deref().unwrap_or(self.revision.as_str()),
+            session_id: self.session_id.as_deref(),
+            request_id: request_id.as_deref(),
+            trace: self.trace.as_ref(),
+            identity: self.identity.as_ref(),
+            status: self.status,
+            start_ms: self.start_ms,
+            batch: self.batch,
+        };
+        let (out, errors) = record::serialize(&facts, &self.records, host.now_millis());
+        for e in errors {
+            host.log(LogLevel::Error, &format!("tollgate-mcp: audit record not serializable: {e}"));
         }
         audit::emit_json(host, &self.config().audit, &out);
     }
