@@ -8,24 +8,24 @@
 //! holding at most the event in progress), tool results' `isError` read, one audit record
 //! per JSON-RPC message emitted when the response ends.
 
+use crate::body;
 use crate::config::{Config, DenyStyle};
 use crate::judge::{self, Judgement};
 use crate::listfilter::{id_key, ListKind};
-use crate::message::{self, codes, read_message_at, read_parsed_message_at, ObjectParams, Refusal, Revision, Target};
+use crate::message::{self, codes, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
 use crate::record::{self, ExchangeFacts, MessageRecord};
 use crate::replies::{self, Reply};
 use crate::response::{self, Expect, Reader, ResponseMode};
 use serde_json::value::RawValue;
-use std::collections::HashSet;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::observe::audit::{self, Decision};
 use tollgate_core::config::ConfigError;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity::{self, Identity, IdentityError};
-use tollgate_core::wire::jsonrpc::{parse_body_unique, parse_body_unique_as, Body, BodyError, Kind};
+use tollgate_core::wire::jsonrpc::Kind;
 use tollgate_core::observe::metrics::{LabelCap, Metrics};
 use tollgate_core::reply::send_json;
 use tollgate_core::wire::sse::SseParser;
@@ -191,80 +191,12 @@ impl Exchange {
     /// Parses and judges a whole POST body.
     fn judge_body(&mut self, host: &dyn Host, bytes: &[u8]) -> Step {
         self.body_done = true;
-        // Duplicate keys anywhere are refused: parsers keep different duplicates, so the
-        // policy and the upstream could read different values. Params are read in the same
-        // pass; a body that pass cannot read (not JSON-RPC, params not an object or not as
-        // MCP has them) is read again with raw params, which gives the usual answers.
-        let body = match parse_body_unique_as::<ObjectParams<'_>>(bytes) {
-            Ok(b) => Ok(b),
-            Err(_) => match parse_body_unique(bytes) {
-                Ok(b) => Err(b),
-                Err(BodyError::Rpc(e)) => {
-                    let reply = replies::refusal(400, None, e.code(), &rpc_message(e.code(), e.message()));
-                    return self.refuse_request(host, reply, Decision::Error, e.message());
-                }
-                Err(BodyError::Ambiguous(e)) => {
-                    let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &format!("Invalid Request: {e}"));
-                    return self.refuse_request(host, reply, Decision::Error, &e);
-                }
-            },
+        let read = match body::read(bytes, self.revision, self.unsupported_revision.as_deref()) {
+            Ok(read) => read,
+            Err(refused) => return self.refuse_request(host, refused.reply, Decision::Error, &refused.error),
         };
-        self.batch = matches!(body, Ok(Body::Batch(_)) | Err(Body::Batch(_)));
-        if let Some(requested) = self.unsupported_revision.clone() {
-            // The body was read only for the request's id (a notification, a response or a
-            // batch: `null`); nothing of it is judged or forwarded.
-            let single = match &body {
-                Ok(Body::Single(e)) => e.kind().ok().filter(|k| *k == Kind::Request).and(e.id),
-                Err(Body::Single(e)) => e.kind().ok().filter(|k| *k == Kind::Request).and(e.id),
-                _ => None,
-            };
-            self.batch = false;
-            let reply = replies::unsupported_revision(single, &requested);
-            let reason = format!("unsupported MCP-Protocol-Version `{requested}`");
-            return self.refuse_request(host, reply, Decision::Error, &reason);
-        }
-        if self.batch && !self.revision.allows_batches() {
-            let msg = format!("JSON-RPC batches are not supported in MCP {}", self.revision.as_str());
-            let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &msg);
-            return self.refuse_request(host, reply, Decision::Error, &msg);
-        }
-        let mut messages = Vec::new();
-        match body {
-            Ok(parsed) => {
-                messages.reserve_exact(parsed.messages().len());
-                for envelope in parsed.into_messages() {
-                    let id = envelope.id;
-                    match read_parsed_message_at(envelope, self.revision) {
-                        Ok(m) => messages.push(m),
-                        Err(refusal) => return self.refuse_message(host, id, &refusal),
-                    }
-                }
-            }
-            Err(raw) => {
-                messages.reserve_exact(raw.messages().len());
-                for envelope in raw.messages() {
-                    match read_message_at(envelope, self.revision) {
-                        Ok(m) => messages.push(m),
-                        Err(refusal) => return self.refuse_message(host, envelope.id, &refusal),
-                    }
-                }
-            }
-        }
-        if self.batch {
-            // Responses are matched to requests by id: two requests of one batch with the
-            // same id (or ids a server may take for the same: `1`, `1.0`, `1e0`) would let
-            // a list result pass as the answer to another request.
-            let mut ids = HashSet::with_capacity(messages.len());
-            for m in &messages {
-                if let (Kind::Request, Some(id)) = (m.kind, m.id) {
-                    if !ids.insert(id_key(id)) {
-                        let msg = format!("Invalid Request: duplicate request id {} in batch", message::truncate(id.get(), 64));
-                        let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &msg);
-                        return self.refuse_request(host, reply, Decision::Error, &msg);
-                    }
-                }
-            }
-        }
+        self.batch = read.batch;
+        let messages = read.messages;
         if self.revision.has_routing_headers() {
             let method_header = host.request_header("mcp-method");
             let name_header = host.request_header("mcp-name");
@@ -724,11 +656,6 @@ impl HttpExchange for Exchange {
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
     }
-}
-
-fn rpc_message(code: i64, detail: &str) -> String {
-    let base = if code == codes::PARSE_ERROR { "Parse error" } else { "Invalid Request" };
-    format!("{base}: {}", message::truncate(detail, 256))
 }
 
 #[cfg(test)]

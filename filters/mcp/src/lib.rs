@@ -3,6 +3,7 @@
 //! proxy-wasm glue, compiled only for wasm.
 
 pub mod args;
+pub mod body;
 pub mod config;
 pub mod exchange;
 #[cfg(target_arch = "wasm32")]
