@@ -17,7 +17,7 @@ use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
 use crate::record::{self, ExchangeFacts, MessageRecord};
 use crate::replies::{self, Reply};
-use crate::response::{self, Expect, Reader, ResponseMode};
+use crate::response::{self, Expect, Plan, Reader, ResponseMode};
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
@@ -28,7 +28,6 @@ use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::wire::jsonrpc::Kind;
 use tollgate_core::observe::metrics::{LabelCap, Metrics};
 use tollgate_core::reply::send_json;
-use tollgate_core::wire::sse::SseParser;
 use tollgate_core::wire::trace::{self, TraceStep};
 
 /// Distinct values per VM of each client-chosen label (`tool`, `method`), each label its own
@@ -298,19 +297,8 @@ impl Exchange {
     /// status is kept: a client acts on it, e.g. 404 for an expired session). Recorded as an
     /// error. In dry run, recorded only.
     fn unfilterable_list(&mut self, host: &dyn Host, content_type: Option<&str>) {
-        let error = format!(
-            "list response with content type `{}` cannot be filtered",
-            message::truncate(content_type.unwrap_or(""), 64).escape_debug()
-        );
         let dry_run = self.shared.dry_run();
-        for e in self.expect.iter().filter(|e| e.list.is_some()) {
-            if let Some(rec) = self.records.get_mut(e.record) {
-                if !dry_run {
-                    rec.decision = Decision::Error;
-                }
-                rec.error = Some(error.clone());
-            }
-        }
+        let error = response::unfilterable(&self.expect, &mut self.records, content_type, dry_run);
         if dry_run {
             return;
         }
@@ -324,7 +312,6 @@ impl Exchange {
         }
         self.response = ResponseMode::Dropped;
     }
-
 
     /// The reader of this exchange's server messages.
     fn reader(&mut self) -> Reader<'_> {
@@ -545,46 +532,33 @@ impl HttpExchange for Exchange {
             self.finish(host);
             return Step::Continue;
         }
-        let is_get = self.http_method == "GET";
-        // A POST of only notifications or responses has no answer of its own (202, no body);
-        // whatever body comes is read like a GET stream's when lists are filtered: a client
-        // routes a message by its id, so a list result here would reach a pending tools/list.
-        let answers_nothing = self.expect.is_empty() && !is_get;
-        if answers_nothing && self.shared.policy.is_none() {
-            return Step::Continue;
-        }
         let content_type = host.response_header("content-type");
-        let sse = message::is_sse_content_type(content_type.as_deref());
-        let json = message::is_json_content_type(content_type.as_deref());
-        if !sse && !json {
-            if self.shared.policy.is_some() && self.expect.iter().any(|e| e.list.is_some()) {
-                self.unfilterable_list(host, content_type.as_deref());
-            }
-            return Step::Continue;
-        }
-        let lists_possible =
-            self.shared.policy.is_some() && (is_get || sse || answers_nothing || self.expect.iter().any(|e| e.list.is_some()));
-        if !message::is_identity_encoding(host.response_header("content-encoding").as_deref()) {
-            if lists_possible {
+        let head = response::Head {
+            is_get: self.http_method == "GET",
+            expect: &self.expect,
+            policy: self.shared.policy.is_some(),
+            dry_run: self.shared.dry_run(),
+            content_type: content_type.as_deref(),
+            encoded: !message::is_identity_encoding(host.response_header("content-encoding").as_deref()),
+            max_sse_event_bytes: self.config().max_sse_event_bytes,
+        };
+        match response::plan(&head) {
+            Plan::Pass => {}
+            Plan::Unfilterable => self.unfilterable_list(host, content_type.as_deref()),
+            Plan::DropEncoded => {
                 // Cannot read it, so cannot filter it: never pass it.
                 host.log(LogLevel::Warn, "tollgate-mcp: encoded MCP response cannot be filtered; dropped");
                 self.fail_response_headers(host);
                 self.response = ResponseMode::Dropped;
             }
-            return Step::Continue;
+            Plan::Read { mode, rewrite } => {
+                if rewrite {
+                    host.try_set_header(HeaderMap::Response, "content-length", None);
+                    host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
+                }
+                self.response = mode;
+            }
         }
-        let will_rewrite = lists_possible && !self.shared.dry_run();
-        if will_rewrite {
-            host.try_set_header(HeaderMap::Response, "content-length", None);
-            host.try_set_header(HeaderMap::Response, "cache-control", Some("private"));
-        }
-        self.response = if sse {
-            ResponseMode::Sse(Box::new(SseParser::new(self.config().max_sse_event_bytes).keeping_raw()))
-        } else if will_rewrite {
-            ResponseMode::JsonBuffer
-        } else {
-            ResponseMode::JsonCopy { copy: Vec::new(), overflow: false }
-        };
         Step::Continue
     }
 

@@ -9,6 +9,7 @@ use crate::message::{self, codes, Target};
 use crate::policy::{Policy, Subject};
 use crate::record::MessageRecord;
 use serde_json::value::RawValue;
+use tollgate_core::observe::audit::Decision;
 use tollgate_core::reply::rpc_error_body;
 use tollgate_core::wire::sse::{SseEvent, SseItem, SseParser};
 
@@ -40,6 +41,82 @@ pub enum ResponseMode {
 enum Outcome {
     Keep,
     Replace(String),
+}
+
+/// What the exchange knows when the response headers come.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The response of a GET (the server's stream), not of a POST.
+    pub is_get: bool,
+    pub expect: &'a [Expect],
+    /// Lists are filtered (a policy is configured).
+    pub policy: bool,
+    pub dry_run: bool,
+    pub content_type: Option<&'a str>,
+    /// A `content-encoding` other than identity.
+    pub encoded: bool,
+    pub max_sse_event_bytes: usize,
+}
+
+/// How the exchange reads a response body.
+#[derive(Debug)]
+pub enum Plan {
+    /// Not at all.
+    Pass,
+    /// A list was asked for and the body is neither JSON nor SSE: it cannot be filtered.
+    Unfilterable,
+    /// A list could be in it and it is encoded: it cannot be read, so it is never passed.
+    DropEncoded,
+    /// In this mode; `rewrite`: the body may change (its length and caching go).
+    Read { mode: ResponseMode, rewrite: bool },
+}
+
+/// How to read the response that `head` describes.
+pub fn plan(head: &Head<'_>) -> Plan {
+    // A POST of only notifications or responses has no answer of its own (202, no body);
+    // whatever body comes is read like a GET stream's when lists are filtered: a client
+    // routes a message by its id, so a list result here would reach a pending tools/list.
+    let answers_nothing = head.expect.is_empty() && !head.is_get;
+    if answers_nothing && !head.policy {
+        return Plan::Pass;
+    }
+    let sse = message::is_sse_content_type(head.content_type);
+    let json = message::is_json_content_type(head.content_type);
+    let lists_expected = head.expect.iter().any(|e| e.list.is_some());
+    if !sse && !json {
+        return if head.policy && lists_expected { Plan::Unfilterable } else { Plan::Pass };
+    }
+    let lists_possible = head.policy && (head.is_get || sse || answers_nothing || lists_expected);
+    if head.encoded {
+        return if lists_possible { Plan::DropEncoded } else { Plan::Pass };
+    }
+    let rewrite = lists_possible && !head.dry_run;
+    let mode = if sse {
+        ResponseMode::Sse(Box::new(SseParser::new(head.max_sse_event_bytes).keeping_raw()))
+    } else if rewrite {
+        ResponseMode::JsonBuffer
+    } else {
+        ResponseMode::JsonCopy { copy: Vec::new(), overflow: false }
+    };
+    Plan::Read { mode, rewrite }
+}
+
+/// A list response that cannot be filtered: the records of the lists asked for get the
+/// error (and, unless `dry_run`, the `error` decision). Returns the error.
+pub fn unfilterable(expect: &[Expect], records: &mut [MessageRecord], content_type: Option<&str>, dry_run: bool) -> String {
+    let error = format!(
+        "list response with content type `{}` cannot be filtered",
+        message::truncate(content_type.unwrap_or(""), 64).escape_debug()
+    );
+    for e in expect.iter().filter(|e| e.list.is_some()) {
+        if let Some(rec) = records.get_mut(e.record) {
+            if !dry_run {
+                rec.decision = Decision::Error;
+            }
+            rec.error = Some(error.clone());
+        }
+    }
+    error
 }
 
 /// A JSON-RPC error for the (single) expected request, or `id: null`.
@@ -223,3 +300,7 @@ impl Reader<'_> {
         outcome
     }
 }
+
+#[cfg(test)]
+#[path = "response_tests.rs"]
+mod tests;
