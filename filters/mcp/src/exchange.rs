@@ -10,7 +10,7 @@
 
 use crate::body;
 use crate::config::{Config, DenyStyle};
-use crate::judge::{self, Judgement};
+use crate::judge::{self, Judgement, Verdict};
 use crate::listfilter::{id_key, ListKind};
 use crate::message::{self, codes, Refusal, Revision, Target};
 use crate::policy::{Policy, Subject};
@@ -158,25 +158,16 @@ impl Exchange {
             return self.refuse_request(host, replies::method_not_allowed(), Decision::Error, &reason);
         }
         let shared = self.shared.clone();
-        let mut record = MessageRecord::new(Decision::Allow);
-        if let Some(policy) = &shared.policy {
-            let verdict = policy.may_use_server(Subject { identity: self.identity.as_ref(), server: &self.server });
-            record.rule_id = verdict.rule_id.map(String::from);
-            if !verdict.allowed {
-                record.decision = Decision::Deny;
-                record.detail.reason = Some("identity may not use this server".into());
-                if !policy.dry_run {
-                    self.count_message(host, &method, None, record.label());
-                    self.records.push(record);
-                    let reply =
-                        replies::session_denial(policy.deny_style, verdict.rule_id, self.config().resource_metadata.as_deref());
-                    return self.reply(host, &reply);
-                }
-                record.enforced = false;
-            }
-        }
+        let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
+        let (record, verdict) = judge::session(shared.policy.as_ref(), subject);
         self.count_message(host, &method, None, record.label());
         self.records.push(record);
+        if let (Some(policy), Verdict::Denied { rule_id }) = (&shared.policy, &verdict) {
+            if !policy.dry_run {
+                let metadata = self.config().resource_metadata.as_deref();
+                return self.reply(host, &replies::session_denial(policy.deny_style, rule_id.as_deref(), metadata));
+            }
+        }
         self.body_done = true;
         Step::Continue
     }

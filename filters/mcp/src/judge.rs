@@ -71,6 +71,23 @@ pub fn judge(messages: &[Message<'_>], policy: Option<&Policy>, subject: Subject
     Judgement { records, verdicts }
 }
 
+/// A GET or DELETE (the server's stream, the session's end): may the subject use the server
+/// at all. One record; the verdict is `Denied` also in dry run (the record says whether it
+/// is enforced).
+pub fn session(policy: Option<&Policy>, subject: Subject<'_>) -> (MessageRecord, Verdict) {
+    let mut record = MessageRecord::new(Decision::Allow);
+    let Some(policy) = policy else { return (record, Verdict::Pass) };
+    let verdict = policy.may_use_server(subject);
+    record.rule_id = verdict.rule_id.map(String::from);
+    if verdict.allowed {
+        return (record, Verdict::Pass);
+    }
+    record.decision = Decision::Deny;
+    record.enforced = !policy.dry_run;
+    record.detail.reason = Some("identity may not use this server".into());
+    (record, Verdict::Denied { rule_id: verdict.rule_id.map(String::from) })
+}
+
 /// The record of one message before any ruling: what it is, what it addresses, its arguments.
 fn describe(m: &Message<'_>, audit_arguments: bool) -> MessageRecord {
     let mut record = MessageRecord::new(Decision::Allow);

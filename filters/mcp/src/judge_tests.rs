@@ -163,3 +163,19 @@ fn a_dry_run_rate_limit_is_recorded_unenforced() {
     j.rate_limited(0, "per-tool", true);
     assert_eq!(labels(&j), ["dryrun_rate_limited"]);
 }
+
+#[test]
+fn a_session_request_needs_the_server() {
+    let who = alice();
+    let p = policy(json!({}));
+    let (record, verdict) = session(Some(&p), Subject { identity: Some(&who), server: "demo" });
+    assert_eq!((verdict, record.label(), record.rule_id.as_deref()), (Verdict::Pass, "allow", Some("protocol")));
+    let (record, verdict) = session(Some(&p), Subject { identity: None, server: "demo" });
+    assert_eq!((verdict, record.label()), (Verdict::Denied { rule_id: None }, "deny"));
+    assert_eq!(record.detail.reason.as_deref(), Some("identity may not use this server"));
+    let dry = policy(json!({"dry_run": true}));
+    let (record, verdict) = session(Some(&dry), Subject { identity: None, server: "demo" });
+    assert_eq!((verdict, record.label()), (Verdict::Denied { rule_id: None }, "dryrun_deny"));
+    let (record, verdict) = session(None, Subject { identity: None, server: "demo" });
+    assert_eq!((verdict, record.label(), record.rule_id), (Verdict::Pass, "allow", None));
+}
