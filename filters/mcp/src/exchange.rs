@@ -7,6 +7,10 @@
 //! forwarded. Response: list results filtered (JSON buffered; SSE rewritten event by event,
 //! holding at most the event in progress), tool results' `isError` read, one audit record
 //! per JSON-RPC message emitted when the response ends.
+//!
+//! This file is the glue: `body` reads the POST body, `judge` rules on its messages (the
+//! exchange applies the rate limits on shared data, the reply, the metrics), `response`
+//! reads what the server sends, `record` writes the audit JSON.
 
 use crate::body;
 use crate::config::{Config, DenyStyle};
