@@ -1,20 +1,26 @@
-//! Tollgate MCP filter. Pure decision modules (`message`, `args`, `policy`, `listfilter`, `replies`)
-//! and the host-generic request flow (`exchange`) are native-testable; `filter` is the thin
-//! proxy-wasm glue, compiled only for wasm.
+//! Tollgate MCP filter. Pure modules (`message`, `args`, `policy`, `listfilter`, `replies`;
+//! `body`: a POST body read into messages, `judge`: the ruling on them, `response`: the
+//! response side given bytes, `record`: the audit records) and the host-generic glue that
+//! applies them (`exchange`) are native-testable; `filter` is the thin proxy-wasm glue,
+//! compiled only for wasm.
 
 pub mod args;
+pub mod body;
 pub mod config;
 pub mod exchange;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 pub mod jsonpath;
+pub mod judge;
 pub mod listfilter;
 pub mod matcher;
 pub mod message;
 pub mod number;
 pub mod policy;
 pub mod ratelimit;
+pub mod record;
 pub mod replies;
+pub mod response;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
