@@ -1,17 +1,22 @@
-//! Authorization: caller × on-behalf-of × target agent × method, first matching rule wins.
+//! Authorization: caller × on-behalf-of × target agent × method. Rules combine by
+//! `first_match` (core [`Combining`], `authz.combining`, its only value): the first matching
+//! rule wins, whatever its effect; else the default.
 //! Pure: no host access (the task originator is looked up by the caller of `evaluate`).
 //! Rules are evaluated only in their compiled form ([`Policy`], built by
 //! `Config::compile`): every rule carries its own method globs.
 
 use serde::Deserialize;
+pub use tollgate_core::decision::{Combining, Effect, Verdict};
 use tollgate_core::glob::Glob;
 
 /// Caller name for an unauthenticated request, matchable in rules.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// A rule's effect: core's [`Effect`], or allowed only for the identity that created the
+/// task (`allow_originator`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Effect {
+pub enum RuleEffect {
     #[default]
     Allow,
     Deny,
@@ -30,7 +35,7 @@ pub struct Rule {
     pub targets: Vec<Glob>,
     /// Globs over 1.0 method names (and `AgentCard`).
     pub methods: Vec<Glob>,
-    pub effect: Effect,
+    pub effect: RuleEffect,
 }
 
 impl Rule {
@@ -46,12 +51,12 @@ impl Rule {
 /// The compiled rules and the default effect. The default policy has no rules and allows.
 #[derive(Debug, Default)]
 pub struct Policy {
-    default: Effect,
+    default: RuleEffect,
     rules: Vec<Rule>,
 }
 
 impl Policy {
-    pub fn new(default: Effect, rules: Vec<Rule>) -> Self {
+    pub fn new(default: RuleEffect, rules: Vec<Rule>) -> Self {
         Policy { default, rules }
     }
     pub fn rules(&self) -> &[Rule] {
@@ -69,14 +74,8 @@ pub struct Subject<'a> {
     pub method: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict<'p> {
-    pub effect: Effect,
-    /// The matching rule's id, `None` for the default.
-    pub rule_id: Option<&'p str>,
-}
-
-pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>) -> Verdict<'p> {
+/// The first matching rule's effect and id; the default's (rule `None`) when none matches.
+pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>) -> Verdict<'p, RuleEffect> {
     match policy.rules.iter().find(|rule| rule.matches(subject)) {
         Some(rule) => Verdict { effect: rule.effect, rule_id: Some(&rule.id) },
         None => Verdict { effect: policy.default, rule_id: None },

@@ -19,20 +19,20 @@ fn first_match_wins_and_default_applies() {
             {"callers":["alice"],"on_behalf_of":["bob"],"effect":"allow"}]}}"#,
     );
     let v = evaluate(&c, &subject("agent-x", None, "agent-b", "CancelTask"));
-    assert_eq!((v.effect, v.rule_id), (Effect::AllowOriginator, Some("no-cancel")));
+    assert_eq!((v.effect, v.rule_id), (RuleEffect::AllowOriginator, Some("no-cancel")));
     let v = evaluate(&c, &subject("agent-a", None, "agent-b", "SendMessage"));
-    assert_eq!((v.effect, v.rule_id), (Effect::Allow, Some("b-only-from-a")));
+    assert_eq!((v.effect, v.rule_id), (RuleEffect::Allow, Some("b-only-from-a")));
     let v = evaluate(&c, &subject("agent-a", None, "agent-c", "SendMessage"));
-    assert_eq!((v.effect, v.rule_id), (Effect::Deny, None));
+    assert_eq!((v.effect, v.rule_id), (RuleEffect::Deny, None));
     assert_eq!(evaluate(&c, &subject("alice", Some("bob"), "x", "GetTask")).rule_id, Some("rules[2]"));
-    assert_eq!(evaluate(&c, &subject("alice", None, "x", "GetTask")).effect, Effect::Deny);
+    assert_eq!(evaluate(&c, &subject("alice", None, "x", "GetTask")).effect, RuleEffect::Deny);
 }
 
 #[test]
 fn empty_config_allows() {
     let c = config("{}");
-    assert_eq!(evaluate(&c, &subject(ANONYMOUS, None, "t", "SendMessage")).effect, Effect::Allow);
-    assert_eq!(evaluate(&Policy::default(), &subject(ANONYMOUS, None, "t", "SendMessage")).effect, Effect::Allow);
+    assert_eq!(evaluate(&c, &subject(ANONYMOUS, None, "t", "SendMessage")).effect, RuleEffect::Allow);
+    assert_eq!(evaluate(&Policy::default(), &subject(ANONYMOUS, None, "t", "SendMessage")).effect, RuleEffect::Allow);
 }
 
 #[test]
@@ -46,9 +46,9 @@ fn a_rule_matches_by_its_own_methods() {
         methods: methods.iter().map(|m| Glob::new(m)).collect(),
         effect,
     };
-    let p = Policy::new(Effect::Allow, vec![rule(&["CancelTask"], Effect::Deny)]);
-    assert_eq!(evaluate(&p, &subject("a", None, "t", "CancelTask")).effect, Effect::Deny);
-    assert_eq!(evaluate(&p, &subject("a", None, "t", "GetTask")).effect, Effect::Allow);
+    let p = Policy::new(RuleEffect::Allow, vec![rule(&["CancelTask"], RuleEffect::Deny)]);
+    assert_eq!(evaluate(&p, &subject("a", None, "t", "CancelTask")).effect, RuleEffect::Deny);
+    assert_eq!(evaluate(&p, &subject("a", None, "t", "GetTask")).effect, RuleEffect::Allow);
 }
 
 #[test]

@@ -280,16 +280,16 @@ pub fn accept(presented: &Presented, agent_identity: Option<&str>, signature_ok:
 
 /// Why a delegation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Violation {
     Loop,
     MaxDepth,
 }
 
-impl Refusal {
+impl Violation {
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::Loop => "A2A_DELEGATION_LOOP",
-            Refusal::MaxDepth => "A2A_MAX_DEPTH",
+            Violation::Loop => "A2A_DELEGATION_LOOP",
+            Violation::MaxDepth => "A2A_MAX_DEPTH",
         }
     }
 }
@@ -303,13 +303,13 @@ pub struct Outgoing {
 
 /// Decides a call to `target`. `continues_task`: the call continues a task the target
 /// already owns (e.g. answering its input-required), which is not a loop.
-pub fn decide(inbound: &Inbound, target: &str, max_hops: u32, continues_task: bool) -> Result<Outgoing, Refusal> {
+pub fn decide(inbound: &Inbound, target: &str, max_hops: u32, continues_task: bool) -> Result<Outgoing, Violation> {
     let hop = inbound.hop.saturating_add(1);
     if inbound.chain.iter().any(|a| a == target) && !continues_task {
-        return Err(Refusal::Loop);
+        return Err(Violation::Loop);
     }
     if hop > max_hops {
-        return Err(Refusal::MaxDepth);
+        return Err(Violation::MaxDepth);
     }
     let mut chain = inbound.chain.clone();
     chain.push(target.to_string());

@@ -198,9 +198,9 @@ fn hops_loops_and_depth() {
     let hop2 = decide(&at_a, "agent-b", 3, false).unwrap();
     assert_eq!(hop2.hop, 2);
     let at_b = Inbound { hop: 2, chain: hop2.chain, ..at_a.clone() };
-    assert_eq!(decide(&at_b, "agent-a", 3, false), Err(Refusal::Loop));
+    assert_eq!(decide(&at_b, "agent-a", 3, false), Err(Violation::Loop));
     assert!(decide(&at_b, "agent-a", 3, true).is_ok(), "continuing agent-a's own task is not a loop");
     assert_eq!(decide(&at_b, "agent-c", 3, false).map(|o| o.hop), Ok(3));
-    assert_eq!(decide(&at_b, "agent-c", 2, false), Err(Refusal::MaxDepth));
-    assert_eq!(decide(&at_a, "agent-a", 8, false), Err(Refusal::Loop), "calling itself");
+    assert_eq!(decide(&at_b, "agent-c", 2, false), Err(Violation::MaxDepth));
+    assert_eq!(decide(&at_a, "agent-a", 8, false), Err(Violation::Loop), "calling itself");
 }

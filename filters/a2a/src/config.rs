@@ -15,7 +15,7 @@ use tollgate_core::glob::Glob;
 use tollgate_core::identity::IdentityConfig;
 use tollgate_core::shared_data::table::SharedTable;
 
-pub use crate::authz::Effect;
+pub use crate::authz::{Combining, RuleEffect};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,7 +141,7 @@ pub struct Rule {
     /// A2A 1.0 method names (0.3 names are accepted and mapped), globs, or `AgentCard`.
     #[serde(default = "any_string")]
     pub methods: Vec<String>,
-    pub effect: Effect,
+    pub effect: RuleEffect,
 }
 
 fn any() -> Vec<Glob> {
@@ -155,8 +155,11 @@ fn any_string() -> Vec<String> {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthzConfig {
     /// Effect when no rule matches.
-    pub default: Effect,
-    /// First matching rule wins.
+    pub default: RuleEffect,
+    /// How rules combine: `first_match`, the only (and default) value: the first matching
+    /// rule wins, whatever its effect. Any other value is refused at load.
+    pub combining: Option<Combining>,
+    /// Ordered rules, combined as `combining` says.
     pub rules: Vec<Rule>,
 }
 
@@ -378,6 +381,8 @@ impl Validate for Config {
         if self.on_behalf_of.jwt_claim.is_some() && self.identity.jwt.is_none() {
             return Err(ConfigError::field("on_behalf_of.jwt_claim", "needs identity.jwt"));
         }
+        Combining::require(self.authz.combining, Combining::FirstMatch)
+            .map_err(|e| ConfigError::field("authz.combining", e))?;
         for (i, rule) in self.authz.rules.iter().enumerate() {
             if rule.methods.is_empty() || rule.callers.is_empty() || rule.targets.is_empty() {
                 return Err(ConfigError::field(

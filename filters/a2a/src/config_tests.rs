@@ -23,6 +23,8 @@ fn bad_fields_are_named() {
         (r#"{"cards":{"public_base_url":"https://gw.example.com/a b"}}"#, "cards.public_base_url"),
         (r#"{"authz":{"rules":[{"effect":"deny","methods":["SendMesage"]}]}}"#, "authz.rules[0].methods[0]"),
         (r#"{"authz":{"rules":[{"effect":"nope"}]}}"#, "authz.rules[0].effect"),
+        (r#"{"authz":{"combining":"deny_overrides"}}"#, "authz.combining"),
+        (r#"{"authz":{"combining":"deny_wins"}}"#, "authz.combining"),
         (r#"{"on_behalf_of":{"jwt_claim":"sub"}}"#, "on_behalf_of.jwt_claim"),
         (r#"{"cards":{"signed":"resign"}}"#, "cards.signed"),
         (r#"{"routes":{"agnet_key":"x"}}"#, "routes.agnet_key"),
@@ -50,4 +52,10 @@ fn rule_methods_accept_both_dialects() {
     let state = c.compile().unwrap();
     let names: Vec<&str> = state.authz.rules()[0].methods.iter().map(|g| g.pattern()).collect();
     assert_eq!(names, vec!["CancelTask", "GetTask", "*PushNotification*", "AgentCard"]);
+}
+
+#[test]
+fn rules_combine_by_first_match_also_when_named() {
+    let named = load::<Config>(br#"{"authz":{"combining":"first_match","rules":[{"effect":"deny"}]}}"#).unwrap();
+    assert_eq!(named.authz.combining, Some(crate::authz::Combining::FirstMatch));
 }

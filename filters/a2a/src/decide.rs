@@ -11,11 +11,11 @@
 //! `allow_originator` the originator check (another caller's task, an unknown task, or an
 //! anonymous `ListTasks`).
 
-use crate::authz::{self, Effect, OriginatorCheck, Subject, ANONYMOUS};
+use crate::authz::{self, RuleEffect, OriginatorCheck, Subject, ANONYMOUS};
 use crate::chain::{self, Inbound, Presented, Trust};
 use crate::config::{Delegation, State};
 use crate::conversations::TaskEntry;
-use crate::replies::Deny;
+use crate::replies::Refusal;
 use tollgate_core::identity::Identity;
 
 /// What the decision is made on, read by the exchange.
@@ -44,7 +44,7 @@ pub struct Facts<'a> {
 pub enum Action {
     /// Forward it; `list_owner`: a `ListTasks` answer to cut down to this identity's tasks.
     Forward { list_owner: Option<String> },
-    Refuse(Deny),
+    Refuse(Refusal),
 }
 
 /// The ruling, with what it found out about the caller and the chain (recorded either way).
@@ -62,7 +62,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn refused(why: Deny) -> Self {
+    fn refused(why: Refusal) -> Self {
         Decision {
             caller: ANONYMOUS.to_string(),
             trust: Trust::None,
@@ -89,7 +89,7 @@ pub fn trusted_agent(delegation: &Delegation, identity: Option<&Identity>) -> Op
 /// target (`None`: none named, or no record).
 pub fn decide(facts: &Facts<'_>, task: Option<&TaskEntry>, state: &State) -> Decision {
     if facts.unknown_credential {
-        return Decision::refused(Deny::Unauthenticated);
+        return Decision::refused(Refusal::Unauthenticated);
     }
     // Delegation context: believed only from trusted agents or with a valid signature.
     let inbound = if facts.card {
@@ -110,7 +110,7 @@ pub fn decide(facts: &Facts<'_>, task: Option<&TaskEntry>, state: &State) -> Dec
 
     if facts.card {
         let verdict = authz::evaluate(&state.authz, &subject(&decision, facts.target, "AgentCard"));
-        let action = if verdict.effect == Effect::Deny { Action::Refuse(Deny::Forbidden) } else { Action::Forward { list_owner: None } };
+        let action = if verdict.effect == RuleEffect::Deny { Action::Refuse(Refusal::Forbidden) } else { Action::Forward { list_owner: None } };
         decision.rule_id = verdict.rule_id.map(str::to_string);
         decision.action = action;
         return decision;
@@ -123,20 +123,20 @@ pub fn decide(facts: &Facts<'_>, task: Option<&TaskEntry>, state: &State) -> Dec
             decision.hop = Some(out.hop);
             decision.chain = out.chain;
         }
-        Err(refusal) => {
+        Err(violation) => {
             decision.hop = Some(inbound.hop.saturating_add(1));
             decision.chain = inbound.chain;
             decision.chain.push(facts.target.to_string());
-            decision.action = Action::Refuse(Deny::Refusal(refusal));
+            decision.action = Action::Refuse(Refusal::Delegation(violation));
             return decision;
         }
     }
     let verdict = authz::evaluate(&state.authz, &subject(&decision, facts.target, facts.method));
     let rule_id = verdict.rule_id.map(str::to_string);
     let action = match verdict.effect {
-        Effect::Allow => Action::Forward { list_owner: None },
-        Effect::Deny => Action::Refuse(Deny::Forbidden),
-        Effect::AllowOriginator => {
+        RuleEffect::Allow => Action::Forward { list_owner: None },
+        RuleEffect::Deny => Action::Refuse(Refusal::Forbidden),
+        RuleEffect::AllowOriginator => {
             let acting = decision.on_behalf_of.as_deref().unwrap_or(&decision.caller);
             originator(facts.method, acting, facts.names_task, task)
         }
@@ -156,12 +156,12 @@ fn originator(method: &str, acting: &str, names_task: bool, task: Option<&TaskEn
         // A task the gateway has no record of (created by calling the agent directly or
         // through another Envoy, or its entry expired) is nobody's here: answered as an
         // unknown task, never forwarded.
-        OriginatorCheck::Task if task.is_none() && names_task => Action::Refuse(Deny::TaskNotFound),
+        OriginatorCheck::Task if task.is_none() && names_task => Action::Refuse(Refusal::TaskNotFound),
         OriginatorCheck::Task if !authz::originator_allows(acting, task.and_then(|t| t.originator.as_deref())) => {
-            Action::Refuse(Deny::NotOriginator)
+            Action::Refuse(Refusal::NotOriginator)
         }
         OriginatorCheck::Task => Action::Forward { list_owner: None },
-        OriginatorCheck::Refuse => Action::Refuse(Deny::NotOriginator),
+        OriginatorCheck::Refuse => Action::Refuse(Refusal::NotOriginator),
         OriginatorCheck::FilterList => Action::Forward { list_owner: Some(acting.to_string()) },
     }
 }

@@ -2,7 +2,7 @@
 //! decision out. No host.
 
 use super::*;
-use crate::chain::Refusal;
+use crate::chain::Violation;
 use crate::config::Config;
 use serde_json::{json, Value};
 use tollgate_core::identity::Source;
@@ -44,7 +44,7 @@ fn task(owned_by_target: bool, originator: &str) -> TaskEntry {
 fn an_unknown_credential_is_refused_before_anything_else() {
     let s = state(json!({"authz": {"default": "deny"}}));
     let d = decide(&Facts { unknown_credential: true, ..call("SendMessage") }, None, &s);
-    assert_eq!(d, Decision::refused(Deny::Unauthenticated));
+    assert_eq!(d, Decision::refused(Refusal::Unauthenticated));
     assert_eq!((d.caller.as_str(), d.hop, d.rule_id), (ANONYMOUS, None, None));
 }
 
@@ -86,14 +86,14 @@ fn loops_and_depth_are_refused_with_the_chain_they_would_have_had() {
     let looped = context(2, "agent-b,agent-a", None);
     let facts = Facts { presented: &looped, signature_ok: true, names_task: true, ..call("SendMessage") };
     let d = decide(&facts, None, &s);
-    assert_eq!(d.action, Action::Refuse(Deny::Refusal(Refusal::Loop)));
+    assert_eq!(d.action, Action::Refuse(Refusal::Delegation(Violation::Loop)));
     assert_eq!((d.hop, d.chain.join(",")), (Some(3), "agent-b,agent-a,agent-b".to_string()));
     // Continuing a task the target owns is not a loop; a task another agent owns is.
     assert_eq!(decide(&facts, Some(&task(true, "x")), &s).action, Action::Forward { list_owner: None });
-    assert_eq!(decide(&facts, Some(&task(false, "x")), &s).action, Action::Refuse(Deny::Refusal(Refusal::Loop)));
+    assert_eq!(decide(&facts, Some(&task(false, "x")), &s).action, Action::Refuse(Refusal::Delegation(Violation::Loop)));
     let deep = context(3, "agent-a", None);
     let d = decide(&Facts { presented: &deep, signature_ok: true, ..call("SendMessage") }, None, &s);
-    assert_eq!((d.action, d.hop), (Action::Refuse(Deny::Refusal(Refusal::MaxDepth)), Some(4)));
+    assert_eq!((d.action, d.hop), (Action::Refuse(Refusal::Delegation(Violation::MaxDepth)), Some(4)));
 }
 
 #[test]
@@ -104,10 +104,10 @@ fn rules_decide_by_caller_and_method_and_name_the_rule() {
     let d = decide(&Facts { identity: Some(&alice), ..call("SendMessage") }, None, &s);
     assert_eq!((d.action, d.rule_id.as_deref()), (Action::Forward { list_owner: None }, Some("alice-sends")));
     let d = decide(&Facts { identity: Some(&alice), ..call("CancelTask") }, None, &s);
-    assert_eq!((d.action, d.rule_id), (Action::Refuse(Deny::Forbidden), None));
+    assert_eq!((d.action, d.rule_id), (Action::Refuse(Refusal::Forbidden), None));
     // An extension's method is judged by its name as sent.
     let d = decide(&Facts { identity: Some(&alice), ..call("x/custom") }, None, &s);
-    assert_eq!(d.action, Action::Refuse(Deny::Forbidden));
+    assert_eq!(d.action, Action::Refuse(Refusal::Forbidden));
 }
 
 #[test]
@@ -116,16 +116,16 @@ fn under_allow_originator_only_the_originator_reaches_a_task() {
     let alice = principal("alice");
     let get = Facts { identity: Some(&alice), names_task: true, ..call("GetTask") };
     assert_eq!(decide(&get, Some(&task(true, "alice")), &s).action, Action::Forward { list_owner: None });
-    assert_eq!(decide(&get, Some(&task(true, "bob")), &s).action, Action::Refuse(Deny::NotOriginator));
-    assert_eq!(decide(&get, None, &s).action, Action::Refuse(Deny::TaskNotFound), "no record: not found");
+    assert_eq!(decide(&get, Some(&task(true, "bob")), &s).action, Action::Refuse(Refusal::NotOriginator));
+    assert_eq!(decide(&get, None, &s).action, Action::Refuse(Refusal::TaskNotFound), "no record: not found");
     let unnamed = Facts { names_task: false, ..get };
-    assert_eq!(decide(&unnamed, None, &s).action, Action::Refuse(Deny::NotOriginator), "no task named");
+    assert_eq!(decide(&unnamed, None, &s).action, Action::Refuse(Refusal::NotOriginator), "no task named");
     let anonymous = Facts { identity: None, ..get };
-    assert_eq!(decide(&anonymous, Some(&task(true, ANONYMOUS)), &s).action, Action::Refuse(Deny::NotOriginator));
+    assert_eq!(decide(&anonymous, Some(&task(true, ANONYMOUS)), &s).action, Action::Refuse(Refusal::NotOriginator));
     // ListTasks: filtered to the acting identity's tasks; refused to the anonymous.
     let list = Facts { identity: Some(&alice), ..call("ListTasks") };
     assert_eq!(decide(&list, None, &s).action, Action::Forward { list_owner: Some("alice".into()) });
-    assert_eq!(decide(&Facts { identity: None, ..list }, None, &s).action, Action::Refuse(Deny::NotOriginator));
+    assert_eq!(decide(&Facts { identity: None, ..list }, None, &s).action, Action::Refuse(Refusal::NotOriginator));
     assert_eq!(decide(&list, None, &s).rule_id.as_deref(), Some("own"));
 }
 
@@ -139,5 +139,5 @@ fn a_card_fetch_is_judged_by_rules_only() {
     assert_eq!((d.action, d.trust, d.hop, d.chain.len()), (Action::Forward { list_owner: None }, Trust::None, None, 0), "never refused for chain reasons");
     let mallory = principal("mallory");
     let d = decide(&Facts { identity: Some(&mallory), ..card }, None, &s);
-    assert_eq!((d.action, d.rule_id.as_deref()), (Action::Refuse(Deny::Forbidden), Some("no-cards")));
+    assert_eq!((d.action, d.rule_id.as_deref()), (Action::Refuse(Refusal::Forbidden), Some("no-cards")));
 }

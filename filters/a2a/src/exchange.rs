@@ -21,7 +21,7 @@ use crate::conversations::{self, Recorded};
 use crate::decide::{self, Action, Decision, Facts};
 use crate::head::{self, RequestHead};
 use crate::record::{self, CardAudit, ExchangeFacts, ResponseFacts, Tags};
-use crate::replies::{self, Deny};
+use crate::replies::{self, Refusal};
 use crate::response::{self, CardState, ListOutcome, ListState, ResponseHead};
 use crate::session::{self, ResponseTracker};
 use crate::upstream;
@@ -161,10 +161,10 @@ impl Exchange {
 
     /// Refuses a request on an agent route that is not a classifiable A2A call (or whose
     /// path or body is ambiguous). An unknown credential is reported as such first.
-    fn refuse_unclassified(&mut self, host: &dyn Host, binding: Binding, why: Deny) -> Step {
+    fn refuse_unclassified(&mut self, host: &dyn Host, binding: Binding, why: Refusal) -> Step {
         self.facts.binding = Some(binding);
         self.participate(host);
-        self.deny(host, if self.unknown_credential { Deny::Unauthenticated } else { why })
+        self.deny(host, if self.unknown_credential { Refusal::Unauthenticated } else { why })
     }
 
     fn prepare_card(&mut self, host: &dyn Host) {
@@ -173,7 +173,7 @@ impl Exchange {
         }
     }
 
-    fn deny(&mut self, host: &dyn Host, why: Deny) -> Step {
+    fn deny(&mut self, host: &dyn Host, why: Refusal) -> Step {
         self.phase = Phase::Denied;
         let (status, body) = self.refusal(why);
         if let Err(e) = reply::send_json(host, status, why.reply_headers(), &body) {
@@ -183,7 +183,7 @@ impl Exchange {
     }
 
     /// Records the refusal `why` and returns its HTTP status and body.
-    fn refusal(&mut self, why: Deny) -> (u32, Vec<u8>) {
+    fn refusal(&mut self, why: Refusal) -> (u32, Vec<u8>) {
         let facts = &self.facts;
         let call = replies::Call {
             binding: facts.binding,
@@ -195,7 +195,7 @@ impl Exchange {
             method: facts.method,
         };
         let (status, body) = replies::body(why, &call);
-        self.facts.deny = Some(why);
+        self.facts.refusal = Some(why);
         self.facts.status = Some(status);
         (status, body)
     }
@@ -232,7 +232,7 @@ impl Exchange {
         let call = match classify::classify_rpc(body) {
             Ok(call) => call,
             Err(class) => {
-                let why = Deny::for_body(&class);
+                let why = Refusal::for_body(&class);
                 if let Some(detail) = class.detail() {
                     host.log(LogLevel::Info, &format!("tollgate-a2a: refused {detail}"));
                 }
@@ -303,14 +303,14 @@ impl HttpExchange for Exchange {
                 Binding::Rest
             };
             self.facts.refused_http_method = Some(method);
-            return self.refuse_unclassified(host, binding, Deny::HttpMethod);
+            return self.refuse_unclassified(host, binding, Refusal::HttpMethod);
         }
         let post = method.eq_ignore_ascii_case("POST");
         self.head = match classify::classify_head(&method, &path, content_type.as_deref()) {
             Ok(head) => head,
             Err(e) => {
                 host.log(LogLevel::Info, &format!("tollgate-a2a: refused path {path:?}: {e:?}"));
-                return self.refuse_unclassified(host, Binding::Rest, Deny::BadPath);
+                return self.refuse_unclassified(host, Binding::Rest, Refusal::BadPath);
             }
         };
         match self.head.clone() {
@@ -336,12 +336,12 @@ impl HttpExchange for Exchange {
             // A POST to an agent that is not A2A is refused, never passed unchecked: the SDK
             // runs a JSON-RPC body whatever its content type says.
             // An empty body is not JSON: a Parse error, as the agent answers.
-            Head::JsonPost if end_of_stream => self.refuse_unclassified(host, Binding::JsonRpc, Deny::Parse),
+            Head::JsonPost if end_of_stream => self.refuse_unclassified(host, Binding::JsonRpc, Refusal::Parse),
             Head::JsonPost => {
                 self.phase = Phase::AwaitBody;
                 Step::Pause
             }
-            Head::Other if post => self.refuse_unclassified(host, Binding::JsonRpc, Deny::MediaType),
+            Head::Other if post => self.refuse_unclassified(host, Binding::JsonRpc, Refusal::MediaType),
             Head::Other => {
                 // Neither A2A nor a POST (another GET, OPTIONS...): passed on, without the
                 // caller's credentials and gateway-owned headers, unrecorded.
@@ -358,7 +358,7 @@ impl HttpExchange for Exchange {
         if body_size > self.state.limits.max_request_body_bytes {
             self.facts.binding.get_or_insert(Binding::JsonRpc);
             self.participate(host);
-            return self.deny(host, Deny::TooLarge);
+            return self.deny(host, Refusal::TooLarge);
         }
         if !end_of_stream {
             return Step::Pause;
@@ -378,7 +378,7 @@ impl HttpExchange for Exchange {
                     if let Err(e) = tollgate_core::wire::jsonrpc::check_no_duplicate_keys(&body) {
                         host.log(LogLevel::Info, &format!("tollgate-a2a: refused ambiguous request: {e}"));
                         let binding = *self.facts.binding.get_or_insert(Binding::JsonRpc);
-                        return self.refuse_unclassified(host, binding, Deny::Invalid);
+                        return self.refuse_unclassified(host, binding, Refusal::Invalid);
                     }
                 }
                 if let Some(method) = self.facts.method {
@@ -454,7 +454,7 @@ impl HttpExchange for Exchange {
                     }
                 }
                 ListOutcome::Unfilterable => {
-                    let (status, error) = self.refusal(Deny::Unfilterable);
+                    let (status, error) = self.refusal(Refusal::Unfilterable);
                     response::replace_response(host, status, &error, body_size);
                 }
             }

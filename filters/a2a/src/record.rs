@@ -13,7 +13,7 @@
 
 use crate::chain::Trust;
 use crate::classify::{Binding, Dialect, Method};
-use crate::replies::Deny;
+use crate::replies::Refusal;
 use crate::session::{self, RequestIds, ResponseIds, ResponseTracker};
 use serde::Serialize;
 use tollgate_core::observe::audit::{Decision, Layer, Record};
@@ -53,7 +53,7 @@ pub struct ExchangeFacts {
     /// `inbound`, `conversation` or `new`.
     pub trace_source: &'static str,
     /// Why the gateway answered itself (the request, or a `ListTasks` answer it replaced).
-    pub deny: Option<Deny>,
+    pub refusal: Option<Refusal>,
     pub rule_id: Option<String>,
     /// The status sent to the client (the gateway's, else the agent's).
     pub status: Option<u32>,
@@ -82,7 +82,7 @@ impl Default for ExchangeFacts {
             chain: Vec::new(),
             trace: None,
             trace_source: "new",
-            deny: None,
+            refusal: None,
             rule_id: None,
             status: None,
             refused_http_method: None,
@@ -190,7 +190,7 @@ pub fn ms_between(from: u64, to: u64) -> u64 {
 /// final state (bounded), else `none`.
 pub fn state_label(facts: &ExchangeFacts, tracker: Option<&ResponseTracker>) -> &'static str {
     let tracked = tracker.map(|t| &t.ids);
-    if facts.deny.is_some() {
+    if facts.refusal.is_some() {
         "denied"
     } else if tracked.is_some_and(|t| t.error_code.is_some()) {
         "error"
@@ -203,9 +203,9 @@ pub fn state_label(facts: &ExchangeFacts, tracker: Option<&ResponseTracker>) -> 
 pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nanos: u64) -> Record<'a, Detail<'a>> {
     let tracked: Option<&'a ResponseIds> = response.tracker.map(|t| &t.ids);
     let rpc_error_code = facts
-        .deny
+        .refusal
         .filter(|_| facts.binding == Some(Binding::JsonRpc))
-        .map(Deny::rpc_code)
+        .map(Refusal::rpc_code)
         .or(tracked.and_then(|t| t.error_code));
     let detail = Detail {
         binding: facts.binding.map(Binding::as_str).unwrap_or("jsonrpc"),
@@ -224,12 +224,12 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
         reference_task_ids: &facts.ids.reference_task_ids,
         task_state: tracked.and_then(|t| t.state.as_deref()),
         rpc_error_code,
-        reason: facts.deny.map(Deny::reason),
+        reason: facts.refusal.map(Refusal::reason),
         streaming: response.tracker.is_some_and(ResponseTracker::is_stream),
         events: response.tracker.map(|t| t.events),
         ttfe_ms: facts.ttfe_nanos.map(|t| ms_between(facts.start_nanos, t)),
         trace_source: facts.trace_source,
-        card: response.card.filter(|_| facts.deny.is_none()),
+        card: response.card.filter(|_| facts.refusal.is_none()),
         message_parts: facts.ids.parts.as_deref(),
         http_method: facts.refused_http_method.as_deref(),
         tasks_withheld: response.tasks_withheld,
@@ -242,7 +242,7 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
         record.parent_span_id = step.parent_span_id.as_deref();
     }
     record.identity = facts.identity.as_ref();
-    record.decision = match facts.deny {
+    record.decision = match facts.refusal {
         None => Decision::Allow,
         Some(why) if why.is_error() => Decision::Error,
         Some(_) => Decision::Deny,
@@ -250,7 +250,7 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
     record.rule_id = facts.rule_id.as_deref();
     record.status = facts.status;
     record.duration_ms = Some(ms_between(facts.start_nanos, now_nanos));
-    record.error = facts.deny.map(Deny::message);
+    record.error = facts.refusal.map(Refusal::message);
     record
 }
 
@@ -264,7 +264,7 @@ pub fn emit_metrics(host: &dyn Host, metrics: &Metrics, facts: &ExchangeFacts, r
     if let Some(t) = record.detail.ttfe_ms {
         metrics.record(host, TTFE, &[("target", target), ("method", method)], t);
     }
-    if let Some(why) = facts.deny {
+    if let Some(why) = facts.refusal {
         metrics.inc(host, DENIED, &[("target", target), ("reason", why.reason())]);
     }
     if let Some(c) = card_result {

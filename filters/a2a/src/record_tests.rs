@@ -1,7 +1,7 @@
 //! The audit record and metric labels from plain facts.
 
 use super::*;
-use crate::chain::Refusal;
+use crate::chain::Violation;
 use serde_json::{json, Value};
 
 fn facts() -> ExchangeFacts {
@@ -39,11 +39,11 @@ fn a_forwarded_call_is_allowed_with_what_the_response_revealed() {
 
 #[test]
 fn refusals_are_denials_or_errors_with_their_reason() {
-    let loop_ = ExchangeFacts { deny: Some(Deny::Refusal(Refusal::Loop)), status: Some(200), ..facts() };
+    let loop_ = ExchangeFacts { refusal: Some(Refusal::Delegation(Violation::Loop)), status: Some(200), ..facts() };
     let v = to_json(&loop_, ResponseFacts::default(), 1_000_000_000);
     assert_eq!((v["decision"].as_str(), v["reason"].as_str(), v["rpc_error_code"].as_i64()), (Some("deny"), Some("A2A_DELEGATION_LOOP"), Some(-32050)));
     assert_eq!(state_label(&loop_, None), "denied");
-    let rest = ExchangeFacts { deny: Some(Deny::TooLarge), binding: Some(Binding::Rest), ..facts() };
+    let rest = ExchangeFacts { refusal: Some(Refusal::TooLarge), binding: Some(Binding::Rest), ..facts() };
     let v = to_json(&rest, ResponseFacts::default(), 1_000_000_000);
     assert_eq!((v["decision"].as_str(), v["rpc_error_code"].is_null(), v["error"].as_str()), (Some("error"), true, Some("request body too large")));
     // A refused card records no card outcome.

@@ -1,8 +1,8 @@
-//! The filter's own answers: why a request (or a `ListTasks` answer) is refused ([`Deny`]),
+//! The filter's own answers: why a request (or a `ListTasks` answer) is refused ([`Refusal`]),
 //! and the reply for it in the call's binding and dialect — a JSON-RPC error with an
 //! `ErrorInfo`, or an HTTP+JSON error with a google.rpc status. Pure: no host access.
 
-use crate::chain::Refusal;
+use crate::chain::Violation;
 use crate::classify::{Binding, BodyClass, Dialect, Method};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -30,8 +30,8 @@ const TASK_NOT_FOUND_CODE: i64 = -32001;
 const TASK_NOT_FOUND_MESSAGE: &str = "Task not found";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deny {
-    Refusal(Refusal),
+pub enum Refusal {
+    Delegation(Violation),
     Forbidden,
     NotOriginator,
     Unauthenticated,
@@ -57,95 +57,95 @@ pub enum Deny {
     TaskNotFound,
 }
 
-impl Deny {
+impl Refusal {
     /// The refusal of a JSON-RPC body that is not a request A2A can take.
-    pub fn for_body(class: &BodyClass) -> Deny {
+    pub fn for_body(class: &BodyClass) -> Refusal {
         match class {
-            BodyClass::Batch => Deny::Batch,
-            BodyClass::Parse(_) => Deny::Parse,
-            BodyClass::Invalid { .. } | BodyClass::Ambiguous { .. } => Deny::Invalid,
+            BodyClass::Batch => Refusal::Batch,
+            BodyClass::Parse(_) => Refusal::Parse,
+            BodyClass::Invalid { .. } | BodyClass::Ambiguous { .. } => Refusal::Invalid,
         }
     }
 
     pub fn reason(self) -> &'static str {
         match self {
-            Deny::Refusal(r) => r.reason(),
-            Deny::Forbidden => "A2A_FORBIDDEN",
-            Deny::NotOriginator => "A2A_NOT_TASK_ORIGINATOR",
-            Deny::Unauthenticated => "A2A_UNAUTHENTICATED",
-            Deny::TooLarge => "A2A_REQUEST_TOO_LARGE",
-            Deny::Parse | Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => "A2A_INVALID_REQUEST",
-            Deny::Unfilterable => "A2A_RESPONSE_UNFILTERABLE",
-            Deny::TaskNotFound => "A2A_TASK_NOT_FOUND",
+            Refusal::Delegation(r) => r.reason(),
+            Refusal::Forbidden => "A2A_FORBIDDEN",
+            Refusal::NotOriginator => "A2A_NOT_TASK_ORIGINATOR",
+            Refusal::Unauthenticated => "A2A_UNAUTHENTICATED",
+            Refusal::TooLarge => "A2A_REQUEST_TOO_LARGE",
+            Refusal::Parse | Refusal::Invalid | Refusal::Batch | Refusal::MediaType | Refusal::BadPath | Refusal::HttpMethod => "A2A_INVALID_REQUEST",
+            Refusal::Unfilterable => "A2A_RESPONSE_UNFILTERABLE",
+            Refusal::TaskNotFound => "A2A_TASK_NOT_FOUND",
         }
     }
     pub fn rpc_code(self) -> i64 {
         match self {
-            Deny::Refusal(Refusal::Loop) => codes::DELEGATION_LOOP,
-            Deny::Refusal(Refusal::MaxDepth) => codes::MAX_DEPTH,
-            Deny::Forbidden | Deny::NotOriginator => codes::FORBIDDEN,
-            Deny::Unauthenticated => codes::UNAUTHENTICATED,
-            Deny::TooLarge => codes::TOO_LARGE,
-            Deny::Parse => reply::codes::PARSE_ERROR,
-            Deny::Invalid | Deny::Batch | Deny::MediaType | Deny::BadPath | Deny::HttpMethod => reply::codes::INVALID_REQUEST,
-            Deny::Unfilterable => codes::UNFILTERABLE,
-            Deny::TaskNotFound => TASK_NOT_FOUND_CODE,
+            Refusal::Delegation(Violation::Loop) => codes::DELEGATION_LOOP,
+            Refusal::Delegation(Violation::MaxDepth) => codes::MAX_DEPTH,
+            Refusal::Forbidden | Refusal::NotOriginator => codes::FORBIDDEN,
+            Refusal::Unauthenticated => codes::UNAUTHENTICATED,
+            Refusal::TooLarge => codes::TOO_LARGE,
+            Refusal::Parse => reply::codes::PARSE_ERROR,
+            Refusal::Invalid | Refusal::Batch | Refusal::MediaType | Refusal::BadPath | Refusal::HttpMethod => reply::codes::INVALID_REQUEST,
+            Refusal::Unfilterable => codes::UNFILTERABLE,
+            Refusal::TaskNotFound => TASK_NOT_FOUND_CODE,
         }
     }
     /// HTTP status for JSON-RPC replies: 200 (the error is in the body) except where the
     /// transport itself failed.
     pub fn rpc_http_status(self) -> u32 {
         match self {
-            Deny::Unauthenticated => 401,
-            Deny::TooLarge => 413,
-            Deny::MediaType => 415,
-            Deny::BadPath => 400,
-            Deny::HttpMethod => 405,
-            Deny::Unfilterable => 502,
+            Refusal::Unauthenticated => 401,
+            Refusal::TooLarge => 413,
+            Refusal::MediaType => 415,
+            Refusal::BadPath => 400,
+            Refusal::HttpMethod => 405,
+            Refusal::Unfilterable => 502,
             _ => 200,
         }
     }
     /// HTTP status and google.rpc status for REST and card replies.
     pub fn rest_status(self) -> (u32, &'static str) {
         match self {
-            Deny::Refusal(Refusal::Loop) => (409, "ABORTED"),
-            Deny::Refusal(Refusal::MaxDepth) => (400, "FAILED_PRECONDITION"),
-            Deny::Forbidden | Deny::NotOriginator => (403, "PERMISSION_DENIED"),
-            Deny::Unauthenticated => (401, "UNAUTHENTICATED"),
-            Deny::TooLarge => (413, "RESOURCE_EXHAUSTED"),
-            Deny::Parse | Deny::Invalid | Deny::Batch | Deny::BadPath => (400, "INVALID_ARGUMENT"),
-            Deny::MediaType => (415, "INVALID_ARGUMENT"),
-            Deny::HttpMethod => (405, "UNIMPLEMENTED"),
-            Deny::Unfilterable => (502, "INTERNAL"),
-            Deny::TaskNotFound => (404, "NOT_FOUND"),
+            Refusal::Delegation(Violation::Loop) => (409, "ABORTED"),
+            Refusal::Delegation(Violation::MaxDepth) => (400, "FAILED_PRECONDITION"),
+            Refusal::Forbidden | Refusal::NotOriginator => (403, "PERMISSION_DENIED"),
+            Refusal::Unauthenticated => (401, "UNAUTHENTICATED"),
+            Refusal::TooLarge => (413, "RESOURCE_EXHAUSTED"),
+            Refusal::Parse | Refusal::Invalid | Refusal::Batch | Refusal::BadPath => (400, "INVALID_ARGUMENT"),
+            Refusal::MediaType => (415, "INVALID_ARGUMENT"),
+            Refusal::HttpMethod => (405, "UNIMPLEMENTED"),
+            Refusal::Unfilterable => (502, "INTERNAL"),
+            Refusal::TaskNotFound => (404, "NOT_FOUND"),
         }
     }
     /// A refusal the filter reports as an error (the request or answer was unusable), not a
     /// policy decision.
     pub fn is_error(self) -> bool {
-        !matches!(self, Deny::Refusal(_) | Deny::Forbidden | Deny::NotOriginator | Deny::TaskNotFound)
+        !matches!(self, Refusal::Delegation(_) | Refusal::Forbidden | Refusal::NotOriginator | Refusal::TaskNotFound)
     }
     pub fn message(self) -> &'static str {
         match self {
-            Deny::Refusal(Refusal::Loop) => "delegation loop: the target agent is already in this call's delegation chain",
-            Deny::Refusal(Refusal::MaxDepth) => "delegation chain too deep: the maximum number of hops is reached",
-            Deny::Forbidden => "this caller may not call this method on this agent",
-            Deny::NotOriginator => "only the identity that created the task may do this",
-            Deny::Unauthenticated => "unknown credential",
-            Deny::TooLarge => "request body too large",
-            Deny::Parse => "Parse error: the request body is not JSON",
-            Deny::Invalid => "invalid JSON-RPC request",
-            Deny::Batch => "JSON-RPC batches are not part of A2A",
-            Deny::MediaType => "A2A requests must be JSON (Content-Type application/json or application/a2a+json)",
-            Deny::BadPath => "invalid or ambiguous percent-escape in the request path",
-            Deny::HttpMethod => "A2A uses only GET, POST and DELETE: this HTTP method is refused on agent routes",
-            Deny::Unfilterable => "the agent's task list could not be filtered to the caller's own tasks, so it was not passed on",
-            Deny::TaskNotFound => TASK_NOT_FOUND_MESSAGE,
+            Refusal::Delegation(Violation::Loop) => "delegation loop: the target agent is already in this call's delegation chain",
+            Refusal::Delegation(Violation::MaxDepth) => "delegation chain too deep: the maximum number of hops is reached",
+            Refusal::Forbidden => "this caller may not call this method on this agent",
+            Refusal::NotOriginator => "only the identity that created the task may do this",
+            Refusal::Unauthenticated => "unknown credential",
+            Refusal::TooLarge => "request body too large",
+            Refusal::Parse => "Parse error: the request body is not JSON",
+            Refusal::Invalid => "invalid JSON-RPC request",
+            Refusal::Batch => "JSON-RPC batches are not part of A2A",
+            Refusal::MediaType => "A2A requests must be JSON (Content-Type application/json or application/a2a+json)",
+            Refusal::BadPath => "invalid or ambiguous percent-escape in the request path",
+            Refusal::HttpMethod => "A2A uses only GET, POST and DELETE: this HTTP method is refused on agent routes",
+            Refusal::Unfilterable => "the agent's task list could not be filtered to the caller's own tasks, so it was not passed on",
+            Refusal::TaskNotFound => TASK_NOT_FOUND_MESSAGE,
         }
     }
     /// Headers the local reply carries beside its content type.
     pub fn reply_headers(self) -> &'static [(&'static str, &'static str)] {
-        if self == Deny::HttpMethod {
+        if self == Refusal::HttpMethod {
             &[("allow", "GET, POST, DELETE")]
         } else {
             &[]
@@ -190,8 +190,8 @@ pub struct Call<'a> {
 
 /// The HTTP status and body refusing `call` for `why`, in the shape of its binding and
 /// dialect (JSON-RPC error, else HTTP+JSON error).
-pub fn body(why: Deny, call: &Call<'_>) -> (u32, Vec<u8>) {
-    let info = if why == Deny::TaskNotFound {
+pub fn body(why: Refusal, call: &Call<'_>) -> (u32, Vec<u8>) {
+    let info = if why == Refusal::TaskNotFound {
         // A2A's own answer, as the agent gives it: nothing says the gateway answered.
         ErrorInfo { type_url: ERROR_INFO_TYPE, reason: "TASK_NOT_FOUND", domain: A2A_DOMAIN, metadata: BTreeMap::new() }
     } else {
@@ -213,7 +213,7 @@ pub fn body(why: Deny, call: &Call<'_>) -> (u32, Vec<u8>) {
             let body = match call.dialect {
                 Dialect::V10 => reply::rpc_error_body(call.rpc_id, why.rpc_code(), why.message(), Some([info])),
                 // The 0.3 TaskNotFoundError carries `"data": null`.
-                Dialect::V03 if why == Deny::TaskNotFound => {
+                Dialect::V03 if why == Refusal::TaskNotFound => {
                     reply::rpc_error_body(call.rpc_id, why.rpc_code(), why.message(), Some(serde_json::Value::Null))
                 }
                 Dialect::V03 => reply::rpc_error_body(call.rpc_id, why.rpc_code(), why.message(), Some(info)),

@@ -11,6 +11,7 @@
 //! - [`shared_data`]: state shared by the workers of one Envoy (fixed-window counters, an
 //!   expiring table);
 //! - [`observe`]: the audit record, metrics, filter state;
+//! - [`decision`]: the decision vocabulary (`Effect`, `Verdict`, `Combining`);
 //! - [`config`], [`identity`], [`glob`], [`reply`], [`hash`], [`text`]: configuration loading,
 //!   the one identity model, patterns, local replies, digests, text helpers.
 //!
@@ -18,6 +19,7 @@
 //! [`host::MemoryHost`] ([`testing`] drives whole exchanges).
 
 pub mod config;
+pub mod decision;
 pub mod glob;
 pub mod hash;
 pub mod host;

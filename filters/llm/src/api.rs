@@ -419,7 +419,7 @@ pub fn rewrite_body(
 
 /// The errors the filter answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum RefusalKind {
     /// 401: no key, or an unknown key.
     Unauthenticated,
     /// 403: the key may not use the model.
@@ -436,50 +436,50 @@ pub enum Refusal {
     RateLimited(&'static str),
 }
 
-impl Refusal {
+impl RefusalKind {
     pub fn status(self) -> u32 {
         match self {
-            Refusal::Unauthenticated => 401,
-            Refusal::Forbidden => 403,
-            Refusal::NotFound => 404,
-            Refusal::BadRequest => 400,
-            Refusal::MethodNotAllowed => 405,
-            Refusal::TooLarge => 413,
-            Refusal::RateLimited(_) => 429,
+            RefusalKind::Unauthenticated => 401,
+            RefusalKind::Forbidden => 403,
+            RefusalKind::NotFound => 404,
+            RefusalKind::BadRequest => 400,
+            RefusalKind::MethodNotAllowed => 405,
+            RefusalKind::TooLarge => 413,
+            RefusalKind::RateLimited(_) => 429,
         }
     }
 
     fn openai(self) -> (&'static str, &'static str) {
         match self {
-            Refusal::Unauthenticated => ("invalid_request_error", "invalid_api_key"),
-            Refusal::Forbidden => ("permission_error", "model_not_allowed"),
-            Refusal::NotFound => ("invalid_request_error", "model_not_found"),
-            Refusal::BadRequest => ("invalid_request_error", "invalid_request"),
-            Refusal::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
-            Refusal::TooLarge => ("invalid_request_error", "request_too_large"),
-            Refusal::RateLimited(kind) => (kind, "rate_limit_exceeded"),
+            RefusalKind::Unauthenticated => ("invalid_request_error", "invalid_api_key"),
+            RefusalKind::Forbidden => ("permission_error", "model_not_allowed"),
+            RefusalKind::NotFound => ("invalid_request_error", "model_not_found"),
+            RefusalKind::BadRequest => ("invalid_request_error", "invalid_request"),
+            RefusalKind::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
+            RefusalKind::TooLarge => ("invalid_request_error", "request_too_large"),
+            RefusalKind::RateLimited(kind) => (kind, "rate_limit_exceeded"),
         }
     }
 
     fn anthropic(self) -> &'static str {
         match self {
-            Refusal::Unauthenticated => "authentication_error",
-            Refusal::Forbidden => "permission_error",
-            Refusal::NotFound => "not_found_error",
-            Refusal::BadRequest | Refusal::MethodNotAllowed => "invalid_request_error",
-            Refusal::TooLarge => "request_too_large",
-            Refusal::RateLimited(_) => "rate_limit_error",
+            RefusalKind::Unauthenticated => "authentication_error",
+            RefusalKind::Forbidden => "permission_error",
+            RefusalKind::NotFound => "not_found_error",
+            RefusalKind::BadRequest | RefusalKind::MethodNotAllowed => "invalid_request_error",
+            RefusalKind::TooLarge => "request_too_large",
+            RefusalKind::RateLimited(_) => "rate_limit_error",
         }
     }
 
     fn gemini(self) -> &'static str {
         match self {
-            Refusal::Unauthenticated => "UNAUTHENTICATED",
-            Refusal::Forbidden => "PERMISSION_DENIED",
-            Refusal::NotFound => "NOT_FOUND",
-            Refusal::BadRequest | Refusal::TooLarge => "INVALID_ARGUMENT",
-            Refusal::MethodNotAllowed => "UNIMPLEMENTED",
-            Refusal::RateLimited(_) => "RESOURCE_EXHAUSTED",
+            RefusalKind::Unauthenticated => "UNAUTHENTICATED",
+            RefusalKind::Forbidden => "PERMISSION_DENIED",
+            RefusalKind::NotFound => "NOT_FOUND",
+            RefusalKind::BadRequest | RefusalKind::TooLarge => "INVALID_ARGUMENT",
+            RefusalKind::MethodNotAllowed => "UNIMPLEMENTED",
+            RefusalKind::RateLimited(_) => "RESOURCE_EXHAUSTED",
         }
     }
 }
@@ -520,7 +520,7 @@ struct GeminiErrorBody<'a> {
 }
 
 /// The error body for `refusal` in the client API's shape (OpenAI's when the API is unknown).
-pub fn error_body(api: Option<ClientApi>, refusal: Refusal, message: &str) -> Vec<u8> {
+pub fn error_body(api: Option<ClientApi>, refusal: RefusalKind, message: &str) -> Vec<u8> {
     let json = match api {
         Some(ClientApi::AnthropicMessages) => serde_json::to_vec(&AnthropicError {
             kind: "error",
@@ -667,20 +667,20 @@ mod tests {
 
     #[test]
     fn error_shapes() {
-        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::OpenaiChat), Refusal::Unauthenticated, "bad key")).unwrap();
+        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::OpenaiChat), RefusalKind::Unauthenticated, "bad key")).unwrap();
         assert_eq!(v["error"]["message"], "bad key");
         assert_eq!(v["error"]["code"], "invalid_api_key");
         assert!(v["error"]["param"].is_null());
-        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::AnthropicMessages), Refusal::Forbidden, "no")).unwrap();
+        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::AnthropicMessages), RefusalKind::Forbidden, "no")).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "permission_error");
-        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::Gemini), Refusal::NotFound, "nf")).unwrap();
+        let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::Gemini), RefusalKind::NotFound, "nf")).unwrap();
         assert_eq!(v["error"]["code"], 404);
         assert_eq!(v["error"]["status"], "NOT_FOUND");
-        let v: Value = serde_json::from_slice(&error_body(None, Refusal::TooLarge, "big")).unwrap();
+        let v: Value = serde_json::from_slice(&error_body(None, RefusalKind::TooLarge, "big")).unwrap();
         assert_eq!(v["error"]["code"], "request_too_large");
-        assert_eq!(Refusal::TooLarge.status(), 413);
-        let limited = Refusal::RateLimited("tokens");
+        assert_eq!(RefusalKind::TooLarge.status(), 413);
+        let limited = RefusalKind::RateLimited("tokens");
         let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::OpenaiChat), limited, "slow down")).unwrap();
         assert_eq!((v["error"]["type"].as_str(), v["error"]["code"].as_str()), (Some("tokens"), Some("rate_limit_exceeded")));
         let v: Value = serde_json::from_slice(&error_body(Some(ClientApi::AnthropicMessages), limited, "x")).unwrap();

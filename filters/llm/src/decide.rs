@@ -8,10 +8,10 @@
 //! reserve, the body and header rewrites). A limit's 429 needs the shared counters, so it is
 //! decided by `limits::admit` while the decision is applied ([`rate_limited`] words it).
 
-use crate::api::{self, ClientApi, Endpoint, GeminiAction, Refusal};
+use crate::api::{self, ClientApi, Endpoint, GeminiAction, RefusalKind};
 use crate::config::State;
-use crate::limits::{self, Denial, Estimate};
-use crate::record::Refused;
+use crate::limits::{self, Exceeded, Estimate};
+use crate::record::Refusal;
 use crate::routing::{model_allowed, Provider};
 use tollgate_core::glob::Glob;
 use tollgate_core::identity::{Identity, IdentityError};
@@ -26,7 +26,7 @@ pub struct PathDecision {
     pub endpoint: Option<Endpoint>,
     /// A Gemini key given in the query (`?key=`), to be read like the header (and never
     /// forwarded in the path); `Err`: refused.
-    pub verdict: Result<Option<QueryKey>, Refused>,
+    pub verdict: Result<Option<QueryKey>, Refusal>,
 }
 
 /// The rewrite of a Gemini request that carried its key in the query.
@@ -42,11 +42,11 @@ pub struct QueryKey {
 pub fn request_path(path: &str, method: &str) -> PathDecision {
     let Some(endpoint) = api::detect(path) else {
         let shown: String = path.split('?').next().unwrap_or("").chars().take(200).collect();
-        let refused = Refused::new(Refusal::NotFound, "unknown_path", format!("no LLM API at {shown}"));
+        let refused = Refusal::new(RefusalKind::NotFound, "unknown_path", format!("no LLM API at {shown}"));
         return PathDecision { endpoint: None, verdict: Err(refused) };
     };
     if method != "POST" {
-        let refused = Refused::new(Refusal::MethodNotAllowed, "method_not_allowed", format!("method {method} not allowed"));
+        let refused = Refusal::new(RefusalKind::MethodNotAllowed, "method_not_allowed", format!("method {method} not allowed"));
         return PathDecision { endpoint: Some(endpoint), verdict: Err(refused) };
     }
     let query_key = endpoint
@@ -62,18 +62,18 @@ pub fn gemini_stream(endpoint: &Endpoint) -> bool {
 }
 
 /// The caller as resolved from its credentials.
-pub fn caller(resolved: Result<Option<Identity>, IdentityError>, require_identity: bool) -> Result<Option<Identity>, Refused> {
+pub fn caller(resolved: Result<Option<Identity>, IdentityError>, require_identity: bool) -> Result<Option<Identity>, Refusal> {
     match resolved {
-        Ok(None) if require_identity => Err(Refused::new(Refusal::Unauthenticated, "missing_key", "no API key presented")),
+        Ok(None) if require_identity => Err(Refusal::new(RefusalKind::Unauthenticated, "missing_key", "no API key presented")),
         Ok(identity) => Ok(identity),
-        Err(IdentityError::UnknownApiKey) => Err(Refused::new(Refusal::Unauthenticated, "unknown_key", "invalid API key")),
+        Err(IdentityError::UnknownApiKey) => Err(Refusal::new(RefusalKind::Unauthenticated, "unknown_key", "invalid API key")),
     }
 }
 
 /// A request must have a body, within the size limit. `Ok`: whether it declared its length.
-pub fn request_framing(end_of_stream: bool, content_length: Option<&str>, max_request_bytes: usize) -> Result<bool, Refused> {
+pub fn request_framing(end_of_stream: bool, content_length: Option<&str>, max_request_bytes: usize) -> Result<bool, Refusal> {
     if end_of_stream {
-        return Err(Refused::new(Refusal::BadRequest, "invalid_request", "request body required"));
+        return Err(Refusal::new(RefusalKind::BadRequest, "invalid_request", "request body required"));
     }
     match content_length {
         Some(length) if length.trim().parse::<u64>().is_ok_and(|n| n > max_request_bytes as u64) => {
@@ -84,14 +84,14 @@ pub fn request_framing(end_of_stream: bool, content_length: Option<&str>, max_re
     }
 }
 
-pub fn too_large(max_request_bytes: usize) -> Refused {
-    Refused::new(Refusal::TooLarge, "request_too_large", format!("request body exceeds {max_request_bytes} bytes"))
+pub fn too_large(max_request_bytes: usize) -> Refusal {
+    Refusal::new(RefusalKind::TooLarge, "request_too_large", format!("request body exceeds {max_request_bytes} bytes"))
 }
 
 /// A limit's refusal (429).
-pub fn rate_limited(denial: Denial) -> Refused {
-    Refused {
-        refusal: Refusal::RateLimited(denial.dimension.openai_type()),
+pub fn rate_limited(denial: Exceeded) -> Refusal {
+    Refusal {
+        refusal: RefusalKind::RateLimited(denial.dimension.openai_type()),
         error_type: "rate_limited",
         message: denial.message(),
         limit: Some(Box::new(denial)),
@@ -121,7 +121,7 @@ pub struct Forward<'s> {
     pub reserve: Option<Estimate>,
     /// The rewritten body (`None`: unchanged); `Err`: it cannot be rewritten, refused (400)
     /// after admission.
-    pub body: Result<Option<Vec<u8>>, Refused>,
+    pub body: Result<Option<Vec<u8>>, Refusal>,
     /// The rewrite adds `stream_options.include_usage`.
     pub usage_injected: bool,
     /// A new `:path` (a Gemini alias).
@@ -135,7 +135,7 @@ pub struct Forward<'s> {
 pub struct BodyDecision<'s> {
     /// `None`: the body could not be read.
     pub request: Option<Request<'s>>,
-    pub verdict: Result<Forward<'s>, Refused>,
+    pub verdict: Result<Forward<'s>, Refusal>,
 }
 
 /// The whole request body: parse, route, check the caller's model list, plan the rewrites.
@@ -143,7 +143,7 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     let info = match api::parse_request(endpoint, body) {
         Ok(info) => info,
         Err(e) => {
-            return BodyDecision { request: None, verdict: Err(Refused::new(Refusal::BadRequest, "invalid_request", e.0)) }
+            return BodyDecision { request: None, verdict: Err(Refusal::new(RefusalKind::BadRequest, "invalid_request", e.0)) }
         }
     };
     // Kept for records and messages; a model name longer than this is not a real one.
@@ -151,28 +151,28 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     let mut request = Request { model, stream: info.stream, max_output_tokens: info.max_output_tokens, route: None };
     let refuse = |request, refusal, error_type, message: String| BodyDecision {
         request: Some(request),
-        verdict: Err(Refused::new(refusal, error_type, message)),
+        verdict: Err(Refusal::new(refusal, error_type, message)),
     };
     let model = request.model.as_str();
     let Some(route) = state.router.route(model) else {
         let message = format!("model `{model}` does not exist");
-        return refuse(request, Refusal::NotFound, "unknown_model", message);
+        return refuse(request, RefusalKind::NotFound, "unknown_model", message);
     };
     if !route.provider.speaks(endpoint.api) {
         let message = format!("model `{model}` is not available through the {}", endpoint.api.title());
-        return refuse(request, Refusal::NotFound, "unsupported_api", message);
+        return refuse(request, RefusalKind::NotFound, "unsupported_api", message);
     }
     let (provider, upstream_model, rewritten) = (route.provider, route.upstream_model.to_string(), route.rewritten);
     if !model_allowed(allowed, model) {
         let message = format!("this key may not use model `{model}`");
         request.route = Some(Route { provider, upstream_model });
-        return refuse(request, Refusal::Forbidden, "model_not_allowed", message);
+        return refuse(request, RefusalKind::Forbidden, "model_not_allowed", message);
     }
     let reserve = admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens);
     let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
     let body_model = (rewritten && endpoint.api != ClientApi::Gemini).then_some(upstream_model.as_str());
     let body = api::rewrite_body(body, &info, body_model, inject)
-        .map_err(|e| Refused::new(Refusal::BadRequest, "invalid_request", format!("request body: {e}")));
+        .map_err(|e| Refusal::new(RefusalKind::BadRequest, "invalid_request", format!("request body: {e}")));
     let path = match (&endpoint.gemini, rewritten) {
         (Some(g), true) => Some(g.to_path(&upstream_model)),
         _ => None,

@@ -29,7 +29,7 @@ fn endpoint(path: &str) -> Endpoint {
     api::detect(path).unwrap()
 }
 
-fn refusal<T: std::fmt::Debug>(r: &Result<T, Refused>) -> (Refusal, &'static str) {
+fn refusal<T: std::fmt::Debug>(r: &Result<T, Refusal>) -> (RefusalKind, &'static str) {
     let r = r.as_ref().unwrap_err();
     (r.refusal, r.error_type)
 }
@@ -37,11 +37,11 @@ fn refusal<T: std::fmt::Debug>(r: &Result<T, Refused>) -> (Refusal, &'static str
 #[test]
 fn paths_and_methods() {
     let d = request_path("/v2/whatever?x=1", "POST");
-    assert_eq!((d.endpoint, refusal(&d.verdict)), (None, (Refusal::NotFound, "unknown_path")));
+    assert_eq!((d.endpoint, refusal(&d.verdict)), (None, (RefusalKind::NotFound, "unknown_path")));
     assert_eq!(d_message(&request_path("/v2/whatever?x=1", "POST")), "no LLM API at /v2/whatever");
     let d = request_path("/v1/chat/completions", "GET");
     assert_eq!(d.endpoint.map(|e| e.api), Some(ClientApi::OpenaiChat));
-    assert_eq!(refusal(&d.verdict), (Refusal::MethodNotAllowed, "method_not_allowed"));
+    assert_eq!(refusal(&d.verdict), (RefusalKind::MethodNotAllowed, "method_not_allowed"));
     assert_eq!(request_path("/v1/messages", "POST").verdict, Ok(None));
     // A Gemini key in the query: read as the header, and the path loses it.
     let d = request_path("/v1beta/models/gemini-x:streamGenerateContent?alt=sse&key=k%2B1", "POST");
@@ -58,13 +58,13 @@ fn d_message(d: &PathDecision) -> String {
 
 #[test]
 fn callers_and_framing() {
-    assert_eq!(refusal(&caller(Ok(None), true)), (Refusal::Unauthenticated, "missing_key"));
+    assert_eq!(refusal(&caller(Ok(None), true)), (RefusalKind::Unauthenticated, "missing_key"));
     assert_eq!(caller(Ok(None), false), Ok(None));
-    assert_eq!(refusal(&caller(Err(IdentityError::UnknownApiKey), false)), (Refusal::Unauthenticated, "unknown_key"));
+    assert_eq!(refusal(&caller(Err(IdentityError::UnknownApiKey), false)), (RefusalKind::Unauthenticated, "unknown_key"));
     let alice = Identity { principal: "alice".into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None };
     assert_eq!(caller(Ok(Some(alice.clone())), true), Ok(Some(alice)));
-    assert_eq!(refusal(&request_framing(true, None, 10)), (Refusal::BadRequest, "invalid_request"));
-    assert_eq!(refusal(&request_framing(false, Some(" 11 "), 10)), (Refusal::TooLarge, "request_too_large"));
+    assert_eq!(refusal(&request_framing(true, None, 10)), (RefusalKind::BadRequest, "invalid_request"));
+    assert_eq!(refusal(&request_framing(false, Some(" 11 "), 10)), (RefusalKind::TooLarge, "request_too_large"));
     assert_eq!(request_framing(false, Some("10"), 10), Ok(true));
     assert_eq!(request_framing(false, Some("junk"), 10), Ok(true));
     assert_eq!(request_framing(false, None, 10), Ok(false));
@@ -75,18 +75,18 @@ fn bodies_are_refused_before_routing_or_at_it() {
     let state = state(json!([]));
     let chat = endpoint("/v1/chat/completions");
     let d = request_body(&state, &chat, b"[1]", None);
-    assert_eq!((d.request.is_none(), refusal(&d.verdict)), (true, (Refusal::BadRequest, "invalid_request")));
+    assert_eq!((d.request.is_none(), refusal(&d.verdict)), (true, (RefusalKind::BadRequest, "invalid_request")));
     let d = request_body(&state, &chat, br#"{"model":"nope","stream":true,"max_tokens":5}"#, None);
     let request = d.request.as_ref().unwrap();
     assert_eq!((request.model.as_str(), request.stream, request.max_output_tokens, request.route.is_none()), ("nope", true, Some(5), true));
-    assert_eq!(refusal(&d.verdict), (Refusal::NotFound, "unknown_model"));
+    assert_eq!(refusal(&d.verdict), (RefusalKind::NotFound, "unknown_model"));
     let d = request_body(&state, &chat, br#"{"model":"claude-3"}"#, None);
-    assert_eq!(refusal(&d.verdict), (Refusal::NotFound, "unsupported_api"));
+    assert_eq!(refusal(&d.verdict), (RefusalKind::NotFound, "unsupported_api"));
     assert!(d.request.unwrap().route.is_none());
     // Not on the key's list: refused, but the route is recorded.
     let only_claude = [Glob::new("claude-*")];
     let d = request_body(&state, &chat, br#"{"model":"fast"}"#, Some(&only_claude));
-    assert_eq!(refusal(&d.verdict), (Refusal::Forbidden, "model_not_allowed"));
+    assert_eq!(refusal(&d.verdict), (RefusalKind::Forbidden, "model_not_allowed"));
     let route = d.request.unwrap().route.unwrap();
     assert_eq!((route.provider.name.as_str(), route.upstream_model.as_str()), ("prov-a", "gpt-4o-mini"));
     // Model names are cut for records and messages.

@@ -19,11 +19,11 @@
 //! End (`finish`, exactly once: end of response, or `on_log` / `on_done`): reservations
 //! reconciled against the real usage, then one audit record and the metrics.
 
-use crate::api::{self, Endpoint, Refusal};
+use crate::api::{self, Endpoint, RefusalKind};
 use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
-use crate::limits::{self, Actual, Denial, Held};
-use crate::record::{self, Accounting, ExchangeFacts, Labels, Phase, Refused};
+use crate::limits::{self, Actual, Exceeded, Held};
+use crate::record::{self, Accounting, ExchangeFacts, Labels, Phase, Refusal};
 use crate::usage::{Framing, UsageTracker};
 use std::rc::Rc;
 use tollgate_core::observe::audit;
@@ -77,10 +77,10 @@ impl Exchange {
     }
 
     /// Answers locally in the client API's error shape; the request never goes upstream.
-    fn refuse(&mut self, host: &dyn Host, refused: Refused) -> Step {
-        let limit_headers = refused.limit.as_deref().map(Denial::headers).unwrap_or_default();
+    fn refuse(&mut self, host: &dyn Host, refused: Refusal) -> Step {
+        let limit_headers = refused.limit.as_deref().map(Exceeded::headers).unwrap_or_default();
         let mut headers: Vec<(&str, &str)> = limit_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if refused.refusal == Refusal::Unauthenticated {
+        if refused.refusal == RefusalKind::Unauthenticated {
             headers.push(("www-authenticate", "Bearer"));
         }
         let body = api::error_body(self.facts.api, refused.refusal, &refused.message);

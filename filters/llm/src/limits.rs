@@ -222,7 +222,7 @@ pub struct Held {
 
 /// Why a request was refused: the first counter that did not fit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Denial {
+pub struct Exceeded {
     pub id: String,
     pub scope: Scope,
     pub dimension: Dimension,
@@ -240,7 +240,7 @@ pub struct Denial {
     pub unavailable: bool,
 }
 
-impl Denial {
+impl Exceeded {
     /// The request can never fit: it alone asks more than the cap.
     pub fn never_fits(&self) -> bool {
         self.requested > self.limit
@@ -291,7 +291,7 @@ pub fn admit(
     model: &str,
     upstream_model: &str,
     estimate: &Estimate,
-) -> Result<Vec<Held>, Denial> {
+) -> Result<Vec<Held>, Exceeded> {
     let mut wanted: Vec<(usize, Dimension, String, u64, u64)> = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
         if !rule.applies_to(model, upstream_model) {
@@ -332,7 +332,7 @@ pub fn admit(
                 .map(|(index, dimension, _, amount, cap)| (*index, *dimension, *amount, *cap))
                 .unwrap_or((usize::MAX, Dimension::Requests, 1, 0));
             let rule = rules.get(index);
-            Err(Denial {
+            Err(Exceeded {
                 id: rule.map(|r| r.id.clone()).unwrap_or_default(),
                 scope: rule.map(|r| r.scope).unwrap_or(Scope::Key),
                 dimension,

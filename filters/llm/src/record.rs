@@ -29,10 +29,10 @@
 //! exchange keeps what it has seen: [`accounting`] (tokens, estimate, cost), [`outcome`]
 //! (decision, status, error) and [`build`] (the record itself). `exchange.rs` only writes it.
 
-use crate::api::{self, ClientApi, Refusal};
+use crate::api::{self, ClientApi, RefusalKind};
 use crate::config::State;
 use crate::cost::cost_micro_usd;
-use crate::limits::{Denial, Estimate};
+use crate::limits::{Exceeded, Estimate};
 use crate::usage::{self, Tokens, UsageTracker};
 use serde::Serialize;
 use tollgate_core::observe::audit::{Decision, Layer, Record};
@@ -124,7 +124,7 @@ pub struct LlmDetail<'a> {
     pub reserved: Option<Estimate>,
     /// The limit that refused the request (then `rule_id` is its id).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<&'a Denial>,
+    pub limit: Option<&'a Exceeded>,
     /// Limits this request took over their cap: real usage above its reservation.
     #[serde(skip_serializing_if = "<[&str]>::is_empty")]
     pub limits_overshot: &'a [&'a str],
@@ -132,18 +132,18 @@ pub struct LlmDetail<'a> {
 
 /// Why the filter answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub refusal: Refusal,
+pub struct Refusal {
+    pub refusal: RefusalKind,
     /// The record's `error_type` (and `rule_id`, unless a limit refused).
     pub error_type: &'static str,
     pub message: String,
     /// Set when a limit refused the request (boxed: it is rare and large).
-    pub limit: Option<Box<Denial>>,
+    pub limit: Option<Box<Exceeded>>,
 }
 
-impl Refused {
-    pub fn new(refusal: Refusal, error_type: &'static str, message: impl Into<String>) -> Self {
-        Refused { refusal, error_type, message: message.into(), limit: None }
+impl Refusal {
+    pub fn new(refusal: RefusalKind, error_type: &'static str, message: impl Into<String>) -> Self {
+        Refusal { refusal, error_type, message: message.into(), limit: None }
     }
 }
 
@@ -154,7 +154,7 @@ pub enum Phase {
     #[default]
     Deciding,
     /// Answered locally; the request never went upstream.
-    Refused(Refused),
+    Refused(Refusal),
     /// Sent to the provider; the response streams through.
     Forwarded,
 }
@@ -195,7 +195,7 @@ impl ExchangeFacts {
     pub fn forwarded(&self) -> bool {
         matches!(self.phase, Phase::Forwarded)
     }
-    pub fn refused(&self) -> Option<&Refused> {
+    pub fn refused(&self) -> Option<&Refusal> {
         match &self.phase {
             Phase::Refused(r) => Some(r),
             _ => None,
@@ -248,7 +248,7 @@ pub fn outcome(facts: &ExchangeFacts) -> Outcome {
     let forwarded = facts.forwarded();
     if let Some(r) = facts.refused() {
         let decision = match r.refusal {
-            Refusal::Unauthenticated | Refusal::Forbidden | Refusal::RateLimited(_) => Decision::Deny,
+            RefusalKind::Unauthenticated | RefusalKind::Forbidden | RefusalKind::RateLimited(_) => Decision::Deny,
             _ => Decision::Error,
         };
         return Outcome {

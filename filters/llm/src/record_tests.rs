@@ -61,16 +61,16 @@ fn accounting_estimates_a_response_that_never_came_and_zeroes_errors_and_refusal
     let a = accounting(&forwarded(Some(500)), Some(&t), &state);
     assert_eq!((a.tokens, a.estimated, a.cost_micro_usd), (Tokens::default(), false, Some(0)));
     // Refused: nothing at all.
-    let refused = ExchangeFacts { phase: Phase::Refused(Refused::new(Refusal::Forbidden, "model_not_allowed", "no")), ..forwarded(None) };
+    let refused = ExchangeFacts { phase: Phase::Refused(Refusal::new(RefusalKind::Forbidden, "model_not_allowed", "no")), ..forwarded(None) };
     assert_eq!(accounting(&refused, None, &state), Accounting::default());
 }
 
 #[test]
 fn outcomes_of_refusals_errors_and_broken_responses() {
-    let refused = |refusal, error_type| ExchangeFacts { phase: Phase::Refused(Refused::new(refusal, error_type, "why")), ..Default::default() };
-    let o = outcome(&refused(Refusal::Unauthenticated, "unknown_key"));
+    let refused = |refusal, error_type| ExchangeFacts { phase: Phase::Refused(Refusal::new(refusal, error_type, "why")), ..Default::default() };
+    let o = outcome(&refused(RefusalKind::Unauthenticated, "unknown_key"));
     assert_eq!(o, Outcome { decision: Decision::Deny, status: Some(401), error: Some("why".into()), error_type: Some("unknown_key".into()) });
-    assert_eq!(outcome(&refused(Refusal::BadRequest, "invalid_request")).decision, Decision::Error);
+    assert_eq!(outcome(&refused(RefusalKind::BadRequest, "invalid_request")).decision, Decision::Error);
     let ok = ExchangeFacts { response_complete: true, ..forwarded(Some(200)) };
     assert_eq!(outcome(&ok), Outcome { decision: Decision::Allow, status: Some(200), error: None, error_type: None });
     let cut = forwarded(Some(200));
@@ -98,7 +98,7 @@ fn the_record_is_built_from_facts() {
     assert_eq!(v["limits_overshot"], json!(["tpm"]));
     assert!(v.get("rule_id").is_none_or(|r| r.is_null()), "{v}");
     // A refusal names its error type as the rule, or the limit that refused.
-    let refused = ExchangeFacts { phase: Phase::Refused(Refused::new(Refusal::NotFound, "unknown_model", "no such model")), ..Default::default() };
+    let refused = ExchangeFacts { phase: Phase::Refused(Refusal::new(RefusalKind::NotFound, "unknown_model", "no such model")), ..Default::default() };
     let outcome = super::outcome(&refused);
     let v = serde_json::to_value(build(&refused, &outcome, Accounting::default(), &[], 0)).unwrap();
     assert_eq!((v["rule_id"].as_str(), v["error"].as_str(), v["completed"].as_bool()), (Some("unknown_model"), Some("no such model"), Some(true)));

@@ -18,22 +18,22 @@ pub struct Read<'a> {
 
 /// A body refused before any policy: the local reply, and the audit `error`.
 #[derive(Debug)]
-pub struct Refused {
+pub struct Refusal {
     pub reply: Reply,
     pub error: String,
 }
 
-impl Refused {
+impl Refusal {
     /// 400, -32600 (Invalid Request) with `message`, also the audit error.
-    fn invalid(message: String) -> Refused {
-        Refused { reply: replies::refusal(400, None, codes::INVALID_REQUEST, &message), error: message }
+    fn invalid(message: String) -> Refusal {
+        Refusal { reply: replies::refusal(400, None, codes::INVALID_REQUEST, &message), error: message }
     }
 }
 
 /// Reads `bytes` as MCP messages of `revision`. `unsupported_revision`: the revision the
 /// client asked for is unknown, and the body is read only for the request's id (a
 /// notification, a response or a batch: `null`); nothing of it is judged or forwarded.
-pub fn read<'a>(bytes: &'a [u8], revision: Revision, unsupported_revision: Option<&str>) -> Result<Read<'a>, Refused> {
+pub fn read<'a>(bytes: &'a [u8], revision: Revision, unsupported_revision: Option<&str>) -> Result<Read<'a>, Refusal> {
     // Duplicate keys anywhere are refused: parsers keep different duplicates, so the
     // policy and the upstream could read different values. Params are read in the same
     // pass; a body that pass cannot read (not JSON-RPC, params not an object or not as
@@ -44,11 +44,11 @@ pub fn read<'a>(bytes: &'a [u8], revision: Revision, unsupported_revision: Optio
             Ok(b) => Err(b),
             Err(BodyError::Rpc(e)) => {
                 let reply = replies::refusal(400, None, e.code(), &rpc_message(e.code(), e.message()));
-                return Err(Refused { reply, error: e.message().to_string() });
+                return Err(Refusal { reply, error: e.message().to_string() });
             }
             Err(BodyError::Ambiguous(e)) => {
                 let reply = replies::refusal(400, None, codes::INVALID_REQUEST, &format!("Invalid Request: {e}"));
-                return Err(Refused { reply, error: e });
+                return Err(Refusal { reply, error: e });
             }
         },
     };
@@ -60,13 +60,13 @@ pub fn read<'a>(bytes: &'a [u8], revision: Revision, unsupported_revision: Optio
             _ => None,
         };
         let reply = replies::unsupported_revision(single, requested);
-        return Err(Refused { reply, error: format!("unsupported MCP-Protocol-Version `{requested}`") });
+        return Err(Refusal { reply, error: format!("unsupported MCP-Protocol-Version `{requested}`") });
     }
     if batch && !revision.allows_batches() {
-        return Err(Refused::invalid(format!("JSON-RPC batches are not supported in MCP {}", revision.as_str())));
+        return Err(Refusal::invalid(format!("JSON-RPC batches are not supported in MCP {}", revision.as_str())));
     }
     let mut messages = Vec::new();
-    let unreadable = |id, refusal: message::Refusal| Refused {
+    let unreadable = |id, refusal: message::Invalid| Refusal {
         reply: replies::refusal(400, id, refusal.code, &refusal.message),
         error: refusal.message,
     };
@@ -94,7 +94,7 @@ pub fn read<'a>(bytes: &'a [u8], revision: Revision, unsupported_revision: Optio
             if let (Kind::Request, Some(id)) = (m.kind, m.id) {
                 if !ids.insert(id_key(id)) {
                     let truncated = message::truncate(id.get(), 64);
-                    return Err(Refused::invalid(format!("Invalid Request: duplicate request id {truncated} in batch")));
+                    return Err(Refusal::invalid(format!("Invalid Request: duplicate request id {truncated} in batch")));
                 }
             }
         }

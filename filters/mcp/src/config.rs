@@ -134,18 +134,17 @@ pub struct PolicyConfig {
     /// Evaluate and record every decision, block nothing (records say `enforced: false`).
     #[serde(default)]
     pub dry_run: bool,
-    /// Ordered rules. Any matching deny wins; otherwise the first matching allow; otherwise
-    /// the request is denied.
+    /// How rules combine: `deny_overrides`, the only (and default) value: any matching deny
+    /// wins; otherwise the first matching allow; otherwise the request is denied. Any other
+    /// value is refused at load.
+    #[serde(default)]
+    pub combining: Option<Combining>,
+    /// Ordered rules, combined as `combining` says.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    Allow,
-    Deny,
-}
+pub use tollgate_core::decision::{Combining, Effect};
 
 /// One rule. Every condition present must hold (lists: any element); absent means any.
 #[derive(Debug, Deserialize)]

@@ -14,9 +14,9 @@
 
 use crate::body;
 use crate::config::{Config, DenyStyle};
-use crate::judge::{self, Judgement, Verdict};
+use crate::judge::{self, Judgement, Ruling};
 use crate::listfilter::{id_key, ListKind};
-use crate::message::{self, codes, Refusal, Revision, Target};
+use crate::message::{self, codes, Invalid, Revision, Target};
 use crate::policy::{Policy, Subject};
 use crate::ratelimit::RateLimits;
 use crate::record::{self, ExchangeFacts, MessageRecord};
@@ -163,10 +163,10 @@ impl Exchange {
         }
         let shared = self.shared.clone();
         let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
-        let (record, verdict) = judge::session(shared.policy.as_ref(), subject);
+        let (record, ruling) = judge::session(shared.policy.as_ref(), subject);
         self.count_message(host, &method, None, record.label());
         self.records.push(record);
-        if let (Some(policy), Verdict::Denied { rule_id }) = (&shared.policy, &verdict) {
+        if let (Some(policy), Ruling::Denied { rule_id }) = (&shared.policy, &ruling) {
             if !policy.dry_run {
                 let metadata = self.config().resource_metadata.as_deref();
                 return self.reply(host, &replies::session_denial(policy.deny_style, rule_id.as_deref(), metadata));
@@ -237,10 +237,10 @@ impl Exchange {
                 self.count_message(host, if m.kind == Kind::Response { "response" } else { &m.method }, None, record.label());
             }
         }
-        let Judgement { records, verdicts } = judgement;
+        let Judgement { records, rulings } = judgement;
         self.records = records;
         if enforce || enforce_limit {
-            let denied = judge::denied_requests(&messages, &verdicts);
+            let denied = judge::denied_requests(&messages, &rulings);
             let reply = match &limited {
                 Some((limit_id, retry_after)) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
                 _ => replies::denial(
@@ -331,7 +331,7 @@ impl Exchange {
 
     // ----- replies, records, metrics ------------------------------------------------------
 
-    fn refuse_message(&mut self, host: &dyn Host, id: Option<&RawValue>, refusal: &Refusal) -> Step {
+    fn refuse_message(&mut self, host: &dyn Host, id: Option<&RawValue>, refusal: &Invalid) -> Step {
         let reply = replies::refusal(400, id, refusal.code, &refusal.message);
         self.records.clear();
         self.refuse_request(host, reply, Decision::Error, &refusal.message)

@@ -9,7 +9,7 @@ use crate::args::Json;
 use crate::message::{self, Message, Target};
 use crate::policy::{Policy, Subject};
 use crate::record::{MessageRecord, RATE_LIMITED};
-use crate::replies::Denied;
+use crate::replies::DeniedRequest;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use tollgate_core::hash::sha256_hex;
@@ -18,7 +18,7 @@ use tollgate_core::wire::jsonrpc::Kind;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Ruling {
     /// Not refused: allowed by the policy, or not judged (no policy; not a request).
     Pass,
     /// Denied by the policy (also in dry run): the deciding rule, `None` when no rule allows.
@@ -27,14 +27,14 @@ pub enum Verdict {
     RateLimited { limit_id: String },
 }
 
-impl Verdict {
+impl Ruling {
     /// As a denial reply names it: `Some(rule)` when this message was refused, `None` when it
     /// was not.
     fn refused_by(&self) -> Option<Option<&str>> {
         match self {
-            Verdict::Pass => None,
-            Verdict::Denied { rule_id } => Some(rule_id.as_deref()),
-            Verdict::RateLimited { limit_id } => Some(Some(limit_id)),
+            Ruling::Pass => None,
+            Ruling::Denied { rule_id } => Some(rule_id.as_deref()),
+            Ruling::RateLimited { limit_id } => Some(Some(limit_id)),
         }
     }
 }
@@ -43,49 +43,49 @@ impl Verdict {
 #[derive(Debug)]
 pub struct Judgement {
     pub records: Vec<MessageRecord>,
-    pub verdicts: Vec<Verdict>,
+    pub rulings: Vec<Ruling>,
 }
 
 /// Records every message and judges every request by the policy (none: all pass).
 /// `audit_arguments`: the records keep the canonical arguments, not only their hash.
 pub fn judge(messages: &[Message<'_>], policy: Option<&Policy>, subject: Subject<'_>, audit_arguments: bool) -> Judgement {
     let mut records = Vec::with_capacity(messages.len());
-    let mut verdicts = Vec::with_capacity(messages.len());
+    let mut rulings = Vec::with_capacity(messages.len());
     for m in messages {
         let mut record = describe(m, audit_arguments);
-        let mut verdict = Verdict::Pass;
+        let mut ruling = Ruling::Pass;
         if let (Some(policy), Kind::Request) = (policy, m.kind) {
             let empty = Json::Object(Vec::new());
             let v = policy.decide(subject, &m.method, &m.target, m.arguments.as_ref().unwrap_or(&empty));
             record.rule_id = v.rule_id.map(String::from);
-            if !v.allowed {
+            if !v.allowed() {
                 record.decision = Decision::Deny;
                 record.enforced = !policy.dry_run;
                 record.detail.reason = Some(if v.rule_id.is_some() { "denied by rule" } else { "no rule allows" }.to_string());
-                verdict = Verdict::Denied { rule_id: v.rule_id.map(String::from) };
+                ruling = Ruling::Denied { rule_id: v.rule_id.map(String::from) };
             }
         }
         records.push(record);
-        verdicts.push(verdict);
+        rulings.push(ruling);
     }
-    Judgement { records, verdicts }
+    Judgement { records, rulings }
 }
 
 /// A GET or DELETE (the server's stream, the session's end): may the subject use the server
 /// at all. One record; the verdict is `Denied` also in dry run (the record says whether it
 /// is enforced).
-pub fn session(policy: Option<&Policy>, subject: Subject<'_>) -> (MessageRecord, Verdict) {
+pub fn session(policy: Option<&Policy>, subject: Subject<'_>) -> (MessageRecord, Ruling) {
     let mut record = MessageRecord::new(Decision::Allow);
-    let Some(policy) = policy else { return (record, Verdict::Pass) };
+    let Some(policy) = policy else { return (record, Ruling::Pass) };
     let verdict = policy.may_use_server(subject);
     record.rule_id = verdict.rule_id.map(String::from);
-    if verdict.allowed {
-        return (record, Verdict::Pass);
+    if verdict.allowed() {
+        return (record, Ruling::Pass);
     }
     record.decision = Decision::Deny;
     record.enforced = !policy.dry_run;
     record.detail.reason = Some("identity may not use this server".into());
-    (record, Verdict::Denied { rule_id: verdict.rule_id.map(String::from) })
+    (record, Ruling::Denied { rule_id: verdict.rule_id.map(String::from) })
 }
 
 /// The record of one message before any ruling: what it is, what it addresses, its arguments.
@@ -122,7 +122,7 @@ fn describe(m: &Message<'_>, audit_arguments: bool) -> MessageRecord {
 impl Judgement {
     /// The policy denied a message (enforced unless the policy is a dry run).
     pub fn denied(&self) -> bool {
-        self.verdicts.iter().any(|v| matches!(v, Verdict::Denied { .. }))
+        self.rulings.iter().any(|v| matches!(v, Ruling::Denied { .. }))
     }
 
     /// The calls rate limits count: the `tools/call` requests the policy let pass, as
@@ -130,10 +130,10 @@ impl Judgement {
     pub fn rate_limit_candidates<'m>(&self, messages: &'m [Message<'_>]) -> Vec<(usize, &'m str)> {
         messages
             .iter()
-            .zip(self.verdicts.iter())
+            .zip(self.rulings.iter())
             .enumerate()
-            .filter_map(|(i, (m, verdict))| match &m.target {
-                Target::Tool(name) if m.kind == Kind::Request && *verdict == Verdict::Pass => Some((i, name.as_ref())),
+            .filter_map(|(i, (m, ruling))| match &m.target {
+                Target::Tool(name) if m.kind == Kind::Request && *ruling == Ruling::Pass => Some((i, name.as_ref())),
                 _ => None,
             })
             .collect()
@@ -148,8 +148,8 @@ impl Judgement {
             record.rule_id = Some(limit_id.to_string());
             record.detail.reason = Some(RATE_LIMITED.to_string());
         }
-        if let Some(verdict) = self.verdicts.get_mut(at) {
-            *verdict = Verdict::RateLimited { limit_id: limit_id.to_string() };
+        if let Some(ruling) = self.rulings.get_mut(at) {
+            *ruling = Ruling::RateLimited { limit_id: limit_id.to_string() };
         }
     }
 
@@ -164,14 +164,14 @@ impl Judgement {
     }
 }
 
-/// The requests as a denial reply lists them, each with what refused it (`verdicts` of a
+/// The requests as a denial reply lists them, each with what refused it (`rulings` of a
 /// [`Judgement`] on these `messages`).
-pub fn denied_requests<'m>(messages: &'m [Message<'m>], verdicts: &'m [Verdict]) -> Vec<Denied<'m>> {
+pub fn denied_requests<'m>(messages: &'m [Message<'m>], rulings: &'m [Ruling]) -> Vec<DeniedRequest<'m>> {
     messages
         .iter()
-        .zip(verdicts.iter())
+        .zip(rulings.iter())
         .filter(|(m, _)| m.kind == Kind::Request)
-        .map(|(m, v)| Denied { id: m.id, method: &m.method, target: &m.target, denied: v.refused_by() })
+        .map(|(m, v)| DeniedRequest { id: m.id, method: &m.method, target: &m.target, denied: v.refused_by() })
         .collect()
 }
 

@@ -72,13 +72,13 @@ fn every_message_is_recorded_and_every_request_judged() {
     let p = policy(json!({}));
     let j = judge(&messages, Some(&p), subject, false);
     assert_eq!(
-        j.verdicts,
+        j.rulings,
         [
-            Verdict::Pass,
-            Verdict::Denied { rule_id: Some("no-admin".into()) },
-            Verdict::Denied { rule_id: None },
-            Verdict::Pass,
-            Verdict::Pass,
+            Ruling::Pass,
+            Ruling::Denied { rule_id: Some("no-admin".into()) },
+            Ruling::Denied { rule_id: None },
+            Ruling::Pass,
+            Ruling::Pass,
         ]
     );
     assert!(j.denied());
@@ -104,7 +104,7 @@ fn every_message_is_recorded_and_every_request_judged() {
 fn without_a_policy_everything_passes() {
     let messages = [call("1", "admin_reset", Some(r#"{"z":[1, 2]}"#)), notification("notifications/whatever")];
     let j = judge(&messages, None, Subject { identity: None, server: "demo" }, true);
-    assert_eq!(j.verdicts, [Verdict::Pass, Verdict::Pass]);
+    assert_eq!(j.rulings, [Ruling::Pass, Ruling::Pass]);
     assert!(!j.denied());
     assert_eq!(labels(&j), ["allow", "allow"]);
     let args = j.records.first().and_then(|r| r.detail.arguments.as_ref()).map(|a| a.get());
@@ -117,7 +117,7 @@ fn dry_run_denials_are_recorded_unenforced() {
     let p = policy(json!({"dry_run": true}));
     let messages = [call("1", "admin_reset", None)];
     let j = judge(&messages, Some(&p), Subject { identity: Some(&who), server: "demo" }, false);
-    assert_eq!(j.verdicts, [Verdict::Denied { rule_id: Some("no-admin".into()) }]);
+    assert_eq!(j.rulings, [Ruling::Denied { rule_id: Some("no-admin".into()) }]);
     assert_eq!(labels(&j), ["dryrun_deny"]);
 }
 
@@ -136,7 +136,7 @@ fn rate_limits_count_the_allowed_calls_and_refuse_the_batch() {
     assert_eq!(j.rate_limit_candidates(&messages), [(0, "add"), (3, "search")]);
 
     j.rate_limited(3, "per-tool", false);
-    assert_eq!(j.verdicts.get(3), Some(&Verdict::RateLimited { limit_id: "per-tool".into() }));
+    assert_eq!(j.rulings.get(3), Some(&Ruling::RateLimited { limit_id: "per-tool".into() }));
     j.refuse_batch(&messages, "another message in the batch was rate limited");
     assert_eq!(labels(&j), ["deny", "allow", "deny", "rate_limited", "deny"]);
     let reasons: Vec<Option<&str>> = j.records.iter().map(|r| r.detail.reason.as_deref()).collect();
@@ -152,7 +152,7 @@ fn rate_limits_count_the_allowed_calls_and_refuse_the_batch() {
     );
     assert_eq!(j.records.get(3).and_then(|r| r.rule_id.as_deref()), Some("per-tool"));
 
-    let denied: Vec<Option<Option<&str>>> = denied_requests(&messages, &j.verdicts).iter().map(|d| d.denied).collect();
+    let denied: Vec<Option<Option<&str>>> = denied_requests(&messages, &j.rulings).iter().map(|d| d.denied).collect();
     assert_eq!(denied, [None, Some(Some("no-admin")), Some(Some("per-tool")), None], "requests only");
 }
 
@@ -169,13 +169,13 @@ fn a_session_request_needs_the_server() {
     let who = alice();
     let p = policy(json!({}));
     let (record, verdict) = session(Some(&p), Subject { identity: Some(&who), server: "demo" });
-    assert_eq!((verdict, record.label(), record.rule_id.as_deref()), (Verdict::Pass, "allow", Some("protocol")));
+    assert_eq!((verdict, record.label(), record.rule_id.as_deref()), (Ruling::Pass, "allow", Some("protocol")));
     let (record, verdict) = session(Some(&p), Subject { identity: None, server: "demo" });
-    assert_eq!((verdict, record.label()), (Verdict::Denied { rule_id: None }, "deny"));
+    assert_eq!((verdict, record.label()), (Ruling::Denied { rule_id: None }, "deny"));
     assert_eq!(record.detail.reason.as_deref(), Some("identity may not use this server"));
     let dry = policy(json!({"dry_run": true}));
     let (record, verdict) = session(Some(&dry), Subject { identity: None, server: "demo" });
-    assert_eq!((verdict, record.label()), (Verdict::Denied { rule_id: None }, "dryrun_deny"));
+    assert_eq!((verdict, record.label()), (Ruling::Denied { rule_id: None }, "dryrun_deny"));
     let (record, verdict) = session(None, Subject { identity: None, server: "demo" });
-    assert_eq!((verdict, record.label(), record.rule_id), (Verdict::Pass, "allow", None));
+    assert_eq!((verdict, record.label(), record.rule_id), (Ruling::Pass, "allow", None));
 }

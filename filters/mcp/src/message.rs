@@ -154,14 +154,14 @@ pub struct Message<'a> {
 
 /// Why a message was refused before any policy: a JSON-RPC code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Invalid {
     pub code: i64,
     pub message: String,
 }
 
-impl Refusal {
+impl Invalid {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into() }
+        Invalid { code, message: message.into() }
     }
 }
 
@@ -216,25 +216,25 @@ fn target_kind(method: &str, revision: Revision) -> Option<TargetKind> {
 }
 
 /// [`read_message_at`] at the default revision (2025-03-26).
-pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Refusal> {
+pub fn read_message<'a>(envelope: &Envelope<'a>) -> Result<Message<'a>, Invalid> {
     read_message_at(envelope, Revision::DEFAULT)
 }
 
 /// Reads what a message targets at a revision. A request whose target is missing or not a
 /// string is refused with -32602 (invalid params): a gateway that cannot tell what is called
 /// must not forward it.
-pub fn read_message_at<'a>(envelope: &Envelope<'a>, revision: Revision) -> Result<Message<'a>, Refusal> {
-    let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
+pub fn read_message_at<'a>(envelope: &Envelope<'a>, revision: Revision) -> Result<Message<'a>, Invalid> {
+    let kind = envelope.kind().map_err(|e| Invalid::new(e.code(), e.message().to_string()))?;
     if kind == Kind::Response {
         return Ok(Message { kind, id: envelope.id, method: Cow::Borrowed(""), target: Target::None, arguments: None });
     }
     let params: Option<Params<'a>> = match envelope.params {
         Some(raw) if raw.get().trim_start().starts_with('{') => Some(
             serde_json::from_str(raw.get())
-                .map_err(|e| Refusal::new(codes::INVALID_PARAMS, format!("invalid params: {e}")))?,
+                .map_err(|e| Invalid::new(codes::INVALID_PARAMS, format!("invalid params: {e}")))?,
         ),
         Some(raw) if raw.get().trim() == "null" => None,
-        Some(_) => return Err(Refusal::new(codes::INVALID_PARAMS, "params must be an object")),
+        Some(_) => return Err(Invalid::new(codes::INVALID_PARAMS, "params must be an object")),
         None => None,
     };
     targeted(kind, envelope.id, envelope.method.clone(), params, revision)
@@ -261,13 +261,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParams<'a> {
 }
 
 /// [`read_parsed_message_at`] at the default revision (2025-03-26).
-pub fn read_parsed_message<'a>(envelope: Envelope<'a, ObjectParams<'a>>) -> Result<Message<'a>, Refusal> {
+pub fn read_parsed_message<'a>(envelope: Envelope<'a, ObjectParams<'a>>) -> Result<Message<'a>, Invalid> {
     read_parsed_message_at(envelope, Revision::DEFAULT)
 }
 
 /// [`read_message_at`] of an envelope whose params were read in its own pass: the same answers.
-pub fn read_parsed_message_at<'a>(envelope: Envelope<'a, ObjectParams<'a>>, revision: Revision) -> Result<Message<'a>, Refusal> {
-    let kind = envelope.kind().map_err(|e| Refusal::new(e.code(), e.message().to_string()))?;
+pub fn read_parsed_message_at<'a>(envelope: Envelope<'a, ObjectParams<'a>>, revision: Revision) -> Result<Message<'a>, Invalid> {
+    let kind = envelope.kind().map_err(|e| Invalid::new(e.code(), e.message().to_string()))?;
     if kind == Kind::Response {
         return Ok(Message { kind, id: envelope.id, method: Cow::Borrowed(""), target: Target::None, arguments: None });
     }
@@ -281,7 +281,7 @@ fn targeted<'a>(
     method: Option<Cow<'a, str>>,
     params: Option<Params<'a>>,
     revision: Revision,
-) -> Result<Message<'a>, Refusal> {
+) -> Result<Message<'a>, Invalid> {
     let mut message = Message { kind, id, method: method.unwrap_or(Cow::Borrowed("")), target: Target::None, arguments: None };
     let Some(params) = params else {
         return match target_kind(&message.method, revision) {
@@ -306,19 +306,19 @@ fn targeted<'a>(
     // `"arguments": null` reads as absent.
     match params.arguments.map(|raw| crate::args::parse(raw.get())) {
         Some(Ok(args @ Json::Object(_))) => message.arguments = Some(args),
-        Some(Ok(_)) => return Err(Refusal::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
-        Some(Err(e)) => return Err(Refusal::new(codes::INVALID_PARAMS, format!("invalid params.arguments: {e}"))),
+        Some(Ok(_)) => return Err(Invalid::new(codes::INVALID_PARAMS, "params.arguments must be an object")),
+        Some(Err(e)) => return Err(Invalid::new(codes::INVALID_PARAMS, format!("invalid params.arguments: {e}"))),
         None => {}
     }
     Ok(message)
 }
 
-fn missing_target(method: &str, kind: TargetKind) -> Refusal {
+fn missing_target(method: &str, kind: TargetKind) -> Invalid {
     let key = match kind {
         TargetKind::Tool | TargetKind::Prompt => "name",
         TargetKind::Resource => "uri",
     };
-    Refusal::new(codes::INVALID_PARAMS, format!("{method} requires params.{key}"))
+    Invalid::new(codes::INVALID_PARAMS, format!("{method} requires params.{key}"))
 }
 
 /// Decodes an MCP header value: verbatim, or the `=?base64?...?=` form (standard alphabet,
@@ -337,7 +337,7 @@ pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
 
 /// 2026-07-28: `Mcp-Method` must equal the body's method and, for methods that name a
 /// target, `Mcp-Name` must equal it (after base64 decoding). Missing counts as a mismatch.
-pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&str>, message: &Message<'_>) -> Result<(), Refusal> {
+pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&str>, message: &Message<'_>) -> Result<(), Invalid> {
     if message.kind == Kind::Response {
         return Ok(());
     }
@@ -347,7 +347,7 @@ pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&s
         return Ok(());
     }
     if method_header.map(str::trim) != Some(&*message.method) {
-        return Err(Refusal::new(
+        return Err(Invalid::new(
             codes::HEADER_MISMATCH,
             format!("Mcp-Method header does not match the body's method `{}`", truncate(&message.method, 128)),
         ));
@@ -355,7 +355,7 @@ pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&s
     if let Some(name) = message.target.name() {
         let decoded = name_header.map(str::trim).and_then(decode_header_value);
         if decoded.as_deref() != Some(name) {
-            return Err(Refusal::new(codes::HEADER_MISMATCH, "Mcp-Name header does not match the body"));
+            return Err(Invalid::new(codes::HEADER_MISMATCH, "Mcp-Name header does not match the body"));
         }
     }
     Ok(())
@@ -382,7 +382,7 @@ mod tests {
     use super::*;
     use tollgate_core::wire::jsonrpc::parse_body;
 
-    fn one(body: &str) -> Result<(Kind, String, Option<String>, Option<String>), Refusal> {
+    fn one(body: &str) -> Result<(Kind, String, Option<String>, Option<String>), Invalid> {
         let parsed = parse_body(body.as_bytes()).unwrap();
         let m = read_message(&parsed.messages()[0])?;
         let arguments = m.arguments.map(|a| {
@@ -393,9 +393,9 @@ mod tests {
         Ok((m.kind, m.method.to_string(), m.target.name().map(String::from), arguments))
     }
 
-    type Read = Result<(Kind, String, Option<String>, Option<String>), Refusal>;
+    type Read = Result<(Kind, String, Option<String>, Option<String>), Invalid>;
 
-    fn summary(m: Result<Message<'_>, Refusal>) -> Read {
+    fn summary(m: Result<Message<'_>, Invalid>) -> Read {
         let m = m?;
         let arguments = m.arguments.map(|a| {
             let mut out = Vec::new();

@@ -4,7 +4,8 @@
 //!
 //! Semantics:
 //! - a rule matches when every condition it has holds (a list condition: any element);
-//! - any matching deny wins; otherwise the first matching allow allows; otherwise deny;
+//! - rules combine by `deny_overrides` (`policy.combining`, its only value): any matching
+//!   deny wins; otherwise the first matching allow allows; otherwise deny;
 //! - for list filtering (`tools/list` ...) each item is judged as a call of it with unknown
 //!   arguments: it is shown when some allow rule could match (argument conditions assumed
 //!   satisfiable) and no deny rule without argument conditions matches;
@@ -19,7 +20,7 @@
 
 pub use crate::matcher::Subject;
 use crate::matcher::{glob_any, IdentityMatch};
-use crate::config::{ArgumentConfig, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
+use crate::config::{ArgumentConfig, Combining, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
 use crate::message::Target;
 use crate::jsonpath::{JsonPath, View};
 use crate::number::{Decimal, Reading};
@@ -122,7 +123,7 @@ struct Condition {
 
 /// What a test makes of one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+enum Tested {
     Pass,
     Fail,
     /// The value is not of a type the test reads.
@@ -145,21 +146,15 @@ struct RangeBound {
     double: f64,
 }
 
-/// The outcome of one evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict<'p> {
-    pub allowed: bool,
-    /// The deciding rule; `None` for the default deny.
-    pub rule_id: Option<&'p str>,
+/// The verdict of one evaluation (core's): the deciding rule, `None` for the default deny.
+pub use tollgate_core::decision::Verdict;
+
+fn allow(rule: &Rule) -> Verdict<'_> {
+    Verdict { effect: Effect::Allow, rule_id: Some(&rule.id) }
 }
 
-impl<'p> Verdict<'p> {
-    fn allow(rule: &'p Rule) -> Self {
-        Verdict { allowed: true, rule_id: Some(&rule.id) }
-    }
-    fn deny(rule: Option<&'p Rule>) -> Self {
-        Verdict { allowed: false, rule_id: rule.map(|r| r.id.as_str()) }
-    }
+fn deny(rule: Option<&Rule>) -> Verdict<'_> {
+    Verdict { effect: Effect::Deny, rule_id: rule.map(|r| r.id.as_str()) }
 }
 
 /// Regex programs larger than this are refused at load (bounded memory per worker).
@@ -179,6 +174,8 @@ impl Policy {
             }
             rules.push(compile_rule(rule, &at)?);
         }
+        Combining::require(config.combining, Combining::DenyOverrides)
+            .map_err(|e| ConfigError::field(&format!("{prefix}.combining"), e))?;
         let tools = ToolIndex::new(&rules);
         Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules, tools })
     }
@@ -201,71 +198,53 @@ impl Policy {
         target: &Target<'_>,
         args: &Json<'_>,
     ) -> Verdict<'p> {
-        let mut first_allow: Option<&Rule> = None;
         // Whether some string of the arguments holds JSON: read once, when a rule asks.
         let mut encoded: Option<bool> = None;
-        for rule in rules {
-            if !rule.matches_scope(subject, method, target) {
-                continue;
-            }
-            let args_hold = rule.arguments.iter().all(|c| c.holds(args, *encoded.get_or_insert_with(|| args.has_encoded())));
-            match rule.effect {
-                Effect::Deny if args_hold => return Verdict::deny(Some(rule)),
-                Effect::Allow if args_hold && first_allow.is_none() => first_allow = Some(rule),
-                _ => {}
-            }
-        }
-        match first_allow {
-            Some(rule) => Verdict::allow(rule),
-            None => Verdict::deny(None),
-        }
+        deny_overrides(rules, |rule| {
+            rule.matches_scope(subject, method, target)
+                && rule.arguments.iter().all(|c| c.holds(args, *encoded.get_or_insert_with(|| args.has_encoded())))
+        })
     }
 
     /// Whether a listed item is shown: judged as a call of it (`method`) with unknown
-    /// arguments.
+    /// arguments (a deny rule with argument conditions does not hide it).
     pub fn visible(&self, subject: Subject<'_>, method: &str, target: &Target<'_>) -> Verdict<'_> {
-        let mut first_allow: Option<&Rule> = None;
-        for rule in &self.rules {
-            if !rule.matches_scope(subject, method, target) {
-                continue;
-            }
-            match rule.effect {
-                Effect::Deny if rule.arguments.is_empty() => return Verdict::deny(Some(rule)),
-                Effect::Allow if first_allow.is_none() => first_allow = Some(rule),
-                _ => {}
-            }
-        }
-        match first_allow {
-            Some(rule) => Verdict::allow(rule),
-            None => Verdict::deny(None),
-        }
+        deny_overrides(self.rules.iter(), |rule| {
+            rule.matches_scope(subject, method, target) && (rule.effect == Effect::Allow || rule.arguments.is_empty())
+        })
     }
 
     /// GET (standalone stream) and DELETE (end session) carry no JSON-RPC message: they pass
     /// when some allow rule covers this identity on this server (whatever its method or
     /// target) and no deny rule excludes the identity from the whole server.
     pub fn may_use_server(&self, subject: Subject<'_>) -> Verdict<'_> {
-        let mut first_allow: Option<&Rule> = None;
-        for rule in &self.rules {
-            if !rule.matches_identity(subject.identity) || !glob_any(&rule.servers, subject.server) {
-                continue;
-            }
+        deny_overrides(self.rules.iter(), |rule| {
             let server_wide = rule.methods.is_none()
                 && rule.tools.is_none()
                 && rule.prompts.is_none()
                 && rule.resources.is_none()
                 && rule.arguments.is_empty();
-            match rule.effect {
-                Effect::Deny if server_wide => return Verdict::deny(Some(rule)),
-                Effect::Allow if first_allow.is_none() => first_allow = Some(rule),
-                _ => {}
-            }
-        }
-        match first_allow {
-            Some(rule) => Verdict::allow(rule),
-            None => Verdict::deny(None),
+            rule.matches_identity(subject.identity)
+                && glob_any(&rule.servers, subject.server)
+                && (rule.effect == Effect::Allow || server_wide)
+        })
+    }
+}
+
+/// The policy's combining rule, `deny_overrides`, over `rules` in order: the first rule that
+/// `applies` and denies wins; else the first that applies and allows; else the default deny.
+/// Once an allow is found, later allow rules are not asked.
+fn deny_overrides<'p>(rules: impl Iterator<Item = &'p Rule>, mut applies: impl FnMut(&'p Rule) -> bool) -> Verdict<'p> {
+    let mut first_allow: Option<&Rule> = None;
+    for rule in rules {
+        match rule.effect {
+            Effect::Allow if first_allow.is_some() => {}
+            _ if !applies(rule) => {}
+            Effect::Deny => return deny(Some(rule)),
+            Effect::Allow => first_allow = Some(rule),
         }
     }
+    first_allow.map_or_else(|| deny(None), allow)
 }
 
 fn compile_rule(rule: &RuleConfig, at: &str) -> Result<Rule, ConfigError> {
@@ -375,7 +354,7 @@ impl Rule {
 impl Condition {
     /// Whether the condition holds for these arguments. `exists` looks only at presence.
     /// Otherwise no selected value: false; else each selected value counts as matching by
-    /// its [`Outcome`], and `match` (`all` / `any`) combines them:
+    /// its [`Tested`], and `match` (`all` / `any`) combines them:
     /// - allow rules: only `Pass` matches (a value the test cannot read never satisfies it;
     ///   an array is such a value unless the test compares with arrays);
     /// - deny rules (fail closed): `Pass` and `Untestable` match, so `{"path": 5}` or
@@ -452,8 +431,8 @@ impl Condition {
                 }
             }
             Json::Array(items) if self.deny && !self.test.reads_arrays() => items.iter().any(|v| self.matches(v, view)),
-            _ if self.deny => self.test.outcome(value, true, view) != Outcome::Fail,
-            _ => self.test.outcome(value, false, view) == Outcome::Pass,
+            _ if self.deny => self.test.outcome(value, true, view) != Tested::Fail,
+            _ => self.test.outcome(value, false, view) == Tested::Pass,
         }
     }
 }
@@ -464,8 +443,8 @@ impl Test {
     /// number, string, array, object) of an expected value. Numbers have two readings, the
     /// exact decimal value and the nearest double: in a deny rule (`deny`) a test passes when
     /// either passes, in an allow rule when both do.
-    fn outcome(&self, value: &Json<'_>, deny: bool, view: View) -> Outcome {
-        let pass = |p: bool| if p { Outcome::Pass } else { Outcome::Fail };
+    fn outcome(&self, value: &Json<'_>, deny: bool, view: View) -> Tested {
+        let pass = |p: bool| if p { Tested::Pass } else { Tested::Fail };
         match self {
             Test::Equals(expected) if same_type(value, expected) => pass(json_eq(value, expected, deny, view)),
             Test::OneOf(options) if options.iter().any(|o| same_type(value, o)) => {
@@ -473,16 +452,16 @@ impl Test {
             }
             Test::Regex(re) => match value.as_str() {
                 Some(s) => pass(re.is_match(s)),
-                None => Outcome::Untestable,
+                None => Tested::Untestable,
             },
             Test::Range { gt, gte, lt, lte } => {
-                let Some(Reading { exact: n, double: Some(d) }) = as_number(value) else { return Outcome::Untestable };
+                let Some(Reading { exact: n, double: Some(d) }) = as_number(value) else { return Tested::Untestable };
                 let exact = bound(gt, |b| n > b.exact) && bound(gte, |b| n >= b.exact) && bound(lt, |b| n < b.exact) && bound(lte, |b| n <= b.exact);
                 let double = bound(gt, |b| d > b.double) && bound(gte, |b| d >= b.double) && bound(lt, |b| d < b.double) && bound(lte, |b| d <= b.double);
                 pass(if deny { exact || double } else { exact && double })
             }
-            Test::Exists(_) => Outcome::Pass,
-            Test::Equals(_) | Test::OneOf(_) => Outcome::Untestable,
+            Test::Exists(_) => Tested::Pass,
+            Test::Equals(_) | Test::OneOf(_) => Tested::Untestable,
         }
     }
 

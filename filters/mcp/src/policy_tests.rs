@@ -48,14 +48,14 @@ fn deny_wins_and_default_denies() {
     let alice = who("alice", &["eng"]);
     let s = Subject { identity: Some(&alice), server: "demo" };
     let v = p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({})));
-    assert_eq!(v, Verdict { allowed: true, rule_id: Some("basic") });
+    assert_eq!(v, Verdict { effect: Effect::Allow, rule_id: Some("basic") });
     let v = p.decide(s, "tools/call", &tool("delete_row"), &Json::from_value(&json!({})));
-    assert_eq!(v, Verdict { allowed: false, rule_id: None });
+    assert_eq!(v, Verdict { effect: Effect::Deny, rule_id: None });
     let root = who("root", &["admins"]);
     let s = Subject { identity: Some(&root), server: "demo" };
-    assert!(p.decide(s, "tools/call", &tool("delete_row"), &Json::from_value(&json!({}))).allowed);
+    assert!(p.decide(s, "tools/call", &tool("delete_row"), &Json::from_value(&json!({}))).allowed());
     let v = p.decide(s, "tools/call", &tool("admin_reset"), &Json::from_value(&json!({})));
-    assert_eq!(v, Verdict { allowed: false, rule_id: Some("no-admin") });
+    assert_eq!(v, Verdict { effect: Effect::Deny, rule_id: Some("no-admin") });
     let mallory = who("mallory", &["admins"]);
     let s = Subject { identity: Some(&mallory), server: "demo" };
     assert_eq!(p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).rule_id, Some("no-mallory"));
@@ -66,7 +66,7 @@ fn argument_rules_at_the_boundary() {
     let p = demo();
     let bob = who("bob", &["finance"]);
     let s = Subject { identity: Some(&bob), server: "demo" };
-    let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed;
+    let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed();
     assert!(call("query_db", json!({"table": "orders", "sql": "x"})));
     assert!(call("query_db", json!({"table": "products"})));
     assert!(!call("query_db", json!({"table": "customers"})));
@@ -83,7 +83,7 @@ fn argument_rules_at_the_boundary() {
     assert!(!call("transfer", json!({})));
     let eve = who("eve", &["eng"]);
     let s = Subject { identity: Some(&eve), server: "demo" };
-    assert!(!p.decide(s, "tools/call", &tool("transfer"), &Json::from_value(&json!({"amount": 1}))).allowed);
+    assert!(!p.decide(s, "tools/call", &tool("transfer"), &Json::from_value(&json!({"amount": 1}))).allowed());
 }
 
 #[test]
@@ -93,19 +93,19 @@ fn list_visibility() {
     let s = Subject { identity: Some(&alice), server: "demo" };
     let shown: Vec<&str> = ["add", "echo", "query_db", "transfer", "delete_row", "admin_reset"]
         .into_iter()
-        .filter(|t| p.visible(s, "tools/call", &tool(t)).allowed)
+        .filter(|t| p.visible(s, "tools/call", &tool(t)).allowed())
         .collect();
     assert_eq!(shown, ["add", "echo", "query_db"]);
     let bob = who("bob", &["finance"]);
     let s = Subject { identity: Some(&bob), server: "demo" };
-    assert!(p.visible(s, "tools/call", &tool("transfer")).allowed);
+    assert!(p.visible(s, "tools/call", &tool("transfer")).allowed());
     // A deny with argument conditions does not hide the tool.
     let p = policy(json!([
         {"id": "all", "effect": "allow"},
         {"id": "big", "effect": "deny", "tools": ["transfer"], "arguments": [{"path": "$.amount", "gt": 10}]},
     ]));
-    assert!(p.visible(s, "tools/call", &tool("transfer")).allowed);
-    assert!(!p.decide(s, "tools/call", &tool("transfer"), &Json::from_value(&json!({"amount": 11}))).allowed);
+    assert!(p.visible(s, "tools/call", &tool("transfer")).allowed());
+    assert!(!p.decide(s, "tools/call", &tool("transfer"), &Json::from_value(&json!({"amount": 11}))).allowed());
 }
 
 #[test]
@@ -116,14 +116,14 @@ fn identity_conditions_and_anonymous() {
         {"id": "open", "effect": "allow", "methods": ["ping"]},
     ]));
     let anon = Subject { identity: None, server: "demo" };
-    assert!(!p.decide(anon, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed);
-    assert!(p.decide(anon, "ping", &Target::None, &Json::from_value(&json!({}))).allowed);
+    assert!(!p.decide(anon, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed());
+    assert!(p.decide(anon, "ping", &Target::None, &Json::from_value(&json!({}))).allowed());
     let alice = who("alice", &[]);
     let s = Subject { identity: Some(&alice), server: "demo" };
-    assert!(p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed);
-    assert!(p.decide(s, "tools/call", &tool("echo"), &Json::from_value(&json!({}))).allowed);
+    assert!(p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed());
+    assert!(p.decide(s, "tools/call", &tool("echo"), &Json::from_value(&json!({}))).allowed());
     // Rules with a target condition do not match messages without a target.
-    assert!(!p.decide(s, "tools/list", &Target::None, &Json::from_value(&json!({}))).allowed);
+    assert!(!p.decide(s, "tools/list", &Target::None, &Json::from_value(&json!({}))).allowed());
 }
 
 #[test]
@@ -135,13 +135,13 @@ fn servers_and_session_methods() {
     ]));
     let alice = who("alice", &[]);
     let bob = who("bob", &[]);
-    assert!(p.may_use_server(Subject { identity: Some(&alice), server: "x" }).allowed);
-    assert!(!p.may_use_server(Subject { identity: Some(&alice), server: "y" }).allowed);
+    assert!(p.may_use_server(Subject { identity: Some(&alice), server: "x" }).allowed());
+    assert!(!p.may_use_server(Subject { identity: Some(&alice), server: "y" }).allowed());
     assert_eq!(p.may_use_server(Subject { identity: Some(&bob), server: "x" }).rule_id, Some("ban"));
-    assert!(p.may_use_server(Subject { identity: Some(&bob), server: "y" }).allowed);
-    assert!(!p.may_use_server(Subject { identity: None, server: "x" }).allowed);
+    assert!(p.may_use_server(Subject { identity: Some(&bob), server: "y" }).allowed());
+    assert!(!p.may_use_server(Subject { identity: None, server: "x" }).allowed());
     let s = Subject { identity: Some(&alice), server: "y" };
-    assert!(!p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed);
+    assert!(!p.decide(s, "tools/call", &tool("add"), &Json::from_value(&json!({}))).allowed());
 }
 
 #[test]
@@ -151,10 +151,10 @@ fn prompts_and_resources() {
     ]));
     let s = Subject { identity: None, server: "demo" };
     let res = |u: &'static str| Target::Resource(Cow::Borrowed(u));
-    assert!(p.decide(s, "resources/read", &res("file:///data/readme.txt"), &Json::from_value(&json!({}))).allowed);
-    assert!(!p.decide(s, "resources/read", &res("file:///secret/keys.txt"), &Json::from_value(&json!({}))).allowed);
-    assert!(p.decide(s, "prompts/get", &Target::Prompt(Cow::Borrowed("greeting")), &Json::from_value(&json!({}))).allowed);
-    assert!(!p.decide(s, "tools/call", &tool("greeting"), &Json::from_value(&json!({}))).allowed);
+    assert!(p.decide(s, "resources/read", &res("file:///data/readme.txt"), &Json::from_value(&json!({}))).allowed());
+    assert!(!p.decide(s, "resources/read", &res("file:///secret/keys.txt"), &Json::from_value(&json!({}))).allowed());
+    assert!(p.decide(s, "prompts/get", &Target::Prompt(Cow::Borrowed("greeting")), &Json::from_value(&json!({}))).allowed());
+    assert!(!p.decide(s, "tools/call", &tool("greeting"), &Json::from_value(&json!({}))).allowed());
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn argument_tests() {
         {"id": "nested", "effect": "allow", "tools": ["nested"], "arguments": [{"path": "$.opts.depth", "gte": 1, "lte": 3}]},
     ]));
     let s = Subject { identity: None, server: "demo" };
-    let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed;
+    let call = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed();
     assert!(call("eq", json!({"mode": "ro", "n": 2.0})));
     assert!(!call("eq", json!({"mode": "rw", "n": 2})));
     assert!(call("sql", json!({"sql": "  SELECT * from t"})));
@@ -238,7 +238,7 @@ fn allow_conditions_are_not_satisfied_by_values_they_cannot_test() {
         {"id": "any-tmp", "effect": "allow", "tools": ["many"], "arguments": [{"path": "$.paths[*]", "regex": "^/tmp/", "match": "any"}]},
     ]));
     let s = Subject { identity: None, server: "demo" };
-    let allowed = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed;
+    let allowed = |t: &str, a: Value| p.decide(s, "tools/call", &tool(t), &Json::from_value(&a)).allowed();
     assert!(allowed("read_file", json!({"path": "/tmp/x"})));
     for odd in [json!(["/tmp/x"]), json!(5), json!(null), json!({"p": "/tmp/x"})] {
         assert!(!allowed("read_file", json!({"path": odd})), "{odd}");
@@ -263,7 +263,7 @@ fn policy_text(rules: &str) -> Policy {
 fn decide_text<'p>(p: &'p Policy, t: &str, args: &str) -> Option<&'p str> {
     let args = args::parse(args).unwrap();
     let v = p.decide(Subject { identity: None, server: "demo" }, "tools/call", &tool(t), &args);
-    if v.allowed { v.rule_id } else { Some("-denied") }
+    if v.allowed() { v.rule_id } else { Some("-denied") }
 }
 
 #[test]
@@ -410,7 +410,7 @@ fn bad_rules_are_refused_with_the_rule_named() {
 #[test]
 fn empty_policy_denies_everything() {
     let p = policy(json!([]));
-    assert!(!p.decide(Subject { identity: None, server: "x" }, "ping", &Target::None, &Json::from_value(&json!({}))).allowed);
+    assert!(!p.decide(Subject { identity: None, server: "x" }, "ping", &Target::None, &Json::from_value(&json!({}))).allowed());
 }
 
 #[test]
@@ -438,4 +438,14 @@ fn the_tool_index_decides_exactly_as_the_full_rule_list() {
         }
     }
     assert_eq!(policy.tools.other, vec![1, 3]);
+}
+
+#[test]
+fn rules_combine_by_deny_overrides_the_only_value() {
+    let cfg: PolicyConfig = serde_json::from_value(json!({ "combining": "deny_overrides", "rules": [] })).unwrap();
+    assert!(Policy::compile(&cfg, "policy").is_ok());
+    let cfg: PolicyConfig = serde_json::from_value(json!({ "combining": "first_match", "rules": [] })).unwrap();
+    let err = Policy::compile(&cfg, "policy").unwrap_err();
+    assert!(err.0.starts_with("policy.combining: "), "{err}");
+    assert!(serde_json::from_value::<PolicyConfig>(json!({ "combining": "deny_wins" })).is_err());
 }

@@ -40,7 +40,7 @@ struct Limit {
 
 /// Why a request's calls were not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused<'a> {
+pub struct Exceeded<'a> {
     /// Which of the checked calls (index into the `tools` given to [`RateLimits::admit`]).
     pub index: usize,
     pub limit_id: &'a str,
@@ -91,7 +91,7 @@ impl RateLimits {
     /// calls several), in order. All or nothing (core `window_counter::reserve_all`, one clock
     /// reading): at the first refusal, whatever this request already counted is given back
     /// to the window it was counted in (never to a window that started since).
-    pub fn admit(&self, host: &dyn Host, subject: Subject<'_>, tools: &[&str]) -> Result<(), Refused<'_>> {
+    pub fn admit(&self, host: &dyn Host, subject: Subject<'_>, tools: &[&str]) -> Result<(), Exceeded<'_>> {
         let mut keys: Vec<(usize, &Limit, String)> = Vec::new();
         for (index, tool) in tools.iter().enumerate() {
             for limit in self.limits.iter().filter(|l| l.matches(subject, tool)) {
@@ -112,7 +112,7 @@ impl RateLimits {
                     Some((index, limit, _)) => (*index, limit.id.as_str()),
                     None => (0, keys.first().map_or("", |(_, l, _)| l.id.as_str())),
                 };
-                Err(Refused { index, limit_id, retry_after_secs: refusal.reset_secs.max(1) })
+                Err(Exceeded { index, limit_id, retry_after_secs: refusal.reset_secs.max(1) })
             }
         }
     }
@@ -194,7 +194,7 @@ mod tests {
         }
         let refused = rl.admit(&host, a, &["echo"]).unwrap_err();
         let window_end = 1_000_020;
-        assert_eq!(refused, Refused { index: 0, limit_id: "burst", retry_after_secs: 20 });
+        assert_eq!(refused, Exceeded { index: 0, limit_id: "burst", retry_after_secs: 20 });
         // Another principal has its own counter.
         assert_eq!(rl.admit(&host, b, &["add"]), Ok(()));
         assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 3);

@@ -22,7 +22,7 @@ pub fn refusal(status: u32, id: Option<&RawValue>, code: i64, message: &str) -> 
 
 /// What a denial reply must answer, per request message of the body.
 #[derive(Debug)]
-pub struct Denied<'a> {
+pub struct DeniedRequest<'a> {
     pub id: Option<&'a RawValue>,
     pub method: &'a str,
     pub target: &'a Target<'a>,
@@ -46,7 +46,7 @@ const BATCH: &str = "another message in the batch was denied";
 pub fn denial(
     style: DenyStyle,
     revision: Revision,
-    messages: &[Denied<'_>],
+    messages: &[DeniedRequest<'_>],
     batch: bool,
     resource_metadata: Option<&str>,
 ) -> Reply {
@@ -101,7 +101,7 @@ struct RateLimitData<'a> {
 /// A request refused by a rate limit: HTTP 429, `Retry-After`, JSON-RPC error `-31429` with
 /// `data: {limit_id, retry_after_secs}` for every request message (`denied: Some(_)` marks
 /// the call over the limit; a batch is answered whole, as an array).
-pub fn rate_limited(messages: &[Denied<'_>], batch: bool, limit_id: &str, retry_after_secs: u64) -> Reply {
+pub fn rate_limited(messages: &[DeniedRequest<'_>], batch: bool, limit_id: &str, retry_after_secs: u64) -> Reply {
     let bodies: Vec<Vec<u8>> = messages
         .iter()
         .map(|m| {
@@ -177,7 +177,7 @@ enum HiddenData<'a> {
 /// `Unknown resource: <uri>` with `data: {"uri"}`, `Method not found` with the method as
 /// `data`; tools and prompts as the spec's -32602 `Unknown tool: X` / `Unknown prompt: X`.
 /// The code, for the revision's HTTP status.
-fn hidden_error(m: &Denied<'_>) -> (i64, Vec<u8>) {
+fn hidden_error(m: &DeniedRequest<'_>) -> (i64, Vec<u8>) {
     let (code, message, data) = match m.target {
         Target::Tool(n) => (codes::INVALID_PARAMS, format!("Unknown tool: {n}"), None),
         Target::Prompt(n) => (codes::INVALID_PARAMS, format!("Unknown prompt: {n}"), None),
@@ -259,7 +259,7 @@ mod tests {
     fn hide_looks_like_an_unknown_tool() {
         let id = raw("7");
         let t = Target::Tool(Cow::Borrowed("admin_reset"));
-        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(None) }], false, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[DeniedRequest { id: Some(&id), method: "tools/call", target: &t, denied: Some(None) }], false, None);
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v, json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32602, "message": "Unknown tool: admin_reset"}}));
@@ -272,7 +272,7 @@ mod tests {
         let r = denial(
             DenyStyle::Explain,
             Revision::R2026_07_28,
-            &[Denied { id: Some(&id), method: "tools/call", target: &t, denied: Some(Some("no-\"big\"")) }],
+            &[DeniedRequest { id: Some(&id), method: "tools/call", target: &t, denied: Some(Some("no-\"big\"")) }],
             false,
             Some("https://gw/.well-known/oauth-protected-resource/mcp"),
         );
@@ -294,8 +294,8 @@ mod tests {
         let t1 = Target::Tool(Cow::Borrowed("add"));
         let t2 = Target::Tool(Cow::Borrowed("admin_reset"));
         let msgs = [
-            Denied { id: Some(&a), method: "tools/call", target: &t1, denied: None },
-            Denied { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("no-admin")) },
+            DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: None },
+            DeniedRequest { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("no-admin")) },
         ];
         let r = denial(DenyStyle::Hide, Revision::R2025_03_26, &msgs, true, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -311,7 +311,7 @@ mod tests {
     fn rate_limited_is_a_429_with_retry_after_and_the_limit() {
         let (a, b) = (raw("1"), raw(r#""b""#));
         let (t1, t2) = (Target::Tool(Cow::Borrowed("add")), Target::Tool(Cow::Borrowed("echo")));
-        let one = [Denied { id: Some(&a), method: "tools/call", target: &t1, denied: Some(Some("burst")) }];
+        let one = [DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: Some(Some("burst")) }];
         let r = rate_limited(&one, false, "burst", 17);
         assert_eq!((r.status, r.headers.clone()), (429, vec![("retry-after".to_string(), "17".to_string())]));
         let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -321,8 +321,8 @@ mod tests {
                    "data": {"limit_id": "burst", "retry_after_secs": 17}}})
         );
         let batch = [
-            Denied { id: Some(&a), method: "tools/call", target: &t1, denied: None },
-            Denied { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("burst")) },
+            DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: None },
+            DeniedRequest { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("burst")) },
         ];
         let v: Value = serde_json::from_slice(&rate_limited(&batch, true, "burst", 3).body).unwrap();
         assert_eq!(v[0]["error"]["message"], "Rate limited: batch rejected");
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(session_denial(DenyStyle::Hide, None, None).status, 405);
         assert_eq!(session_denial(DenyStyle::Explain, Some("x"), None).status, 403);
         let t = Target::None;
-        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[Denied { id: None, method: "tools/list", target: &t, denied: Some(None) }], false, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[DeniedRequest { id: None, method: "tools/list", target: &t, denied: Some(None) }], false, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v, json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32601, "message": "Method not found", "data": "tools/list"}}));
     }
@@ -350,7 +350,7 @@ mod tests {
         let (tool, uri, none) =
             (Target::Tool(Cow::Borrowed("x")), Target::Resource(Cow::Borrowed("file:///s")), Target::None);
         let one = |revision, method, target| {
-            denial(DenyStyle::Hide, revision, &[Denied { id: Some(&id), method, target, denied: Some(None) }], false, None)
+            denial(DenyStyle::Hide, revision, &[DeniedRequest { id: Some(&id), method, target, denied: Some(None) }], false, None)
         };
         for revision in Revision::ALL {
             let modern = revision == Revision::R2026_07_28;
@@ -364,7 +364,7 @@ mod tests {
                 json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "Unknown resource: file:///s", "data": {"uri": "file:///s"}}})
             );
             // explain stays 403 at every revision.
-            let r = denial(DenyStyle::Explain, revision, &[Denied { id: Some(&id), method: "tools/call", target: &tool, denied: Some(None) }], false, None);
+            let r = denial(DenyStyle::Explain, revision, &[DeniedRequest { id: Some(&id), method: "tools/call", target: &tool, denied: Some(None) }], false, None);
             assert_eq!(r.status, 403);
         }
     }

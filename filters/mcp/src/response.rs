@@ -279,7 +279,7 @@ impl Reader<'_> {
         // (`result.tools` ... an array) is filtered as one: fail closed, whatever the id says.
         let Some(kind) = list.or_else(|| summary.and_then(|s| s.shape)) else { return Outcome::Keep };
         let subject = self.subject;
-        let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed;
+        let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed();
         let result = filter_list(&msg, Some(kind), &mut keep);
         let (outcome, hidden, error) = match result {
             Ok(None) => (Outcome::Keep, 0, None),

@@ -130,7 +130,7 @@ pub struct Reservation {
 
 /// Why [`reserve_all`] refused: the claim at `index` did not fit (or shared data failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Exceeded {
     pub index: usize,
     /// The counter's usage in its current window (0 when `unavailable`).
     pub used: u64,
@@ -144,7 +144,7 @@ pub struct Refusal {
 /// are returned. Not atomic across counters: a concurrent request can see a claim that is
 /// later rolled back, which can only cause an extra refusal, never a counter above its limit.
 /// All claims use one clock reading, so they land in the windows of one instant.
-pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservation>, Refusal> {
+pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservation>, Exceeded> {
     let now = now_secs(host);
     let mut taken: Vec<Reservation> = Vec::with_capacity(claims.len());
     for (index, claim) in claims.iter().enumerate() {
@@ -161,8 +161,8 @@ pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservat
                 });
                 continue;
             }
-            Applied::Refused { used, reset_secs } => Refusal { index, used, reset_secs, unavailable: false },
-            Applied::Unavailable | Applied::WindowOver => Refusal { index, used: 0, reset_secs: window_secs, unavailable: true },
+            Applied::Refused { used, reset_secs } => Exceeded { index, used, reset_secs, unavailable: false },
+            Applied::Unavailable | Applied::WindowOver => Exceeded { index, used: 0, reset_secs: window_secs, unavailable: true },
         };
         for (done, claim) in taken.iter().zip(claims) {
             let back = -i64::try_from(done.amount).unwrap_or(i64::MAX);
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(held[1].amount, 70);
         // The second claim does not fit: nothing is kept, not even the first one.
         let refused = reserve_all(&host, &claims(31)).unwrap_err();
-        assert_eq!(refused, Refusal { index: 1, used: 70, reset_secs: 20, unavailable: false });
+        assert_eq!(refused, Exceeded { index: 1, used: 70, reset_secs: 20, unavailable: false });
         assert_eq!((usage(&host, "req", 60), usage(&host, "tok", 60), usage(&host, "usd", 3600)), (1, 70, 10));
         // Exactly at the limit fits.
         assert!(reserve_all(&host, &claims(30)).is_ok());
