@@ -1,7 +1,7 @@
 //! Shared pieces of the Tollgate filters, grouped by what they are:
 //!
 //! - [`host`]: the `Host` trait every filter works through (fallible calls, never panicking),
-//!   `MemoryHost` for tests, the raw proxy-wasm ABI ([`host::wasm`], the one place that talks
+//!   `MemoryHost` for tests (behind the `testing` feature), the raw proxy-wasm ABI ([`host::wasm`], the one place that talks
 //!   to Envoy and the only `unsafe`), the per-callback cache ([`host::batched`]) and the ABI's
 //!   pair encoding ([`host::abi_pairs`]);
 //! - [`plugin`] and [`stream`]: the one proxy-wasm glue for all filters, and the stream a
@@ -16,7 +16,7 @@
 //!   the one identity model, patterns, local replies, digests, text helpers.
 //!
 //! Filters take a `&dyn Host`, so their logic runs natively in `cargo test` against
-//! [`host::MemoryHost`] ([`testing`] drives whole exchanges).
+//! `host::MemoryHost` (`testing` drives whole exchanges; both behind the `testing` feature).
 
 pub mod config;
 pub mod decision;
@@ -30,7 +30,7 @@ pub mod plugin;
 pub mod reply;
 pub mod shared_data;
 pub mod stream;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "testing")))]
 pub mod testing;
 pub mod text;
 pub mod wire;
