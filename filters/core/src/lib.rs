@@ -10,6 +10,8 @@
 //!   JSON scanning and framing, JSON-RPC envelopes, W3C trace context);
 //! - [`shared_data`]: state shared by the workers of one Envoy (fixed-window counters, an
 //!   expiring table);
+//! - [`fleet`]: counters shared by a fleet of Envoys, in a store reached over gRPC (the
+//!   rate-limit service API), and the settlements queued for it;
 //! - [`observe`]: the audit record, metrics, filter state;
 //! - [`decision`]: the decision vocabulary (`Effect`, `Verdict`, `Combining`);
 //! - [`config`], [`identity`], [`glob`], [`reply`], [`hash`], [`text`]: configuration loading,
@@ -19,6 +21,7 @@
 //! `host::MemoryHost` (`testing` drives whole exchanges; both behind the `testing` feature).
 
 pub mod config;
+pub mod fleet;
 pub mod decision;
 pub mod glob;
 pub mod hash;

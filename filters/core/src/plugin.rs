@@ -4,12 +4,13 @@
 
 use crate::host::batched::CallbackHost;
 use crate::config::{self, ConfigError, Validate};
-use crate::stream::{HttpExchange, Step, Stream};
+use crate::fleet::outbox;
+use crate::stream::{GrpcFailure, HttpExchange, Step, Stream};
 use crate::host::{Host, LogLevel};
 use crate::observe::metrics::Metrics;
 use crate::host::wasm::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::{Action, BufferType, ContextType};
 use serde::de::DeserializeOwned;
 use std::rc::Rc;
 
@@ -23,7 +24,15 @@ pub trait Plugin: 'static {
     fn build(config: Self::Config) -> Result<Self::State, ConfigError>;
     type Exchange: HttpExchange + 'static;
     fn new_exchange(state: Rc<Self::State>, metrics: Rc<Metrics>) -> Self::Exchange;
+    /// Whether the state sends settlements to a fleet-wide store (then the root flushes
+    /// [`outbox`] on a timer).
+    fn uses_fleet_store(_state: &Self::State) -> bool {
+        false
+    }
 }
+
+/// How often the root sends queued settlements.
+const OUTBOX_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct PluginRoot<P: Plugin> {
     state: Option<Rc<P::State>>,
@@ -36,7 +45,48 @@ impl<P: Plugin> Default for PluginRoot<P> {
     }
 }
 
-impl<P: Plugin> Context for PluginRoot<P> {}
+/// A metric of the plugin: `tollgate.llm.<name>` for `tollgate-llm`.
+fn metric<P: Plugin>(name: &str) -> String {
+    format!("{}.{name}", P::NAME.replace('-', "."))
+}
+
+impl<P: Plugin> PluginRoot<P> {
+    /// Sends every queued settlement (see [`outbox`]); failures are logged and counted,
+    /// never retried: a settlement applied twice would count twice.
+    fn flush_outbox(&self) {
+        let host = WasmHost;
+        let (pending, dropped) = outbox::take();
+        if dropped > 0 {
+            host.log(LogLevel::Warn, &format!("{}: {dropped} settlements dropped (queue full)", P::NAME));
+            self.metrics.add(&host, &metric::<P>("fleet_settlements_dropped"), &[], dropped);
+        }
+        for p in pending {
+            let call = crate::host::GrpcCall {
+                cluster: &p.cluster,
+                service: crate::fleet::rls::SETTLE_SERVICE,
+                method: crate::fleet::rls::SETTLE_METHOD,
+                message: &p.message,
+                timeout_ms: p.timeout_ms,
+            };
+            if let Err(e) = host.dispatch_grpc(&call) {
+                host.log(LogLevel::Warn, &format!("{}: cannot send a settlement to `{}`: {e}", P::NAME, p.cluster));
+                self.metrics.add(&host, &metric::<P>("fleet_settlements_failed"), &[], 1);
+            }
+        }
+    }
+}
+
+impl<P: Plugin> Context for PluginRoot<P> {
+    /// Answers to settlements sent from [`PluginRoot::flush_outbox`].
+    fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, _response_size: usize) {
+        if status_code != 0 {
+            let host = WasmHost;
+            let message = proxy_wasm::hostcalls::get_grpc_status().ok().and_then(|(_, m)| m).unwrap_or_default();
+            host.log(LogLevel::Warn, &format!("{}: a settlement failed: gRPC status {status_code} {message}", P::NAME));
+            self.metrics.add(&host, &metric::<P>("fleet_settlements_failed"), &[], 1);
+        }
+    }
+}
 
 impl<P: Plugin> RootContext for PluginRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -44,6 +94,12 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
         let raw = host.plugin_configuration();
         match config::load::<P::Config>(&raw).and_then(P::build) {
             Ok(state) => {
+                if P::uses_fleet_store(&state) {
+                    if let Err(e) = proxy_wasm::hostcalls::set_tick_period(OUTBOX_FLUSH) {
+                        host.log(LogLevel::Error, &format!("{}: cannot start the settlement timer: {e:?}", P::NAME));
+                        return false;
+                    }
+                }
                 self.state = Some(Rc::new(state));
                 true
             }
@@ -65,6 +121,10 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+
+    fn on_tick(&mut self) {
+        self.flush_outbox();
     }
 }
 
@@ -102,6 +162,24 @@ impl<E: HttpExchange> Context for HttpFilter<E> {
     fn on_done(&mut self) -> bool {
         with_host(|h| self.0.done(h));
         true
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let message = if status_code == 0 {
+            proxy_wasm::hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size).ok().flatten()
+        } else {
+            None
+        };
+        let answer = match (status_code, &message) {
+            (0, Some(bytes)) => Ok(bytes.as_slice()),
+            // An empty message is a valid answer (all fields at their defaults).
+            (0, None) => Ok(&[][..]),
+            (status, _) => Err(GrpcFailure {
+                status,
+                message: proxy_wasm::hostcalls::get_grpc_status().ok().and_then(|(_, m)| m).unwrap_or_default(),
+            }),
+        };
+        with_host(|host| self.0.grpc_response(host, token_id, answer));
     }
 }
 

@@ -10,6 +10,17 @@
 
 use crate::host::Host;
 
+/// The answer to a gRPC call the exchange made: the response message, or the gRPC status
+/// (and message) of a failure, timeouts and unreachable clusters included.
+pub type GrpcAnswer<'a> = Result<&'a [u8], GrpcFailure>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcFailure {
+    /// The gRPC status code (4: deadline exceeded, 14: unavailable, ...).
+    pub status: u32,
+    pub message: String,
+}
+
 /// What a callback tells Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -41,6 +52,10 @@ pub trait HttpExchange {
     fn on_log(&mut self, _host: &dyn Host) {}
     /// When the stream's context is destroyed (after `on_log`, if Envoy ran it).
     fn on_done(&mut self, _host: &dyn Host) {}
+    /// The answer to a gRPC call made with `Host::dispatch_grpc`. A direction the exchange
+    /// paused to wait for it goes on only when the exchange calls `Host::resume` (or ends
+    /// with a local reply).
+    fn on_grpc_response(&mut self, _host: &dyn Host, _token: u32, _answer: GrpcAnswer<'_>) {}
 }
 
 impl<E: HttpExchange + ?Sized> HttpExchange for &mut E {
@@ -61,6 +76,9 @@ impl<E: HttpExchange + ?Sized> HttpExchange for &mut E {
     }
     fn on_done(&mut self, host: &dyn Host) {
         (**self).on_done(host)
+    }
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
+        (**self).on_grpc_response(host, token, answer)
     }
 }
 
@@ -138,6 +156,9 @@ impl<E: HttpExchange> Stream<E> {
     }
     pub fn done(&mut self, host: &dyn Host) {
         self.exchange.on_done(host)
+    }
+    pub fn grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
+        self.exchange.on_grpc_response(host, token, answer)
     }
 }
 

@@ -19,7 +19,7 @@
 //! the host lists as empty (absent in this phase) is not cached: calls on it go straight to
 //! the host, which answers them as it did before.
 
-use crate::host::{BodyBuffer, HeaderMap, Host, HostResult, LogLevel, MetricKind};
+use crate::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostResult, LogLevel, MetricKind};
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
@@ -360,6 +360,15 @@ impl Host for CallbackHost<'_> {
     }
     fn log(&self, level: LogLevel, message: &str) {
         self.host.log(level, message)
+    }
+    fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
+        self.host.dispatch_grpc(call)
+    }
+    fn resume(&self, direction: Direction) -> HostResult<()> {
+        // The stream goes on inside this call: the headers must be written before it.
+        self.request.flush(self.host, HeaderMap::Request);
+        self.response.flush(self.host, HeaderMap::Response);
+        self.host.resume(direction)
     }
 }
 

@@ -33,6 +33,13 @@ pub struct MemoryHost {
     /// its key: what a compare-and-swap must notice.
     pub competing_writes: RefCell<Vec<(String, Vec<u8>)>>,
     random_counter: RefCell<u8>,
+    /// gRPC calls made, in order: (cluster, service/method, message); the token of the n-th
+    /// call is n + 1.
+    pub grpc_calls: RefCell<Vec<(String, String, Vec<u8>)>>,
+    /// Directions resumed, in order.
+    pub resumed: RefCell<Vec<Direction>>,
+    /// When set, `dispatch_grpc` fails (the cluster is unknown or the host refuses).
+    pub grpc_refused: std::cell::Cell<bool>,
 }
 
 impl MemoryHost {
@@ -229,6 +236,20 @@ impl Host for MemoryHost {
             headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             body.to_vec(),
         ));
+        Ok(())
+    }
+    fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
+        self.note("dispatch_grpc", call.cluster);
+        if self.grpc_refused.get() {
+            return Err(HostError::BadArgument);
+        }
+        let mut calls = self.grpc_calls.borrow_mut();
+        calls.push((call.cluster.to_string(), format!("{}/{}", call.service, call.method), call.message.to_vec()));
+        Ok(u32::try_from(calls.len()).unwrap_or(u32::MAX))
+    }
+    fn resume(&self, direction: Direction) -> HostResult<()> {
+        self.note("resume", if direction == Direction::Request { "request" } else { "response" });
+        self.resumed.borrow_mut().push(direction);
         Ok(())
     }
     fn log(&self, level: LogLevel, message: &str) {

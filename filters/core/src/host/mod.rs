@@ -64,6 +64,27 @@ pub enum BodyBuffer {
     Response = 1,
 }
 
+/// Which direction of the stream a call addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// A unary gRPC call to an Envoy cluster (the fleet-wide counter store). Its answer comes
+/// back later, to the context that made it: [`crate::stream::HttpExchange::on_grpc_response`]
+/// for a stream, the plugin's root for calls made on its timer.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcCall<'a> {
+    pub cluster: &'a str,
+    /// Fully qualified service name, e.g. `envoy.service.ratelimit.v3.RateLimitService`.
+    pub service: &'a str,
+    pub method: &'a str,
+    /// The serialized request message.
+    pub message: &'a [u8],
+    pub timeout_ms: u64,
+}
+
 /// The host as filters see it. All methods take `&self`: the proxy-wasm host is global state.
 pub trait Host {
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>>;
@@ -102,6 +123,10 @@ pub trait Host {
 
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()>;
     fn log(&self, level: LogLevel, message: &str);
+    /// Starts a gRPC call; the token identifies its answer.
+    fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32>;
+    /// Lets a paused direction of the stream go on (after an asynchronous decision).
+    fn resume(&self, direction: Direction) -> HostResult<()>;
 }
 
 /// Convenience methods over the raw trait.

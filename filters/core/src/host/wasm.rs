@@ -5,7 +5,7 @@
 //! [`HostError`] instead, so a filter can always answer.
 #![allow(unsafe_code, clashing_extern_declarations)]
 
-use crate::host::{BodyBuffer, HeaderMap, Host, HostError, HostResult, LogLevel, MetricKind};
+use crate::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostError, HostResult, LogLevel, MetricKind};
 use crate::host::abi_pairs::{deserialize_pairs, serialize_pairs};
 use std::ptr::null_mut;
 
@@ -258,5 +258,25 @@ impl Host for WasmHost {
     }
     fn log(&self, level: LogLevel, message: &str) {
         unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+    }
+    fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
+        // Through the SDK, not the raw ABI: it records which context made the call, and its
+        // dispatcher routes the answer only to calls it knows.
+        proxy_wasm::hostcalls::dispatch_grpc_call(
+            call.cluster,
+            call.service,
+            call.method,
+            Vec::new(),
+            Some(call.message),
+            std::time::Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|status| HostError::Status(status as u32))
+    }
+    fn resume(&self, direction: Direction) -> HostResult<()> {
+        match direction {
+            Direction::Request => proxy_wasm::hostcalls::resume_http_request(),
+            Direction::Response => proxy_wasm::hostcalls::resume_http_response(),
+        }
+        .map_err(|status| HostError::Status(status as u32))
     }
 }

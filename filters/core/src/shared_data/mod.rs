@@ -2,4 +2,5 @@
 //! updated with compare-and-swap.
 
 pub mod table;
+pub mod window;
 pub mod window_counter;

@@ -4,6 +4,7 @@
 pub mod json_framing;
 pub mod json_scan;
 pub mod jsonrpc;
+pub mod protobuf;
 pub mod raw_object;
 pub mod sse;
 pub mod trace;
