@@ -398,6 +398,12 @@ mod tests {
         fn log(&self, level: LogLevel, message: &str) {
             self.host.log(level, message)
         }
+        fn dispatch_grpc(&self, call: &tollgate_core::host::GrpcCall<'_>) -> tollgate_core::host::HostResult<u32> {
+            self.host.dispatch_grpc(call)
+        }
+        fn resume(&self, direction: tollgate_core::host::Direction) -> tollgate_core::host::HostResult<()> {
+            self.host.resume(direction)
+        }
     }
 
     #[test]
