@@ -63,8 +63,8 @@ impl<P: Plugin> PluginRoot<P> {
         for p in pending {
             let call = crate::host::GrpcCall {
                 cluster: &p.cluster,
-                service: crate::fleet::rls::SETTLE_SERVICE,
-                method: crate::fleet::rls::SETTLE_METHOD,
+                service: p.service,
+                method: p.method,
                 message: &p.message,
                 timeout_ms: p.timeout_ms,
             };

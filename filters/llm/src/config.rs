@@ -24,6 +24,8 @@
 use crate::api::{AuthScheme, ClientApi};
 use crate::cost::{Price, PriceTable};
 use crate::limits::{Limit, Scope};
+use tollgate_core::fleet::{Counters, OnFailure, StoreConfig};
+use tollgate_core::shared_data::window::Window;
 use tollgate_core::observe::metrics::LabelCap;
 use crate::routing::{Provider, Router};
 use serde::Deserialize;
@@ -83,9 +85,13 @@ pub struct Config {
     /// `max_completion_tokens`, `max_output_tokens`, `generationConfig.maxOutputTokens`).
     #[serde(default = "default_max_output_tokens")]
     pub default_max_output_tokens: u64,
-    /// Request, token and cost limits per fixed window (see `limits.rs`).
+    /// Request, token and cost limits per window (see `limits.rs`).
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
+    /// The fleet-wide counter store (`fleet.rs`, `docs/limits-protocol.md`). With it, limits
+    /// are counted there unless they say `counters: local`.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
 }
 
 impl Default for Config {
@@ -107,6 +113,7 @@ impl Default for Config {
             prices: Vec::new(),
             default_max_output_tokens: default_max_output_tokens(),
             limits: Vec::new(),
+            store: None,
         }
     }
 }
@@ -158,7 +165,21 @@ pub struct LimitConfig {
     /// Cost in micro-dollars (1 USD = 1000000), from `prices`.
     #[serde(default)]
     pub cost_micro_usd_per_window: Option<u64>,
-    pub window_secs: u64,
+    /// A fixed window of this many seconds, aligned to the Unix epoch. Set this or `window`.
+    #[serde(default)]
+    pub window_secs: Option<u64>,
+    /// `<N>s`, or a calendar `day` / `month` in UTC or at an offset (`month+02:00`): the
+    /// budget resets at the first second of each. Set this or `window_secs`.
+    #[serde(default)]
+    pub window: Option<Window>,
+    /// `fleet` (the `store`; the default when there is one) or `local` (this Envoy's shared
+    /// data: lost on restart, not shared by replicas).
+    #[serde(default)]
+    pub counters: Option<Counters>,
+    /// For fleet counters, when the store cannot answer in `store.timeout_ms`:
+    /// `fail_closed` (default: refuse) or `fail_open_local` (count locally, recorded).
+    #[serde(default)]
+    pub on_store_failure: Option<OnFailure>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +264,8 @@ pub struct State {
     pub prices: PriceTable,
     pub default_max_output_tokens: u64,
     pub limits: Vec<Limit>,
+    /// The fleet-wide counter store, when limits are counted there.
+    pub store: Option<StoreConfig>,
     /// Request headers that may carry a client credential: all removed before forwarding.
     pub client_credential_headers: Vec<String>,
 }
@@ -357,6 +380,9 @@ impl Validate for Config {
         if self.default_max_output_tokens == 0 {
             return Err(bad("default_max_output_tokens", "must be greater than 0"));
         }
+        if let Some(store) = &self.store {
+            store.validate("store")?;
+        }
         let mut ids = HashSet::new();
         for (i, l) in self.limits.iter().enumerate() {
             let at = format!("limits[{i}]");
@@ -399,8 +425,24 @@ impl Validate for Config {
                     "needs `prices`: without a price every request costs 0",
                 ));
             }
-            if l.window_secs == 0 || l.window_secs > MAX_WINDOW_SECS {
-                return Err(bad(&format!("{at}.window_secs"), format!("must be between 1 and {MAX_WINDOW_SECS}")));
+            match (l.window_secs, l.window) {
+                (Some(_), Some(_)) => return Err(bad(&format!("{at}.window"), "set `window` or `window_secs`, not both")),
+                (None, None) => return Err(bad(&at, "set `window_secs` or `window` (`<N>s`, `day`, `month`)")),
+                (Some(secs), None) | (None, Some(Window::Fixed { secs })) if secs == 0 || secs > MAX_WINDOW_SECS => {
+                    let field = if l.window_secs.is_some() { "window_secs" } else { "window" };
+                    return Err(bad(&format!("{at}.{field}"), format!("must be between 1 and {MAX_WINDOW_SECS} seconds")));
+                }
+                _ => {}
+            }
+            let fleet = match l.counters {
+                Some(Counters::Fleet) if self.store.is_none() => {
+                    return Err(bad(&format!("{at}.counters"), "`fleet` needs a `store` (the fleet-wide counter store)"))
+                }
+                Some(counters) => counters == Counters::Fleet,
+                None => self.store.is_some(),
+            };
+            if l.on_store_failure.is_some() && !fleet {
+                return Err(bad(&format!("{at}.on_store_failure"), "only for limits counted in the fleet store (`counters: fleet`)"));
             }
         }
         Ok(())
@@ -462,6 +504,7 @@ impl Config {
             };
             (p.model, price)
         }));
+        let store = self.store;
         let limits = self
             .limits
             .into_iter()
@@ -472,7 +515,12 @@ impl Config {
                 requests: l.requests_per_window,
                 tokens: l.tokens_per_window,
                 cost_micro_usd: l.cost_micro_usd_per_window,
-                window_secs: l.window_secs,
+                window: l.window.or(l.window_secs.map(Window::fixed)).unwrap_or(Window::fixed(1)),
+                fleet: match l.counters {
+                    Some(Counters::Local) => None,
+                    Some(Counters::Fleet) => Some(l.on_store_failure.unwrap_or_default()),
+                    None => store.as_ref().map(|_| l.on_store_failure.unwrap_or_default()),
+                },
             })
             .collect();
         let client_credential_headers = self.identity.credential_headers();
@@ -492,6 +540,7 @@ impl Config {
             prices,
             default_max_output_tokens: self.default_max_output_tokens,
             limits,
+            store,
             client_credential_headers,
         })
     }
@@ -611,7 +660,7 @@ mod tests {
         assert_eq!(state.default_max_output_tokens, 512);
         assert_eq!(state.limits.len(), 2);
         assert!(state.limits[0].applies_to("gpt-4o", "gpt-4o") && !state.limits[0].applies_to("claude", "claude"));
-        assert_eq!((state.limits[1].cost_micro_usd, state.limits[1].window_secs), (Some(5_000_000), 2_592_000));
+        assert_eq!((state.limits[1].cost_micro_usd, state.limits[1].window), (Some(5_000_000), Window::fixed(2_592_000)));
         assert_eq!(load(base()).unwrap().default_max_output_tokens, 4096);
 
         let check = |path: &str, value: serde_json::Value, expected: &str| {
@@ -636,7 +685,33 @@ mod tests {
         check("0.tokens_per_window", json!(-1), "limits[0].tokens_per_window: invalid value");
         check("0.window_secs", json!(0), "limits[0].window_secs: must be between 1 and 31622400");
         check("1", json!({"id": "x", "scope": "team", "window_secs": 60}), "limits[1]: set at least one of");
-        check("1", json!({"id": "x", "scope": "team"}), "limits[1]: missing field `window_secs`");
+        check("1", json!({"id": "x", "scope": "team", "requests_per_window": 1}), "limits[1]: set `window_secs` or `window`");
+        check("1.window", json!("week"), "limits[1].window: `week` is not a window");
+        check("1.window", json!("month"), "limits[1].window: set `window` or `window_secs`, not both");
+        check("0.counters", json!("fleet"), "limits[0].counters: `fleet` needs a `store`");
+        check("0.on_store_failure", json!("fail_open_local"), "limits[0].on_store_failure: only for limits counted in the fleet store");
+
+        // Calendar windows; with a store, limits count in the fleet unless they say `local`.
+        let mut fleet = v.clone();
+        fleet["limits"][1].as_object_mut().unwrap().remove("window_secs");
+        fleet["limits"][1]["window"] = json!("month+02:00");
+        fleet["limits"][1]["on_store_failure"] = json!("fail_open_local");
+        fleet["limits"][0]["counters"] = json!("local");
+        fleet["store"] = json!({"cluster": "tollgate_limits"});
+        let state = load(fleet.clone()).unwrap();
+        assert_eq!(state.limits[1].window, Window::parse("month+02:00").unwrap());
+        assert_eq!((state.limits[0].fleet, state.limits[1].fleet), (None, Some(OnFailure::FailOpenLocal)));
+        let store = state.store.as_ref().unwrap();
+        assert_eq!((store.timeout_ms, store.domain.as_str()), (200, "tollgate"));
+        let mut bad = fleet.clone();
+        bad["store"]["timeout_ms"] = json!(0);
+        assert!(err(bad).starts_with("store.timeout_ms: must be between 1 and 60000"));
+        let mut bad = fleet.clone();
+        bad["store"]["clustr"] = json!("x");
+        assert!(err(bad).starts_with("store.clustr: unknown field"));
+        let mut bad = fleet;
+        bad["store"]["protocol"] = json!("redis");
+        assert!(err(bad).starts_with("store.protocol: unknown variant `redis`"));
 
         let mut no_prices = v.clone();
         no_prices["prices"] = json!([]);

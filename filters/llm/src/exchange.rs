@@ -22,13 +22,16 @@
 use crate::api::{self, Endpoint, RefusalKind};
 use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
-use crate::limits::{self, Actual, Exceeded, Held};
+use crate::fleet;
+use crate::limits::{self, Actual, Exceeded, Held, Wanted};
+use crate::routing::Provider;
 use crate::record::{self, Accounting, ExchangeFacts, Labels, Phase, Refusal};
 use crate::usage::{Framing, UsageTracker};
 use std::rc::Rc;
 use tollgate_core::observe::audit;
-use tollgate_core::stream::{HttpExchange, Step};
-use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::fleet::rls;
+use tollgate_core::stream::{GrpcAnswer, HttpExchange, Step};
+use tollgate_core::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity;
 use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::reply;
@@ -57,6 +60,27 @@ pub struct Exchange {
     held: Vec<Held>,
     /// `x-ratelimit-*` headers for a successful response.
     ratelimit_headers: Vec<(String, String)>,
+    /// The request waits for the fleet-wide store's admission (`fleet.rs`).
+    awaiting: Option<Box<Awaiting>>,
+}
+
+/// What a request paused for the store's answer goes on with.
+struct Awaiting {
+    /// The gRPC call's token.
+    token: u32,
+    /// The fleet counters asked for.
+    wanted: Vec<Wanted>,
+    body_size: usize,
+    rewrites: Rewrites,
+    provider: Provider,
+}
+
+/// The request rewrites of a [`Forward`], owned so they can wait for the store.
+struct Rewrites {
+    body: Result<Option<Vec<u8>>, Refusal>,
+    usage_injected: bool,
+    path: Option<String>,
+    credential: Option<(&'static str, String)>,
 }
 
 impl Exchange {
@@ -73,6 +97,7 @@ impl Exchange {
             finished: false,
             held: Vec::new(),
             ratelimit_headers: Vec::new(),
+            awaiting: None,
         }
     }
 
@@ -112,24 +137,98 @@ impl Exchange {
 
     fn forward(&mut self, host: &dyn Host, body_size: usize, forward: Forward<'_>) -> Step {
         let state = self.state.clone();
-        if let Some(estimate) = forward.reserve {
+        let Forward { reserve, body, usage_injected, path, provider, credential } = forward;
+        let rewrites = Rewrites { body, usage_injected, path, credential };
+        if let Some(estimate) = reserve {
             self.facts.reserved = Some(estimate);
             let model = self.facts.model.as_deref().unwrap_or_default();
             let upstream_model = self.facts.upstream_model.as_deref().unwrap_or_default();
-            match limits::admit(host, &state.limits, self.facts.identity.as_ref(), model, upstream_model, &estimate) {
-                Ok(held) => {
-                    self.ratelimit_headers = limits::client_headers(&state.limits, &held);
-                    self.held = held;
+            let wanted = limits::wanted(&state.limits, self.facts.identity.as_ref(), model, upstream_model, &estimate);
+            let in_fleet = |w: &&Wanted| state.store.is_some() && state.limits.get(w.limit).is_some_and(|l| l.fleet.is_some());
+            let (fleet_wanted, local): (Vec<&Wanted>, Vec<&Wanted>) = wanted.iter().partition(in_fleet);
+            match limits::reserve_local(host, &state.limits, &local) {
+                Ok(held) => self.held = held,
+                Err(exceeded) => return self.refuse(host, decide::rate_limited(exceeded)),
+            }
+            if let (Some(store), false) = (&state.store, fleet_wanted.is_empty()) {
+                let message = fleet::reservation_request(store, &state.limits, &fleet_wanted);
+                let call = GrpcCall {
+                    cluster: &store.cluster,
+                    service: rls::RLS_SERVICE,
+                    method: rls::RLS_METHOD,
+                    message: &message,
+                    timeout_ms: store.timeout_ms,
+                };
+                match host.dispatch_grpc(&call) {
+                    Ok(token) => {
+                        let wanted = fleet_wanted.into_iter().cloned().collect();
+                        let provider = provider.clone();
+                        self.awaiting = Some(Box::new(Awaiting { token, wanted, body_size, rewrites, provider }));
+                        // Headers and body stay held until the store answers.
+                        return Step::Pause;
+                    }
+                    Err(e) => {
+                        host.log(LogLevel::Warn, &format!("tollgate-llm: cannot reach the limits store `{}`: {e}", store.cluster));
+                        if let Err(exceeded) = self.store_failed(host, &fleet_wanted) {
+                            return self.refuse(host, decide::rate_limited(exceeded));
+                        }
+                    }
                 }
-                Err(denial) => return self.refuse(host, decide::rate_limited(denial)),
+            }
+            self.ratelimit_headers = limits::client_headers(&state.limits, &self.held);
+        }
+        self.rewrite_and_route(host, body_size, rewrites, provider)
+    }
+
+    /// The store did not answer: refuse (a `fail_closed` limit), or take the counters in
+    /// this Envoy's shared data and record the degradation.
+    fn store_failed(&mut self, host: &dyn Host, wanted: &[&Wanted]) -> Result<(), Exceeded> {
+        let state = self.state.clone();
+        fleet::failed(&state.limits, wanted, host.now_nanos() / 1_000_000_000)?;
+        self.facts.limits_degraded = true;
+        let held = limits::reserve_local(host, &state.limits, wanted)?;
+        self.held.extend(held);
+        Ok(())
+    }
+
+    /// The store's answer to an admission: forward (and let the request go on) or refuse.
+    fn admitted_by_store(&mut self, host: &dyn Host, awaiting: Awaiting, answer: GrpcAnswer<'_>) {
+        let state = self.state.clone();
+        let wanted: Vec<&Wanted> = awaiting.wanted.iter().collect();
+        let now_ms = host.now_nanos() / 1_000_000;
+        let read = match answer {
+            Ok(bytes) => rls::answer(bytes, wanted.len()).map_err(|e| e.to_string()),
+            Err(failure) => Err(format!("gRPC status {} {}", failure.status, failure.message)),
+        };
+        let admitted = match read {
+            Ok(answer) => fleet::answered(&state.limits, &wanted, &answer, now_ms).map(|held| self.held.extend(held)),
+            Err(why) => {
+                let cluster = state.store.as_ref().map(|s| s.cluster.as_str()).unwrap_or_default();
+                host.log(LogLevel::Warn, &format!("tollgate-llm: the limits store `{cluster}` did not answer: {why}"));
+                self.store_failed(host, &wanted)
+            }
+        };
+        if let Err(exceeded) = admitted {
+            self.refuse(host, decide::rate_limited(exceeded));
+            return;
+        }
+        self.ratelimit_headers = limits::client_headers(&state.limits, &self.held);
+        if self.rewrite_and_route(host, awaiting.body_size, awaiting.rewrites, &awaiting.provider) == Step::Continue {
+            if let Err(e) = host.resume(Direction::Request) {
+                host.log(LogLevel::Error, &format!("tollgate-llm: cannot resume the request: {e}"));
             }
         }
-        match forward.body {
+    }
+
+    /// Rewrites the request for its provider and lets it go.
+    fn rewrite_and_route(&mut self, host: &dyn Host, body_size: usize, rewrites: Rewrites, provider: &Provider) -> Step {
+        let state = self.state.clone();
+        match rewrites.body {
             Ok(Some(new_body)) => {
                 if let Err(e) = host.set_body(BodyBuffer::Request, 0, body_size, &new_body) {
                     host.log(LogLevel::Error, &format!("tollgate-llm: cannot rewrite request body: {e}"));
                 } else {
-                    self.facts.usage_injected = forward.usage_injected;
+                    self.facts.usage_injected = rewrites.usage_injected;
                     if self.had_content_length {
                         host.try_set_header(HeaderMap::Request, "content-length", Some(&new_body.len().to_string()));
                     }
@@ -138,17 +237,17 @@ impl Exchange {
             Ok(None) => {}
             Err(refused) => return self.refuse(host, refused),
         }
-        if let Some(path) = &forward.path {
+        if let Some(path) = &rewrites.path {
             host.try_set_header(HeaderMap::Request, ":path", Some(path));
         }
-        host.try_set_header(HeaderMap::Request, &state.provider_header, Some(&forward.provider.name));
-        if let Some((name, value)) = &forward.credential {
+        host.try_set_header(HeaderMap::Request, &state.provider_header, Some(&provider.name));
+        if let Some((name, value)) = &rewrites.credential {
             host.try_set_header(HeaderMap::Request, name, Some(value));
         }
         if state.upstream_identity_encoding {
             host.try_set_header(HeaderMap::Request, "accept-encoding", Some("identity"));
         }
-        for (name, value) in &forward.provider.headers {
+        for (name, value) in &provider.headers {
             host.try_set_header(HeaderMap::Request, name, Some(value));
         }
         self.facts.phase = Phase::Forwarded;
@@ -180,6 +279,11 @@ impl Exchange {
             cost_micro_usd: accounting.cost_micro_usd.unwrap_or(0),
         };
         let state = self.state.clone();
+        if let Some(store) = &state.store {
+            for pending in fleet::settlements(store, &state.limits, &held, actual) {
+                tollgate_core::fleet::outbox::push(pending);
+            }
+        }
         let overshot = limits::reconcile(host, &state.limits, &held, actual);
         self.facts.overshot = overshot.iter().filter_map(|&i| state.limits.get(i).map(|l| l.id.clone())).collect();
     }
@@ -363,6 +467,13 @@ impl HttpExchange for Exchange {
     /// has already been written by then (filter state set here is not visible to it), so the
     /// final record is normally written earlier, at the end of the response; this only
     /// finishes requests that never got there (metrics, and Envoy's log with `audit.log`).
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
+        match self.awaiting.take() {
+            Some(awaiting) if awaiting.token == token => self.admitted_by_store(host, *awaiting, answer),
+            other => self.awaiting = other,
+        }
+    }
+
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
     }

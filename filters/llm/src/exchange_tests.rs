@@ -411,7 +411,7 @@ fn chat_body(max_tokens: u64) -> Vec<u8> {
 }
 
 fn used(host: &MemoryHost, key: &str) -> u64 {
-    tollgate_core::shared_data::window_counter::usage(host, key, 3600)
+    tollgate_core::shared_data::window_counter::usage(host, key, tollgate_core::shared_data::window::Window::fixed(3600))
 }
 
 const TOKENS: &str = "tollgate.llm.limit.tpm.alice.tokens";
@@ -566,7 +566,7 @@ fn team_budget_in_money_and_overshoot_is_recorded() {
     assert_eq!(r["cost_micro_usd"], 250_000);
     assert_eq!(r["limits_overshot"], json!(["team-budget"]));
     assert_eq!(host.metric("tollgate.llm.limit_overshoots.limit.team-budget.team.payments"), Some(1));
-    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.llm.limit.team-budget.payments.cost", 2592000), 250_000);
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.llm.limit.team-budget.payments.cost", tollgate_core::shared_data::window::Window::fixed(2592000)), 250_000);
     // Spent: dave (same team) is refused; bob (another team) is not.
     let h2 = next_request(&host, "/v1/chat/completions", ("authorization", "Bearer tg-dave"));
     let (mut refused, forwarded) = admit_one(&state, &metrics, &h2, &body);
@@ -608,4 +608,124 @@ fn a_chat_completion_stays_within_its_host_call_budget() {
     assert!(named("random_bytes") <= 1, "{calls:#?}");
     assert!(named("now_nanos") <= 5, "{calls:#?}");
     assert!(calls.len() <= 26, "{} host calls: {calls:#?}", calls.len());
+}
+
+// ---- Limits counted in the fleet-wide store (fleet.rs): the request waits for its answer.
+
+fn fleet_state(on_failure: &str) -> Rc<State> {
+    let cfg = json!({
+        "identity": {"api_keys": {"keys": [
+            {"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"}
+        ]}},
+        "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
+        "models": [{"model": "*", "provider": "prov-a"}],
+        "prices": [{"model": "gpt-*", "input": 1000, "output": 2000}],
+        "default_max_output_tokens": 100,
+        "store": {"cluster": "tollgate_limits", "timeout_ms": 150},
+        "limits": [
+            {"id": "team-month", "scope": "team", "tokens_per_window": 100000, "window": "month", "on_store_failure": on_failure},
+            {"id": "local-rpm", "scope": "principal", "requests_per_window": 5, "window_secs": 60, "counters": "local"}
+        ]
+    });
+    Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap())
+}
+
+/// A `RateLimitResponse`: OK or OVER_LIMIT, one status with what remains.
+fn store_answer(over: bool, remaining: u64) -> Vec<u8> {
+    use tollgate_core::wire::protobuf::Writer;
+    let mut status = Writer::new();
+    status.uint(1, if over { 2 } else { 1 }).uint(3, remaining);
+    let mut reset = Writer::new();
+    reset.uint(1, 42);
+    status.message(4, &reset);
+    let mut at = Writer::new();
+    at.string(1, "x-tollgate-reserved-at").string(2, "1767225600000");
+    let mut w = Writer::new();
+    w.uint(1, if over { 2 } else { 1 }).message(2, &status).message(3, &at);
+    w.finish()
+}
+
+#[test]
+fn a_fleet_limit_holds_the_request_until_the_store_admits_it() {
+    let state = fleet_state("fail_closed");
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let body = chat_body(500);
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &body);
+    assert!(!forwarded, "paused for the store");
+    assert_eq!(header(&host, "x-tollgate-provider"), None, "not routed yet");
+    let calls = host.grpc_calls.borrow().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].0.as_str(), calls[0].1.as_str()), ("tollgate_limits", "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"));
+    // The local limit was taken here; the fleet one is the store's.
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.llm.limit.local-rpm.alice.requests", tollgate_core::shared_data::window::Window::fixed(60)), 1);
+    assert!(host.shared.borrow().keys().all(|k| !k.contains("team-month")), "fleet counters are not kept locally");
+
+    callback(&host, |h| ex.on_grpc_response(h, 1, Ok(&store_answer(false, 99_000))));
+    assert_eq!(*host.resumed.borrow(), vec![Direction::Request]);
+    assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+    assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-a"));
+
+    // The response used less than the estimate: the unused part goes back through the outbox.
+    let _ = tollgate_core::fleet::outbox::take();
+    respond(&mut ex, &host, "200", "application/json", &[br#"{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#]);
+    let (queued, _) = tollgate_core::fleet::outbox::take();
+    assert_eq!(queued.len(), 1);
+    assert_eq!((queued[0].service, queued[0].method), ("tollgate.limits.v1.Settlement", "Settle"));
+    let r = audit(&host);
+    assert_eq!(r["decision"], "allow");
+    assert!(r.get("limits_degraded").is_none());
+}
+
+#[test]
+fn the_store_refuses_in_the_client_apis_shape() {
+    let state = fleet_state("fail_closed");
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/messages", &[("x-api-key", "tg-alice")]);
+    let (mut ex, _) = admit_one(&state, &metrics, &host, br#"{"model":"claude-3","max_tokens":900,"messages":[]}"#);
+    callback(&host, |h| ex.on_grpc_response(h, 1, Ok(&store_answer(true, 300))));
+    assert!(host.resumed.borrow().is_empty(), "never forwarded");
+    let (status, reply) = local_reply(&host);
+    assert_eq!((status, reply["error"]["type"].as_str()), (429, Some("rate_limit_error")));
+    assert!(reply["error"]["message"].as_str().unwrap().contains("calendar month (UTC)"), "{reply}");
+    let (_, headers, _) = host.local_reply.borrow().clone().unwrap();
+    assert!(headers.contains(&("retry-after".into(), "42".into())), "{headers:?}");
+    let r = audit(&host);
+    assert_eq!((r["rule_id"].as_str(), r["limit"]["used"].as_u64()), (Some("team-month"), Some(100_000 - 300)));
+    // The local reservation taken before the store answered was returned.
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.llm.limit.local-rpm.alice.requests", tollgate_core::shared_data::window::Window::fixed(60)), 0);
+}
+
+#[test]
+fn a_silent_store_fails_closed_or_counts_locally_as_configured() {
+    let metrics = Rc::new(Metrics::new());
+    let failure = || Err(tollgate_core::stream::GrpcFailure { status: 14, message: "no healthy upstream".into() });
+
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let (mut ex, _) = admit_one(&fleet_state("fail_closed"), &metrics, &host, &chat_body(10));
+    callback(&host, |h| ex.on_grpc_response(h, 1, failure()));
+    let (status, reply) = local_reply(&host);
+    assert_eq!(status, 429);
+    assert!(reply["error"]["message"].as_str().unwrap().contains("cannot be checked right now"), "{reply}");
+    assert!(host.resumed.borrow().is_empty());
+
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let (mut ex, _) = admit_one(&fleet_state("fail_open_local"), &metrics, &host, &chat_body(10));
+    // An answer to another call is not this request's.
+    callback(&host, |h| ex.on_grpc_response(h, 9, Ok(&store_answer(false, 1))));
+    assert!(host.resumed.borrow().is_empty());
+    callback(&host, |h| ex.on_grpc_response(h, 1, failure()));
+    assert_eq!(*host.resumed.borrow(), vec![Direction::Request]);
+    assert!(host.local_reply.borrow().is_none());
+    let month = tollgate_core::shared_data::window::Window::parse("month").unwrap();
+    assert!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.llm.limit.team-month.payments.tokens", month) > 0, "counted locally");
+    ex.on_log(&host);
+    assert_eq!(audit(&host)["limits_degraded"], true);
+
+    // A store that cannot even be called: the same policy, at once.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    host.grpc_refused.set(true);
+    let (_, forwarded) = admit_one(&fleet_state("fail_closed"), &metrics, &host, &chat_body(10));
+    assert!(!forwarded);
+    assert_eq!(local_reply(&host).0, 429);
 }

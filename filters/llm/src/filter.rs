@@ -2,7 +2,7 @@
 //! [`Exchange`] by the shared glue in `tollgate_core::plugin`.
 
 use crate::config::{Config, State};
-use crate::exchange::{Exchange};
+use crate::exchange::Exchange;
 use std::rc::Rc;
 use tollgate_core::config::ConfigError;
 use tollgate_core::observe::metrics::Metrics;
@@ -20,5 +20,8 @@ impl Plugin for LLMPlugin {
     }
     fn new_exchange(state: Rc<State>, metrics: Rc<Metrics>) -> Exchange {
         Exchange::new(state, metrics)
+    }
+    fn uses_fleet_store(state: &State) -> bool {
+        state.store.is_some()
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cost;
 pub mod decide;
 pub mod exchange;
+pub mod fleet;
 pub mod limits;
 pub mod record;
 pub mod routing;

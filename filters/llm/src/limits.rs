@@ -54,6 +54,8 @@ use tollgate_core::glob::Glob;
 use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::{Host, LogLevel};
 use tollgate_core::identity::{Identity, Source};
+use tollgate_core::fleet::OnFailure;
+use tollgate_core::shared_data::window::{Calendar, Window};
 use tollgate_core::shared_data::window_counter::{self, Claim, Settlement};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -113,7 +115,10 @@ pub struct Limit {
     pub requests: Option<u64>,
     pub tokens: Option<u64>,
     pub cost_micro_usd: Option<u64>,
-    pub window_secs: u64,
+    pub window: Window,
+    /// Counted in the fleet-wide store, with what to do when it cannot answer; `None`: in
+    /// this Envoy's shared data.
+    pub fleet: Option<OnFailure>,
 }
 
 impl Limit {
@@ -218,6 +223,17 @@ pub struct Held {
     pub dimension: Dimension,
     pub key: String,
     pub reservation: window_counter::Reservation,
+    /// Reserved in the fleet-wide store (settled through it): the store's clock at
+    /// reservation, Unix ms (`x-tollgate-reserved-at`); `None`: this Envoy's shared data.
+    pub fleet: Option<FleetHold>,
+}
+
+/// A reservation in the fleet-wide store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetHold {
+    pub reserved_at_ms: u64,
+    pub subject: String,
+    pub cap: u64,
 }
 
 /// Why a request was refused: the first counter that did not fit.
@@ -232,7 +248,10 @@ pub struct Exceeded {
     pub used: u64,
     /// What this request asked to reserve.
     pub requested: u64,
+    /// The window's length (a calendar month's: the current one).
     pub window_secs: u64,
+    #[serde(skip)]
+    pub window: Window,
     /// Seconds until the window resets (the `Retry-After`).
     pub reset_secs: u64,
     /// Counters could not be read or written: refused to fail closed.
@@ -241,6 +260,40 @@ pub struct Exceeded {
 }
 
 impl Exceeded {
+    /// Counters that cannot be checked, no limit named (never expected: a fallback).
+    pub fn unavailable() -> Self {
+        Exceeded {
+            id: String::new(),
+            scope: Scope::Key,
+            dimension: Dimension::Requests,
+            limit: 0,
+            used: 0,
+            requested: 1,
+            window_secs: 1,
+            window: Window::fixed(1),
+            reset_secs: 1,
+            unavailable: true,
+        }
+    }
+
+    /// The window in words: `60 s window`, `calendar month (UTC)`, `calendar day (UTC+02:00)`.
+    fn window_words(&self) -> String {
+        match self.window {
+            Window::Fixed { secs } => format!("{secs} s window"),
+            Window::Calendar { unit, offset_secs } => {
+                let unit = match unit {
+                    Calendar::Day => "day",
+                    Calendar::Month => "month",
+                };
+                // The descriptor ends with the offset (`month+02:00`) when there is one.
+                let descriptor = self.window.descriptor();
+                let offset = if offset_secs == 0 { "" } else { descriptor.get(descriptor.len().saturating_sub(6)..).unwrap_or_default() };
+                let zone = format!("UTC{offset}");
+                format!("calendar {unit} ({zone})")
+            }
+        }
+    }
+
     /// The request can never fit: it alone asks more than the cap.
     pub fn never_fits(&self) -> bool {
         self.requested > self.limit
@@ -258,13 +311,13 @@ impl Exceeded {
         }
         if self.never_fits() {
             return format!(
-                "Rate limit `{}` (per {scope}): this request needs {} {unit}, more than the {} {unit} allowed per {} s window. Lower max tokens or the input.",
-                self.id, self.requested, self.limit, self.window_secs
+                "Rate limit `{}` (per {scope}): this request needs {} {unit}, more than the {} {unit} allowed per {}. Lower max tokens or the input.",
+                self.id, self.requested, self.limit, self.window_words()
             );
         }
         format!(
-            "Rate limit `{}` (per {scope}) reached on {unit} per {} s window: limit {}, used {} (requests in flight included), requested {}. Please try again in {}s.",
-            self.id, self.window_secs, self.limit, self.used, self.requested, self.reset_secs
+            "Rate limit `{}` (per {scope}) reached on {unit} per {}: limit {}, used {} (requests in flight included), requested {}. Please try again in {}s.",
+            self.id, self.window_words(), self.limit, self.used, self.requested, self.reset_secs
         )
     }
 
@@ -282,8 +335,62 @@ impl Exceeded {
     }
 }
 
-/// Reserves `estimate` (and 1 request) on every limit that applies, all or nothing.
-/// `Ok` holds the reservations (empty when no limit applies).
+/// One counter a request asks to reserve from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Index into the configured limits.
+    pub limit: usize,
+    pub dimension: Dimension,
+    /// The caller's scope value (see the module docs), also the store's `subject`.
+    pub subject: String,
+    /// The shared-data key of the per-Envoy counter.
+    pub key: String,
+    pub amount: u64,
+    pub cap: u64,
+}
+
+/// Every counter the request must reserve from: `estimate` (and 1 request) on each limit
+/// that applies to the model. Pure.
+pub fn wanted(rules: &[Limit], who: Option<&Identity>, model: &str, upstream_model: &str, estimate: &Estimate) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        if !rule.applies_to(model, upstream_model) {
+            continue;
+        }
+        let subject = scope_segment(rule.scope, who);
+        for (dimension, cap) in rule.caps() {
+            let amount = match dimension {
+                Dimension::Requests => 1,
+                Dimension::Tokens => estimate.tokens,
+                Dimension::CostMicroUsd => estimate.cost_micro_usd.unwrap_or(0),
+            };
+            let key = counter_key(&rule.id, &subject, dimension);
+            out.push(Wanted { limit: index, dimension, subject: subject.clone(), key, amount, cap });
+        }
+    }
+    out
+}
+
+impl Limit {
+    /// The refusal of `wanted` on this limit.
+    pub fn exceeded(&self, wanted: &Wanted, used: u64, reset_secs: u64, unavailable: bool, now_secs: u64) -> Exceeded {
+        Exceeded {
+            id: self.id.clone(),
+            scope: self.scope,
+            dimension: wanted.dimension,
+            limit: wanted.cap,
+            used,
+            requested: wanted.amount,
+            window_secs: self.window.length_secs(now_secs),
+            window: self.window,
+            reset_secs,
+            unavailable,
+        }
+    }
+}
+
+/// Reserves `estimate` (and 1 request) on every limit that applies, all or nothing, in this
+/// Envoy's shared data. `Ok` holds the reservations (empty when no limit applies).
 pub fn admit(
     host: &dyn Host,
     rules: &[Limit],
@@ -292,57 +399,37 @@ pub fn admit(
     upstream_model: &str,
     estimate: &Estimate,
 ) -> Result<Vec<Held>, Exceeded> {
-    let mut wanted: Vec<(usize, Dimension, String, u64, u64)> = Vec::new();
-    for (index, rule) in rules.iter().enumerate() {
-        if !rule.applies_to(model, upstream_model) {
-            continue;
-        }
-        let scope = scope_segment(rule.scope, who);
-        for (dimension, cap) in rule.caps() {
-            let amount = match dimension {
-                Dimension::Requests => 1,
-                Dimension::Tokens => estimate.tokens,
-                Dimension::CostMicroUsd => estimate.cost_micro_usd.unwrap_or(0),
-            };
-            wanted.push((index, dimension, counter_key(&rule.id, &scope, dimension), amount, cap));
-        }
-    }
+    let wanted = wanted(rules, who, model, upstream_model, estimate);
+    reserve_local(host, rules, &wanted.iter().collect::<Vec<_>>())
+}
+
+/// Reserves every `wanted` counter in this Envoy's shared data, all or nothing.
+pub fn reserve_local(host: &dyn Host, rules: &[Limit], wanted: &[&Wanted]) -> Result<Vec<Held>, Exceeded> {
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
     let claims: Vec<Claim<'_>> = wanted
         .iter()
-        .map(|(index, _, key, amount, cap)| Claim {
-            key: key.as_str(),
-            amount: *amount,
-            limit: *cap,
-            window_secs: rules.get(*index).map(|r| r.window_secs).unwrap_or(1),
+        .map(|w| Claim {
+            key: w.key.as_str(),
+            amount: w.amount,
+            limit: w.cap,
+            window: rules.get(w.limit).map(|r| r.window).unwrap_or(Window::fixed(1)),
         })
         .collect();
     match window_counter::reserve_all(host, &claims) {
         Ok(reservations) => Ok(wanted
-            .into_iter()
+            .iter()
             .zip(reservations)
-            .map(|((limit, dimension, key, _, _), reservation)| Held { limit, dimension, key, reservation })
+            .map(|(w, reservation)| Held { limit: w.limit, dimension: w.dimension, key: w.key.clone(), reservation, fleet: None })
             .collect()),
         Err(refusal) => {
-            // `reserve_all` only returns indexes of `claims`, so the fallback never applies.
-            let (index, dimension, amount, cap) = wanted
-                .get(refusal.index)
-                .map(|(index, dimension, _, amount, cap)| (*index, *dimension, *amount, *cap))
-                .unwrap_or((usize::MAX, Dimension::Requests, 1, 0));
-            let rule = rules.get(index);
-            Err(Exceeded {
-                id: rule.map(|r| r.id.clone()).unwrap_or_default(),
-                scope: rule.map(|r| r.scope).unwrap_or(Scope::Key),
-                dimension,
-                limit: cap,
-                used: refusal.used,
-                requested: amount,
-                window_secs: rule.map(|r| r.window_secs).unwrap_or(1),
-                reset_secs: refusal.reset_secs,
-                unavailable: refusal.unavailable,
-            })
+            let now = host.now_nanos() / 1_000_000_000;
+            // `reserve_all` only returns indexes of `claims`: both lookups succeed.
+            match wanted.get(refusal.index).and_then(|w| rules.get(w.limit).map(|rule| (w, rule))) {
+                Some((w, rule)) => Err(rule.exceeded(w, refusal.used, refusal.reset_secs, refusal.unavailable, now)),
+                None => Err(Exceeded::unavailable()),
+            }
         }
     }
 }
@@ -360,7 +447,7 @@ pub struct Actual {
 /// cap), without duplicates.
 pub fn reconcile(host: &dyn Host, rules: &[Limit], held: &[Held], actual: Actual) -> Vec<usize> {
     let mut overshot: Vec<usize> = Vec::new();
-    for h in held {
+    for h in held.iter().filter(|h| h.fleet.is_none()) {
         let real = match h.dimension {
             Dimension::Requests => actual.requests,
             Dimension::Tokens => actual.tokens,
@@ -372,7 +459,7 @@ pub fn reconcile(host: &dyn Host, rules: &[Limit], held: &[Held], actual: Actual
         }
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN + 1 } else { i64::MAX });
         let r = &h.reservation;
-        match window_counter::settle(host, &h.key, r.window_start_secs, r.window_secs, delta) {
+        match window_counter::settle(host, &h.key, r.window_start_secs, r.window, delta) {
             Settlement::Applied { used } | Settlement::CarriedOver { used } => {
                 let cap = rules.get(h.limit).map(|l| l.cap(h.dimension)).unwrap_or(u64::MAX);
                 if delta > 0 && used > cap && !overshot.contains(&h.limit) {
@@ -416,7 +503,7 @@ mod tests {
     use tollgate_core::shared_data::window_counter::usage;
 
     fn limit(id: &str, scope: Scope, requests: Option<u64>, tokens: Option<u64>, cost: Option<u64>) -> Limit {
-        Limit { id: id.into(), scope, models: None, requests, tokens, cost_micro_usd: cost, window_secs: 60 }
+        Limit { id: id.into(), scope, models: None, requests, tokens, cost_micro_usd: cost, window: Window::fixed(60), fleet: None }
     }
 
     fn who(principal: &str, team: Option<&str>, key: Option<&str>) -> Identity {
@@ -481,7 +568,7 @@ mod tests {
         let held = admit(&host, &rules, Some(&alice), "m", "m", &est).unwrap();
         assert_eq!(held.len(), 3);
         assert_eq!(held[1].key, "tollgate.llm.limit.per-key.alice-key.tokens");
-        assert_eq!(usage(&host, "tollgate.llm.limit.team-budget.payments.cost", 60), 2000);
+        assert_eq!(usage(&host, "tollgate.llm.limit.team-budget.payments.cost", Window::fixed(60)), 2000);
         let headers = client_headers(&rules, &held);
         assert!(headers.contains(&("x-ratelimit-remaining-tokens".into(), "600".into())));
         assert!(headers.contains(&("x-ratelimit-remaining-requests".into(), "9".into())));
@@ -496,8 +583,8 @@ mod tests {
         assert!(denial.message().contains("try again in 60s"), "{}", denial.message());
         assert_eq!(denial.headers(), vec![("retry-after".to_string(), "60".to_string())]);
         // The per-key reservations of the refused request were rolled back.
-        assert_eq!(usage(&host, "tollgate.llm.limit.per-key.alice-key.tokens", 60), 400);
-        assert_eq!(usage(&host, "tollgate.llm.limit.per-key.alice-key.requests", 60), 1);
+        assert_eq!(usage(&host, "tollgate.llm.limit.per-key.alice-key.tokens", Window::fixed(60)), 400);
+        assert_eq!(usage(&host, "tollgate.llm.limit.per-key.alice-key.requests", Window::fixed(60)), 1);
 
         // A teammate shares the team budget; a different team does not.
         let dave = who("dave", Some("payments"), Some("dave-key"));
@@ -531,15 +618,15 @@ mod tests {
         at(&host, 610);
         let over = reconcile(&host, &rules, &held, Actual { requests: 1, tokens: 30, cost_micro_usd: 3 });
         assert!(over.is_empty());
-        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", 60), 30);
-        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.cost", 60), 3);
-        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.requests", 60), 1);
+        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", Window::fixed(60)), 30);
+        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.cost", Window::fixed(60)), 3);
+        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.requests", Window::fixed(60)), 1);
         let held2 = admit(&host, &rules, Some(&alice), "m", "m", &second).unwrap();
         assert_eq!(held2[1].reservation.used, 930);
         // Real usage above the estimate: charged over the cap, reported as an overshoot.
         let over = reconcile(&host, &rules, &held2, Actual { requests: 1, tokens: 1100, cost_micro_usd: 0 });
         assert_eq!(over, vec![0]);
-        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", 60), 1130);
+        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", Window::fixed(60)), 1130);
         assert!(admit(&host, &rules, Some(&alice), "m", "m", &Estimate { tokens: 1, cost_micro_usd: None }).is_err());
     }
 
@@ -555,9 +642,9 @@ mod tests {
         let other = admit(&host, &rules, Some(&alice), "m", "m", &Estimate { tokens: 700, cost_micro_usd: None }).unwrap();
         assert_eq!(other[0].reservation.used, 700);
         assert!(reconcile(&host, &rules, &held, Actual { requests: 1, tokens: 100, cost_micro_usd: 0 }).is_empty());
-        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", 60), 700, "the old window's refund is dropped");
+        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", Window::fixed(60)), 700, "the old window's refund is dropped");
         // Usage beyond the old reservation is charged to the current window.
         reconcile(&host, &rules, &held, Actual { requests: 1, tokens: 850, cost_micro_usd: 0 });
-        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", 60), 750);
+        assert_eq!(usage(&host, "tollgate.llm.limit.t.alice.tokens", Window::fixed(60)), 750);
     }
 }

@@ -128,6 +128,10 @@ pub struct LlmDetail<'a> {
     /// Limits this request took over their cap: real usage above its reservation.
     #[serde(skip_serializing_if = "<[&str]>::is_empty")]
     pub limits_overshot: &'a [&'a str],
+    /// The fleet-wide store could not answer: `fail_open_local` limits counted on this
+    /// Envoy only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub limits_degraded: bool,
 }
 
 /// Why the filter answered a request itself.
@@ -189,6 +193,9 @@ pub struct ExchangeFacts {
     pub reserved: Option<Estimate>,
     /// Ids of the limits this request took over their cap (set at reconciliation).
     pub overshot: Vec<String>,
+    /// The fleet-wide store could not answer and `fail_open_local` limits were counted on
+    /// this Envoy only.
+    pub limits_degraded: bool,
 }
 
 impl ExchangeFacts {
@@ -309,6 +316,7 @@ pub fn build<'a>(
         reserved: facts.reserved,
         limit: refused.and_then(|r| r.limit.as_deref()),
         limits_overshot: overshot,
+        limits_degraded: facts.limits_degraded,
     };
     let trace = facts.trace.as_ref();
     let mut rec = Record::new(Layer::Llm, facts.started_nanos / 1_000_000, detail);

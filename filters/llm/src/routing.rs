@@ -8,7 +8,7 @@ use crate::api::{AuthScheme, ClientApi};
 use std::collections::HashMap;
 use tollgate_core::glob::Glob;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     /// Value of the routing header; an Envoy route maps it to the provider's cluster.
     pub name: String,

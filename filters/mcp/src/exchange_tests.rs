@@ -697,7 +697,7 @@ fn rate_limited_batch_is_refused_whole_and_consumes_nothing() {
     let rows: Vec<(&str, &str)> = a.as_array().unwrap().iter().map(|r| (r["decision"].as_str().unwrap(), r["reason"].as_str().unwrap_or("-"))).collect();
     assert_eq!(rows, [("deny", "another message in the batch was rate limited"), ("allow", "-"), ("deny", "another message in the batch was rate limited"), ("deny", "rate_limited")]);
     // Nothing was forwarded, so nothing was counted: two single calls still pass.
-    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 0);
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 0);
     for id in 10..12 {
         let (_, step) = again(&shared, &host, &ADD.replace("\"id\":7", &format!("\"id\":{id}")));
         assert_eq!(step, Step::Continue);

@@ -103,7 +103,7 @@ impl RateLimits {
         }
         let claims: Vec<window_counter::Claim<'_>> = keys
             .iter()
-            .map(|(_, limit, key)| window_counter::Claim { key, amount: 1, limit: limit.max_calls, window_secs: limit.window_secs })
+            .map(|(_, limit, key)| window_counter::Claim { key, amount: 1, limit: limit.max_calls, window: window_counter::Window::fixed(limit.window_secs) })
             .collect();
         match window_counter::reserve_all(host, &claims) {
             Ok(_) => Ok(()),
@@ -197,8 +197,8 @@ mod tests {
         assert_eq!(refused, Exceeded { index: 0, limit_id: "burst", retry_after_secs: 20 });
         // Another principal has its own counter.
         assert_eq!(rl.admit(&host, b, &["add"]), Ok(()));
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 3);
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.bob", 60), 1);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 3);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.bob", tollgate_core::shared_data::window::Window::fixed(60)), 1);
         // Refused calls consume nothing; the next window starts from zero.
         *host.clock_nanos.borrow_mut() = window_end * SEC;
         for _ in 0..3 {
@@ -228,7 +228,7 @@ mod tests {
         assert!(on(Some(&lone), "add", "demo").is_ok());
         assert!(on(None, "add", "demo").is_ok());
         assert_eq!(on(None, "add", "demo"), Err("team".into()));
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.team", 10), 2);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.team", tollgate_core::shared_data::window::Window::fixed(10)), 2);
         // Per server: every caller of `billing` together; `demo` is not limited by it.
         *host.clock_nanos.borrow_mut() = 110 * SEC;
         let (a, b) = (who("a", Some("t1"), &[]), who("b", Some("t2"), &[]));
@@ -237,7 +237,7 @@ mod tests {
         assert!(on(Some(&a), "echo", "billing").is_ok());
         assert_eq!(on(Some(&b), "add", "billing"), Err("server".into()));
         assert!(on(Some(&b), "add", "demo").is_ok());
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.server.billing", 10), 3);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.server.billing", tollgate_core::shared_data::window::Window::fixed(10)), 3);
     }
 
     #[test]
@@ -254,7 +254,7 @@ mod tests {
         assert!(rl.admit(&host, s, &["transfer"]).is_ok());
         assert_eq!(rl.admit(&host, s, &["refund_all"]).unwrap_err().limit_id, "money");
         // The refused call gave back what `all` had counted for it.
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", 60), 1);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", tollgate_core::shared_data::window::Window::fixed(60)), 1);
         for _ in 0..4 {
             assert!(rl.admit(&host, s, &["add"]).is_ok());
         }
@@ -274,7 +274,7 @@ mod tests {
         assert!(rl.admit(&host, s, &["add", "echo"]).is_ok());
         let refused = rl.admit(&host, s, &["add", "echo"]).unwrap_err();
         assert_eq!(refused.index, 1);
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", 60), 2);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 2);
         assert!(rl.admit(&host, s, &["add"]).is_ok());
         assert!(rl.admit(&host, s, &["add"]).is_err());
         assert!(rl.admit(&host, s, &[]).is_ok());
@@ -436,7 +436,7 @@ mod tests {
         racing.roll_over();
         assert_eq!(*host.clock_nanos.borrow(), 120 * SEC);
         // The new window counted three calls and keeps them: no fourth call is admitted.
-        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", 60), 3);
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", tollgate_core::shared_data::window::Window::fixed(60)), 3);
         assert_eq!(rl.admit(&host, s, &["add"]).unwrap_err().limit_id, "all");
     }
 }

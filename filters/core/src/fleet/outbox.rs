@@ -13,10 +13,13 @@ use std::collections::VecDeque;
 /// How many settlements a VM holds before dropping the oldest.
 pub const CAPACITY: usize = 4096;
 
-/// One queued call: the store's cluster, its timeout and the `SettleRequest` bytes.
+/// One queued call: the store's cluster, the method (`Settle`, or `ShouldRateLimit` for the
+/// overage hits a plain rate-limit service counts), its timeout and the request message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub cluster: String,
+    pub service: &'static str,
+    pub method: &'static str,
     pub timeout_ms: u64,
     pub message: Vec<u8>,
 }
@@ -65,7 +68,7 @@ mod tests {
     fn queued_in_order_bounded_and_counted() {
         let _ = take();
         for i in 0..CAPACITY + 3 {
-            push(Pending { cluster: "c".into(), timeout_ms: 1, message: i.to_le_bytes().to_vec() });
+            push(Pending { cluster: "c".into(), service: "s", method: "m", timeout_ms: 1, message: i.to_le_bytes().to_vec() });
         }
         assert_eq!(len(), CAPACITY);
         let (pending, dropped) = take();

@@ -1,7 +1,9 @@
-//! Fixed-window counters in Envoy shared data, shared by every worker VM of one Envoy
-//! (same `vm_id`), updated with compare-and-swap. Used for request and token limits.
+//! Window counters in Envoy shared data, shared by every worker VM of one Envoy (same
+//! `vm_id`), updated with compare-and-swap. Windows are fixed (N seconds from the epoch) or
+//! calendar days and months ([`Window`]). Used for request, token and cost limits.
 
 use crate::host::{Host, HostError, LogLevel};
+pub use crate::shared_data::window::Window;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowState {
@@ -40,8 +42,8 @@ fn now_secs(host: &dyn Host) -> u64 {
     host.now_nanos() / 1_000_000_000
 }
 
-fn window_start(now: u64, window_secs: u64) -> u64 {
-    now - now % window_secs.max(1)
+fn window_start(now: u64, window: Window) -> u64 {
+    window.bounds(now).0
 }
 
 /// What one compare-and-swap update did.
@@ -64,9 +66,8 @@ enum Applied {
 /// later window than `now`'s (another worker crossed the boundary first). That window is
 /// never overwritten with an older one, which would erase its usage: a charge goes to the
 /// stored (later) window, a refund for the older window is dropped ([`Applied::WindowOver`]).
-fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool, now: u64) -> Applied {
-    let window_secs = window_secs.max(1);
-    let ours = window_start(now, window_secs);
+fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window: Window, force: bool, now: u64) -> Applied {
+    let ours = window_start(now, window);
     for _ in 0..CAS_RETRIES {
         let (value, cas) = match host.shared_data(key) {
             Ok(v) => v,
@@ -79,7 +80,7 @@ fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, 
             Some(s) if s.window_start_secs > ours => (s.window_start_secs, s.used),
             _ => (ours, 0),
         };
-        let reset_secs = target.saturating_add(window_secs).saturating_sub(now);
+        let reset_secs = window.bounds(target).1.saturating_sub(now);
         let next = if amount < 0 { current.saturating_sub(amount.unsigned_abs()) } else { current.saturating_add(amount.unsigned_abs()) };
         if amount > 0 && next > limit && !force {
             return Applied::Refused { used: current, reset_secs };
@@ -96,13 +97,14 @@ fn apply(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, 
 /// Adds `amount` to the counter `key` if the result stays within `limit` (or always, when
 /// `force`, e.g. to reconcile real usage after the fact). A negative `amount` returns
 /// reserved capacity. Fails closed: if shared data keeps failing, the call is refused.
-pub fn consume(host: &dyn Host, key: &str, amount: i64, limit: u64, window_secs: u64, force: bool) -> LimitOutcome {
-    match apply(host, key, amount, limit, window_secs, force, now_secs(host)) {
+pub fn consume(host: &dyn Host, key: &str, amount: i64, limit: u64, window: Window, force: bool) -> LimitOutcome {
+    let now = now_secs(host);
+    match apply(host, key, amount, limit, window, force, now) {
         Applied::Done { used, reset_secs, .. } => LimitOutcome { allowed: true, used, reset_secs },
         Applied::Refused { used, reset_secs } => LimitOutcome { allowed: false, used, reset_secs },
         // Only a refund can find its window over: nothing was owed to the current window.
-        Applied::WindowOver => LimitOutcome { allowed: true, used: usage(host, key, window_secs), reset_secs: 0 },
-        Applied::Unavailable => LimitOutcome { allowed: false, used: 0, reset_secs: window_secs.max(1) },
+        Applied::WindowOver => LimitOutcome { allowed: true, used: usage(host, key, window), reset_secs: 0 },
+        Applied::Unavailable => LimitOutcome { allowed: false, used: 0, reset_secs: window.reset_secs(now) },
     }
 }
 
@@ -112,15 +114,15 @@ pub struct Claim<'a> {
     pub key: &'a str,
     pub amount: u64,
     pub limit: u64,
-    pub window_secs: u64,
+    pub window: Window,
 }
 
 /// A reservation [`reserve_all`] made: settle it with [`settle`] in the same window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
-    /// Start of the fixed window the amount was added to (seconds since the epoch).
+    /// Start of the window the amount was added to (seconds since the epoch).
     pub window_start_secs: u64,
-    pub window_secs: u64,
+    pub window: Window,
     pub amount: u64,
     /// Usage of the window right after this reservation.
     pub used: u64,
@@ -149,12 +151,12 @@ pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservat
     let mut taken: Vec<Reservation> = Vec::with_capacity(claims.len());
     for (index, claim) in claims.iter().enumerate() {
         let amount = i64::try_from(claim.amount).unwrap_or(i64::MAX);
-        let window_secs = claim.window_secs.max(1);
-        let refusal = match apply(host, claim.key, amount, claim.limit, window_secs, false, now) {
+        let window = claim.window;
+        let refusal = match apply(host, claim.key, amount, claim.limit, window, false, now) {
             Applied::Done { window_start_secs, used, reset_secs } => {
                 taken.push(Reservation {
                     window_start_secs,
-                    window_secs,
+                    window,
                     amount: claim.amount,
                     used,
                     reset_secs,
@@ -162,11 +164,11 @@ pub fn reserve_all(host: &dyn Host, claims: &[Claim<'_>]) -> Result<Vec<Reservat
                 continue;
             }
             Applied::Refused { used, reset_secs } => Exceeded { index, used, reset_secs, unavailable: false },
-            Applied::Unavailable | Applied::WindowOver => Exceeded { index, used: 0, reset_secs: window_secs, unavailable: true },
+            Applied::Unavailable | Applied::WindowOver => Exceeded { index, used: 0, reset_secs: window.reset_secs(now), unavailable: true },
         };
         for (done, claim) in taken.iter().zip(claims) {
             let back = -i64::try_from(done.amount).unwrap_or(i64::MAX);
-            if settle_at(host, claim.key, done.window_start_secs, done.window_secs, back, now) == Settlement::Failed {
+            if settle_at(host, claim.key, done.window_start_secs, done.window, back, now) == Settlement::Failed {
                 host.log(LogLevel::Warn, &format!("tollgate: cannot roll back reservation on {}", claim.key));
             }
         }
@@ -195,21 +197,21 @@ pub enum Settlement {
 /// Always applied, even above the limit: the usage happened. When the window rolled over
 /// since the reservation, a negative amount is dropped and a positive one is charged to the
 /// current window (see [`Settlement`]).
-pub fn settle(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u64, amount: i64) -> Settlement {
-    settle_at(host, key, window_start_secs, window_secs, amount, now_secs(host))
+pub fn settle(host: &dyn Host, key: &str, window_start_secs: u64, window: Window, amount: i64) -> Settlement {
+    settle_at(host, key, window_start_secs, window, amount, now_secs(host))
 }
 
-fn settle_at(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u64, amount: i64, now: u64) -> Settlement {
+fn settle_at(host: &dyn Host, key: &str, window_start_secs: u64, window: Window, amount: i64, now: u64) -> Settlement {
     // The reservation's window as the clock sees it now, unless a later one is stored.
     let now = now.max(window_start_secs);
-    let same_window = window_start(now, window_secs) == window_start_secs;
+    let same_window = window_start(now, window) == window_start_secs;
     if !same_window && amount <= 0 {
         return Settlement::Dropped;
     }
     if amount == 0 {
-        return Settlement::Applied { used: usage_at(host, key, window_secs, now) };
+        return Settlement::Applied { used: usage_at(host, key, window, now) };
     }
-    match apply(host, key, amount, u64::MAX, window_secs, true, now) {
+    match apply(host, key, amount, u64::MAX, window, true, now) {
         Applied::Done { window_start_secs: target, used, .. } if target == window_start_secs => Settlement::Applied { used },
         Applied::Done { used, .. } => Settlement::CarriedOver { used },
         Applied::WindowOver => Settlement::Dropped,
@@ -217,8 +219,8 @@ fn settle_at(host: &dyn Host, key: &str, window_start_secs: u64, window_secs: u6
     }
 }
 
-fn usage_at(host: &dyn Host, key: &str, window_secs: u64, now: u64) -> u64 {
-    let window_start = window_start(now, window_secs);
+fn usage_at(host: &dyn Host, key: &str, window: Window, now: u64) -> u64 {
+    let window_start = window_start(now, window);
     host.shared_data(key)
         .ok()
         .and_then(|(v, _)| v)
@@ -230,8 +232,8 @@ fn usage_at(host: &dyn Host, key: &str, window_secs: u64, now: u64) -> u64 {
 }
 
 /// Current usage of `key` in the current window.
-pub fn usage(host: &dyn Host, key: &str, window_secs: u64) -> u64 {
-    usage_at(host, key, window_secs.max(1), now_secs(host))
+pub fn usage(host: &dyn Host, key: &str, window: Window) -> u64 {
+    usage_at(host, key, window, now_secs(host))
 }
 
 #[cfg(test)]
@@ -243,16 +245,16 @@ mod tests {
     fn window_limits_and_resets() {
         let host = MemoryHost::new();
         *host.clock_nanos.borrow_mut() = 120 * 1_000_000_000;
-        assert!(consume(&host, "k", 6, 10, 60, false).allowed);
-        assert!(!consume(&host, "k", 5, 10, 60, false).allowed);
-        assert!(consume(&host, "k", 4, 10, 60, false).allowed);
-        assert_eq!(usage(&host, "k", 60), 10);
-        assert!(consume(&host, "k", -3, 10, 60, false).allowed);
-        assert_eq!(usage(&host, "k", 60), 7);
-        assert!(consume(&host, "k", 50, 10, 60, true).allowed);
+        assert!(consume(&host, "k", 6, 10, Window::fixed(60), false).allowed);
+        assert!(!consume(&host, "k", 5, 10, Window::fixed(60), false).allowed);
+        assert!(consume(&host, "k", 4, 10, Window::fixed(60), false).allowed);
+        assert_eq!(usage(&host, "k", Window::fixed(60)), 10);
+        assert!(consume(&host, "k", -3, 10, Window::fixed(60), false).allowed);
+        assert_eq!(usage(&host, "k", Window::fixed(60)), 7);
+        assert!(consume(&host, "k", 50, 10, Window::fixed(60), true).allowed);
         *host.clock_nanos.borrow_mut() = 181 * 1_000_000_000;
-        assert_eq!(usage(&host, "k", 60), 0);
-        let out = consume(&host, "k", 1, 10, 60, false);
+        assert_eq!(usage(&host, "k", Window::fixed(60)), 0);
+        let out = consume(&host, "k", 1, 10, Window::fixed(60), false);
         assert!(out.allowed);
         assert_eq!(out.reset_secs, 59);
     }
@@ -266,24 +268,24 @@ mod tests {
         let host = MemoryHost::new();
         // Another worker already counted 5 in the window starting at 120.
         at(&host, 125);
-        assert!(consume(&host, "k", 5, 10, 60, false).allowed);
+        assert!(consume(&host, "k", 5, 10, Window::fixed(60), false).allowed);
         // This worker's clock still says 119 (window 60): its charge goes to the later
         // window, not over it; its limit is that window's.
         at(&host, 119);
-        let out = consume(&host, "k", 4, 10, 60, false);
+        let out = consume(&host, "k", 4, 10, Window::fixed(60), false);
         assert_eq!((out.allowed, out.used), (true, 9));
-        assert!(!consume(&host, "k", 2, 10, 60, false).allowed, "the later window's usage counts");
+        assert!(!consume(&host, "k", 2, 10, Window::fixed(60), false).allowed, "the later window's usage counts");
         // A refund meant for the earlier window is dropped, the later window keeps its usage.
-        assert!(consume(&host, "k", -4, 10, 60, false).allowed);
+        assert!(consume(&host, "k", -4, 10, Window::fixed(60), false).allowed);
         at(&host, 125);
-        assert_eq!(usage(&host, "k", 60), 9);
+        assert_eq!(usage(&host, "k", Window::fixed(60)), 9);
         // A reservation made with the stale clock lands in the later window and is settled there.
         at(&host, 119);
-        let r = reserve_all(&host, &[Claim { key: "k", amount: 1, limit: 10, window_secs: 60 }]).unwrap();
+        let r = reserve_all(&host, &[Claim { key: "k", amount: 1, limit: 10, window: Window::fixed(60) }]).unwrap();
         assert_eq!((r[0].window_start_secs, r[0].used), (120, 10));
-        assert_eq!(settle(&host, "k", r[0].window_start_secs, 60, -1), Settlement::Applied { used: 9 });
+        assert_eq!(settle(&host, "k", r[0].window_start_secs, Window::fixed(60), -1), Settlement::Applied { used: 9 });
         at(&host, 125);
-        assert_eq!(usage(&host, "k", 60), 9);
+        assert_eq!(usage(&host, "k", Window::fixed(60)), 9);
     }
 
     #[test]
@@ -292,28 +294,28 @@ mod tests {
         at(&host, 1000);
         let claims = |tokens| {
             [
-                Claim { key: "req", amount: 1, limit: 5, window_secs: 60 },
-                Claim { key: "tok", amount: tokens, limit: 100, window_secs: 60 },
-                Claim { key: "usd", amount: 10, limit: 1_000, window_secs: 3600 },
+                Claim { key: "req", amount: 1, limit: 5, window: Window::fixed(60) },
+                Claim { key: "tok", amount: tokens, limit: 100, window: Window::fixed(60) },
+                Claim { key: "usd", amount: 10, limit: 1_000, window: Window::fixed(3600) },
             ]
         };
         let held = reserve_all(&host, &claims(70)).unwrap();
         assert_eq!(held.len(), 3);
         assert_eq!((held[0].window_start_secs, held[0].used, held[0].reset_secs), (960, 1, 20));
-        assert_eq!((held[2].window_start_secs, held[2].window_secs, held[2].reset_secs), (0, 3600, 2600));
+        assert_eq!((held[2].window_start_secs, held[2].window, held[2].reset_secs), (0, Window::fixed(3600), 2600));
         assert_eq!(held[1].amount, 70);
         // The second claim does not fit: nothing is kept, not even the first one.
         let refused = reserve_all(&host, &claims(31)).unwrap_err();
         assert_eq!(refused, Exceeded { index: 1, used: 70, reset_secs: 20, unavailable: false });
-        assert_eq!((usage(&host, "req", 60), usage(&host, "tok", 60), usage(&host, "usd", 3600)), (1, 70, 10));
+        assert_eq!((usage(&host, "req", Window::fixed(60)), usage(&host, "tok", Window::fixed(60)), usage(&host, "usd", Window::fixed(3600))), (1, 70, 10));
         // Exactly at the limit fits.
         assert!(reserve_all(&host, &claims(30)).is_ok());
-        assert_eq!(usage(&host, "tok", 60), 100);
+        assert_eq!(usage(&host, "tok", Window::fixed(60)), 100);
         // A later claim failing rolls back earlier claims on other counters too.
-        let refused = reserve_all(&host, &[Claim { key: "req", amount: 1, limit: 5, window_secs: 60 },
-                                           Claim { key: "usd", amount: 981, limit: 1_000, window_secs: 3600 }]).unwrap_err();
+        let refused = reserve_all(&host, &[Claim { key: "req", amount: 1, limit: 5, window: Window::fixed(60) },
+                                           Claim { key: "usd", amount: 981, limit: 1_000, window: Window::fixed(3600) }]).unwrap_err();
         assert_eq!((refused.index, refused.used), (1, 20));
-        assert_eq!(usage(&host, "req", 60), 2);
+        assert_eq!(usage(&host, "req", Window::fixed(60)), 2);
         assert!(reserve_all(&host, &[]).unwrap().is_empty());
     }
 
@@ -321,35 +323,35 @@ mod tests {
     fn settle_adjusts_the_reservation_window() {
         let host = MemoryHost::new();
         at(&host, 100);
-        let held = reserve_all(&host, &[Claim { key: "k", amount: 80, limit: 100, window_secs: 60 }]).unwrap();
+        let held = reserve_all(&host, &[Claim { key: "k", amount: 80, limit: 100, window: Window::fixed(60) }]).unwrap();
         let r = held[0];
         assert_eq!(r.window_start_secs, 60);
         // Real usage below the reservation: the difference comes back.
         at(&host, 110);
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, -70), Settlement::Applied { used: 10 });
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, -70), Settlement::Applied { used: 10 });
         // Real usage above the reservation: charged even over the limit (it happened).
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 95), Settlement::Applied { used: 105 });
-        assert!(!consume(&host, "k", 1, 100, 60, false).allowed);
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 0), Settlement::Applied { used: 105 });
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, 95), Settlement::Applied { used: 105 });
+        assert!(!consume(&host, "k", 1, 100, Window::fixed(60), false).allowed);
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, 0), Settlement::Applied { used: 105 });
         // Never below zero.
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, -500), Settlement::Applied { used: 0 });
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, -500), Settlement::Applied { used: 0 });
     }
 
     #[test]
     fn settle_after_the_window_rolled_over() {
         let host = MemoryHost::new();
         at(&host, 100);
-        let r = reserve_all(&host, &[Claim { key: "k", amount: 80, limit: 100, window_secs: 60 }]).unwrap()[0];
+        let r = reserve_all(&host, &[Claim { key: "k", amount: 80, limit: 100, window: Window::fixed(60) }]).unwrap()[0];
         // Next window: another request reserved 50 there.
         at(&host, 130);
-        assert!(consume(&host, "k", 50, 100, 60, false).allowed);
+        assert!(consume(&host, "k", 50, 100, Window::fixed(60), false).allowed);
         // Returning the old reservation's unused part would free capacity the new window
         // never lent: dropped.
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, -60), Settlement::Dropped);
-        assert_eq!(usage(&host, "k", 60), 50);
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, -60), Settlement::Dropped);
+        assert_eq!(usage(&host, "k", Window::fixed(60)), 50);
         // Usage beyond the old reservation is still real: charged to the current window.
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 7), Settlement::CarriedOver { used: 57 });
-        assert_eq!(settle(&host, "k", r.window_start_secs, r.window_secs, 0), Settlement::Dropped);
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, 7), Settlement::CarriedOver { used: 57 });
+        assert_eq!(settle(&host, "k", r.window_start_secs, r.window, 0), Settlement::Dropped);
     }
 
     /// Shared data that always fails: reservations fail closed, settlements report it.
@@ -380,9 +382,9 @@ mod tests {
     #[test]
     fn shared_data_failure_fails_closed() {
         let host = Broken(MemoryHost::new());
-        let refused = reserve_all(&host, &[Claim { key: "k", amount: 1, limit: 10, window_secs: 60 }]).unwrap_err();
+        let refused = reserve_all(&host, &[Claim { key: "k", amount: 1, limit: 10, window: Window::fixed(60) }]).unwrap_err();
         assert!(refused.unavailable);
-        assert!(!consume(&host, "k", 1, 10, 60, false).allowed);
-        assert_eq!(settle(&host, "k", 0, 60, 5), Settlement::Failed);
+        assert!(!consume(&host, "k", 1, 10, Window::fixed(60), false).allowed);
+        assert_eq!(settle(&host, "k", 0, Window::fixed(60), 5), Settlement::Failed);
     }
 }
