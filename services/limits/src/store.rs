@@ -1,6 +1,6 @@
 //! Redis: one Lua script per call, so every reservation and settlement is atomic over all of its
-//! keys (the script runs alone on the Redis server). `redis::Script` sends EVALSHA and falls back to
-//! EVAL (and reloads) after a Redis restart emptied the script cache.
+//! keys (the script runs alone on the Redis server). `redis::Script` sends EVALSHA; after a Redis restart emptied the script
+//! cache, the NOSCRIPT reply makes it SCRIPT LOAD the script and retry.
 
 use redis::aio::ConnectionManager;
 use redis::Script;
