@@ -1,5 +1,6 @@
 //! A hand-written tonic service (no protoc, no tonic-build, no router): one tower service that
-//! answers both RPC paths and UNIMPLEMENTED for anything else.
+//! answers the RPC paths (ShouldRateLimit, Settle, grpc.health.v1 Check) and UNIMPLEMENTED for
+//! anything else.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +12,10 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
-use crate::proto::{RateLimitRequest, RateLimitResponse, SettleRequest, SettleResponse, SETTLE_PATH, SHOULD_RATE_LIMIT_PATH};
+use crate::proto::{
+    HealthCheckRequest, HealthCheckResponse, RateLimitRequest, RateLimitResponse, SettleRequest, SettleResponse,
+    HEALTH_CHECK_PATH, SETTLE_PATH, SHOULD_RATE_LIMIT_PATH,
+};
 use crate::service::Limits;
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
@@ -46,6 +50,17 @@ impl UnaryService<SettleRequest> for Settle {
     }
 }
 
+struct Health(Arc<Limits>);
+
+impl UnaryService<HealthCheckRequest> for Health {
+    type Response = HealthCheckResponse;
+    type Future = BoxFuture<Response<HealthCheckResponse>, Status>;
+    fn call(&mut self, request: Request<HealthCheckRequest>) -> Self::Future {
+        let limits = self.0.clone();
+        Box::pin(async move { limits.health(request.into_inner()).await.map(Response::new) })
+    }
+}
+
 impl<B> tower_service::Service<http::Request<B>> for LimitsServer
 where
     B: http_body::Body + Send + 'static,
@@ -69,6 +84,10 @@ where
             SETTLE_PATH => Box::pin(async move {
                 let mut grpc = Grpc::new(ProstCodec::<SettleResponse, SettleRequest>::default());
                 Ok(grpc.unary(Settle(limits), req).await)
+            }),
+            HEALTH_CHECK_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default());
+                Ok(grpc.unary(Health(limits), req).await)
             }),
             path => {
                 let status = Status::unimplemented(format!("tollgate-limits serves no {path}"));

@@ -9,6 +9,8 @@
 pub const SHOULD_RATE_LIMIT_PATH: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 /// gRPC path of `tollgate.limits.v1.Settlement/Settle`.
 pub const SETTLE_PATH: &str = "/tollgate.limits.v1.Settlement/Settle";
+/// gRPC path of `grpc.health.v1.Health/Check`.
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
 /// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -160,4 +162,25 @@ pub struct SettleRequest {
 pub struct SettleResponse {
     #[prost(uint32, tag = "1")]
     pub settled: u32,
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    pub service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse.ServingStatus`.
+pub mod serving {
+    pub const UNKNOWN: i32 = 0;
+    pub const SERVING: i32 = 1;
+    pub const NOT_SERVING: i32 = 2;
+}
+
+/// `grpc.health.v1.HealthCheckResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
 }

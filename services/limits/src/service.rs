@@ -8,8 +8,8 @@ use tonic::Status;
 
 use crate::counter::{amount, plan, Counter, Plan, MAX_EXACT};
 use crate::proto::{
-    code, DescriptorStatus, Duration, HeaderValue, RateLimit, RateLimitRequest, RateLimitResponse, SettleRequest,
-    SettleResponse,
+    code, serving, DescriptorStatus, Duration, HealthCheckRequest, HealthCheckResponse, HeaderValue, RateLimit,
+    RateLimitRequest, RateLimitResponse, SettleRequest, SettleResponse,
 };
 use crate::store::{Reserve, Settle, Store, GRACE_MS};
 
@@ -112,6 +112,22 @@ impl Limits {
             Status::unavailable(format!("counter store: {e}"))
         })?;
         Ok(SettleResponse { settled })
+    }
+}
+
+impl Limits {
+    /// `grpc.health.v1.Health/Check`: SERVING while Redis answers PING, NOT_SERVING otherwise.
+    /// Service names: "" (the server), the two services it serves; any other is NOT_FOUND.
+    pub async fn health(self: Arc<Self>, req: HealthCheckRequest) -> Result<HealthCheckResponse, Status> {
+        match req.service.as_str() {
+            "" | "envoy.service.ratelimit.v3.RateLimitService" | "tollgate.limits.v1.Settlement" => {}
+            other => return Err(Status::not_found(format!("unknown service {other:?}"))),
+        }
+        let status = match self.store.ping().await {
+            Ok(()) => serving::SERVING,
+            Err(_) => serving::NOT_SERVING,
+        };
+        Ok(HealthCheckResponse { status })
     }
 }
 

@@ -136,6 +136,12 @@ impl Store {
         Ok((*ok == 1, counted))
     }
 
+    /// Redis answers PING.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// Returns how many settlements applied.
     pub async fn settle(&self, items: &[Settle]) -> Result<u32, String> {
         let mut inv = self.settle.prepare_invoke();

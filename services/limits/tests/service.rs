@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::uri::PathAndQuery;
 use tollgate_limits::proto::{
-    code, unit, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, SettleRequest, SettleResponse,
-    Settlement, UInt64Value, SETTLE_PATH, SHOULD_RATE_LIMIT_PATH,
+    code, serving, unit, Entry, HealthCheckRequest, HealthCheckResponse, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, SettleRequest, SettleResponse,
+    Settlement, UInt64Value, HEALTH_CHECK_PATH, SETTLE_PATH, SHOULD_RATE_LIMIT_PATH,
 };
 use tollgate_limits::window::Window;
 use tonic::transport::Channel;
@@ -157,6 +157,13 @@ impl Client {
         let codec = ProstCodec::<RateLimitRequest, RateLimitResponse>::default();
         let path = PathAndQuery::from_static(SHOULD_RATE_LIMIT_PATH);
         self.0.unary(tonic::Request::new(req), path, codec).await.map(|r| r.into_inner())
+    }
+
+    async fn health(&mut self, service: &str) -> Result<i32, tonic::Status> {
+        self.0.ready().await.unwrap();
+        let codec = ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+        let req = tonic::Request::new(HealthCheckRequest { service: service.to_string() });
+        self.0.unary(req, PathAndQuery::from_static(HEALTH_CHECK_PATH), codec).await.map(|r| r.into_inner().status)
     }
 
     async fn settle(&mut self, req: SettleRequest) -> Result<SettleResponse, tonic::Status> {
@@ -411,6 +418,9 @@ async fn counters_survive_service_and_redis_restarts() {
     let mut c = svc.client().await;
     let r = c.should(req(vec![budget(0)])).await.unwrap();
     assert_eq!(r.statuses[0].limit_remaining, 4, "a new service process sees the spend");
+    assert_eq!(c.health("").await.unwrap(), serving::SERVING);
+    assert_eq!(c.health("envoy.service.ratelimit.v3.RateLimitService").await.unwrap(), serving::SERVING);
+    assert_eq!(c.health("nope").await.unwrap_err().code(), tonic::Code::NotFound);
 
     // Redis down: UNAVAILABLE (the filter applies its failure policy), never a silent OK.
     let _ = redis.command("SHUTDOWN");
@@ -419,6 +429,7 @@ async fn counters_survive_service_and_redis_restarts() {
     }
     let err = c.should(req(vec![budget(1)])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(c.health("").await.unwrap(), serving::NOT_SERVING);
     // Redis back with its append-only file: the same service reconnects and the spend is there.
     redis.spawn();
     let deadline = Instant::now() + Duration::from_secs(15);
