@@ -9,20 +9,22 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke
+.PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke redis limits-service
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams)"
 	@echo "make test   - clippy, unit tests, envoy --mode validate, end-to-end tests through Envoy"
 	@echo "make build  - build dist/tollgate_{llm,mcp,a2a}.wasm"
+	@echo "make limits-service - build target/release/tollgate-limits (the Redis-backed counter service)"
 	@echo "make bench  - side-by-side performance run (not part of make test)"
 	@echo "make fuzz   - run every cargo-fuzz target FUZZ_SECONDS (default 180) each (fuzz/README.md)"
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
+# tollgate-limits (services/limits) is a native gRPC service, not a wasm module.
 build: wasm-target
-	$(CARGO) build --release --target $(WASM_TARGET) --workspace
+	$(CARGO) build --release --target $(WASM_TARGET) --workspace --exclude tollgate-limits
 	@mkdir -p dist
 	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/tollgate_$$f.wasm dist/; done
 	@ls -l dist/*.wasm
@@ -46,9 +48,21 @@ node-deps: tests/node_modules/.installed
 
 lint: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --workspace --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy --workspace --exclude tollgate-limits --target $(WASM_TARGET) -- -D warnings
 
-test-rust:
+# The counter service (docs/limits-protocol.md), built natively: target/release/tollgate-limits.
+limits-service:
+	$(CARGO) build --release -p tollgate-limits
+
+# Debian's redis-server, for tollgate-limits' tests and the demo stack; installed when missing.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y redis-server || { $$SUDO apt-get update && $$SUDO apt-get install -y redis-server; }; \
+	}
+
+# tollgate-limits' integration tests start their own redis-server.
+test-rust: redis
 	$(CARGO) test --workspace
 
 # Every Envoy config in the repo must pass `envoy --mode validate` (it loads the modules too).
