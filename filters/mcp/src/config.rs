@@ -48,6 +48,10 @@ pub struct Config {
     /// call; every matching limit must admit it.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
+    /// The fleet-wide counter store (`docs/limits-protocol.md`). With it, rate limits are
+    /// counted there unless they say `counters: local`.
+    #[serde(default)]
+    pub store: Option<tollgate_core::fleet::StoreConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
     /// Put the canonical arguments themselves in audit records (the SHA-256 digest is
@@ -69,6 +73,7 @@ impl Default for Config {
             max_sse_event_bytes: default_max_event(),
             policy: None,
             rate_limits: Vec::new(),
+            store: None,
             audit: AuditConfig::default(),
             audit_arguments: false,
         }
@@ -250,6 +255,14 @@ pub struct RateLimitConfig {
     pub max_calls: u64,
     pub window_secs: u64,
     pub per: Per,
+    /// `fleet` (the `store`; the default when there is one) or `local` (this Envoy's shared
+    /// data only).
+    #[serde(default)]
+    pub counters: Option<tollgate_core::fleet::Counters>,
+    /// For fleet counters, when the store cannot answer in `store.timeout_ms`:
+    /// `fail_closed` (default: refuse the call) or `fail_open_local` (count locally, recorded).
+    #[serde(default)]
+    pub on_store_failure: Option<tollgate_core::fleet::OnFailure>,
 }
 
 /// `"equals": null` means "equals JSON null", not "absent".
@@ -280,6 +293,9 @@ impl Validate for Config {
         }
         if self.max_sse_event_bytes == 0 {
             return Err(ConfigError::field("max_sse_event_bytes", "must be greater than 0"));
+        }
+        if let Some(store) = &self.store {
+            store.validate("store")?;
         }
         // Rules and rate limits are checked where they are compiled, once, in `Shared::build`
         // (JSONPaths, regexes and numbers refused with the field named).

@@ -56,7 +56,7 @@ impl Shared {
             Some(p) => Some(Policy::compile(p, "policy")?),
             None => None,
         };
-        let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits")?;
+        let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits", config.store.as_ref())?;
         let credential_headers = config.identity.credential_headers();
         Ok(Shared {
             config,

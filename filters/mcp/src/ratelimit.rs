@@ -9,6 +9,8 @@ use crate::matcher::{glob_any, IdentityMatch, Subject};
 use tollgate_core::config::ConfigError;
 use tollgate_core::glob::Glob;
 use tollgate_core::hash::sha256_hex;
+use tollgate_core::fleet::rls::{self, Descriptor};
+use tollgate_core::fleet::{Counters, OnFailure, StoreConfig};
 use tollgate_core::host::Host;
 use tollgate_core::shared_data::window_counter;
 
@@ -36,6 +38,20 @@ struct Limit {
     max_calls: u64,
     window_secs: u64,
     per: Per,
+    /// Counted in the fleet-wide store, with its failure policy; `None`: locally.
+    fleet: Option<OnFailure>,
+}
+
+/// One call to count on a fleet limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetCall {
+    /// Which of the checked calls.
+    pub index: usize,
+    /// Index of the limit.
+    limit: usize,
+    /// The shared-data key (used when the store fails and the limit counts locally) and,
+    /// after its prefix, the store's subject.
+    key: String,
 }
 
 /// Why a request's calls were not admitted.
@@ -46,11 +62,13 @@ pub struct Exceeded<'a> {
     pub limit_id: &'a str,
     /// Seconds until the refusing limit's window resets (at least 1).
     pub retry_after_secs: u64,
+    /// The fleet-wide store could not answer (a `fail_closed` limit).
+    pub unavailable: bool,
 }
 
 impl RateLimits {
     /// Checks and compiles the limits, naming the first bad field (`rate_limits[2].window_secs`).
-    pub fn compile(configs: &[RateLimitConfig], prefix: &str) -> Result<RateLimits, ConfigError> {
+    pub fn compile(configs: &[RateLimitConfig], prefix: &str, store: Option<&StoreConfig>) -> Result<RateLimits, ConfigError> {
         let mut limits = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
             let at = format!("{prefix}[{i}]");
@@ -70,6 +88,14 @@ impl RateLimits {
             if c.window_secs == 0 || c.window_secs > MAX_WINDOW_SECS {
                 return Err(field("window_secs", format!("must be between 1 and {MAX_WINDOW_SECS} (limit `{}`)", c.id)));
             }
+            let fleet = match (c.counters, store) {
+                (Some(Counters::Fleet), None) => return Err(field("counters", "`fleet` needs a `store` (the fleet-wide counter store)".into())),
+                (Some(Counters::Local), _) | (None, None) => None,
+                (Some(Counters::Fleet), Some(_)) | (None, Some(_)) => Some(c.on_store_failure.unwrap_or_default()),
+            };
+            if c.on_store_failure.is_some() && fleet.is_none() {
+                return Err(field("on_store_failure", "only for limits counted in the fleet store (`counters: fleet`)".into()));
+            }
             limits.push(Limit {
                 id: c.id.clone(),
                 who: IdentityMatch::new(&c.principals, &c.groups, &c.teams),
@@ -78,6 +104,7 @@ impl RateLimits {
                 max_calls: c.max_calls,
                 window_secs: c.window_secs,
                 per: c.per,
+                fleet,
             });
         }
         Ok(RateLimits { limits })
@@ -87,14 +114,123 @@ impl RateLimits {
         self.limits.is_empty()
     }
 
-    /// Counts one call on every matching limit for each tool called by one request (a batch
-    /// calls several), in order. All or nothing (core `window_counter::reserve_all`, one clock
-    /// reading): at the first refusal, whatever this request already counted is given back
-    /// to the window it was counted in (never to a window that started since).
+    /// Whether any limit counts in the fleet-wide store.
+    pub fn uses_fleet(&self) -> bool {
+        self.limits.iter().any(|l| l.fleet.is_some())
+    }
+
+    /// The calls of `tools` to count on fleet limits (each call once per matching limit).
+    pub fn fleet_calls(&self, subject: Subject<'_>, tools: &[&str]) -> Vec<FleetCall> {
+        let mut out = Vec::new();
+        for (index, tool) in tools.iter().enumerate() {
+            for (limit, l) in self.limits.iter().enumerate().filter(|(_, l)| l.fleet.is_some() && l.matches(subject, tool)) {
+                out.push(FleetCall { index, limit, key: l.key(subject) });
+            }
+        }
+        out
+    }
+
+    /// The `ShouldRateLimit` request counting `calls` (a descriptor per call: a batch calling
+    /// one tool twice counts 2 on its counter; the store sums descriptors of one counter).
+    pub fn fleet_request(&self, store: &StoreConfig, calls: &[FleetCall]) -> Vec<u8> {
+        let names: Vec<String> = calls.iter().map(|c| format!("mcp.{}", self.limit(c).map_or("", |l| l.id.as_str()))).collect();
+        let descriptors: Vec<Descriptor<'_>> = calls
+            .iter()
+            .zip(&names)
+            .filter_map(|(c, name)| {
+                let l = self.limit(c)?;
+                Some(Descriptor {
+                    limit: name,
+                    subject: c.key.strip_prefix(KEY_PREFIX).unwrap_or(&c.key),
+                    window: window_counter::Window::fixed(l.window_secs),
+                    cap: l.max_calls,
+                    amount: 1,
+                })
+            })
+            .collect();
+        rls::should_rate_limit(&store.domain, &descriptors)
+    }
+
+    fn limit(&self, call: &FleetCall) -> Option<&Limit> {
+        self.limits.get(call.limit)
+    }
+
+    /// The store's answer for `calls`.
+    pub fn fleet_answered(&self, calls: &[FleetCall], answer: &rls::Answer) -> Result<(), Exceeded<'_>> {
+        if !answer.over_limit {
+            return Ok(());
+        }
+        let at = answer.statuses.iter().position(|s| s.over_limit).unwrap_or(0);
+        let call = calls.get(at).or(calls.first());
+        let limit = call.and_then(|c| self.limit(c));
+        let reset = answer.statuses.get(at).and_then(|s| s.reset_secs);
+        Err(Exceeded {
+            index: call.map_or(0, |c| c.index),
+            limit_id: limit.map_or("", |l| l.id.as_str()),
+            retry_after_secs: reset.or(limit.map(|l| l.window_secs)).unwrap_or(1).max(1),
+            unavailable: false,
+        })
+    }
+
+    /// The store could not answer: a `fail_closed` limit refuses; when every limit may,
+    /// the calls are counted in this Envoy's shared data instead (`Ok(true)`: degraded).
+    pub fn fleet_failed(&self, host: &dyn Host, calls: &[FleetCall]) -> Result<bool, Exceeded<'_>> {
+        if let Some(c) = calls.iter().find(|c| self.limit(c).is_some_and(|l| l.fleet != Some(OnFailure::FailOpenLocal))) {
+            let id = self.limit(c).map_or("", |l| l.id.as_str());
+            return Err(Exceeded { index: c.index, limit_id: id, retry_after_secs: 1, unavailable: true });
+        }
+        let claims: Vec<window_counter::Claim<'_>> = calls
+            .iter()
+            .filter_map(|c| {
+                let l = self.limit(c)?;
+                Some(window_counter::Claim { key: &c.key, amount: 1, limit: l.max_calls, window: window_counter::Window::fixed(l.window_secs) })
+            })
+            .collect();
+        match window_counter::reserve_all(host, &claims) {
+            Ok(_) => Ok(true),
+            Err(refusal) => {
+                let call = calls.get(refusal.index);
+                Err(Exceeded {
+                    index: call.map_or(0, |c| c.index),
+                    limit_id: call.and_then(|c| self.limit(c)).map_or("", |l| l.id.as_str()),
+                    retry_after_secs: refusal.reset_secs.max(1),
+                    unavailable: refusal.unavailable,
+                })
+            }
+        }
+    }
+
+    /// Returns calls the store counted for a request that was then refused here (a local
+    /// limit, or the policy): one `Settle` giving each back.
+    pub fn fleet_refund(&self, store: &StoreConfig, calls: &[FleetCall], reserved_at_ms: u64) -> Vec<u8> {
+        let names: Vec<String> = calls.iter().map(|c| format!("mcp.{}", self.limit(c).map_or("", |l| l.id.as_str()))).collect();
+        let items: Vec<rls::Settlement<'_>> = calls
+            .iter()
+            .zip(&names)
+            .filter_map(|(c, name)| {
+                let l = self.limit(c)?;
+                let descriptor = Descriptor {
+                    limit: name,
+                    subject: c.key.strip_prefix(KEY_PREFIX).unwrap_or(&c.key),
+                    window: window_counter::Window::fixed(l.window_secs),
+                    cap: l.max_calls,
+                    amount: 1,
+                };
+                Some(rls::Settlement { descriptor, reserved: 1, actual: 0 })
+            })
+            .collect();
+        rls::settle(&store.domain, &items, reserved_at_ms)
+    }
+
+    /// Counts one call on every matching local limit (fleet limits are the store's) for each
+    /// tool called by one request (a batch calls several), in order. All or nothing (core
+    /// `window_counter::reserve_all`, one clock reading): at the first refusal, whatever this
+    /// request already counted is given back to the window it was counted in (never to a
+    /// window that started since).
     pub fn admit(&self, host: &dyn Host, subject: Subject<'_>, tools: &[&str]) -> Result<(), Exceeded<'_>> {
         let mut keys: Vec<(usize, &Limit, String)> = Vec::new();
         for (index, tool) in tools.iter().enumerate() {
-            for limit in self.limits.iter().filter(|l| l.matches(subject, tool)) {
+            for limit in self.limits.iter().filter(|l| l.fleet.is_none() && l.matches(subject, tool)) {
                 keys.push((index, limit, limit.key(subject)));
             }
         }
@@ -112,7 +248,7 @@ impl RateLimits {
                     Some((index, limit, _)) => (*index, limit.id.as_str()),
                     None => (0, keys.first().map_or("", |(_, l, _)| l.id.as_str())),
                 };
-                Err(Exceeded { index, limit_id, retry_after_secs: refusal.reset_secs.max(1) })
+                Err(Exceeded { index, limit_id, retry_after_secs: refusal.reset_secs.max(1), unavailable: refusal.unavailable })
             }
         }
     }
@@ -161,7 +297,7 @@ mod tests {
 
     fn compile(limits: Value) -> Result<RateLimits, ConfigError> {
         let configs: Vec<RateLimitConfig> = serde_json::from_value(limits).unwrap();
-        RateLimits::compile(&configs, "rate_limits")
+        RateLimits::compile(&configs, "rate_limits", None)
     }
 
     fn who(principal: &str, team: Option<&str>, groups: &[&str]) -> Identity {
@@ -194,7 +330,7 @@ mod tests {
         }
         let refused = rl.admit(&host, a, &["echo"]).unwrap_err();
         let window_end = 1_000_020;
-        assert_eq!(refused, Exceeded { index: 0, limit_id: "burst", retry_after_secs: 20 });
+        assert_eq!(refused, Exceeded { index: 0, limit_id: "burst", retry_after_secs: 20, unavailable: false });
         // Another principal has its own counter.
         assert_eq!(rl.admit(&host, b, &["add"]), Ok(()));
         assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 3);
@@ -438,5 +574,75 @@ mod tests {
         // The new window counted three calls and keeps them: no fourth call is admitted.
         assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.all.bob", tollgate_core::shared_data::window::Window::fixed(60)), 3);
         assert_eq!(rl.admit(&host, s, &["add"]).unwrap_err().limit_id, "all");
+    }
+
+    fn store() -> StoreConfig {
+        serde_json::from_value(json!({"cluster": "tollgate_limits"})).unwrap()
+    }
+
+    fn fleet(limits: Value) -> RateLimits {
+        let configs: Vec<RateLimitConfig> = serde_json::from_value(limits).unwrap();
+        RateLimits::compile(&configs, "rate_limits", Some(&store())).unwrap()
+    }
+
+    #[test]
+    fn with_a_store_limits_count_in_the_fleet_unless_local() {
+        let rl = fleet(json!([
+            {"id": "fleet", "max_calls": 2, "window_secs": 60, "per": "principal"},
+            {"id": "here", "max_calls": 1, "window_secs": 60, "per": "principal", "counters": "local"}
+        ]));
+        assert!(rl.uses_fleet());
+        let alice = who("alice", None, &[]);
+        let s = Subject { identity: Some(&alice), server: "srv" };
+        let calls = rl.fleet_calls(s, &["add", "echo"]);
+        assert_eq!(calls.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1], "one fleet limit, two calls");
+        let message = rl.fleet_request(&store(), &calls);
+        let text = String::from_utf8_lossy(&message);
+        assert!(text.contains("mcp.fleet") && text.contains("alice") && text.contains("60s"), "{text}");
+        // Local admission counts only the local limit.
+        let host = host_at(100);
+        assert!(rl.admit(&host, s, &["add"]).is_ok());
+        assert_eq!(rl.admit(&host, s, &["add"]).unwrap_err().limit_id, "here");
+        assert!(host.shared.borrow().keys().all(|k| !k.contains(".fleet.")));
+    }
+
+    #[test]
+    fn store_answers_and_failures() {
+        let rl = fleet(json!([
+            {"id": "closed", "max_calls": 2, "window_secs": 60, "per": "principal", "tools": ["pay"]},
+            {"id": "open", "max_calls": 1, "window_secs": 60, "per": "principal", "on_store_failure": "fail_open_local"}
+        ]));
+        let alice = who("alice", None, &[]);
+        let s = Subject { identity: Some(&alice), server: "srv" };
+        let calls = rl.fleet_calls(s, &["add", "pay"]);
+        assert_eq!(calls.len(), 3);
+        let over = rls::Answer {
+            over_limit: true,
+            statuses: vec![rls::Status::default(), rls::Status { over_limit: true, remaining: 0, reset_secs: Some(17) }, rls::Status::default()],
+            reserved_at_ms: None,
+        };
+        assert_eq!(rl.fleet_answered(&calls, &over).unwrap_err(), Exceeded { index: 1, limit_id: "closed", retry_after_secs: 17, unavailable: false });
+        assert!(rl.fleet_answered(&calls, &rls::Answer::default()).is_ok());
+        // Store down: the fail_closed limit refuses; alone, the fail_open_local one counts here.
+        let host = host_at(100);
+        assert_eq!(rl.fleet_failed(&host, &calls).unwrap_err(), Exceeded { index: 1, limit_id: "closed", retry_after_secs: 1, unavailable: true });
+        let only_open = rl.fleet_calls(s, &["add"]);
+        assert_eq!(rl.fleet_failed(&host, &only_open), Ok(true));
+        assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.open.alice", window_counter::Window::fixed(60)), 1);
+        assert_eq!(rl.fleet_failed(&host, &only_open).unwrap_err().limit_id, "open");
+        // A refund gives back each counted call.
+        let refund = rl.fleet_refund(&store(), &calls, 5_000);
+        assert!(String::from_utf8_lossy(&refund).contains("mcp.closed"));
+    }
+
+    #[test]
+    fn fleet_without_a_store_is_refused_naming_the_field() {
+        let configs: Vec<RateLimitConfig> =
+            serde_json::from_value(json!([{"id": "x", "max_calls": 1, "window_secs": 60, "per": "principal", "counters": "fleet"}])).unwrap();
+        let e = RateLimits::compile(&configs, "rate_limits", None).unwrap_err();
+        assert!(e.0.starts_with("rate_limits[0].counters: `fleet` needs a `store`"), "{e}");
+        let configs: Vec<RateLimitConfig> =
+            serde_json::from_value(json!([{"id": "x", "max_calls": 1, "window_secs": 60, "per": "principal", "on_store_failure": "fail_closed"}])).unwrap();
+        assert!(RateLimits::compile(&configs, "rate_limits", None).unwrap_err().0.starts_with("rate_limits[0].on_store_failure"));
     }
 }
