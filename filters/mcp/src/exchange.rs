@@ -18,7 +18,7 @@ use crate::judge::{self, Judgement, Ruling};
 use crate::listfilter::{id_key, ListKind};
 use crate::message::{self, codes, Invalid, Revision, Target};
 use crate::policy::{Policy, Subject};
-use crate::ratelimit::RateLimits;
+use crate::ratelimit::{FleetCall, RateLimits};
 use crate::record::{self, ExchangeFacts, MessageRecord};
 use crate::replies::{self, Reply};
 use crate::response::{self, Expect, Plan, Reader, ResponseMode};
@@ -27,7 +27,9 @@ use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::observe::audit::{self, Decision};
 use tollgate_core::config::ConfigError;
-use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::fleet::{outbox, rls};
+use tollgate_core::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::stream::GrpcAnswer;
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::wire::jsonrpc::Kind;
 use tollgate_core::observe::metrics::{LabelCap, Metrics};
@@ -101,6 +103,28 @@ pub struct Exchange {
     /// Judged a POST body: body callbacks after that pass through.
     body_done: bool,
     request_id: Option<String>,
+    /// Waiting for the fleet-wide store to count this request's calls.
+    awaiting_store: Option<Box<AwaitingStore>>,
+    /// The store's word on this request's calls, once it came (the body is judged again
+    /// with it: judging is pure, and the body was kept).
+    store_said: Option<StoreSaid>,
+}
+
+/// A request held for the store's answer.
+struct AwaitingStore {
+    token: u32,
+    body: Vec<u8>,
+    calls: Vec<FleetCall>,
+}
+
+/// What the store said about a request's fleet-counted calls.
+enum StoreSaid {
+    /// Counted (`reserved_at_ms`: the store's clock, for a refund).
+    Counted { calls: Vec<FleetCall>, reserved_at_ms: u64 },
+    /// Over a limit, or a `fail_closed` limit the store could not count.
+    Refused { limit_id: String, retry_after_secs: u64 },
+    /// The store could not answer and the calls were counted locally.
+    Degraded,
 }
 
 
@@ -126,6 +150,8 @@ impl Exchange {
             emitted: false,
             body_done: false,
             request_id: None,
+            awaiting_store: None,
+            store_said: None,
         }
     }
 
@@ -213,11 +239,73 @@ impl Exchange {
         if !enforce && !shared.rate_limits.is_empty() {
             let calls = judgement.rate_limit_candidates(&messages);
             let tools: Vec<&str> = calls.iter().map(|(_, t)| *t).collect();
-            if let Err(refused) = shared.rate_limits.admit(host, subject, &tools) {
-                if let Some((at, _)) = calls.get(refused.index) {
-                    judgement.rate_limited(*at, refused.limit_id, shared.dry_run());
+            // Fleet-counted limits first: the store is asked once, the body judged again
+            // with its answer (`on_grpc_response`).
+            let refused_by_store = match self.store_said.take() {
+                None => {
+                    let fleet_calls = shared.rate_limits.fleet_calls(subject, &tools);
+                    match (&shared.config.store, fleet_calls.is_empty()) {
+                        (Some(store), false) => {
+                            let message = shared.rate_limits.fleet_request(store, &fleet_calls);
+                            let call = GrpcCall {
+                                cluster: &store.cluster,
+                                service: rls::RLS_SERVICE,
+                                method: rls::RLS_METHOD,
+                                message: &message,
+                                timeout_ms: store.timeout_ms,
+                            };
+                            match host.dispatch_grpc(&call) {
+                                Ok(token) => {
+                                    let body = bytes.to_vec();
+                                    self.awaiting_store = Some(Box::new(AwaitingStore { token, body, calls: fleet_calls }));
+                                    return Step::Pause;
+                                }
+                                Err(e) => {
+                                    host.log(LogLevel::Warn, &format!("tollgate-mcp: cannot reach the limits store `{}`: {e}", store.cluster));
+                                    match shared.rate_limits.fleet_failed(host, &fleet_calls) {
+                                        Ok(_) => None,
+                                        Err(refused) => Some((refused.index, refused.limit_id.to_string(), refused.retry_after_secs)),
+                                    }
+                                }
+                            }
+                        }
+                        _ => None,
+                    }
                 }
-                limited = Some((refused.limit_id.to_string(), refused.retry_after_secs));
+                Some(StoreSaid::Refused { limit_id, retry_after_secs }) => {
+                    // The store names the limit; the call it refused is the first it matches.
+                    let index = shared.rate_limits.first_call_of(subject, &tools, &limit_id);
+                    Some((index, limit_id, retry_after_secs))
+                }
+                Some(said) => {
+                    self.store_said = Some(said);
+                    None
+                }
+            };
+            let local = match refused_by_store {
+                Some(refused) => Err(refused),
+                None => shared
+                    .rate_limits
+                    .admit(host, subject, &tools)
+                    .map_err(|r| (r.index, r.limit_id.to_string(), r.retry_after_secs)),
+            };
+            if let Err((index, limit_id, retry_after)) = local {
+                if let Some((at, _)) = calls.get(index) {
+                    judgement.rate_limited(*at, &limit_id, shared.dry_run());
+                }
+                limited = Some((limit_id, retry_after));
+                // Calls the store counted for a request refused here are given back.
+                if let (Some(StoreSaid::Counted { calls, reserved_at_ms }), Some(store)) = (self.store_said.take(), &shared.config.store) {
+                    if store.protocol == tollgate_core::fleet::Protocol::Tollgate {
+                        outbox::push(outbox::Pending {
+                            cluster: store.cluster.clone(),
+                            service: rls::SETTLE_SERVICE,
+                            method: rls::SETTLE_METHOD,
+                            timeout_ms: store.timeout_ms,
+                            message: shared.rate_limits.fleet_refund(store, &calls, reserved_at_ms),
+                        });
+                    }
+                }
             }
         }
         let enforce_limit = limited.is_some() && !shared.dry_run();
@@ -400,6 +488,7 @@ impl Exchange {
             status: self.status,
             start_ms: self.start_ms,
             batch: self.batch,
+            limits_degraded: matches!(self.store_said, Some(StoreSaid::Degraded)),
         };
         let (out, errors) = record::serialize(&facts, &self.records, host.now_millis());
         for e in errors {
@@ -622,6 +711,44 @@ impl HttpExchange for Exchange {
     }
 
     /// Stream end (including resets): emits the audit record if nothing did yet.
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
+        let awaiting = match self.awaiting_store.take() {
+            Some(a) if a.token == token => a,
+            other => {
+                self.awaiting_store = other;
+                return;
+            }
+        };
+        let shared = self.shared.clone();
+        let read = match answer {
+            Ok(bytes) => rls::answer(bytes, awaiting.calls.len()).map_err(|e| e.to_string()),
+            Err(failure) => Err(format!("gRPC status {} {}", failure.status, failure.message)),
+        };
+        let said = match read {
+            Ok(answer) => match shared.rate_limits.fleet_answered(&awaiting.calls, &answer) {
+                Ok(()) => StoreSaid::Counted {
+                    reserved_at_ms: answer.reserved_at_ms.unwrap_or_else(|| host.now_millis()),
+                    calls: awaiting.calls.clone(),
+                },
+                Err(refused) => StoreSaid::Refused { limit_id: refused.limit_id.to_string(), retry_after_secs: refused.retry_after_secs },
+            },
+            Err(why) => {
+                let cluster = shared.config.store.as_ref().map_or("", |s| s.cluster.as_str());
+                host.log(LogLevel::Warn, &format!("tollgate-mcp: the limits store `{cluster}` did not answer: {why}"));
+                match shared.rate_limits.fleet_failed(host, &awaiting.calls) {
+                    Ok(_) => StoreSaid::Degraded,
+                    Err(refused) => StoreSaid::Refused { limit_id: refused.limit_id.to_string(), retry_after_secs: refused.retry_after_secs },
+                }
+            }
+        };
+        self.store_said = Some(said);
+        if self.judge_body(host, &awaiting.body) == Step::Continue {
+            if let Err(e) = host.resume(Direction::Request) {
+                host.log(LogLevel::Error, &format!("tollgate-mcp: cannot resume the request: {e}"));
+            }
+        }
+    }
+
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
     }

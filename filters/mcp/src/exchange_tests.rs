@@ -775,3 +775,93 @@ fn a_tool_call_stays_within_its_host_call_budget() {
         assert!(calls.len() <= budget, "{} host calls: {calls:#?}", calls.len());
     }
 }
+
+// ---- Rate limits counted in the fleet-wide store: the call waits for its answer.
+
+fn fleet_shared(on_failure: &str) -> Rc<Shared> {
+    let cfg = json!({
+        "rate_limits": [
+            {"id": "fleet-burst", "max_calls": 2, "window_secs": 60, "per": "principal", "on_store_failure": on_failure},
+            {"id": "local-one", "max_calls": 1, "window_secs": 60, "per": "principal", "tools": ["echo"], "counters": "local"}
+        ],
+        "store": {"cluster": "tollgate_limits", "timeout_ms": 100},
+        "identity": {"api_keys": {"headers": ["x-api-key"], "keys": [
+            {"sha256": sha256_hex(ALICE.as_bytes()), "name": "alice-key", "principal": "alice", "groups": ["eng"]}]}},
+        "server": {"clusters": {"mcp_demo": "demo"}},
+        "policy": demo_policy(json!({})),
+    });
+    let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
+    Rc::new(Shared::build(config).unwrap())
+}
+
+fn store_answer(over: bool) -> Vec<u8> {
+    use tollgate_core::wire::protobuf::Writer;
+    let mut status = Writer::new();
+    status.uint(1, if over { 2 } else { 1 });
+    let mut reset = Writer::new();
+    reset.uint(1, 33);
+    status.message(4, &reset);
+    let mut w = Writer::new();
+    w.uint(1, if over { 2 } else { 1 }).message(2, &status);
+    w.finish()
+}
+
+#[test]
+fn a_fleet_rate_limit_holds_the_call_until_the_store_counts_it() {
+    let shared = fleet_shared("fail_closed");
+    let host = request("POST", &[]);
+    let (mut ex, step) = post(&shared, &host, ADD);
+    assert_eq!(step, Step::Pause, "held for the store");
+    assert_eq!(host.grpc_calls.borrow().len(), 1);
+    assert!(host.grpc_calls.borrow()[0].1.ends_with("/ShouldRateLimit"));
+    callback(&host, |h| ex.on_grpc_response(h, 1, Ok(&store_answer(false))));
+    assert_eq!(*host.resumed.borrow(), vec![Direction::Request]);
+    assert!(host.local_reply.borrow().is_none());
+
+    // The store says over: a 429 JSON-RPC error naming the limit, never forwarded.
+    let (mut ex, _) = again(&shared, &host, ADD);
+    callback(&host, |h| ex.on_grpc_response(h, 2, Ok(&store_answer(true))));
+    assert_eq!(host.resumed.borrow().len(), 1, "not resumed again");
+    let (status, headers, body) = host.local_reply.borrow().clone().expect("a local reply");
+    assert_eq!(status, 429);
+    assert!(headers.contains(&("retry-after".to_string(), "33".to_string())), "{headers:?}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["data"]["limit_id"], "fleet-burst");
+}
+
+#[test]
+fn a_local_refusal_after_the_store_counted_gives_the_call_back() {
+    let shared = fleet_shared("fail_closed");
+    let host = request("POST", &[]);
+    let echo = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let _ = tollgate_core::fleet::outbox::take();
+    for token in 1..=2u32 {
+        let (mut ex, _) = again(&shared, &host, echo);
+        callback(&host, |h| ex.on_grpc_response(h, token, Ok(&store_answer(false))));
+    }
+    // The second was refused by the local limit after the store counted it: refunded.
+    assert_eq!(reply_json(&host).0, 429);
+    let (queued, _) = tollgate_core::fleet::outbox::take();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].method, "Settle");
+}
+
+#[test]
+fn a_silent_store_refuses_or_counts_locally() {
+    let failure = || Err(tollgate_core::stream::GrpcFailure { status: 4, message: "deadline exceeded".into() });
+    let shared = fleet_shared("fail_closed");
+    let host = request("POST", &[]);
+    let (mut ex, _) = post(&shared, &host, ADD);
+    callback(&host, |h| ex.on_grpc_response(h, 1, failure()));
+    assert_eq!(reply_json(&host).0, 429);
+    assert!(host.resumed.borrow().is_empty());
+
+    let shared = fleet_shared("fail_open_local");
+    let host = request("POST", &[]);
+    let (mut ex, _) = post(&shared, &host, ADD);
+    callback(&host, |h| ex.on_grpc_response(h, 1, failure()));
+    assert_eq!(*host.resumed.borrow(), vec![Direction::Request]);
+    ex.on_log(&host);
+    assert_eq!(audit(&host)["limits_degraded"], true);
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.mcp.rl.fleet-burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 1);
+}

@@ -1,7 +1,7 @@
 //! proxy-wasm glue for the MCP filter: the plugin's types; the callbacks are mapped to
 //! [`Exchange`] by the shared glue in `tollgate_core::plugin`.
 
-use crate::config::{Config};
+use crate::config::Config;
 use crate::exchange::{Exchange, Shared};
 use std::rc::Rc;
 use tollgate_core::config::ConfigError;
@@ -20,5 +20,8 @@ impl Plugin for MCPPlugin {
     }
     fn new_exchange(state: Rc<Shared>, metrics: Rc<Metrics>) -> Exchange {
         Exchange::new(state, metrics)
+    }
+    fn uses_fleet_store(state: &Shared) -> bool {
+        state.config.store.is_some() && state.rate_limits.uses_fleet()
     }
 }

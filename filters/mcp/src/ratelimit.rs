@@ -151,6 +151,12 @@ impl RateLimits {
         rls::should_rate_limit(&store.domain, &descriptors)
     }
 
+    /// The first of `tools` that limit `limit_id` counts (where a store's refusal lands).
+    pub fn first_call_of(&self, subject: Subject<'_>, tools: &[&str], limit_id: &str) -> usize {
+        let limit = self.limits.iter().find(|l| l.id == limit_id);
+        tools.iter().position(|t| limit.is_some_and(|l| l.matches(subject, t))).unwrap_or(0)
+    }
+
     fn limit(&self, call: &FleetCall) -> Option<&Limit> {
         self.limits.get(call.limit)
     }

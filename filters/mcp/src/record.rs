@@ -92,6 +92,10 @@ struct Detail<'a> {
     session_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_index: Option<usize>,
+    /// The fleet-wide store could not answer: `fail_open_local` rate limits counted on this
+    /// Envoy only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    limits_degraded: bool,
     #[serde(flatten)]
     message: &'a MessageDetail,
 }
@@ -112,6 +116,7 @@ pub struct ExchangeFacts<'a> {
     /// A JSON-RPC batch: every record, with its `batch_index`, in one JSON array; otherwise
     /// the first record alone.
     pub batch: bool,
+    pub limits_degraded: bool,
 }
 
 /// The audit JSON of an exchange's records at `now_ms`, with the errors of records that
@@ -130,6 +135,7 @@ pub fn serialize(facts: &ExchangeFacts<'_>, records: &[MessageRecord], now_ms: u
             revision: facts.revision,
             session_id: facts.session_id,
             batch_index: facts.batch.then_some(i),
+            limits_degraded: facts.limits_degraded,
             message: &rec.detail,
         };
         let mut record = Record::new(Layer::Mcp, facts.start_ms, detail);

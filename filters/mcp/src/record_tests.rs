@@ -15,6 +15,7 @@ fn facts(batch: bool) -> ExchangeFacts<'static> {
         status: Some(200),
         start_ms: 1_000,
         batch,
+        limits_degraded: false,
     }
 }
 
