@@ -14,6 +14,7 @@ signal. Settings come from the environment (see `Settings`); BENCH_QUICK=1 for d
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime as _dt
 import json
@@ -23,6 +24,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -549,6 +551,57 @@ def tollgate_config(layer: str, upstream_port: int, plugin_cfg: dict, label: str
     return Config(f"tollgate-{layer}", label, build)
 
 
+HTTP2_OPTIONS = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "explicit_http_config": {"http2_protocol_options": {}}}}
+
+
+def start_limits_store() -> int:
+    """Redis (Debian's redis-server, append-only file as in production) and tollgate-limits,
+    both pinned to the load generator's core like the canned upstream; returns the service's
+    gRPC port. Raises NotRun when either is missing (`make redis limits-service`)."""
+    service = REPO / "target" / "release" / "tollgate-limits"
+    if shutil.which("redis-server") is None or not service.exists():
+        raise NotRun("redis-server or target/release/tollgate-limits missing (make redis limits-service)")
+    redis_port, grpc_port = harness.free_port(), harness.free_port()
+    data = WORKDIR / "redis"
+    data.mkdir(exist_ok=True)
+    redis = start_proc("redis", ["taskset", "-c", str(LOAD_CORE), "redis-server", "--port", str(redis_port),
+                                 "--bind", "127.0.0.1", "--dir", str(data), "--appendonly", "yes", "--save", ""])
+    harness.wait_until(lambda: socket.create_connection(("127.0.0.1", redis_port), 1).close() is None, 20, "redis", redis)
+    limits = start_proc("tollgate-limits", ["taskset", "-c", str(LOAD_CORE), str(service), "--listen", f"127.0.0.1:{grpc_port}",
+                                            "--redis", f"redis://127.0.0.1:{redis_port}/"])
+    harness.wait_until(lambda: socket.create_connection(("127.0.0.1", grpc_port), 1).close() is None, 20, "tollgate-limits", limits)
+    return grpc_port
+
+
+def tollgate_fleet_config(upstream_port: int, plugin_cfg: dict, label: str) -> Config:
+    """Tollgate LLM with its limits counted in Redis through tollgate-limits (`store`):
+    the same plugin configuration as the shared-data row, plus the store."""
+    shipped = harness.load_envoy_config("llm.yaml")
+    ups = {c: upstream_port for c in cluster_names(shipped)}
+    root_ids = [c.get("root_id") for c in harness.wasm_filters(shipped)]
+
+    def build() -> Envoy:
+        if not root_ids:
+            raise NotRun("envoy/llm.yaml has no wasm filter")
+        if not plugin_cfg.get("limits"):
+            raise NotRun("the bench's LLM configuration has no limits to count in the store")
+        grpc_port = start_limits_store()
+        cfg = copy.deepcopy(shipped)
+        cfg["static_resources"]["clusters"].append({
+            "name": "tollgate_limits", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": HTTP2_OPTIONS,
+            "load_assignment": {"cluster_name": "tollgate_limits", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": grpc_port}}}}]}]},
+        })
+        plugin = copy.deepcopy(plugin_cfg)
+        plugin["store"] = {"cluster": "tollgate_limits", "timeout_ms": 1000}
+        return Envoy("tollgate-llm-fleet", cfg, core=ENVOY_CORE, upstreams=ups, plugin_configs={root_ids[0]: plugin})
+
+    return Config("tollgate-llm-fleet", label, build)
+
+
 def build_tollgate(cfg: Config) -> tuple[Envoy, str]:
     """Starts a Tollgate configuration; (Envoy, note for the row)."""
     return cfg.build(), ""
@@ -825,6 +878,9 @@ def throughput_llm(up: int) -> None:
         (Config("buffer", "bare Envoy + envoy.filters.http.buffer", lambda: bare_from("llm", up, [BUFFER_FILTER], "buffer-llm")), "bare"),
         (Config("floor", FLOOR_LABEL, lambda: floor_from("llm", up)), "buffer"),
         (tollgate_config("llm", up, w.plugin, "Tollgate LLM (virtual key, routing, accounting, cost)"), "buffer"),
+        # The same limits counted in Redis through tollgate-limits (one ShouldRateLimit per
+        # request, one Settle per request sent by the root's timer) vs in shared data.
+        (tollgate_fleet_config(up, w.plugin, "Tollgate LLM, limits in Redis (tollgate-limits)"), "tollgate-llm"),
     ], up)
     target_from_rows(rows, "tollgate-llm", "LLM non-streaming throughput", ">= 0.85 x bare Envoy + buffer req/s", 0.85)
 

@@ -39,6 +39,9 @@ fi
 # The floor reference (bench/floor): an empty proxy-wasm filter, measured next to Tollgate.
 cargo build --quiet --release --target wasm32-wasip1 -p tollgate-bench-floor \
   || echo "bench: warning: bench/floor did not build; its rows will be 'not run'" >&2
+# The Redis-backed limits row: Debian's redis-server and tollgate-limits (services/limits).
+make -s redis limits-service >/dev/null \
+  || echo "bench: warning: redis-server or tollgate-limits unavailable; the 'limits in Redis' row will be 'not run'" >&2
 for layer in llm mcp a2a; do
   [ -f "dist/tollgate_$layer.wasm" ] || echo "bench: warning: dist/tollgate_$layer.wasm missing (make build); its scenarios will be 'not run'" >&2
 done
