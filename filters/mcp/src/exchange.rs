@@ -25,7 +25,7 @@ use crate::response::{self, Expect, Plan, Reader, ResponseMode};
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
-use tollgate_core::observe::audit::{self, Decision};
+use tollgate_core::observe::audit::{self, Decision, Envelope};
 use tollgate_core::config::ConfigError;
 use tollgate_core::fleet::{outbox, rls};
 use tollgate_core::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostExt, LogLevel};
@@ -482,9 +482,7 @@ impl Exchange {
             http_method: &self.http_method,
             revision: self.unsupported_revision.as_deref().unwrap_or(self.revision.as_str()),
             session_id: self.session_id.as_deref(),
-            request_id: request_id.as_deref(),
-            trace: self.trace.as_ref(),
-            identity: self.identity.as_ref(),
+            envelope: Envelope { request_id: request_id.as_deref(), trace: self.trace.as_ref(), identity: self.identity.as_ref() },
             status: self.status,
             start_ms: self.start_ms,
             batch: self.batch,
@@ -526,8 +524,7 @@ impl HttpExchange for Exchange {
         self.metrics.inc(host, "tollgate.mcp.requests", &[]);
         self.start_ms = host.now_millis();
         self.http_method = host.request_header(":method").unwrap_or_default();
-        // Envoy's request id (`request.id`) is the x-request-id header it set or kept.
-        self.request_id = host.request_header("x-request-id");
+        self.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.server = self.resolve_server(host);
         self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
         // Take part in the trace: the audit records carry the inbound trace id, the upstream
