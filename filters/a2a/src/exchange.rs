@@ -267,7 +267,6 @@ impl HttpExchange for Exchange {
         self.metrics.inc(host, record::REQUESTS, &[]);
         self.facts.start_nanos = host.now_nanos();
         let head = RequestHead::read(host);
-        // Envoy's request id (`request.id`) is the x-request-id header it set or kept.
         self.facts.request_id = head.request_id;
         // The caller's copy of the gateway-owned context is read, then removed from every
         // request whatever it turns out to be: only the gateway's own values reach an agent.

@@ -8,6 +8,7 @@ use crate::config::State;
 use crate::decide;
 use tollgate_core::host::{HeaderMap, Host, HostExt};
 use tollgate_core::identity::Identity;
+use tollgate_core::observe::audit;
 
 /// The request headers the filter reads, from one listing of the map (the values moved out)
 /// instead of a lookup per name. As with single lookups, the first of repeated headers wins.
@@ -39,7 +40,7 @@ impl RequestHead {
             };
             let gateway_owned = key.starts_with(chain::PREFIX);
             let slot = match key {
-                "x-request-id" => Some(&mut head.request_id),
+                audit::REQUEST_ID_HEADER => Some(&mut head.request_id),
                 ":method" => Some(&mut head.method),
                 ":path" => Some(&mut head.path),
                 "content-type" => Some(&mut head.content_type),

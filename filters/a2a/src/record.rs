@@ -16,7 +16,7 @@ use crate::classify::{Binding, Dialect, Method};
 use crate::replies::Refusal;
 use crate::session::{self, RequestIds, ResponseIds, ResponseTracker};
 use serde::Serialize;
-use tollgate_core::observe::audit::{Decision, Layer, Record};
+use tollgate_core::observe::audit::{Decision, Envelope, Layer, Record};
 use tollgate_core::observe::filter_state::Published;
 use tollgate_core::host::Host;
 use tollgate_core::identity::Identity;
@@ -92,6 +92,11 @@ impl Default for ExchangeFacts {
 }
 
 impl ExchangeFacts {
+    /// What every record of this call carries (request id, trace, identity).
+    pub fn envelope(&self) -> Envelope<'_> {
+        Envelope { request_id: self.request_id.as_deref(), trace: self.trace.as_ref(), identity: self.identity.as_ref() }
+    }
+
     /// The identity the call acts as: the on-behalf-of user, else the caller.
     pub fn acting(&self) -> &str {
         self.on_behalf_of.as_deref().unwrap_or(&self.caller)
@@ -234,14 +239,7 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
         http_method: facts.refused_http_method.as_deref(),
         tasks_withheld: response.tasks_withheld,
     };
-    let mut record = Record::new(Layer::A2a, facts.start_nanos / 1_000_000, detail);
-    record.request_id = facts.request_id.as_deref();
-    if let Some(step) = &facts.trace {
-        record.trace_id = Some(&step.trace_id);
-        record.span_id = Some(&step.span_id);
-        record.parent_span_id = step.parent_span_id.as_deref();
-    }
-    record.identity = facts.identity.as_ref();
+    let mut record = Record::of_request(Layer::A2a, facts.start_nanos / 1_000_000, facts.envelope(), detail);
     record.decision = match facts.refusal {
         None => Decision::Allow,
         Some(why) if why.is_error() => Decision::Error,

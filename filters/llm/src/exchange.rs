@@ -340,7 +340,7 @@ impl HttpExchange for Exchange {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.metrics.inc(host, record::REQUESTS, &[]);
         self.facts.started_nanos = host.now_nanos();
-        self.facts.request_id = host.request_header("x-request-id");
+        self.facts.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.facts.trace = Some(trace::join_request(host, None));
         let state = self.state.clone();
         // Only the filter chooses the provider.

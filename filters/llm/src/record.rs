@@ -35,7 +35,7 @@ use crate::cost::cost_micro_usd;
 use crate::limits::{Exceeded, Estimate};
 use crate::usage::{self, Tokens, UsageTracker};
 use serde::Serialize;
-use tollgate_core::observe::audit::{Decision, Layer, Record};
+use tollgate_core::observe::audit::{Decision, Envelope, Layer, Record};
 use tollgate_core::host::Host;
 use tollgate_core::identity::Identity;
 use tollgate_core::observe::metrics::Metrics;
@@ -199,6 +199,10 @@ pub struct ExchangeFacts {
 }
 
 impl ExchangeFacts {
+    /// What every record of this request carries (request id, trace, identity).
+    pub fn envelope(&self) -> Envelope<'_> {
+        Envelope { request_id: self.request_id.as_deref(), trace: self.trace.as_ref(), identity: self.identity.as_ref() }
+    }
     pub fn forwarded(&self) -> bool {
         matches!(self.phase, Phase::Forwarded)
     }
@@ -318,13 +322,7 @@ pub fn build<'a>(
         limits_overshot: overshot,
         limits_degraded: facts.limits_degraded,
     };
-    let trace = facts.trace.as_ref();
-    let mut rec = Record::new(Layer::Llm, facts.started_nanos / 1_000_000, detail);
-    rec.request_id = facts.request_id.as_deref();
-    rec.trace_id = trace.map(|t| t.trace_id.as_str());
-    rec.span_id = trace.map(|t| t.span_id.as_str());
-    rec.parent_span_id = trace.and_then(|t| t.parent_span_id.as_deref());
-    rec.identity = facts.identity.as_ref();
+    let mut rec = Record::of_request(Layer::Llm, facts.started_nanos / 1_000_000, facts.envelope(), detail);
     rec.decision = outcome.decision;
     rec.rule_id = refused.map(|r| r.limit.as_ref().map(|l| l.id.as_str()).unwrap_or(r.error_type));
     rec.status = outcome.status;

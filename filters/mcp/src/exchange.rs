@@ -25,7 +25,7 @@ use crate::response::{self, Expect, Plan, Reader, ResponseMode};
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
-use tollgate_core::observe::audit::{self, Decision};
+use tollgate_core::observe::audit::{self, Decision, Envelope};
 use tollgate_core::config::ConfigError;
 use tollgate_core::fleet::{outbox, rls};
 use tollgate_core::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostExt, LogLevel};
@@ -98,16 +98,26 @@ pub struct Exchange {
     expect: Vec<Expect>,
     response: ResponseMode,
     status: Option<u32>,
-    replied: bool,
+    phase: Phase,
+    /// The audit records were written (they are written once, by whichever comes first: a
+    /// local reply, the response's end, the stream's log).
     emitted: bool,
-    /// Judged a POST body: body callbacks after that pass through.
-    body_done: bool,
     request_id: Option<String>,
-    /// Waiting for the fleet-wide store to count this request's calls.
-    awaiting_store: Option<Box<AwaitingStore>>,
     /// The store's word on this request's calls, once it came (the body is judged again
     /// with it: judging is pure, and the body was kept).
     store_said: Option<StoreSaid>,
+}
+
+/// Where the request stands.
+enum Phase {
+    /// Headers read; a POST body not judged yet.
+    Reading,
+    /// The body was judged and its calls wait for the fleet-wide store's count.
+    AwaitingStore(Box<AwaitingStore>),
+    /// Judged, or nothing to judge: request body callbacks pass through.
+    Passed,
+    /// Answered locally: the request never reaches the server, the response is the filter's.
+    Replied,
 }
 
 /// A request held for the store's answer.
@@ -146,11 +156,9 @@ impl Exchange {
             expect: Vec::new(),
             response: ResponseMode::Pass,
             status: None,
-            replied: false,
+            phase: Phase::Reading,
             emitted: false,
-            body_done: false,
             request_id: None,
-            awaiting_store: None,
             store_said: None,
         }
     }
@@ -198,7 +206,7 @@ impl Exchange {
                 return self.reply(host, &replies::session_denial(policy.deny_style, rule_id.as_deref(), metadata));
             }
         }
-        self.body_done = true;
+        self.phase = Phase::Passed;
         Step::Continue
     }
 
@@ -210,7 +218,7 @@ impl Exchange {
 
     /// Parses and judges a whole POST body.
     fn judge_body(&mut self, host: &dyn Host, bytes: &[u8]) -> Step {
-        self.body_done = true;
+        self.phase = Phase::Passed;
         let read = match body::read(bytes, self.revision, self.unsupported_revision.as_deref()) {
             Ok(read) => read,
             Err(refused) => return self.refuse_request(host, refused.reply, Decision::Error, &refused.error),
@@ -257,7 +265,7 @@ impl Exchange {
                             match host.dispatch_grpc(&call) {
                                 Ok(token) => {
                                     let body = bytes.to_vec();
-                                    self.awaiting_store = Some(Box::new(AwaitingStore { token, body, calls: fleet_calls }));
+                                    self.phase = Phase::AwaitingStore(Box::new(AwaitingStore { token, body, calls: fleet_calls }));
                                     return Step::Pause;
                                 }
                                 Err(e) => {
@@ -444,7 +452,7 @@ impl Exchange {
         if let Err(e) = send_json(host, reply.status, &headers, &reply.body) {
             host.log(LogLevel::Error, &format!("tollgate-mcp: cannot send local reply: {e}"));
         }
-        self.replied = true;
+        self.phase = Phase::Replied;
         self.status = Some(reply.status);
         self.finish(host);
         Step::Pause
@@ -482,9 +490,7 @@ impl Exchange {
             http_method: &self.http_method,
             revision: self.unsupported_revision.as_deref().unwrap_or(self.revision.as_str()),
             session_id: self.session_id.as_deref(),
-            request_id: request_id.as_deref(),
-            trace: self.trace.as_ref(),
-            identity: self.identity.as_ref(),
+            envelope: Envelope { request_id: request_id.as_deref(), trace: self.trace.as_ref(), identity: self.identity.as_ref() },
             status: self.status,
             start_ms: self.start_ms,
             batch: self.batch,
@@ -526,8 +532,7 @@ impl HttpExchange for Exchange {
         self.metrics.inc(host, "tollgate.mcp.requests", &[]);
         self.start_ms = host.now_millis();
         self.http_method = host.request_header(":method").unwrap_or_default();
-        // Envoy's request id (`request.id`) is the x-request-id header it set or kept.
-        self.request_id = host.request_header("x-request-id");
+        self.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.server = self.resolve_server(host);
         self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
         // Take part in the trace: the audit records carry the inbound trace id, the upstream
@@ -584,11 +589,11 @@ impl HttpExchange for Exchange {
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.replied {
-            return Step::Pause;
-        }
-        if self.body_done || self.http_method != "POST" {
-            return Step::Continue;
+        match self.phase {
+            Phase::Replied => return Step::Pause,
+            Phase::Passed | Phase::AwaitingStore(_) => return Step::Continue,
+            Phase::Reading if self.http_method != "POST" => return Step::Continue,
+            Phase::Reading => {}
         }
         if body_size > self.config().max_body_bytes {
             return self.too_large(host);
@@ -608,7 +613,7 @@ impl HttpExchange for Exchange {
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
-        if self.replied {
+        if matches!(self.phase, Phase::Replied) {
             return Step::Continue;
         }
         self.status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
@@ -647,7 +652,7 @@ impl HttpExchange for Exchange {
     }
 
     fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.replied {
+        if matches!(self.phase, Phase::Replied) {
             return Step::Continue;
         }
         let max = self.shared.config.max_response_bytes;
@@ -712,10 +717,10 @@ impl HttpExchange for Exchange {
 
     /// Stream end (including resets): emits the audit record if nothing did yet.
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
-        let awaiting = match self.awaiting_store.take() {
-            Some(a) if a.token == token => a,
+        let awaiting = match std::mem::replace(&mut self.phase, Phase::Passed) {
+            Phase::AwaitingStore(a) if a.token == token => a,
             other => {
-                self.awaiting_store = other;
+                self.phase = other;
                 return;
             }
         };

@@ -779,6 +779,11 @@ fn a_tool_call_stays_within_its_host_call_budget() {
 // ---- Rate limits counted in the fleet-wide store: the call waits for its answer.
 
 fn fleet_shared(on_failure: &str) -> Rc<Shared> {
+    // The demo policy, and `echo` allowed too (the local limit's tool).
+    let mut policy = demo_policy(json!({}));
+    if let Some(rules) = policy["rules"].as_array_mut() {
+        rules.push(json!({"id": "echo", "effect": "allow", "principals": ["*"], "tools": ["echo"]}));
+    }
     let cfg = json!({
         "rate_limits": [
             {"id": "fleet-burst", "max_calls": 2, "window_secs": 60, "per": "principal", "on_store_failure": on_failure},
@@ -788,7 +793,7 @@ fn fleet_shared(on_failure: &str) -> Rc<Shared> {
         "identity": {"api_keys": {"headers": ["x-api-key"], "keys": [
             {"sha256": sha256_hex(ALICE.as_bytes()), "name": "alice-key", "principal": "alice", "groups": ["eng"]}]}},
         "server": {"clusters": {"mcp_demo": "demo"}},
-        "policy": demo_policy(json!({})),
+        "policy": policy,
     });
     let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
     Rc::new(Shared::build(config).unwrap())

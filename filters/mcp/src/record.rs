@@ -5,9 +5,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tollgate_core::identity::Identity;
-use tollgate_core::observe::audit::{Decision, Layer, Record};
-use tollgate_core::wire::trace::TraceStep;
+use tollgate_core::observe::audit::{Decision, Envelope, Layer, Record};
 
 /// The audit detail of one message (flattened beside the core envelope).
 #[derive(Debug, Default, Serialize)]
@@ -108,9 +106,8 @@ pub struct ExchangeFacts<'a> {
     /// The revision as judged, or the unsupported one the client asked for.
     pub revision: &'a str,
     pub session_id: Option<&'a str>,
-    pub request_id: Option<&'a str>,
-    pub trace: Option<&'a TraceStep>,
-    pub identity: Option<&'a Identity>,
+    /// Request id, trace and identity.
+    pub envelope: Envelope<'a>,
     pub status: Option<u32>,
     pub start_ms: u64,
     /// A JSON-RPC batch: every record, with its `batch_index`, in one JSON array; otherwise
@@ -138,14 +135,7 @@ pub fn serialize(facts: &ExchangeFacts<'_>, records: &[MessageRecord], now_ms: u
             limits_degraded: facts.limits_degraded,
             message: &rec.detail,
         };
-        let mut record = Record::new(Layer::Mcp, facts.start_ms, detail);
-        record.request_id = facts.request_id;
-        if let Some(t) = facts.trace {
-            record.trace_id = Some(&t.trace_id);
-            record.span_id = Some(&t.span_id);
-            record.parent_span_id = t.parent_span_id.as_deref();
-        }
-        record.identity = facts.identity;
+        let mut record = Record::of_request(Layer::Mcp, facts.start_ms, facts.envelope, detail);
         record.decision = rec.decision;
         record.enforced = rec.enforced;
         record.rule_id = rec.rule_id.as_deref();

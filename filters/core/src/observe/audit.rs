@@ -7,11 +7,15 @@
 
 use crate::host::{Host, LogLevel};
 use crate::identity::Identity;
+use crate::wire::trace::TraceStep;
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "tollgate.audit/v1";
 /// Prefix of the JSON log line, so log shippers can pick audit lines out.
 pub const LOG_PREFIX: &str = "tollgate.audit ";
+/// Envoy's request id (`request.id`): the header it set or kept, read by every filter for
+/// its records.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +83,32 @@ impl<'a, D: Serialize> Record<'a, D> {
             error: None,
             detail,
         }
+    }
+}
+
+/// What every record of one request carries whatever the filter: the request id, the trace
+/// step the filter took part in (trace, span and parent span ids) and the caller's identity.
+/// Each filter keeps these from its request preamble and lends them here; its records add
+/// only their decision and their own detail.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Envelope<'a> {
+    pub request_id: Option<&'a str>,
+    pub trace: Option<&'a TraceStep>,
+    pub identity: Option<&'a Identity>,
+}
+
+impl<'a, D: Serialize> Record<'a, D> {
+    /// A record of one request: `envelope` fills its request id, trace ids and identity.
+    pub fn of_request(layer: Layer, timestamp_ms: u64, envelope: Envelope<'a>, detail: D) -> Self {
+        let mut record = Record::new(layer, timestamp_ms, detail);
+        record.request_id = envelope.request_id;
+        if let Some(step) = envelope.trace {
+            record.trace_id = Some(&step.trace_id);
+            record.span_id = Some(&step.span_id);
+            record.parent_span_id = step.parent_span_id.as_deref();
+        }
+        record.identity = envelope.identity;
+        record
     }
 }
 
