@@ -779,7 +779,7 @@ fn a_tool_call_stays_within_its_host_call_budget() {
 // ---- Rate limits counted in the fleet-wide store: the call waits for its answer.
 
 fn fleet_shared(on_failure: &str) -> Rc<Shared> {
-    let cfg = json!({
+    let mut cfg = json!({
         "rate_limits": [
             {"id": "fleet-burst", "max_calls": 2, "window_secs": 60, "per": "principal", "on_store_failure": on_failure},
             {"id": "local-one", "max_calls": 1, "window_secs": 60, "per": "principal", "tools": ["echo"], "counters": "local"}
@@ -790,6 +790,9 @@ fn fleet_shared(on_failure: &str) -> Rc<Shared> {
         "server": {"clusters": {"mcp_demo": "demo"}},
         "policy": demo_policy(json!({})),
     });
+    // `echo` (counted by `local-one`) must be allowed, or the policy refuses it before any
+    // limit is asked.
+    cfg["policy"]["rules"].as_array_mut().unwrap().push(json!({"id": "echo", "effect": "allow", "principals": ["*"], "tools": ["echo"]}));
     let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
     Rc::new(Shared::build(config).unwrap())
 }
@@ -836,7 +839,8 @@ fn a_local_refusal_after_the_store_counted_gives_the_call_back() {
     let echo = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
     let _ = tollgate_core::fleet::outbox::take();
     for token in 1..=2u32 {
-        let (mut ex, _) = again(&shared, &host, echo);
+        let (mut ex, step) = again(&shared, &host, echo);
+        assert_eq!(step, Step::Pause, "call {token} held for the store");
         callback(&host, |h| ex.on_grpc_response(h, token, Ok(&store_answer(false))));
     }
     // The second was refused by the local limit after the store counted it: refunded.
