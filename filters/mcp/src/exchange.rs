@@ -108,6 +108,9 @@ pub struct Exchange {
     /// The store's word on this request's calls, once it came (the body is judged again
     /// with it: judging is pure, and the body was kept).
     store_said: Option<StoreSaid>,
+    /// The store could not answer and this request's fleet-counted calls were counted on this
+    /// Envoy's shared data instead (`fail_open_local`), whatever that count decided.
+    limits_degraded: bool,
 }
 
 /// A request held for the store's answer.
@@ -152,6 +155,7 @@ impl Exchange {
             request_id: None,
             awaiting_store: None,
             store_said: None,
+            limits_degraded: false,
         }
     }
 
@@ -262,6 +266,7 @@ impl Exchange {
                                 }
                                 Err(e) => {
                                     host.log(LogLevel::Warn, &format!("tollgate-mcp: cannot reach the limits store `{}`: {e}", store.cluster));
+                                    self.limits_degraded = !shared.rate_limits.fails_closed(&fleet_calls);
                                     match shared.rate_limits.fleet_failed(host, &fleet_calls) {
                                         Ok(_) => None,
                                         Err(refused) => Some((refused.index, refused.limit_id.to_string(), refused.retry_after_secs)),
@@ -488,7 +493,7 @@ impl Exchange {
             status: self.status,
             start_ms: self.start_ms,
             batch: self.batch,
-            limits_degraded: matches!(self.store_said, Some(StoreSaid::Degraded)),
+            limits_degraded: self.limits_degraded,
         };
         let (out, errors) = record::serialize(&facts, &self.records, host.now_millis());
         for e in errors {
@@ -735,6 +740,7 @@ impl HttpExchange for Exchange {
             Err(why) => {
                 let cluster = shared.config.store.as_ref().map_or("", |s| s.cluster.as_str());
                 host.log(LogLevel::Warn, &format!("tollgate-mcp: the limits store `{cluster}` did not answer: {why}"));
+                self.limits_degraded = !shared.rate_limits.fails_closed(&awaiting.calls);
                 match shared.rate_limits.fleet_failed(host, &awaiting.calls) {
                     Ok(_) => StoreSaid::Degraded,
                     Err(refused) => StoreSaid::Refused { limit_id: refused.limit_id.to_string(), retry_after_secs: refused.retry_after_secs },
