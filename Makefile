@@ -72,7 +72,8 @@ validate: venv build
 	  echo "valid: $$f"; \
 	done
 
-test-e2e: venv node-deps build
+# The fleet-limit tests start redis-server and target/release/tollgate-limits (tests/limits_store.py).
+test-e2e: venv node-deps build redis limits-service
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 test: lint test-rust fuzz-smoke validate test-e2e

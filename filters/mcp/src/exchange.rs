@@ -106,6 +106,9 @@ pub struct Exchange {
     /// The store's word on this request's calls, once it came (the body is judged again
     /// with it: judging is pure, and the body was kept).
     store_said: Option<StoreSaid>,
+    /// The store could not answer and this request's fleet-counted calls were counted on this
+    /// Envoy's shared data instead (`fail_open_local`), whatever that count decided.
+    limits_degraded: bool,
 }
 
 /// Where the request stands.
@@ -160,6 +163,7 @@ impl Exchange {
             emitted: false,
             request_id: None,
             store_said: None,
+            limits_degraded: false,
         }
     }
 
@@ -270,6 +274,7 @@ impl Exchange {
                                 }
                                 Err(e) => {
                                     host.log(LogLevel::Warn, &format!("tollgate-mcp: cannot reach the limits store `{}`: {e}", store.cluster));
+                                    self.limits_degraded = !shared.rate_limits.fails_closed(&fleet_calls);
                                     match shared.rate_limits.fleet_failed(host, &fleet_calls) {
                                         Ok(_) => None,
                                         Err(refused) => Some((refused.index, refused.limit_id.to_string(), refused.retry_after_secs)),
@@ -494,7 +499,7 @@ impl Exchange {
             status: self.status,
             start_ms: self.start_ms,
             batch: self.batch,
-            limits_degraded: matches!(self.store_said, Some(StoreSaid::Degraded)),
+            limits_degraded: self.limits_degraded,
         };
         let (out, errors) = record::serialize(&facts, &self.records, host.now_millis());
         for e in errors {
@@ -590,8 +595,9 @@ impl HttpExchange for Exchange {
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         match self.phase {
-            Phase::Replied => return Step::Pause,
-            Phase::Passed | Phase::AwaitingStore(_) => return Step::Continue,
+            // Held until the store answers (the body has ended; nothing more should come).
+            Phase::Replied | Phase::AwaitingStore(_) => return Step::Pause,
+            Phase::Passed => return Step::Continue,
             Phase::Reading if self.http_method != "POST" => return Step::Continue,
             Phase::Reading => {}
         }
@@ -715,7 +721,7 @@ impl HttpExchange for Exchange {
         step
     }
 
-    /// Stream end (including resets): emits the audit record if nothing did yet.
+    /// The store's answer for a held `tools/call`: the body is judged again with it.
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
         let awaiting = match std::mem::replace(&mut self.phase, Phase::Passed) {
             Phase::AwaitingStore(a) if a.token == token => a,
@@ -740,6 +746,7 @@ impl HttpExchange for Exchange {
             Err(why) => {
                 let cluster = shared.config.store.as_ref().map_or("", |s| s.cluster.as_str());
                 host.log(LogLevel::Warn, &format!("tollgate-mcp: the limits store `{cluster}` did not answer: {why}"));
+                self.limits_degraded = !shared.rate_limits.fails_closed(&awaiting.calls);
                 match shared.rate_limits.fleet_failed(host, &awaiting.calls) {
                     Ok(_) => StoreSaid::Degraded,
                     Err(refused) => StoreSaid::Refused { limit_id: refused.limit_id.to_string(), retry_after_secs: refused.retry_after_secs },
@@ -754,6 +761,7 @@ impl HttpExchange for Exchange {
         }
     }
 
+    /// Stream end (including resets): emits the audit record if nothing did yet.
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
     }

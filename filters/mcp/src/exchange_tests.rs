@@ -779,7 +779,8 @@ fn a_tool_call_stays_within_its_host_call_budget() {
 // ---- Rate limits counted in the fleet-wide store: the call waits for its answer.
 
 fn fleet_shared(on_failure: &str) -> Rc<Shared> {
-    // The demo policy, and `echo` allowed too (the local limit's tool).
+    // The demo policy, and `echo` allowed too (the local limit's tool): otherwise the policy
+    // refuses it before any limit is asked.
     let mut policy = demo_policy(json!({}));
     if let Some(rules) = policy["rules"].as_array_mut() {
         rules.push(json!({"id": "echo", "effect": "allow", "principals": ["*"], "tools": ["echo"]}));
@@ -841,7 +842,8 @@ fn a_local_refusal_after_the_store_counted_gives_the_call_back() {
     let echo = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
     let _ = tollgate_core::fleet::outbox::take();
     for token in 1..=2u32 {
-        let (mut ex, _) = again(&shared, &host, echo);
+        let (mut ex, step) = again(&shared, &host, echo);
+        assert_eq!(step, Step::Pause, "call {token} held for the store");
         callback(&host, |h| ex.on_grpc_response(h, token, Ok(&store_answer(false))));
     }
     // The second was refused by the local limit after the store counted it: refunded.
@@ -869,4 +871,54 @@ fn a_silent_store_refuses_or_counts_locally() {
     ex.on_log(&host);
     assert_eq!(audit(&host)["limits_degraded"], true);
     assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.mcp.rl.fleet-burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 1);
+}
+
+#[test]
+fn a_call_refused_by_the_local_fallback_counter_is_recorded_as_degraded() {
+    // Seen through the real Envoy with the store down: the fail_open_local limit's third
+    // call was refused by this Envoy's own counter, and its record did not say that the
+    // decision came from the fallback counters.
+    let failure = || Err(tollgate_core::stream::GrpcFailure { status: 14, message: "no healthy upstream".into() });
+    let shared = fleet_shared("fail_open_local");
+    let host = request("POST", &[]);
+    for token in 1..=3u32 {
+        let (mut ex, step) = again(&shared, &host, ADD);
+        assert_eq!(step, Step::Pause, "held for the store");
+        callback(&host, |h| ex.on_grpc_response(h, token, failure()));
+        ex.on_log(&host);
+        assert_eq!(audit(&host)["limits_degraded"], true, "call {token}");
+    }
+    assert_eq!(reply_json(&host).0, 429, "the local counter (2 calls) refused the third");
+    assert_eq!(audit(&host)["rule_id"], "fleet-burst");
+    assert_eq!(host.resumed.borrow().len(), 2);
+
+    // A fail_closed limit refuses without counting anything here: not degraded.
+    let shared = fleet_shared("fail_closed");
+    let host = request("POST", &[]);
+    let (mut ex, _) = post(&shared, &host, ADD);
+    callback(&host, |h| ex.on_grpc_response(h, 1, failure()));
+    assert_eq!(reply_json(&host).0, 429);
+    assert!(audit(&host).get("limits_degraded").is_none(), "{}", audit(&host));
+}
+
+#[test]
+fn a_store_call_the_host_refuses_to_send_is_a_store_failure_too() {
+    // `dispatch_grpc` itself failing (e.g. the host refuses the call) is handled on the spot:
+    // fail_open_local counts here and the record must say so, as when the store's answer fails.
+    let shared = fleet_shared("fail_open_local");
+    let host = request("POST", &[]);
+    host.grpc_refused.set(true);
+    let (mut ex, step) = post(&shared, &host, ADD);
+    assert_eq!(step, Step::Continue, "not held: nothing was sent");
+    assert!(host.local_reply.borrow().is_none());
+    ex.on_log(&host);
+    assert_eq!(audit(&host)["limits_degraded"], true, "{}", audit(&host));
+    assert_eq!(tollgate_core::shared_data::window_counter::usage(&host, "tollgate.mcp.rl.fleet-burst.alice", tollgate_core::shared_data::window::Window::fixed(60)), 1);
+
+    let shared = fleet_shared("fail_closed");
+    let host = request("POST", &[]);
+    host.grpc_refused.set(true);
+    let (_, _) = post(&shared, &host, ADD);
+    assert_eq!(reply_json(&host).0, 429);
+    assert!(audit(&host).get("limits_degraded").is_none());
 }

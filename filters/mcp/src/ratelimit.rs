@@ -178,10 +178,22 @@ impl RateLimits {
         })
     }
 
+    /// Whether a store failure refuses `calls` outright (one of their limits is
+    /// `fail_closed`); otherwise they are counted on this Envoy's shared data (degraded),
+    /// whatever that count then decides.
+    pub fn fails_closed(&self, calls: &[FleetCall]) -> bool {
+        self.fail_closed_call(calls).is_some()
+    }
+
+    fn fail_closed_call<'c>(&self, calls: &'c [FleetCall]) -> Option<&'c FleetCall> {
+        calls.iter().find(|c| self.limit(c).is_some_and(|l| l.fleet != Some(OnFailure::FailOpenLocal)))
+    }
+
     /// The store could not answer: a `fail_closed` limit refuses; when every limit may,
-    /// the calls are counted in this Envoy's shared data instead (`Ok(true)`: degraded).
+    /// the calls are counted in this Envoy's shared data instead (`Ok(true)`: degraded; a
+    /// refusal then comes from those local counters, see [`RateLimits::fails_closed`]).
     pub fn fleet_failed(&self, host: &dyn Host, calls: &[FleetCall]) -> Result<bool, Exceeded<'_>> {
-        if let Some(c) = calls.iter().find(|c| self.limit(c).is_some_and(|l| l.fleet != Some(OnFailure::FailOpenLocal))) {
+        if let Some(c) = self.fail_closed_call(calls) {
             let id = self.limit(c).map_or("", |l| l.id.as_str());
             return Err(Exceeded { index: c.index, limit_id: id, retry_after_secs: 1, unavailable: true });
         }
@@ -632,7 +644,9 @@ mod tests {
         // Store down: the fail_closed limit refuses; alone, the fail_open_local one counts here.
         let host = host_at(100);
         assert_eq!(rl.fleet_failed(&host, &calls).unwrap_err(), Exceeded { index: 1, limit_id: "closed", retry_after_secs: 1, unavailable: true });
+        assert!(rl.fails_closed(&calls));
         let only_open = rl.fleet_calls(s, &["add"]);
+        assert!(!rl.fails_closed(&only_open));
         assert_eq!(rl.fleet_failed(&host, &only_open), Ok(true));
         assert_eq!(window_counter::usage(&host, "tollgate.mcp.rl.open.alice", window_counter::Window::fixed(60)), 1);
         assert_eq!(rl.fleet_failed(&host, &only_open).unwrap_err().limit_id, "open");
