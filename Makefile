@@ -72,7 +72,8 @@ validate: venv build
 	  echo "valid: $$f"; \
 	done
 
-test-e2e: venv node-deps build
+# tests/test_llm_fleet_limits.py starts redis-server and target/release/tollgate-limits.
+test-e2e: venv node-deps build redis limits-service
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 test: lint test-rust fuzz-smoke validate test-e2e
