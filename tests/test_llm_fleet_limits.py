@@ -301,9 +301,26 @@ def test_two_envoys_share_one_team_budget_and_stop_at_the_cap(fleet, redis):
     a = fleet.start(limits, prices=PRICES)
     b = fleet.start(limits, prices=PRICES)
 
+    # A Gemini stream, its key in the query: after the store's answer the filter still
+    # rewrites the path (key removed), sets the provider's credential and routes it.
+    tid, h = trace()
+    r = httpx.post(f"{b.url}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={CAROL}", headers=h,
+                   json={"contents": [{"parts": [{"text": "hello fleet"}]}], "generationConfig": {"maxOutputTokens": 20}},
+                   timeout=20)
+    assert r.status_code == 200 and r.text.startswith("data: "), r.text
+    [seen] = fleet.provider_requests("beta")
+    assert (seen["path"], seen["query"]) == ("/v1beta/models/gemini-2.0-flash:streamGenerateContent", "alt=sse"), seen
+    assert seen["headers"].get("x-goog-api-key") == "sk-demo-provider-b", seen["headers"]
+    record = b.record(tid)
+    assert (record["decision"], record["api"], record["stream"]) == ("allow", "gemini", True), record
+    assert record["reserved"]["cost_micro_usd"] == reserved_tokens(record, 20) * 1000
+    spent = record["cost_micro_usd"]
+    assert 0 < spent < record["reserved"]["cost_micro_usd"]
+    redis.wait_counter("team-budget", "cost", spent, "payments")
+
     # alice on A and carol on B (both payments) take turns; each request's estimate is
     # reserved in the one store, and settled to its real cost there when it ends.
-    spent, admitted, refused = 0, 0, None
+    admitted, refused = 0, None
     turn = [(a, ALICE), (b, CAROL)]
     for i in range(40):
         gw, key = turn[i % 2]
@@ -332,6 +349,7 @@ def test_two_envoys_share_one_team_budget_and_stop_at_the_cap(fleet, redis):
     assert record["limit"]["requested"] <= budget, "refused because the budget is spent, not because it is too big"
     per_envoy = [len([r for r in gw.envoy.audit_records() if r.get("decision") == "allow"]) for gw in (a, b)]
     assert min(per_envoy) >= 2, f"both Envoys admitted requests: {per_envoy}"
+    assert len(fleet.provider_requests("alpha")) == admitted
 
     # Both Envoys refuse now, in each client API's shape, with Retry-After until the month ends
     # (the Anthropic request asks more output than the OpenAI one that no longer fit).
@@ -356,7 +374,7 @@ def test_two_envoys_share_one_team_budget_and_stop_at_the_cap(fleet, redis):
 
     # Nothing refused reached a provider; the counter is the spend, refusals counted nothing.
     assert len(fleet.provider_requests("alpha")) == admitted
-    assert fleet.provider_requests("beta") == []
+    assert len(fleet.provider_requests("beta")) == 1, "only the Gemini stream"
     assert redis.counter("team-budget", "cost", "payments") == spent
     [key] = redis.keys("team-budget", "cost", "payments")
     assert key == f"tollgate:tollgate|limit=llm.team-budget.cost|subject=payments|window=month@{now:%Y-%m}", key
@@ -679,3 +697,55 @@ def test_envoy_rls_protocol_counts_without_refunds(fleet, redis):
     time.sleep(0.5)
     assert redis.counter("rls-tokens", "tokens") == reserved
     assert redis.counter("rls-tokens", "requests") == 0
+
+
+# ---- (8) usage above the estimate: settled over the cap, reported as an overshoot ---------
+
+
+def test_usage_above_the_estimate_is_settled_over_the_cap_and_reported(fleet, redis):
+    # No max_tokens and a default of 5 output tokens: the estimate is ~the input; the fake
+    # provider writes 60 words, so the real usage is well above the estimate.
+    overrides = {"default_max_output_tokens": 5}
+    words = {"x-fake-chunks": "60"}
+    text = "estimate me low"
+
+    def ask(gw: Gateway, key: str = ALICE) -> tuple[dict, int, dict]:
+        tid, h = trace()
+        with gw.openai(key) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": text}], extra_headers={**h, **words})
+        reply = raw.parse()
+        record = gw.record(tid)
+        return record, reply.usage.total_tokens, raw.headers
+
+    # Calibration with bob (team research, his own counter): this body's estimate and real usage.
+    limits = [{"id": "team-tokens", "scope": "team", "tokens_per_window": 1_000_000, "window": "month"}]
+    a = fleet.start(limits, **overrides)
+    record, real, _ = ask(a, BOB)
+    est = reserved_tokens(record, 5)
+    assert real > est, (real, est)
+    a.stop()
+
+    # The cap fits the first request's real usage plus the second's estimate, exactly (a cap
+    # change keeps the counter: the cap is not part of its identity).
+    cap = real + est
+    a = fleet.start([{**limits[0], "tokens_per_window": cap}], **overrides)
+    record1, real1, _ = ask(a)
+    assert (record1["reserved"]["tokens"], record1["tokens"]["total"], real1) == (est, real, real)
+    assert record1.get("limits_overshot") in (None, []), record1
+    redis.wait_counter("team-tokens", "tokens", real, "payments")  # the overage was added
+
+    record2, real2, headers2 = ask(a)
+    assert headers2["x-ratelimit-remaining-tokens"] == "0", "admitted exactly at the cap"
+    assert record2["limits_overshot"] == ["team-tokens"], record2
+    redis.wait_counter("team-tokens", "tokens", real + real2, "payments")  # over the cap: it happened
+    overshoots = [line for line in a.envoy.prometheus().splitlines()
+                  if line.startswith("tollgate_llm_limit_overshoots{") and 'limit="team-tokens"' in line]
+    assert overshoots and overshoots[0].endswith(" 1"), overshoots
+
+    tid, h = trace()
+    with a.openai(CAROL) as client, pytest.raises(openai.RateLimitError) as e:
+        chat(client, 5, text=text, headers=h)
+    record3 = assert_openai_refusal(a, e.value, tid, "team-tokens")
+    # The store reports what is left (never below 0), so a counter over its cap reads as full.
+    assert record3["limit"]["used"] == cap < real + real2
