@@ -284,7 +284,12 @@ impl Exchange {
                 tollgate_core::fleet::outbox::push(pending);
             }
         }
-        let overshot = limits::reconcile(host, &state.limits, &held, actual);
+        let mut overshot = limits::reconcile(host, &state.limits, &held, actual);
+        for limit in fleet::overshot(&state.limits, &held, actual) {
+            if !overshot.contains(&limit) {
+                overshot.push(limit);
+            }
+        }
         self.facts.overshot = overshot.iter().filter_map(|&i| state.limits.get(i).map(|l| l.id.clone())).collect();
     }
 
@@ -463,10 +468,7 @@ impl HttpExchange for Exchange {
         Step::Continue
     }
 
-    /// Envoy's log phase: also runs when the client went away mid-stream. Envoy's access log
-    /// has already been written by then (filter state set here is not visible to it), so the
-    /// final record is normally written earlier, at the end of the response; this only
-    /// finishes requests that never got there (metrics, and Envoy's log with `audit.log`).
+    /// The store's answer to the admission this request waits for (any other token: ignored).
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
         match self.awaiting.take() {
             Some(awaiting) if awaiting.token == token => self.admitted_by_store(host, *awaiting, answer),
@@ -474,6 +476,10 @@ impl HttpExchange for Exchange {
         }
     }
 
+    /// Envoy's log phase: also runs when the client went away mid-stream. Envoy's access log
+    /// has already been written by then (filter state set here is not visible to it), so the
+    /// final record is normally written earlier, at the end of the response; this only
+    /// finishes requests that never got there (metrics, and Envoy's log with `audit.log`).
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
     }

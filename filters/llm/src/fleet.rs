@@ -13,6 +13,9 @@
 //!   queued in the outbox and sent by the plugin's root. Against a plain rate-limit service
 //!   (`protocol: envoy_rls`) only usage above the reservation is sent (as more hits);
 //!   unused reservations are never returned.
+//! - Overshoot: usage above the reservation is settled even over the cap (it happened); the
+//!   record lists the limit in `limits_overshot` when the store's count at admission plus
+//!   that overage exceeds the cap ([`overshot`]), and the store refuses the next request.
 //! - The store cannot answer (unreachable, an error status, a timeout, an answer that does
 //!   not read): a limit with `on_store_failure: fail_closed` refuses the request; with
 //!   `fail_open_local` its counters are taken in this Envoy's shared data instead and the
@@ -60,6 +63,8 @@ pub fn reservation_request(store: &StoreConfig, rules: &[Limit], wanted: &[&Want
 }
 
 /// The holds of an admitted request, or the refusal of the first counter over its cap.
+/// `used` is the cap minus what the store says is left, which is never below 0: a counter
+/// pushed over its cap by an overage reads as full (the cap), not as its real count.
 pub fn answered(rules: &[Limit], wanted: &[&Wanted], answer: &rls::Answer, now_ms: u64) -> Result<Vec<Held>, Exceeded> {
     let now_secs = now_ms / 1000;
     let status = |i: usize| answer.statuses.get(i).copied();
@@ -119,6 +124,25 @@ fn real(actual: Actual, dimension: Dimension) -> u64 {
         Dimension::Tokens => actual.tokens,
         Dimension::CostMicroUsd => actual.cost_micro_usd,
     }
+}
+
+/// The limits whose fleet counters this request pushed over their cap: real usage above the
+/// reservation (settled even over the cap: it happened) on a counter that, as the store
+/// reported it at admission with this reservation in, then stands above the cap. The store's
+/// counter may have moved since (others' reservations and refunds), so this is the count as
+/// of admission; a counter whose remaining amount the store clamped (caps above 2^32 − 1)
+/// reads low and is never reported wrongly. Without duplicates, in hold order.
+pub fn overshot(rules: &[Limit], held: &[Held], actual: Actual) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for h in held {
+        let Some(f) = &h.fleet else { continue };
+        let real = real(actual, h.dimension);
+        let over = real.saturating_sub(h.reservation.amount);
+        if over > 0 && h.reservation.used.saturating_add(over) > f.cap && rules.get(h.limit).is_some() && !out.contains(&h.limit) {
+            out.push(h.limit);
+        }
+    }
+    out
 }
 
 /// The settlement calls for a request's fleet holds (none when there is nothing to change).

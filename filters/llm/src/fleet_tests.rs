@@ -125,3 +125,24 @@ fn settlements_return_the_unused_part_or_count_overage_on_a_plain_server() {
     assert_eq!((calls.len(), calls[0].method), (1, rls::RLS_METHOD));
     assert!(strings(&calls[0].message).iter().any(|t| t == "llm.team.cost"));
 }
+
+#[test]
+fn usage_above_the_reservation_over_the_fleet_cap_is_an_overshoot() {
+    let rules = [rule("team", Window::fixed(60), OnFailure::FailClosed), rule("other", Window::fixed(60), OnFailure::FailClosed)];
+    let wanted = [want(0, Dimension::CostMicroUsd, 1_200, 5_000), want(1, Dimension::Requests, 1, 10)];
+    let refs: Vec<&Wanted> = wanted.iter().collect();
+    // The store holds 4_200 of the 5_000 with this reservation in.
+    let ok = Answer {
+        over_limit: false,
+        statuses: vec![Status { over_limit: false, remaining: 800, reset_secs: Some(30) }, Status { over_limit: false, remaining: 9, reset_secs: Some(30) }],
+        reserved_at_ms: Some(5_000),
+    };
+    let held = answered(&rules, &refs, &ok, 6_000).unwrap();
+    let actual = |cost| Actual { requests: 1, tokens: 0, cost_micro_usd: cost };
+    assert!(overshot(&rules, &held, actual(300)).is_empty(), "a refund");
+    assert!(overshot(&rules, &held, actual(2_000)).is_empty(), "800 more: exactly the cap");
+    assert_eq!(overshot(&rules, &held, actual(2_001)), vec![0], "one micro-USD over the cap");
+    // Local holds are reconciled (and judged) by limits::reconcile.
+    let local: Vec<Held> = held.iter().cloned().map(|h| Held { fleet: None, ..h }).collect();
+    assert!(overshot(&rules, &local, actual(9_000)).is_empty());
+}
