@@ -42,7 +42,7 @@ curl -s {GATEWAY}/v1/chat/completions -H 'Authorization: Bearer tg-demo-alice' \
 
 curl -sN {GATEWAY}/v1/messages -H 'x-api-key: tg-demo-alice' -H 'anthropic-version: 2023-06-01' \\
   -H 'content-type: application/json' \\
-  -d '{{"model":"claude-sonnet","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+  -d '{{"model":"claude-sonnet-4-6","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
 
 # Tools (MCP gateway): alice sees and may call only what the policy allows
 curl -s {GATEWAY}/mcp -H 'Authorization: Bearer tg-demo-alice' -H 'content-type: application/json' \\
