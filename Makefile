@@ -12,7 +12,7 @@ CARGO      ?= cargo
 .PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke redis limits-service
 
 help:
-	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams)"
+	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams + Redis + tollgate-limits; hot reload of envoy/stack.yaml)"
 	@echo "make test   - clippy, unit tests, envoy --mode validate, end-to-end tests through Envoy"
 	@echo "make build  - build dist/tollgate_{llm,mcp,a2a}.wasm"
 	@echo "make limits-service - build target/release/tollgate-limits (the Redis-backed counter service)"
@@ -91,7 +91,7 @@ fuzz:
 fuzz-smoke:
 	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) bash fuzz/run.sh
 
-run: venv build
+run: venv build redis limits-service
 	$(PY) examples/run_stack.py
 
 bench: venv build

@@ -9,7 +9,11 @@ per-route `FilterConfig{disabled: true}`), all clusters and stats tags.
 
 Demo-only adjustments (applied here, documented in the header of the output):
 - the MCP policy lets anyone call `echo` (the demo A2A agents call it without a credential);
-- the A2A filter knows the demo key `tg-demo-alice` as alice, like the LLM and MCP filters.
+- the A2A filter knows the demo key `tg-demo-alice` as alice, like the LLM and MCP filters;
+- the LLM filter counts `team-monthly-budget` in the fleet store (`store` -> the
+  `tollgate_limits` cluster: tollgate-limits on 127.0.0.1:18081 over HTTP/2, Redis behind it)
+  as a calendar-month budget that fails closed, so spend survives restarts (`make run` starts
+  Redis and tollgate-limits).
 """
 from __future__ import annotations
 
@@ -35,8 +39,24 @@ HEADER = """\
 #   A2A gateway  /agents/<name>/       -> demo agents echo 9101, planner 9102, researcher 9103
 # Each wasm filter is in the chain once and enabled only on its own routes.
 # Demo-only: anyone may call the MCP tool `echo`; tg-demo-alice is alice on all three layers.
+# Demo-only: team-monthly-budget is a calendar-month budget counted in Redis through tollgate-limits
+#   (cluster tollgate_limits, 127.0.0.1:18081), fail_closed: refused while the service cannot answer.
 # Run from the repo root after `make build`:  envoy -c envoy/stack.yaml   (or: func-e run -c envoy/stack.yaml)
+# `make run` runs it with hot reload (envoy/dynamic.py): edits to this file reach the running Envoy.
 """
+LIMITS_CLUSTER = {
+    "name": "tollgate_limits",
+    "type": "STATIC",
+    "connect_timeout": "1s",
+    "typed_extension_protocol_options": {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        },
+    },
+    "load_assignment": {"cluster_name": "tollgate_limits", "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 18081}}}}]}]},
+}
 
 
 def _hcm(cfg: dict) -> dict:
@@ -67,7 +87,13 @@ def compose() -> dict:
         if key["principal"] == "alice":
             key["sha256"] = ALICE_SHA256
     _set_plugin(wasm["a2a"], a2a)
-    _set_plugin(wasm["llm"], _plugin(wasm["llm"]))
+    llm = _plugin(wasm["llm"])
+    llm["store"] = {"cluster": "tollgate_limits", "timeout_ms": 500, "domain": "tollgate"}
+    for limit in llm.get("limits", []):
+        if limit["id"] == "team-monthly-budget":
+            limit.pop("window_secs", None)
+            limit.update({"window": "month", "counters": "fleet", "on_store_failure": "fail_closed"})
+    _set_plugin(wasm["llm"], llm)
     router = _hcm(layers["a2a"])["http_filters"][-1]
     hcm["http_filters"] = [wasm[n] for n in LAYERS] + [router]
 
@@ -101,6 +127,7 @@ def compose() -> dict:
             clusters[c["name"]] = c
         for t in layers[name].get("stats_config", {}).get("stats_tags", []):
             tags[t["tag_name"]] = t
+    clusters[LIMITS_CLUSTER["name"]] = copy.deepcopy(LIMITS_CLUSTER)
     cfg["static_resources"]["clusters"] = list(clusters.values())
     cfg["stats_config"] = {"stats_tags": list(tags.values())}
     limits = [l["static_resources"]["listeners"][0].get("per_connection_buffer_limit_bytes", 0) for l in layers.values()]

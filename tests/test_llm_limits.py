@@ -365,3 +365,39 @@ def test_stream_is_reconciled_at_the_end_of_the_stream(start):
     est_q3 = reserved_tokens(gw.record(tq3), 100)
     assert int(raw.headers["x-ratelimit-remaining-tokens"]) == limit - used - record_a["tokens"]["total"] - est_q3
     assert [r["body"]["max_tokens"] for r in gw.requests("alpha")] == [900, 100, 900, 100]
+
+
+# ---- unpriced models under a money budget (issue 15 item 5) ------------------------------
+
+
+def test_unpriced_models_are_refused_or_recorded_as_unpriced(start):
+    budget = [{"id": "payments-budget", "scope": "team", "cost_micro_usd_per_window": 10**9, "window_secs": WINDOW}]
+    # The shipped config says `"unpriced": "deny"`: claude-3-opus routes (claude-*) but has no price.
+    gw = start(budget)
+    tid, h = trace()
+    with gw.anthropic(ALICE) as claude, pytest.raises(anthropic.PermissionDeniedError) as e:
+        claude.messages.create(model="claude-3-opus", max_tokens=10, extra_headers=h,
+                               messages=[{"role": "user", "content": "free?"}])
+    assert e.value.status_code == 403 and "no price" in e.value.body["error"]["message"]
+    record = gw.record(tid)
+    assert (record["decision"], record["error_type"], record.get("priced")) == ("deny", "model_not_priced", None)
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"authorization": f"Bearer {ALICE}"},
+                   json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+    assert r.status_code == 200, r.text  # priced (gpt-4.1*)
+    assert gw.requests("beta") == []
+    gw.envoy.stop()
+
+    # `zero`: forwarded, costs nothing against the budget, and the record says it was unpriced.
+    gw = start(budget, unpriced="zero")
+    tid, h = trace()
+    with gw.anthropic(ALICE) as claude:
+        msg = claude.messages.create(model="claude-3-opus", max_tokens=10, extra_headers=h,
+                                     messages=[{"role": "user", "content": "free?"}])
+    record = gw.record(tid)
+    assert record["tokens"]["output"] == msg.usage.output_tokens > 0
+    assert record["priced"] is False and "cost_micro_usd" not in record, record
+    assert record["reserved"].get("cost_micro_usd") is None, record
+    tid, h = trace()
+    with gw.openai(ALICE) as client:
+        chat(client, 5, headers=h)
+    assert gw.record(tid)["priced"] is True

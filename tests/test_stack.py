@@ -1,9 +1,13 @@
-"""The demo stack (`make run`): envoy/stack.yaml with every demo upstream, exercised the way
-the examples printed by examples/run_stack.py do — each layer answers through one Envoy, and
-each filter only sees its own routes."""
+"""The demo stack (`make run`): envoy/stack.yaml with every demo upstream, Redis and
+tollgate-limits (the team budget is a fleet budget), exercised the way the examples printed by
+examples/run_stack.py do — each layer answers through one Envoy, and each filter only sees its
+own routes; the team's spend survives a restart of the Envoy."""
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 
 import httpx
 import pytest
@@ -13,12 +17,53 @@ import harness
 pytestmark = pytest.mark.timeout(120)
 
 ALICE = "tg-demo-alice"
+LIMITS_BIN = harness.REPO / "target" / "release" / "tollgate-limits"
+
+
+def redis_ready(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64).startswith(b"+PONG")
+
+
+def grpc_serving(port: int) -> bool:
+    with httpx.Client(http1=False, http2=True, timeout=1) as c:
+        r = c.post(f"http://127.0.0.1:{port}/grpc.health.v1.Health/Check", content=b"\x00" * 5,
+                   headers={"content-type": "application/grpc", "te": "trailers"})
+        return r.status_code == 200 and r.content[5:] == b"\x08\x01"
 
 
 @pytest.fixture
-def stack(procs):
+def store(procs, tmp_path):
+    """Redis (appendonly, its own data dir) and tollgate-limits on it, as `make run` starts them."""
+    if not shutil.which("redis-server") or not LIMITS_BIN.exists():
+        pytest.fail("needs redis-server and target/release/tollgate-limits: make redis limits-service")
+    redis_port, limits_port = harness.free_port(), harness.free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    started = []
+    redis = harness.Proc("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(data),
+                                   "--appendonly", "yes"], tmp_path)
+    started.append(redis)
+    harness.wait_until(lambda: redis_ready(redis_port), 10, "redis", redis)
+    limits = harness.Proc("tollgate-limits", [str(LIMITS_BIN), "--listen", f"127.0.0.1:{limits_port}",
+                                              "--redis", f"redis://127.0.0.1:{redis_port}/"], tmp_path)
+    started.append(limits)
+    harness.wait_until(lambda: grpc_serving(limits_port), 20, "tollgate-limits serving", limits)
+    yield {"redis": redis_port, "tollgate_limits": limits_port}
+    for p in reversed(started):
+        p.stop()
+
+
+def redis_cli(port: int, *args: str) -> str:
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=5).stdout.strip()
+
+
+@pytest.fixture
+def stack(procs, store):
     ports = {name: harness.free_port() for name in
              ("llm_provider_a", "llm_provider_b", "mcp_demo", "agent_echo", "agent_planner", "agent_researcher")}
+    ports["tollgate_limits"] = store["tollgate_limits"]
     envoy = procs.envoy("stack.yaml", upstreams=ports, concurrency=2)
     p = ports
     procs.python("provider-a", "examples/fake_llm/server.py", ["--port", str(p["llm_provider_a"]), "--name", "provider-a"],
@@ -87,3 +132,37 @@ def test_each_layer_answers_through_the_stack(stack):
     assert stats["wasmcustom.tollgate.a2a.requests"] == 4  # card + planner hop + echo card + echo hop
     prom = envoy.prometheus()
     assert 'team="payments"' in prom and 'mcp_decision="deny"' in prom and 'a2a_target="planner"' in prom
+
+
+def test_team_budget_spend_survives_an_envoy_restart(stack, store, procs):
+    """The shipped `team-monthly-budget` is a calendar-month fleet budget: what alice's team
+    spent is in Redis, so a new Envoy (a `make run` restart) refuses against it."""
+    envoy, ports = stack
+    chat = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "spend please"}]}
+    r = httpx.post(f"{envoy.url}/v1/chat/completions", headers={"authorization": f"Bearer {ALICE}"}, json=chat, timeout=10)
+    assert r.status_code == 200, r.text
+    record = envoy.wait_audit(1, where=lambda r: r["layer"] == "llm" and r.get("completed", True))[-1]
+    spent = record["cost_micro_usd"]
+    assert spent > 0 and record["priced"] is True and not record.get("limits_degraded")
+    # The reservation is settled to the real cost in Redis (the month's counter of team payments).
+    keys: list[str] = []
+
+    def settled() -> bool:
+        keys[:] = [k for k in redis_cli(store["redis"], "--scan", "--pattern", "*team-monthly-budget.cost*").splitlines() if k]
+        return len(keys) == 1 and redis_cli(store["redis"], "GET", keys[0]) == str(spent)
+    harness.wait_until(settled, 10, f"the spend ({spent}) settled in Redis")
+    assert "subject=payments" in keys[0] and "window=month@" in keys[0], keys
+    envoy.stop()
+
+    # A new Envoy with the same store; the cap (not part of the counter's identity) now leaves
+    # less room than one more request needs: refused against the spend the old Envoy left.
+    cfg = harness.load_envoy_config("stack.yaml")
+    plugin = harness.plugin_config(cfg, "tollgate.llm")
+    (budget,) = [l for l in plugin["limits"] if l["id"] == "team-monthly-budget"]
+    assert (budget["window"], budget["on_store_failure"], plugin["store"]["cluster"]) == ("month", "fail_closed", "tollgate_limits")
+    budget["cost_micro_usd_per_window"] = spent + record["reserved"]["cost_micro_usd"] - 1
+    again = procs.envoy(cfg, upstreams=ports, plugin_configs={"tollgate.llm": plugin}, name="restarted")
+    r = httpx.post(f"{again.url}/v1/chat/completions", headers={"authorization": f"Bearer {ALICE}"}, json=chat, timeout=10)
+    assert r.status_code == 429, r.text
+    refused = again.wait_audit(1, where=lambda r: r["layer"] == "llm")[-1]
+    assert (refused["rule_id"], refused["limit"]["used"]) == ("team-monthly-budget", spent), refused

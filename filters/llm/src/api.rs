@@ -424,6 +424,9 @@ pub enum RefusalKind {
     Unauthenticated,
     /// 403: the key may not use the model.
     Forbidden,
+    /// 403: the model has no price, a cost budget applies to it and the config says
+    /// `unpriced: deny`.
+    NotPriced,
     /// 404: unknown model or unknown API path.
     NotFound,
     /// 400: not JSON, no model, ...
@@ -440,7 +443,7 @@ impl RefusalKind {
     pub fn status(self) -> u32 {
         match self {
             RefusalKind::Unauthenticated => 401,
-            RefusalKind::Forbidden => 403,
+            RefusalKind::Forbidden | RefusalKind::NotPriced => 403,
             RefusalKind::NotFound => 404,
             RefusalKind::BadRequest => 400,
             RefusalKind::MethodNotAllowed => 405,
@@ -453,6 +456,7 @@ impl RefusalKind {
         match self {
             RefusalKind::Unauthenticated => ("invalid_request_error", "invalid_api_key"),
             RefusalKind::Forbidden => ("permission_error", "model_not_allowed"),
+            RefusalKind::NotPriced => ("permission_error", "model_not_priced"),
             RefusalKind::NotFound => ("invalid_request_error", "model_not_found"),
             RefusalKind::BadRequest => ("invalid_request_error", "invalid_request"),
             RefusalKind::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
@@ -464,7 +468,7 @@ impl RefusalKind {
     fn anthropic(self) -> &'static str {
         match self {
             RefusalKind::Unauthenticated => "authentication_error",
-            RefusalKind::Forbidden => "permission_error",
+            RefusalKind::Forbidden | RefusalKind::NotPriced => "permission_error",
             RefusalKind::NotFound => "not_found_error",
             RefusalKind::BadRequest | RefusalKind::MethodNotAllowed => "invalid_request_error",
             RefusalKind::TooLarge => "request_too_large",
@@ -475,7 +479,7 @@ impl RefusalKind {
     fn gemini(self) -> &'static str {
         match self {
             RefusalKind::Unauthenticated => "UNAUTHENTICATED",
-            RefusalKind::Forbidden => "PERMISSION_DENIED",
+            RefusalKind::Forbidden | RefusalKind::NotPriced => "PERMISSION_DENIED",
             RefusalKind::NotFound => "NOT_FOUND",
             RefusalKind::BadRequest | RefusalKind::TooLarge => "INVALID_ARGUMENT",
             RefusalKind::MethodNotAllowed => "UNIMPLEMENTED",

@@ -92,6 +92,21 @@ pub struct Config {
     /// are counted there unless they say `counters: local`.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// What a cost budget does with a routed model that matches no price: `deny` (refuse
+    /// the request, 403 `model_not_priced`) or `zero` (count it as costing 0). Absent: a
+    /// config whose cost budgets can see an unpriced model is refused at load.
+    #[serde(default)]
+    pub unpriced: Option<Unpriced>,
+}
+
+/// The `unpriced` policy: what cost budgets do with a model that matches no price.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unpriced {
+    /// Refused at admission (403 `model_not_priced`) when a cost budget applies to it.
+    Deny,
+    /// Counted as costing 0 against cost budgets (recorded with `priced: false`).
+    Zero,
 }
 
 impl Default for Config {
@@ -114,6 +129,7 @@ impl Default for Config {
             default_max_output_tokens: default_max_output_tokens(),
             limits: Vec::new(),
             store: None,
+            unpriced: None,
         }
     }
 }
@@ -266,6 +282,8 @@ pub struct State {
     pub limits: Vec<Limit>,
     /// The fleet-wide counter store, when limits are counted there.
     pub store: Option<StoreConfig>,
+    /// `unpriced: deny`: refuse a model without a price when a cost budget applies to it.
+    pub deny_unpriced: bool,
     /// Request headers that may carry a client credential: all removed before forwarding.
     pub client_credential_headers: Vec<String>,
 }
@@ -445,8 +463,113 @@ impl Validate for Config {
                 return Err(bad(&format!("{at}.on_store_failure"), "only for limits counted in the fleet store (`counters: fleet`)"));
             }
         }
+        if self.unpriced.is_none() {
+            self.check_unpriced()?;
+        }
         Ok(())
     }
+}
+
+impl Config {
+    /// Without an `unpriced` policy, no cost budget may see a routed model that matches no
+    /// price (it would silently cost 0). Glob routes are judged conservatively: a glob route
+    /// is priced when one price pattern covers every name it can match; a limit with `models`
+    /// sees a glob route when one of its globs can match a name the route matches, and sees
+    /// only priced names when that glob is itself covered by a price.
+    fn check_unpriced(&self) -> Result<(), ConfigError> {
+        let priced = |name: &str| self.prices.iter().any(|p| Glob::new(&p.model).matches(name));
+        let covered = |pattern: &str| self.prices.iter().any(|p| glob_covers(&p.model, pattern));
+        for (i, l) in self.limits.iter().enumerate() {
+            if l.cost_micro_usd_per_window.is_none() {
+                continue;
+            }
+            for (k, m) in self.models.iter().enumerate() {
+                let unpriced: Option<String> = match &m.upstream_model {
+                    Some(up) => {
+                        let sees = match &l.models {
+                            None => true,
+                            Some(globs) => globs.iter().any(|g| Glob::new(g).matches(up) || glob_intersects(g, &m.model)),
+                        };
+                        (sees && !priced(up)).then(|| format!("`{}` (sent upstream as `{up}`)", m.model))
+                    }
+                    None if Glob::new(&m.model).is_exact() => {
+                        let sees = l.models.as_ref().is_none_or(|globs| globs.iter().any(|g| Glob::new(g).matches(&m.model)));
+                        (sees && !priced(&m.model)).then(|| format!("`{}`", m.model))
+                    }
+                    None if covered(&m.model) => None,
+                    None => match &l.models {
+                        None => Some(format!("`{}`", m.model)),
+                        Some(globs) => globs
+                            .iter()
+                            .find(|g| {
+                                glob_intersects(g, &m.model)
+                                    && if Glob::new(g).is_exact() { !priced(g) } else { !covered(g) }
+                            })
+                            .map(|g| format!("`{}` (the limit's `{g}`)", m.model)),
+                    },
+                };
+                if let Some(what) = unpriced {
+                    return Err(bad(
+                        &format!("models[{k}].model"),
+                        format!(
+                            "routes {what} to models with no price, and limits[{i}] (`{}`) budgets their cost: \
+                             add a price for them, or set `\"unpriced\": \"deny\"` (refuse such requests) or \
+                             `\"unpriced\": \"zero\"` (count them as free)",
+                            l.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether glob `outer` matches every name glob `inner` can match (sound, not complete:
+/// `outer`'s `*` may stand for any part of `inner`, its `?` for one literal or `?` of `inner`).
+fn glob_covers(outer: &str, inner: &str) -> bool {
+    let (q, p) = (outer.as_bytes(), inner.as_bytes());
+    let width = p.len() + 1;
+    // covers[i * width + j]: q[i..] covers p[j..]; filled from the ends.
+    let mut covers = vec![false; (q.len() + 1) * width];
+    let at = |table: &[bool], i: usize, j: usize| table.get(i * width + j).copied().unwrap_or(false);
+    for i in (0..=q.len()).rev() {
+        for j in (0..=p.len()).rev() {
+            let value = match q.get(i) {
+                None => j == p.len(),
+                Some(b'*') => at(&covers, i + 1, j) || (j < p.len() && at(&covers, i, j + 1)),
+                Some(b'?') => p.get(j).is_some_and(|&c| c != b'*') && at(&covers, i + 1, j + 1),
+                Some(&c) => p.get(j) == Some(&c) && at(&covers, i + 1, j + 1),
+            };
+            if let Some(cell) = covers.get_mut(i * width + j) {
+                *cell = value;
+            }
+        }
+    }
+    at(&covers, 0, 0)
+}
+
+/// Whether some name matches both globs.
+fn glob_intersects(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let width = b.len() + 1;
+    let mut meet = vec![false; (a.len() + 1) * width];
+    let at = |table: &[bool], i: usize, j: usize| table.get(i * width + j).copied().unwrap_or(false);
+    for i in (0..=a.len()).rev() {
+        for j in (0..=b.len()).rev() {
+            let value = match (a.get(i), b.get(j)) {
+                (None, None) => true,
+                (Some(b'*'), _) => at(&meet, i + 1, j) || (j < b.len() && at(&meet, i, j + 1)),
+                (_, Some(b'*')) => at(&meet, i, j + 1) || (i < a.len() && at(&meet, i + 1, j)),
+                (Some(&x), Some(&y)) => (x == y || x == b'?' || y == b'?') && at(&meet, i + 1, j + 1),
+                _ => false,
+            };
+            if let Some(cell) = meet.get_mut(i * width + j) {
+                *cell = value;
+            }
+        }
+    }
+    at(&meet, 0, 0)
 }
 
 /// Dollars per million tokens -> integer micro-dollars per million tokens (rounded once).
@@ -541,6 +664,7 @@ impl Config {
             default_max_output_tokens: self.default_max_output_tokens,
             limits,
             store,
+            deny_unpriced: self.unpriced == Some(Unpriced::Deny),
             client_credential_headers,
         })
     }
@@ -656,6 +780,8 @@ mod tests {
             {"id": "team_month", "scope": "team", "cost_micro_usd_per_window": 5000000, "window_secs": 2592000}
         ]);
         v["default_max_output_tokens"] = json!(512);
+        // `gpt-*` routes names only `gpt-4o-mini` prices: the cost budget needs a policy.
+        v["unpriced"] = json!("zero");
         let state = load(v.clone()).unwrap();
         assert_eq!(state.default_max_output_tokens, 512);
         assert_eq!(state.limits.len(), 2);
@@ -719,6 +845,78 @@ mod tests {
         let mut bad = v.clone();
         bad["default_max_output_tokens"] = json!(0);
         assert!(err(bad).starts_with("default_max_output_tokens:"));
+    }
+
+    #[test]
+    fn glob_relations() {
+        assert!(glob_covers("*", "claude-*") && glob_covers("gpt-*", "gpt-4o*") && glob_covers("gpt-4o*", "gpt-4o?"));
+        assert!(glob_covers("a*b", "a*b") && glob_covers("a*", "a?c*") && glob_covers("a?c", "abc"));
+        assert!(!glob_covers("gpt-4o*", "gpt-*") && !glob_covers("a?", "a*") && !glob_covers("a*c", "a*"));
+        assert!(!glob_covers("abc", "ab?") && !glob_covers("claude-sonnet-4*", "claude-*"));
+        assert!(glob_intersects("claude-*", "claude-sonnet-4*") && glob_intersects("*x", "a*") && glob_intersects("a?c", "*c"));
+        assert!(glob_intersects("fast", "fast") && glob_intersects("*", ""));
+        assert!(!glob_intersects("gpt-*", "claude-*") && !glob_intersects("*x", "*y") && !glob_intersects("a?", "abc"));
+    }
+
+    #[test]
+    fn cost_budgets_refuse_unpriced_models_unless_the_config_says() {
+        let mut v = base();
+        v["models"] = json!([
+            {"model": "gpt-4o*", "provider": "a"},
+            {"model": "fast", "provider": "a", "upstream_model": "gpt-4o-mini"},
+            {"model": "claude-*", "provider": "b"},
+            {"model": "smart", "provider": "b", "upstream_model": "claude-sonnet-4-6"},
+            {"model": "o4-mini", "provider": "a"}
+        ]);
+        v["prices"] = json!([{"model": "gpt-4o*", "input": 1, "output": 2}, {"model": "claude-sonnet-4*", "input": 3, "output": 15}]);
+        v["limits"] = json!([{"id": "team-month", "scope": "team", "cost_micro_usd_per_window": 1000, "window": "month"}]);
+        // The glob route `claude-*` can see claude models no price covers.
+        let e = err(v.clone());
+        assert!(e.starts_with("models[2].model: routes `claude-*` to models with no price, and limits[0] (`team-month`)"), "{e}");
+        assert!(e.contains("\"unpriced\": \"deny\"") && e.contains("\"unpriced\": \"zero\""), "{e}");
+        for policy in ["deny", "zero"] {
+            let mut ok = v.clone();
+            ok["unpriced"] = json!(policy);
+            assert_eq!(load(ok).unwrap().deny_unpriced, policy == "deny");
+        }
+        let mut bad = v.clone();
+        bad["unpriced"] = json!("free");
+        assert!(err(bad).starts_with("unpriced: unknown variant `free`"));
+
+        // Priced by a covering glob: fine; then the exact route `o4-mini` has no price.
+        let mut v2 = v.clone();
+        v2["prices"].as_array_mut().unwrap().push(json!({"model": "claude-*", "input": 1, "output": 5}));
+        let e = err(v2.clone());
+        assert!(e.starts_with("models[4].model: routes `o4-mini` to models"), "{e}");
+        v2["prices"].as_array_mut().unwrap().push(json!({"model": "o4-mini", "input": 1, "output": 4}));
+        load(v2.clone()).unwrap();
+        // An alias is priced by its upstream model.
+        v2["models"][3]["upstream_model"] = json!("claude-opus-9");
+        load(v2.clone()).unwrap();
+        v2["models"][3]["upstream_model"] = json!("gemini-9");
+        assert!(err(v2).starts_with("models[3].model: routes `smart` (sent upstream as `gemini-9`)"));
+
+        // A limit with `models` sees only what its globs match.
+        let mut scoped = v.clone();
+        scoped["models"].as_array_mut().unwrap().truncate(2);
+        scoped["models"].as_array_mut().unwrap().push(json!({"model": "claude-*", "provider": "b"}));
+        scoped["limits"][0]["models"] = json!(["gpt-*"]);
+        load(scoped.clone()).unwrap();
+        scoped["limits"][0]["models"] = json!(["claude-sonnet-4*"]);
+        load(scoped.clone()).unwrap();
+        scoped["limits"][0]["models"] = json!(["claude-haiku*"]);
+        assert!(err(scoped.clone()).starts_with("models[2].model: routes `claude-*` (the limit's `claude-haiku*`)"));
+        scoped["limits"][0]["models"] = json!(["claude-sonnet-4-6", "gpt-4o"]);
+        load(scoped.clone()).unwrap();
+
+        // Limits without a cost cap do not care.
+        let mut tokens = v.clone();
+        tokens["limits"] = json!([{"id": "t", "scope": "key", "tokens_per_window": 10, "window_secs": 60}]);
+        load(tokens).unwrap();
+        // A route of every model with prices for some: refused.
+        let mut any = v;
+        any["models"] = json!([{"model": "*", "provider": "a"}]);
+        assert!(err(any).starts_with("models[0].model: routes `*`"));
     }
 
     #[test]

@@ -168,6 +168,11 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
         request.route = Some(Route { provider, upstream_model });
         return refuse(request, RefusalKind::Forbidden, "model_not_allowed", message);
     }
+    if state.deny_unpriced && unpriced_budgeted(state, model, &upstream_model) {
+        let message = format!("model `{model}` has no price and a cost budget applies to it: refused (`unpriced: deny`)");
+        request.route = Some(Route { provider, upstream_model });
+        return refuse(request, RefusalKind::NotPriced, "model_not_priced", message);
+    }
     let reserve = admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens);
     let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
     let body_model = (rewritten && endpoint.api != ClientApi::Gemini).then_some(upstream_model.as_str());
@@ -187,6 +192,12 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     };
     request.route = Some(Route { provider, upstream_model });
     BodyDecision { request: Some(request), verdict: Ok(forward) }
+}
+
+/// Whether a cost budget applies to the model while no price matches it.
+pub fn unpriced_budgeted(state: &State, model: &str, upstream_model: &str) -> bool {
+    state.prices.lookup(upstream_model).is_none()
+        && state.limits.iter().any(|l| l.cost_micro_usd.is_some() && l.applies_to(model, upstream_model))
 }
 
 /// The estimate admission reserves, when any limit applies to the model (its cost only when

@@ -131,3 +131,36 @@ fn admission_estimates_only_where_a_limit_applies() {
     assert_eq!(admission(&state, "gpt-4o", "gpt-4o", 40, None), Some(Estimate { tokens: 10 + 100, cost_micro_usd: None }));
     assert_eq!(admission(&state, "fast", "gpt-4o-mini", 40, Some(7)), Some(Estimate { tokens: 17, cost_micro_usd: None }));
 }
+
+#[test]
+fn unpriced_deny_refuses_models_a_cost_budget_sees_without_a_price() {
+    let cfg = |unpriced: &str| {
+        json!({
+            "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
+            "models": [{"model": "*", "provider": "prov-a"}],
+            "prices": [{"model": "gpt-*", "input": 1000, "output": 2000}],
+            "unpriced": unpriced,
+            "limits": [
+                {"id": "budget", "scope": "team", "cost_micro_usd_per_window": 10_000_000, "window": "month", "models": ["gpt-*", "claude-*"]},
+                {"id": "tpm", "scope": "team", "tokens_per_window": 1000, "window_secs": 60}
+            ]
+        })
+    };
+    let deny = load_with(cfg("deny").to_string().as_bytes(), &|_| None).unwrap();
+    let chat = endpoint("/v1/chat/completions");
+    let d = request_body(&deny, &chat, br#"{"model":"claude-3"}"#, None);
+    assert_eq!(refusal(&d.verdict), (RefusalKind::NotPriced, "model_not_priced"));
+    assert!(d.verdict.unwrap_err().message.contains("`claude-3` has no price"));
+    assert_eq!(d.request.unwrap().route.unwrap().upstream_model, "claude-3");
+    // Priced, or no cost budget applies (only the token limit): forwarded.
+    assert!(request_body(&deny, &chat, br#"{"model":"gpt-4o"}"#, None).verdict.is_ok());
+    assert!(request_body(&deny, &chat, br#"{"model":"llama-3"}"#, None).verdict.is_ok());
+    // `zero`: forwarded, the budget counts 0 for it.
+    let zero = load_with(cfg("zero").to_string().as_bytes(), &|_| None).unwrap();
+    let forward = request_body(&zero, &chat, br#"{"model":"claude-3"}"#, None).verdict.unwrap();
+    assert_eq!(forward.reserve.unwrap().cost_micro_usd, None);
+    // The refusal in each client API's shape.
+    let body = api::error_body(Some(ClientApi::OpenaiChat), RefusalKind::NotPriced, "m");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((v["error"]["code"].as_str(), RefusalKind::NotPriced.status()), (Some("model_not_priced"), 403));
+}

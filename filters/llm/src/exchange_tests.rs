@@ -122,6 +122,7 @@ fn chat_stream_routes_rewrites_injects_and_counts() {
     assert_eq!(r["estimated"], false);
     // 800 * 2.5 + 200 * 1.25 + 100 * 10 = 2000 + 250 + 1000 micro-dollars
     assert_eq!(r["cost_micro_usd"], 3250);
+    assert_eq!(r["priced"], true);
     assert_eq!(r["status"], 200);
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["ttfb_ms"], 20);
@@ -287,6 +288,10 @@ fn anonymous_when_no_identity_is_configured() {
     assert_eq!(header(&host, "authorization"), None, "client credentials never reach the provider");
     assert_eq!(send_body(&mut ex, &host, br#"{"model":"any","input":"x"}"#), Step::Continue);
     assert_eq!(header(&host, "content-length"), None);
+    respond(&mut ex, &host, "200", "application/json", &[br#"{"usage":{"input_tokens":3,"output_tokens":4}}"#]);
+    // No price matched: no cost, and the record says so.
+    let r = audit(&host);
+    assert_eq!((r.get("cost_micro_usd"), &r["priced"]), (None, &json!(false)), "{r}");
 }
 
 #[test]
@@ -383,6 +388,8 @@ fn limited_state(limits: Value) -> Rc<State> {
         "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
         "models": [{"model": "*", "provider": "prov-a"}],
         "prices": [{"model": "gpt-*", "input": 1000, "output": 2000}],
+        // Routes every model, prices only gpt-*: unpriced models count 0 (issue 15 item 5).
+        "unpriced": "zero",
         "default_max_output_tokens": 100,
         "limits": limits
     });

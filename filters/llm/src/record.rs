@@ -107,6 +107,10 @@ pub struct LlmDetail<'a> {
     /// Cost in micro-dollars; absent when no price matched the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_micro_usd: Option<u64>,
+    /// Whether a price matched the (upstream) model of a forwarded request; `false`: its
+    /// cost is unknown and counted as 0 (`unpriced: zero`). Absent when nothing was forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priced: Option<bool>,
     /// Request start to response headers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<u64>,
@@ -220,6 +224,8 @@ pub struct Accounting {
     pub tokens: Tokens,
     pub estimated: bool,
     pub cost_micro_usd: Option<u64>,
+    /// Whether a price matched the model (`None`: nothing forwarded).
+    pub priced: Option<bool>,
 }
 
 /// What the record shows a request used. Zero when nothing was forwarded or the provider
@@ -239,11 +245,12 @@ pub fn accounting(facts: &ExchangeFacts, usage: Option<&UsageTracker>, state: &S
     let tokens = report.map(|r| r.tokens).unwrap_or_default();
     let estimated = report.is_some_and(|r| r.estimated);
     let price_model = facts.upstream_model.as_deref().or(facts.model.as_deref());
-    let cost_micro_usd = match (forwarded, price_model) {
-        (true, Some(model)) => state.prices.lookup(model).map(|p| cost_micro_usd(&tokens, p)),
+    let price = match (forwarded, price_model) {
+        (true, Some(model)) => Some(state.prices.lookup(model)),
         _ => None,
     };
-    Accounting { tokens, estimated, cost_micro_usd }
+    let cost_micro_usd = price.flatten().map(|p| cost_micro_usd(&tokens, p));
+    Accounting { tokens, estimated, cost_micro_usd, priced: price.map(|p| p.is_some()) }
 }
 
 /// The record's verdict: decision, status, error message and error type.
@@ -259,7 +266,9 @@ pub fn outcome(facts: &ExchangeFacts) -> Outcome {
     let forwarded = facts.forwarded();
     if let Some(r) = facts.refused() {
         let decision = match r.refusal {
-            RefusalKind::Unauthenticated | RefusalKind::Forbidden | RefusalKind::RateLimited(_) => Decision::Deny,
+            RefusalKind::Unauthenticated | RefusalKind::Forbidden | RefusalKind::NotPriced | RefusalKind::RateLimited(_) => {
+                Decision::Deny
+            }
             _ => Decision::Error,
         };
         return Outcome {
@@ -311,6 +320,7 @@ pub fn build<'a>(
         tokens: accounting.tokens.into(),
         estimated: accounting.estimated,
         cost_micro_usd: accounting.cost_micro_usd,
+        priced: accounting.priced,
         ttfb_ms: facts.response_headers_nanos.map(|t| ms_between(facts.started_nanos, t)),
         ttft_ms: facts.first_token_nanos.map(|t| ms_between(facts.started_nanos, t)),
         request_bytes: facts.request_bytes,

@@ -44,7 +44,7 @@ fn accounting_uses_reported_usage_and_prices_it() {
     let mut facts = forwarded(Some(200));
     let t = tracker(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
     let a = accounting(&facts, Some(&t), &state);
-    assert_eq!(a, Accounting { tokens: Tokens { input: 3, output: 4, ..Default::default() }, estimated: false, cost_micro_usd: Some(3 * 1000 + 4 * 2000) });
+    assert_eq!(a, Accounting { tokens: Tokens { input: 3, output: 4, ..Default::default() }, estimated: false, cost_micro_usd: Some(3 * 1000 + 4 * 2000), priced: Some(true) });
     // No price for the model: no cost.
     facts.upstream_model = Some("claude-3".into());
     assert_eq!(accounting(&facts, Some(&t), &state).cost_micro_usd, None);
@@ -87,7 +87,7 @@ fn the_record_is_built_from_facts() {
     let mut facts = ExchangeFacts { response_complete: true, first_token_nanos: Some(5_030_000_000), ..forwarded(Some(200)) };
     facts.overshot = vec!["tpm".into()];
     let overshot: Vec<&str> = facts.overshot.iter().map(String::as_str).collect();
-    let accounting = Accounting { tokens: Tokens { input: 1, output: 2, ..Default::default() }, estimated: false, cost_micro_usd: Some(9) };
+    let accounting = Accounting { tokens: Tokens { input: 1, output: 2, ..Default::default() }, estimated: false, cost_micro_usd: Some(9), priced: Some(true) };
     let outcome = outcome(&facts);
     let rec = build(&facts, &outcome, accounting, &overshot, 5_100_000_000);
     let v = serde_json::to_value(&rec).unwrap();
