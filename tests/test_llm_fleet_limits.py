@@ -13,7 +13,7 @@ request ends (Tollgate's `Settle`, sent by each Envoy's root context on a 100 ms
 wait for the Redis counter to show it, never for a guessed time). Every number is derived, never
 hard-coded. Each test has its own Redis and service, so counters start empty; the Redis keys are
 `tollgate:tollgate|limit=llm.<id>.<requests|tokens|cost>|subject=<team/key>|window=<w>@<window id>`
-(docs/limits-protocol.md), read with a few lines of RESP over a socket.
+(docs/limits-protocol.md), read through tests/limits_store.py.
 """
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ import datetime as dt
 import hashlib
 import os
 import secrets
-import shutil
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ import openai
 import pytest
 
 import harness
+import limits_store
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -43,80 +42,28 @@ ALICE = "tg-demo-alice"  # alice-key, team payments (shipped config)
 BOB = "tg-demo-bob"  # bob-key, team research (shipped config)
 CAROL = "tg-test-carol"  # carol-key, team payments (added here)
 BYTES_PER_TOKEN = 4
-LIMITS_BIN = harness.REPO / "target" / "release" / "tollgate-limits"
 # 1000 micro-USD per token in and out: a handful of requests spends a small budget.
 PRICES = [{"model": m, "input": 1000, "output": 1000} for m in ("gpt-4o*", "claude-*", "gemini-*")]
 
 
-# ---- Redis and tollgate-limits ----------------------------------------------------------
+# ---- Redis and tollgate-limits (tests/limits_store.py) ------------------------------------
 
 
-def _read_reply(f):
-    line = f.readline()
-    if not line:
-        raise ConnectionError("redis closed the connection")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2].decode()
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read_reply(f) for _ in range(n)]
-    raise RuntimeError(f"unexpected redis reply {line!r}")
-
-
-class Redis:
-    """A redis-server of the test's own: append-only persistence in a temporary directory."""
+class Redis(limits_store.Redis):
+    """The test's own redis-server (append-only, temporary directory), read by LLM counter names."""
 
     def __init__(self, workdir: Path):
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is missing: run `make redis`")
-        self.dir = workdir / "redis"
-        self.dir.mkdir(exist_ok=True)
-        self.port = harness.free_port()
-        self.workdir = workdir
-        self.generation = 0
+        super().__init__(workdir)
         self.start()
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        self.proc = harness.Proc(f"redis{self.generation}", [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--appendonly", "yes", "--save", "", "--daemonize", "no", "--loglevel", "warning",
-        ], self.workdir)
-        self.generation += 1
-        harness.wait_until(lambda: self.command("PING") == "PONG", 10, "redis-server ready", self.proc)
-
-    def stop(self) -> None:
-        self.proc.stop()  # SIGTERM: redis fsyncs the append-only file before it exits
-
-    def command(self, *args) -> object:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            parts = [str(a).encode() for a in args]
-            s.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-            return _read_reply(s.makefile("rb"))
-
-    def keys(self, limit_id: str, dimension: str, subject: str | None = None) -> list[str]:
-        pattern = f"tollgate:tollgate|limit=llm.{limit_id}.{dimension}|subject={subject or '*'}|*"
-        return sorted(self.command("KEYS", pattern))
+    def llm_keys(self, limit_id: str, dimension: str, subject: str | None = None) -> list[str]:
+        return self.keys(f"tollgate:tollgate|limit=llm.{limit_id}.{dimension}|subject={subject or '*'}|*")
 
     def counter(self, limit_id: str, dimension: str, subject: str | None = None) -> int:
         """The one counter of a limit's dimension and subject (one window in these tests)."""
-        keys = self.keys(limit_id, dimension, subject)
+        keys = self.llm_keys(limit_id, dimension, subject)
         assert len(keys) <= 1, keys
-        return int(self.command("GET", keys[0]) or 0) if keys else 0
+        return (self.get(keys[0]) or 0) if keys else 0
 
     def wait_counter(self, limit_id: str, dimension: str, value: int, subject: str | None = None,
                      timeout: float = 5) -> None:
@@ -128,31 +75,13 @@ class Redis:
             raise AssertionError(f"{limit_id}.{dimension}: {self.counter(limit_id, dimension, subject)} != {value}")
 
 
-class LimitsService:
+class LimitsService(limits_store.LimitsService):
     """`tollgate-limits` on a fixed free port (Envoy's cluster points there across restarts)."""
 
     def __init__(self, workdir: Path, redis: Redis, start: bool = True):
-        if not LIMITS_BIN.exists():
-            pytest.fail(f"{LIMITS_BIN} is missing: run `make limits-service`")
-        self.workdir, self.redis = workdir, redis
-        self.clock_offset_ms = 0
-        self.port = harness.free_port()
-        self.generation = 0
-        self.proc: harness.Proc | None = None
+        super().__init__(workdir, redis.url)
         if start:
             self.start()
-
-    def start(self) -> None:
-        self.proc = harness.Proc(f"tollgate-limits{self.generation}", [
-            str(LIMITS_BIN), "--listen", f"127.0.0.1:{self.port}", "--redis", self.redis.url,
-            "--clock-offset-ms", str(self.clock_offset_ms),
-        ], self.workdir)
-        self.generation += 1
-        harness.wait_until(lambda: "listening on" in self.proc.log(), 10, "tollgate-limits ready", self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 @pytest.fixture
@@ -376,7 +305,7 @@ def test_two_envoys_share_one_team_budget_and_stop_at_the_cap(fleet, redis):
     assert len(fleet.provider_requests("alpha")) == admitted
     assert len(fleet.provider_requests("beta")) == 1, "only the Gemini stream"
     assert redis.counter("team-budget", "cost", "payments") == spent
-    [key] = redis.keys("team-budget", "cost", "payments")
+    [key] = redis.llm_keys("team-budget", "cost", "payments")
     assert key == f"tollgate:tollgate|limit=llm.team-budget.cost|subject=payments|window=month@{now:%Y-%m}", key
     # bob's team is counted apart.
     with a.openai(BOB) as client:
@@ -672,8 +601,8 @@ def test_month_budget_resets_at_the_first_second_of_the_month(fleet, redis, serv
     old = dt.datetime.fromtimestamp((boundary - 1) / 1000, dt.timezone.utc)
     new = dt.datetime.fromtimestamp(boundary / 1000, dt.timezone.utc)
     prefix = "tollgate:tollgate|limit=llm.month-requests.requests|subject=payments|window=month@"
-    assert redis.keys("month-requests", "requests") == [f"{prefix}{old:%Y-%m}", f"{prefix}{new:%Y-%m}"]
-    assert [redis.command("GET", k) for k in redis.keys("month-requests", "requests")] == ["1", "1"]
+    assert redis.llm_keys("month-requests", "requests") == [f"{prefix}{old:%Y-%m}", f"{prefix}{new:%Y-%m}"]
+    assert [redis.command("GET", k) for k in redis.llm_keys("month-requests", "requests")] == ["1", "1"]
 
 
 # ---- (7) a plain rate-limit service: counting, no refunds ----------------------------------
