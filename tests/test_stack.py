@@ -5,8 +5,6 @@ own routes; the team's spend survives a restart of the Envoy."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 
 import httpx
@@ -17,53 +15,15 @@ import harness
 pytestmark = pytest.mark.timeout(120)
 
 ALICE = "tg-demo-alice"
-LIMITS_BIN = harness.REPO / "target" / "release" / "tollgate-limits"
-
-
-def redis_ready(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(64).startswith(b"+PONG")
-
-
-def grpc_serving(port: int) -> bool:
-    with httpx.Client(http1=False, http2=True, timeout=1) as c:
-        r = c.post(f"http://127.0.0.1:{port}/grpc.health.v1.Health/Check", content=b"\x00" * 5,
-                   headers={"content-type": "application/grpc", "te": "trailers"})
-        return r.status_code == 200 and r.content[5:] == b"\x08\x01"
-
-
-@pytest.fixture
-def store(procs, tmp_path):
-    """Redis (appendonly, its own data dir) and tollgate-limits on it, as `make run` starts them."""
-    if not shutil.which("redis-server") or not LIMITS_BIN.exists():
-        pytest.fail("needs redis-server and target/release/tollgate-limits: make redis limits-service")
-    redis_port, limits_port = harness.free_port(), harness.free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-    started = []
-    redis = harness.Proc("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(data),
-                                   "--appendonly", "yes"], tmp_path)
-    started.append(redis)
-    harness.wait_until(lambda: redis_ready(redis_port), 10, "redis", redis)
-    limits = harness.Proc("tollgate-limits", [str(LIMITS_BIN), "--listen", f"127.0.0.1:{limits_port}",
-                                              "--redis", f"redis://127.0.0.1:{redis_port}/"], tmp_path)
-    started.append(limits)
-    harness.wait_until(lambda: grpc_serving(limits_port), 20, "tollgate-limits serving", limits)
-    yield {"redis": redis_port, "tollgate_limits": limits_port}
-    for p in reversed(started):
-        p.stop()
-
-
 def redis_cli(port: int, *args: str) -> str:
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=5).stdout.strip()
 
 
 @pytest.fixture
-def stack(procs, store):
+def stack(procs, limits_store):
     ports = {name: harness.free_port() for name in
              ("llm_provider_a", "llm_provider_b", "mcp_demo", "agent_echo", "agent_planner", "agent_researcher")}
-    ports["tollgate_limits"] = store["tollgate_limits"]
+    ports["tollgate_limits"] = limits_store["tollgate_limits"]
     envoy = procs.envoy("stack.yaml", upstreams=ports, concurrency=2)
     p = ports
     procs.python("provider-a", "examples/fake_llm/server.py", ["--port", str(p["llm_provider_a"]), "--name", "provider-a"],
@@ -134,7 +94,7 @@ def test_each_layer_answers_through_the_stack(stack):
     assert 'team="payments"' in prom and 'mcp_decision="deny"' in prom and 'a2a_target="planner"' in prom
 
 
-def test_team_budget_spend_survives_an_envoy_restart(stack, store, procs):
+def test_team_budget_spend_survives_an_envoy_restart(stack, limits_store, procs):
     """The shipped `team-monthly-budget` is a calendar-month fleet budget: what alice's team
     spent is in Redis, so a new Envoy (a `make run` restart) refuses against it."""
     envoy, ports = stack
@@ -148,8 +108,8 @@ def test_team_budget_spend_survives_an_envoy_restart(stack, store, procs):
     keys: list[str] = []
 
     def settled() -> bool:
-        keys[:] = [k for k in redis_cli(store["redis"], "--scan", "--pattern", "*team-monthly-budget.cost*").splitlines() if k]
-        return len(keys) == 1 and redis_cli(store["redis"], "GET", keys[0]) == str(spent)
+        keys[:] = [k for k in redis_cli(limits_store["redis"], "--scan", "--pattern", "*team-monthly-budget.cost*").splitlines() if k]
+        return len(keys) == 1 and redis_cli(limits_store["redis"], "GET", keys[0]) == str(spent)
     harness.wait_until(settled, 10, f"the spend ({spent}) settled in Redis")
     assert "subject=payments" in keys[0] and "window=month@" in keys[0], keys
     envoy.stop()
