@@ -22,7 +22,7 @@ PROFILE = Path(__file__).resolve().parent.parent / "target" / "profile"
 # and the dynamic loader.
 C_LIBRARY = ("libc.so", "libc-", "ld-linux")
 # The in-memory test host's side of the host calls.
-TEST_HOST = ["<tollgate_core::host::MemoryHost as tollgate_core::host::Host>::"]
+TEST_HOST = ["MemoryHost as tollgate_core::host::Host>::"]
 
 # (filter, part, [function-name patterns]); a function counts once per part even if several
 # patterns match it, and a call between two matching functions once.

@@ -4,14 +4,9 @@ use serde::de::DeserializeOwned;
 
 /// A configuration error whose message names the field path, e.g.
 /// `routes[1].provider: unknown field `clster`, expected one of ...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 impl ConfigError {
     pub fn field(path: &str, message: impl std::fmt::Display) -> Self {

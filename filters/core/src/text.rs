@@ -1,23 +1,14 @@
 //! Text helpers shared by the filters.
 
-use std::fmt;
-
 /// Why a percent-encoded string was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// A `%` not followed by two hex digits.
+    #[error("invalid percent escape")]
     BadEscape,
     /// The decoded bytes are not UTF-8.
+    #[error("percent-decoded text is not UTF-8")]
     NotUtf8,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DecodeError::BadEscape => "invalid percent escape",
-            DecodeError::NotUtf8 => "percent-decoded text is not UTF-8",
-        })
-    }
 }
 
 /// Percent-decodes `s` (RFC 3986 `%XX`; `+` is left alone). Invalid escapes are refused,

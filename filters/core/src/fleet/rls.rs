@@ -114,28 +114,21 @@ pub struct Answer {
 }
 
 /// Why an answer could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadAnswer {
+    #[error("malformed RateLimitResponse")]
     Malformed,
     /// `overall_code` neither OK nor OVER_LIMIT.
+    #[error("RateLimitResponse with overall_code {0}")]
     UnknownCode(u64),
     /// Statuses for other than the descriptors asked (when the server sends any).
+    #[error("RateLimitResponse with {got} statuses for {expected} descriptors")]
     Statuses { expected: usize, got: usize },
 }
 
 impl From<Malformed> for BadAnswer {
     fn from(_: Malformed) -> Self {
         BadAnswer::Malformed
-    }
-}
-
-impl std::fmt::Display for BadAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BadAnswer::Malformed => f.write_str("malformed RateLimitResponse"),
-            BadAnswer::UnknownCode(code) => write!(f, "RateLimitResponse with overall_code {code}"),
-            BadAnswer::Statuses { expected, got } => write!(f, "RateLimitResponse with {got} statuses for {expected} descriptors"),
-        }
     }
 }
 

@@ -12,24 +12,17 @@ pub use memory::{LocalReply, MemoryHost};
 
 
 /// Why a host call failed. Filters log it and fall back; they never panic on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
+    #[error("not found")]
     NotFound,
+    #[error("bad argument")]
     BadArgument,
+    #[error("cas mismatch")]
     CasMismatch,
     /// Any other status the host returned (raw proxy-wasm status code).
+    #[error("host status {0}")]
     Status(u32),
-}
-
-impl std::fmt::Display for HostError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostError::NotFound => write!(f, "not found"),
-            HostError::BadArgument => write!(f, "bad argument"),
-            HostError::CasMismatch => write!(f, "cas mismatch"),
-            HostError::Status(s) => write!(f, "host status {s}"),
-        }
-    }
 }
 
 pub type HostResult<T> = Result<T, HostError>;

@@ -106,14 +106,9 @@ impl<'a> Value<'a> {
 
 /// Malformed input: truncated, a varint over 10 bytes, a length past the end, a deprecated
 /// group or an unknown wire type, or field number 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed protobuf message")]
 pub struct Malformed;
-
-impl std::fmt::Display for Malformed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("malformed protobuf message")
-    }
-}
 
 /// Iterates the fields of one message. Yields `Err(Malformed)` once and then stops.
 pub struct Reader<'a> {
