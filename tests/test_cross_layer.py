@@ -37,10 +37,10 @@ async def _send(url: str, text: str) -> str:
         await client.close()
 
 
-def test_agent_llm_and_mcp_calls_share_the_a2a_trace(procs, workdir, limits_store) -> None:
+def test_agent_llm_and_mcp_calls_share_the_a2a_trace(procs, workdir, fleet_store) -> None:
     ports = {"llm_provider_a": harness.free_port(), "llm_provider_b": harness.free_port(),
              "mcp_demo": harness.free_port(), "agent_echo": harness.free_port(),
-             "tollgate_limits": limits_store["tollgate_limits"]}  # the stack's team budget is a fleet budget
+             "tollgate_limits": fleet_store["tollgate_limits"]}  # the stack's team budget is a fleet budget
     # The shipped stack, as `make run` starts it. Its MCP policy lets anyone call `echo`, which
     # the demo agent does without a credential of its own.
     envoy = procs.envoy("stack.yaml", upstreams=ports)

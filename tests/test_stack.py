@@ -20,10 +20,10 @@ def redis_cli(port: int, *args: str) -> str:
 
 
 @pytest.fixture
-def stack(procs, limits_store):
+def stack(procs, fleet_store):
     ports = {name: harness.free_port() for name in
              ("llm_provider_a", "llm_provider_b", "mcp_demo", "agent_echo", "agent_planner", "agent_researcher")}
-    ports["tollgate_limits"] = limits_store["tollgate_limits"]
+    ports["tollgate_limits"] = fleet_store["tollgate_limits"]
     envoy = procs.envoy("stack.yaml", upstreams=ports, concurrency=2)
     p = ports
     procs.python("provider-a", "examples/fake_llm/server.py", ["--port", str(p["llm_provider_a"]), "--name", "provider-a"],
@@ -94,7 +94,7 @@ def test_each_layer_answers_through_the_stack(stack):
     assert 'team="payments"' in prom and 'mcp_decision="deny"' in prom and 'a2a_target="planner"' in prom
 
 
-def test_team_budget_spend_survives_an_envoy_restart(stack, limits_store, procs):
+def test_team_budget_spend_survives_an_envoy_restart(stack, fleet_store, procs):
     """The shipped `team-monthly-budget` is a calendar-month fleet budget: what alice's team
     spent is in Redis, so a new Envoy (a `make run` restart) refuses against it."""
     envoy, ports = stack
@@ -108,8 +108,8 @@ def test_team_budget_spend_survives_an_envoy_restart(stack, limits_store, procs)
     keys: list[str] = []
 
     def settled() -> bool:
-        keys[:] = [k for k in redis_cli(limits_store["redis"], "--scan", "--pattern", "*team-monthly-budget.cost*").splitlines() if k]
-        return len(keys) == 1 and redis_cli(limits_store["redis"], "GET", keys[0]) == str(spent)
+        keys[:] = [k for k in redis_cli(fleet_store["redis"], "--scan", "--pattern", "*team-monthly-budget.cost*").splitlines() if k]
+        return len(keys) == 1 and redis_cli(fleet_store["redis"], "GET", keys[0]) == str(spent)
     harness.wait_until(settled, 10, f"the spend ({spent}) settled in Redis")
     assert "subject=payments" in keys[0] and "window=month@" in keys[0], keys
     envoy.stop()
