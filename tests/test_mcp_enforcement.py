@@ -1,14 +1,16 @@
 """MCP argument rules and list filtering where a server reads what a naive gateway would not:
 the real Envoy 1.40 with dist/tollgate_mcp.wasm in front of the real `mcp` SDK server
 (examples/mcp_server with `--export-tool`, JSON responses), driven by the real `mcp` SDK client
-and raw httpx; for lists, a small upstream that answers `tools/list` with `text/plain`.
+and raw httpx; for lists, a small upstream that answers `tools/list` with `text/plain`, and one
+that adds a response to an id the client never sent (a tools list) to its answers.
 
     .venv/bin/python -m pytest tests/test_mcp_enforcement.py -q
 
 - integers compare exactly, whatever their size (one allowed id admits no neighbour);
 - numbers with 17+ significant digits are read as written (ranges and audit records);
 - a JSON array inside a string is judged as the array the SDK server will act on;
-- a list answer that is neither JSON nor SSE is never passed.
+- a list answer that is neither JSON nor SSE is never passed;
+- a response to no request of the POST never reaches the client (JSON batch, JSON, SSE).
 
 Whether a call reached the MCP server is read from the server's own per-tool counters
 (GET /_calls), never inferred from the gateway's answer.
@@ -23,7 +25,7 @@ import httpx
 import pytest
 
 import harness
-from test_mcp import ROOT_ID, audit_for, call, envoy_config, gateway_plugin, key, post, rpc, run_sdk
+from test_mcp import ROOT_ID, audit_array, audit_for, call, envoy_config, gateway_plugin, key, post, rpc, run_sdk
 from mcp.shared.exceptions import MCPError
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,6 +64,35 @@ async def get_seen(request):
     return JSONResponse(seen)
 
 app = Starlette(routes=[Route("/mcp", mcp, methods=["POST"]), Route("/_seen", get_seen)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+'''
+
+STRAY_UPSTREAM = r'''
+"""Answers every POST's requests (an empty result each) and puts before them a response to an
+id the client never sent, 7, carrying a tools list: a JSON batch for a batch, the stray
+response alone for a single request (`x-stub-mode: json`), or SSE events (`sse`)."""
+import json, sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+STRAY = {"jsonrpc": "2.0", "id": 7, "result": {"tools": [
+    {"name": "a$d", "inputSchema": {"type": "object"}}, {"name": "admin_reset", "inputSchema": {"type": "object"}},
+    {"name": "echo", "inputSchema": {"type": "object"}}], "nextCursor": "abc"}}
+
+async def mcp(request):
+    body = json.loads(await request.body())
+    messages = body if isinstance(body, list) else [body]
+    answers = [{"jsonrpc": "2.0", "id": m["id"], "result": {"content": [{"type": "text", "text": "3"}], "isError": False}}
+               for m in messages if "id" in m and "method" in m]
+    if request.headers.get("x-stub-mode") == "sse":
+        events = "".join(f"id: e{i}\nevent: message\ndata: {json.dumps(m)}\n\n" for i, m in enumerate([STRAY, *answers]))
+        return Response(events.encode(), media_type="text/event-stream")
+    out = [STRAY, *answers] if isinstance(body, list) else STRAY
+    return Response(json.dumps(out).encode(), media_type="application/json")
+
+app = Starlette(routes=[Route("/mcp", mcp, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 '''
 
@@ -254,3 +285,63 @@ def test_an_error_status_keeps_its_status_but_not_its_body(text_list_gateway):
     assert response.status_code == 404
     assert "admin_reset" not in response.text
     assert response.json()["error"]["code"] == -32603
+
+
+# --- a response to no request of the POST --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stray_gateway(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("mcp-stray")
+    port = harness.free_port()
+    script = workdir / "stray_upstream.py"
+    script.write_text(STRAY_UPSTREAM)
+    procs = [harness.Proc("stray-upstream", [sys.executable, str(script), str(port)], workdir)]
+    try:
+        harness.wait_until(lambda: httpx.post(f"http://127.0.0.1:{port}/mcp", json={}, timeout=1).status_code == 200,
+                           20, "stray upstream", procs[0])
+        envoy = harness.Envoy(envoy_config(), workdir, name="envoy-stray",
+                              upstreams={"mcp_demo": port}, plugin_configs={ROOT_ID: gateway_plugin()})
+        procs.append(envoy.proc)
+        yield envoy
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def test_a_response_to_no_request_is_dropped_from_a_json_batch(stray_gateway):
+    """The fuzz finding F6 through Envoy: the first element has `kd`, not `id` (a
+    notification), so the POST asks only for tools/call 2; the server adds a tools list under
+    id 7, the client never sees it."""
+    batch = [{"jsonrpc": "2.0", "kd": 1, "method": "tools/list"},
+             {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}},
+             call("add", {"a": 1}, id=2)]
+
+    response = post(stray_gateway, batch)
+
+    assert response.status_code == 200
+    assert "admin_reset" not in response.text and '"id": 7' not in response.text
+    assert [m["id"] for m in response.json()] == [2]
+    records = audit_array(stray_gateway, lambda a: len(a) == 3 and a[2].get("jsonrpc_id") == 2)
+    assert records[2]["decision"] == "error"
+    assert records[2]["error"] == "server response with id 7 answers no request of this POST: dropped"
+    assert [r["decision"] for r in records[:2]] == ["allow", "allow"]
+
+
+def test_a_single_answer_to_another_id_becomes_an_error_under_the_requests_id(stray_gateway):
+    response = post(stray_gateway, call("add", {"a": 1}, id=41))
+
+    assert "admin_reset" not in response.text
+    answer = response.json()
+    assert (answer["id"], answer["error"]["code"]) == (41, -32603)
+    assert audit_for(stray_gateway, jsonrpc_id=41)["decision"] == "error"
+
+
+def test_a_response_to_no_request_is_removed_from_the_posts_stream(stray_gateway):
+    response = post(stray_gateway, call("add", {"a": 1}, id=43), {"x-stub-mode": "sse"})
+
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "admin_reset" not in response.text
+    # The stray event is gone; its event id stays (an event without data), for resumption.
+    assert response.text.startswith("id: e0\n\nid: e1\n"), response.text
+    assert rpc(response)["id"] == 43
+    assert "answers no request" in audit_for(stray_gateway, jsonrpc_id=43)["error"]

@@ -417,6 +417,7 @@ impl Exchange {
             policy: self.shared.policy.as_ref(),
             subject: Subject { identity: self.identity.as_ref(), server: &self.server },
             held: matches!(self.response, ResponseMode::JsonBuffer),
+            post: self.http_method == "POST",
         }
     }
 

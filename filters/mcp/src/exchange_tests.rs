@@ -325,7 +325,8 @@ fn sse_passthrough_is_byte_exact_and_never_holds_a_finished_event() {
 }
 
 #[test]
-fn a_list_answering_a_post_of_notifications_is_filtered() {
+fn a_list_answering_a_post_of_notifications_never_passes() {
+    // F3, then F6: a POST of only notifications asks nothing, so any response is dropped.
     let shared = shared(demo_policy(json!({})));
     let host = request("POST", &[]);
     let (mut ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
@@ -333,13 +334,94 @@ fn a_list_answering_a_post_of_notifications_is_filtered() {
     let list = br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"add"},{"name":"admin_reset"}]}}"#;
     let (a, b) = list.split_at(20);
     let out = respond(&mut ex, &host, "application/json", &[a, b]);
-    let out = String::from_utf8(out).unwrap();
-    assert!(out.contains(r#"{"name":"add"}"#) && !out.contains("admin_reset"), "{out}");
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v["id"].clone(), v["error"]["code"].clone()), (Value::Null, json!(-32603)));
+    let a = audit(&host);
+    assert_eq!((a["kind"].as_str(), a["decision"].as_str()), (Some("notification"), Some("error")), "{a}");
     let sse = format!("data: {}\n\n", String::from_utf8_lossy(list));
+    let host = request("POST", &[]);
     let (mut ex, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     assert_eq!(step, Step::Continue);
     let out = String::from_utf8(respond(&mut ex, &host, "text/event-stream", &[sse.as_bytes()])).unwrap();
-    assert!(!out.contains("admin_reset"), "{out}");
+    assert_eq!(out, "");
+}
+
+/// F6 (found by fuzzing): the batch's first element is a notification (`kd`, not `id`), so
+/// the POST asks only for `tools/call` 2; the server answers a batch whose first element is
+/// a tools list under id 7. Never released: dropped from the batch (JSON, whatever the
+/// chunking) or the stream (SSE), recorded.
+const STRAY_BATCH: &str = r#"[{"jsonrpc":"2.0","kd":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/progress","params":{}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}]"#;
+const STRAY_LIST: &str = r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a$d","inputSchema":{"type":"object"}},{"name":"admin_reset","x":[0,2]},{"name":"echo"}],"nextCursor":"abc","_meta":{"k":1}}}"#;
+const CALL_ANSWER: &str = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"3 rows"}],"isError":false}}"#;
+
+#[test]
+fn a_response_to_no_request_of_the_post_is_dropped_from_a_json_batch() {
+    let shared = shared(demo_policy(json!({})));
+    let body = format!("[{STRAY_LIST},{CALL_ANSWER}]");
+    let bytes = body.as_bytes();
+    for split in [1, 20, 60, bytes.len() - 1] {
+        let host = request("POST", &[]);
+        let (mut ex, step) = post(&shared, &host, STRAY_BATCH);
+        assert_eq!(step, Step::Continue);
+        let (a, b) = bytes.split_at(split);
+        let out = String::from_utf8(respond(&mut ex, &host, "application/json", &[a, b])).unwrap();
+        assert_eq!(out, format!("[{CALL_ANSWER}]"), "split at {split}");
+        let records = audit(&host);
+        // Recorded on the POST's request (batch index 2); the others untouched.
+        assert_eq!(records[2]["decision"], "error");
+        assert_eq!(records[2]["error"], "server response with id 7 answers no request of this POST: dropped");
+        assert_eq!(records[2]["is_error"], false);
+        assert_eq!((records[0]["decision"].as_str(), records[1]["decision"].as_str()), (Some("allow"), Some("allow")));
+    }
+    // A single JSON body answering another id: the request gets an error under its own id.
+    let host = request("POST", &[]);
+    let (mut ex, _) = post(&shared, &host, &ADD.replace(r#""id":7"#, r#""id":"c-3""#));
+    let out = respond(&mut ex, &host, "application/json", &[STRAY_LIST.as_bytes()]);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v["id"].clone(), v["error"]["code"].clone()), (json!("c-3"), json!(-32603)));
+    assert_eq!(audit(&host)["decision"], "error");
+    // Held until its end: a call's JSON answer is no longer released chunk by chunk.
+    let host = request("POST", &[]);
+    let (mut ex, _) = post(&shared, &host, ADD);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+    ex.on_response_headers(&host, false);
+    *host.response_body.borrow_mut() = b"{\"jsonrpc\":".to_vec();
+    assert_eq!(ex.on_response_body(&host, 11, false), Step::Pause);
+}
+
+#[test]
+fn a_response_to_no_request_of_the_post_is_dropped_from_its_stream() {
+    let shared = shared(demo_policy(json!({})));
+    let stream = format!("id: 1\nevent: message\ndata: {STRAY_LIST}\n\nid: 2\nevent: message\ndata: {CALL_ANSWER}\n\n");
+    let bytes = stream.as_bytes();
+    for split in [0, 10, 100, bytes.len() - 3] {
+        let host = request("POST", &[]);
+        let (mut ex, _) = post(&shared, &host, STRAY_BATCH);
+        let (a, b) = bytes.split_at(split);
+        let out = String::from_utf8(respond(&mut ex, &host, "text/event-stream", &[a, b])).unwrap();
+        assert_eq!(out, format!("id: 1\n\nid: 2\nevent: message\ndata: {CALL_ANSWER}\n\n"), "split at {split}");
+        assert_eq!(audit(&host)[2]["decision"], "error");
+    }
+    // Dry run: passed, recorded.
+    let shared = self::shared(demo_policy(json!({"dry_run": true})));
+    let host = request("POST", &[]);
+    let (mut ex, _) = post(&shared, &host, STRAY_BATCH);
+    assert_eq!(respond(&mut ex, &host, "text/event-stream", &[bytes]), bytes.to_vec());
+    let records = audit(&host);
+    assert_eq!(records[2]["decision"], "allow");
+    assert!(records[2]["error"].as_str().unwrap().contains("id 7"));
+}
+
+#[test]
+fn a_get_stream_keeps_responses_filtering_lists_by_shape() {
+    let shared = shared(demo_policy(json!({})));
+    let host = request("GET", &[]);
+    let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+    assert_eq!(callback(&host, |h| ex.on_request_headers(h, true)), Step::Continue);
+    let stream = format!("id: 1\ndata: {STRAY_LIST}\n\nid: 2\ndata: {CALL_ANSWER}\n\n");
+    let out = String::from_utf8(respond(&mut ex, &host, "text/event-stream", &[stream.as_bytes()])).unwrap();
+    assert!(!out.contains("admin_reset") && !out.contains("echo") && out.contains(CALL_ANSWER), "{out}");
+    assert!(out.contains(r#""id":7,"result":{"tools":[],"nextCursor":"abc""#), "{out}");
 }
 
 #[test]
@@ -767,11 +849,14 @@ fn a_tool_call_stays_within_its_host_call_budget() {
         let calls = host.calls.borrow().clone();
         assert_eq!(host.calls_named("header"), 0, "{calls:#?}");
         assert!(host.calls_named("headers") <= 2, "{calls:#?}");
-        assert!(host.calls_named("set_header") + host.calls_named("set_headers") <= 2, "{calls:#?}");
+        // traceparent, the credential, cache-control.
+        assert!(host.calls_named("set_header") + host.calls_named("set_headers") <= 3, "{calls:#?}");
         assert_eq!(host.calls_named("set_property"), 1, "one audit record: {calls:#?}");
         assert!(host.calls_named("random_bytes") <= 1, "{calls:#?}");
-        // The first round also defines its metrics (once per VM).
-        let budget = if round == 0 { 21 } else { 18 };
+        // The first round also defines its metrics (once per VM). With a policy the JSON
+        // answer is held and may be rewritten (a response to no request of the POST is
+        // dropped): `cache-control: private` is one more host call than before (was 18).
+        let budget = if round == 0 { 22 } else { 19 };
         assert!(calls.len() <= budget, "{} host calls: {calls:#?}", calls.len());
     }
 }

@@ -224,6 +224,11 @@ impl<'a> ResponseHead<'a> {
         self.method.is_none() && (self.result.is_some() || self.error.is_some())
     }
 
+    /// A `result` member (else the response is an error).
+    pub fn has_result(&self) -> bool {
+        self.result.is_some()
+    }
+
     /// As [`ServerMessage::summary`].
     pub fn summary(&self) -> ResultSummary {
         self.result.as_ref().map_or(ResultSummary { is_error: None, shape: None }, Members::summary)

@@ -41,6 +41,8 @@ pub enum ResponseMode {
 enum Outcome {
     Keep,
     Replace(String),
+    /// Removed: a response that answers no request of this POST.
+    Drop,
 }
 
 /// What the exchange knows when the response headers come.
@@ -86,7 +88,11 @@ pub fn plan(head: &Head<'_>) -> Plan {
     if !sse && !json {
         return if head.policy && lists_expected { Plan::Unfilterable } else { Plan::Pass };
     }
-    let lists_possible = head.policy && (head.is_get || sse || answers_nothing || lists_expected);
+    // With a policy every JSON or SSE response is read before it is released: a list may be
+    // in any of them (a list-shaped result under another request's id, or a response to no
+    // request of this POST, found by fuzzing), and a JSON body's `id` may come after its
+    // `result`, so a JSON body is held whole (bounded by `max_response_bytes`) to be judged.
+    let lists_possible = head.policy;
     if head.encoded {
         return if lists_possible { Plan::DropEncoded } else { Plan::Pass };
     }
@@ -136,6 +142,10 @@ pub struct Reader<'a> {
     pub subject: Subject<'a>,
     /// The JSON body is held to be rewritten ([`ResponseMode::JsonBuffer`]).
     pub held: bool,
+    /// The response of a POST: its responses must answer the POST's requests (`expect`).
+    /// False on a GET stream, where a server replays responses to earlier POSTs when a
+    /// client resumes (`Last-Event-ID`).
+    pub post: bool,
 }
 
 impl Reader<'_> {
@@ -161,15 +171,55 @@ impl Reader<'_> {
                         changed = true;
                         parts.push(new);
                     }
+                    Outcome::Drop => changed = true,
                 }
+            }
+            if parts.is_empty() && changed {
+                // Nothing left (an empty batch is not a JSON-RPC answer): an error instead.
+                return Some(self.response_error(UNSOLICITED));
             }
             changed.then(|| format!("[{}]", parts.join(",")).into_bytes())
         } else {
             match self.server_message(text) {
                 Outcome::Keep => None,
                 Outcome::Replace(new) => Some(new.into_bytes()),
+                // The body is the server's only answer: the client's request gets an error.
+                Outcome::Drop => Some(self.response_error(UNSOLICITED)),
             }
         }
+    }
+
+    /// A response on a POST whose id names none of the POST's requests: not the answer to
+    /// anything the client asked here (the server's requests and notifications carry a
+    /// `method` and are not responses), so it is never released, whatever its result holds.
+    /// Dropped (`None`: it does answer a request, or it is not on a POST); recorded as an
+    /// error on the POST's first request (the first record when it has none). An error
+    /// response with a null or absent id passes: JSON-RPC's answer to a request whose id the
+    /// server could not read; it has no result to hide. Dry run: recorded, passed.
+    fn unsolicited(&mut self, id: Option<&RawValue>, error_only: bool) -> Option<Outcome> {
+        if !self.post {
+            return None;
+        }
+        let policy = self.policy?;
+        if let Some(key) = id.map(id_key) {
+            if self.expect.iter().any(|e| e.key == key) {
+                return None;
+            }
+        }
+        if error_only && id.is_none_or(|i| i.get().trim() == "null") {
+            return None;
+        }
+        let shown = id.map_or("absent", |i| message::truncate(i.get().trim(), 64));
+        let error = format!("server response with id {shown} answers no request of this POST: dropped");
+        let at = self.expect.first().map_or(0, |e| e.record);
+        if let Some(rec) = self.records.get_mut(at) {
+            if !policy.dry_run {
+                rec.decision = Decision::Error;
+            }
+            // The first such response is named; later ones do not grow the record.
+            rec.error.get_or_insert(error);
+        }
+        Some(if policy.dry_run { Outcome::Keep } else { Outcome::Drop })
     }
 
     /// A server message the gateway's reading refuses. Harmless when no client can read it
@@ -206,12 +256,16 @@ impl Reader<'_> {
             let replaced = match item {
                 SseItem::Event(event) => match self.server_message(&event.data) {
                     Outcome::Keep => None,
-                    Outcome::Replace(data) => Some(SseEvent { event: event.event.clone(), data, id: event.id.clone() }),
+                    Outcome::Replace(data) => Some(SseEvent { event: event.event.clone(), data, id: event.id.clone() }.to_bytes_replacing(raw)),
+                    // Removed from the stream; its event id, if any, is kept in an event
+                    // without data (the SSE standard sets the last event ID and dispatches
+                    // nothing), so a client resuming the stream resumes after it.
+                    Outcome::Drop => Some(id_only_event(event.id.as_deref(), raw)),
                 },
                 SseItem::Other => None,
             };
             match replaced {
-                Some(new) => out.extend_from_slice(&new.to_bytes_replacing(raw)),
+                Some(new) => out.extend_from_slice(&new),
                 None => out.extend_from_slice(raw),
             }
         });
@@ -232,6 +286,9 @@ impl Reader<'_> {
         let Some(head) = ResponseHead::parse(text) else { return self.server_message_in_full(text) };
         if !head.is_response() {
             return Outcome::Keep;
+        }
+        if let Some(outcome) = self.unsolicited(head.id, !head.has_result()) {
+            return outcome;
         }
         let (list, record) = self.expected(head.id);
         let summary = head.summary();
@@ -261,6 +318,9 @@ impl Reader<'_> {
         let Some(msg) = ServerMessage::parse(text) else { return self.unreadable_message(text) };
         if !msg.is_response() {
             return Outcome::Keep;
+        }
+        if let Some(outcome) = self.unsolicited(msg.id, msg.result.is_none()) {
+            return outcome;
         }
         let (list, record) = self.expected(msg.id);
         let wants_is_error = record.and_then(|i| self.records.get(i)).is_some_and(|r| r.detail.tool.is_some());
@@ -298,6 +358,23 @@ impl Reader<'_> {
             }
         }
         outcome
+    }
+}
+
+/// The error a client gets in place of a JSON body that held only responses to no request
+/// of its POST.
+pub const UNSOLICITED: &str = "the server's response answers no request of this POST";
+
+/// What replaces a dropped SSE event: only its `id:` line, if it had one, then the blank
+/// line (with the line ending `raw` ends with, as [`SseEvent::to_bytes_replacing`] does).
+fn id_only_event(id: Option<&str>, raw: &[u8]) -> Vec<u8> {
+    let Some(id) = id else { return Vec::new() };
+    let event = format!("id: {id}");
+    if raw.last() == Some(&b'\r') {
+        // A CR of a CRLF pair: the LF that follows is handed on with the next block.
+        format!("{event}\r\n\r").into_bytes()
+    } else {
+        format!("{event}\n\n").into_bytes()
     }
 }
 
