@@ -13,6 +13,9 @@
 //! - what the client receives from a list, read as clients read JSON (a repeated key: the
 //!   last one), never shows a tool, prompt, resource or template the policy hides, in a JSON
 //!   body (object or batch) or in any SSE event;
+//! - on a POST, no response the client receives answers an id none of the forwarded requests
+//!   has (F6), but an error with a null or absent id; compared where both readings agree:
+//!   string ids, and integer ids (exact below 2^53);
 //! - nothing panics, and the audit record is written once and is JSON.
 //! Known findings (see fuzz/README.md) are marked KNOWN FINDING where they are exempted.
 #![no_main]
@@ -98,10 +101,48 @@ fn check_visible(m: &J, body: &[u8]) {
     }
 }
 
-fn check_messages(doc: &J, body: &[u8]) {
+fn check_messages(doc: &J, body: &[u8], asked: Option<&[J]>) {
     match doc {
-        J::Arr(items) => items.iter().for_each(|m| check_visible(m, body)),
-        m => check_visible(m, body),
+        J::Arr(items) => items.iter().for_each(|m| {
+            check_visible(m, body);
+            check_answers(m, body, asked);
+        }),
+        m => {
+            check_visible(m, body);
+            check_answers(m, body, asked);
+        }
+    }
+}
+
+/// An id both readings compare alike: a string, or an integer a double holds exactly.
+fn plain_id(id: &J) -> Option<Result<&str, i64>> {
+    const EXACT: u64 = 1 << 53;
+    match id {
+        J::Str(s) => Some(Ok(s)),
+        J::U(n) if *n < EXACT => i64::try_from(*n).ok().map(Err),
+        J::I(n) if n.unsigned_abs() < EXACT => Some(Err(*n)),
+        _ => None,
+    }
+}
+
+/// F6: on a POST, a response the client receives answers one of the forwarded requests.
+/// `asked`: the forwarded requests' ids (None: a GET, where any response may be replayed).
+fn check_answers(m: &J, body: &[u8], asked: Option<&[J]>) {
+    let Some(asked) = asked else { return };
+    if m.has("method") || !(m.has("result") || m.has("error")) {
+        return;
+    }
+    let id = m.get("id");
+    if !m.has("result") && id.is_none_or(|i| *i == J::Null) {
+        return; // JSON-RPC's error for an id the server could not read
+    }
+    let Some(mine) = id.map_or(Some(Ok("\u{0}absent")), plain_id) else { return };
+    if id.is_some() && asked.iter().filter_map(plain_id).any(|a| a == mine) {
+        return;
+    }
+    // Only compared when every request id is plain too (else the readings may differ).
+    if asked.iter().all(|a| plain_id(a).is_some()) {
+        panic!("the client receives a response to no request of its POST: {m:?} in {:?}", String::from_utf8_lossy(body));
     }
 }
 
@@ -146,6 +187,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         assert_eq!(step, Step::Continue);
     }
+    let mut asked: Vec<J> = Vec::new();
     if !replied && !get {
         let v = J::parse(body).expect("forwarded a body that is not JSON");
         assert!(!v.has_duplicates(), "forwarded a body with a repeated key");
@@ -162,6 +204,7 @@ fuzz_target!(|data: &[u8]| {
             let request = matches!(m.get("method"), Some(J::Str(_))) && m.has("id");
             if request {
                 assert!(allowed(m), "forwarded a request the policy denies: {m:?}");
+                asked.extend(m.get("id").cloned());
             }
         }
     }
@@ -193,10 +236,11 @@ fuzz_target!(|data: &[u8]| {
                 for (_, data, _) in reference_sse(&delivered) {
                     if let Some(m) = J::parse(data.as_bytes()) {
                         check_visible(&m, data.as_bytes());
+                        check_answers(&m, data.as_bytes(), (!get).then_some(&asked[..]));
                     }
                 }
             } else if let Some(doc) = J::parse(&delivered) {
-                check_messages(&doc, &delivered);
+                check_messages(&doc, &delivered, (!get).then_some(&asked[..]));
             }
         }
     }
