@@ -237,13 +237,19 @@ def test_mcp_unreadable_list_ending_with_trailers_is_an_error(mcp_gateway) -> No
     assert b"admin_reset" not in out.body
 
 
-def test_mcp_list_answering_a_notification_is_filtered(mcp_gateway) -> None:
-    """Fuzz finding F3: the answer to a POST of only notifications was never read."""
+def test_mcp_list_answering_a_notification_never_reaches_the_client(mcp_gateway) -> None:
+    """Fuzz findings F3 (the answer to a POST of only notifications was never read) and F6 (a
+    response answering no request of its POST passed): such a response, a list here, is
+    replaced by a JSON-RPC error and recorded; nothing of it reaches the client."""
     envoy, _ = mcp_gateway
     note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
     out = h2_request(envoy.port, "POST", "/mcp", [*ALICE, ("x-test-shape", "list-for-anything")], [note])
     assert out.status == 200, out
-    assert [t["name"] for t in out.json()["result"]["tools"]] == ALICE_SEES, out.body
+    error = out.json()
+    assert (error["id"], error["error"]["code"]) == (None, -32603), error
+    assert b"tools" not in out.body and b"admin_reset" not in out.body, out.body
+    record = envoy.wait_audit(1)[-1]
+    assert record["decision"] == "error" and "answers no request of this POST" in record["error"], record
 
 
 def test_mcp_server_message_repeating_a_key_never_passes(mcp_gateway) -> None:
