@@ -29,9 +29,8 @@ use crate::record::{self, Accounting, ExchangeFacts, Labels, Phase, Refusal};
 use crate::usage::{Framing, UsageTracker};
 use std::rc::Rc;
 use tollgate_core::observe::audit;
-use tollgate_core::fleet::rls;
 use tollgate_core::stream::{GrpcAnswer, HttpExchange, Step};
-use tollgate_core::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::host::{BodyBuffer, Direction, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::identity;
 use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::reply;
@@ -152,14 +151,7 @@ impl Exchange {
             }
             if let (Some(store), false) = (&state.store, fleet_wanted.is_empty()) {
                 let message = fleet::reservation_request(store, &state.limits, &fleet_wanted);
-                let call = GrpcCall {
-                    cluster: &store.cluster,
-                    service: rls::RLS_SERVICE,
-                    method: rls::RLS_METHOD,
-                    message: &message,
-                    timeout_ms: store.timeout_ms,
-                };
-                match host.dispatch_grpc(&call) {
+                match store.ask(host, &message) {
                     Ok(token) => {
                         let wanted = fleet_wanted.into_iter().cloned().collect();
                         let provider = provider.clone();
@@ -196,10 +188,7 @@ impl Exchange {
         let state = self.state.clone();
         let wanted: Vec<&Wanted> = awaiting.wanted.iter().collect();
         let now_ms = host.now_nanos() / 1_000_000;
-        let read = match answer {
-            Ok(bytes) => rls::answer(bytes, wanted.len()).map_err(|e| e.to_string()),
-            Err(failure) => Err(format!("gRPC status {} {}", failure.status, failure.message)),
-        };
+        let read = tollgate_core::fleet::read_answer(answer, wanted.len());
         let admitted = match read {
             Ok(answer) => fleet::answered(&state.limits, &wanted, &answer, now_ms).map(|held| self.held.extend(held)),
             Err(why) => {

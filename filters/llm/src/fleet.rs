@@ -170,13 +170,7 @@ pub fn settlements(store: &StoreConfig, rules: &[Limit], held: &[Held], actual: 
                     actual: *real,
                 })
                 .collect();
-            vec![Pending {
-                cluster: store.cluster.clone(),
-                service: rls::SETTLE_SERVICE,
-                method: rls::SETTLE_METHOD,
-                timeout_ms: store.timeout_ms,
-                message: rls::settle(&store.domain, &items, first.reserved_at_ms),
-            }]
+            vec![store.queued(true, rls::settle(&store.domain, &items, first.reserved_at_ms))]
         }
         // A plain rate-limit service cannot return anything: only usage above the
         // reservation is counted, as more hits.
@@ -189,13 +183,7 @@ pub fn settlements(store: &StoreConfig, rules: &[Limit], held: &[Held], actual: 
             if over.is_empty() {
                 return Vec::new();
             }
-            vec![Pending {
-                cluster: store.cluster.clone(),
-                service: rls::RLS_SERVICE,
-                method: rls::RLS_METHOD,
-                timeout_ms: store.timeout_ms,
-                message: rls::should_rate_limit(&store.domain, &over),
-            }]
+            vec![store.queued(false, rls::should_rate_limit(&store.domain, &over))]
         }
     }
 }

@@ -27,8 +27,8 @@ use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
 use tollgate_core::observe::audit::{self, Decision, Envelope};
 use tollgate_core::config::ConfigError;
-use tollgate_core::fleet::{outbox, rls};
-use tollgate_core::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostExt, LogLevel};
+use tollgate_core::fleet::outbox;
+use tollgate_core::host::{BodyBuffer, Direction, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::stream::GrpcAnswer;
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::wire::jsonrpc::Kind;
@@ -259,14 +259,7 @@ impl Exchange {
                     match (&shared.config.store, fleet_calls.is_empty()) {
                         (Some(store), false) => {
                             let message = shared.rate_limits.fleet_request(store, &fleet_calls);
-                            let call = GrpcCall {
-                                cluster: &store.cluster,
-                                service: rls::RLS_SERVICE,
-                                method: rls::RLS_METHOD,
-                                message: &message,
-                                timeout_ms: store.timeout_ms,
-                            };
-                            match host.dispatch_grpc(&call) {
+                            match store.ask(host, &message) {
                                 Ok(token) => {
                                     let body = bytes.to_vec();
                                     self.phase = Phase::AwaitingStore(Box::new(AwaitingStore { token, body, calls: fleet_calls }));
@@ -310,13 +303,7 @@ impl Exchange {
                 // Calls the store counted for a request refused here are given back.
                 if let (Some(StoreSaid::Counted { calls, reserved_at_ms }), Some(store)) = (self.store_said.take(), &shared.config.store) {
                     if store.protocol == tollgate_core::fleet::Protocol::Tollgate {
-                        outbox::push(outbox::Pending {
-                            cluster: store.cluster.clone(),
-                            service: rls::SETTLE_SERVICE,
-                            method: rls::SETTLE_METHOD,
-                            timeout_ms: store.timeout_ms,
-                            message: shared.rate_limits.fleet_refund(store, &calls, reserved_at_ms),
-                        });
+                        outbox::push(store.queued(true, shared.rate_limits.fleet_refund(store, &calls, reserved_at_ms)));
                     }
                 }
             }
@@ -732,10 +719,7 @@ impl HttpExchange for Exchange {
             }
         };
         let shared = self.shared.clone();
-        let read = match answer {
-            Ok(bytes) => rls::answer(bytes, awaiting.calls.len()).map_err(|e| e.to_string()),
-            Err(failure) => Err(format!("gRPC status {} {}", failure.status, failure.message)),
-        };
+        let read = tollgate_core::fleet::read_answer(answer, awaiting.calls.len());
         let said = match read {
             Ok(answer) => match shared.rate_limits.fleet_answered(&awaiting.calls, &answer) {
                 Ok(()) => StoreSaid::Counted {

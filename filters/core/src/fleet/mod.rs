@@ -15,6 +15,9 @@
 pub mod outbox;
 pub mod rls;
 
+use crate::host::{GrpcCall, Host, HostResult};
+use crate::stream::GrpcAnswer;
+use outbox::Pending;
 use serde::Deserialize;
 
 /// Where a limit's counters live.
@@ -90,5 +93,38 @@ impl StoreConfig {
             return Err(crate::config::ConfigError::field(&format!("{path}.domain"), "must not be empty"));
         }
         Ok(())
+    }
+
+    /// Sends a `ShouldRateLimit` request to the store; its answer comes back, under the
+    /// returned token, to the context that asked (see [`read_answer`]).
+    pub fn ask(&self, host: &dyn Host, message: &[u8]) -> HostResult<u32> {
+        host.dispatch_grpc(&GrpcCall {
+            cluster: &self.cluster,
+            service: rls::RLS_SERVICE,
+            method: rls::RLS_METHOD,
+            message,
+            timeout_ms: self.timeout_ms,
+        })
+    }
+
+    /// A call for the outbox: `Settle` (Tollgate's store) or, for the hits a plain rate-limit
+    /// service counts, `ShouldRateLimit`.
+    pub fn queued(&self, settle: bool, message: Vec<u8>) -> Pending {
+        let (service, method) = if settle {
+            (rls::SETTLE_SERVICE, rls::SETTLE_METHOD)
+        } else {
+            (rls::RLS_SERVICE, rls::RLS_METHOD)
+        };
+        Pending { cluster: self.cluster.clone(), service, method, timeout_ms: self.timeout_ms, message }
+    }
+}
+
+/// The store's answer to a request of `asked` descriptors, or why it cannot be used (a gRPC
+/// failure, a timeout, a message that does not read): what the limits' failure policy and
+/// the log get.
+pub fn read_answer(answer: GrpcAnswer<'_>, asked: usize) -> Result<rls::Answer, String> {
+    match answer {
+        Ok(bytes) => rls::answer(bytes, asked).map_err(|e| e.to_string()),
+        Err(failure) => Err(format!("gRPC status {} {}", failure.status, failure.message)),
     }
 }
