@@ -227,6 +227,8 @@ def test_calls_spread_across_two_envoys_stop_at_the_fleet_limit(fleet):
         "rate_limited", "fleet-burst", 429, True)
     assert refused["identity"]["principal"] == "spread"
     assert "limits_degraded" not in refused
+    # Envoy flushes its access log every 50 ms: wait for A's four records.
+    harness.wait_until(lambda: len(records_of(fleet.a, "spread", "add")) >= 4, 5, "A's four records")
     a_records = records_of(fleet.a, "spread", "add")
     assert [r["decision"] for r in a_records] == ["allow", "allow", "allow", "deny"]
     assert not any("limits_degraded" in r for r in a_records)
@@ -251,7 +253,9 @@ def test_concurrent_calls_on_both_envoys_admit_exactly_the_limit(fleet):
             assert_refused(o, "fleet-burst")
     assert fleet.calls() == {"add": 4}
     assert fleet.counted("fleet-burst", "burst") == 4
-    # Both Envoys took part in the burst.
+    # Both Envoys took part in the burst (their access logs are flushed every 50 ms: wait).
+    harness.wait_until(lambda: len(records_of(fleet.a, "burst", "add")) + len(records_of(fleet.b, "burst", "add")) >= 16,
+                       5, "the burst's 16 records")
     assert records_of(fleet.a, "burst", "add") and records_of(fleet.b, "burst", "add")
 
 
