@@ -22,7 +22,6 @@ import concurrent.futures
 import datetime as dt
 import hashlib
 import os
-import secrets
 import signal
 import threading
 import time
@@ -35,13 +34,13 @@ import pytest
 
 import harness
 import limits_store
+from llm_limits_helpers import BYTES_PER_TOKEN, assert_openai_refusal, chat, reserved_tokens, trace
 
 pytestmark = pytest.mark.timeout(150)
 
 ALICE = "tg-demo-alice"  # alice-key, team payments (shipped config)
 BOB = "tg-demo-bob"  # bob-key, team research (shipped config)
 CAROL = "tg-test-carol"  # carol-key, team payments (added here)
-BYTES_PER_TOKEN = 4
 # 1000 micro-USD per token in and out: a handful of requests spends a small budget.
 PRICES = [{"model": m, "input": 1000, "output": 1000} for m in ("gpt-4o*", "claude-*", "gemini-*")]
 
@@ -183,41 +182,6 @@ def fleet(procs, fakes, service):
     for url in fakes[0].values():
         httpx.post(f"{url}/_fake/reset", timeout=5)
     return Fleet(procs, fakes, service)
-
-
-def trace() -> tuple[str, dict[str, str]]:
-    trace_id = secrets.token_hex(16)
-    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-
-
-def ceil_div(n: int, d: int) -> int:
-    return -(-n // d)
-
-
-def reserved_tokens(record: dict, max_tokens: int) -> int:
-    """The documented estimate, from the record's own request bytes; checked against it."""
-    expected = ceil_div(record["request_bytes"], BYTES_PER_TOKEN) + max_tokens
-    assert record["reserved"]["tokens"] == expected, record
-    return expected
-
-
-def chat(client: openai.OpenAI, max_tokens: int, text: str = "hi", headers: dict | None = None, **kw):
-    raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", max_tokens=max_tokens, messages=[{"role": "user", "content": text}],
-        extra_headers=headers or {}, **kw)
-    return raw, raw.parse()
-
-
-def assert_openai_refusal(gw: Gateway, error: openai.RateLimitError, trace_id: str, limit_id: str) -> dict:
-    """A 429 in OpenAI's shape with Retry-After, and its deny record naming the limit."""
-    assert error.status_code == 429
-    assert error.body["code"] == "rate_limit_exceeded", error.body
-    assert int(error.response.headers["retry-after"]) >= 1
-    record = gw.record(trace_id)
-    assert (record["status"], record["decision"], record["rule_id"], record["error_type"]) == \
-        (429, "deny", limit_id, "rate_limited"), record
-    assert record["limit"]["id"] == limit_id
-    return record
 
 
 # ---- (1) two Envoys, one team budget -------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 
 import anthropic
 import httpx
@@ -24,6 +23,7 @@ import openai
 import pytest
 
 import harness
+from llm_limits_helpers import BYTES_PER_TOKEN, assert_openai_refusal, ceil_div, chat, reserved_tokens, trace
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,7 +31,6 @@ ALICE = "tg-demo-alice"  # team payments (shipped config)
 BOB = "tg-demo-bob"  # team research (shipped config)
 CAROL = "tg-test-carol"  # team payments (added here)
 WINDOW = 2_592_000
-BYTES_PER_TOKEN = 4
 
 
 @pytest.fixture(scope="module")
@@ -94,39 +93,9 @@ def start(procs, fakes):
     return start
 
 
-def trace() -> tuple[str, dict[str, str]]:
-    trace_id = secrets.token_hex(16)
-    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-
-
-def ceil_div(n: int, d: int) -> int:
-    return -(-n // d)
-
-
-def reserved_tokens(record: dict, max_tokens: int) -> int:
-    """The documented estimate, from the record's own request bytes; checked against it."""
-    expected = ceil_div(record["request_bytes"], BYTES_PER_TOKEN) + max_tokens
-    assert record["reserved"]["tokens"] == expected, record
-    return expected
-
-
-def chat(client: openai.OpenAI, max_tokens: int, text: str = "hi", headers: dict | None = None, **kw):
-    """A chat completion with its raw response (headers) and parsed body."""
-    raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", max_tokens=max_tokens, messages=[{"role": "user", "content": text}],
-        extra_headers=headers or {}, **kw)
-    return raw, raw.parse()
-
-
 def assert_refused(gw: Gateway, error: openai.RateLimitError, trace_id: str, limit_id: str) -> dict:
-    """A 429 in OpenAI's shape with Retry-After, and its deny record naming the limit."""
-    assert error.status_code == 429
-    assert error.body["code"] == "rate_limit_exceeded", error.body
-    assert int(error.response.headers["retry-after"]) >= 1
-    record = gw.record(trace_id)
-    assert (record["status"], record["decision"], record["rule_id"], record["error_type"]) == \
-        (429, "deny", limit_id, "rate_limited"), record
-    assert record["limit"]["id"] == limit_id
+    """A 429 in OpenAI's shape with Retry-After, its deny record naming the limit, nothing counted."""
+    record = assert_openai_refusal(gw, error, trace_id, limit_id)
     assert record["tokens"]["total"] == 0 and "cost_micro_usd" not in record
     return record
 
