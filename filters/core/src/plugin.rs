@@ -6,7 +6,7 @@ use crate::host::batched::CallbackHost;
 use crate::config::{self, ConfigError, Validate};
 use crate::fleet::outbox;
 use crate::stream::{GrpcFailure, HttpExchange, Step, Stream};
-use crate::host::{Host, LogLevel};
+use crate::host::{Host, HostExt, LogLevel};
 use crate::observe::metrics::Metrics;
 use crate::host::wasm::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -22,6 +22,11 @@ pub trait Plugin: 'static {
     /// Compiled, validated state built once from the config (e.g. compiled rules).
     type State: 'static;
     fn build(config: Self::Config) -> Result<Self::State, ConfigError>;
+    /// Builds the state of the plugin instance whose `root_id` is `root_id` (a module can play
+    /// several parts in Envoy, told apart by root id). Default: [`Plugin::build`].
+    fn build_for_root(config: Self::Config, _root_id: &str) -> Result<Self::State, ConfigError> {
+        Self::build(config)
+    }
     type Exchange: HttpExchange + 'static;
     fn new_exchange(state: Rc<Self::State>, metrics: Rc<Metrics>) -> Self::Exchange;
     /// Whether the state sends settlements to a fleet-wide store (then the root flushes
@@ -92,7 +97,8 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let host = WasmHost;
         let raw = host.plugin_configuration();
-        match config::load::<P::Config>(&raw).and_then(P::build) {
+        let root_id = host.property_string(&["plugin_root_id"]).unwrap_or_default();
+        match config::load::<P::Config>(&raw).and_then(|c| P::build_for_root(c, &root_id)) {
             Ok(state) => {
                 if P::uses_fleet_store(&state) {
                     if let Err(e) = proxy_wasm::hostcalls::set_tick_period(OUTBOX_FLUSH) {

@@ -215,7 +215,7 @@ fn decode_component(s: &str, plus_is_space: bool) -> Option<String> {
 const SEGMENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-fn encode_segment(s: &str) -> String {
+pub fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
@@ -437,6 +437,9 @@ pub enum RefusalKind {
     TooLarge,
     /// 429: a configured limit or budget; the OpenAI error `type` (`requests`, `tokens`, `cost`).
     RateLimited(&'static str),
+    /// 502: the gateway cannot send the attempt (a request reached the deployments cluster
+    /// without a plan, or Envoy picked a host the plan does not name).
+    BadGateway,
 }
 
 impl RefusalKind {
@@ -449,6 +452,7 @@ impl RefusalKind {
             RefusalKind::MethodNotAllowed => 405,
             RefusalKind::TooLarge => 413,
             RefusalKind::RateLimited(_) => 429,
+            RefusalKind::BadGateway => 502,
         }
     }
 
@@ -462,6 +466,7 @@ impl RefusalKind {
             RefusalKind::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             RefusalKind::TooLarge => ("invalid_request_error", "request_too_large"),
             RefusalKind::RateLimited(kind) => (kind, "rate_limit_exceeded"),
+            RefusalKind::BadGateway => ("api_error", "bad_gateway"),
         }
     }
 
@@ -473,6 +478,7 @@ impl RefusalKind {
             RefusalKind::BadRequest | RefusalKind::MethodNotAllowed => "invalid_request_error",
             RefusalKind::TooLarge => "request_too_large",
             RefusalKind::RateLimited(_) => "rate_limit_error",
+            RefusalKind::BadGateway => "api_error",
         }
     }
 
@@ -484,6 +490,7 @@ impl RefusalKind {
             RefusalKind::BadRequest | RefusalKind::TooLarge => "INVALID_ARGUMENT",
             RefusalKind::MethodNotAllowed => "UNIMPLEMENTED",
             RefusalKind::RateLimited(_) => "RESOURCE_EXHAUSTED",
+            RefusalKind::BadGateway => "UNAVAILABLE",
         }
     }
 }

@@ -27,7 +27,8 @@ use crate::limits::{Limit, Scope};
 use tollgate_core::fleet::{Counters, OnFailure, StoreConfig};
 use tollgate_core::shared_data::window::Window;
 use tollgate_core::observe::metrics::LabelCap;
-use crate::routing::{Provider, Router};
+use crate::deployments::Fallback;
+use crate::routing::{DeploymentSpec, Provider, Router, Target};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use tollgate_core::observe::audit::AuditConfig;
@@ -97,6 +98,9 @@ pub struct Config {
     /// config whose cost budgets can see an unpriced model is refused at load.
     #[serde(default)]
     pub unpriced: Option<Unpriced>,
+    /// Fallback between the deployments of virtual models.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
 }
 
 /// The `unpriced` policy: what cost budgets do with a model that matches no price.
@@ -130,6 +134,7 @@ impl Default for Config {
             limits: Vec::new(),
             store: None,
             unpriced: None,
+            fallback: FallbackConfig::default(),
         }
     }
 }
@@ -213,6 +218,11 @@ pub struct ProviderConfig {
     /// Extra request headers sent to this provider (e.g. `anthropic-version`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `ip:port` of this provider's endpoint in the deployments cluster (Envoy's
+    /// `override_host` policy picks hosts by address). Required for providers named in
+    /// `deployments`.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,11 +246,97 @@ pub struct ModelRoute {
     /// Model name the client asks for: exact (`gpt-4o`), glob (`gpt-4o*`), or an alias of
     /// your own (`fast`) together with `upstream_model`.
     pub model: String,
-    /// Name of an entry in `providers`.
-    pub provider: String,
+    /// Name of an entry in `providers`. Set this or `deployments`.
+    #[serde(default)]
+    pub provider: Option<String>,
     /// Model name sent to the provider instead of the requested one.
     #[serde(default)]
     pub upstream_model: Option<String>,
+    /// A virtual model: the deployments that serve it, with weights and priorities for
+    /// load balancing and fallback (`deployments.rs`). Set this or `provider`.
+    #[serde(default)]
+    pub deployments: Option<Vec<DeploymentConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Names the deployment in records, metrics and cooldowns; default
+    /// `<provider>/<upstream_model>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Name of an entry in `providers` (which must have an `address`).
+    pub provider: String,
+    /// Model name sent to the provider; default: the requested name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Share of the requests among the deployments of the same priority (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Lower goes first; a higher priority is tried when the lower ones fail or cool down.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How virtual models fail over (`deployments.rs`). Envoy runs the attempts; these set the
+/// retry headers the gateway gives it, and the cooldowns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The value of `provider_header` whose Envoy route goes to the deployments cluster.
+    #[serde(default = "default_fallback_route")]
+    pub route: String,
+    /// Response statuses that move on to the next deployment and cool the deployment down.
+    #[serde(default = "default_retry_on_status")]
+    pub retry_on_status: Vec<u16>,
+    /// No response headers within this time: the attempt is abandoned, the next one runs.
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Cooldown after a failure that says nothing of when to come back (no `Retry-After`).
+    #[serde(default = "default_cooldown_secs")]
+    pub cooldown_secs: u64,
+    /// Longest cooldown, whatever a provider asks for.
+    #[serde(default = "default_max_cooldown_secs")]
+    pub max_cooldown_secs: u64,
+    /// Attempts per request at most (the first one included).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: usize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            route: default_fallback_route(),
+            retry_on_status: default_retry_on_status(),
+            first_byte_timeout_ms: default_first_byte_timeout_ms(),
+            cooldown_secs: default_cooldown_secs(),
+            max_cooldown_secs: default_max_cooldown_secs(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+fn default_fallback_route() -> String {
+    "deployments".into()
+}
+fn default_retry_on_status() -> Vec<u16> {
+    vec![429, 500, 502, 503, 504, 529]
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    30_000
+}
+fn default_cooldown_secs() -> u64 {
+    5
+}
+fn default_max_cooldown_secs() -> u64 {
+    300
+}
+fn default_max_attempts() -> usize {
+    3
 }
 
 /// Prices in US dollars per million tokens, as providers publish them.
@@ -286,6 +382,18 @@ pub struct State {
     pub deny_unpriced: bool,
     /// Request headers that may carry a client credential: all removed before forwarding.
     pub client_credential_headers: Vec<String>,
+    pub fallback: Fallback,
+    /// Which part this plugin plays (from its `root_id`).
+    pub role: Role,
+}
+
+/// The two places the module runs in Envoy: the HTTP filter (`gateway`) and, on the
+/// deployments cluster, the upstream HTTP filter that Envoy runs once per attempt
+/// (`attempt`; its `root_id` ends in `.attempt`). Both read the same configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Gateway,
+    Attempt,
 }
 
 fn bad(path: &str, message: impl std::fmt::Display) -> ConfigError {
@@ -308,6 +416,19 @@ fn check_model_name(path: &str, name: &str) -> Result<(), ConfigError> {
         return Err(bad(path, format!("`{name}` must not contain whitespace or control characters")));
     }
     Ok(())
+}
+
+fn check_upstream_model(path: &str, name: &str) -> Result<(), ConfigError> {
+    check_model_name(path, name)?;
+    if name.contains(['*', '?']) {
+        return Err(bad(path, "must be a model name, not a pattern"));
+    }
+    Ok(())
+}
+
+/// `ip:port` (IPv6 in brackets), as Envoy's `override_host` policy compares them.
+fn is_host_address(address: &str) -> bool {
+    address.parse::<std::net::SocketAddr>().is_ok()
 }
 
 fn check_price(path: &str, value: Option<f64>) -> Result<(), ConfigError> {
@@ -376,14 +497,22 @@ impl Validate for Config {
             if Glob::new(&m.model).is_exact() && !exact.insert(m.model.as_str()) {
                 return Err(bad(&format!("{at}.model"), format!("duplicate model `{}`", m.model)));
             }
-            if !names.contains(m.provider.as_str()) {
-                return Err(bad(&format!("{at}.provider"), format!("unknown provider `{}`", m.provider)));
+            match (&m.provider, &m.deployments) {
+                (Some(provider), None) => {
+                    if !names.contains(provider.as_str()) {
+                        return Err(bad(&format!("{at}.provider"), format!("unknown provider `{provider}`")));
+                    }
+                }
+                (None, Some(deployments)) => {
+                    if m.upstream_model.is_some() {
+                        return Err(bad(&format!("{at}.upstream_model"), "set it on each deployment"));
+                    }
+                    self.validate_deployments(&at, deployments)?;
+                }
+                _ => return Err(bad(&at, "set exactly one of `provider` or `deployments`")),
             }
             if let Some(up) = &m.upstream_model {
-                check_model_name(&format!("{at}.upstream_model"), up)?;
-                if up.contains(['*', '?']) {
-                    return Err(bad(&format!("{at}.upstream_model"), "must be a model name, not a pattern"));
-                }
+                check_upstream_model(&format!("{at}.upstream_model"), up)?;
             }
         }
         for (i, p) in self.prices.iter().enumerate() {
@@ -463,6 +592,7 @@ impl Validate for Config {
                 return Err(bad(&format!("{at}.on_store_failure"), "only for limits counted in the fleet store (`counters: fleet`)"));
             }
         }
+        self.validate_fallback()?;
         if self.unpriced.is_none() {
             self.check_unpriced()?;
         }
@@ -471,6 +601,76 @@ impl Validate for Config {
 }
 
 impl Config {
+    fn validate_deployments(&self, at: &str, deployments: &[DeploymentConfig]) -> Result<(), ConfigError> {
+        if deployments.is_empty() {
+            return Err(bad(&format!("{at}.deployments"), "must not be empty"));
+        }
+        let mut seen = HashSet::new();
+        for (j, d) in deployments.iter().enumerate() {
+            let at = format!("{at}.deployments[{j}]");
+            let Some(provider) = self.providers.iter().find(|p| p.name == d.provider) else {
+                return Err(bad(&format!("{at}.provider"), format!("unknown provider `{}`", d.provider)));
+            };
+            match &provider.address {
+                Some(address) if is_host_address(address) => {}
+                Some(_) => {
+                    return Err(bad(&format!("{at}.provider"), format!("provider `{}`: `address` must be `ip:port`", d.provider)))
+                }
+                None => {
+                    return Err(bad(
+                        &format!("{at}.provider"),
+                        format!("provider `{}` needs an `address` (its `ip:port` in the deployments cluster)", d.provider),
+                    ))
+                }
+            }
+            if let Some(up) = &d.upstream_model {
+                check_upstream_model(&format!("{at}.upstream_model"), up)?;
+            }
+            if let Some(name) = &d.name {
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+                if !ok {
+                    return Err(bad(&format!("{at}.name"), "must be 1 to 64 letters, digits, `-`, `_`, `.` or `/`"));
+                }
+            }
+            if d.weight == 0 || d.weight > 10_000 {
+                return Err(bad(&format!("{at}.weight"), "must be between 1 and 10000"));
+            }
+            let name = d.name.clone().unwrap_or_else(|| format!("{}/{}", d.provider, d.upstream_model.as_deref().unwrap_or("*")));
+            if !seen.insert(name.clone()) {
+                return Err(bad(&format!("{at}"), format!("duplicate deployment `{name}` (give it a `name`)")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_fallback(&self) -> Result<(), ConfigError> {
+        let f = &self.fallback;
+        if !f.route.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) || f.route.is_empty() {
+            return Err(bad("fallback.route", "must be non-empty letters, digits, `-`, `_` or `.`"));
+        }
+        if self.providers.iter().any(|p| p.name == f.route) {
+            return Err(bad("fallback.route", format!("`{}` is also a provider name", f.route)));
+        }
+        if let Some(code) = f.retry_on_status.iter().find(|c| !(400..=599).contains(*c)) {
+            return Err(bad("fallback.retry_on_status", format!("{code} is not an HTTP error status (400-599)")));
+        }
+        if f.first_byte_timeout_ms == 0 || f.first_byte_timeout_ms > 3_600_000 {
+            return Err(bad("fallback.first_byte_timeout_ms", "must be between 1 and 3600000"));
+        }
+        if f.max_cooldown_secs > 86_400 {
+            return Err(bad("fallback.max_cooldown_secs", "must be at most 86400"));
+        }
+        if f.cooldown_secs > f.max_cooldown_secs {
+            return Err(bad("fallback.cooldown_secs", "must not exceed `max_cooldown_secs`"));
+        }
+        if f.max_attempts == 0 || f.max_attempts > 10 {
+            return Err(bad("fallback.max_attempts", "must be between 1 and 10"));
+        }
+        Ok(())
+    }
+
     /// Without an `unpriced` policy, no cost budget may see a routed model that matches no
     /// price (it would silently cost 0). Glob routes are judged conservatively: a glob route
     /// is priced when one price pattern covers every name it can match; a limit with `models`
@@ -483,7 +683,14 @@ impl Config {
             if l.cost_micro_usd_per_window.is_none() {
                 continue;
             }
-            for (k, m) in self.models.iter().enumerate() {
+            // A deployment counts as an alias of the virtual model to its upstream model.
+            let routes = self.models.iter().enumerate().flat_map(|(k, m)| {
+                let direct = m.deployments.is_none().then(|| (k, m.model.as_str(), m.upstream_model.as_deref()));
+                let deployed = m.deployments.iter().flatten().map(move |d| (k, m.model.as_str(), d.upstream_model.as_deref()));
+                direct.into_iter().chain(deployed)
+            });
+            for (k, model, upstream_model) in routes {
+                let m = RouteView { model, upstream_model };
                 let unpriced: Option<String> = match &m.upstream_model {
                     Some(up) => {
                         let sees = match &l.models {
@@ -523,6 +730,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The parts of a model route the price check reads (a deployment reads as an alias).
+struct RouteView<'a> {
+    model: &'a str,
+    upstream_model: Option<&'a str>,
 }
 
 /// Whether glob `outer` matches every name glob `inner` can match (sound, not complete:
@@ -614,9 +827,36 @@ impl Config {
                 apis: p.apis,
                 credential,
                 headers: p.headers.into_iter().collect(),
+                address: p.address,
             });
         }
-        let router = Router::new(providers, self.models.into_iter().map(|m| (m.model, m.provider, m.upstream_model)));
+        let routes = self.models.into_iter().map(|m| {
+            let target = match m.deployments {
+                Some(deployments) => Target::Deployments(
+                    deployments
+                        .into_iter()
+                        .map(|d| DeploymentSpec {
+                            name: d.name,
+                            provider: d.provider,
+                            upstream_model: d.upstream_model,
+                            weight: d.weight,
+                            priority: d.priority,
+                        })
+                        .collect(),
+                ),
+                None => Target::Provider { provider: m.provider.unwrap_or_default(), upstream_model: m.upstream_model },
+            };
+            (m.model, target)
+        });
+        let router = Router::with_targets(providers, routes);
+        let fallback = Fallback {
+            route: self.fallback.route,
+            retry_on_status: self.fallback.retry_on_status,
+            first_byte_timeout_ms: self.fallback.first_byte_timeout_ms,
+            cooldown_secs: self.fallback.cooldown_secs,
+            max_cooldown_secs: self.fallback.max_cooldown_secs,
+            max_attempts: self.fallback.max_attempts,
+        };
         let prices = PriceTable::new(self.prices.into_iter().map(|p| {
             let price = Price {
                 input: micros(p.input),
@@ -666,6 +906,8 @@ impl Config {
             store,
             deny_unpriced: self.unpriced == Some(Unpriced::Deny),
             client_credential_headers,
+            fallback,
+            role: Role::Gateway,
         })
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::api::{self, ClientApi, Endpoint, GeminiAction, RefusalKind};
 use crate::config::State;
+use crate::deployments::{target_api, VirtualModel};
 use crate::limits::{self, Exceeded, Estimate};
 use crate::record::Refusal;
 use crate::routing::{model_allowed, Provider};
@@ -129,6 +130,9 @@ pub struct Forward<'s> {
     pub provider: &'s Provider,
     /// The provider's credential header.
     pub credential: Option<(&'static str, String)>,
+    /// A virtual model (its index and deployments): the attempts are planned and sent by
+    /// `deployments.rs`; body, path and credential are then each attempt's business.
+    pub virtual_model: Option<(usize, &'s VirtualModel)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -158,11 +162,23 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
         let message = format!("model `{model}` does not exist");
         return refuse(request, RefusalKind::NotFound, "unknown_model", message);
     };
-    if !route.provider.speaks(endpoint.api) {
+    let servable = match route.virtual_model {
+        // A deployment serves any client API its provider speaks or can be translated to.
+        Some((_, vm)) => vm.deployments.iter().any(|d| {
+            state.router.provider_at(d.provider).is_some_and(|p| target_api(endpoint.api, p.apis.as_deref()).is_some())
+        }),
+        None => route.provider.speaks(endpoint.api),
+    };
+    if !servable {
         let message = format!("model `{model}` is not available through the {}", endpoint.api.title());
         return refuse(request, RefusalKind::NotFound, "unsupported_api", message);
     }
-    let (provider, upstream_model, rewritten) = (route.provider, route.upstream_model.to_string(), route.rewritten);
+    let (provider, rewritten, virtual_model) = (route.provider, route.rewritten, route.virtual_model);
+    // Admission prices a virtual model at its dearest deployment (what it may cost).
+    let upstream_model = match virtual_model {
+        Some((_, vm)) => dearest(state, vm).unwrap_or(route.upstream_model).to_string(),
+        None => route.upstream_model.to_string(),
+    };
     if !model_allowed(allowed, model) {
         let message = format!("this key may not use model `{model}`");
         request.route = Some(Route { provider, upstream_model });
@@ -174,6 +190,19 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
         return refuse(request, RefusalKind::NotPriced, "model_not_priced", message);
     }
     let reserve = admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens);
+    if virtual_model.is_some() {
+        let forward = Forward {
+            reserve,
+            body: Ok(None),
+            usage_injected: false,
+            path: None,
+            provider,
+            credential: None,
+            virtual_model,
+        };
+        request.route = Some(Route { provider, upstream_model });
+        return BodyDecision { request: Some(request), verdict: Ok(forward) };
+    }
     let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
     let body_model = (rewritten && endpoint.api != ClientApi::Gemini).then_some(upstream_model.as_str());
     let body = api::rewrite_body(body, &info, body_model, inject)
@@ -189,9 +218,20 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
         path,
         provider,
         credential: provider.credential_header(endpoint.api),
+        virtual_model: None,
     };
     request.route = Some(Route { provider, upstream_model });
     BodyDecision { request: Some(request), verdict: Ok(forward) }
+}
+
+/// The upstream model of a virtual model's dearest priced deployment (by output price,
+/// then input price); `None` when none is priced.
+fn dearest<'s>(state: &State, vm: &'s VirtualModel) -> Option<&'s str> {
+    vm.deployments
+        .iter()
+        .filter_map(|d| state.prices.lookup(&d.upstream_model).map(|p| (d, (p.output.max(p.reasoning), p.input))))
+        .max_by_key(|(_, key)| *key)
+        .map(|(d, _)| d.upstream_model.as_str())
 }
 
 /// Whether a cost budget applies to the model while no price matches it.

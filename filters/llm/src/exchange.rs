@@ -22,6 +22,7 @@
 use crate::api::{self, Endpoint, RefusalKind};
 use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
+use crate::deployments;
 use crate::fleet;
 use crate::limits::{self, Actual, Exceeded, Held, Wanted};
 use crate::routing::Provider;
@@ -61,6 +62,10 @@ pub struct Exchange {
     ratelimit_headers: Vec<(String, String)>,
     /// The request waits for the fleet-wide store's admission (`fleet.rs`).
     awaiting: Option<Box<Awaiting>>,
+    /// A virtual model's plan token: the key of its attempts in the attempt log.
+    plan_token: Option<u64>,
+    /// The request path as forwarded (a Gemini key taken out of the query).
+    client_path: String,
 }
 
 /// What a request paused for the store's answer goes on with.
@@ -80,6 +85,8 @@ struct Rewrites {
     usage_injected: bool,
     path: Option<String>,
     credential: Option<(&'static str, String)>,
+    /// A virtual model's index: its deployments are planned instead.
+    virtual_model: Option<usize>,
 }
 
 impl Exchange {
@@ -97,6 +104,8 @@ impl Exchange {
             held: Vec::new(),
             ratelimit_headers: Vec::new(),
             awaiting: None,
+            plan_token: None,
+            client_path: String::new(),
         }
     }
 
@@ -136,8 +145,8 @@ impl Exchange {
 
     fn forward(&mut self, host: &dyn Host, body_size: usize, forward: Forward<'_>) -> Step {
         let state = self.state.clone();
-        let Forward { reserve, body, usage_injected, path, provider, credential } = forward;
-        let rewrites = Rewrites { body, usage_injected, path, credential };
+        let Forward { reserve, body, usage_injected, path, provider, credential, virtual_model } = forward;
+        let rewrites = Rewrites { body, usage_injected, path, credential, virtual_model: virtual_model.map(|(i, _)| i) };
         if let Some(estimate) = reserve {
             self.facts.reserved = Some(estimate);
             let model = self.facts.model.as_deref().unwrap_or_default();
@@ -212,6 +221,9 @@ impl Exchange {
     /// Rewrites the request for its provider and lets it go.
     fn rewrite_and_route(&mut self, host: &dyn Host, body_size: usize, rewrites: Rewrites, provider: &Provider) -> Step {
         let state = self.state.clone();
+        if let Some(index) = rewrites.virtual_model {
+            return self.route_to_deployments(host, index);
+        }
         match rewrites.body {
             Ok(Some(new_body)) => {
                 if let Err(e) = host.set_body(BodyBuffer::Request, 0, body_size, &new_body) {
@@ -244,12 +256,72 @@ impl Exchange {
         Step::Continue
     }
 
+    /// A virtual model: plans the deployments (cooling ones last) and hands the plan to
+    /// Envoy, which runs the attempts (`deployments.rs`); each attempt's request is written
+    /// by the attempt role.
+    fn route_to_deployments(&mut self, host: &dyn Host, index: usize) -> Step {
+        let state = self.state.clone();
+        let (Some(vm), Some(api)) = (state.router.virtual_model(index), self.facts.api) else {
+            return self.refuse(host, Refusal::new(api::RefusalKind::NotFound, "unknown_model", "model has no deployments"));
+        };
+        let servable = |d: &deployments::Deployment| {
+            state.router.provider_at(d.provider).and_then(|p| deployments::target_api(api, p.apis.as_deref()).and(p.address.as_deref()))
+        };
+        // A deployment that cannot serve this client API is never planned.
+        let cooling: Vec<u64> = vm
+            .deployments
+            .iter()
+            .map(|d| if servable(d).is_some() { deployments::cooling_until(host, &d.name) } else { u64::MAX })
+            .collect();
+        let now_ms = host.now_millis();
+        let order: Vec<usize> = deployments::balance::with(index, vm.deployments.len(), |current| {
+            deployments::plan(&vm.deployments, &cooling, now_ms, current, vm.deployments.len())
+        })
+        .into_iter()
+        .filter(|&i| cooling.get(i) != Some(&u64::MAX))
+        .take(state.fallback.max_attempts)
+        .collect();
+        let hosts: Vec<&str> = order.iter().filter_map(|&i| vm.deployments.get(i).and_then(servable)).collect();
+        if hosts.is_empty() {
+            let message = format!("no deployment of this model serves the {}", api.title());
+            return self.refuse(host, Refusal::new(api::RefusalKind::NotFound, "unsupported_api", message));
+        }
+        let mut token = [0u8; 8];
+        if host.random_bytes(&mut token).is_err() {
+            token = host.now_nanos().to_be_bytes();
+        }
+        let token = u64::from_be_bytes(token);
+        self.plan_token = Some(token);
+        self.facts.planned = order.iter().filter_map(|&i| vm.deployments.get(i).map(|d| d.name.clone())).collect();
+        let fallback = &state.fallback;
+        let statuses: Vec<String> = fallback.retry_on_status.iter().map(u16::to_string).collect();
+        let retries = (hosts.len() - 1).to_string();
+        let headers = [
+            (state.provider_header.as_str(), fallback.route.clone()),
+            (deployments::HOSTS_HEADER, hosts.join(",")),
+            (deployments::PLAN_HEADER, deployments::plan_header(index, self.facts.stream, &order, token, &self.client_path)),
+            ("x-envoy-max-retries", retries),
+            ("x-envoy-retry-on", "connect-failure,refused-stream,reset,retriable-status-codes".to_string()),
+            ("x-envoy-retriable-status-codes", statuses.join(",")),
+            ("x-envoy-upstream-rq-per-try-timeout-ms", fallback.first_byte_timeout_ms.to_string()),
+        ];
+        for (name, value) in &headers {
+            host.try_set_header(HeaderMap::Request, name, Some(value));
+        }
+        self.facts.phase = Phase::Forwarded;
+        self.provisional(host);
+        Step::Continue
+    }
+
     /// The final record and the metrics. Runs once.
     fn finish(&mut self, host: &dyn Host) {
         if self.finished {
             return;
         }
         self.finished = true;
+        if let Some(token) = self.plan_token {
+            self.facts.attempts = deployments::attempt_log::take(token);
+        }
         let accounting = record::accounting(&self.facts, self.tracker.as_ref(), &self.state);
         self.reconcile(host, accounting);
         self.write_record(host, true, accounting);
@@ -323,6 +395,22 @@ impl Exchange {
         record::emit_metrics(host, &self.metrics, labels, &rec.detail, duration_ms);
     }
 
+    /// A virtual model's answer: which deployment gave it (the attempt role says so in a
+    /// response header, removed here), so the record prices its upstream model.
+    fn answered_by(&mut self, host: &dyn Host) {
+        let Some(name) = host.response_header(deployments::ANSWERED_BY_HEADER) else { return };
+        host.try_set_header(HeaderMap::Response, deployments::ANSWERED_BY_HEADER, None);
+        let state = self.state.clone();
+        let found = self.facts.model.as_deref().and_then(|m| state.router.route(m)).and_then(|r| r.virtual_model).and_then(|(_, vm)| {
+            vm.deployments.iter().find(|d| d.name == name)
+        });
+        if let Some(d) = found {
+            self.facts.upstream_model = Some(d.upstream_model.clone());
+            self.facts.provider = state.router.provider_at(d.provider).map(|p| p.name.clone());
+            self.facts.deployment = Some(d.name.clone());
+        }
+    }
+
     /// Token counts recorded so far (for tests).
     #[cfg(test)]
     fn tokens(&self) -> Option<crate::usage::Tokens> {
@@ -337,10 +425,13 @@ impl HttpExchange for Exchange {
         self.facts.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.facts.trace = Some(trace::join_request(host, None));
         let state = self.state.clone();
-        // Only the filter chooses the provider.
+        // Only the filter chooses the provider and plans the attempts.
         host.try_set_header(HeaderMap::Request, &state.provider_header, None);
+        host.try_set_header(HeaderMap::Request, deployments::HOSTS_HEADER, None);
+        host.try_set_header(HeaderMap::Request, deployments::PLAN_HEADER, None);
 
         let path = host.request_header(":path").unwrap_or_default();
+        self.client_path = path.clone();
         let method = host.request_header(":method").unwrap_or_default();
         let decision = decide::request_path(&path, &method);
         if let Some(endpoint) = decision.endpoint {
@@ -357,6 +448,7 @@ impl HttpExchange for Exchange {
                     host.try_set_header(HeaderMap::Request, "x-goog-api-key", Some(&query.key));
                 }
                 host.try_set_header(HeaderMap::Request, ":path", Some(&query.path));
+                self.client_path = query.path.clone();
             }
             Ok(None) => {}
         }
@@ -403,6 +495,9 @@ impl HttpExchange for Exchange {
         self.facts.response_headers_nanos = Some(now);
         let status = host.response_header(":status").and_then(|s| s.trim().parse::<u32>().ok());
         self.facts.response_status = status;
+        if self.plan_token.is_some() {
+            self.answered_by(host);
+        }
         if let (true, Some(status), Some(endpoint)) = (self.facts.forwarded(), status, &self.endpoint) {
             if status < 400 {
                 let content_type = host.response_header("content-type");

@@ -1,8 +1,11 @@
 //! proxy-wasm glue for the LLM filter: the plugin's types; the callbacks are mapped to
 //! [`Exchange`] by the shared glue in `tollgate_core::plugin`.
 
-use crate::config::{Config, State};
+use crate::attempt::AttemptExchange;
+use crate::config::{Config, Role, State};
 use crate::exchange::Exchange;
+use tollgate_core::host::Host;
+use tollgate_core::stream::{GrpcAnswer, HttpExchange, Step};
 use std::rc::Rc;
 use tollgate_core::config::ConfigError;
 use tollgate_core::observe::metrics::Metrics;
@@ -14,14 +17,65 @@ impl Plugin for LLMPlugin {
     const NAME: &'static str = "tollgate-llm";
     type Config = Config;
     type State = State;
-    type Exchange = Exchange;
+    type Exchange = LlmExchange;
     fn build(config: Config) -> Result<State, ConfigError> {
         config.compile()
     }
-    fn new_exchange(state: Rc<State>, metrics: Rc<Metrics>) -> Exchange {
-        Exchange::new(state, metrics)
+    /// A `root_id` ending in `.attempt` plays the attempt role (the upstream HTTP filter of
+    /// the deployments cluster); any other, the gateway.
+    fn build_for_root(config: Config, root_id: &str) -> Result<State, ConfigError> {
+        let mut state = config.compile()?;
+        if root_id.ends_with(".attempt") {
+            state.role = Role::Attempt;
+        }
+        Ok(state)
+    }
+    fn new_exchange(state: Rc<State>, metrics: Rc<Metrics>) -> LlmExchange {
+        match state.role {
+            Role::Gateway => LlmExchange::Gateway(Exchange::new(state, metrics)),
+            Role::Attempt => LlmExchange::Attempt(AttemptExchange::new(state, metrics)),
+        }
     }
     fn uses_fleet_store(state: &State) -> bool {
         state.store.is_some()
+    }
+}
+
+/// One stream in either role.
+pub enum LlmExchange {
+    Gateway(Exchange),
+    Attempt(AttemptExchange),
+}
+
+impl LlmExchange {
+    fn inner(&mut self) -> &mut dyn HttpExchange {
+        match self {
+            LlmExchange::Gateway(e) => e,
+            LlmExchange::Attempt(e) => e,
+        }
+    }
+}
+
+impl HttpExchange for LlmExchange {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.inner().on_request_headers(host, end_of_stream)
+    }
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        self.inner().on_request_body(host, body_size, end_of_stream)
+    }
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
+        self.inner().on_response_headers(host, end_of_stream)
+    }
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
+        self.inner().on_response_body(host, body_size, end_of_stream)
+    }
+    fn on_log(&mut self, host: &dyn Host) {
+        self.inner().on_log(host)
+    }
+    fn on_done(&mut self, host: &dyn Host) {
+        self.inner().on_done(host)
+    }
+    fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
+        self.inner().on_grpc_response(host, token, answer)
     }
 }

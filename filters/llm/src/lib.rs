@@ -6,14 +6,17 @@
 //! testable with `MemoryHost`); `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
 pub mod api;
+pub mod attempt;
 pub mod config;
 pub mod cost;
 pub mod decide;
+pub mod deployments;
 pub mod exchange;
 pub mod fleet;
 pub mod limits;
 pub mod record;
 pub mod routing;
+pub mod translate;
 pub mod usage;
 #[cfg(target_arch = "wasm32")]
 mod filter;

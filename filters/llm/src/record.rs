@@ -136,6 +136,12 @@ pub struct LlmDetail<'a> {
     /// Envoy only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub limits_degraded: bool,
+    /// A virtual model: the deployment that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<&'a str>,
+    /// A virtual model: every attempt, in order (deployment, status, duration, error).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub attempts: &'a [crate::deployments::Attempt],
 }
 
 /// Why the filter answered a request itself.
@@ -200,6 +206,12 @@ pub struct ExchangeFacts {
     /// The fleet-wide store could not answer and `fail_open_local` limits were counted on
     /// this Envoy only.
     pub limits_degraded: bool,
+    /// A virtual model: the deployments planned, in order.
+    pub planned: Vec<String>,
+    /// The deployment that answered.
+    pub deployment: Option<String>,
+    /// Every attempt Envoy made (virtual models; from the attempt role).
+    pub attempts: Vec<crate::deployments::Attempt>,
 }
 
 impl ExchangeFacts {
@@ -331,6 +343,8 @@ pub fn build<'a>(
         limit: refused.and_then(|r| r.limit.as_deref()),
         limits_overshot: overshot,
         limits_degraded: facts.limits_degraded,
+        deployment: facts.deployment.as_deref(),
+        attempts: &facts.attempts,
     };
     let mut rec = Record::of_request(Layer::Llm, facts.started_nanos / 1_000_000, facts.envelope(), detail);
     rec.decision = outcome.decision;

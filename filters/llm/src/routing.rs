@@ -5,6 +5,7 @@
 //! provider exists.
 
 use crate::api::{AuthScheme, ClientApi};
+use crate::deployments::{Deployment, VirtualModel};
 use std::collections::HashMap;
 use tollgate_core::glob::Glob;
 
@@ -17,6 +18,8 @@ pub struct Provider {
     /// The provider's key and, if fixed, how to send it.
     pub credential: Option<(String, Option<AuthScheme>)>,
     pub headers: Vec<(String, String)>,
+    /// `ip:port` in the deployments cluster (providers of virtual models).
+    pub address: Option<String>,
 }
 
 impl Provider {
@@ -38,8 +41,26 @@ impl Provider {
 #[derive(Debug)]
 struct Route {
     pattern: Glob,
+    /// The provider (a virtual model: its first deployment's, for records of refusals).
     provider: usize,
     upstream_model: Option<String>,
+    /// Index into `Router::virtual_models`.
+    virtual_model: Option<usize>,
+}
+
+/// A deployment as configured, before its provider is resolved.
+pub struct DeploymentSpec {
+    pub name: Option<String>,
+    pub provider: String,
+    pub upstream_model: Option<String>,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+/// What a model route sends to.
+pub enum Target {
+    Provider { provider: String, upstream_model: Option<String> },
+    Deployments(Vec<DeploymentSpec>),
 }
 
 #[derive(Debug)]
@@ -47,6 +68,7 @@ pub struct Router {
     providers: Vec<Provider>,
     routes: Vec<Route>,
     exact: HashMap<String, usize>,
+    virtual_models: Vec<VirtualModel>,
 }
 
 /// Where a model goes.
@@ -59,6 +81,9 @@ pub struct Decision<'a, 'm> {
     pub rewritten: bool,
     /// The pattern that matched, as configured.
     pub pattern: &'a str,
+    /// A virtual model: its index and deployments (the provider and upstream model above
+    /// are then its first deployment's).
+    pub virtual_model: Option<(usize, &'a VirtualModel)>,
 }
 
 impl PartialEq for Provider {
@@ -72,16 +97,56 @@ impl Router {
     /// `routes`: (model pattern, provider name, upstream model). Unknown provider names are
     /// skipped (config validation refuses them before this point).
     pub fn new(providers: Vec<Provider>, routes: impl IntoIterator<Item = (String, String, Option<String>)>) -> Self {
-        let mut out = Router { providers, routes: Vec::new(), exact: HashMap::new() };
-        for (pattern, provider, upstream_model) in routes {
-            let Some(index) = out.providers.iter().position(|p| p.name == provider) else { continue };
+        let targets = routes.into_iter().map(|(pattern, provider, upstream_model)| (pattern, Target::Provider { provider, upstream_model }));
+        Self::with_targets(providers, targets)
+    }
+
+    /// Routes to providers or to virtual models' deployments.
+    pub fn with_targets(providers: Vec<Provider>, routes: impl IntoIterator<Item = (String, Target)>) -> Self {
+        let mut out = Router { providers, routes: Vec::new(), exact: HashMap::new(), virtual_models: Vec::new() };
+        for (pattern, target) in routes {
+            let index_of = |name: &str| out.providers.iter().position(|p| p.name == name);
+            let (provider, upstream_model, virtual_model) = match target {
+                Target::Provider { provider, upstream_model } => {
+                    let Some(index) = index_of(&provider) else { continue };
+                    (index, upstream_model, None)
+                }
+                Target::Deployments(specs) => {
+                    let deployments: Vec<Deployment> = specs
+                        .into_iter()
+                        .filter_map(|d| {
+                            let provider = index_of(&d.provider)?;
+                            let model = d.upstream_model.clone().unwrap_or_else(|| pattern.clone());
+                            Some(Deployment {
+                                name: d.name.unwrap_or_else(|| format!("{}/{model}", d.provider)),
+                                provider,
+                                upstream_model: model,
+                                weight: d.weight,
+                                priority: d.priority,
+                            })
+                        })
+                        .collect();
+                    let Some(first) = deployments.iter().min_by_key(|d| d.priority) else { continue };
+                    let (provider, model) = (first.provider, first.upstream_model.clone());
+                    out.virtual_models.push(VirtualModel { deployments });
+                    (provider, Some(model), Some(out.virtual_models.len() - 1))
+                }
+            };
             let glob = Glob::new(&pattern);
             if glob.is_exact() {
                 out.exact.entry(pattern.clone()).or_insert(out.routes.len());
             }
-            out.routes.push(Route { pattern: glob, provider: index, upstream_model });
+            out.routes.push(Route { pattern: glob, provider, upstream_model, virtual_model });
         }
         out
+    }
+
+    pub fn virtual_model(&self, index: usize) -> Option<&VirtualModel> {
+        self.virtual_models.get(index)
+    }
+
+    pub fn provider_at(&self, index: usize) -> Option<&Provider> {
+        self.providers.get(index)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Provider> {
@@ -100,7 +165,8 @@ impl Router {
         };
         let provider = self.providers.get(route.provider)?;
         let upstream_model = route.upstream_model.as_deref().unwrap_or(model);
-        Some(Decision { provider, upstream_model, rewritten: upstream_model != model, pattern: route.pattern.pattern() })
+        let virtual_model = route.virtual_model.and_then(|i| self.virtual_models.get(i).map(|v| (i, v)));
+        Some(Decision { provider, upstream_model, rewritten: upstream_model != model, pattern: route.pattern.pattern(), virtual_model })
     }
 }
 
@@ -122,6 +188,7 @@ mod tests {
             apis,
             credential: credential.map(|(k, s)| (k.to_string(), s)),
             headers: vec![],
+            address: None,
         }
     }
 

@@ -1,0 +1,230 @@
+"""Virtual models end to end: weighted load balancing and fallback between deployments, run
+by the real Envoy 1.40 (override_host load balancing + retries) with the LLM module as the
+gateway filter and as the upstream (per-attempt) filter of the deployments cluster.
+
+envoy/llm-fallback.yaml is used as shipped but for ports: three fake providers (`openai-a`,
+`openai-b`, `anthropic-c`) stand behind the deployments cluster, and each provider's
+`address` in the plugin configuration is rewritten to its fake's port. A fourth address with
+nothing listening stands in for a provider that refuses connections.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+
+import httpx
+import openai
+import pytest
+
+import harness
+
+pytestmark = pytest.mark.timeout(90)
+
+ALICE = "tg-demo-alice"
+PROVIDERS = ("openai-a", "openai-b", "anthropic-c")
+
+
+class Stack:
+    def __init__(self, envoy: harness.Envoy, fakes: dict[str, str], config: dict):
+        self.envoy, self.fakes, self.config = envoy, fakes, config
+        self.url = envoy.url
+
+    def requests(self, name: str) -> list[dict]:
+        return httpx.get(f"{self.fakes[name]}/_fake/requests", timeout=5).json()
+
+    def set(self, name: str, **switches) -> None:
+        httpx.post(f"{self.fakes[name]}/_fake/config", json=switches, timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        for url in self.fakes.values():
+            httpx.post(f"{url}/_fake/reset", timeout=5)
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=ALICE, max_retries=0, timeout=20)
+
+    def record(self, trace_id: str) -> dict:
+        return self.envoy.wait_audit(1, 5, where=lambda r: r.get("trace_id") == trace_id)[-1]
+
+    def chat(self, model: str, **kwargs):
+        trace_id = secrets.token_hex(16)
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        reply = self.openai().chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hello"}], extra_headers=headers, **kwargs)
+        return reply, trace_id
+
+
+def shipped_config() -> tuple[dict, dict]:
+    cfg = harness.load_envoy_config("llm-fallback.yaml")
+    return cfg, harness.plugin_config(cfg, "tollgate.llm")
+
+
+def start(workdir, started, *, dead_openai_a: bool = False) -> Stack:
+    """Fakes for the three providers, and Envoy with their ports (openai-a's address points at
+    a closed port when `dead_openai_a`)."""
+    cfg, plugin = shipped_config()
+    fakes, ports = {}, {}
+    for name in PROVIDERS:
+        port = harness.free_port()
+        started.append(harness.python_server(
+            f"fake-{name}", harness.FAKE_LLM, ["--host", "127.0.0.1", "--port", str(port), "--name", name],
+            workdir, f"http://127.0.0.1:{port}/healthz"))
+        fakes[name], ports[name] = f"http://127.0.0.1:{port}", port
+    if dead_openai_a:
+        ports["openai-a"] = harness.free_port()  # nothing listens there
+    plugin = copy.deepcopy(plugin)
+    old_to_new = {}
+    for p in plugin["providers"]:
+        old_to_new[p["address"]] = f"127.0.0.1:{ports[p['name']]}"
+        p["address"] = old_to_new[p["address"]]
+    cfg = copy.deepcopy(cfg)
+    for cluster in cfg["static_resources"]["clusters"]:
+        for ep in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]:
+            sa = ep["endpoint"]["address"]["socket_address"]
+            sa["port_value"] = int(old_to_new[f"{sa['address']}:{sa['port_value']}"].rsplit(":", 1)[1])
+    envoy = harness.Envoy(cfg, workdir, plugin_configs={"tollgate.llm": plugin, "tollgate.llm.attempt": plugin})
+    started.append(envoy.proc)
+    return Stack(envoy, fakes, plugin)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("fallback")
+    started: list = []
+    try:
+        yield start(workdir, started)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean(request):
+    """Clears the fakes' switches and request lists (each test also waits out the cooldowns
+    it started, so the next one starts with none)."""
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").reset()
+    yield
+
+
+def wait_cooldown_over(seconds: float) -> None:
+    time.sleep(seconds + 0.3)
+
+
+@pytest.mark.parametrize("failure", ["429", "503"])
+def test_a_failing_deployment_is_skipped_for_its_retry_after_then_used_again(stack, failure):
+    status = int(failure)
+    stack.set("openai-a", status=status, retry_after=2)
+    reply, trace_id = stack.chat("chat")
+    assert reply.choices[0].message.content.startswith("Hello from openai-b model gpt-4o-mini")
+    rec = stack.record(trace_id)
+    assert rec["status"] == 200 and rec["deployment"] == "openai-b/gpt-4o-mini", rec
+    assert [(a["deployment"], a.get("status")) for a in rec["attempts"]] == [
+        ("openai-a/gpt-4o-mini", status), ("openai-b/gpt-4o-mini", 200)], rec
+    assert rec["attempts"][0]["cooldown_ms"] == 2000, rec
+    # The tokens and cost are the answering attempt's, as the provider reported them.
+    assert rec["tokens"]["input"] == reply.usage.prompt_tokens and rec["tokens"]["output"] == reply.usage.completion_tokens
+    assert rec["cost_micro_usd"] > 0 and rec["upstream_model"] == "gpt-4o-mini" and rec["provider"] == "openai-b"
+
+    # During the cooldown, openai-a is not touched at all.
+    stack.set("openai-a", status=0)
+    for _ in range(3):
+        reply, trace_id = stack.chat("chat")
+        assert "openai-b" in reply.choices[0].message.content
+        assert [a["deployment"] for a in stack.record(trace_id)["attempts"]] == ["openai-b/gpt-4o-mini"]
+    assert len(stack.requests("openai-a")) == 1
+
+    # Then openai-a, the first priority, again.
+    wait_cooldown_over(2)
+    reply, trace_id = stack.chat("chat")
+    assert "openai-a" in reply.choices[0].message.content
+    assert len(stack.requests("openai-a")) == 2
+    stats = stack.envoy.stats()
+    assert sum(v for k, v in stats.items() if k.startswith("wasmcustom.tollgate.llm.deployment_cooldowns.deployment.openai-a")) >= 1, [k for k in stats if "deployment" in k]
+
+
+def test_a_stream_fails_over_before_its_first_byte(stack):
+    stack.set("openai-a", status=503, retry_after=1)
+    trace_id = secrets.token_hex(16)
+    stream = stack.openai().chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hello"}], stream=True,
+        extra_headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.startswith("Hello from openai-b")
+    rec = stack.record(trace_id)
+    assert [a.get("status") for a in rec["attempts"]] == [503, 200] and rec["stream"] is True, rec
+    assert rec["tokens"]["output"] > 0 and rec["estimated"] is False, rec
+    stack.set("openai-a", status=0)
+    wait_cooldown_over(1)
+
+
+def test_a_provider_that_stalls_before_its_first_byte_is_abandoned(stack):
+    # first_byte_timeout_ms is 2000 in the shipped config: openai-a answers after 5 s.
+    stack.set("openai-a", response_delay_ms=5000)
+    started = time.monotonic()
+    reply, trace_id = stack.chat("chat", stream=False)
+    assert "openai-b" in reply.choices[0].message.content
+    assert time.monotonic() - started < 4.5
+    rec = stack.record(trace_id)
+    assert rec["attempts"][0]["deployment"] == "openai-a/gpt-4o-mini" and "status" not in rec["attempts"][0], rec
+    assert rec["attempts"][0]["error"] == "no_response", rec
+    stack.set("openai-a", response_delay_ms=0)
+    wait_cooldown_over(5)
+
+
+def test_when_every_deployment_fails_the_client_gets_the_last_error_in_its_shape(stack):
+    stack.set("openai-a", status=503, retry_after=1)
+    stack.set("openai-b", status=429, retry_after=1)
+    with pytest.raises(openai.RateLimitError) as err:
+        stack.chat("chat")
+    assert err.value.response.status_code == 429
+    stack.set("openai-a", status=0)
+    stack.set("openai-b", status=0)
+    wait_cooldown_over(1)
+
+
+def test_weighted_balancing_follows_the_weights_over_1000_requests(stack):
+    counts = {"openai-a": 0, "openai-b": 0}
+    body = {"model": "balanced", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    with httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {ALICE}"}, timeout=10) as client:
+        for _ in range(1000):
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            counts[r.headers["x-fake-provider-name"]] += 1
+    # Weights 3:1 -> 750 / 250 (smooth weighted round robin: exact per worker).
+    assert abs(counts["openai-a"] - 750) <= 25, counts
+    assert counts["openai-a"] + counts["openai-b"] == 1000
+
+
+def test_internal_headers_are_refused_from_clients_and_credentials_never_cross_providers(stack):
+    stack.set("openai-a", status=429, retry_after=1)
+    r = httpx.post(f"{stack.url}/v1/chat/completions", timeout=10,
+                   headers={"authorization": f"Bearer {ALICE}", "x-tollgate-hosts": "127.0.0.1:1",
+                            "x-tollgate-plan": "0;0;0;1;/v1/chat/completions"},
+                   json={"model": "smart", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    # smart: anthropic-c first (x-api-key), then openai-a ... anthropic-c answered here.
+    (req_c,) = stack.requests("anthropic-c")
+    assert req_c["headers"].get("x-api-key") == "sk-demo-anthropic-c"
+    assert "authorization" not in req_c["headers"], req_c["headers"]
+    assert req_c["headers"].get("x-tollgate-hosts") != "127.0.0.1:1"
+    stack.set("openai-a", status=0)
+    wait_cooldown_over(1)
+
+
+def test_a_provider_refusing_connections_fails_over_and_cools_down(tmp_path):
+    started: list = []
+    try:
+        stack = start(tmp_path, started, dead_openai_a=True)
+        reply, trace_id = stack.chat("chat")
+        assert "openai-b" in reply.choices[0].message.content
+        rec = stack.record(trace_id)
+        assert [a["deployment"] for a in rec["attempts"]] == ["openai-a/gpt-4o-mini", "openai-b/gpt-4o-mini"], rec
+        assert rec["attempts"][0]["error"] == "no_response" and rec["attempts"][0]["cooldown_ms"] == 5000, rec
+        # Cooling down: the next request goes straight to openai-b.
+        _, trace_id = stack.chat("chat")
+        assert [a["deployment"] for a in stack.record(trace_id)["attempts"]] == ["openai-b/gpt-4o-mini"]
+    finally:
+        for proc in reversed(started):
+            proc.stop()
