@@ -379,3 +379,7 @@ impl HttpExchange for AttemptExchange {
         self.on_log(host);
     }
 }
+
+#[cfg(test)]
+#[path = "attempt_tests.rs"]
+mod tests;

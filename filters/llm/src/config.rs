@@ -639,7 +639,7 @@ impl Config {
             }
             let name = d.name.clone().unwrap_or_else(|| format!("{}/{}", d.provider, d.upstream_model.as_deref().unwrap_or("*")));
             if !seen.insert(name.clone()) {
-                return Err(bad(&format!("{at}"), format!("duplicate deployment `{name}` (give it a `name`)")));
+                return Err(bad(&at, format!("duplicate deployment `{name}` (give it a `name`)")));
             }
         }
         Ok(())
@@ -685,7 +685,7 @@ impl Config {
             }
             // A deployment counts as an alias of the virtual model to its upstream model.
             let routes = self.models.iter().enumerate().flat_map(|(k, m)| {
-                let direct = m.deployments.is_none().then(|| (k, m.model.as_str(), m.upstream_model.as_deref()));
+                let direct = m.deployments.is_none().then_some((k, m.model.as_str(), m.upstream_model.as_deref()));
                 let deployed = m.deployments.iter().flatten().map(move |d| (k, m.model.as_str(), d.upstream_model.as_deref()));
                 direct.into_iter().chain(deployed)
             });
@@ -695,21 +695,21 @@ impl Config {
                     Some(up) => {
                         let sees = match &l.models {
                             None => true,
-                            Some(globs) => globs.iter().any(|g| Glob::new(g).matches(up) || glob_intersects(g, &m.model)),
+                            Some(globs) => globs.iter().any(|g| Glob::new(g).matches(up) || glob_intersects(g, m.model)),
                         };
                         (sees && !priced(up)).then(|| format!("`{}` (sent upstream as `{up}`)", m.model))
                     }
-                    None if Glob::new(&m.model).is_exact() => {
-                        let sees = l.models.as_ref().is_none_or(|globs| globs.iter().any(|g| Glob::new(g).matches(&m.model)));
-                        (sees && !priced(&m.model)).then(|| format!("`{}`", m.model))
+                    None if Glob::new(m.model).is_exact() => {
+                        let sees = l.models.as_ref().is_none_or(|globs| globs.iter().any(|g| Glob::new(g).matches(m.model)));
+                        (sees && !priced(m.model)).then(|| format!("`{}`", m.model))
                     }
-                    None if covered(&m.model) => None,
+                    None if covered(m.model) => None,
                     None => match &l.models {
                         None => Some(format!("`{}`", m.model)),
                         Some(globs) => globs
                             .iter()
                             .find(|g| {
-                                glob_intersects(g, &m.model)
+                                glob_intersects(g, m.model)
                                     && if Glob::new(g).is_exact() { !priced(g) } else { !covered(g) }
                             })
                             .map(|g| format!("`{}` (the limit's `{g}`)", m.model)),
