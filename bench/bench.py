@@ -602,6 +602,38 @@ def tollgate_fleet_config(upstream_port: int, plugin_cfg: dict, label: str) -> C
     return Config("tollgate-llm-fleet", label, build)
 
 
+def tollgate_virtual_config(upstream_port: int, plugin_cfg: dict, label: str) -> Config:
+    """Tollgate LLM with the bench's models as virtual models (two deployments each, on the
+    canned upstream), as envoy/llm-fallback.yaml runs them: the gateway plans, Envoy's
+    override_host policy and retries run the attempt, the module runs again as the
+    deployments cluster's upstream filter. Every request succeeds at its first attempt: the
+    row's cost against `tollgate-llm` is what fallback adds when nothing fails."""
+    fallback = harness.load_envoy_config("llm-fallback.yaml")
+    address = f"127.0.0.1:{upstream_port}"
+
+    def build() -> Envoy:
+        cfg = copy.deepcopy(fallback)
+        for cluster in cfg["static_resources"]["clusters"]:
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]
+        plugin = copy.deepcopy(plugin_cfg)
+        for p in plugin.get("providers", []):
+            p["address"] = address
+        for m in plugin.get("models", []):
+            provider, upstream = m.pop("provider"), m.pop("upstream_model", None)
+            first = {"provider": provider, "name": "primary", "priority": 0}
+            second = {"provider": provider, "name": "secondary", "priority": 1}
+            if upstream:
+                first["upstream_model"] = second["upstream_model"] = upstream
+            m["deployments"] = [first, second]
+        if not plugin.get("models"):
+            raise NotRun("the bench's LLM configuration has no model routes")
+        return Envoy("tollgate-llm-virtual", cfg, core=ENVOY_CORE,
+                     plugin_configs={"tollgate.llm": plugin, "tollgate.llm.attempt": plugin})
+
+    return Config("tollgate-llm-virtual", label, build)
+
+
 def build_tollgate(cfg: Config) -> tuple[Envoy, str]:
     """Starts a Tollgate configuration; (Envoy, note for the row)."""
     return cfg.build(), ""
@@ -881,6 +913,8 @@ def throughput_llm(up: int) -> None:
         # The same limits counted in Redis through tollgate-limits (one ShouldRateLimit per
         # request, one Settle per request sent by the root's timer) vs in shared data.
         (tollgate_fleet_config(up, w.plugin, "Tollgate LLM, limits in Redis (tollgate-limits)"), "tollgate-llm"),
+        # The same models as virtual models with a fallback deployment that is never needed.
+        (tollgate_virtual_config(up, w.plugin, "Tollgate LLM, virtual model (2 deployments, first succeeds)"), "tollgate-llm"),
     ], up)
     target_from_rows(rows, "tollgate-llm", "LLM non-streaming throughput", ">= 0.85 x bare Envoy + buffer req/s", 0.85)
 

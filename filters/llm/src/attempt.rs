@@ -83,6 +83,14 @@ impl AttemptExchange {
         self.state.router.virtual_model(vm)?.deployments.get(d)
     }
 
+    /// The model this attempt's deployment is sent.
+    fn upstream_model(&self) -> String {
+        match (self.deployment(), &self.plan) {
+            (Some(d), Some(plan)) => d.model(&plan.model).to_string(),
+            _ => String::new(),
+        }
+    }
+
     fn provider(&self) -> Option<&Provider> {
         self.state.router.provider_at(self.deployment()?.provider)
     }
@@ -164,13 +172,13 @@ impl AttemptExchange {
             }
             let info = api::parse_request(client, body).map_err(|e| e.0)?;
             let inject = client.api == ClientApi::OpenaiChat && info.stream && !info.include_usage;
-            return api::rewrite_body(body, &info, Some(&d.upstream_model), inject).map_err(|e| format!("request body: {e}"));
+            return api::rewrite_body(body, &info, Some(d.model(&plan.model)), inject).map_err(|e| format!("request body: {e}"));
         }
         let options = RequestOptions {
             default_max_tokens: u32::try_from(self.state.default_max_output_tokens).unwrap_or(u32::MAX),
             include_usage: true,
         };
-        translate::request(client.api, target, body, plan.stream, &d.upstream_model, &options)
+        translate::request(client.api, target, body, plan.stream, d.model(&plan.model), &options)
             .map(|t| Some(t.body))
             .map_err(|u| format!("`{}`: {}", u.field, u.message))
     }
@@ -233,7 +241,8 @@ impl HttpExchange for AttemptExchange {
             host.try_set_header(HeaderMap::Request, deployments::PLAN_HEADER, None);
         }
         let stream = self.plan.as_ref().is_some_and(|p| p.stream);
-        let path = self.target_path(&client, target, stream, &d.upstream_model).unwrap_or(client_path);
+        let requested = self.plan.as_ref().map(|p| p.model.clone()).unwrap_or_default();
+        let path = self.target_path(&client, target, stream, d.model(&requested)).unwrap_or(client_path);
         host.try_set_header(HeaderMap::Request, ":path", Some(&path));
         // The body is rewritten: its length is set again when it is known.
         host.try_set_header(HeaderMap::Request, "content-length", None);
@@ -309,7 +318,7 @@ impl HttpExchange for AttemptExchange {
             let gemini_sse = client.gemini.as_ref().is_none_or(|g| g.query.iter().any(|q| q == "alt=sse"));
             let content_type = if client.api == ClientApi::Gemini && !gemini_sse { "application/json" } else { "text/event-stream" };
             host.try_set_header(HeaderMap::Response, "content-type", Some(content_type));
-            let model = self.deployment().map(|d| d.upstream_model.clone()).unwrap_or_default();
+            let model = self.upstream_model();
             Answer::Stream(Box::new(StreamTranslator::new(target, client.api, &model, gemini_sse)))
         } else {
             host.try_set_header(HeaderMap::Response, "content-type", Some("application/json"));
@@ -320,7 +329,7 @@ impl HttpExchange for AttemptExchange {
 
     fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         let (Some(client), Some(target)) = (self.client.clone(), self.target) else { return Step::Continue };
-        let model = self.deployment().map(|d| d.upstream_model.clone()).unwrap_or_default();
+        let model = self.upstream_model();
         let max_whole = self.state.max_request_bytes.saturating_mul(8);
         match &mut self.answer {
             Answer::AsIs => Step::Continue,

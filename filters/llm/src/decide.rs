@@ -176,7 +176,7 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     let (provider, rewritten, virtual_model) = (route.provider, route.rewritten, route.virtual_model);
     // Admission prices a virtual model at its dearest deployment (what it may cost).
     let upstream_model = match virtual_model {
-        Some((_, vm)) => dearest(state, vm).unwrap_or(route.upstream_model).to_string(),
+        Some((_, vm)) => dearest(state, vm, model).unwrap_or(route.upstream_model).to_string(),
         None => route.upstream_model.to_string(),
     };
     if !model_allowed(allowed, model) {
@@ -226,12 +226,12 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
 
 /// The upstream model of a virtual model's dearest priced deployment (by output price,
 /// then input price); `None` when none is priced.
-fn dearest<'s>(state: &State, vm: &'s VirtualModel) -> Option<&'s str> {
+fn dearest<'a>(state: &State, vm: &'a VirtualModel, requested: &'a str) -> Option<&'a str> {
     vm.deployments
         .iter()
-        .filter_map(|d| state.prices.lookup(&d.upstream_model).map(|p| (d, (p.output.max(p.reasoning), p.input))))
+        .filter_map(|d| state.prices.lookup(d.model(requested)).map(|p| (d, (p.output.max(p.reasoning), p.input))))
         .max_by_key(|(_, key)| *key)
-        .map(|(d, _)| d.upstream_model.as_str())
+        .map(|(d, _)| d.model(requested))
 }
 
 /// Whether a cost budget applies to the model while no price matches it.

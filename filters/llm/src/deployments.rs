@@ -29,7 +29,7 @@ use tollgate_core::host::{Host, HostResult};
 /// Request header with the provider hosts (`ip:port,...`) Envoy's `override_host` policy
 /// tries in order.
 pub const HOSTS_HEADER: &str = "x-tollgate-hosts";
-/// Request header with the plan: `<virtual model>;<stream 0|1>;<deployment>,...;<token>;<client path>`
+/// Request header with the plan: `<virtual model>;<stream 0|1>;<deployment>,...;<token>;<requested model, hex>;<client path>`
 /// (the token keys the request's attempts in [`attempt_log`]; the client's path says its
 /// API, as the attempts rewrite `:path`).
 ///
@@ -48,10 +48,17 @@ pub struct Deployment {
     pub name: String,
     /// Index into the router's providers.
     pub provider: usize,
-    /// The model sent to the provider.
-    pub upstream_model: String,
+    /// The model sent to the provider; `None`: the requested one (a glob route).
+    pub upstream_model: Option<String>,
     pub weight: u32,
     pub priority: u32,
+}
+
+impl Deployment {
+    /// The model this deployment is sent for a request of `requested`.
+    pub fn model<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.upstream_model.as_deref().unwrap_or(requested)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,9 +130,22 @@ fn weighted_pick(deployments: &[Deployment], group: &[usize], current: &mut [i64
 }
 
 /// The plan header's value.
-pub fn plan_header(virtual_model: usize, stream: bool, order: &[usize], token: u64, client_path: &str) -> String {
+pub fn plan_header(virtual_model: usize, stream: bool, order: &[usize], token: u64, model: &str, client_path: &str) -> String {
     let order: Vec<String> = order.iter().map(usize::to_string).collect();
-    format!("{virtual_model};{};{};{token:x};{client_path}", u8::from(stream), order.join(","))
+    let model: String = model.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{virtual_model};{};{};{token:x};{model};{client_path}", u8::from(stream), order.join(","))
+}
+
+fn unhex(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let decoded: Option<Vec<u8>> = bytes
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect();
+    String::from_utf8(decoded?).ok()
 }
 
 /// A parsed plan header.
@@ -135,11 +155,13 @@ pub struct Plan {
     pub stream: bool,
     pub order: Vec<usize>,
     pub token: u64,
+    /// The model the client asked for.
+    pub model: String,
     pub client_path: String,
 }
 
 pub fn parse_plan(value: &str) -> Option<Plan> {
-    let mut parts = value.splitn(5, ';');
+    let mut parts = value.splitn(6, ';');
     let virtual_model = parts.next()?.trim().parse().ok()?;
     let stream = match parts.next()?.trim() {
         "0" => false,
@@ -148,11 +170,12 @@ pub fn parse_plan(value: &str) -> Option<Plan> {
     };
     let order = parts.next()?.split(',').map(|d| d.trim().parse().ok()).collect::<Option<Vec<usize>>>()?;
     let token = u64::from_str_radix(parts.next()?.trim(), 16).ok()?;
+    let model = unhex(parts.next()?.trim())?;
     let client_path = parts.next()?.to_string();
     if order.is_empty() || !client_path.starts_with('/') {
         return None;
     }
-    Some(Plan { virtual_model, stream, order, token, client_path })
+    Some(Plan { virtual_model, stream, order, token, model, client_path })
 }
 
 /// How long a deployment that answered `status` with these headers should rest, in ms:
@@ -338,7 +361,7 @@ mod tests {
     use super::*;
 
     fn d(name: &str, weight: u32, priority: u32) -> Deployment {
-        Deployment { name: name.into(), provider: 0, upstream_model: name.into(), weight, priority }
+        Deployment { name: name.into(), provider: 0, upstream_model: Some(name.into()), weight, priority }
     }
 
     #[test]
@@ -369,17 +392,19 @@ mod tests {
 
     #[test]
     fn plan_header_round_trips_and_rejects_garbage() {
-        let value = plan_header(3, true, &[1, 0], 0xbeef, "/v1beta/models/m:streamGenerateContent?alt=sse;x");
-        assert_eq!(value, "3;1;1,0;beef;/v1beta/models/m:streamGenerateContent?alt=sse;x");
+        let value = plan_header(3, true, &[1, 0], 0xbeef, "m;é", "/v1beta/models/m:streamGenerateContent?alt=sse;x");
+        assert_eq!(value, "3;1;1,0;beef;6d3bc3a9;/v1beta/models/m:streamGenerateContent?alt=sse;x");
         let plan = Plan {
             virtual_model: 3,
             stream: true,
             order: vec![1, 0],
             token: 0xbeef,
+            model: "m;é".into(),
             client_path: "/v1beta/models/m:streamGenerateContent?alt=sse;x".into(),
         };
         assert_eq!(parse_plan(&value), Some(plan));
-        for bad in ["", "3", "3;1", "3;2;0;1;/p", "x;1;0;1;/p", "3;1;;1;/p", "3;1;0,x;1;/p", "3;1;0;1", "3;1;0;1;p", "-1;0;0;1;/p", "3;1;0;zz;/p"] {
+        for bad in ["", "3", "3;1", "3;2;0;1;6d;/p", "x;1;0;1;6d;/p", "3;1;;1;6d;/p", "3;1;0,x;1;6d;/p", "3;1;0;1;6d", "3;1;0;1;6d;p",
+                    "-1;0;0;1;6d;/p", "3;1;0;zz;6d;/p", "3;1;0;1;6;/p", "3;1;0;1;zz;/p", "3;1;0;1;ff;/p"] {
             assert_eq!(parse_plan(bad), None, "{bad}");
         }
     }

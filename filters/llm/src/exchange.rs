@@ -299,7 +299,7 @@ impl Exchange {
         let headers = [
             (state.provider_header.as_str(), fallback.route.clone()),
             (deployments::HOSTS_HEADER, hosts.join(",")),
-            (deployments::PLAN_HEADER, deployments::plan_header(index, self.facts.stream, &order, token, &self.client_path)),
+            (deployments::PLAN_HEADER, deployments::plan_header(index, self.facts.stream, &order, token, self.facts.model.as_deref().unwrap_or_default(), &self.client_path)),
             ("x-envoy-max-retries", retries),
             ("x-envoy-retry-on", "connect-failure,refused-stream,reset,retriable-status-codes".to_string()),
             ("x-envoy-retriable-status-codes", statuses.join(",")),
@@ -405,7 +405,7 @@ impl Exchange {
             vm.deployments.iter().find(|d| d.name == name)
         });
         if let Some(d) = found {
-            self.facts.upstream_model = Some(d.upstream_model.clone());
+            self.facts.upstream_model = Some(d.model(self.facts.model.as_deref().unwrap_or_default()).to_string());
             self.facts.provider = state.router.provider_at(d.provider).map(|p| p.name.clone());
             self.facts.deployment = Some(d.name.clone());
         }

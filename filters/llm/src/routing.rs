@@ -116,11 +116,11 @@ impl Router {
                         .into_iter()
                         .filter_map(|d| {
                             let provider = index_of(&d.provider)?;
-                            let model = d.upstream_model.clone().unwrap_or_else(|| pattern.clone());
+                            let shown = d.upstream_model.clone().unwrap_or_else(|| pattern.clone());
                             Some(Deployment {
-                                name: d.name.unwrap_or_else(|| format!("{}/{model}", d.provider)),
+                                name: d.name.unwrap_or_else(|| format!("{}/{shown}", d.provider)),
                                 provider,
-                                upstream_model: model,
+                                upstream_model: d.upstream_model,
                                 weight: d.weight,
                                 priority: d.priority,
                             })
@@ -129,7 +129,7 @@ impl Router {
                     let Some(first) = deployments.iter().min_by_key(|d| d.priority) else { continue };
                     let (provider, model) = (first.provider, first.upstream_model.clone());
                     out.virtual_models.push(VirtualModel { deployments });
-                    (provider, Some(model), Some(out.virtual_models.len() - 1))
+                    (provider, model, Some(out.virtual_models.len() - 1))
                 }
             };
             let glob = Glob::new(&pattern);
