@@ -97,6 +97,11 @@ pub struct Config {
     /// config whose cost budgets can see an unpriced model is refused at load.
     #[serde(default)]
     pub unpriced: Option<Unpriced>,
+    /// Model names `GET /v1/models` lists besides the exact names and aliases of `models`
+    /// (which it always lists): names a glob route serves (`gpt-4o-mini` for `gpt-4o*`).
+    /// Each must be routed by `models` (see `endpoints.rs`).
+    #[serde(default)]
+    pub listed_models: Vec<String>,
 }
 
 /// The `unpriced` policy: what cost budgets do with a model that matches no price.
@@ -130,6 +135,7 @@ impl Default for Config {
             limits: Vec::new(),
             store: None,
             unpriced: None,
+            listed_models: Vec::new(),
         }
     }
 }
@@ -286,6 +292,8 @@ pub struct State {
     pub deny_unpriced: bool,
     /// Request headers that may carry a client credential: all removed before forwarding.
     pub client_credential_headers: Vec<String>,
+    /// The model names `GET /v1/models` may list, in order (`endpoints.rs`).
+    pub listed_models: Vec<String>,
 }
 
 fn bad(path: &str, message: impl std::fmt::Display) -> ConfigError {
@@ -466,6 +474,7 @@ impl Validate for Config {
         if self.unpriced.is_none() {
             self.check_unpriced()?;
         }
+        crate::endpoints::validate_listed(&self.models, &self.listed_models)?;
         Ok(())
     }
 }
@@ -616,6 +625,7 @@ impl Config {
                 headers: p.headers.into_iter().collect(),
             });
         }
+        let listed_models = crate::endpoints::listed_names(&self.models, self.listed_models);
         let router = Router::new(providers, self.models.into_iter().map(|m| (m.model, m.provider, m.upstream_model)));
         let prices = PriceTable::new(self.prices.into_iter().map(|p| {
             let price = Price {
@@ -666,6 +676,7 @@ impl Config {
             store,
             deny_unpriced: self.unpriced == Some(Unpriced::Deny),
             client_credential_headers,
+            listed_models,
         })
     }
 }

@@ -8,7 +8,7 @@
 //! reserve, the body and header rewrites). A limit's 429 needs the shared counters, so it is
 //! decided by `limits::admit` while the decision is applied ([`rate_limited`] words it).
 
-use crate::api::{self, ClientApi, Endpoint, GeminiAction, RefusalKind};
+use crate::api::{self, ClientApi, Endpoint, GeminiAction, Operation, RefusalKind};
 use crate::config::State;
 use crate::limits::{self, Exceeded, Estimate};
 use crate::record::Refusal;
@@ -168,12 +168,18 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
         request.route = Some(Route { provider, upstream_model });
         return refuse(request, RefusalKind::Forbidden, "model_not_allowed", message);
     }
-    if state.deny_unpriced && unpriced_budgeted(state, model, &upstream_model) {
+    // count_tokens is never charged, so a missing price does not matter to it.
+    if state.deny_unpriced && endpoint.operation.charged() && unpriced_budgeted(state, model, &upstream_model) {
         let message = format!("model `{model}` has no price and a cost budget applies to it: refused (`unpriced: deny`)");
         request.route = Some(Route { provider, upstream_model });
         return refuse(request, RefusalKind::NotPriced, "model_not_priced", message);
     }
-    let reserve = admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens);
+    // Embeddings generate nothing (no output reserved); count_tokens is not reserved at all.
+    let reserve = match endpoint.operation {
+        Operation::Embeddings => admission(state, model, &upstream_model, body.len() as u64, Some(0)),
+        operation if operation.charged() => admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens),
+        _ => None,
+    };
     let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
     let body_model = (rewritten && endpoint.api != ClientApi::Gemini).then_some(upstream_model.as_str());
     let body = api::rewrite_body(body, &info, body_model, inject)

@@ -208,13 +208,30 @@ fn refusals_in_each_api_shape() {
     let (status, body) = local_reply(&host);
     assert_eq!((status, body["error"]["type"].as_str()), (413, Some("request_too_large")));
 
-    // Unknown path and wrong method.
-    let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/models")]);
+    // Unknown path and wrong method, each in the shape of the path's API.
+    let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/files")]);
     exchange().on_request_headers(&host, true);
-    assert_eq!(local_reply(&host).0, 404);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("invalid_request_error")));
+    assert_eq!(audit(&host)["error_type"], "unknown_path");
+    assert!(audit(&host).get("api").is_none());
+    let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1beta/cachedContents")]);
+    exchange().on_request_headers(&host, false);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["status"].as_str()), (404, Some("NOT_FOUND")));
+    let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1/messages/batches")]);
+    exchange().on_request_headers(&host, false);
+    assert_eq!(local_reply(&host).1["error"]["type"], "not_found_error");
     let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/chat/completions")]);
     exchange().on_request_headers(&host, true);
     assert_eq!(local_reply(&host).0, 405);
+    assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.1.clone()).unwrap_or_default().iter().find(|(k, _)| k == "allow").map(|(_, v)| v.as_str()), Some("POST"));
+    let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1/models"), ("anthropic-version", "2023-06-01")]);
+    exchange().on_request_headers(&host, false);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["type"].as_str()), (405, Some("invalid_request_error")));
+    assert_eq!(body["type"], "error");
+    assert_eq!((audit(&host)["api"].as_str(), audit(&host)["operation"].as_str()), (Some("anthropic_models"), Some("list_models")));
 }
 
 #[test]

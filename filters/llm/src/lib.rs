@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod cost;
 pub mod decide;
+pub mod endpoints;
 pub mod exchange;
 pub mod fleet;
 pub mod limits;
