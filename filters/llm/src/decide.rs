@@ -182,8 +182,14 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     };
     let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
     let body_model = (rewritten && endpoint.api != ClientApi::Gemini).then_some(upstream_model.as_str());
-    let body = api::rewrite_body(body, &info, body_model, inject)
-        .map_err(|e| Refusal::new(RefusalKind::BadRequest, "invalid_request", format!("request body: {e}")));
+    let body = match &endpoint.gemini {
+        // Its requests name the model too: they must name the path's.
+        Some(g) if rewritten && g.action == GeminiAction::BatchEmbedContents => {
+            crate::endpoints::gemini_batch_body(body, &upstream_model)
+        }
+        _ => api::rewrite_body(body, &info, body_model, inject),
+    }
+    .map_err(|e| Refusal::new(RefusalKind::BadRequest, "invalid_request", format!("request body: {e}")));
     let path = match (&endpoint.gemini, rewritten) {
         (Some(g), true) => Some(g.to_path(&upstream_model)),
         _ => None,

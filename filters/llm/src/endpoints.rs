@@ -217,6 +217,30 @@ pub fn answer(query: &ModelsQuery, visible: &[Listed<'_>]) -> Result<Vec<u8>, Re
     json.map_err(|e| Refusal::new(RefusalKind::BadRequest, "invalid_request", format!("cannot write the model list: {e}")))
 }
 
+#[derive(serde::Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    requests: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// A Gemini `batchEmbedContents` body for an alias: each of `requests[]` names its model
+/// (`models/{model}`), which must be the path's, so each is set to `models/{upstream}`.
+/// Every other member is kept verbatim.
+pub fn gemini_batch_body(body: &[u8], upstream: &str) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let text = std::str::from_utf8(body).map_err(|_| serde::de::Error::custom("body is not UTF-8"))?;
+    let batch: Batch<'_> = serde_json::from_str(text)?;
+    let model = serde_json::to_string(&format!("models/{upstream}"))?;
+    let mut requests = String::from("[");
+    for (i, request) in batch.requests.iter().enumerate() {
+        if i > 0 {
+            requests.push(',');
+        }
+        requests.push_str(&api::set_members(request.get(), &[("model", &model)])?);
+    }
+    requests.push(']');
+    api::set_members(text, &[("requests", &requests)]).map(|s| Some(s.into_bytes()))
+}
+
 /// The names the model list may show: exact names and aliases of `models` in order, then
 /// `listed_models`, each once.
 pub fn listed_names(models: &[ModelRoute], listed: Vec<String>) -> Vec<String> {

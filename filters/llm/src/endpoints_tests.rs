@@ -115,3 +115,12 @@ fn answers_in_each_shape() {
     let r = answer_json(models(ClientApi::OpenaiChat, Some("gpt-4o")), &all).unwrap_err();
     assert_eq!((r.refusal.status(), r.error_type), (404, "unknown_model"));
 }
+
+#[test]
+fn gemini_batch_requests_follow_an_alias() {
+    let body = br#"{"requests":[{"model":"models/emb","content":{"parts":[{"text":"a"}]}},{"content":{"parts":[]},"model":"models/emb"}],"x":1}"#;
+    let out = String::from_utf8(gemini_batch_body(body, "text-embedding-004").unwrap().unwrap()).unwrap();
+    assert_eq!(out, r#"{"requests":[{"model":"models/text-embedding-004","content":{"parts":[{"text":"a"}]}},{"content":{"parts":[]},"model":"models/text-embedding-004"}],"x":1}"#);
+    assert!(gemini_batch_body(br#"{"requests":5}"#, "m").is_err());
+    assert!(gemini_batch_body(br#"{"contents":[]}"#, "m").is_err());
+}

@@ -875,3 +875,16 @@ fn count_tokens_is_checked_and_recorded_but_never_reserved_or_charged() {
     assert_eq!((status, reply["error"]["type"].as_str()), (403, Some("permission_error")));
     assert_eq!(audit(&h)["operation"], "count_tokens");
 }
+
+#[test]
+fn a_gemini_batch_through_an_alias_names_the_upstream_model_everywhere() {
+    let host = request("/v1beta/models/gem-fast:batchEmbedContents", &[("x-goog-api-key", "tg-alice"), ("content-length", "10")]);
+    let mut ex = exchange();
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    let body = br#"{"requests":[{"model":"models/gem-fast","content":{"parts":[{"text":"a"}]}}]}"#;
+    assert_eq!(send_body(&mut ex, &host, body), Step::Continue);
+    assert_eq!(header(&host, ":path").as_deref(), Some("/v1beta/models/gemini-2.0-flash:batchEmbedContents"));
+    let sent = host.request_body.borrow().clone();
+    assert_eq!(sent, br#"{"requests":[{"model":"models/gemini-2.0-flash","content":{"parts":[{"text":"a"}]}}]}"#);
+    assert_eq!(header(&host, "content-length"), Some(sent.len().to_string()));
+}
