@@ -537,8 +537,9 @@ def test_refusals_in_each_api_shape_never_reach_a_provider(gw):
                    headers={"authorization": f"Bearer {ALICE}", "content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
 
-    # Unknown path: 404 in the OpenAI shape; nothing is passed through blindly.
-    r = httpx.get(f"{gw.url}/v1/models", headers={"authorization": f"Bearer {ALICE}"})
+    # Unknown path: 404 in the OpenAI shape; nothing is passed through blindly
+    # (tests/test_llm_endpoints.py: the other shapes, and the gateway's own /v1/models).
+    r = httpx.get(f"{gw.url}/v1/files", headers={"authorization": f"Bearer {ALICE}"})
     assert r.status_code == 404 and "error" in r.json()
 
     assert gw.all_requests() == []

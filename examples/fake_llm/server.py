@@ -11,6 +11,13 @@ official `openai` and `anthropic` SDK types:
   POST /v1beta/models/{model}:generateContent        Gemini (JSON; also /v1/models/...)
   POST /v1beta/models/{model}:streamGenerateContent  Gemini stream: SSE with ?alt=sse,
                                                      otherwise a streamed JSON array
+  POST /v1/embeddings                                OpenAI embeddings (float or base64),
+                                                     usage.prompt_tokens = words of the inputs
+  POST /v1/messages/count_tokens                     Anthropic {"input_tokens": input}
+  POST /v1beta/models/{model}:countTokens            Gemini {"totalTokens": input}
+  POST /v1beta/models/{model}:embedContent           Gemini {"embedding": {"values"}} and
+  POST /v1beta/models/{model}:batchEmbedContents     {"embeddings": [...]}, no usage (as
+                                                     the real API)
 
 Test helpers (never recorded themselves):
 
@@ -102,12 +109,14 @@ Run:  python examples/fake_llm/server.py --host 127.0.0.1 --port 8000 [--name NA
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import dataclasses
 import json
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -740,6 +749,31 @@ OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, GEMINI = OpenAIChat(), OpenAIResponses
 
 GEMINI_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent)$")
 
+GEMINI_EXTRA_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):(countTokens|embedContent|batchEmbedContents)$")
+EMBEDDING_DIMENSIONS = 8
+
+
+def embedding_vector(text: str) -> list[float]:
+    """A deterministic unit-free vector for `text` (the same text, the same vector)."""
+    seed = sum(text.encode()) or 1
+    return [((seed * (i + 7)) % 97) / 97.0 for i in range(EMBEDDING_DIMENSIONS)]
+
+
+def extra_route(method: str, path: str) -> tuple[str, str | None] | None:
+    """(kind, model from the path) for the non-generating endpoints, else None."""
+    if method != "POST":
+        return None
+    if path == "/v1/embeddings":
+        return "openai_embeddings", None
+    if path == "/v1/messages/count_tokens":
+        return "anthropic_count_tokens", None
+    match = GEMINI_EXTRA_PATH.match(path)
+    if match:
+        return {"countTokens": "gemini_count_tokens", "embedContent": "gemini_embed",
+                "batchEmbedContents": "gemini_batch_embed"}[match.group(2)], match.group(1)
+    return None
+
+
 ERROR_MESSAGES = {
     429: "Rate limit reached (fake). Please try again in {retry_after}s.",
     500: "The server had an error while processing your request (fake).",
@@ -862,6 +896,9 @@ class Handler(BaseHTTPRequestHandler):
                             "query_params": query, "headers": headers, "body": body,
                             "time": time.time()})
 
+        extra = extra_route(self.command, path)
+        if extra is not None:
+            return self.handle_extra(extra[0], extra[1], headers, body)
         provider, path_model, action = route(self.command, path)
         if provider is None:
             return self.send_json(404, {"error": {"message": f"no route for {self.command} {path}",
@@ -924,6 +961,68 @@ class Handler(BaseHTTPRequestHandler):
                              provider.stream_content_type(query), switches, extra)
         else:
             self.send_json(200, provider.json_reply(reply, body), provider.json_content_type, extra)
+
+    def handle_extra(self, kind: str, path_model: str | None, headers: dict[str, str], body: Any) -> None:
+        """Embeddings and token counting: no generation, same switches (status, delay, omit-usage)."""
+        provider = {"openai_embeddings": OPENAI_CHAT, "anthropic_count_tokens": ANTHROPIC}.get(kind, GEMINI)
+        name = self.server.name or f"fake-{provider.label}"
+        try:
+            switches = self.server.defaults.with_headers(headers)
+        except ValueError as err:
+            return self.send_provider_error(provider, 400, str(err), self.server.defaults, name)
+        if switches.response_delay_ms:
+            time.sleep(switches.response_delay_ms / 1000)
+        if switches.status >= 400:
+            message = ERROR_MESSAGES.get(switches.status, "Fake error {status}.")
+            return self.send_provider_error(
+                provider, switches.status,
+                message.format(status=switches.status, retry_after=switches.retry_after), switches, name)
+        extra = {"x-fake-provider-name": name}
+        try:
+            if not isinstance(body, dict):
+                raise BadRequest("request body must be a JSON object")
+            if kind == "openai_embeddings":
+                model = provider.model(body, None)
+                raw = body.get("input")
+                inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
+                if not inputs or any(i is None or i == "" for i in inputs):
+                    raise BadRequest("input: must be a non-empty string or array")
+                texts = [i if isinstance(i, str) else " ".join(map(str, i)) for i in inputs]
+                tokens = sum(count_words(t) for t in texts)
+                data = []
+                for index, text in enumerate(texts):
+                    vector = embedding_vector(text)
+                    if body.get("encoding_format") == "base64":
+                        vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                    data.append({"object": "embedding", "index": index, "embedding": vector})
+                reply = {"object": "list", "data": data, "model": model}
+                if not switches.omit_usage:
+                    reply["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+                extra["x-request-id"] = new_id("req_")
+            elif kind == "anthropic_count_tokens":
+                provider.model(body, None)
+                reply = {"input_tokens": provider.prompt(body).input_tokens}
+                extra["request-id"] = new_id("req_")
+            elif kind == "gemini_count_tokens":
+                inner = body.get("generateContentRequest")
+                reply = {"totalTokens": GEMINI.prompt(inner if isinstance(inner, dict) else body).input_tokens}
+            elif kind == "gemini_embed":
+                content = body.get("content")
+                if not isinstance(content, dict):
+                    raise BadRequest("content is not specified")
+                reply = {"embedding": {"values": embedding_vector(text_of(content.get("parts", [])))}}
+            else:
+                requests = body.get("requests")
+                if not isinstance(requests, list) or not requests:
+                    raise BadRequest("requests is not specified")
+                for r in requests:
+                    if isinstance(r, dict) and r.get("model") not in (None, f"models/{path_model}"):
+                        raise BadRequest(f"Model {r.get('model')} does not match the model in the path")
+                reply = {"embeddings": [{"values": embedding_vector(text_of((r.get("content") or {}).get("parts", [])))}
+                                        for r in requests if isinstance(r, dict)]}
+        except BadRequest as err:
+            return self.send_provider_error(provider, 400, str(err), switches, name)
+        self.send_json(200, reply, provider.json_content_type, extra)
 
     # ---- response ----------------------------------------------------------------------
 

@@ -93,6 +93,7 @@ fn expected(api: ClientApi, u: &J) -> Result<Tokens, ()> {
                 reasoning: 0,
             }
         }
+        ClientApi::OpenaiEmbeddings => Tokens { input: z(count(u, "prompt_tokens")?), ..Tokens::default() },
         ClientApi::Gemini => {
             let thoughts = z(count(u, "thoughtsTokenCount")?);
             Tokens {
@@ -119,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
     let flags = input.byte();
     let split = input.byte();
     let body = input.rest();
-    let api = APIS[usize::from(flags & 3)];
+    let api = if flags & 0x20 != 0 { ClientApi::OpenaiEmbeddings } else { APIS[usize::from(flags & 3)] };
     let framing = [Framing::Json, Framing::Sse, Framing::JsonArray, Framing::Sse][usize::from((flags >> 2) & 3)];
     let max = if flags & 0x10 != 0 { 64 } else { 1 << 16 };
 

@@ -47,8 +47,11 @@ pub enum ClientApi {
     OpenaiResponses,
     /// `POST /v1/messages`
     AnthropicMessages,
-    /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`
+    /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (and
+    /// `:countTokens`, `:embedContent`, `:batchEmbedContents`)
     Gemini,
+    /// `POST /v1/embeddings`
+    OpenaiEmbeddings,
 }
 
 impl ClientApi {
@@ -58,6 +61,7 @@ impl ClientApi {
             ClientApi::OpenaiResponses => "openai_responses",
             ClientApi::AnthropicMessages => "anthropic_messages",
             ClientApi::Gemini => "gemini",
+            ClientApi::OpenaiEmbeddings => "openai_embeddings",
         }
     }
 
@@ -68,13 +72,15 @@ impl ClientApi {
             ClientApi::OpenaiResponses => "OpenAI Responses API",
             ClientApi::AnthropicMessages => "Anthropic Messages API",
             ClientApi::Gemini => "Gemini API",
+            ClientApi::OpenaiEmbeddings => "OpenAI Embeddings API",
         }
     }
 
-    /// OpenTelemetry `gen_ai.operation.name`.
+    /// OpenTelemetry `gen_ai.operation.name` of the API's generating operation.
     pub fn operation(self) -> &'static str {
         match self {
             ClientApi::Gemini => "generate_content",
+            ClientApi::OpenaiEmbeddings => "embeddings",
             _ => "chat",
         }
     }
@@ -82,7 +88,7 @@ impl ClientApi {
     /// How clients of this API send their key, and so how a provider speaking it expects one.
     pub fn default_auth(self) -> AuthScheme {
         match self {
-            ClientApi::OpenaiChat | ClientApi::OpenaiResponses => AuthScheme::Bearer,
+            ClientApi::OpenaiChat | ClientApi::OpenaiResponses | ClientApi::OpenaiEmbeddings => AuthScheme::Bearer,
             ClientApi::AnthropicMessages => AuthScheme::XApiKey,
             ClientApi::Gemini => AuthScheme::XGoogApiKey,
         }
@@ -115,6 +121,84 @@ impl AuthScheme {
 pub enum GeminiAction {
     Generate,
     Stream,
+    CountTokens,
+    EmbedContent,
+    BatchEmbedContents,
+}
+
+impl GeminiAction {
+    /// The method name in the path (`models/{model}:<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GeminiAction::Generate => "generateContent",
+            GeminiAction::Stream => "streamGenerateContent",
+            GeminiAction::CountTokens => "countTokens",
+            GeminiAction::EmbedContent => "embedContent",
+            GeminiAction::BatchEmbedContents => "batchEmbedContents",
+        }
+    }
+
+    /// Every action, in the order Gemini lists `supportedGenerationMethods`.
+    pub const ALL: [GeminiAction; 5] = [
+        GeminiAction::Generate,
+        GeminiAction::Stream,
+        GeminiAction::CountTokens,
+        GeminiAction::EmbedContent,
+        GeminiAction::BatchEmbedContents,
+    ];
+
+    fn from_name(name: &str) -> Option<GeminiAction> {
+        GeminiAction::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// What a request asks the model for: it decides the accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    /// Chat, responses, messages, generateContent: reserved, charged, counted.
+    #[default]
+    Generate,
+    /// OpenAI `/v1/embeddings`, Gemini `:embedContent` / `:batchEmbedContents`: charged for
+    /// input tokens only (nothing is generated: no output tokens reserved).
+    Embeddings,
+    /// Anthropic `/v1/messages/count_tokens`, Gemini `:countTokens`: forwarded and recorded,
+    /// never reserved or charged against limits.
+    CountTokens,
+    /// `GET /v1/models` and friends, answered by the gateway itself.
+    ListModels,
+}
+
+impl Operation {
+    /// OpenTelemetry `gen_ai.operation.name`: `embeddings` is a well-known value;
+    /// `count_tokens` and `list_models` are custom ones (the conventions define none).
+    pub fn name(self, api: ClientApi) -> &'static str {
+        match self {
+            Operation::Generate => api.operation(),
+            Operation::Embeddings => "embeddings",
+            Operation::CountTokens => "count_tokens",
+            Operation::ListModels => "list_models",
+        }
+    }
+
+    /// The record's `api`: the client API, or for the model list the shape answered.
+    pub fn api_name(self, api: ClientApi) -> &'static str {
+        match (self, api) {
+            (Operation::ListModels, ClientApi::AnthropicMessages) => "anthropic_models",
+            (Operation::ListModels, ClientApi::Gemini) => "gemini_models",
+            (Operation::ListModels, _) => "openai_models",
+            _ => api.name(),
+        }
+    }
+
+    /// Whether limits reserve and charge it.
+    pub fn charged(self) -> bool {
+        matches!(self, Operation::Generate | Operation::Embeddings)
+    }
+
+    /// Whether the response carries usage to count (a count_tokens answer is not usage).
+    pub fn accounted(self) -> bool {
+        self.charged()
+    }
 }
 
 /// A Gemini request path: the model lives here, not in the body.
@@ -137,10 +221,7 @@ impl GeminiPath {
 
     /// The path for `model`, without the client's `key` parameter.
     pub fn to_path(&self, model: &str) -> String {
-        let action = match self.action {
-            GeminiAction::Generate => "generateContent",
-            GeminiAction::Stream => "streamGenerateContent",
-        };
+        let action = self.action.name();
         let mut path = format!("/{}/models/{}:{action}", self.version, encode_segment(model));
         if !self.query.is_empty() {
             path.push('?');
@@ -155,6 +236,7 @@ impl GeminiPath {
 pub struct Endpoint {
     pub api: ClientApi,
     pub gemini: Option<GeminiPath>,
+    pub operation: Operation,
 }
 
 /// Detects the client API from `:path` (query string allowed). `None`: not an LLM API path.
@@ -163,11 +245,13 @@ pub fn detect(path: &str) -> Option<Endpoint> {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
-    let simple = |api| Some(Endpoint { api, gemini: None });
+    let simple = |api, operation| Some(Endpoint { api, gemini: None, operation });
     match path {
-        "/v1/chat/completions" => return simple(ClientApi::OpenaiChat),
-        "/v1/responses" => return simple(ClientApi::OpenaiResponses),
-        "/v1/messages" => return simple(ClientApi::AnthropicMessages),
+        "/v1/chat/completions" => return simple(ClientApi::OpenaiChat, Operation::Generate),
+        "/v1/responses" => return simple(ClientApi::OpenaiResponses, Operation::Generate),
+        "/v1/messages" => return simple(ClientApi::AnthropicMessages, Operation::Generate),
+        "/v1/messages/count_tokens" => return simple(ClientApi::AnthropicMessages, Operation::CountTokens),
+        "/v1/embeddings" => return simple(ClientApi::OpenaiEmbeddings, Operation::Embeddings),
         _ => {}
     }
     let rest = path.strip_prefix('/')?;
@@ -177,10 +261,11 @@ pub fn detect(path: &str) -> Option<Endpoint> {
     }
     let rest = rest.strip_prefix("models/")?;
     let (model, action) = rest.rsplit_once(':')?;
-    let action = match action {
-        "generateContent" => GeminiAction::Generate,
-        "streamGenerateContent" => GeminiAction::Stream,
-        _ => return None,
+    let action = GeminiAction::from_name(action)?;
+    let operation = match action {
+        GeminiAction::Generate | GeminiAction::Stream => Operation::Generate,
+        GeminiAction::CountTokens => Operation::CountTokens,
+        GeminiAction::EmbedContent | GeminiAction::BatchEmbedContents => Operation::Embeddings,
     };
     let model = decode_component(model, false)?;
     if model.is_empty() || model.contains('/') {
@@ -197,12 +282,13 @@ pub fn detect(path: &str) -> Option<Endpoint> {
     Some(Endpoint {
         api: ClientApi::Gemini,
         gemini: Some(GeminiPath { version: version.to_string(), model, action, query: params, key }),
+        operation,
     })
 }
 
 /// Percent-decodes (core decoder: invalid escapes and non-UTF-8 refused); `plus_is_space`
 /// for query components (form encoding: `+` is a space, `%2B` a plus).
-fn decode_component(s: &str, plus_is_space: bool) -> Option<String> {
+pub(crate) fn decode_component(s: &str, plus_is_space: bool) -> Option<String> {
     let decoded = if plus_is_space {
         tollgate_core::text::percent_decode(&s.replace('+', " "))
     } else {
@@ -273,6 +359,12 @@ struct MessagesRequest<'a> {
 }
 
 #[derive(Deserialize)]
+struct EmbeddingsRequest<'a> {
+    #[serde(borrow, default)]
+    model: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
 struct GeminiRequest {
     #[serde(default, rename = "generationConfig", alias = "generation_config")]
     generation_config: Option<GenerationConfig>,
@@ -334,6 +426,10 @@ pub fn parse_request<'a>(endpoint: &Endpoint, body: &'a [u8]) -> Result<RequestI
                 max_output_tokens: r.max_tokens,
                 ..Default::default()
             }
+        }
+        ClientApi::OpenaiEmbeddings => {
+            let r: EmbeddingsRequest<'a> = serde_json::from_slice(body).map_err(invalid)?;
+            RequestInfo { model: r.model.map(|t| t.0), ..Default::default() }
         }
         ClientApi::Gemini => {
             let r: GeminiRequest = serde_json::from_slice(body).map_err(invalid)?;
@@ -605,7 +701,7 @@ mod tests {
         assert_eq!(detect("/v1/chat/completions?x=1").unwrap().api, ClientApi::OpenaiChat);
         assert_eq!(detect("/v1/responses").unwrap().api, ClientApi::OpenaiResponses);
         assert_eq!(detect("/v1/messages").unwrap().api, ClientApi::AnthropicMessages);
-        for bad in ["/v1/models", "/v1/chat/completions/x", "/", "", "/v1beta/models/x:countTokens", "/v2/models/x:generateContent",
+        for bad in ["/v1/models", "/v1/chat/completions/x", "/", "", "/v1beta/models/x:listen", "/v2/models/x:generateContent", "/v1/messages/count",
                     "/v1beta/models/:generateContent", "/v1beta/models/a/b:generateContent", "/v1beta/models/x"] {
             assert!(detect(bad).is_none(), "{bad}");
         }
@@ -616,6 +712,26 @@ mod tests {
         assert!(path.sse());
         assert_eq!(path.key.as_deref(), Some("tg-key"));
         assert_eq!(path.to_path("gemini-pro"), "/v1beta/models/gemini-pro:streamGenerateContent?alt=sse");
+        for (path, api, operation) in [
+            ("/v1/embeddings", ClientApi::OpenaiEmbeddings, Operation::Embeddings),
+            ("/v1/messages/count_tokens", ClientApi::AnthropicMessages, Operation::CountTokens),
+            ("/v1/messages", ClientApi::AnthropicMessages, Operation::Generate),
+            ("/v1beta/models/g:countTokens", ClientApi::Gemini, Operation::CountTokens),
+            ("/v1beta/models/g:embedContent", ClientApi::Gemini, Operation::Embeddings),
+            ("/v1beta/models/g:batchEmbedContents", ClientApi::Gemini, Operation::Embeddings),
+            ("/v1beta/models/g:generateContent", ClientApi::Gemini, Operation::Generate),
+        ] {
+            let e = detect(path).unwrap();
+            assert_eq!((e.api, e.operation), (api, operation), "{path}");
+        }
+        let g = detect("/v1beta/models/text-embedding-004:batchEmbedContents?key=k").unwrap().gemini.unwrap();
+        assert_eq!(g.to_path("emb"), "/v1beta/models/emb:batchEmbedContents");
+        assert_eq!(Operation::CountTokens.name(ClientApi::Gemini), "count_tokens");
+        assert_eq!(Operation::Embeddings.name(ClientApi::OpenaiEmbeddings), "embeddings");
+        assert_eq!(Operation::Generate.name(ClientApi::Gemini), "generate_content");
+        assert_eq!(Operation::ListModels.api_name(ClientApi::Gemini), "gemini_models");
+        assert_eq!(Operation::CountTokens.api_name(ClientApi::AnthropicMessages), "anthropic_messages");
+        assert!(!Operation::CountTokens.charged() && Operation::Embeddings.charged());
         let g = detect("/v1/models/gemini-pro:generateContent").unwrap().gemini.unwrap();
         assert!(!g.sse());
         assert_eq!(g.to_path("a/b"), "/v1/models/a%2Fb:generateContent");
@@ -645,6 +761,10 @@ mod tests {
         let g = detect("/v1beta/models/gem:streamGenerateContent?alt=sse").unwrap();
         let info = parse_request(&g, br#"{"contents":[],"generationConfig":{"maxOutputTokens":11}}"#).unwrap();
         assert_eq!((info.model.as_deref(), info.stream, info.max_output_tokens), (Some("gem"), true, Some(11)));
+        let e = detect("/v1/embeddings").unwrap();
+        let info = parse_request(&e, br#"{"model":"text-embedding-3-small","input":["a","b"]}"#).unwrap();
+        assert_eq!((info.model.as_deref(), info.stream, info.max_output_tokens), (Some("text-embedding-3-small"), false, None));
+        assert!(parse_request(&e, br#"{"input":"a"}"#).is_err());
     }
 
     #[test]

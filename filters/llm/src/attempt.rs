@@ -228,7 +228,7 @@ impl HttpExchange for AttemptExchange {
                 return self.refuse(host, RefusalKind::BadGateway, &format!("Envoy chose host {upstream}, not deployment `{}`", d.name));
             }
         }
-        let Some(target) = deployments::target_api(client.api, provider.apis.as_deref()) else {
+        let Some(target) = deployments::target_for(&client, provider.apis.as_deref()) else {
             return self.refuse(host, RefusalKind::BadGateway, &format!("deployment `{}` cannot serve this API", d.name));
         };
         self.target = Some(target);

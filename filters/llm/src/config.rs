@@ -101,6 +101,11 @@ pub struct Config {
     /// Fallback between the deployments of virtual models.
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// Model names `GET /v1/models` lists besides the exact names and aliases of `models`
+    /// (which it always lists): names a glob route serves (`gpt-4o-mini` for `gpt-4o*`).
+    /// Each must be routed by `models` (see `endpoints.rs`).
+    #[serde(default)]
+    pub listed_models: Vec<String>,
 }
 
 /// The `unpriced` policy: what cost budgets do with a model that matches no price.
@@ -135,6 +140,7 @@ impl Default for Config {
             store: None,
             unpriced: None,
             fallback: FallbackConfig::default(),
+            listed_models: Vec::new(),
         }
     }
 }
@@ -385,6 +391,8 @@ pub struct State {
     pub fallback: Fallback,
     /// Which part this plugin plays (from its `root_id`).
     pub role: Role,
+    /// The model names `GET /v1/models` may list, in order (`endpoints.rs`).
+    pub listed_models: Vec<String>,
 }
 
 /// The two places the module runs in Envoy: the HTTP filter (`gateway`) and, on the
@@ -596,6 +604,7 @@ impl Validate for Config {
         if self.unpriced.is_none() {
             self.check_unpriced()?;
         }
+        crate::endpoints::validate_listed(&self.models, &self.listed_models)?;
         Ok(())
     }
 }
@@ -830,6 +839,7 @@ impl Config {
                 address: p.address,
             });
         }
+        let listed_models = crate::endpoints::listed_names(&self.models, self.listed_models);
         let routes = self.models.into_iter().map(|m| {
             let target = match m.deployments {
                 Some(deployments) => Target::Deployments(
@@ -908,6 +918,7 @@ impl Config {
             client_credential_headers,
             fallback,
             role: Role::Gateway,
+            listed_models,
         })
     }
 }

@@ -8,9 +8,9 @@
 //! reserve, the body and header rewrites). A limit's 429 needs the shared counters, so it is
 //! decided by `limits::admit` while the decision is applied ([`rate_limited`] words it).
 
-use crate::api::{self, ClientApi, Endpoint, GeminiAction, RefusalKind};
+use crate::api::{self, ClientApi, Endpoint, GeminiAction, Operation, RefusalKind};
 use crate::config::State;
-use crate::deployments::{target_api, VirtualModel};
+use crate::deployments::{target_for, VirtualModel};
 use crate::limits::{self, Exceeded, Estimate};
 use crate::record::Refusal;
 use crate::routing::{model_allowed, Provider};
@@ -165,7 +165,7 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     let servable = match route.virtual_model {
         // A deployment serves any client API its provider speaks or can be translated to.
         Some((_, vm)) => vm.deployments.iter().any(|d| {
-            state.router.provider_at(d.provider).is_some_and(|p| target_api(endpoint.api, p.apis.as_deref()).is_some())
+            state.router.provider_at(d.provider).is_some_and(|p| target_for(endpoint, p.apis.as_deref()).is_some())
         }),
         None => route.provider.speaks(endpoint.api),
     };
@@ -184,12 +184,18 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
         request.route = Some(Route { provider, upstream_model });
         return refuse(request, RefusalKind::Forbidden, "model_not_allowed", message);
     }
-    if state.deny_unpriced && unpriced_budgeted(state, model, &upstream_model) {
+    // count_tokens is never charged, so a missing price does not matter to it.
+    if state.deny_unpriced && endpoint.operation.charged() && unpriced_budgeted(state, model, &upstream_model) {
         let message = format!("model `{model}` has no price and a cost budget applies to it: refused (`unpriced: deny`)");
         request.route = Some(Route { provider, upstream_model });
         return refuse(request, RefusalKind::NotPriced, "model_not_priced", message);
     }
-    let reserve = admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens);
+    // Embeddings generate nothing (no output reserved); count_tokens is not reserved at all.
+    let reserve = match endpoint.operation {
+        Operation::Embeddings => admission(state, model, &upstream_model, body.len() as u64, Some(0)),
+        operation if operation.charged() => admission(state, model, &upstream_model, body.len() as u64, info.max_output_tokens),
+        _ => None,
+    };
     if virtual_model.is_some() {
         let forward = Forward {
             reserve,
@@ -205,8 +211,14 @@ pub fn request_body<'s>(state: &'s State, endpoint: &Endpoint, body: &[u8], allo
     }
     let inject = endpoint.api == ClientApi::OpenaiChat && info.stream && state.inject_stream_usage && !info.include_usage;
     let body_model = (rewritten && endpoint.api != ClientApi::Gemini).then_some(upstream_model.as_str());
-    let body = api::rewrite_body(body, &info, body_model, inject)
-        .map_err(|e| Refusal::new(RefusalKind::BadRequest, "invalid_request", format!("request body: {e}")));
+    let body = match &endpoint.gemini {
+        // Its requests name the model too: they must name the path's.
+        Some(g) if rewritten && g.action == GeminiAction::BatchEmbedContents => {
+            crate::endpoints::gemini_batch_body(body, &upstream_model)
+        }
+        _ => api::rewrite_body(body, &info, body_model, inject),
+    }
+    .map_err(|e| Refusal::new(RefusalKind::BadRequest, "invalid_request", format!("request body: {e}")));
     let path = match (&endpoint.gemini, rewritten) {
         (Some(g), true) => Some(g.to_path(&upstream_model)),
         _ => None,

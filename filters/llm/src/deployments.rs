@@ -231,6 +231,15 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     Some(total.ceil() as u64)
 }
 
+/// [`target_api`] for a request: only generation is translated; embeddings and token counts
+/// go to providers that speak the client's own API.
+pub fn target_for(client: &crate::api::Endpoint, provider_apis: Option<&[ClientApi]>) -> Option<ClientApi> {
+    match client.operation {
+        crate::api::Operation::Generate => target_api(client.api, provider_apis),
+        _ => provider_apis.is_none_or(|apis| apis.contains(&client.api)).then_some(client.api),
+    }
+}
+
 /// The API a deployment's provider is sent: the client's own when the provider speaks it,
 /// else the first translatable API it lists. `None`: no API of the provider can serve this
 /// client (the OpenAI Responses API is a client API only: it is never a translation target).

@@ -19,10 +19,11 @@
 //! End (`finish`, exactly once: end of response, or `on_log` / `on_done`): reservations
 //! reconciled against the real usage, then one audit record and the metrics.
 
-use crate::api::{self, Endpoint, RefusalKind};
+use crate::api::{self, ClientApi, Endpoint, Operation, RefusalKind};
 use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
 use crate::deployments;
+use crate::endpoints;
 use crate::fleet;
 use crate::limits::{self, Actual, Exceeded, Held, Wanted};
 use crate::routing::Provider;
@@ -66,6 +67,8 @@ pub struct Exchange {
     plan_token: Option<u64>,
     /// The request path as forwarded (a Gemini key taken out of the query).
     client_path: String,
+    /// The error shape of a path no client API knows (`endpoints.rs`).
+    shape: Option<ClientApi>,
 }
 
 /// What a request paused for the store's answer goes on with.
@@ -106,6 +109,7 @@ impl Exchange {
             awaiting: None,
             plan_token: None,
             client_path: String::new(),
+            shape: None,
         }
     }
 
@@ -116,7 +120,10 @@ impl Exchange {
         if refused.refusal == RefusalKind::Unauthenticated {
             headers.push(("www-authenticate", "Bearer"));
         }
-        let body = api::error_body(self.facts.api, refused.refusal, &refused.message);
+        if refused.refusal == RefusalKind::MethodNotAllowed {
+            headers.push(("allow", if self.facts.operation == Operation::ListModels { "GET" } else { "POST" }));
+        }
+        let body = api::error_body(self.shape.or(self.facts.api), refused.refusal, &refused.message);
         if let Err(e) = reply::send_json(host, refused.refusal.status(), &headers, &body) {
             host.log(LogLevel::Error, &format!("tollgate-llm: cannot send local reply: {e}"));
         }
@@ -261,11 +268,11 @@ impl Exchange {
     /// by the attempt role.
     fn route_to_deployments(&mut self, host: &dyn Host, index: usize) -> Step {
         let state = self.state.clone();
-        let (Some(vm), Some(api)) = (state.router.virtual_model(index), self.facts.api) else {
+        let (Some(vm), Some(endpoint)) = (state.router.virtual_model(index), self.endpoint.clone()) else {
             return self.refuse(host, Refusal::new(api::RefusalKind::NotFound, "unknown_model", "model has no deployments"));
         };
         let servable = |d: &deployments::Deployment| {
-            state.router.provider_at(d.provider).and_then(|p| deployments::target_api(api, p.apis.as_deref()).and(p.address.as_deref()))
+            state.router.provider_at(d.provider).and_then(|p| deployments::target_for(&endpoint, p.apis.as_deref()).and(p.address.as_deref()))
         };
         // A deployment that cannot serve this client API is never planned.
         let cooling: Vec<u64> = vm
@@ -283,7 +290,7 @@ impl Exchange {
         .collect();
         let hosts: Vec<&str> = order.iter().filter_map(|&i| vm.deployments.get(i).and_then(servable)).collect();
         if hosts.is_empty() {
-            let message = format!("no deployment of this model serves the {}", api.title());
+            let message = format!("no deployment of this model serves the {}", endpoint.api.title());
             return self.refuse(host, Refusal::new(api::RefusalKind::NotFound, "unsupported_api", message));
         }
         let mut token = [0u8; 8];
@@ -411,6 +418,53 @@ impl Exchange {
         }
     }
 
+    /// A path no client API knows (`endpoints.rs`): the model list, answered here after the
+    /// caller is checked like any other, or 404 / 405 in the shape of the path's API.
+    fn gateway_endpoint(&mut self, host: &dyn Host, path: &str, method: &str) -> Step {
+        let state = self.state.clone();
+        let hints = endpoints::Hints {
+            anthropic_version: host.request_header("anthropic-version").is_some(),
+            x_api_key: host.request_header("x-api-key").is_some(),
+            authorization: host.request_header("authorization").is_some(),
+            x_goog_api_key: host.request_header("x-goog-api-key").is_some(),
+        };
+        let query = match endpoints::classify(path, method, &hints) {
+            endpoints::Local::Unknown(shape, refused) => {
+                self.shape = Some(shape);
+                return self.refuse(host, refused);
+            }
+            endpoints::Local::WrongMethod(query, refused) => {
+                self.facts.api = Some(query.shape);
+                self.facts.operation = Operation::ListModels;
+                return self.refuse(host, refused);
+            }
+            endpoints::Local::Models(query) => query,
+        };
+        self.facts.api = Some(query.shape);
+        self.facts.operation = Operation::ListModels;
+        if let (Some(key), false) = (&query.key, hints.x_goog_api_key) {
+            host.try_set_header(HeaderMap::Request, "x-goog-api-key", Some(key));
+        }
+        match decide::caller(identity::resolve(host, &state.identity), state.require_identity) {
+            Ok(identity) => self.facts.identity = identity,
+            Err(refused) => return self.refuse(host, refused),
+        }
+        let allowed = self.facts.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
+        let body = match endpoints::answer(&query, &endpoints::visible(&state, allowed)) {
+            Ok(body) => body,
+            Err(refused) => return self.refuse(host, refused),
+        };
+        if let Err(e) = reply::send_json(host, 200, &[], &body) {
+            host.log(LogLevel::Error, &format!("tollgate-llm: cannot send the model list: {e}"));
+        }
+        self.facts.phase = Phase::Answered;
+        self.facts.response_status = Some(200);
+        self.facts.response_bytes = body.len() as u64;
+        self.facts.response_complete = true;
+        self.finish(host);
+        Step::Pause
+    }
+
     /// Token counts recorded so far (for tests).
     #[cfg(test)]
     fn tokens(&self) -> Option<crate::usage::Tokens> {
@@ -434,8 +488,12 @@ impl HttpExchange for Exchange {
         self.client_path = path.clone();
         let method = host.request_header(":method").unwrap_or_default();
         let decision = decide::request_path(&path, &method);
+        if decision.endpoint.is_none() {
+            return self.gateway_endpoint(host, &path, &method);
+        }
         if let Some(endpoint) = decision.endpoint {
             self.facts.api = Some(endpoint.api);
+            self.facts.operation = endpoint.operation;
             self.facts.stream = decide::gemini_stream(&endpoint);
             self.endpoint = Some(endpoint);
         }
@@ -468,7 +526,7 @@ impl HttpExchange for Exchange {
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         match self.facts.phase {
-            Phase::Refused(_) => return Step::Pause,
+            Phase::Refused(_) | Phase::Answered => return Step::Pause,
             Phase::Forwarded => return Step::Continue,
             Phase::Deciding => {}
         }
@@ -488,7 +546,7 @@ impl HttpExchange for Exchange {
     }
 
     fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
-        if self.facts.refused().is_some() {
+        if self.facts.local() {
             return Step::Continue;
         }
         let now = host.now_nanos();
@@ -499,7 +557,8 @@ impl HttpExchange for Exchange {
             self.answered_by(host);
         }
         if let (true, Some(status), Some(endpoint)) = (self.facts.forwarded(), status, &self.endpoint) {
-            if status < 400 {
+            // A count_tokens answer is not usage: nothing to count.
+            if status < 400 && endpoint.operation.accounted() {
                 let content_type = host.response_header("content-type");
                 let framing = Framing::detect(content_type.as_deref(), decide::gemini_stream(endpoint));
                 self.encoded_response =
@@ -522,7 +581,7 @@ impl HttpExchange for Exchange {
     }
 
     fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
-        if self.facts.refused().is_some() {
+        if self.facts.local() {
             return Step::Continue;
         }
         if body_size > 0 {

@@ -208,13 +208,30 @@ fn refusals_in_each_api_shape() {
     let (status, body) = local_reply(&host);
     assert_eq!((status, body["error"]["type"].as_str()), (413, Some("request_too_large")));
 
-    // Unknown path and wrong method.
-    let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/models")]);
+    // Unknown path and wrong method, each in the shape of the path's API.
+    let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/files")]);
     exchange().on_request_headers(&host, true);
-    assert_eq!(local_reply(&host).0, 404);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("invalid_request_error")));
+    assert_eq!(audit(&host)["error_type"], "unknown_path");
+    assert!(audit(&host).get("api").is_none());
+    let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1beta/cachedContents")]);
+    exchange().on_request_headers(&host, false);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["status"].as_str()), (404, Some("NOT_FOUND")));
+    let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1/messages/batches")]);
+    exchange().on_request_headers(&host, false);
+    assert_eq!(local_reply(&host).1["error"]["type"], "not_found_error");
     let host = MemoryHost::with_request_headers(&[(":method", "GET"), (":path", "/v1/chat/completions")]);
     exchange().on_request_headers(&host, true);
     assert_eq!(local_reply(&host).0, 405);
+    assert_eq!(host.local_reply.borrow().as_ref().map(|r| r.1.clone()).unwrap_or_default().iter().find(|(k, _)| k == "allow").map(|(_, v)| v.as_str()), Some("POST"));
+    let host = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1/models"), ("anthropic-version", "2023-06-01")]);
+    exchange().on_request_headers(&host, false);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["type"].as_str()), (405, Some("invalid_request_error")));
+    assert_eq!(body["type"], "error");
+    assert_eq!((audit(&host)["api"].as_str(), audit(&host)["operation"].as_str()), (Some("anthropic_models"), Some("list_models")));
 }
 
 #[test]
@@ -735,4 +752,139 @@ fn a_silent_store_fails_closed_or_counts_locally_as_configured() {
     let (_, forwarded) = admit_one(&fleet_state("fail_closed"), &metrics, &host, &chat_body(10));
     assert!(!forwarded);
     assert_eq!(local_reply(&host).0, 429);
+}
+
+// ---- the gateway's own endpoints, embeddings, count_tokens ---------------------------
+
+fn get(path: &str, headers: &[(&str, &str)]) -> MemoryHost {
+    let mut all = vec![(":method", "GET"), (":path", path)];
+    all.extend_from_slice(headers);
+    MemoryHost::with_request_headers(&all)
+}
+
+#[test]
+fn the_model_list_is_answered_here_for_the_callers_key() {
+    let mut ex = exchange();
+    let host = get("/v1/models", &[("authorization", "Bearer tg-alice")]);
+    assert_eq!(ex.on_request_headers(&host, true), Step::Pause);
+    let (status, body) = local_reply(&host);
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["fast", "gem-fast"], "exact names and aliases only (globs cannot be listed)");
+    assert_eq!(header(&host, "x-tollgate-provider"), None, "never routed");
+    let r = audit(&host);
+    assert_eq!((r["api"].as_str(), r["operation"].as_str(), r["status"].as_u64(), r["decision"].as_str()),
+               (Some("openai_models"), Some("list_models"), Some(200), Some("allow")));
+    assert_eq!((r["tokens"]["total"].as_u64(), r.get("provider"), r.get("cost_micro_usd")), (Some(0), None, None));
+    assert_eq!(r["identity"]["principal"], "alice");
+    // The record is final: later callbacks change nothing and nothing is forwarded.
+    assert_eq!(ex.on_request_body(&host, 0, true), Step::Pause);
+
+    // Bob's key allows gpt-* only; Anthropic's shape for an Anthropic client.
+    let host = get("/v1/models", &[("x-api-key", "tg-bob"), ("anthropic-version", "2023-06-01")]);
+    exchange().on_request_headers(&host, true);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body), (200, json!({"data": [], "has_more": false, "first_id": null, "last_id": null})));
+    assert_eq!(audit(&host)["api"], "anthropic_models");
+
+    // Gemini, with the key in the query; the single model; 404 for one not listed.
+    let host = get("/v1beta/models/gem-fast?key=tg-alice", &[]);
+    exchange().on_request_headers(&host, true);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["name"].as_str()), (200, Some("models/gem-fast")));
+    let host = get("/v1/models/gpt-4o", &[("authorization", "Bearer tg-alice")]);
+    exchange().on_request_headers(&host, true);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("model_not_found")));
+    assert_eq!(audit(&host)["error_type"], "unknown_model");
+
+    // Identity is required as for every other request.
+    let host = get("/v1beta/models", &[]);
+    exchange().on_request_headers(&host, true);
+    let (status, body) = local_reply(&host);
+    assert_eq!((status, body["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
+    assert_eq!((audit(&host)["api"].as_str(), audit(&host)["error_type"].as_str()), (Some("gemini_models"), Some("missing_key")));
+}
+
+#[test]
+fn embeddings_are_charged_for_input_only() {
+    let state = limited_state(json!([{"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "window_secs": 3600}]));
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/embeddings", &[("authorization", "Bearer tg-alice")]);
+    let body = br#"{"model":"gpt-embed","input":["one","two"]}"#;
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, body);
+    assert!(forwarded);
+    let est = (body.len() as u64).div_ceil(4);
+    assert_eq!(used(&host, TOKENS), est, "no output tokens reserved");
+    assert_eq!(header(&host, "authorization").as_deref(), Some("Bearer sk-a"));
+    respond(&mut ex, &host, "200", "application/json", &[
+        br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"gpt-embed","usage":{"prompt_tokens":6,"total_tokens":6}}"#,
+    ]);
+    assert_eq!(used(&host, TOKENS), 6);
+    let r = audit(&host);
+    assert_eq!((r["api"].as_str(), r["operation"].as_str()), (Some("openai_embeddings"), Some("embeddings")));
+    assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64(), r["estimated"].as_bool()), (Some(6), Some(0), Some(false)));
+    // Priced with the input price: 6 tokens at $1000 per million = 6000 micro-USD.
+    assert_eq!(r["cost_micro_usd"], 6000);
+
+    // Gemini embedContent reports no usage: estimated from the request's bytes.
+    let h2 = next_request(&host, "/v1beta/models/gpt-embed:embedContent", ("x-goog-api-key", "tg-alice"));
+    let body = br#"{"content":{"parts":[{"text":"embed this text"}]}}"#;
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &h2, body);
+    assert!(forwarded);
+    respond(&mut ex, &h2, "200", "application/json", &[br#"{"embedding":{"values":[0.1,0.2,0.3]}}"#]);
+    let r = audit(&h2);
+    assert_eq!((r["api"].as_str(), r["operation"].as_str()), (Some("gemini"), Some("embeddings")));
+    assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64(), r["estimated"].as_bool()),
+               (Some((body.len() as u64).div_ceil(4)), Some(0), Some(true)));
+}
+
+#[test]
+fn count_tokens_is_checked_and_recorded_but_never_reserved_or_charged() {
+    let limited = limited_state(json!([{"id": "tpm", "scope": "principal", "tokens_per_window": 1000, "requests_per_window": 1, "window_secs": 3600}]));
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/messages/count_tokens", &[("x-api-key", "tg-alice")]);
+    let body = br#"{"model":"claude-3","messages":[{"role":"user","content":"count me"}]}"#;
+    let (mut ex, forwarded) = admit_one(&limited, &metrics, &host, body);
+    assert!(forwarded);
+    assert_eq!(header(&host, "x-tollgate-provider").as_deref(), Some("prov-a"));
+    assert_eq!(used(&host, TOKENS), 0);
+    respond(&mut ex, &host, "200", "application/json", &[br#"{"input_tokens":12}"#]);
+    let r = audit(&host);
+    assert_eq!((r["api"].as_str(), r["operation"].as_str()), (Some("anthropic_messages"), Some("count_tokens")));
+    assert_eq!((r["tokens"]["total"].as_u64(), r["estimated"].as_bool(), r.get("reserved")), (Some(0), Some(false), None));
+    assert_eq!(used(&host, TOKENS), 0);
+    assert_eq!(used(&host, "tollgate.llm.limit.tpm.alice.requests"), 0, "not a request against the limits");
+
+    // Gemini countTokens, twice: the one-request limit never applies.
+    let mut prev = host;
+    for _ in 0..2 {
+        let h = next_request(&prev, "/v1beta/models/gemini-x:countTokens", ("x-goog-api-key", "tg-alice"));
+        let (mut ex, forwarded) = admit_one(&limited, &metrics, &h, br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#);
+        assert!(forwarded);
+        respond(&mut ex, &h, "200", "application/json", &[br#"{"totalTokens":3}"#]);
+        assert_eq!((audit(&h)["operation"].as_str(), audit(&h)["tokens"]["total"].as_u64()), (Some("count_tokens"), Some(0)));
+        prev = h;
+    }
+    // Still key-checked and model-checked.
+    let h = request("/v1/messages/count_tokens", &[("x-api-key", "tg-bob")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&h, false);
+    send_body(&mut ex, &h, body);
+    let (status, reply) = local_reply(&h);
+    assert_eq!((status, reply["error"]["type"].as_str()), (403, Some("permission_error")));
+    assert_eq!(audit(&h)["operation"], "count_tokens");
+}
+
+#[test]
+fn a_gemini_batch_through_an_alias_names_the_upstream_model_everywhere() {
+    let host = request("/v1beta/models/gem-fast:batchEmbedContents", &[("x-goog-api-key", "tg-alice"), ("content-length", "10")]);
+    let mut ex = exchange();
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    let body = br#"{"requests":[{"model":"models/gem-fast","content":{"parts":[{"text":"a"}]}}]}"#;
+    assert_eq!(send_body(&mut ex, &host, body), Step::Continue);
+    assert_eq!(header(&host, ":path").as_deref(), Some("/v1beta/models/gemini-2.0-flash:batchEmbedContents"));
+    let sent = host.request_body.borrow().clone();
+    assert_eq!(sent, br#"{"requests":[{"model":"models/gemini-2.0-flash","content":{"parts":[{"text":"a"}]}}]}"#);
+    assert_eq!(header(&host, "content-length"), Some(sent.len().to_string()));
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cost;
 pub mod decide;
 pub mod deployments;
+pub mod endpoints;
 pub mod exchange;
 pub mod fleet;
 pub mod limits;

@@ -29,7 +29,7 @@
 //! exchange keeps what it has seen: [`accounting`] (tokens, estimate, cost), [`outcome`]
 //! (decision, status, error) and [`build`] (the record itself). `exchange.rs` only writes it.
 
-use crate::api::{self, ClientApi, RefusalKind};
+use crate::api::{self, ClientApi, Operation, RefusalKind};
 use crate::config::State;
 use crate::cost::cost_micro_usd;
 use crate::limits::{Exceeded, Estimate};
@@ -79,7 +79,9 @@ impl From<Tokens> for TokenCounts {
 /// The LLM-specific part of the audit record, flattened next to the core envelope.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct LlmDetail<'a> {
-    /// Client API: openai_chat, openai_responses, anthropic_messages, gemini.
+    /// Client API: openai_chat, openai_responses, openai_embeddings, anthropic_messages,
+    /// gemini; for the model list the shape answered: openai_models, anthropic_models,
+    /// gemini_models.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<&'static str>,
     /// OpenTelemetry `gen_ai.operation.name`.
@@ -171,6 +173,8 @@ pub enum Phase {
     Refused(Refusal),
     /// Sent to the provider; the response streams through.
     Forwarded,
+    /// Answered by the gateway itself, successfully (the model list, `endpoints.rs`).
+    Answered,
 }
 
 /// What one exchange has seen, as plain data: everything its records are built from.
@@ -180,6 +184,8 @@ pub struct ExchangeFacts {
     pub request_id: Option<String>,
     pub trace: Option<TraceStep>,
     pub api: Option<ClientApi>,
+    /// What the request asks for (generate, embeddings, count_tokens, the model list).
+    pub operation: Operation,
     pub identity: Option<Identity>,
     /// The requested model (cut to a sane length).
     pub model: Option<String>,
@@ -221,6 +227,10 @@ impl ExchangeFacts {
     }
     pub fn forwarded(&self) -> bool {
         matches!(self.phase, Phase::Forwarded)
+    }
+    /// Answered locally (refused, or the gateway's own endpoint): nothing went upstream.
+    pub fn local(&self) -> bool {
+        matches!(self.phase, Phase::Refused(_) | Phase::Answered)
     }
     pub fn refused(&self) -> Option<&Refusal> {
         match &self.phase {
@@ -320,8 +330,8 @@ pub fn build<'a>(
 ) -> Record<'a, LlmDetail<'a>> {
     let refused = facts.refused();
     let detail = LlmDetail {
-        api: facts.api.map(ClientApi::name),
-        operation: facts.api.map(ClientApi::operation),
+        api: facts.api.map(|api| facts.operation.api_name(api)),
+        operation: facts.api.map(|api| facts.operation.name(api)),
         team: facts.identity.as_ref().and_then(|i| i.team.as_deref()),
         model: facts.model.as_deref(),
         upstream_model: facts.upstream_model.as_deref(),

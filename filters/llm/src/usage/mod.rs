@@ -9,7 +9,7 @@
 //!   scanner (core [`TopLevelCapture`]) that never holds the rest of the document.
 //!
 //! Each client API is one file with its schema structs and its part of the work, an
-//! [`ApiUsage`]: `openai_chat`, `openai_responses`, `anthropic`, `gemini`. Adding an API means
+//! [`ApiUsage`]: `openai_chat`, `openai_responses`, `openai_embeddings`, `anthropic`, `gemini`. Adding an API means
 //! adding a file and one arm in [`ApiUsage::of`].
 //!
 //! Normalized counts ([`Tokens`]): `input` is every prompt token including cache reads and
@@ -21,6 +21,7 @@
 //! | OpenAI Chat | prompt_tokens | prompt_tokens_details.cached_tokens | – | completion_tokens | completion_tokens_details.reasoning_tokens |
 //! | OpenAI Responses | input_tokens | input_tokens_details.cached_tokens | input_tokens_details.cache_write_tokens | output_tokens | output_tokens_details.reasoning_tokens |
 //! | Anthropic | input_tokens + cache_read_input_tokens + cache_creation_input_tokens | cache_read_input_tokens | cache_creation_input_tokens | output_tokens | – |
+//! | OpenAI Embeddings | prompt_tokens | – | – | 0 | – |
 //! | Gemini | promptTokenCount + toolUsePromptTokenCount | cachedContentTokenCount | – | candidatesTokenCount + thoughtsTokenCount | thoughtsTokenCount |
 //!
 //! When the final usage never arrives (provider omitted it, stream cut short; see [`reported_or_estimated`]), the tracker
@@ -34,6 +35,7 @@ use tollgate_core::wire::sse::{SseItem, SseParser};
 mod anthropic;
 mod gemini;
 mod openai_chat;
+mod openai_embeddings;
 mod openai_responses;
 
 /// The streaming JSON framers, now in core (`tollgate_core::wire::json_framing`); re-exported
@@ -76,6 +78,7 @@ impl ApiUsage {
             ClientApi::OpenaiResponses => &openai_responses::API,
             ClientApi::AnthropicMessages => &anthropic::API,
             ClientApi::Gemini => &gemini::API,
+            ClientApi::OpenaiEmbeddings => &openai_embeddings::API,
         }
     }
 }
