@@ -369,7 +369,9 @@ def test_anthropic_messages_block_content_and_max_tokens(claude):
     message = claude.messages.create(
         model="claude-haiku", max_tokens=2, system=[{"type": "text", "text": "Sys prompt here"}],
         messages=[{"role": "user", "content": [{"type": "text", "text": "a b"}]},
-                  {"role": "assistant", "content": "c"},
+                  {"role": "assistant", "content": [  # the tool_use block the result answers
+                      {"type": "text", "text": "c"},
+                      {"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}]},
                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
                                                 "content": [{"type": "text", "text": "d e f"}]}]}])
     assert message.stop_reason == "max_tokens"

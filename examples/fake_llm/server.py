@@ -102,12 +102,17 @@ Run:  python examples/fake_llm/server.py --host 127.0.0.1 --port 8000 [--name NA
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import dataclasses
+import datetime
+import hashlib
 import json
+import math
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -135,6 +140,13 @@ class Switches:
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
     retry_after: int = 1
+    reset_requests: float = 0.0  # seconds; 0 = retry_after
+    reset_tokens: float = 0.0  # seconds; 0 = retry_after
+    fail_first: int = 0  # with status: fail only the first N requests, then answer normally
+
+    def reset_seconds(self, kind: str) -> float:
+        value = self.reset_requests if kind == "requests" else self.reset_tokens
+        return value or float(self.retry_after)
 
     @staticmethod
     def header_name(field_name: str) -> str:
@@ -193,8 +205,23 @@ def text_of(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(filter(None, (text_of(item) for item in value)))
     if isinstance(value, dict):
+        if isinstance(value.get("functionResponse"), dict):  # a Gemini tool result part
+            return result_text(value["functionResponse"].get("response"))
         return " ".join(filter(None, (text_of(value[k]) for k in _TEXT_KEYS if k in value)))
     return ""
+
+
+def result_text(value: Any) -> str:
+    """The text of a tool result: its text/content/output, else (a Gemini `response` object
+    such as {"result": "sunny"}) its string values, else its JSON."""
+    text = text_of(value)
+    if text or value is None:
+        return text
+    if isinstance(value, dict):
+        strings = [v for v in value.values() if isinstance(v, str) and v]
+        if strings:
+            return " ".join(strings)
+    return json.dumps(value)
 
 
 def count_words(text: str) -> int:
@@ -202,13 +229,75 @@ def count_words(text: str) -> int:
 
 
 @dataclass
+class Tool:
+    name: str
+    schema: Any  # JSON schema of the arguments (OpenAI parameters / Anthropic input_schema)
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict
+
+    @property
+    def arguments_json(self) -> str:
+        # The one serialisation used everywhere: OpenAI's `arguments` string, the streamed
+        # fragments, and the output token count.
+        return json.dumps(self.arguments)
+
+
+@dataclass
 class Prompt:
     message_texts: list[str]  # one entry per counted message (system prompt included)
     last_user_text: str
+    # Texts of the tool results that end the conversation (empty: it ends with no tool result).
+    tool_results: list[str] = dataclasses.field(default_factory=list)
+    tools: list[Tool] = dataclasses.field(default_factory=list)  # function tools offered
+    # "auto", "none", "required" (call one even if none is mentioned) or a tool name.
+    tool_choice: str = "auto"
 
     @property
     def input_tokens(self) -> int:
         return sum(count_words(t) for t in self.message_texts) + len(self.message_texts)
+
+    def chosen_tool(self) -> Tool | None:
+        if self.tool_results or not self.tools or self.tool_choice == "none":
+            return None
+        by_name = {tool.name: tool for tool in self.tools}
+        if self.tool_choice in by_name:
+            return by_name[self.tool_choice]
+        for tool in self.tools:
+            if tool.name and tool.name in self.last_user_text:
+                return tool
+        return self.tools[0] if self.tool_choice == "required" else None
+
+
+def fake_arguments(schema: Any) -> dict:
+    """Deterministic arguments for a JSON schema: every `required` property gets a value."""
+    if not isinstance(schema, dict):
+        return {}
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    return {prop: fake_value(prop, properties.get(prop)) for prop in schema.get("required") or []
+            if isinstance(prop, str)}
+
+
+def fake_value(prop: str, spec: Any) -> Any:
+    spec = spec if isinstance(spec, dict) else {}
+    if isinstance(spec.get("enum"), list) and spec["enum"]:
+        return spec["enum"][0]
+    kind = spec.get("type", "string")
+    if isinstance(kind, list):  # ["string", "null"]
+        kind = next((k for k in kind if str(k).lower() != "null"), "string")
+    kind = str(kind).lower()  # Gemini's OpenAPI schemas say STRING, NUMBER, ...
+    if kind in ("number", "integer"):
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return fake_arguments(spec)
+    return f"{prop}-value"
 
 
 @dataclass
@@ -216,15 +305,18 @@ class Reply:
     """What to answer, computed once so JSON and stream carry identical numbers."""
 
     model: str
-    chunks: list[str]  # streamed content pieces; "".join(chunks) == text
+    # Streamed pieces: of the reply text ("".join(chunks) == text), or for a tool call of
+    # its JSON arguments.
+    chunks: list[str]
     truncated: bool  # cut by the request's max tokens
     input_tokens: int
-    output_tokens: int  # words of the visible reply text
+    output_tokens: int  # words of the visible reply text (tool call: words of arguments + 1)
     switches: Switches
+    tool_call: ToolCall | None = None
 
     @property
     def text(self) -> str:
-        return "".join(self.chunks)
+        return "" if self.tool_call else "".join(self.chunks)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -245,7 +337,16 @@ class Reply:
 
 def plan_reply(name: str, model: str, prompt: Prompt, max_tokens: int | None,
                switches: Switches) -> Reply:
-    words = f"Hello from {name} model {model}: {prompt.last_user_text}".split()
+    tool = prompt.chosen_tool()
+    if tool is not None:
+        call = ToolCall(tool.name, fake_arguments(tool.schema))
+        arguments = call.arguments_json
+        return Reply(model=model, chunks=split_text(arguments, switches.chunks), truncated=False,
+                     input_tokens=prompt.input_tokens, output_tokens=count_words(arguments) + 1,
+                     switches=switches, tool_call=call)
+    said = (f"tool result: {' '.join(prompt.tool_results)}" if prompt.tool_results
+            else prompt.last_user_text)
+    words = f"Hello from {name} model {model}: {said}".split()
     if len(words) < switches.chunks:
         words += ["lorem"] * (switches.chunks - len(words))
     truncated = max_tokens is not None and len(words) > max_tokens
@@ -271,6 +372,18 @@ def split_into_chunks(words: list[str], wanted: int) -> list[str]:
     return chunks
 
 
+def split_text(text: str, wanted: int) -> list[str]:
+    """Splits a string into min(wanted, len(text)) near-equal character pieces (at least one)."""
+    count = max(1, min(wanted, len(text)))
+    base, extra = divmod(len(text), count)
+    pieces, start = [], 0
+    for i in range(count):
+        size = base + (1 if i < extra else 0)
+        pieces.append(text[start:start + size])
+        start += size
+    return pieces
+
+
 def last_user_text(messages: list[Any], user_roles: tuple[str, ...] = ("user",)) -> str:
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role", "user") in user_roles:
@@ -283,7 +396,58 @@ def optional_int(value: Any) -> int | None:
 
 
 class BadRequest(Exception):
-    """The request is invalid for the provider; answered with 400 in its error shape."""
+    """The request is invalid for the provider; answered with 400 in its error shape.
+    `param` names the offending field (OpenAI's error.param)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+def go_duration(seconds: float) -> str:
+    """Formats like Go's time.Duration, as OpenAI's x-ratelimit-reset-* headers do:
+    250ms, 5s, 1.5s, 1m30s, 6m0s, 1h0m0s."""
+    millis = round(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def rfc3339_in(seconds: float) -> str:
+    """The UTC time `seconds` from now in RFC 3339, as Anthropic's ratelimit reset headers."""
+    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return moment.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------
+# Embeddings (deterministic small vectors)
+# --------------------------------------------------------------------------------------
+
+EMBEDDING_DIMENSIONS = 8
+
+
+def fake_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A unit vector of float32 values derived from sha256(text): the same text always gets
+    the same vector, whichever API asked (so translated requests can be compared)."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = []
+    for i in range(dimensions):
+        block = hashlib.sha256(seed + i.to_bytes(4, "big")).digest()
+        raw.append(int.from_bytes(block[:4], "big") / 2**31 - 1.0)
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    # Round-trip through float32 so the float and base64 encodings carry identical values.
+    return list(struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(v / norm for v in raw))))
+
+
+def embedding_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 # Marker yielded by stream generators where the chunk delay belongs.
@@ -321,11 +485,13 @@ class Provider:
 
     label = ""  # used for the default NAME: fake-<label>
     json_content_type = "application/json"
+    # Actions answered by `other` with one JSON object (embeddings, token counts).
+    other_actions: tuple[str, ...] = ()
 
     def model(self, body: dict, path_model: str | None) -> str:
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise BadRequest("model: field required")
+            raise BadRequest("model: field required", "model")
         return model
 
     def prompt(self, body: dict) -> Prompt:
@@ -346,7 +512,12 @@ class Provider:
     def stream_content_type(self, query: dict[str, str]) -> str:
         return "text/event-stream; charset=utf-8"
 
-    def error(self, status: int, message: str, switches: Switches) -> tuple[dict, dict[str, str]]:
+    def other(self, action: str, body: dict, path_model: str | None, switches: Switches) -> dict:
+        """Answers one of `other_actions` (embeddings, token counting)."""
+        raise NotImplementedError
+
+    def error(self, status: int, message: str, switches: Switches,
+              param: str | None = None) -> tuple[dict, dict[str, str]]:
         """Returns (body, extra headers) for an error reply."""
         raise NotImplementedError
 
@@ -355,17 +526,22 @@ def _openai_ratelimit_headers(remaining: int, switches: Switches) -> dict[str, s
     return {
         "x-ratelimit-limit-requests": "10000",
         "x-ratelimit-remaining-requests": str(remaining),
-        "x-ratelimit-reset-requests": f"{switches.retry_after}s",
+        "x-ratelimit-reset-requests": go_duration(switches.reset_seconds("requests")),
         "x-ratelimit-limit-tokens": "2000000",
         "x-ratelimit-remaining-tokens": str(remaining * 200),
-        "x-ratelimit-reset-tokens": f"{switches.retry_after}s",
+        "x-ratelimit-reset-tokens": go_duration(switches.reset_seconds("tokens")),
     }
+
+
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    return value if value in allowed else "auto"
 
 
 class OpenAIBase(Provider):
     label = "openai"
+    other_actions = ("embeddings",)
 
-    def error(self, status: int, message: str, switches: Switches):
+    def error(self, status: int, message: str, switches: Switches, param: str | None = None):
         kinds = {
             400: ("invalid_request_error", None),
             401: ("invalid_request_error", "invalid_api_key"),
@@ -379,17 +555,111 @@ class OpenAIBase(Provider):
             headers.update(_openai_ratelimit_headers(0, switches))
         if status in (429, 503, 529):
             headers["retry-after"] = str(switches.retry_after)
-        body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+        body = {"error": {"message": message, "type": err_type, "param": param, "code": code}}
         return body, headers
+
+    def other(self, action: str, body: dict, path_model: str | None, switches: Switches) -> dict:
+        # POST /v1/embeddings
+        model = self.model(body, None)
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs
+                                       and all(optional_int(i) is not None for i in inputs)):
+            inputs = [inputs]  # one string, or one list of token ids
+        if not isinstance(inputs, list) or not inputs:
+            raise BadRequest("'input' must be a non-empty string or array of strings or token arrays.",
+                             "input")
+        for index, item in enumerate(inputs):
+            is_tokens = isinstance(item, list) and item and all(optional_int(i) is not None for i in item)
+            if not (isinstance(item, str) and item) and not is_tokens:
+                raise BadRequest(f"'$.input[{index}]' is invalid: expected a non-empty string or "
+                                 "array of token ids.", "input")
+        dimensions = body.get("dimensions")
+        if dimensions is not None and (optional_int(dimensions) is None or dimensions < 1):
+            raise BadRequest(f"Invalid value for 'dimensions': {dimensions!r}.", "dimensions")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise BadRequest(f"Invalid value: '{encoding}'. Supported values are: 'float' and 'base64'.",
+                             "encoding_format")
+        data, tokens = [], 0
+        for index, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += count_words(item) if isinstance(item, str) else len(item)
+            vector = fake_embedding(text, dimensions or EMBEDDING_DIMENSIONS)
+            data.append({"object": "embedding", "index": index,
+                         "embedding": embedding_base64(vector) if encoding == "base64" else vector})
+        result = {"object": "list", "data": data, "model": model}
+        if not switches.omit_usage:
+            result["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return result
+
+
+OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 class OpenAIChat(OpenAIBase):
     def prompt(self, body: dict) -> Prompt:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise BadRequest("messages: must be a non-empty array")
-        return Prompt([text_of(m.get("content")) if isinstance(m, dict) else "" for m in messages],
-                      last_user_text(messages))
+            raise BadRequest("messages: must be a non-empty array", "messages")
+        self.validate(messages)
+        tool_results: list[str] = []
+        for message in reversed(messages):
+            if message.get("role") != "tool":
+                break
+            tool_results.insert(0, text_of(message.get("content")))
+        tools = [Tool(str(t["function"].get("name", "")), t["function"].get("parameters"))
+                 for t in body.get("tools") or []
+                 if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)]
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            choice = str(choice["function"].get("name", "auto"))
+        else:
+            choice = _choice(choice, ("none", "required"))
+        return Prompt([text_of(m.get("content")) for m in messages], last_user_text(messages),
+                      tool_results, tools, choice)
+
+    @staticmethod
+    def validate(messages: list) -> None:
+        """What the real API rejects: unknown roles, tool messages without a tool_call_id or
+        not answering the preceding assistant tool_calls, and unanswered tool_calls."""
+        pending: set | None = None  # tool_call ids the current tool messages may answer
+        asked_at = 0
+
+        def unanswered() -> BadRequest:
+            return BadRequest("An assistant message with 'tool_calls' must be followed by tool messages "
+                              "responding to each 'tool_call_id'. The following tool_call_ids did not "
+                              f"have response messages: {', '.join(sorted(pending))}",
+                              f"messages.[{asked_at}].role")
+
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise BadRequest(f"Invalid type for 'messages[{i}]': expected an object.", f"messages.[{i}]")
+            role = message.get("role")
+            if role not in OPENAI_ROLES:
+                raise BadRequest(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', "
+                                 "'user', 'function', 'tool', and 'developer'.", f"messages.[{i}].role")
+            if role == "tool":
+                call_id = message.get("tool_call_id")
+                if not isinstance(call_id, str):
+                    raise BadRequest("Missing parameter 'tool_call_id': messages with role 'tool' must "
+                                     "have a 'tool_call_id'.", f"messages.[{i}].tool_call_id")
+                if pending is None:
+                    raise BadRequest("Invalid parameter: messages with role 'tool' must be a response to a "
+                                     "preceding message with 'tool_calls'.", f"messages.[{i}].role")
+                if call_id not in pending:
+                    raise BadRequest(f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in "
+                                     "'tool_calls' of previous message.", f"messages.[{i}].tool_call_id")
+                pending.discard(call_id)
+                continue
+            if pending:
+                raise unanswered()
+            pending = None
+            calls = message.get("tool_calls") if role == "assistant" else None
+            if isinstance(calls, list) and calls:
+                pending = {c.get("id") for c in calls if isinstance(c, dict)}
+                asked_at = i
+        if pending:
+            raise unanswered()
 
     def max_tokens(self, body: dict) -> int | None:
         value = optional_int(body.get("max_completion_tokens"))
@@ -413,9 +683,18 @@ class OpenAIChat(OpenAIBase):
 
     @staticmethod
     def finish_reason(reply: Reply) -> str:
+        if reply.tool_call:
+            return "tool_calls"
         return "length" if reply.truncated else "stop"
 
     def json_reply(self, reply: Reply, body: dict) -> dict:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None,
+                                   "annotations": []}
+        if reply.tool_call:
+            message["content"] = None
+            message["tool_calls"] = [{"id": new_id("call_"), "type": "function",
+                                      "function": {"name": reply.tool_call.name,
+                                                   "arguments": reply.tool_call.arguments_json}}]
         result = {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion",
@@ -423,8 +702,7 @@ class OpenAIChat(OpenAIBase):
             "model": reply.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "refusal": None,
-                            "annotations": []},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": self.finish_reason(reply),
             }],
@@ -448,10 +726,20 @@ class OpenAIChat(OpenAIBase):
                 data["usage"] = None  # real API: null on every chunk but the last
             return sse(data)
 
-        yield chunk({"role": "assistant", "content": "", "refusal": None})
-        for index, piece in enumerate(reply.chunks):
-            yield from content_pauses(index)
-            yield chunk({"content": piece})
+        if reply.tool_call:
+            # The first chunk names the call with empty arguments; the arguments follow in
+            # fragments, each tagged only with the call's index.
+            yield chunk({"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+                {"index": 0, "id": new_id("call_"), "type": "function",
+                 "function": {"name": reply.tool_call.name, "arguments": ""}}]})
+            for index, piece in enumerate(reply.chunks):
+                yield from content_pauses(index)
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        else:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            for index, piece in enumerate(reply.chunks):
+                yield from content_pauses(index)
+                yield chunk({"content": piece})
         yield chunk({}, self.finish_reason(reply))
         if include_usage:
             yield sse(dict(base, choices=[], usage=self.usage(reply)))
@@ -464,14 +752,46 @@ class OpenAIResponses(OpenAIBase):
         instructions = body.get("instructions")
         if isinstance(instructions, str) and instructions:
             texts.append(instructions)
+        tools = [Tool(str(t.get("name", "")), t.get("parameters")) for t in body.get("tools") or []
+                 if isinstance(t, dict) and t.get("type") == "function"]
+        choice = body.get("tool_choice")
+        choice = (str(choice.get("name", "auto")) if isinstance(choice, dict) and choice.get("type") == "function"
+                  else _choice(choice, ("none", "required")))
         items = body.get("input")
         if isinstance(items, str):
             texts.append(items)
-            return Prompt(texts, items)
+            return Prompt(texts, items, [], tools, choice)
         if not isinstance(items, list):
-            raise BadRequest("input: must be a string or an array")
+            raise BadRequest("input: must be a string or an array", "input")
+        self.validate(items, body)
+        tool_results: list[str] = []
+        for item in reversed(items):
+            if item.get("type") != "function_call_output":
+                break
+            tool_results.insert(0, text_of(item.get("output")))
         texts += [text_of(item) for item in items]
-        return Prompt(texts, last_user_text(items))
+        messages = [item for item in items if item.get("type", "message") == "message"]
+        return Prompt(texts, last_user_text(messages), tool_results, tools, choice)
+
+    @staticmethod
+    def validate(items: list, body: dict) -> None:
+        """A function_call_output must answer a function_call in the input (or in the
+        previous response, which this fake does not keep)."""
+        call_ids = set()
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise BadRequest(f"Invalid type for 'input[{i}]': expected an object.", f"input[{i}]")
+            kind = item.get("type")
+            if kind == "function_call":
+                call_ids.add(item.get("call_id"))
+            elif kind == "function_call_output":
+                for field in ("call_id", "output"):
+                    if field not in item:
+                        raise BadRequest(f"Missing required parameter: 'input[{i}].{field}'.",
+                                         f"input[{i}].{field}")
+                if item["call_id"] not in call_ids and not body.get("previous_response_id"):
+                    raise BadRequest("No tool call found for function call output with call_id "
+                                     f"{item['call_id']}.", "input")
 
     def max_tokens(self, body: dict) -> int | None:
         return optional_int(body.get("max_output_tokens"))
@@ -494,6 +814,11 @@ class OpenAIResponses(OpenAIBase):
                                             "annotations": [], "logprobs": []}]
         return {"id": item_id, "type": "message", "status": status, "role": "assistant",
                 "content": content}
+
+    @staticmethod
+    def call_item(item_id: str, call_id: str, call: ToolCall, arguments: str, status: str) -> dict:
+        return {"id": item_id, "type": "function_call", "status": status, "arguments": arguments,
+                "call_id": call_id, "name": call.name}
 
     def response_object(self, reply: Reply, body: dict, response_id: str, created: int,
                         status: str, output: list[dict], with_usage: bool) -> dict:
@@ -530,12 +855,16 @@ class OpenAIResponses(OpenAIBase):
         return "incomplete" if reply.truncated else "completed"
 
     def json_reply(self, reply: Reply, body: dict) -> dict:
-        item = self.message_item(new_id("msg_"), reply.text, self.final_status(reply))
+        if reply.tool_call:
+            item = self.call_item(new_id("fc_"), new_id("call_"), reply.tool_call,
+                                  reply.tool_call.arguments_json, "completed")
+        else:
+            item = self.message_item(new_id("msg_"), reply.text, self.final_status(reply))
         return self.response_object(reply, body, new_id("resp_"), now(), self.final_status(reply),
                                     [item], with_usage=True)
 
     def stream_reply(self, reply: Reply, body: dict, query: dict[str, str]) -> Stream:
-        response_id, item_id, created = new_id("resp_"), new_id("msg_"), now()
+        response_id, created = new_id("resp_"), now()
         sequence = iter(range(1 << 30))
 
         def event(kind: str, **fields: Any) -> bytes:
@@ -545,40 +874,108 @@ class OpenAIResponses(OpenAIBase):
         def snapshot(status: str, output: list[dict], with_usage: bool) -> dict:
             return self.response_object(reply, body, response_id, created, status, output, with_usage)
 
-        location = {"item_id": item_id, "output_index": 0, "content_index": 0}
         yield event("response.created", response=snapshot("in_progress", [], False))
         yield event("response.in_progress", response=snapshot("in_progress", [], False))
-        yield event("response.output_item.added", output_index=0,
-                    item=self.message_item(item_id, None, "in_progress"))
-        yield event("response.content_part.added", **location,
-                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
-        for index, piece in enumerate(reply.chunks):
-            yield from content_pauses(index)
-            yield event("response.output_text.delta", **location, delta=piece, logprobs=[])
         final_status = self.final_status(reply)
-        done_item = self.message_item(item_id, reply.text, final_status)
-        yield event("response.output_text.done", **location, text=reply.text, logprobs=[])
-        yield event("response.content_part.done", **location, part=done_item["content"][0])
+        if reply.tool_call:
+            item_id, call_id, arguments = new_id("fc_"), new_id("call_"), reply.tool_call.arguments_json
+            yield event("response.output_item.added", output_index=0,
+                        item=self.call_item(item_id, call_id, reply.tool_call, "", "in_progress"))
+            for index, piece in enumerate(reply.chunks):
+                yield from content_pauses(index)
+                yield event("response.function_call_arguments.delta", item_id=item_id, output_index=0,
+                            delta=piece)
+            yield event("response.function_call_arguments.done", item_id=item_id, output_index=0,
+                        name=reply.tool_call.name, arguments=arguments)
+            done_item = self.call_item(item_id, call_id, reply.tool_call, arguments, "completed")
+        else:
+            item_id = new_id("msg_")
+            location = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            yield event("response.output_item.added", output_index=0,
+                        item=self.message_item(item_id, None, "in_progress"))
+            yield event("response.content_part.added", **location,
+                        part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+            for index, piece in enumerate(reply.chunks):
+                yield from content_pauses(index)
+                yield event("response.output_text.delta", **location, delta=piece, logprobs=[])
+            done_item = self.message_item(item_id, reply.text, final_status)
+            yield event("response.output_text.done", **location, text=reply.text, logprobs=[])
+            yield event("response.content_part.done", **location, part=done_item["content"][0])
         yield event("response.output_item.done", output_index=0, item=done_item)
         yield event(f"response.{final_status}", response=snapshot(final_status, [done_item], True))
 
 
+def _blocks(message: Any, kind: str) -> list[tuple[int, dict]]:
+    """(index, block) of the content blocks of one type in an Anthropic message."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return []
+    return [(j, b) for j, b in enumerate(content) if isinstance(b, dict) and b.get("type") == kind]
+
+
 class Anthropic(Provider):
     label = "anthropic"
+    other_actions = ("count_tokens",)
 
     def prompt(self, body: dict) -> Prompt:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("messages: must be a non-empty array")
+        self.validate(messages)
         texts = [text_of(body["system"])] if body.get("system") else []
-        texts += [text_of(m.get("content")) if isinstance(m, dict) else "" for m in messages]
-        return Prompt(texts, last_user_text(messages))
+        texts += [text_of(m.get("content")) for m in messages]
+        tool_results = []
+        if messages[-1].get("role") == "user":
+            tool_results = [text_of(b.get("content")) for _, b in _blocks(messages[-1], "tool_result")]
+        # Client tools have an input_schema (type absent or "custom"); server tools do not.
+        tools = [Tool(str(t.get("name", "")), t.get("input_schema")) for t in body.get("tools") or []
+                 if isinstance(t, dict) and "input_schema" in t and t.get("type", "custom") == "custom"]
+        choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
+        kind = choice.get("type", "auto")
+        tool_choice = (str(choice.get("name", "")) if kind == "tool"
+                       else {"any": "required", "none": "none"}.get(kind, "auto"))
+        return Prompt(texts, last_user_text(messages), tool_results, tools, tool_choice)
+
+    @staticmethod
+    def validate(messages: list) -> None:
+        """What the real API rejects: roles other than user/assistant, and tool_use /
+        tool_result blocks that do not pair up across adjacent messages."""
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise BadRequest(f"messages.{i}: Input should be a valid dictionary")
+            role = message.get("role")
+            if role == "system":
+                raise BadRequest('messages: Unexpected role "system". The Messages API accepts a top-level '
+                                 '`system` parameter, not "system" as an input message role.')
+            if role not in ("user", "assistant"):
+                raise BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        for i, message in enumerate(messages):
+            previous = messages[i - 1] if i and messages[i - 1].get("role") == "assistant" else None
+            asked = {b.get("id") for _, b in _blocks(previous, "tool_use")}
+            for j, block in _blocks(message, "tool_result"):
+                if block.get("tool_use_id") not in asked:
+                    raise BadRequest(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                                     f"`tool_result` blocks: {block.get('tool_use_id')}. Each `tool_result` "
+                                     "block must have a corresponding `tool_use` block in the previous message.")
+            if message.get("role") == "assistant" and i + 1 < len(messages):
+                answered = {b.get("tool_use_id") for _, b in _blocks(messages[i + 1], "tool_result")}
+                missing = [b.get("id") for _, b in _blocks(message, "tool_use") if b.get("id") not in answered]
+                if missing:
+                    raise BadRequest(f"messages.{i + 1}: `tool_use` ids were found without `tool_result` "
+                                     f"blocks immediately after: {', '.join(map(str, missing))}. Each "
+                                     "`tool_use` block must have a corresponding `tool_result` block in the "
+                                     "next message.")
 
     def max_tokens(self, body: dict) -> int | None:
         value = optional_int(body.get("max_tokens"))
         if value is None:
             raise BadRequest("max_tokens: Field required")  # required by the real API
         return value
+
+    def other(self, action: str, body: dict, path_model: str | None, switches: Switches) -> dict:
+        # POST /v1/messages/count_tokens: the Messages input count (max_tokens not needed).
+        self.model(body, None)
+        return {"input_tokens": self.prompt(body).input_tokens}
 
     @staticmethod
     def usage(reply: Reply, output_tokens: int) -> dict:
@@ -592,6 +989,8 @@ class Anthropic(Provider):
 
     @staticmethod
     def stop_reason(reply: Reply) -> str:
+        if reply.tool_call:
+            return "tool_use"
         return "max_tokens" if reply.truncated else "end_turn"
 
     def message(self, reply: Reply, content: list[dict], stop_reason: str | None,
@@ -604,7 +1003,12 @@ class Anthropic(Provider):
         return result
 
     def json_reply(self, reply: Reply, body: dict) -> dict:
-        return self.message(reply, [{"type": "text", "text": reply.text}], self.stop_reason(reply),
+        if reply.tool_call:
+            content = [{"type": "tool_use", "id": new_id("toolu_"), "name": reply.tool_call.name,
+                        "input": reply.tool_call.arguments}]
+        else:
+            content = [{"type": "text", "text": reply.text}]
+        return self.message(reply, content, self.stop_reason(reply),
                             reply.output_tokens + reply.reasoning_tokens)
 
     def stream_reply(self, reply: Reply, body: dict, query: dict[str, str]) -> Stream:
@@ -614,11 +1018,18 @@ class Anthropic(Provider):
         # Like the real API, message_start reports a token or so of output and message_delta
         # the cumulative total, so a gateway that adds the two instead of replacing is caught.
         yield event("message_start", message=self.message(reply, [], None, 1))
-        yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        if reply.tool_call:
+            # input starts empty; the JSON arrives as partial_json fragments to concatenate.
+            yield event("content_block_start", index=0, content_block={
+                "type": "tool_use", "id": new_id("toolu_"), "name": reply.tool_call.name, "input": {}})
+        else:
+            yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
         yield event("ping")
         for index, piece in enumerate(reply.chunks):
             yield from content_pauses(index)
-            yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
+            delta = ({"type": "input_json_delta", "partial_json": piece} if reply.tool_call
+                     else {"type": "text_delta", "text": piece})
+            yield event("content_block_delta", index=0, delta=delta)
         yield event("content_block_stop", index=0)
         delta = {"stop_reason": self.stop_reason(reply), "stop_sequence": None}
         if reply.switches.omit_usage:
@@ -629,7 +1040,7 @@ class Anthropic(Provider):
             yield event("message_delta", delta=delta, usage=usage)
         yield event("message_stop")
 
-    def error(self, status: int, message: str, switches: Switches):
+    def error(self, status: int, message: str, switches: Switches, param: str | None = None):
         kinds = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                  403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                  429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
@@ -638,12 +1049,14 @@ class Anthropic(Provider):
         request_id = new_id("req_")
         headers = {"request-id": request_id}
         if status == 429:
-            headers.update({
-                "anthropic-ratelimit-requests-limit": "1000",
-                "anthropic-ratelimit-requests-remaining": "0",
-                "anthropic-ratelimit-tokens-limit": "400000",
-                "anthropic-ratelimit-tokens-remaining": "0",
-            })
+            requests_reset = rfc3339_in(switches.reset_seconds("requests"))
+            tokens_reset = rfc3339_in(switches.reset_seconds("tokens"))
+            for kind, limit, reset in (("requests", 1000, requests_reset), ("tokens", 400000, tokens_reset),
+                                       ("input-tokens", 320000, tokens_reset),
+                                       ("output-tokens", 80000, tokens_reset)):
+                headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
+                headers[f"anthropic-ratelimit-{kind}-remaining"] = "0"
+                headers[f"anthropic-ratelimit-{kind}-reset"] = reset
         if status in (429, 503, 529):
             headers["retry-after"] = str(switches.retry_after)
         body = {"type": "error", "error": {"type": err_type, "message": message},
@@ -651,9 +1064,16 @@ class Anthropic(Provider):
         return body, headers
 
 
+def _parts(content: Any, key: str) -> list[dict]:
+    """The parts of one Gemini content that carry `key` (functionCall, functionResponse)."""
+    parts = content.get("parts") if isinstance(content, dict) else None
+    return [p[key] for p in parts or [] if isinstance(p, dict) and isinstance(p.get(key), dict)]
+
+
 class Gemini(Provider):
     label = "gemini"
     json_content_type = "application/json; charset=UTF-8"
+    other_actions = ("countTokens", "embedContent", "batchEmbedContents")
 
     def model(self, body: dict, path_model: str | None) -> str:
         return path_model or ""
@@ -662,10 +1082,39 @@ class Gemini(Provider):
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             raise BadRequest("contents is not specified")
+        self.validate(contents)
         system = body.get("systemInstruction") or body.get("system_instruction")
         texts = [text_of(system.get("parts", []))] if isinstance(system, dict) else []
-        texts += [text_of(c.get("parts", [])) if isinstance(c, dict) else "" for c in contents]
-        return Prompt(texts, last_user_text(contents))
+        texts += [text_of(c.get("parts", [])) for c in contents]
+        tool_results = [result_text(r.get("response")) for r in _parts(contents[-1], "functionResponse")]
+        tools = []
+        for tool in body.get("tools") or []:
+            if isinstance(tool, dict):
+                for decl in tool.get("functionDeclarations") or tool.get("function_declarations") or []:
+                    if isinstance(decl, dict):
+                        schema = next((decl[k] for k in ("parameters", "parametersJsonSchema",
+                                                         "parameters_json_schema") if k in decl), None)
+                        tools.append(Tool(str(decl.get("name", "")), schema))
+        config = (body.get("toolConfig") or body.get("tool_config") or {})
+        calling = config.get("functionCallingConfig") or config.get("function_calling_config") or {}
+        mode = str(calling.get("mode", "AUTO")).upper()
+        allowed = calling.get("allowedFunctionNames") or calling.get("allowed_function_names")
+        if mode == "ANY" and isinstance(allowed, list):
+            tools = [t for t in tools if t.name in allowed]
+        choice = {"NONE": "none", "ANY": "required"}.get(mode, "auto")
+        return Prompt(texts, last_user_text(contents), tool_results, tools, choice)
+
+    @staticmethod
+    def validate(contents: list) -> None:
+        for i, content in enumerate(contents):
+            if not isinstance(content, dict):
+                raise BadRequest(f"Invalid value at 'contents[{i}]': expected an object")
+            role = content.get("role")
+            if role not in (None, "", "user", "model"):
+                raise BadRequest(f"contents[{i}].role: Please use a valid role: user, model.")
+            if _parts(content, "functionResponse") and not (i and _parts(contents[i - 1], "functionCall")):
+                raise BadRequest(f"contents[{i}]: Please ensure that function response turn comes "
+                                 "immediately after a function call turn.")
 
     def max_tokens(self, body: dict) -> int | None:
         config = body.get("generationConfig") or body.get("generation_config") or {}
@@ -676,6 +1125,31 @@ class Gemini(Provider):
 
     def stream_content_type(self, query: dict[str, str]) -> str:
         return "text/event-stream" if query.get("alt") == "sse" else self.json_content_type
+
+    def other(self, action: str, body: dict, path_model: str | None, switches: Switches) -> dict:
+        if action == "countTokens":
+            # Either {contents} or the whole {generateContentRequest: {contents, systemInstruction, ...}}.
+            request = body.get("generateContentRequest") or body.get("generate_content_request") or body
+            total = self.prompt(request if isinstance(request, dict) else {}).input_tokens
+            return {"totalTokens": total, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]}
+        if action == "embedContent":
+            return {"embedding": self.embed(body, "")}
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise BadRequest("requests is not specified")
+        return {"embeddings": [self.embed(r if isinstance(r, dict) else {}, f"requests[{i}].")
+                               for i, r in enumerate(requests)]}
+
+    @staticmethod
+    def embed(request: dict, where: str) -> dict:
+        content = request.get("content")
+        text = text_of(content.get("parts", [])) if isinstance(content, dict) else ""
+        if not text:
+            raise BadRequest(f"{where}content is not specified")
+        dimensions = request.get("outputDimensionality", request.get("output_dimensionality"))
+        if dimensions is not None and (optional_int(dimensions) is None or dimensions < 1):
+            raise BadRequest(f"{where}outputDimensionality: must be a positive integer")
+        return {"values": fake_embedding(text, dimensions or EMBEDDING_DIMENSIONS)}
 
     @staticmethod
     def usage(reply: Reply, candidates: int) -> dict:
@@ -692,11 +1166,11 @@ class Gemini(Provider):
             usage["thoughtsTokenCount"] = reply.reasoning_tokens
         return usage
 
-    def chunk(self, reply: Reply, response_id: str, text: str, finish: bool,
+    def chunk(self, reply: Reply, response_id: str, parts: list[dict], finish: bool,
               candidates_so_far: int) -> dict:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"},
-                                     "index": 0}
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if finish:
+            # A function call ends with STOP too; the functionCall part tells it apart.
             candidate["finishReason"] = "MAX_TOKENS" if reply.truncated else "STOP"
         result: dict[str, Any] = {"candidates": [candidate]}
         if not reply.switches.omit_usage:
@@ -705,17 +1179,27 @@ class Gemini(Provider):
         result["responseId"] = response_id
         return result
 
+    @staticmethod
+    def call_parts(reply: Reply) -> list[dict]:
+        return [{"functionCall": {"name": reply.tool_call.name, "args": reply.tool_call.arguments}}]
+
     def json_reply(self, reply: Reply, body: dict) -> dict:
-        return self.chunk(reply, new_id(""), reply.text, True, reply.output_tokens)
+        parts = self.call_parts(reply) if reply.tool_call else [{"text": reply.text}]
+        return self.chunk(reply, new_id(""), parts, True, reply.output_tokens)
 
     def stream_reply(self, reply: Reply, body: dict, query: dict[str, str]) -> Stream:
         response_id = new_id("")
         as_sse = query.get("alt") == "sse"
-        last = len(reply.chunks) - 1
-        for index, piece in enumerate(reply.chunks):
+        if reply.tool_call:
+            # Gemini streams a function call whole, in one chunk.
+            pieces = [(self.call_parts(reply), reply.output_tokens)]
+        else:
+            pieces = [([{"text": piece}], reply.cumulative_output(index + 1))
+                      for index, piece in enumerate(reply.chunks)]
+        last = len(pieces) - 1
+        for index, (parts, so_far) in enumerate(pieces):
             yield from content_pauses(index)
-            data = self.chunk(reply, response_id, piece, index == last,
-                              reply.cumulative_output(index + 1))
+            data = self.chunk(reply, response_id, parts, index == last, so_far)
             if as_sse:
                 yield sse(data, newline="\r\n")  # Gemini separates events with CRLF
             else:
@@ -723,7 +1207,7 @@ class Gemini(Provider):
                 yield (("[" if index == 0 else ",\r\n") + json.dumps(data)
                        + ("]" if index == last else "")).encode()
 
-    def error(self, status: int, message: str, switches: Switches):
+    def error(self, status: int, message: str, switches: Switches, param: str | None = None):
         statuses = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                     404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
                     500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
@@ -738,7 +1222,8 @@ class Gemini(Provider):
 
 OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, GEMINI = OpenAIChat(), OpenAIResponses(), Anthropic(), Gemini()
 
-GEMINI_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent)$")
+GEMINI_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent"
+                         r"|countTokens|embedContent|batchEmbedContents)$")
 
 ERROR_MESSAGES = {
     429: "Rate limit reached (fake). Please try again in {retry_after}s.",
@@ -749,15 +1234,20 @@ ERROR_MESSAGES = {
 
 
 def route(method: str, path: str) -> tuple[Provider | None, str | None, str | None]:
-    """Returns (provider, model from the path, Gemini action) for an API path."""
+    """Returns (provider, model from the path, action) for an API path; the action is the
+    Gemini method or one of a provider's `other_actions`."""
     if method != "POST":
         return None, None, None
     if path == "/v1/chat/completions":
         return OPENAI_CHAT, None, None
     if path == "/v1/responses":
         return OPENAI_RESPONSES, None, None
+    if path == "/v1/embeddings":
+        return OPENAI_CHAT, None, "embeddings"
     if path == "/v1/messages":
         return ANTHROPIC, None, None
+    if path == "/v1/messages/count_tokens":
+        return ANTHROPIC, None, "count_tokens"
     match = GEMINI_PATH.match(path)
     if match:
         return GEMINI, match.group(1), match.group(2)
@@ -784,6 +1274,7 @@ class FakeLLMServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         # Bounded so long load runs against the demo stack cannot exhaust memory.
         self.recorded: collections.deque[dict] = collections.deque(maxlen=max_recorded or None)
+        self.failures = 0  # failures served under fail_first since the last reset or config change
 
     def record(self, entry: dict) -> None:
         with self.lock:
@@ -793,6 +1284,18 @@ class FakeLLMServer(ThreadingHTTPServer):
         with self.lock:
             self.recorded.clear()
             self.defaults = self.startup_defaults
+            self.failures = 0
+
+    def take_failure(self, fail_first: int) -> bool:
+        """Whether a request under the status switch fails: always when fail_first is 0,
+        else only for the first fail_first such requests (counted process-wide)."""
+        if fail_first <= 0:
+            return True
+        with self.lock:
+            if self.failures < fail_first:
+                self.failures += 1
+                return True
+            return False
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -800,6 +1303,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "fake-llm/1.0"
     responses = {**BaseHTTPRequestHandler.responses, 529: ("Overloaded", "")}  # Anthropic-only code
     server: FakeLLMServer
+    entry: dict | None = None  # the recorded entry of the API request being answered
 
     def setup(self) -> None:
         super().setup()
@@ -809,6 +1313,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self.entry is not None:
+            self.entry["status"] = code  # shown in /_fake/requests
+        super().send_response(code, message)
 
     def do_GET(self) -> None:
         self.dispatch()
@@ -840,6 +1349,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def dispatch(self) -> None:
+        self.entry = None
         url = urlsplit(self.path)
         path = url.path
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -858,9 +1368,10 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_fake/"):
             return self.handle_admin(path, body)
 
-        self.server.record({"method": self.command, "path": path, "query": url.query,
-                            "query_params": query, "headers": headers, "body": body,
-                            "time": time.time()})
+        self.entry = {"method": self.command, "path": path, "query": url.query,
+                      "query_params": query, "headers": headers, "body": body,
+                      "time": time.time(), "status": None}
+        self.server.record(self.entry)
 
         provider, path_model, action = route(self.command, path)
         if provider is None:
@@ -882,6 +1393,7 @@ class Handler(BaseHTTPRequestHandler):
                 try:
                     with server.lock:
                         server.defaults = server.defaults.updated(body if isinstance(body, dict) else {})
+                        server.failures = 0  # fail_first counts from the new configuration
                 except ValueError as err:
                     return self.send_json(400, {"error": str(err)})
             return self.send_json(200, dataclasses.asdict(server.defaults))
@@ -899,7 +1411,7 @@ class Handler(BaseHTTPRequestHandler):
         if switches.response_delay_ms:
             time.sleep(switches.response_delay_ms / 1000)
         # The status switch wins over validation so tests can send minimal bodies.
-        if switches.status >= 400:
+        if switches.status >= 400 and self.server.take_failure(switches.fail_first):
             message = ERROR_MESSAGES.get(switches.status, "Fake error {status}.")
             return self.send_provider_error(
                 provider, switches.status,
@@ -908,10 +1420,13 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if not isinstance(body, dict):
                 raise BadRequest("request body must be a JSON object")
-            model = provider.model(body, path_model)
-            reply = plan_reply(name, model, provider.prompt(body), provider.max_tokens(body), switches)
+            if action in provider.other_actions:
+                other, reply = provider.other(action, body, path_model, switches), None
+            else:
+                model = provider.model(body, path_model)
+                reply = plan_reply(name, model, provider.prompt(body), provider.max_tokens(body), switches)
         except BadRequest as err:
-            return self.send_provider_error(provider, 400, str(err), switches, name)
+            return self.send_provider_error(provider, 400, str(err), switches, name, err.param)
 
         extra = {"x-fake-provider-name": name}
         if provider.label == "openai":
@@ -919,7 +1434,9 @@ class Handler(BaseHTTPRequestHandler):
             extra["x-request-id"] = new_id("req_")
         elif provider is ANTHROPIC:
             extra["request-id"] = new_id("req_")
-        if provider.is_stream(body, action):
+        if reply is None:
+            self.send_json(200, other, provider.json_content_type, extra)
+        elif provider.is_stream(body, action):
             self.send_stream(provider.stream_reply(reply, body, query),
                              provider.stream_content_type(query), switches, extra)
         else:
@@ -928,8 +1445,8 @@ class Handler(BaseHTTPRequestHandler):
     # ---- response ----------------------------------------------------------------------
 
     def send_provider_error(self, provider: Provider, status: int, message: str,
-                            switches: Switches, name: str) -> None:
-        body, headers = provider.error(status, message, switches)
+                            switches: Switches, name: str, param: str | None = None) -> None:
+        body, headers = provider.error(status, message, switches, param)
         headers["x-fake-provider-name"] = name
         self.send_json(status, body, provider.json_content_type, headers)
 
