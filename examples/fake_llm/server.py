@@ -3,27 +3,34 @@
 
 One stdlib-only HTTP/1.1 server (keep-alive, chunked SSE flushed per event) that speaks
 four provider APIs with their documented JSON and SSE shapes, checked against the
-official `openai` and `anthropic` SDK types:
+official `openai`, `anthropic` and `google-genai` SDK types:
 
   POST /v1/chat/completions                          OpenAI Chat (JSON, SSE)
   POST /v1/responses                                 OpenAI Responses (JSON, SSE)
+  POST /v1/embeddings                                OpenAI embeddings
   POST /v1/messages                                  Anthropic Messages (JSON, SSE)
+  POST /v1/messages/count_tokens                     Anthropic token count {input_tokens}
   POST /v1beta/models/{model}:generateContent        Gemini (JSON; also /v1/models/...)
   POST /v1beta/models/{model}:streamGenerateContent  Gemini stream: SSE with ?alt=sse,
                                                      otherwise a streamed JSON array
+  POST /v1beta/models/{model}:countTokens            Gemini token count {totalTokens}
+  POST /v1beta/models/{model}:embedContent           Gemini embedding {embedding{values}}
+  POST /v1beta/models/{model}:batchEmbedContents     {embeddings[{values}]} (what the SDK uses)
 
 Test helpers (never recorded themselves):
 
   GET  /healthz         -> 200 "ok"
-  GET  /_fake/requests  -> JSON list of recorded API requests, oldest first (the newest
-                           --max-recorded, default 10000); each is {method, path, query,
-                           query_params, headers (lowercased), body, time} where body is
-                           parsed JSON, raw text, or null
+  GET  /_fake/requests  -> JSON list of recorded API requests (every path above, and
+                           unknown paths), oldest first (the newest --max-recorded, default
+                           10000); each is {method, path, query, query_params, headers
+                           (lowercased), body, time, status} where body is parsed JSON, raw
+                           text, or null and status the HTTP status answered (null while the
+                           reply is still being prepared)
   POST /_fake/reset     -> clears the list and restores the start-up switch defaults
-  GET  /_fake/config    -> current process-wide switch defaults
-  POST /_fake/config    -> JSON object of switch fields to change (e.g. {"status": 429});
-                           for fallback tests, where a request header would reach every
-                           upstream but only one upstream should fail
+  GET  /_fake/config    -> current switch defaults of this process (each fake is separate)
+  POST /_fake/config    -> JSON object of switch fields to change (e.g. {"status": 429,
+                           "fail_first": 2}); for fallback tests, where a request header would
+                           reach every upstream but only one upstream should fail
 
 Token formula (deterministic so tests can assert exact numbers)
 ---------------------------------------------------------------
@@ -33,11 +40,18 @@ Prompt "messages" are: every chat message (OpenAI `messages`, Anthropic `message
 Gemini `contents`, Responses `input` items; a string `input` is one message), plus one
 for a top-level system prompt when present (Anthropic `system`, Responses
 `instructions`, Gemini `systemInstruction`). A message's text is every string found under
-`text`, `content` or `output` keys, recursively (string content, text parts, tool results).
+`text`, `content` or `output` keys, recursively (string content, text parts, tool results),
+and for a Gemini functionResponse part the tool result text (below). Tool definitions and
+the arguments of earlier tool calls are not counted.
 
   input  = sum(words(text of m) for m in messages) + len(messages)
 
-So OpenAI [system, user] and the equivalent Anthropic system + [user] give the same count.
+So OpenAI [system, user] and the equivalent Anthropic system + [user] give the same count,
+and so do the translations of a tool result (OpenAI tool message "sunny", Anthropic
+tool_result content "sunny", Responses function_call_output output "sunny", Gemini
+functionResponse response {"result": "sunny"}). The token-count endpoints answer this same
+input count (Anthropic count_tokens, Gemini countTokens of `contents` or of a whole
+`generateContentRequest`).
 
 The reply text is
 
@@ -51,6 +65,82 @@ Then it is cut to the request's max tokens (`max_completion_tokens` / `max_token
 which sets finish_reason length / status incomplete / stop_reason max_tokens / MAX_TOKENS.
 
   output = words(reply text)      (streaming and non-streaming agree)
+
+Tool calls
+----------
+Function tools offered in the request (OpenAI Chat `tools[{type: function, function: {name,
+parameters}}]`, Responses `tools[{type: function, name, parameters}]`, Anthropic
+`tools[{name, input_schema}]`, Gemini `tools[{functionDeclarations[{name, parameters |
+parametersJsonSchema}]}]`) are called when the last user message's text contains a tool's
+name (the first such tool in request order). A tool choice that forces one tool (OpenAI
+{function: {name}}, Responses {type: function, name}, Anthropic {type: tool, name}) calls it;
+"required" / Anthropic {type: any} / Gemini mode ANY calls the mentioned tool or else the
+first (ANY honours allowedFunctionNames); "none" / NONE never calls one.
+
+The arguments are deterministic: each property in the schema's `required` list gets
+"<prop>-value" for strings (and unknown types), 1 for number/integer, true for boolean,
+[] for array, the same rule recursively for object, and the first value of an `enum`.
+Their JSON is json.dumps(arguments), e.g. {"city": "city-value", "days": 1}.
+
+  output = words(JSON arguments) + 1          e.g. 4 + 1 = 5 for the example above
+
+Tool calls are never cut by max tokens. Replies:
+
+  OpenAI Chat  message{content: null, tool_calls[{id: call_..., type: function,
+               function{name, arguments}}]}, finish_reason tool_calls. Stream: a first chunk
+               with delta.tool_calls[{index: 0, id, type, function{name, arguments: ""}}],
+               then one chunk per arguments fragment (delta.tool_calls[{index: 0,
+               function{arguments}}]), then finish_reason tool_calls.
+  Responses    output [{type: function_call, id: fc_..., call_id: call_..., name, arguments,
+               status: completed}]. Stream: response.output_item.added (function_call with
+               arguments ""), response.function_call_arguments.delta per fragment,
+               response.function_call_arguments.done, response.output_item.done.
+  Anthropic    content [{type: tool_use, id: toolu_..., name, input}], stop_reason tool_use.
+               Stream: content_block_start {type: tool_use, id, name, input: {}}, one
+               content_block_delta {type: input_json_delta, partial_json} per fragment,
+               content_block_stop, message_delta stop_reason tool_use.
+  Gemini       parts [{functionCall{name, args}}], finishReason STOP; streamed whole in one
+               chunk, as Gemini does.
+
+Fragments: the arguments JSON split into x-fake-chunks near-equal character pieces.
+
+When the conversation ends with tool results (OpenAI role tool messages, Anthropic
+tool_result blocks in the last user message, Responses function_call_output items, Gemini
+functionResponse parts in the last content), no tool is called and the reply text is
+
+  "Hello from {NAME} model {MODEL}: tool result: " + <the results' texts, space-joined>
+
+(a Gemini `response` object's text is its text/content/output, else its string values,
+else its JSON).
+
+Request validation
+------------------
+Besides a missing model / messages / contents, the fake rejects with 400 in the provider's
+error shape (OpenAI: error.param names the field; the others name it in the message)
+what the real APIs reject, so translated requests are really checked:
+
+  OpenAI Chat  a role outside system/developer/user/assistant/tool/function; a tool message
+               without tool_call_id, not following an assistant message with tool_calls, or
+               answering an id that message did not ask; tool_calls left unanswered
+  Responses    a function_call_output without call_id/output, or whose call_id matches no
+               function_call item in the input (unless previous_response_id is set)
+  Anthropic    missing max_tokens (Messages only); a role other than user/assistant (system
+               gets the API's "use the top-level system parameter" message); a tool_result
+               whose tool_use_id is not a tool_use of the previous message; tool_use blocks
+               the next message does not answer
+  Gemini       missing contents; a role other than user/model; functionResponse parts not
+               right after a content with functionCall parts
+  Embeddings   empty input, bad dimensions / encoding_format; Gemini content without text
+
+Embeddings
+----------
+Vectors are deterministic unit vectors of float32 values derived from sha256 of the input
+text (a token-id array: its ids joined by spaces), the same for the same text whichever
+API asks; 8 dimensions unless OpenAI `dimensions` / Gemini `outputDimensionality` says
+otherwise. OpenAI `encoding_format: base64` (what the openai SDK requests by default,
+decoding it back to floats) returns the little-endian float32 bytes in base64.
+OpenAI usage: prompt_tokens = total_tokens = sum of words per input string (a token array
+counts its length); no per-input overhead. Gemini embeddings report no usage, like the API.
 
 Switch values C (cached), W (cache creation), R (reasoning) are reported per provider:
 
@@ -90,9 +180,22 @@ use a raw client for those.
   x-fake-cache-creation-tokens: N --cache-creation-tokens  FAKE_LLM_CACHE_CREATION_TOKENS
   x-fake-reasoning-tokens: N      --reasoning-tokens N     FAKE_LLM_REASONING_TOKENS
   x-fake-retry-after: N           --retry-after N          FAKE_LLM_RETRY_AFTER (default 1)
-      seconds in Retry-After on 429/503/529
+      seconds in Retry-After on 429/503/529 (and Gemini's RetryInfo retryDelay)
+  x-fake-reset-requests: S        --reset-requests S       FAKE_LLM_RESET_REQUESTS
+  x-fake-reset-tokens: S          --reset-tokens S         FAKE_LLM_RESET_TOKENS
+      seconds (fractions allowed; 0, the default, means the retry-after value) until the
+      request / token rate limit resets: OpenAI x-ratelimit-reset-requests / -tokens in
+      Go duration format as OpenAI sends them ("250ms", "5s", "1.5s", "1m30s"); Anthropic
+      429s carry anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
+      remaining,reset} with reset in RFC 3339 (UTC, whole seconds)
+  x-fake-fail-first: N            --fail-first N           FAKE_LLM_FAIL_FIRST
+      with x-fake-status: only the first N requests fail, later ones are answered normally
+      (0, the default: all fail). Counted per process since the last /_fake/reset or
+      POST /_fake/config, e.g. POST /_fake/config {"status": 429, "fail_first": 1} makes the
+      next request a 429 and the ones after it succeed (a retry or fallback test)
 
-Every reply carries `x-fake-provider-name: NAME`.
+Every reply carries `x-fake-provider-name: NAME`. The status switch applies to every API
+path above (embeddings and token counts included) and wins over request validation.
 
 Run:  python examples/fake_llm/server.py --host 127.0.0.1 --port 8000 [--name NAME]
 (--port 0 picks a free port). Once listening it prints one line and flushes:
