@@ -13,21 +13,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import httpx2
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from a2a.client import ClientCallContext, ClientConfig, create_client
 from a2a.helpers import get_stream_response_text, new_text_message
@@ -41,6 +35,7 @@ pytestmark = pytest.mark.timeout(30)
 REPO = Path(__file__).resolve().parents[1]
 MCP_SERVER = REPO / "examples" / "mcp_server" / "server.py"
 A2A_AGENT = REPO / "examples" / "a2a_agent" / "agent.py"
+FAKE_LLM = REPO / "examples" / "fake_llm" / "server.py"
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # What Envoy would send: the gateway's own authority, which the SDK's DNS-rebinding guard rejects
@@ -114,47 +109,12 @@ def echo_mcp_server() -> Iterator[Upstream]:
     stop_upstream(upstream)
 
 
-@dataclass
-class FakeLlm:
-    """In-process OpenAI-compatible chat endpoint that records request headers."""
-
-    base_url: str
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    reply: str = "fake llm says hi"
-
-
 @pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLlm]:
-    port = free_port()
-    llm = FakeLlm(base_url=f"http://127.0.0.1:{port}/v1")
-
-    async def chat_completions(request: Request) -> JSONResponse:
-        body = await request.json()
-        llm.requests.append({"headers": dict(request.headers), "body": body})
-        return JSONResponse(
-            {
-                "id": "chatcmpl-demo",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": llm.reply}, "finish_reason": "stop"}
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
-            }
-        )
-
-    app = Starlette(routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "fake LLM did not start"
-    yield llm
-    server.should_exit = True
-    thread.join(timeout=5)
+def fake_llm() -> Iterator[Upstream]:
+    """The project's fake LLM provider (examples/fake_llm), which records every request."""
+    upstream = start_upstream(FAKE_LLM, ["--name", "demo-llm"], "/healthz")
+    yield upstream
+    stop_upstream(upstream)
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +125,12 @@ def agent_b() -> Iterator[Upstream]:
 
 
 @pytest.fixture(scope="module")
-def agent_a(agent_b: Upstream, echo_mcp_server: Upstream, fake_llm: FakeLlm) -> Iterator[Upstream]:
+def agent_a(agent_b: Upstream, echo_mcp_server: Upstream, fake_llm: Upstream) -> Iterator[Upstream]:
     """A delegating agent: calls agent B, the LLM and the MCP `echo` tool for every message."""
     args = [
         "--name", "agent-a",
         "--delegate-to", agent_b.base_url + "/",
-        "--call-llm", fake_llm.base_url,
+        "--call-llm", fake_llm.base_url + "/v1",
         "--call-mcp", echo_mcp_server.base_url + "/mcp",
     ]  # fmt: skip
     env = {"AGENT_LLM_KEY": "test-llm-key", "AGENT_LLM_MODEL": "demo-model"}
@@ -344,18 +304,19 @@ def test_a2a_delegation_forwards_traceparent(agent_a: Upstream, agent_b: Upstrea
 
 
 def test_a2a_agent_calls_llm_and_mcp_with_traceparent(
-    agent_a: Upstream, echo_mcp_server: Upstream, fake_llm: FakeLlm
+    agent_a: Upstream, echo_mcp_server: Upstream, fake_llm: Upstream
 ) -> None:
     httpx.post(echo_mcp_server.base_url + "/_calls/reset").raise_for_status()
-    fake_llm.requests.clear()
+    httpx.post(fake_llm.base_url + "/_fake/reset").raise_for_status()
 
     events = asyncio.run(a2a_send(agent_a.base_url, "tool time", streaming=True, headers={"traceparent": TRACEPARENT}))
 
     artifact = next(e for e in events if payload_kind(e) == "artifact_update")
     reply = get_stream_response_text(artifact).splitlines()
-    assert reply[2:] == [f"llm: {fake_llm.reply}", "mcp: tool time"]
+    assert reply[2:] == ["llm: Hello from demo-llm model demo-model: tool time", "mcp: tool time"]
     assert httpx.get(echo_mcp_server.base_url + "/_calls").json() == {"echo": 1}
-    [llm_request] = fake_llm.requests
+    [llm_request] = httpx.get(fake_llm.base_url + "/_fake/requests").json()
+    assert llm_request["path"] == "/v1/chat/completions"
     assert llm_request["headers"]["traceparent"] == TRACEPARENT
     assert llm_request["headers"]["authorization"] == "Bearer test-llm-key"
     assert llm_request["body"]["model"] == "demo-model"
