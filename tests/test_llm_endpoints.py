@@ -254,7 +254,7 @@ def test_gemini_count_tokens_is_recorded_not_charged(gw):
     tid, _, h = trace()
     body = {"contents": [{"role": "user", "parts": [{"text": "count these four words"}]}]}
     r = httpx.post(f"{gw.url}/v1beta/models/gemini-2.0-flash:countTokens", json=body, headers={**h, "x-goog-api-key": ALICE})
-    assert r.status_code == 200 and r.json() == {"totalTokens": 5}, r.text
+    assert r.status_code == 200 and r.json()["totalTokens"] == 5, r.text
     record = gw.record(tid)
     assert (record["api"], record["operation"], record["tokens"]["total"]) == ("gemini", "count_tokens", 0)
     assert "reserved" not in record
