@@ -627,7 +627,10 @@ impl StreamTranslator {
         if std::mem::replace(&mut self.finished, true) {
             return out;
         }
-        self.encoder.on(Ev::End, &mut out);
+        // Nothing came at all: no made-up answer, only the framing's end.
+        if self.encoder.started {
+            self.encoder.on(Ev::End, &mut out);
+        }
         if let Kind::Gemini { sse: false, chunks, .. } = self.encoder.kind {
             out.extend_from_slice(if chunks == 0 { b"[]" } else { b"]" });
         }
