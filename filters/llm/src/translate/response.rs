@@ -321,8 +321,14 @@ pub(super) fn responses_object(id: &str, model: &str, output: Vec<Value>, stop: 
     out
 }
 
+/// A Responses output item's id (the same in JSON and streams).
+pub(super) fn responses_item_id(text: bool, output_index: usize) -> String {
+    format!("{}_{output_index}", if text { "msg" } else { "fc" })
+}
+
 fn to_responses(reply: Reply, model: &str) -> Value {
-    let output = reply.parts.iter().enumerate().map(|(i, p)| responses_item(p, &format!("item_{i}"))).collect();
+    let id = |i, p: &OutPart| responses_item_id(matches!(p, OutPart::Text(_)), i);
+    let output = reply.parts.iter().enumerate().map(|(i, p)| responses_item(p, &id(i, p))).collect();
     responses_object(&reply_id(ClientApi::OpenaiResponses, reply.id.as_deref()), model, output, Some(reply.stop), reply.usage)
 }
 

@@ -6,7 +6,7 @@
 //! `response.completed` repeats the whole output).
 
 use super::error::{shape, status_of};
-use super::response::{call_id, gemini_part, reply_id, responses_item, responses_object, tokens, usage_json, OutPart, Stop};
+use super::response::{call_id, gemini_part, reply_id, responses_item, responses_item_id, responses_object, tokens, usage_json, OutPart, Stop};
 use crate::api::ClientApi;
 use crate::usage::{AnthropicUsage, Tokens};
 use serde_json::{json, Value};
@@ -356,7 +356,7 @@ impl Encoder {
                     Some(id) => id,
                     None => {
                         self.responses_close(out);
-                        let id = format!("msg_{output_index}");
+                        let id = responses_item_id(true, output_index);
                         let item = json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
                         self.responses_event("response.output_item.added", json!({"output_index": output_index, "item": item}), out);
                         let part = json!({"type": "output_text", "text": "", "annotations": []});
@@ -397,7 +397,7 @@ impl Encoder {
             Kind::Responses { output, .. } => {
                 let output_index = output.len();
                 self.responses_close(out);
-                let item_id = format!("fc_{output_index}");
+                let item_id = responses_item_id(false, output_index);
                 let item = json!({"type": "function_call", "id": item_id, "call_id": id, "name": name, "arguments": "", "status": "in_progress"});
                 self.responses_event("response.output_item.added", json!({"output_index": output_index, "item": item}), out);
                 if let Kind::Responses { current, .. } = &mut self.kind {
