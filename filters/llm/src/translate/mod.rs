@@ -58,6 +58,12 @@
 //! results with images towards OpenAI or Gemini, a `functionResponse` or tool result with no
 //! earlier call, invalid JSON tool arguments. A 2xx upstream body this module cannot read
 //! (e.g. an unknown content block type) is an [`Unmappable`] too.
+//!
+//! ## Size
+//! Not the hot path, so `serde_json::Value` is used throughout; objects holding client data
+//! are built with [`obj`] (moves, where `json!` would copy). The small reading and writing
+//! helpers called from hundreds of sites are `#[inline(never)]`: the release profile's
+//! opt-level 3 would otherwise copy each into every caller (about 26 KB of wasm).
 
 use crate::api::RefusalKind;
 
@@ -68,6 +74,13 @@ mod error;
 mod request;
 mod response;
 mod stream;
+
+/// A JSON object of `pairs`, moving each value in: `serde_json::json!` serializes (copies)
+/// every variable it embeds, which for message contents means copying images.
+#[inline(never)]
+fn obj<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> serde_json::Value {
+    serde_json::Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
 
 /// How requests are completed where the target needs more than the client said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

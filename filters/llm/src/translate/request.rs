@@ -2,7 +2,7 @@
 //! Reading is strict: every member is either mapped, deliberately dropped (listed in the
 //! module docs), or refused naming it; so nothing the client asked for vanishes silently.
 
-use super::{Unmappable, RequestOptions, TranslatedRequest};
+use super::{obj, RequestOptions, TranslatedRequest, Unmappable};
 use crate::api::{ClientApi, GeminiAction, GeminiPath};
 use serde_json::{json, Map, Value};
 
@@ -110,6 +110,7 @@ pub(super) fn request(
 // ---- reading helpers -------------------------------------------------------------------
 
 /// A member, `null` counting as absent (clients send explicit nulls for defaults).
+#[inline(never)]
 fn take(map: &mut Object, key: &str) -> Option<Value> {
     map.remove(key).filter(|v| !v.is_null())
 }
@@ -118,6 +119,7 @@ fn kind(what: &str) -> String {
     format!("must be {what}")
 }
 
+#[inline(never)]
 fn string(v: Value, field: &str) -> Res<String> {
     match v {
         Value::String(s) => Ok(s),
@@ -125,6 +127,7 @@ fn string(v: Value, field: &str) -> Res<String> {
     }
 }
 
+#[inline(never)]
 fn array(v: Value, field: &str) -> Res<Vec<Value>> {
     match v {
         Value::Array(a) => Ok(a),
@@ -132,6 +135,7 @@ fn array(v: Value, field: &str) -> Res<Vec<Value>> {
     }
 }
 
+#[inline(never)]
 fn object(v: Value, field: &str) -> Res<Object> {
     match v {
         Value::Object(o) => Ok(o),
@@ -139,6 +143,7 @@ fn object(v: Value, field: &str) -> Res<Object> {
     }
 }
 
+#[inline(never)]
 fn number(v: Value, field: &str) -> Res<Value> {
     match v.is_number() {
         true => Ok(v),
@@ -146,15 +151,18 @@ fn number(v: Value, field: &str) -> Res<Value> {
     }
 }
 
+#[inline(never)]
 fn count(v: Value, field: &str) -> Res<u64> {
     v.as_u64().ok_or_else(|| Unmappable::new(field, kind("a non-negative integer")))
 }
 
+#[inline(never)]
 fn boolean(v: Value, field: &str) -> Res<bool> {
     v.as_bool().ok_or_else(|| Unmappable::new(field, kind("a boolean")))
 }
 
 /// A string or an array of strings (stop sequences).
+#[inline(never)]
 fn strings(v: Value, field: &str) -> Res<Vec<String>> {
     match v {
         Value::String(s) => Ok(vec![s]),
@@ -162,11 +170,13 @@ fn strings(v: Value, field: &str) -> Res<Vec<String>> {
     }
 }
 
+#[inline(never)]
 fn opt<T>(map: &mut Object, key: &str, field: &str, read: fn(Value, &str) -> Res<T>) -> Res<Option<T>> {
     take(map, key).map(|v| read(v, field)).transpose()
 }
 
 /// A member this module does not map: refused by name (see the module docs).
+#[inline(never)]
 fn refuse_rest(map: Object, path: &str) -> Res<()> {
     match map.into_iter().find(|(_, v)| !v.is_null()) {
         Some((key, _)) => Err(Unmappable::new(join(path, &key), "cannot be translated to another provider's API")),
@@ -174,6 +184,7 @@ fn refuse_rest(map: Object, path: &str) -> Res<()> {
     }
 }
 
+#[inline(never)]
 fn join(path: &str, key: &str) -> String {
     match path.is_empty() {
         true => key.to_string(),
@@ -188,6 +199,7 @@ fn drop_keys(map: &mut Object, keys: &[&str]) {
 }
 
 /// A required `value` must equal `expected` (e.g. `n` = 1), else it is refused.
+#[inline(never)]
 fn only(value: Option<Value>, expected: Value, field: &str, message: &str) -> Res<()> {
     match value {
         Some(v) if v != expected => Err(Unmappable::new(field, message)),
@@ -195,6 +207,7 @@ fn only(value: Option<Value>, expected: Value, field: &str, message: &str) -> Re
     }
 }
 
+#[inline(never)]
 fn text_part(s: String) -> Vec<Part> {
     match s.is_empty() {
         // Anthropic refuses empty text blocks; an empty string says nothing anyway.
@@ -204,6 +217,7 @@ fn text_part(s: String) -> Vec<Part> {
 }
 
 /// The text of parts that may only be text (system prompts), joined by newlines.
+#[inline(never)]
 fn only_text(parts: Vec<Part>, field: &str) -> Res<String> {
     let mut out = String::new();
     for part in parts {
@@ -220,6 +234,7 @@ fn only_text(parts: Vec<Part>, field: &str) -> Res<String> {
 
 /// `data:<mime>;base64,<data>` becomes inline data (the string reused, not copied), any other
 /// URL stays a URL.
+#[inline(never)]
 fn image_url(mut url: String, field: &str) -> Res<Part> {
     if !url.starts_with("data:") {
         return Ok(Part::Image { mime: None, source: Source::Url(url) });
@@ -236,6 +251,7 @@ fn image_url(mut url: String, field: &str) -> Res<Part> {
     Ok(Part::Image { mime: Some(mime), source: Source::Base64(url) })
 }
 
+#[inline(never)]
 fn parse_arguments(arguments: &str, field: &str) -> Res<Value> {
     match arguments.trim().is_empty() {
         true => Ok(json!({})),
@@ -776,6 +792,7 @@ fn image_part(mime: Option<String>, source: Source, field: &str) -> Res<Part> {
 
 // ---- writing ---------------------------------------------------------------------------------
 
+#[inline(never)]
 fn put(map: &mut Object, key: &str, value: Option<Value>) {
     if let Some(v) = value {
         map.insert(key.into(), v);
@@ -793,26 +810,27 @@ fn refuse_for(field: &str, target: ClientApi) -> Unmappable {
 
 fn to_openai(chat: Chat, model: &str, stream: bool, include_usage: bool) -> Res<Value> {
     let target = ClientApi::OpenaiChat;
-    let mut messages: Vec<Value> = chat.system.into_iter().map(|s| json!({"role": "system", "content": s})).collect();
+    let mut messages: Vec<Value> = chat.system.into_iter().map(|s| obj([("role", "system".into()), ("content", s.into())])).collect();
     for (role, parts) in chat.messages {
         let mut content: Vec<Value> = Vec::new();
         let mut calls = Vec::new();
         for part in parts {
             match part {
-                Part::Text(text) => content.push(json!({"type": "text", "text": text})),
+                Part::Text(text) => content.push(obj([("type", "text".into()), ("text", text.into())])),
                 Part::Image { mime, source } => {
                     let url = match source {
                         Source::Base64(data) => format!("data:{};base64,{data}", mime.unwrap_or_default()),
                         Source::Url(url) => url,
                     };
-                    content.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                    content.push(obj([("type", "image_url".into()), ("image_url", obj([("url", url.into())]))]));
                 }
                 Part::ToolCall { id, name, args } => {
-                    calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}));
+                    let function = obj([("name", name.into()), ("arguments", args.to_string().into())]);
+                    calls.push(obj([("id", id.into()), ("type", "function".into()), ("function", function)]));
                 }
                 // Results are messages of their own, right after the assistant's calls.
                 Part::ToolResult { id, content: result, field, .. } => {
-                    messages.push(json!({"role": "tool", "tool_call_id": id, "content": result_text(result, &field, target)?}));
+                    messages.push(obj([("role", "tool".into()), ("tool_call_id", id.into()), ("content", result_text(result, &field, target)?.into())]));
                 }
             }
         }
@@ -826,7 +844,7 @@ fn to_openai(chat: Chat, model: &str, stream: bool, include_usage: bool) -> Res<
             _ => Value::Array(content),
         };
         match role {
-            Role::User if !content.is_null() => messages.push(json!({"role": "user", "content": content})),
+            Role::User if !content.is_null() => messages.push(obj([("role", "user".into()), ("content", content)])),
             Role::User => {}
             Role::Assistant => {
                 let mut m = Object::new();
@@ -854,7 +872,7 @@ fn to_openai(chat: Chat, model: &str, stream: bool, include_usage: bool) -> Res<
     put(&mut out, "temperature", chat.temperature);
     put(&mut out, "top_p", chat.top_p);
     if !chat.stop.is_empty() {
-        out.insert("stop".into(), json!(chat.stop));
+        out.insert("stop".into(), chat.stop.into());
     }
     if !chat.tools.is_empty() {
         let tools = chat.tools.into_iter().map(|t| {
@@ -862,7 +880,7 @@ fn to_openai(chat: Chat, model: &str, stream: bool, include_usage: bool) -> Res<
             f.insert("name".into(), json!(t.name));
             put(&mut f, "description", t.description);
             put(&mut f, "parameters", t.schema);
-            json!({"type": "function", "function": f})
+            obj([("type", "function".into()), ("function", Value::Object(f))])
         });
         out.insert("tools".into(), Value::Array(tools.collect()));
     }
@@ -870,7 +888,7 @@ fn to_openai(chat: Chat, model: &str, stream: bool, include_usage: bool) -> Res<
         Choice::Auto => json!("auto"),
         Choice::None => json!("none"),
         Choice::Any => json!("required"),
-        Choice::Named(name) => json!({"type": "function", "function": {"name": name}}),
+        Choice::Named(name) => obj([("type", "function".into()), ("function", obj([("name", name.into())]))]),
     }));
     put(&mut out, "parallel_tool_calls", chat.parallel.map(|(p, _)| Value::Bool(p)));
     Ok(Value::Object(out))
@@ -880,9 +898,10 @@ fn anthropic_image(mime: Option<String>, source: Source, field: &str) -> Res<Val
     Ok(match source {
         Source::Base64(data) => {
             let Some(mime) = mime else { return Err(Unmappable::new(field, "an inline image needs its media type")) };
-            json!({"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}})
+            let source = obj([("type", "base64".into()), ("media_type", mime.into()), ("data", data.into())]);
+            obj([("type", "image".into()), ("source", source)])
         }
-        Source::Url(url) => json!({"type": "image", "source": {"type": "url", "url": url}}),
+        Source::Url(url) => obj([("type", "image".into()), ("source", obj([("type", "url".into()), ("url", url.into())]))]),
     })
 }
 
@@ -892,19 +911,19 @@ fn to_anthropic(chat: Chat, model: &str, stream: bool, default_max_tokens: u32) 
         let mut blocks = Vec::with_capacity(parts.len());
         for part in parts {
             blocks.push(match part {
-                Part::Text(text) => json!({"type": "text", "text": text}),
+                Part::Text(text) => obj([("type", "text".into()), ("text", text.into())]),
                 Part::Image { mime, source } => anthropic_image(mime, source, "image")?,
-                Part::ToolCall { id, name, args } => json!({"type": "tool_use", "id": id, "name": name, "input": args}),
+                Part::ToolCall { id, name, args } => obj([("type", "tool_use".into()), ("id", id.into()), ("name", name.into()), ("input", args)]),
                 Part::ToolResult { id, content, is_error, field } => {
                     let mut result = Vec::with_capacity(content.len());
                     for c in content {
                         result.push(match c {
-                            Part::Text(text) => json!({"type": "text", "text": text}),
+                            Part::Text(text) => obj([("type", "text".into()), ("text", text.into())]),
                             Part::Image { mime, source } => anthropic_image(mime, source, &field)?,
                             _ => return Err(Unmappable::new(field, "a tool result holds only text and images")),
                         });
                     }
-                    json!({"type": "tool_result", "tool_use_id": id, "content": result, "is_error": is_error})
+                    obj([("type", "tool_result".into()), ("tool_use_id", id.into()), ("content", result.into()), ("is_error", is_error.into())])
                 }
             });
         }
@@ -912,7 +931,7 @@ fn to_anthropic(chat: Chat, model: &str, stream: bool, default_max_tokens: u32) 
             Role::User => "user",
             Role::Assistant => "assistant",
         };
-        messages.push(json!({"role": role, "content": blocks}));
+        messages.push(obj([("role", role.into()), ("content", blocks.into())]));
     }
     let mut out = Object::new();
     out.insert("model".into(), json!(model));
@@ -920,7 +939,7 @@ fn to_anthropic(chat: Chat, model: &str, stream: bool, default_max_tokens: u32) 
     out.insert("max_tokens".into(), json!(chat.max_tokens.unwrap_or(u64::from(default_max_tokens))));
     out.insert("messages".into(), Value::Array(messages));
     if !chat.system.is_empty() {
-        let blocks: Vec<Value> = chat.system.into_iter().map(|s| json!({"type": "text", "text": s})).collect();
+        let blocks: Vec<Value> = chat.system.into_iter().map(|s| obj([("type", "text".into()), ("text", s.into())])).collect();
         out.insert("system".into(), Value::Array(blocks));
     }
     if stream {
@@ -930,7 +949,7 @@ fn to_anthropic(chat: Chat, model: &str, stream: bool, default_max_tokens: u32) 
     put(&mut out, "top_p", chat.top_p);
     put(&mut out, "top_k", chat.top_k.map(|(k, _)| k));
     if !chat.stop.is_empty() {
-        out.insert("stop_sequences".into(), json!(chat.stop));
+        out.insert("stop_sequences".into(), chat.stop.into());
     }
     if !chat.tools.is_empty() {
         let tools = chat.tools.into_iter().map(|t| {
@@ -947,7 +966,7 @@ fn to_anthropic(chat: Chat, model: &str, stream: bool, default_max_tokens: u32) 
         Choice::Auto => json!({"type": "auto"}),
         Choice::None => json!({"type": "none"}),
         Choice::Any => json!({"type": "any"}),
-        Choice::Named(name) => json!({"type": "tool", "name": name}),
+        Choice::Named(name) => obj([("type", "tool".into()), ("name", name.into())]),
     });
     if let Some((false, _)) = chat.parallel {
         if let Value::Object(c) = choice.get_or_insert_with(|| json!({"type": "auto"})) {
@@ -982,21 +1001,20 @@ fn to_gemini(chat: Chat) -> Res<Value> {
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
             out.push(match part {
-                Part::Text(text) => json!({"text": text}),
+                Part::Text(text) => obj([("text", text.into())]),
                 Part::Image { mime, source: Source::Base64(data) } => {
                     let Some(mime) = mime else { return Err(Unmappable::new("image", "an inline image needs its media type")) };
-                    json!({"inlineData": {"mimeType": mime, "data": data}})
+                    obj([("inlineData", obj([("mimeType", mime.into()), ("data", data.into())]))])
                 }
                 Part::Image { mime, source: Source::Url(url) } => {
                     let Some(mime) = mime.or_else(|| guess_mime(&url).map(String::from)) else {
                         return Err(Unmappable::new("image_url", format!("the image type of `{}` is unknown (Gemini needs it)", url.chars().take(100).collect::<String>())));
                     };
-                    json!({"fileData": {"mimeType": mime, "fileUri": url}})
+                    obj([("fileData", obj([("mimeType", mime.into()), ("fileUri", url.into())]))])
                 }
                 Part::ToolCall { id, name, args } => {
-                    let part = json!({"functionCall": {"name": name, "args": args}});
-                    calls.push((id, name));
-                    part
+                    calls.push((id, name.clone()));
+                    obj([("functionCall", obj([("name", name.into()), ("args", args)]))])
                 }
                 Part::ToolResult { id, content, field, .. } => {
                     let Some((_, name)) = calls.iter().rev().find(|(call, _)| *call == id) else {
@@ -1006,9 +1024,9 @@ fn to_gemini(chat: Chat) -> Res<Value> {
                     let text = result_text(content, &field, target)?;
                     let response = match serde_json::from_str::<Value>(&text) {
                         Ok(v @ Value::Object(_)) => v,
-                        _ => json!({"content": text}),
+                        _ => obj([("content", text.into())]),
                     };
-                    json!({"functionResponse": {"name": name, "response": response}})
+                    obj([("functionResponse", obj([("name", name.as_str().into()), ("response", response)]))])
                 }
             });
         }
@@ -1016,7 +1034,7 @@ fn to_gemini(chat: Chat) -> Res<Value> {
             Role::User => "user",
             Role::Assistant => "model",
         };
-        contents.push(json!({"role": role, "parts": out}));
+        contents.push(obj([("role", role.into()), ("parts", out.into())]));
     }
     if let Some((false, field)) = chat.parallel {
         return Err(refuse_for(field, target));
@@ -1024,8 +1042,8 @@ fn to_gemini(chat: Chat) -> Res<Value> {
     let mut out = Object::new();
     out.insert("contents".into(), Value::Array(contents));
     if !chat.system.is_empty() {
-        let parts: Vec<Value> = chat.system.into_iter().map(|s| json!({"text": s})).collect();
-        out.insert("systemInstruction".into(), json!({"parts": parts}));
+        let parts: Vec<Value> = chat.system.into_iter().map(|s| obj([("text", s.into())])).collect();
+        out.insert("systemInstruction".into(), obj([("parts", parts.into())]));
     }
     let mut config = Object::new();
     put(&mut config, "maxOutputTokens", chat.max_tokens.map(Value::from));
@@ -1033,7 +1051,7 @@ fn to_gemini(chat: Chat) -> Res<Value> {
     put(&mut config, "topP", chat.top_p);
     put(&mut config, "topK", chat.top_k.map(|(k, _)| k));
     if !chat.stop.is_empty() {
-        config.insert("stopSequences".into(), json!(chat.stop));
+        config.insert("stopSequences".into(), chat.stop.into());
     }
     if !config.is_empty() {
         out.insert("generationConfig".into(), Value::Object(config));
@@ -1047,16 +1065,16 @@ fn to_gemini(chat: Chat) -> Res<Value> {
             put(&mut f, "parametersJsonSchema", t.schema);
             Value::Object(f)
         });
-        out.insert("tools".into(), json!([{"functionDeclarations": declarations.collect::<Vec<_>>()}]));
+        out.insert("tools".into(), vec![obj([("functionDeclarations", declarations.collect::<Vec<_>>().into())])].into());
     }
     put(&mut out, "toolConfig", chat.choice.map(|c| {
         let config = match c {
             Choice::Auto => json!({"mode": "AUTO"}),
             Choice::None => json!({"mode": "NONE"}),
             Choice::Any => json!({"mode": "ANY"}),
-            Choice::Named(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+            Choice::Named(name) => obj([("mode", "ANY".into()), ("allowedFunctionNames", vec![Value::String(name)].into())]),
         };
-        json!({"functionCallingConfig": config})
+        obj([("functionCallingConfig", config)])
     }));
     Ok(Value::Object(out))
 }

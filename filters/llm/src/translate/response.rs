@@ -1,7 +1,7 @@
 //! Whole (non-streamed) responses: the upstream's body → a neutral [`Reply`] → the client's
 //! body; plus what streams share with them: stop reasons, usage and ids.
 
-use super::Unmappable;
+use super::{obj, Unmappable};
 use crate::api::ClientApi;
 use crate::usage::{parse_usage, Tokens};
 use serde_json::{json, Map, Value};
@@ -86,6 +86,7 @@ impl Stop {
 /// Normalized tokens in the client API's usage member, laid out so the client API's usage
 /// parser (`crate::usage`) reads back the same numbers: what the API has no field for is
 /// lost (Anthropic: reasoning; Gemini: cache creation), totals never are.
+#[inline(never)]
 pub(super) fn usage_json(client: ClientApi, t: &Tokens) -> Value {
     let total = t.input.saturating_add(t.output);
     match client {
@@ -114,6 +115,7 @@ pub(super) fn usage_json(client: ClientApi, t: &Tokens) -> Value {
 }
 
 /// A usage member read by the accounting's own parser.
+#[inline(never)]
 pub(super) fn tokens(api: ClientApi, usage: Option<&Value>) -> Option<Tokens> {
     let raw = serde_json::to_vec(usage.filter(|u| !u.is_null())?).ok()?;
     parse_usage(api, &raw)
@@ -125,6 +127,7 @@ pub(super) fn call_id(n: usize) -> String {
 }
 
 /// Ids the client API's SDKs expect the shape of, from the upstream's.
+#[inline(never)]
 pub(super) fn reply_id(client: ClientApi, upstream_id: Option<&str>) -> String {
     let id = upstream_id.unwrap_or("tollgate");
     let prefix = match client {
@@ -169,6 +172,7 @@ pub(super) fn response_json(upstream: ClientApi, client: ClientApi, body: &[u8],
     serde_json::to_vec(&out).map_err(|e| Unmappable::new("body", e.to_string()))
 }
 
+#[inline(never)]
 fn text_of(v: &mut Value, key: &str) -> Option<String> {
     match v.get_mut(key).map(Value::take) {
         Some(Value::String(s)) => Some(s),
@@ -274,23 +278,31 @@ fn to_openai(reply: Reply, model: &str) -> Value {
     for part in reply.parts {
         match part {
             OutPart::Text(t) => text.get_or_insert_with(String::new).push_str(&t),
-            OutPart::Tool { id, name, args } => calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})),
+            OutPart::Tool { id, name, args } => {
+                let function = obj([("name", name.into()), ("arguments", args.into())]);
+                calls.push(obj([("id", id.into()), ("type", "function".into()), ("function", function)]));
+            }
         }
     }
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
-    message.insert("content".into(), json!(text));
+    message.insert("content".into(), text.map_or(Value::Null, Value::String));
     if !calls.is_empty() {
         message.insert("tool_calls".into(), Value::Array(calls));
     }
-    let mut out = json!({
-        "id": reply_id(ClientApi::OpenaiChat, reply.id.as_deref()), "object": "chat.completion", "created": 0, "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": reply.stop.openai(), "logprobs": null}],
-    });
+    let choice = obj([("index", 0.into()), ("message", message.into()), ("finish_reason", reply.stop.openai().into()), ("logprobs", Value::Null)]);
+    let mut out = obj([
+        ("id", reply_id(ClientApi::OpenaiChat, reply.id.as_deref()).into()),
+        ("object", "chat.completion".into()),
+        ("created", 0.into()),
+        ("model", model.into()),
+        ("choices", vec![choice].into()),
+    ]);
     add_usage(&mut out, "usage", ClientApi::OpenaiChat, reply.usage);
     out
 }
 
+#[inline(never)]
 fn add_usage(out: &mut Value, key: &str, client: ClientApi, usage: Option<Tokens>) {
     if let (Some(map), Some(t)) = (out.as_object_mut(), usage) {
         map.insert(key.into(), usage_json(client, &t));
@@ -313,10 +325,19 @@ pub(super) fn responses_item(part: &OutPart, item_id: &str) -> Value {
 /// The Responses API `response` object around finished output items.
 pub(super) fn responses_object(id: &str, model: &str, output: Vec<Value>, stop: Option<Stop>, usage: Option<Tokens>) -> Value {
     let (status, incomplete) = stop.map_or(("in_progress", Value::Null), Stop::responses);
-    let mut out = json!({
-        "id": id, "object": "response", "created_at": 0, "status": status, "model": model, "output": output,
-        "incomplete_details": incomplete, "error": null, "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
-    });
+    let mut out = obj([
+        ("id", id.into()),
+        ("object", "response".into()),
+        ("created_at", 0.into()),
+        ("status", status.into()),
+        ("model", model.into()),
+        ("output", output.into()),
+        ("incomplete_details", incomplete),
+        ("error", Value::Null),
+        ("parallel_tool_calls", true.into()),
+        ("tool_choice", "auto".into()),
+        ("tools", json!([])),
+    ]);
     add_usage(&mut out, "usage", ClientApi::OpenaiResponses, usage);
     out
 }
@@ -336,32 +357,43 @@ fn to_anthropic(reply: Reply, model: &str) -> Result<Value, Unmappable> {
     let mut content = Vec::with_capacity(reply.parts.len());
     for part in reply.parts {
         content.push(match part {
-            OutPart::Text(text) => json!({"type": "text", "text": text}),
-            OutPart::Tool { id, name, args } => json!({"type": "tool_use", "id": id, "name": name, "input": args_object(&args)?}),
+            OutPart::Text(text) => obj([("type", "text".into()), ("text", text.into())]),
+            OutPart::Tool { id, name, args } => obj([("type", "tool_use".into()), ("id", id.into()), ("name", name.into()), ("input", args_object(&args)?)]),
         });
     }
-    let mut out = json!({
-        "id": reply_id(ClientApi::AnthropicMessages, reply.id.as_deref()), "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": reply.stop.anthropic(), "stop_sequence": null,
-    });
+    let mut out = obj([
+        ("id", reply_id(ClientApi::AnthropicMessages, reply.id.as_deref()).into()),
+        ("type", "message".into()),
+        ("role", "assistant".into()),
+        ("model", model.into()),
+        ("content", content.into()),
+        ("stop_reason", reply.stop.anthropic().into()),
+        ("stop_sequence", Value::Null),
+    ]);
     add_usage(&mut out, "usage", ClientApi::AnthropicMessages, reply.usage);
     Ok(out)
+}
+
+/// A Gemini response chunk (or whole response) with one candidate.
+pub(super) fn gemini_chunk(parts: Vec<Value>, stop: Option<Stop>, model: &str, id: String) -> Value {
+    let mut candidate = obj([("content", obj([("role", "model".into()), ("parts", parts.into())])), ("index", 0.into())]);
+    if let (Some(stop), Value::Object(c)) = (stop, &mut candidate) {
+        c.insert("finishReason".into(), stop.gemini().into());
+    }
+    obj([("candidates", vec![candidate].into()), ("modelVersion", model.into()), ("responseId", id.into())])
 }
 
 /// One Gemini part from an output part.
 pub(super) fn gemini_part(part: OutPart) -> Result<Value, Unmappable> {
     Ok(match part {
-        OutPart::Text(text) => json!({"text": text}),
-        OutPart::Tool { name, args, .. } => json!({"functionCall": {"name": name, "args": args_object(&args)?}}),
+        OutPart::Text(text) => obj([("text", text.into())]),
+        OutPart::Tool { name, args, .. } => obj([("functionCall", obj([("name", name.into()), ("args", args_object(&args)?)]))]),
     })
 }
 
 fn to_gemini(reply: Reply, model: &str) -> Result<Value, Unmappable> {
     let parts = reply.parts.into_iter().map(gemini_part).collect::<Result<Vec<_>, _>>()?;
-    let mut out = json!({
-        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": reply.stop.gemini(), "index": 0}],
-        "modelVersion": model, "responseId": reply_id(ClientApi::Gemini, reply.id.as_deref()),
-    });
+    let mut out = gemini_chunk(parts, Some(reply.stop), model, reply_id(ClientApi::Gemini, reply.id.as_deref()));
     add_usage(&mut out, "usageMetadata", ClientApi::Gemini, reply.usage);
     Ok(out)
 }

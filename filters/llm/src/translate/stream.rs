@@ -6,7 +6,8 @@
 //! `response.completed` repeats the whole output).
 
 use super::error::{shape, status_of};
-use super::response::{call_id, gemini_part, reply_id, responses_item, responses_item_id, responses_object, tokens, usage_json, OutPart, Stop};
+use super::obj;
+use super::response::{self, call_id, gemini_part, reply_id, responses_item, responses_item_id, responses_object, tokens, usage_json, OutPart, Stop};
 use crate::api::ClientApi;
 use crate::usage::{AnthropicUsage, Tokens};
 use serde_json::{json, Value};
@@ -42,14 +43,17 @@ enum Decoder {
     Unsupported { reported: bool },
 }
 
+#[inline(never)]
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
+#[inline(never)]
 fn owned_at(v: &Value, pointer: &str) -> Option<String> {
     str_at(v, pointer).map(String::from)
 }
 
+#[inline(never)]
 fn non_empty(s: Option<&str>) -> Option<String> {
     s.filter(|s| !s.is_empty()).map(String::from)
 }
@@ -219,6 +223,7 @@ struct Encoder {
     kind: Kind,
 }
 
+#[inline(never)]
 fn write_sse(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
     if let Some(name) = event {
         out.extend_from_slice(b"event: ");
@@ -231,6 +236,7 @@ fn write_sse(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
+#[inline(never)]
 fn insert(v: &mut Value, key: &str, value: Value) {
     if let Some(map) = v.as_object_mut() {
         map.insert(key.into(), value);
@@ -322,7 +328,7 @@ impl Encoder {
 
     fn text(&mut self, text: String, out: &mut Vec<u8>) {
         match &mut self.kind {
-            Kind::OpenAi => self.openai_chunk(json!({"content": text}), None, out),
+            Kind::OpenAi => self.openai_chunk(obj([("content", text.into())]), None, out),
             Kind::Anthropic { next_block, open, .. } => {
                 let index = match *open {
                     Some((index, true)) => index,
@@ -341,7 +347,7 @@ impl Encoder {
             }
             Kind::Gemini { .. } => {
                 self.gemini_flush(out);
-                self.gemini_chunk(vec![json!({"text": text})], None, out);
+                self.gemini_chunk(vec![obj([("text", text.into())])], None, out);
             }
             Kind::Responses { current, output, .. } => {
                 let output_index = output.len();
@@ -488,11 +494,7 @@ impl Encoder {
 
     /// One Gemini chunk, with the usage so far (Gemini repeats it, cumulative, in each).
     fn gemini_chunk(&mut self, parts: Vec<Value>, finish: Option<Stop>, out: &mut Vec<u8>) {
-        let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
-        if let Some(stop) = finish {
-            insert(&mut candidate, "finishReason", json!(stop.gemini()));
-        }
-        let mut chunk = json!({"candidates": [candidate], "modelVersion": self.model, "responseId": self.id()});
+        let mut chunk = response::gemini_chunk(parts, finish, &self.model, self.id());
         if let Some(t) = &self.usage {
             insert(&mut chunk, "usageMetadata", usage_json(self.client, t));
         }
@@ -558,6 +560,7 @@ impl Encoder {
     }
 }
 
+#[inline(never)]
 fn close_block(open: Option<(usize, bool)>, out: &mut Vec<u8>) {
     if let Some((index, _)) = open {
         write_sse(out, Some("content_block_stop"), &json!({"type": "content_block_stop", "index": index}));
