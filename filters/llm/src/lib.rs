@@ -1,5 +1,5 @@
 //! Tollgate LLM filter: an AI gateway for OpenAI Chat, OpenAI Responses, Anthropic Messages
-//! and Gemini clients. Pure modules (`api`, `routing`, `usage`, `cost`, `decide`, and the
+//! and Gemini clients. Pure modules (`api`, `routing`, `usage`, `translate`, `cost`, `decide`, and the
 //! record builders in `record`) never touch the host; `limits` (shared-data counters) and
 //! `record`'s metrics work through `&dyn Host`, as does `exchange`, which runs one request:
 //! it reads facts from the host, lets `decide` choose, and applies the choice (all natively

@@ -10,7 +10,7 @@ pub(super) const API: ApiUsage = ApiUsage { json_keys: &["usage", "content"], on
 /// The usage fields seen so far in a stream (kept in [`Seen`]: later events carry cumulative
 /// values, and a field present replaces the earlier one).
 #[derive(Deserialize, Default, Clone, Copy)]
-pub(super) struct Usage {
+pub(crate) struct Usage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -23,14 +23,14 @@ pub(super) struct Usage {
 
 impl Usage {
     /// Later events carry cumulative values: a field present replaces the earlier one.
-    fn merge(&mut self, later: &Usage) {
+    pub(crate) fn merge(&mut self, later: &Usage) {
         self.input_tokens = later.input_tokens.or(self.input_tokens);
         self.output_tokens = later.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
         self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
     }
 
-    fn tokens(&self) -> Tokens {
+    pub(crate) fn tokens(&self) -> Tokens {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let creation = self.cache_creation_input_tokens.unwrap_or(0);
         Tokens {

@@ -71,6 +71,16 @@ pub(crate) struct ApiUsage {
     json_usage: fn(&[u8]) -> Option<Tokens>,
 }
 
+/// Anthropic's streamed usage, merged event by event exactly as the tracker does (the
+/// translator keeps one to carry it into another API's stream).
+pub(crate) use anthropic::Usage as AnthropicUsage;
+
+/// One API's usage member (`usage` / `usageMetadata`, its JSON value) in normalized tokens,
+/// read by the tracker's own parser, so a translation and the accounting cannot disagree.
+pub(crate) fn parse_usage(api: ClientApi, raw: &[u8]) -> Option<Tokens> {
+    (ApiUsage::of(api).json_usage)(raw)
+}
+
 impl ApiUsage {
     fn of(api: ClientApi) -> &'static ApiUsage {
         match api {
