@@ -159,16 +159,21 @@ def test_a_stream_fails_over_before_its_first_byte(stack):
     wait_cooldown_over(1)
 
 
-def test_a_provider_that_stalls_before_its_first_byte_is_abandoned(stack):
+def test_a_stream_whose_provider_stalls_before_its_first_byte_fails_over(stack):
     # first_byte_timeout_ms is 2000 in the shipped config: openai-a answers after 5 s.
     stack.set("openai-a", response_delay_ms=5000)
     started = time.monotonic()
-    reply, trace_id = stack.chat("chat", stream=False)
-    assert "openai-b" in reply.choices[0].message.content
+    trace_id = secrets.token_hex(16)
+    stream = stack.openai().chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hello"}], stream=True,
+        extra_headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.startswith("Hello from openai-b")
     assert time.monotonic() - started < 4.5
     rec = stack.record(trace_id)
     assert rec["attempts"][0]["deployment"] == "openai-a/gpt-4o-mini" and "status" not in rec["attempts"][0], rec
-    assert rec["attempts"][0]["error"] == "no_response", rec
+    assert rec["attempts"][0]["error"] == "no_response" and rec["attempts"][1]["status"] == 200, rec
+    assert rec["stream"] is True and rec["tokens"]["output"] > 0, rec
     stack.set("openai-a", response_delay_ms=0)
     wait_cooldown_over(5)
 
