@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod attempt;
+pub mod cache;
 pub mod config;
 pub mod cost;
 pub mod decide;
