@@ -138,7 +138,7 @@ pub fn plan_header(virtual_model: usize, stream: bool, order: &[usize], token: u
 
 fn unhex(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let decoded: Option<Vec<u8>> = bytes
