@@ -343,3 +343,111 @@ def test_genai_sdk_reaches_the_openai_provider_with_a_function_round_trip(stack,
     assert tool["content"] in (sent, [{"type": "text", "text": sent}]), tool
     report = assert_accounted(stack, trace_id, "openai-a", "gpt-4o", stream)
     assert (usage.prompt_token_count, usage.candidates_token_count) == (report["input"], report["output"])
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+# The fake's error messages for its status switch (examples/fake_llm/server.py ERROR_MESSAGES).
+PROVIDER_MESSAGES = {400: "Fake error 400.", 429: "Rate limit reached (fake). Please try again in 1s.",
+                     500: "The server had an error while processing your request (fake)."}
+
+
+def assert_error_record(stack, trace_id: str, status: int, deployment: str | None) -> None:
+    rec = stack.record(trace_id)
+    assert rec["status"] == status, rec
+    if deployment:
+        assert [(a["deployment"], a.get("status")) for a in rec["attempts"]] == [(deployment, status)], rec
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("status", [400, 429, 500])
+def test_an_anthropic_provider_error_reaches_the_openai_sdk_as_its_exception(stack, status, stream):
+    stack.set("anthropic-c", status=status, retry_after=1)
+    expected = {400: openai.BadRequestError, 429: openai.RateLimitError, 500: openai.InternalServerError}[status]
+    trace_id, headers = trace()
+    with pytest.raises(expected) as err:
+        reply = stack.openai().chat.completions.create(
+            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}], stream=stream, extra_headers=headers)
+        list(reply) if stream else None
+    assert err.value.status_code == status
+    assert PROVIDER_MESSAGES[status] in err.value.message, err.value.body
+    assert isinstance(err.value.body, dict) and err.value.body["message"] == PROVIDER_MESSAGES[status], err.value.body
+    assert_error_record(stack, trace_id, status, "anthropic-c/claude-sonnet-4-6")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("status", [400, 429, 500])
+def test_an_openai_provider_error_reaches_the_anthropic_sdk_as_its_exception(stack, status, stream):
+    stack.set("openai-a", status=status, retry_after=1)
+    expected = {400: anthropic.BadRequestError, 429: anthropic.RateLimitError, 500: anthropic.InternalServerError}[status]
+    error_type = {400: "invalid_request_error", 429: "rate_limit_error", 500: "api_error"}[status]
+    trace_id, headers = trace()
+    client = stack.anthropic()
+    kwargs = dict(model="gpt-4o", max_tokens=16, messages=[{"role": "user", "content": "hi"}], extra_headers=headers)
+    with pytest.raises(expected) as err:
+        if stream:
+            with client.messages.stream(**kwargs) as s:
+                s.get_final_message()
+        else:
+            client.messages.create(**kwargs)
+    assert err.value.status_code == status
+    assert err.value.body["type"] == "error", err.value.body
+    assert err.value.body["error"] == {"type": error_type, "message": PROVIDER_MESSAGES[status]}, err.value.body
+    assert_error_record(stack, trace_id, status, "openai-a/gpt-4o")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("status", [400, 429, 500])
+def test_an_openai_provider_error_reaches_the_genai_sdk_as_its_exception(stack, status, stream):
+    stack.set("openai-a", status=status, retry_after=1)
+    expected = genai.errors.ServerError if status >= 500 else genai.errors.ClientError
+    grpc_status = {400: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}[status]
+    trace_id, headers = trace()
+    client = stack.genai()
+    config = gtypes.GenerateContentConfig(http_options=gtypes.HttpOptions(headers=headers))
+    with pytest.raises(expected) as err:
+        if stream:
+            list(client.models.generate_content_stream(model="gpt-4o", contents="hi", config=config))
+        else:
+            client.models.generate_content(model="gpt-4o", contents="hi", config=config)
+    assert err.value.code == status and err.value.status == grpc_status, err.value.details
+    assert err.value.message == PROVIDER_MESSAGES[status], err.value.details
+    assert_error_record(stack, trace_id, status, "openai-a/gpt-4o")
+
+
+def test_an_untranslatable_openai_field_is_a_400_naming_it(stack):
+    trace_id, headers = trace()
+    with pytest.raises(openai.BadRequestError) as err:
+        stack.openai().chat.completions.create(
+            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}], n=2, extra_headers=headers)
+    assert err.value.status_code == 400
+    assert "`n`" in err.value.body["message"], err.value.body
+    assert err.value.body["type"] == "invalid_request_error", err.value.body
+    assert stack.requests("anthropic-c") == []
+    assert_error_record(stack, trace_id, 400, None)
+
+
+def test_an_untranslatable_anthropic_field_is_a_400_naming_it(stack):
+    trace_id, headers = trace()
+    with pytest.raises(anthropic.BadRequestError) as err:
+        stack.anthropic().messages.create(
+            model="gpt-4o", max_tokens=2048, messages=[{"role": "user", "content": "hi"}],
+            thinking={"type": "enabled", "budget_tokens": 1024}, extra_headers=headers)
+    assert err.value.status_code == 400
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error", err.value.body
+    assert "`thinking`" in err.value.body["error"]["message"], err.value.body
+    assert stack.requests("openai-a") == []
+    assert_error_record(stack, trace_id, 400, None)
+
+
+def test_an_untranslatable_gemini_field_is_a_400_naming_it(stack):
+    trace_id, headers = trace()
+    client = stack.genai()  # kept: the client closes its connection pool when collected
+    with pytest.raises(genai.errors.ClientError) as err:
+        client.models.generate_content(
+            model="gpt-4o", contents="hi",
+            config=gtypes.GenerateContentConfig(candidate_count=2, http_options=gtypes.HttpOptions(headers=headers)))
+    assert err.value.code == 400 and err.value.status == "INVALID_ARGUMENT", err.value.details
+    assert "`generationConfig.candidateCount`" in err.value.message, err.value.details
+    assert stack.requests("openai-a") == []
+    assert_error_record(stack, trace_id, 400, None)
