@@ -279,6 +279,19 @@ def test_anthropic_sdk_reaches_the_openai_provider_with_a_tool_round_trip(stack,
     assert reply.usage.output_tokens == report["output"]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: the record is read from the answer in the client's API, and Anthropic's usage has "
+    "no reasoning field, so an OpenAI provider's reasoning_tokens are lost (the output total and, "
+    "without a reasoning price, the cost stay right)"))
+def test_an_openai_providers_reasoning_tokens_are_recorded_for_an_anthropic_client(stack):
+    stack.set("openai-a", reasoning_tokens=3)
+    trace_id, headers = trace()
+    reply = stack.anthropic().messages.create(model="gpt-4o", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+                                              extra_headers=headers)
+    assert reply.usage.output_tokens == 6 + 3  # "Hello from openai-a model gpt-4o: hi" + reasoning
+    assert_accounted(stack, trace_id, "openai-a", "gpt-4o", False)
+
+
 # ---- google-genai SDK -> OpenAI Chat provider ---------------------------------------------
 
 
@@ -310,8 +323,16 @@ def gemini_turn(client: genai.Client, contents: list, stream: bool, headers: dic
     return gtypes.Content(role="model", parts=merged), usage, finish
 
 
+def assert_gemini_usage(usage: gtypes.GenerateContentResponseUsageMetadata, report: dict) -> None:
+    """What the SDK got is the provider's report (output = candidates + thoughts)."""
+    assert usage.prompt_token_count == report["input"], usage
+    assert usage.candidates_token_count + (usage.thoughts_token_count or 0) == report["output"], usage
+    assert (usage.thoughts_token_count, usage.cached_content_token_count) == (3, 2), usage
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_genai_sdk_reaches_the_openai_provider_with_a_function_round_trip(stack, stream):
+    stack.set("openai-a", cached_tokens=2, reasoning_tokens=3)
     client = stack.genai()
     contents: list = [gtypes.Content(role="user", parts=[gtypes.Part(text=PROMPT)])]
 
@@ -325,7 +346,7 @@ def test_genai_sdk_reaches_the_openai_provider_with_a_function_round_trip(stack,
     assert body["messages"][1:] in ([{"role": "user", "content": PROMPT}],
                                     [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}]), body
     report = assert_accounted(stack, trace_id, "openai-a", "gpt-4o", stream)
-    assert (usage.prompt_token_count, usage.candidates_token_count) == (report["input"], report["output"])
+    assert_gemini_usage(usage, report)
 
     contents += [content, gtypes.Content(role="user", parts=[
         gtypes.Part.from_function_response(name="get_weather", response={"result": RESULT})])]
@@ -342,7 +363,7 @@ def test_genai_sdk_reaches_the_openai_provider_with_a_function_round_trip(stack,
     assert tool["role"] == "tool" and tool["tool_call_id"] == call["id"], body
     assert tool["content"] in (sent, [{"type": "text", "text": sent}]), tool
     report = assert_accounted(stack, trace_id, "openai-a", "gpt-4o", stream)
-    assert (usage.prompt_token_count, usage.candidates_token_count) == (report["input"], report["output"])
+    assert_gemini_usage(usage, report)
 
 
 # ---- errors ---------------------------------------------------------------------------------
