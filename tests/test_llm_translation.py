@@ -20,6 +20,7 @@ recorded is sent again straight to the fake (which is deterministic) and its usa
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import httpx
@@ -472,3 +473,68 @@ def test_an_untranslatable_gemini_field_is_a_400_naming_it(stack):
     assert "`generationConfig.candidateCount`" in err.value.message, err.value.details
     assert stack.requests("openai-a") == []
     assert_error_record(stack, trace_id, 400, None)
+
+
+# ---- fallback across APIs ------------------------------------------------------------------
+# `smart`: anthropic-c first, then openai-a. The failing attempts set cooldowns of 1 s
+# (Retry-After): each test waits them out afterwards, so the next plan is the configured one.
+
+
+@pytest.fixture
+def cooldowns():
+    yield
+    time.sleep(1.3)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_an_anthropic_client_falls_back_from_its_own_api_to_a_translated_one(stack, cooldowns, stream):
+    stack.set("anthropic-c", status=529, retry_after=1)
+    trace_id, headers = trace()
+    client = stack.anthropic()
+    kwargs = dict(model="smart", max_tokens=64, system=SYSTEM, messages=[{"role": "user", "content": "hi there"}],
+                  extra_headers=headers)
+    if stream:
+        with client.messages.stream(**kwargs) as s:
+            reply = s.get_final_message()
+    else:
+        reply = client.messages.create(**kwargs)
+    # The model is the one that answered (as in a same-API fallback).
+    assert reply.content[0].text == "Hello from openai-a model gpt-4o: hi there" and reply.model == "gpt-4o", reply
+    # Attempt 1 got the client's own body (Anthropic), attempt 2 its translation (not attempt 1's).
+    (first,) = stack.requests("anthropic-c")
+    assert first["path"] == "/v1/messages" and first["body"]["model"] == "claude-sonnet-4-6" and first["status"] == 529
+    (second,) = stack.requests("openai-a")
+    assert second["path"] == "/v1/chat/completions" and second["status"] == 200, second
+    assert second["body"]["messages"][0] in ({"role": "system", "content": SYSTEM},
+                                             {"role": "system", "content": [{"type": "text", "text": SYSTEM}]}), second
+    assert "x-api-key" not in second["headers"], second["headers"]
+    rec = stack.record(trace_id)
+    assert [(a["deployment"], a.get("status")) for a in rec["attempts"]] == [
+        ("anthropic-c/claude-sonnet-4-6", 529), ("openai-a/gpt-4o", 200)], rec
+    assert_accounted(stack, trace_id, "openai-a", "gpt-4o", stream)
+
+
+def test_an_openai_client_falls_back_from_a_translated_api_to_its_own(stack, cooldowns):
+    stack.set("anthropic-c", status=429, retry_after=1)
+    trace_id, headers = trace()
+    reply = stack.openai().chat.completions.create(
+        model="smart", messages=[{"role": "user", "content": "hi there"}], extra_headers=headers, n=1)
+    assert reply.choices[0].message.content == "Hello from openai-a model gpt-4o: hi there"
+    (first,) = stack.requests("anthropic-c")
+    assert first["path"] == "/v1/messages" and first["status"] == 429 and first["body"]["max_tokens"] > 0, first
+    (second,) = stack.requests("openai-a")
+    # The client's own body, model rewritten: nothing of the Anthropic translation.
+    assert second["body"] == {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi there"}], "n": 1}, second
+    assert_accounted(stack, trace_id, "openai-a", "gpt-4o", False)
+
+
+def test_when_every_deployment_fails_an_anthropic_client_gets_the_last_error_in_its_shape(stack, cooldowns):
+    stack.set("anthropic-c", status=529, retry_after=1)
+    stack.set("openai-a", status=429, retry_after=1)
+    trace_id, headers = trace()
+    with pytest.raises(anthropic.RateLimitError) as err:
+        stack.anthropic().messages.create(model="smart", max_tokens=16, messages=[{"role": "user", "content": "hi"}],
+                                          extra_headers=headers)
+    assert err.value.body["error"] == {"type": "rate_limit_error", "message": PROVIDER_MESSAGES[429]}, err.value.body
+    rec = stack.record(trace_id)
+    assert [a.get("status") for a in rec["attempts"]] == [529, 429] and rec["status"] == 429, rec
