@@ -2,15 +2,12 @@
 by the real Envoy 1.40 (override_host load balancing + retries) with the LLM module as the
 gateway filter and as the upstream (per-attempt) filter of the deployments cluster.
 
-envoy/llm-fallback.yaml is used as shipped but for ports: three fake providers (`openai-a`,
-`openai-b`, `anthropic-c`) stand behind the deployments cluster, and each provider's
-`address` in the plugin configuration is rewritten to its fake's port. A fourth address with
-nothing listening stands in for a provider that refuses connections.
+envoy/llm-fallback.yaml is used as shipped but for ports (tests/llm_fallback_helpers.py: three
+fake providers `openai-a`, `openai-b`, `anthropic-c` behind the deployments cluster). A fourth
+address with nothing listening stands in for a provider that refuses connections.
 """
 from __future__ import annotations
 
-import copy
-import json
 import secrets
 import time
 
@@ -18,74 +15,9 @@ import httpx
 import openai
 import pytest
 
-import harness
+from llm_fallback_helpers import ALICE, start
 
 pytestmark = pytest.mark.timeout(90)
-
-ALICE = "tg-demo-alice"
-PROVIDERS = ("openai-a", "openai-b", "anthropic-c")
-
-
-class Stack:
-    def __init__(self, envoy: harness.Envoy, fakes: dict[str, str], config: dict):
-        self.envoy, self.fakes, self.config = envoy, fakes, config
-        self.url = envoy.url
-
-    def requests(self, name: str) -> list[dict]:
-        return httpx.get(f"{self.fakes[name]}/_fake/requests", timeout=5).json()
-
-    def set(self, name: str, **switches) -> None:
-        httpx.post(f"{self.fakes[name]}/_fake/config", json=switches, timeout=5).raise_for_status()
-
-    def reset(self) -> None:
-        for url in self.fakes.values():
-            httpx.post(f"{url}/_fake/reset", timeout=5)
-
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=ALICE, max_retries=0, timeout=20)
-
-    def record(self, trace_id: str) -> dict:
-        return self.envoy.wait_audit(1, 5, where=lambda r: r.get("trace_id") == trace_id)[-1]
-
-    def chat(self, model: str, **kwargs):
-        trace_id = secrets.token_hex(16)
-        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-        reply = self.openai().chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "hello"}], extra_headers=headers, **kwargs)
-        return reply, trace_id
-
-
-def shipped_config() -> tuple[dict, dict]:
-    cfg = harness.load_envoy_config("llm-fallback.yaml")
-    return cfg, harness.plugin_config(cfg, "tollgate.llm")
-
-
-def start(workdir, started, *, dead_openai_a: bool = False) -> Stack:
-    """Fakes for the three providers, and Envoy with their ports (openai-a's address points at
-    a closed port when `dead_openai_a`)."""
-    cfg, plugin = shipped_config()
-    fakes, ports = {}, {}
-    for name in PROVIDERS:
-        port = harness.free_port()
-        started.append(harness.python_server(
-            f"fake-{name}", harness.FAKE_LLM, ["--host", "127.0.0.1", "--port", str(port), "--name", name],
-            workdir, f"http://127.0.0.1:{port}/healthz"))
-        fakes[name], ports[name] = f"http://127.0.0.1:{port}", port
-    if dead_openai_a:
-        ports["openai-a"] = harness.free_port()  # nothing listens there
-    plugin = copy.deepcopy(plugin)
-    old_to_new = {}
-    for p in plugin["providers"]:
-        old_to_new[p["address"]] = f"127.0.0.1:{ports[p['name']]}"
-        p["address"] = old_to_new[p["address"]]
-    cfg = copy.deepcopy(cfg)
-    for cluster in cfg["static_resources"]["clusters"]:
-        for ep in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]:
-            sa = ep["endpoint"]["address"]["socket_address"]
-            sa["port_value"] = int(old_to_new[f"{sa['address']}:{sa['port_value']}"].rsplit(":", 1)[1])
-    envoy = harness.Envoy(cfg, workdir, plugin_configs={"tollgate.llm": plugin, "tollgate.llm.attempt": plugin})
-    started.append(envoy.proc)
-    return Stack(envoy, fakes, plugin)
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ impl AttemptExchange {
 }
 
 impl HttpExchange for AttemptExchange {
-    fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Step {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.started_nanos = host.now_nanos();
         let Some(plan) = host.request_header(deployments::PLAN_HEADER).and_then(|v| deployments::parse_plan(&v)) else {
             self.client = host.request_header(":path").and_then(|p| api::detect(&p));
@@ -267,7 +267,14 @@ impl HttpExchange for AttemptExchange {
         for (name, value) in &provider.headers {
             host.try_set_header(HeaderMap::Request, name, Some(value));
         }
-        Step::Continue
+        // The headers wait for the body (`allow_on_headers_stop_iteration: true`): a body that
+        // cannot be translated is refused before anything reaches the provider, which would
+        // otherwise get the headers (and credential) of a request then reset.
+        if end_of_stream {
+            Step::Continue
+        } else {
+            Step::Pause
+        }
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {

@@ -80,14 +80,16 @@ fn each_attempt_writes_its_own_credential_path_and_clears_the_previous_ones() {
     plan_through_gateway(&host);
     // Attempt 1: Anthropic.
     let (_, step) = attempt(&host, "1", "10.0.0.2:443");
-    assert_eq!(step, Step::Continue);
+    assert_eq!(step, Step::Pause, "the headers wait for the body");
+    assert!(host.local_reply.borrow().is_none());
     assert_eq!(host.request_header(":path").as_deref(), Some("/v1/messages"));
     assert_eq!(host.request_header("x-api-key").as_deref(), Some("sk-an"));
     assert!(host.request_header("x-tollgate-plan").is_some(), "kept for the retry");
     assert_eq!(host.request_header("x-envoy-max-retries"), None);
     // Attempt 2 on the same header map (as Envoy retries): OpenAI, no Anthropic key left.
     let (mut ex, step) = attempt(&host, "2", "10.0.0.1:443");
-    assert_eq!(step, Step::Continue);
+    assert_eq!(step, Step::Pause);
+    assert!(host.local_reply.borrow().is_none());
     assert_eq!(host.request_header(":path").as_deref(), Some("/v1/chat/completions"));
     assert_eq!(host.request_header("x-api-key"), None);
     assert_eq!(host.request_header("authorization").as_deref(), Some("Bearer sk-oa"));
@@ -99,6 +101,30 @@ fn each_attempt_writes_its_own_credential_path_and_clears_the_previous_ones() {
     assert_eq!(callback(&host, |h| ex.on_request_body(h, BODY.len(), true)), Step::Continue);
     let sent: Value = serde_json::from_slice(&host.request_body.borrow()).unwrap();
     assert_eq!(sent["model"], "gpt-x");
+}
+
+#[test]
+fn an_untranslatable_body_is_refused_before_the_headers_go_to_the_provider() {
+    let host = gateway_request();
+    plan_through_gateway(&host);
+    // Attempt 1 (Anthropic) holds the headers: nothing is sent before the body is translated.
+    let (mut ex, step) = attempt(&host, "1", "10.0.0.2:443");
+    assert_eq!(step, Step::Pause);
+    assert!(host.local_reply.borrow().is_none());
+    let body = br#"{"model":"smart","n":2,"messages":[{"role":"user","content":"hi"}]}"#;
+    *host.request_body.borrow_mut() = body.to_vec();
+    assert_eq!(callback(&host, |h| ex.on_request_body(h, body.len(), true)), Step::Pause);
+    let (status, _, sent) = host.local_reply.borrow().clone().unwrap();
+    assert_eq!(status, 400);
+    let sent: Value = serde_json::from_slice(&sent).unwrap();
+    assert!(sent["error"]["message"].as_str().unwrap().contains("`n`"), "{sent}");
+    // A request without a body has nothing to wait for.
+    let host = gateway_request();
+    plan_through_gateway(&host);
+    let mut ex = AttemptExchange::new(state(Role::Attempt), Rc::new(Metrics::new()));
+    host.try_set_header(HeaderMap::Request, "x-envoy-attempt-count", Some("1"));
+    host.set_prop(&["upstream", "address"], b"10.0.0.2:443");
+    assert_eq!(ex.on_request_headers(&host, true), Step::Continue);
 }
 
 #[test]
