@@ -15,6 +15,7 @@ use crate::config::State;
 use crate::deployments::{self, attempt_log, Attempt, Deployment, Plan};
 use crate::routing::Provider;
 use crate::translate::{self, RequestOptions, StreamTranslator};
+use crate::usage::{Framing, UsageTracker};
 use std::rc::Rc;
 use tollgate_core::host::{BodyBuffer, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::observe::metrics::Metrics;
@@ -57,6 +58,8 @@ pub struct AttemptExchange {
     client: Option<Endpoint>,
     target: Option<ClientApi>,
     answer: Answer,
+    /// A translated 2xx answer's usage, read in the provider's own API before translation.
+    provider_usage: Option<UsageTracker>,
     /// The attempt was logged (at its response headers, or at its end without them).
     logged: bool,
     replied: bool,
@@ -73,6 +76,7 @@ impl AttemptExchange {
             client: None,
             target: None,
             answer: Answer::AsIs,
+            provider_usage: None,
             logged: false,
             replied: false,
         }
@@ -121,7 +125,7 @@ impl AttemptExchange {
             Some(s) if s >= 400 => Some("status"),
             Some(_) => None,
         };
-        let attempt = Attempt { deployment: d.name.clone(), status, duration_ms: self.elapsed_ms(host), error, cooldown_ms };
+        let attempt = Attempt { deployment: d.name.clone(), status, duration_ms: self.elapsed_ms(host), error, cooldown_ms, tokens: None };
         let label = d.name.clone();
         attempt_log::push(plan.token, attempt);
         let outcome = match status {
@@ -143,6 +147,27 @@ impl AttemptExchange {
         let until = host.now_millis().saturating_add(ms);
         if let Err(e) = deployments::cool_down(host, &d.name, until) {
             host.log(LogLevel::Warn, &format!("tollgate-llm attempt: cannot record the cooldown of `{}`: {e}", d.name));
+        }
+    }
+
+    /// Feeds the provider's own bytes (before translation) to its usage parser; at the end,
+    /// hands the reported usage to the gateway's record through the attempt log. A chunk of a
+    /// held JSON answer is read once, when it is whole.
+    fn read_provider_usage(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) {
+        let holding = matches!(self.answer, Answer::Whole { .. });
+        if holding && !end_of_stream {
+            return;
+        }
+        let Some(tracker) = &mut self.provider_usage else { return };
+        if body_size > 0 {
+            let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+            tracker.feed(&chunk);
+        }
+        if end_of_stream {
+            let report = tracker.report(0, self.state.estimate_bytes_per_token);
+            if let (false, Some(plan)) = (report.estimated, &self.plan) {
+                attempt_log::set_tokens(plan.token, report.tokens);
+            }
         }
     }
 
@@ -258,6 +283,17 @@ impl HttpExchange for AttemptExchange {
         if let Some((name, value)) = provider.credential_header(target) {
             host.try_set_header(HeaderMap::Request, name, Some(&value));
         }
+        // A client SDK's API-specific headers mean nothing to a provider of another API.
+        if target != ClientApi::AnthropicMessages {
+            for name in ["anthropic-version", "anthropic-beta"] {
+                host.try_set_header(HeaderMap::Request, name, None);
+            }
+        }
+        if !matches!(target, ClientApi::OpenaiChat | ClientApi::OpenaiResponses | ClientApi::OpenaiEmbeddings) {
+            for name in ["openai-organization", "openai-project"] {
+                host.try_set_header(HeaderMap::Request, name, None);
+            }
+        }
         if target == ClientApi::AnthropicMessages && host.request_header("anthropic-version").is_none() {
             host.try_set_header(HeaderMap::Request, "anthropic-version", Some("2023-06-01"));
         }
@@ -320,6 +356,10 @@ impl HttpExchange for AttemptExchange {
         }
         let stream = self.plan.as_ref().is_some_and(|p| p.stream);
         let ok = status.is_some_and(|s| s < 400);
+        if ok {
+            let framing = Framing::detect(host.response_header("content-type").as_deref(), false);
+            self.provider_usage = Some(UsageTracker::new(target, framing, self.state.max_event_bytes));
+        }
         host.try_set_header(HeaderMap::Response, "content-length", None);
         self.answer = if ok && stream {
             let gemini_sse = client.gemini.as_ref().is_none_or(|g| g.query.iter().any(|q| q == "alt=sse"));
@@ -336,6 +376,9 @@ impl HttpExchange for AttemptExchange {
 
     fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         let (Some(client), Some(target)) = (self.client.clone(), self.target) else { return Step::Continue };
+        if self.provider_usage.is_some() {
+            self.read_provider_usage(host, body_size, end_of_stream);
+        }
         let model = self.upstream_model();
         let max_whole = self.state.max_request_bytes.saturating_mul(8);
         match &mut self.answer {

@@ -294,6 +294,10 @@ pub struct Attempt {
     /// The cooldown this attempt started, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown_ms: Option<u64>,
+    /// The usage its provider reported, in the provider's own API (set when the answer was
+    /// translated: the client-API answer may lack a field, e.g. reasoning for Anthropic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<crate::record::TokenCounts>,
 }
 
 /// The attempts of the requests in flight on this worker, by request id: written by the
@@ -323,6 +327,16 @@ pub mod attempt_log {
                 log.pop_front();
             }
             log.push_back((token, vec![attempt]));
+        });
+    }
+
+    /// Sets the provider-reported tokens of the request's latest attempt.
+    pub fn set_tokens(token: u64, tokens: crate::usage::Tokens) {
+        LOG.with(|log| {
+            let mut log = log.borrow_mut();
+            if let Some(last) = log.iter_mut().find(|(id, _)| *id == token).and_then(|(_, a)| a.last_mut()) {
+                last.tokens = Some(tokens.into());
+            }
         });
     }
 
@@ -457,7 +471,7 @@ mod tests {
 
     #[test]
     fn attempt_log_keeps_attempts_per_request_and_forgets_them_when_taken() {
-        let a = |n: &str| Attempt { deployment: n.into(), status: Some(429), duration_ms: 1, error: None, cooldown_ms: None };
+        let a = |n: &str| Attempt { deployment: n.into(), status: Some(429), duration_ms: 1, error: None, cooldown_ms: None, tokens: None };
         attempt_log::push(1, a("x"));
         attempt_log::push(2, a("y"));
         attempt_log::push(1, a("z"));

@@ -264,8 +264,20 @@ pub fn accounting(facts: &ExchangeFacts, usage: Option<&UsageTracker>, state: &S
         }
         _ => None,
     };
-    let tokens = report.map(|r| r.tokens).unwrap_or_default();
-    let estimated = report.is_some_and(|r| r.estimated);
+    // A translated answer: its provider's own report, read before translation (the client's
+    // API may have no field for part of it), when the answering attempt has one.
+    let provider_report = facts.attempts.last().and_then(|a| a.tokens).filter(|_| ok_response);
+    let tokens = match provider_report {
+        Some(t) => Tokens {
+            input: t.input,
+            output: t.output,
+            cached_input: t.cached_input,
+            cache_creation: t.cache_creation,
+            reasoning: t.reasoning,
+        },
+        None => report.map(|r| r.tokens).unwrap_or_default(),
+    };
+    let estimated = provider_report.is_none() && report.is_some_and(|r| r.estimated);
     let price_model = facts.upstream_model.as_deref().or(facts.model.as_deref());
     let price = match (forwarded, price_model) {
         (true, Some(model)) => Some(state.prices.lookup(model)),
