@@ -381,6 +381,15 @@ def assert_error_record(stack, trace_id: str, status: int, deployment: str | Non
         assert [(a["deployment"], a.get("status")) for a in rec["attempts"]] == [(deployment, status)], rec
 
 
+def assert_refused_by_gateway(stack, trace_id: str, deployment: str) -> None:
+    """A request the attempt role could not translate: 400, the deployment named, the attempt
+    listed as refused by the gateway (nothing reached the provider)."""
+    rec = stack.record(trace_id)
+    assert rec["status"] == 400 and rec["deployment"] == deployment, rec
+    assert [(a["deployment"], a.get("status"), a.get("error")) for a in rec["attempts"]] == [
+        (deployment, 400, "refused_by_gateway")], rec
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.mark.parametrize("status", [400, 429, 500])
 def test_an_anthropic_provider_error_reaches_the_openai_sdk_as_its_exception(stack, status, stream):
@@ -446,7 +455,7 @@ def test_an_untranslatable_openai_field_is_a_400_naming_it(stack):
     assert "`n`" in err.value.body["message"], err.value.body
     assert err.value.body["type"] == "invalid_request_error", err.value.body
     assert stack.requests("anthropic-c") == []
-    assert_error_record(stack, trace_id, 400, None)
+    assert_refused_by_gateway(stack, trace_id, "anthropic-c/claude-sonnet-4-6")
 
 
 def test_an_untranslatable_anthropic_field_is_a_400_naming_it(stack):
@@ -459,7 +468,7 @@ def test_an_untranslatable_anthropic_field_is_a_400_naming_it(stack):
     assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error", err.value.body
     assert "`thinking`" in err.value.body["error"]["message"], err.value.body
     assert stack.requests("openai-a") == []
-    assert_error_record(stack, trace_id, 400, None)
+    assert_refused_by_gateway(stack, trace_id, "openai-a/gpt-4o")
 
 
 def test_an_untranslatable_gemini_field_is_a_400_naming_it(stack):
@@ -472,7 +481,7 @@ def test_an_untranslatable_gemini_field_is_a_400_naming_it(stack):
     assert err.value.code == 400 and err.value.status == "INVALID_ARGUMENT", err.value.details
     assert "`generationConfig.candidateCount`" in err.value.message, err.value.details
     assert stack.requests("openai-a") == []
-    assert_error_record(stack, trace_id, 400, None)
+    assert_refused_by_gateway(stack, trace_id, "openai-a/gpt-4o")
 
 
 # ---- fallback across APIs ------------------------------------------------------------------

@@ -103,10 +103,15 @@ impl AttemptExchange {
     fn refuse(&mut self, host: &dyn Host, kind: RefusalKind, message: &str) -> Step {
         host.log(LogLevel::Warn, &format!("tollgate-llm attempt: {message}"));
         let body = api::error_body(self.client.as_ref().map(|e| e.api), kind, message);
-        if let Err(e) = reply::send_json(host, kind.status(), &[], &body) {
+        // The gateway's record names the deployment and lists the refused attempt.
+        let name = self.deployment().map(|d| d.name.clone());
+        let status = u16::try_from(kind.status()).ok();
+        self.replied = true;
+        self.log_attempt(host, status, None);
+        let headers: Vec<(&str, &str)> = name.as_deref().map(|n| (deployments::ANSWERED_BY_HEADER, n)).into_iter().collect();
+        if let Err(e) = reply::send_json(host, kind.status(), &headers, &body) {
             host.log(LogLevel::Error, &format!("tollgate-llm attempt: cannot send local reply: {e}"));
         }
-        self.replied = true;
         Step::Pause
     }
 
@@ -122,6 +127,7 @@ impl AttemptExchange {
         let (Some(plan), Some(d)) = (&self.plan, self.deployment()) else { return };
         let error = match status {
             None => Some("no_response"),
+            Some(_) if self.replied => Some("refused_by_gateway"),
             Some(s) if s >= 400 => Some("status"),
             Some(_) => None,
         };
