@@ -71,6 +71,7 @@ pub use crate::api::ClientApi;
 pub use stream::StreamTranslator;
 
 mod error;
+mod out;
 mod request;
 mod response;
 mod stream;
