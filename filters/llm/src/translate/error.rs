@@ -2,7 +2,7 @@
 //! derived from the status (each API names kinds differently), the message is the provider's.
 
 use crate::api::{upstream_error_message, ClientApi};
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
 
 /// (status, OpenAI `type`, Anthropic `error.type`, Gemini `status`): one row per kind. The
 /// first row matching a status wins; unknown statuses fall back by class (4xx, 5xx).
@@ -31,16 +31,66 @@ pub(super) fn status_of(kind_name: &str) -> u16 {
     KINDS.iter().find(|k| k.1 == kind_name || k.2 == kind_name || k.3 == kind_name).map_or(500, |k| k.0)
 }
 
-/// The client API's error object for `status` and `message`.
-pub(super) fn shape(client: ClientApi, status: u16, message: &str) -> Value {
-    let (_, openai, anthropic, gemini) = kind(status);
-    match client {
-        ClientApi::OpenaiChat | ClientApi::OpenaiResponses | ClientApi::OpenaiEmbeddings => {
-            let code = if status == 429 { json!("rate_limit_exceeded") } else { Value::Null };
-            json!({"error": {"message": message, "type": openai, "param": null, "code": code}})
+/// The client API's error object for `status` and `message` (fields in alphabetical order,
+/// see `out.rs`).
+pub(super) struct Shape<'a> {
+    pub client: ClientApi,
+    pub status: u16,
+    pub message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Wrapped<T> {
+    error: T,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    code: Option<&'static str>,
+    message: &'a str,
+    param: (),
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    error: AnthropicErrorBody<'a>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct AnthropicErrorBody<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct GeminiError<'a> {
+    code: u16,
+    message: &'a str,
+    status: &'static str,
+}
+
+/// OpenAI's error `type` for `status` (a Responses stream's error `code`).
+pub(super) fn openai_kind(status: u16) -> &'static str {
+    kind(status).1
+}
+
+impl Serialize for Shape<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (_, openai, anthropic, gemini) = kind(self.status);
+        let (status, message) = (self.status, self.message);
+        match self.client {
+            ClientApi::OpenaiChat | ClientApi::OpenaiResponses | ClientApi::OpenaiEmbeddings => {
+                let code = (status == 429).then_some("rate_limit_exceeded");
+                Wrapped { error: OpenAiError { code, message, param: (), kind: openai } }.serialize(s)
+            }
+            ClientApi::AnthropicMessages => AnthropicError { error: AnthropicErrorBody { message, kind: anthropic }, kind: "error" }.serialize(s),
+            ClientApi::Gemini => Wrapped { error: GeminiError { code: status, message, status: gemini } }.serialize(s),
         }
-        ClientApi::AnthropicMessages => json!({"type": "error", "error": {"type": anthropic, "message": message}}),
-        ClientApi::Gemini => json!({"error": {"code": status, "message": message, "status": gemini}}),
     }
 }
 
@@ -55,5 +105,5 @@ pub(super) fn error_body(_upstream: ClientApi, client: ClientApi, status: u16, b
             false => text.chars().take(512).collect(),
         }
     });
-    serde_json::to_vec(&shape(client, status, &message)).unwrap_or_default()
+    serde_json::to_vec(&Shape { client, status, message: &message }).unwrap_or_default()
 }

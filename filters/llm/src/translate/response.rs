@@ -1,10 +1,14 @@
 //! Whole (non-streamed) responses: the upstream's body → a neutral [`Reply`] → the client's
 //! body; plus what streams share with them: stop reasons, usage and ids.
 
-use super::{obj, Unmappable};
+use super::out::{
+    write_json, AnthropicMessage, Block, Candidate, ChatChoice, ChatCompletion, ChatMessage, FunctionCall, GeminiCall, GeminiChunk, GeminiContent,
+    GeminiPart, Incomplete, Items, ResponsesObject, ToolCall, Usage,
+};
+use super::Unmappable;
 use crate::api::ClientApi;
 use crate::usage::{parse_usage, Tokens};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,43 +78,12 @@ impl Stop {
     }
 
     /// A Responses API status and its `incomplete_details`.
-    pub(super) fn responses(self) -> (&'static str, Value) {
+    pub(super) fn responses(self) -> (&'static str, Option<Incomplete>) {
         match self {
-            Stop::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
-            Stop::Filter => ("incomplete", json!({"reason": "content_filter"})),
-            _ => ("completed", Value::Null),
+            Stop::Length => ("incomplete", Some(Incomplete { reason: "max_output_tokens" })),
+            Stop::Filter => ("incomplete", Some(Incomplete { reason: "content_filter" })),
+            _ => ("completed", None),
         }
-    }
-}
-
-/// Normalized tokens in the client API's usage member, laid out so the client API's usage
-/// parser (`crate::usage`) reads back the same numbers: what the API has no field for is
-/// lost (Anthropic: reasoning; Gemini: cache creation), totals never are.
-#[inline(never)]
-pub(super) fn usage_json(client: ClientApi, t: &Tokens) -> Value {
-    let total = t.input.saturating_add(t.output);
-    match client {
-        ClientApi::OpenaiChat | ClientApi::OpenaiEmbeddings => json!({
-            "prompt_tokens": t.input, "completion_tokens": t.output, "total_tokens": total,
-            "prompt_tokens_details": {"cached_tokens": t.cached_input, "cache_write_tokens": t.cache_creation},
-            "completion_tokens_details": {"reasoning_tokens": t.reasoning},
-        }),
-        ClientApi::OpenaiResponses => json!({
-            "input_tokens": t.input, "output_tokens": t.output, "total_tokens": total,
-            "input_tokens_details": {"cached_tokens": t.cached_input, "cache_write_tokens": t.cache_creation},
-            "output_tokens_details": {"reasoning_tokens": t.reasoning},
-        }),
-        // Anthropic's input_tokens excludes the cache reads and writes.
-        ClientApi::AnthropicMessages => json!({
-            "input_tokens": t.input.saturating_sub(t.cached_input).saturating_sub(t.cache_creation),
-            "cache_read_input_tokens": t.cached_input, "cache_creation_input_tokens": t.cache_creation,
-            "output_tokens": t.output,
-        }),
-        // Gemini's candidate count excludes the thoughts.
-        ClientApi::Gemini => json!({
-            "promptTokenCount": t.input, "candidatesTokenCount": t.output.saturating_sub(t.reasoning),
-            "totalTokenCount": total, "cachedContentTokenCount": t.cached_input, "thoughtsTokenCount": t.reasoning,
-        }),
     }
 }
 
@@ -164,14 +137,15 @@ pub(super) fn response_json(upstream: ClientApi, client: ClientApi, body: &[u8],
         ClientApi::OpenaiResponses => return Err(super::responses_upstream()),
         ClientApi::OpenaiEmbeddings => return Err(Unmappable::new("api", "embeddings are not translated between APIs")),
     };
-    let out = match client {
-        ClientApi::OpenaiChat => to_openai(reply, client_model),
-        ClientApi::OpenaiResponses => to_responses(reply, client_model),
-        ClientApi::AnthropicMessages => to_anthropic(reply, client_model)?,
-        ClientApi::Gemini => to_gemini(reply, client_model)?,
+    let mut out = Vec::new();
+    match client {
+        ClientApi::OpenaiChat => to_openai(reply, client_model, &mut out),
+        ClientApi::OpenaiResponses => to_responses(reply, client_model, &mut out),
+        ClientApi::AnthropicMessages => to_anthropic(reply, client_model, &mut out)?,
+        ClientApi::Gemini => to_gemini(reply, client_model, &mut out)?,
         ClientApi::OpenaiEmbeddings => return Err(Unmappable::new("api", "embeddings are not translated between APIs")),
-    };
-    serde_json::to_vec(&out).map_err(|e| Unmappable::new("body", e.to_string()))
+    }
+    Ok(out)
 }
 
 #[inline(never)]
@@ -274,74 +248,44 @@ pub(super) fn args_object(args: &str) -> Result<Value, Unmappable> {
     }
 }
 
-fn to_openai(reply: Reply, model: &str) -> Value {
+fn to_openai(reply: Reply, model: &str, out: &mut Vec<u8>) {
     let mut text: Option<String> = None;
-    let mut calls = Vec::new();
-    for part in reply.parts {
+    let mut tool_calls = Vec::new();
+    for part in &reply.parts {
         match part {
-            OutPart::Text(t) => text.get_or_insert_with(String::new).push_str(&t),
-            OutPart::Tool { id, name, args } => {
-                let function = obj([("name", name.into()), ("arguments", args.into())]);
-                calls.push(obj([("id", id.into()), ("type", "function".into()), ("function", function)]));
-            }
+            OutPart::Text(t) => text.get_or_insert_with(String::new).push_str(t),
+            OutPart::Tool { id, name, args } => tool_calls.push(ToolCall {
+                function: FunctionCall { arguments: args, name: Some(name) },
+                id: Some(id),
+                index: None,
+                kind: Some("function"),
+            }),
         }
     }
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert("content".into(), text.map_or(Value::Null, Value::String));
-    if !calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(calls));
-    }
-    let choice = obj([("index", 0.into()), ("message", message.into()), ("finish_reason", reply.stop.openai().into()), ("logprobs", Value::Null)]);
-    let mut out = obj([
-        ("id", reply_id(ClientApi::OpenaiChat, reply.id.as_deref()).into()),
-        ("object", "chat.completion".into()),
-        ("created", 0.into()),
-        ("model", model.into()),
-        ("choices", vec![choice].into()),
-    ]);
-    add_usage(&mut out, "usage", ClientApi::OpenaiChat, reply.usage);
-    out
-}
-
-#[inline(never)]
-fn add_usage(out: &mut Value, key: &str, client: ClientApi, usage: Option<Tokens>) {
-    if let (Some(map), Some(t)) = (out.as_object_mut(), usage) {
-        map.insert(key.into(), usage_json(client, &t));
-    }
-}
-
-/// A Responses API output item (also built by the stream translator for its `done` events).
-pub(super) fn responses_item(part: &OutPart, item_id: &str) -> Value {
-    match part {
-        OutPart::Text(text) => json!({
-            "type": "message", "id": item_id, "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }),
-        OutPart::Tool { id, name, args } => json!({
-            "type": "function_call", "id": item_id, "call_id": id, "name": name, "arguments": args, "status": "completed",
-        }),
-    }
+    let message = ChatMessage { content: text, role: "assistant", tool_calls };
+    let choice = ChatChoice { delta: None, finish_reason: Some(reply.stop.openai()), index: 0, logprobs: (), message: Some(message) };
+    let id = reply_id(ClientApi::OpenaiChat, reply.id.as_deref());
+    let usage = reply.usage.map(|t| Usage(ClientApi::OpenaiChat, t));
+    write_json(out, &ChatCompletion { choices: vec![choice], created: 0, id: &id, model, object: "chat.completion", usage });
 }
 
 /// The Responses API `response` object around finished output items.
-pub(super) fn responses_object(id: &str, model: &str, output: Vec<Value>, stop: Option<Stop>, usage: Option<Tokens>) -> Value {
-    let (status, incomplete) = stop.map_or(("in_progress", Value::Null), Stop::responses);
-    let mut out = obj([
-        ("id", id.into()),
-        ("object", "response".into()),
-        ("created_at", 0.into()),
-        ("status", status.into()),
-        ("model", model.into()),
-        ("output", output.into()),
-        ("incomplete_details", incomplete),
-        ("error", Value::Null),
-        ("parallel_tool_calls", true.into()),
-        ("tool_choice", "auto".into()),
-        ("tools", json!([])),
-    ]);
-    add_usage(&mut out, "usage", ClientApi::OpenaiResponses, usage);
-    out
+pub(super) fn responses_object<'a>(id: &'a str, model: &'a str, output: &'a [(OutPart, String)], stop: Option<Stop>, usage: Option<Tokens>) -> ResponsesObject<'a> {
+    let (status, incomplete_details) = stop.map_or(("in_progress", None), Stop::responses);
+    ResponsesObject {
+        created_at: 0,
+        error: (),
+        id,
+        incomplete_details,
+        model,
+        object: "response",
+        output: Items(output),
+        parallel_tool_calls: true,
+        status,
+        tool_choice: "auto",
+        tools: [],
+        usage: usage.map(|t| Usage(ClientApi::OpenaiResponses, t)),
+    }
 }
 
 /// A Responses output item's id (the same in JSON and streams).
@@ -349,53 +293,55 @@ pub(super) fn responses_item_id(text: bool, output_index: usize) -> String {
     format!("{}_{output_index}", if text { "msg" } else { "fc" })
 }
 
-fn to_responses(reply: Reply, model: &str) -> Value {
-    let id = |i, p: &OutPart| responses_item_id(matches!(p, OutPart::Text(_)), i);
-    let output = reply.parts.iter().enumerate().map(|(i, p)| responses_item(p, &id(i, p))).collect();
-    responses_object(&reply_id(ClientApi::OpenaiResponses, reply.id.as_deref()), model, output, Some(reply.stop), reply.usage)
+fn to_responses(reply: Reply, model: &str, out: &mut Vec<u8>) {
+    let output: Vec<(OutPart, String)> = reply.parts.into_iter().enumerate().map(|(i, p)| {
+        let id = responses_item_id(matches!(p, OutPart::Text(_)), i);
+        (p, id)
+    }).collect();
+    let id = reply_id(ClientApi::OpenaiResponses, reply.id.as_deref());
+    write_json(out, &responses_object(&id, model, &output, Some(reply.stop), reply.usage));
 }
 
-fn to_anthropic(reply: Reply, model: &str) -> Result<Value, Unmappable> {
+fn to_anthropic(reply: Reply, model: &str, out: &mut Vec<u8>) -> Result<(), Unmappable> {
     let mut content = Vec::with_capacity(reply.parts.len());
-    for part in reply.parts {
+    for part in &reply.parts {
         content.push(match part {
-            OutPart::Text(text) => obj([("type", "text".into()), ("text", text.into())]),
-            OutPart::Tool { id, name, args } => obj([("type", "tool_use".into()), ("id", id.into()), ("name", name.into()), ("input", args_object(&args)?)]),
+            OutPart::Text(text) => Block::text(text),
+            OutPart::Tool { id, name, args } => Block::tool_use(id, name, args_object(args)?),
         });
     }
-    let mut out = obj([
-        ("id", reply_id(ClientApi::AnthropicMessages, reply.id.as_deref()).into()),
-        ("type", "message".into()),
-        ("role", "assistant".into()),
-        ("model", model.into()),
-        ("content", content.into()),
-        ("stop_reason", reply.stop.anthropic().into()),
-        ("stop_sequence", Value::Null),
-    ]);
-    add_usage(&mut out, "usage", ClientApi::AnthropicMessages, reply.usage);
-    Ok(out)
+    let id = reply_id(ClientApi::AnthropicMessages, reply.id.as_deref());
+    let message = AnthropicMessage {
+        content,
+        id: &id,
+        model,
+        role: "assistant",
+        stop_reason: Some(reply.stop.anthropic()),
+        stop_sequence: (),
+        kind: "message",
+        usage: reply.usage.map(|t| Usage(ClientApi::AnthropicMessages, t)),
+    };
+    write_json(out, &message);
+    Ok(())
 }
 
 /// A Gemini response chunk (or whole response) with one candidate.
-pub(super) fn gemini_chunk(parts: Vec<Value>, stop: Option<Stop>, model: &str, id: String) -> Value {
-    let mut candidate = obj([("content", obj([("role", "model".into()), ("parts", parts.into())])), ("index", 0.into())]);
-    if let (Some(stop), Value::Object(c)) = (stop, &mut candidate) {
-        c.insert("finishReason".into(), stop.gemini().into());
-    }
-    obj([("candidates", vec![candidate].into()), ("modelVersion", model.into()), ("responseId", id.into())])
+pub(super) fn gemini_chunk<'a>(parts: Vec<GeminiPart>, stop: Option<Stop>, model: &'a str, id: &'a str, usage: Option<Tokens>) -> GeminiChunk<'a> {
+    let candidate = Candidate { content: GeminiContent { parts, role: "model" }, finish_reason: stop.map(Stop::gemini), index: 0 };
+    GeminiChunk { candidates: [candidate], model_version: model, response_id: id, usage_metadata: usage.map(|t| Usage(ClientApi::Gemini, t)) }
 }
 
 /// One Gemini part from an output part.
-pub(super) fn gemini_part(part: OutPart) -> Result<Value, Unmappable> {
+pub(super) fn gemini_part(part: OutPart) -> Result<GeminiPart, Unmappable> {
     Ok(match part {
-        OutPart::Text(text) => obj([("text", text.into())]),
-        OutPart::Tool { name, args, .. } => obj([("functionCall", obj([("name", name.into()), ("args", args_object(&args)?)]))]),
+        OutPart::Text(text) => GeminiPart { function_call: None, text: Some(text) },
+        OutPart::Tool { name, args, .. } => GeminiPart { function_call: Some(GeminiCall { args: args_object(&args)?, name }), text: None },
     })
 }
 
-fn to_gemini(reply: Reply, model: &str) -> Result<Value, Unmappable> {
+fn to_gemini(reply: Reply, model: &str, out: &mut Vec<u8>) -> Result<(), Unmappable> {
     let parts = reply.parts.into_iter().map(gemini_part).collect::<Result<Vec<_>, _>>()?;
-    let mut out = gemini_chunk(parts, Some(reply.stop), model, reply_id(ClientApi::Gemini, reply.id.as_deref()));
-    add_usage(&mut out, "usageMetadata", ClientApi::Gemini, reply.usage);
-    Ok(out)
+    let id = reply_id(ClientApi::Gemini, reply.id.as_deref());
+    write_json(out, &gemini_chunk(parts, Some(reply.stop), model, &id, reply.usage));
+    Ok(())
 }

@@ -5,12 +5,16 @@
 //! complete (Gemini sends calls whole), a Responses client's output items (its final
 //! `response.completed` repeats the whole output).
 
-use super::error::{shape, status_of};
-use super::obj;
-use super::response::{self, call_id, gemini_part, reply_id, responses_item, responses_item_id, responses_object, tokens, usage_json, OutPart, Stop};
+use super::error::{openai_kind, status_of, Shape};
+use super::out::{
+    write_json, AnthropicDelta, AnthropicEvent, AnthropicMessage, Block, ChatChoice, ChatCompletion, ChatDelta, FunctionCall, GeminiPart, Item, OutputText,
+    ResponsesEvent, ToolCall, Usage,
+};
+use super::response::{self, call_id, gemini_part, reply_id, responses_item_id, responses_object, tokens, OutPart, Stop};
 use crate::api::ClientApi;
 use crate::usage::{AnthropicUsage, Tokens};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tollgate_core::wire::sse::{SseItem, SseParser};
 
 /// The largest upstream event held (the filter's default `max_event_bytes`).
@@ -195,7 +199,7 @@ fn decode_gemini(v: &Value, calls: &mut usize, evs: &mut Vec<Ev>) {
 }
 
 /// A Responses client's output item in progress.
-struct Item {
+struct Open {
     part: OutPart,
     /// The tool number of a function call (for its argument deltas).
     tool: Option<usize>,
@@ -208,7 +212,8 @@ enum Kind {
     Anthropic { next_block: usize, open: Option<(usize, bool)>, blocks: Vec<usize> },
     /// `pending`: the function call whose arguments are still arriving.
     Gemini { sse: bool, chunks: usize, pending: Option<OutPart> },
-    Responses { sequence: u64, output: Vec<Value>, current: Option<Item> },
+    /// `output`: the finished items, with their ids.
+    Responses { sequence: u64, output: Vec<(OutPart, String)>, current: Option<Open> },
 }
 
 struct Encoder {
@@ -224,7 +229,7 @@ struct Encoder {
 }
 
 #[inline(never)]
-fn write_sse(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
+fn write_sse<T: Serialize>(out: &mut Vec<u8>, event: Option<&str>, data: &T) {
     if let Some(name) = event {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
@@ -232,20 +237,44 @@ fn write_sse(out: &mut Vec<u8>, event: Option<&str>, data: &Value) {
     }
     out.extend_from_slice(b"data: ");
     // serde_json escapes control characters, so the data is one line.
-    out.extend_from_slice(&serde_json::to_vec(data).unwrap_or_default());
+    write_json(out, data);
     out.extend_from_slice(b"\n\n");
 }
 
+/// One Responses event, numbered.
 #[inline(never)]
-fn insert(v: &mut Value, key: &str, value: Value) {
-    if let Some(map) = v.as_object_mut() {
-        map.insert(key.into(), value);
+fn responses_event<'a>(sequence: &mut u64, kind: &'a str, mut event: ResponsesEvent<'a>, out: &mut Vec<u8>) {
+    event.kind = kind;
+    event.sequence_number = *sequence;
+    *sequence += 1;
+    write_sse(out, Some(kind), &event);
+}
+
+#[inline(never)]
+fn anthropic_event(out: &mut Vec<u8>, event: AnthropicEvent<'_>) {
+    write_sse(out, Some(event.kind), &event);
+}
+
+/// SSE, or an element of the streamed JSON array (`[` first, `,` between, `]` at finish).
+fn gemini_write<T: Serialize>(kind: &mut Kind, value: &T, out: &mut Vec<u8>) {
+    if let Kind::Gemini { sse, chunks, .. } = kind {
+        match (*sse, *chunks) {
+            (true, _) => return write_sse(out, None, value),
+            (false, 0) => out.push(b'['),
+            (false, _) => out.extend_from_slice(b",\r\n"),
+        }
+        *chunks += 1;
+        write_json(out, value);
     }
 }
 
 impl Encoder {
     fn id(&self) -> String {
         reply_id(self.client, self.id.as_deref())
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.map(|t| Usage(self.client, t))
     }
 
     fn on(&mut self, ev: Ev, out: &mut Vec<u8>) {
@@ -277,7 +306,7 @@ impl Encoder {
                 self.stop = Some(stop);
                 // OpenAI clients get the finish reason at once, before the usage chunk.
                 if let Kind::OpenAi = self.kind {
-                    self.openai_chunk(json!({}), Some(stop.openai()), out);
+                    self.openai_chunk(ChatDelta::default(), Some(stop.openai()), out);
                 }
             }
             Ev::End => {
@@ -292,34 +321,39 @@ impl Encoder {
         if std::mem::replace(&mut self.started, true) {
             return;
         }
-        match self.kind {
-            Kind::OpenAi => self.openai_chunk(json!({"role": "assistant", "content": ""}), None, out),
+        let id = self.id();
+        match &mut self.kind {
+            Kind::OpenAi => self.openai_chunk(ChatDelta { content: Some(""), role: Some("assistant"), tool_calls: None }, None, out),
             Kind::Anthropic { .. } => {
-                let usage = usage_json(self.client, &self.usage.unwrap_or_default());
-                let message = json!({
-                    "id": self.id(), "type": "message", "role": "assistant", "model": self.model, "content": [],
-                    "stop_reason": null, "stop_sequence": null, "usage": usage,
-                });
-                write_sse(out, Some("message_start"), &json!({"type": "message_start", "message": message}));
+                let message = AnthropicMessage {
+                    content: Vec::new(),
+                    id: &id,
+                    model: &self.model,
+                    role: "assistant",
+                    stop_reason: None,
+                    stop_sequence: (),
+                    kind: "message",
+                    usage: Some(Usage(self.client, self.usage.unwrap_or_default())),
+                };
+                anthropic_event(out, AnthropicEvent { message: Some(message), kind: "message_start", ..Default::default() });
             }
             Kind::Gemini { .. } => {}
-            Kind::Responses { .. } => {
-                let response = responses_object(&self.id(), &self.model, Vec::new(), None, None);
-                self.responses_event("response.created", json!({"response": response}), out);
+            Kind::Responses { sequence, .. } => {
+                let response = responses_object(&id, &self.model, &[], None, None);
+                responses_event(sequence, "response.created", ResponsesEvent { response: Some(response), ..Default::default() }, out);
             }
         }
     }
 
     fn error(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
-        let body = shape(self.client, status, message);
-        match self.kind {
+        let body = Shape { client: self.client, status, message };
+        match &mut self.kind {
             Kind::OpenAi => write_sse(out, None, &body),
             Kind::Anthropic { .. } => write_sse(out, Some("error"), &body),
-            Kind::Gemini { .. } => self.gemini_write(&body, out),
-            Kind::Responses { .. } => {
-                let e = body.get("error").cloned().unwrap_or_default();
-                let event = json!({"code": e.get("type"), "message": message, "param": null});
-                self.responses_event("error", event, out);
+            Kind::Gemini { .. } => gemini_write(&mut self.kind, &body, out),
+            Kind::Responses { sequence, .. } => {
+                let event = ResponsesEvent { code: Some(openai_kind(status)), message: Some(message), param: Some(()), ..Default::default() };
+                responses_event(sequence, "error", event, out);
             }
         }
         // The provider stops after an error: no made-up ending follows it.
@@ -328,7 +362,7 @@ impl Encoder {
 
     fn text(&mut self, text: String, out: &mut Vec<u8>) {
         match &mut self.kind {
-            Kind::OpenAi => self.openai_chunk(obj([("content", text.into())]), None, out),
+            Kind::OpenAi => self.openai_chunk(ChatDelta { content: Some(&text), ..Default::default() }, None, out),
             Kind::Anthropic { next_block, open, .. } => {
                 let index = match *open {
                     Some((index, true)) => index,
@@ -337,45 +371,35 @@ impl Encoder {
                         *next_block += 1;
                         let previous = open.replace((index, true));
                         close_block(previous, out);
-                        let block = json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}});
-                        write_sse(out, Some("content_block_start"), &block);
+                        let block = Some(Block::text(""));
+                        anthropic_event(out, AnthropicEvent { content_block: block, index: Some(index), kind: "content_block_start", ..Default::default() });
                         index
                     }
                 };
-                let delta = json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}});
-                write_sse(out, Some("content_block_delta"), &delta);
+                let delta = AnthropicDelta { text: Some(&text), kind: Some("text_delta"), ..Default::default() };
+                anthropic_event(out, AnthropicEvent { delta: Some(delta), index: Some(index), kind: "content_block_delta", ..Default::default() });
             }
             Kind::Gemini { .. } => {
                 self.gemini_flush(out);
-                self.gemini_chunk(vec![obj([("text", text.into())])], None, out);
+                self.gemini_chunk(vec![GeminiPart { function_call: None, text: Some(text) }], None, out);
             }
-            Kind::Responses { current, output, .. } => {
+            Kind::Responses { current, output, sequence } => {
                 let output_index = output.len();
-                let open = match current {
-                    Some(Item { part: OutPart::Text(all), id, .. }) => {
-                        all.push_str(&text);
-                        Some(id.clone())
-                    }
-                    _ => None,
-                };
-                let id = match open {
-                    Some(id) => id,
-                    None => {
-                        self.responses_close(out);
-                        let id = responses_item_id(true, output_index);
-                        let item = json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
-                        self.responses_event("response.output_item.added", json!({"output_index": output_index, "item": item}), out);
-                        let part = json!({"type": "output_text", "text": "", "annotations": []});
-                        let added = json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part});
-                        self.responses_event("response.content_part.added", added, out);
-                        if let Kind::Responses { current, .. } = &mut self.kind {
-                            *current = Some(Item { part: OutPart::Text(text.clone()), tool: None, id: id.clone() });
-                        }
-                        id
-                    }
-                };
-                let delta = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text, "logprobs": []});
-                self.responses_event("response.output_text.delta", delta, out);
+                if let Some(Open { part: OutPart::Text(all), id, .. }) = current {
+                    all.push_str(&text);
+                    text_delta(sequence, id, output_index, &text, out);
+                    return;
+                }
+                self.responses_close(out);
+                let Kind::Responses { current, sequence, .. } = &mut self.kind else { return };
+                let id = responses_item_id(true, output_index);
+                let empty = OutPart::Text(String::new());
+                let item = Some(Item { part: &empty, id: &id, done: false });
+                responses_event(sequence, "response.output_item.added", ResponsesEvent { item, output_index: Some(output_index), ..Default::default() }, out);
+                let added = ResponsesEvent { content_index: Some(0), item_id: Some(&id), output_index: Some(output_index), part: Some(OutputText::new("")), ..Default::default() };
+                responses_event(sequence, "response.content_part.added", added, out);
+                text_delta(sequence, &id, output_index, &text, out);
+                *current = Some(Open { part: OutPart::Text(text), tool: None, id });
             }
         }
     }
@@ -383,16 +407,16 @@ impl Encoder {
     fn tool_start(&mut self, tool: usize, id: String, name: String, out: &mut Vec<u8>) {
         match &mut self.kind {
             Kind::OpenAi => {
-                let call = json!({"index": tool, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
-                self.openai_chunk(json!({"tool_calls": [call]}), None, out);
+                let call = ToolCall { function: FunctionCall { arguments: "", name: Some(&name) }, id: Some(&id), index: Some(tool), kind: Some("function") };
+                self.openai_chunk(ChatDelta { tool_calls: Some([call]), ..Default::default() }, None, out);
             }
             Kind::Anthropic { next_block, open, blocks } => {
                 let index = *next_block;
                 *next_block += 1;
                 blocks.push(index);
                 close_block(open.replace((index, false)), out);
-                let block = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
-                write_sse(out, Some("content_block_start"), &json!({"type": "content_block_start", "index": index, "content_block": block}));
+                let block = Some(Block::tool_use(&id, &name, Value::Object(Map::new())));
+                anthropic_event(out, AnthropicEvent { content_block: block, index: Some(index), kind: "content_block_start", ..Default::default() });
             }
             Kind::Gemini { .. } => {
                 self.gemini_flush(out);
@@ -403,12 +427,12 @@ impl Encoder {
             Kind::Responses { output, .. } => {
                 let output_index = output.len();
                 self.responses_close(out);
+                let Kind::Responses { current, sequence, .. } = &mut self.kind else { return };
                 let item_id = responses_item_id(false, output_index);
-                let item = json!({"type": "function_call", "id": item_id, "call_id": id, "name": name, "arguments": "", "status": "in_progress"});
-                self.responses_event("response.output_item.added", json!({"output_index": output_index, "item": item}), out);
-                if let Kind::Responses { current, .. } = &mut self.kind {
-                    *current = Some(Item { part: OutPart::Tool { id, name, args: String::new() }, tool: Some(tool), id: item_id });
-                }
+                let part = OutPart::Tool { id, name, args: String::new() };
+                let item = Some(Item { part: &part, id: &item_id, done: false });
+                responses_event(sequence, "response.output_item.added", ResponsesEvent { item, output_index: Some(output_index), ..Default::default() }, out);
+                *current = Some(Open { part, tool: Some(tool), id: item_id });
             }
         }
     }
@@ -416,13 +440,13 @@ impl Encoder {
     fn tool_args(&mut self, tool: usize, json: String, out: &mut Vec<u8>) {
         match &mut self.kind {
             Kind::OpenAi => {
-                let call = json!({"index": tool, "function": {"arguments": json}});
-                self.openai_chunk(json!({"tool_calls": [call]}), None, out);
+                let call = ToolCall { function: FunctionCall { arguments: &json, name: None }, id: None, index: Some(tool), kind: None };
+                self.openai_chunk(ChatDelta { tool_calls: Some([call]), ..Default::default() }, None, out);
             }
             Kind::Anthropic { blocks, .. } => {
                 if let Some(index) = blocks.get(tool) {
-                    let delta = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json}});
-                    write_sse(out, Some("content_block_delta"), &delta);
+                    let delta = AnthropicDelta { partial_json: Some(&json), kind: Some("input_json_delta"), ..Default::default() };
+                    anthropic_event(out, AnthropicEvent { delta: Some(delta), index: Some(*index), kind: "content_block_delta", ..Default::default() });
                 }
             }
             Kind::Gemini { pending, .. } => {
@@ -430,13 +454,13 @@ impl Encoder {
                     args.push_str(&json);
                 }
             }
-            Kind::Responses { current, output, .. } => {
+            Kind::Responses { current, output, sequence } => {
                 let output_index = output.len();
-                if let Some(Item { part: OutPart::Tool { args, .. }, tool: Some(t), id }) = current {
+                if let Some(Open { part: OutPart::Tool { args, .. }, tool: Some(t), id }) = current {
                     if *t == tool {
                         args.push_str(&json);
-                        let delta = json!({"item_id": id, "output_index": output_index, "delta": json});
-                        self.responses_event("response.function_call_arguments.delta", delta, out);
+                        let delta = ResponsesEvent { delta: Some(&json), item_id: Some(id), output_index: Some(output_index), ..Default::default() };
+                        responses_event(sequence, "response.function_call_arguments.delta", delta, out);
                     }
                 }
             }
@@ -445,73 +469,53 @@ impl Encoder {
 
     fn end(&mut self, out: &mut Vec<u8>) {
         let stop = self.stop.unwrap_or(Stop::End);
+        let id = self.id();
+        let usage = self.usage();
         match &mut self.kind {
             Kind::OpenAi => {
                 // The usage chunk the accounting (and `include_usage` clients) read.
-                if let Some(t) = &self.usage {
-                    let chunk = json!({
-                        "id": self.id(), "object": "chat.completion.chunk", "created": 0, "model": self.model,
-                        "choices": [], "usage": usage_json(self.client, t),
-                    });
+                if usage.is_some() {
+                    let chunk = ChatCompletion { choices: Vec::new(), created: 0, id: &id, model: &self.model, object: "chat.completion.chunk", usage };
                     write_sse(out, None, &chunk);
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
             Kind::Anthropic { open, .. } => {
                 close_block(open.take(), out);
-                let mut delta = json!({"type": "message_delta", "delta": {"stop_reason": stop.anthropic(), "stop_sequence": null}});
                 // Cumulative and complete (input too), as Anthropic itself sends it; absent
                 // when the upstream never reported usage, so the accounting estimates.
-                if let Some(t) = &self.usage {
-                    insert(&mut delta, "usage", usage_json(self.client, t));
-                }
-                write_sse(out, Some("message_delta"), &delta);
-                write_sse(out, Some("message_stop"), &json!({"type": "message_stop"}));
+                let delta = AnthropicDelta { stop_reason: Some(stop.anthropic()), stop_sequence: Some(()), ..Default::default() };
+                anthropic_event(out, AnthropicEvent { delta: Some(delta), kind: "message_delta", usage, ..Default::default() });
+                anthropic_event(out, AnthropicEvent { kind: "message_stop", ..Default::default() });
             }
             Kind::Gemini { .. } => {
                 self.gemini_flush(out);
-                self.gemini_chunk(vec![json!({"text": ""})], Some(stop), out);
+                self.gemini_chunk(vec![GeminiPart { function_call: None, text: Some(String::new()) }], Some(stop), out);
             }
             Kind::Responses { .. } => {
                 self.responses_close(out);
-                if let Kind::Responses { output, .. } = &mut self.kind {
-                    let output = std::mem::take(output);
+                if let Kind::Responses { output, sequence, .. } = &mut self.kind {
                     let (status, _) = stop.responses();
-                    let response = responses_object(&self.id(), &self.model, output, Some(stop), self.usage);
-                    self.responses_event(&format!("response.{status}"), json!({"response": response}), out);
+                    let response = responses_object(&id, &self.model, output, Some(stop), self.usage);
+                    let kind = format!("response.{status}");
+                    responses_event(sequence, &kind, ResponsesEvent { response: Some(response), ..Default::default() }, out);
                 }
             }
         }
     }
 
-    fn openai_chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let chunk = json!({
-            "id": self.id(), "object": "chat.completion.chunk", "created": 0, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        });
+    fn openai_chunk(&self, delta: ChatDelta<'_>, finish: Option<&str>, out: &mut Vec<u8>) {
+        let id = self.id();
+        let choice = ChatChoice { delta: Some(delta), finish_reason: finish, index: 0, logprobs: (), message: None };
+        let chunk = ChatCompletion { choices: vec![choice], created: 0, id: &id, model: &self.model, object: "chat.completion.chunk", usage: None };
         write_sse(out, None, &chunk);
     }
 
     /// One Gemini chunk, with the usage so far (Gemini repeats it, cumulative, in each).
-    fn gemini_chunk(&mut self, parts: Vec<Value>, finish: Option<Stop>, out: &mut Vec<u8>) {
-        let mut chunk = response::gemini_chunk(parts, finish, &self.model, self.id());
-        if let Some(t) = &self.usage {
-            insert(&mut chunk, "usageMetadata", usage_json(self.client, t));
-        }
-        self.gemini_write(&chunk, out);
-    }
-
-    /// SSE, or an element of the streamed JSON array (`[` first, `,` between, `]` at finish).
-    fn gemini_write(&mut self, value: &Value, out: &mut Vec<u8>) {
-        if let Kind::Gemini { sse, chunks, .. } = &mut self.kind {
-            match (*sse, *chunks) {
-                (true, _) => return write_sse(out, None, value),
-                (false, 0) => out.push(b'['),
-                (false, _) => out.extend_from_slice(b",\r\n"),
-            }
-            *chunks += 1;
-            out.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
-        }
+    fn gemini_chunk(&mut self, parts: Vec<GeminiPart>, finish: Option<Stop>, out: &mut Vec<u8>) {
+        let id = self.id();
+        let chunk = response::gemini_chunk(parts, finish, &self.model, &id, self.usage);
+        gemini_write(&mut self.kind, &chunk, out);
     }
 
     /// Sends a Gemini client the function call whose arguments are now complete.
@@ -524,46 +528,40 @@ impl Encoder {
         }
     }
 
-    fn responses_event(&mut self, kind: &str, mut data: Value, out: &mut Vec<u8>) {
-        if let Kind::Responses { sequence, .. } = &mut self.kind {
-            insert(&mut data, "type", json!(kind));
-            insert(&mut data, "sequence_number", json!(*sequence));
-            *sequence += 1;
-            write_sse(out, Some(kind), &data);
-        }
-    }
-
     /// Finishes a Responses client's item in progress: its `done` events, then it joins the output.
     fn responses_close(&mut self, out: &mut Vec<u8>) {
-        let Kind::Responses { current, output, .. } = &mut self.kind else { return };
+        let Kind::Responses { current, output, sequence } = &mut self.kind else { return };
         let Some(item) = current.take() else { return };
-        let output_index = output.len();
-        let id = item.id.as_str();
+        let output_index = Some(output.len());
+        let id = Some(item.id.as_str());
         match &item.part {
             OutPart::Text(text) => {
-                let done = json!({"item_id": id, "output_index": output_index, "content_index": 0, "text": text, "logprobs": []});
-                self.responses_event("response.output_text.done", done, out);
-                let part = json!({"type": "output_text", "text": text, "annotations": []});
-                let done = json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part});
-                self.responses_event("response.content_part.done", done, out);
+                let done = ResponsesEvent { content_index: Some(0), item_id: id, logprobs: Some([]), output_index, text: Some(text), ..Default::default() };
+                responses_event(sequence, "response.output_text.done", done, out);
+                let done = ResponsesEvent { content_index: Some(0), item_id: id, output_index, part: Some(OutputText::new(text)), ..Default::default() };
+                responses_event(sequence, "response.content_part.done", done, out);
             }
             OutPart::Tool { args, .. } => {
-                let done = json!({"item_id": id, "output_index": output_index, "arguments": args});
-                self.responses_event("response.function_call_arguments.done", done, out);
+                let done = ResponsesEvent { arguments: Some(args), item_id: id, output_index, ..Default::default() };
+                responses_event(sequence, "response.function_call_arguments.done", done, out);
             }
         }
-        let done = responses_item(&item.part, id);
-        self.responses_event("response.output_item.done", json!({"output_index": output_index, "item": done.clone()}), out);
-        if let Kind::Responses { output, .. } = &mut self.kind {
-            output.push(done);
-        }
+        let done = Item { part: &item.part, id: &item.id, done: true };
+        responses_event(sequence, "response.output_item.done", ResponsesEvent { item: Some(done), output_index, ..Default::default() }, out);
+        output.push((item.part, item.id));
     }
+}
+
+/// A Responses client's text delta.
+fn text_delta(sequence: &mut u64, id: &str, output_index: usize, text: &str, out: &mut Vec<u8>) {
+    let delta = ResponsesEvent { content_index: Some(0), delta: Some(text), item_id: Some(id), logprobs: Some([]), output_index: Some(output_index), ..Default::default() };
+    responses_event(sequence, "response.output_text.delta", delta, out);
 }
 
 #[inline(never)]
 fn close_block(open: Option<(usize, bool)>, out: &mut Vec<u8>) {
     if let Some((index, _)) = open {
-        write_sse(out, Some("content_block_stop"), &json!({"type": "content_block_stop", "index": index}));
+        anthropic_event(out, AnthropicEvent { index: Some(index), kind: "content_block_stop", ..Default::default() });
     }
 }
 
