@@ -384,14 +384,15 @@ impl Encoder {
                 self.gemini_chunk(vec![GeminiPart { function_call: None, text: Some(text) }], None, out);
             }
             Kind::Responses { current, output, sequence } => {
-                let output_index = output.len();
                 if let Some(Open { part: OutPart::Text(all), id, .. }) = current {
                     all.push_str(&text);
-                    text_delta(sequence, id, output_index, &text, out);
+                    text_delta(sequence, id, output.len(), &text, out);
                     return;
                 }
+                // The item in progress joins the output first: the new one comes after it.
                 self.responses_close(out);
-                let Kind::Responses { current, sequence, .. } = &mut self.kind else { return };
+                let Kind::Responses { current, sequence, output } = &mut self.kind else { return };
+                let output_index = output.len();
                 let id = responses_item_id(true, output_index);
                 let empty = OutPart::Text(String::new());
                 let item = Some(Item { part: &empty, id: &id, done: false });
@@ -424,10 +425,10 @@ impl Encoder {
                     *pending = Some(OutPart::Tool { id, name, args: String::new() });
                 }
             }
-            Kind::Responses { output, .. } => {
-                let output_index = output.len();
+            Kind::Responses { .. } => {
                 self.responses_close(out);
-                let Kind::Responses { current, sequence, .. } = &mut self.kind else { return };
+                let Kind::Responses { current, sequence, output } = &mut self.kind else { return };
+                let output_index = output.len();
                 let item_id = responses_item_id(false, output_index);
                 let part = OutPart::Tool { id, name, args: String::new() };
                 let item = Some(Item { part: &part, id: &item_id, done: false });

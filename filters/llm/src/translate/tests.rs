@@ -561,3 +561,23 @@ fn upstream_errors_keep_status_and_message_in_the_client_shape() {
     let v: Value = serde_json::from_slice(&error_body(ClientApi::Gemini, ClientApi::AnthropicMessages, 502, b"")).unwrap();
     assert_eq!(v["error"], json!({"type": "api_error", "message": "upstream error (HTTP 502)"}));
 }
+
+#[test]
+fn a_responses_clients_stream_numbers_each_item_after_the_one_before() {
+    // OpenAI upstream: text, then a tool call. The Responses client sees the message as
+    // output 0 and the function call as output 1 (ids `msg_0`-like and `fc_1`), in every event.
+    let body = upstream_stream(ClientApi::OpenaiChat);
+    let out = translate_stream(ClientApi::OpenaiChat, ClientApi::OpenaiResponses, &[body.as_bytes()], true);
+    let added: Vec<(u64, String)> = events(&out)
+        .into_iter()
+        .filter(|(name, _)| name.as_deref() == Some("response.output_item.added"))
+        .map(|(_, d)| (d["output_index"].as_u64().unwrap(), d["item"]["id"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert_eq!(added[0].0, 0);
+    assert_eq!(added[1].0, 1);
+    assert!(added[1].1.ends_with('1'), "{added:?}");
+    let completed = events(&out).into_iter().find(|(n, _)| n.as_deref() == Some("response.completed")).unwrap().1;
+    let ids: Vec<&str> = completed["response"]["output"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, added.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), "the final output names the same items");
+}
