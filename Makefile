@@ -9,7 +9,7 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke redis limits-service
+.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke redis limits-service
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams + Redis + tollgate-limits; hot reload of envoy/stack.yaml)"
@@ -22,11 +22,23 @@ help:
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
+# Binaryen's optimizer over rustc's output: -O3 (speed) also takes ~13% off every module,
+# which keeps the LLM module (translation included) under the 1 MB budget. Only the
+# features rustc's wasm32-wasip1 output uses are enabled.
+WASM_OPT_FLAGS = -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+	--enable-mutable-globals --enable-multivalue --enable-reference-types --strip-debug --strip-producers
+
+binaryen:
+	@command -v wasm-opt >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y binaryen || { $$SUDO apt-get update && $$SUDO apt-get install -y binaryen; }; \
+	}
+
 # tollgate-limits (services/limits) is a native gRPC service, not a wasm module.
-build: wasm-target
+build: wasm-target binaryen
 	$(CARGO) build --release --target $(WASM_TARGET) --workspace --exclude tollgate-limits
 	@mkdir -p dist
-	@for f in $(FILTERS); do cp target/$(WASM_TARGET)/release/tollgate_$$f.wasm dist/; done
+	@for f in $(FILTERS); do wasm-opt $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/tollgate_$$f.wasm -o dist/tollgate_$$f.wasm || exit 1; done
 	@ls -l dist/*.wasm
 
 # The virtualenv is rebuilt whenever the pinned requirements change.

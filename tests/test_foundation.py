@@ -85,3 +85,10 @@ def test_stack_is_composed_from_the_layer_configs():
     result = subprocess.run([sys.executable, str(harness.REPO / "envoy" / "compose_stack.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("layer", ["llm", "mcp", "a2a"])
+def test_module_is_within_the_size_budget(layer):
+    """Each module stays under 1 MB (the project's budget; make bench reports the sizes too)."""
+    size = (harness.REPO / "dist" / f"tollgate_{layer}.wasm").stat().st_size
+    assert size < 1_000_000, f"dist/tollgate_{layer}.wasm is {size} bytes"
