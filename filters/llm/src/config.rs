@@ -101,6 +101,9 @@ pub struct Config {
     /// Fallback between the deployments of virtual models.
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// The exact-match response cache (`cache.rs`); absent: no cache.
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheConfig>,
     /// Model names `GET /v1/models` lists besides the exact names and aliases of `models`
     /// (which it always lists): names a glob route serves (`gpt-4o-mini` for `gpt-4o*`).
     /// Each must be routed by `models` (see `endpoints.rs`).
@@ -140,6 +143,7 @@ impl Default for Config {
             store: None,
             unpriced: None,
             fallback: FallbackConfig::default(),
+            cache: None,
             listed_models: Vec::new(),
         }
     }
@@ -389,6 +393,7 @@ pub struct State {
     /// Request headers that may carry a client credential: all removed before forwarding.
     pub client_credential_headers: Vec<String>,
     pub fallback: Fallback,
+    pub cache: Option<crate::cache::CacheConfig>,
     /// Which part this plugin plays (from its `root_id`).
     pub role: Role,
     /// The model names `GET /v1/models` may list, in order (`endpoints.rs`).
@@ -601,6 +606,9 @@ impl Validate for Config {
             }
         }
         self.validate_fallback()?;
+        if let Some(cache) = &self.cache {
+            cache.validate("cache")?;
+        }
         if self.unpriced.is_none() {
             self.check_unpriced()?;
         }
@@ -917,6 +925,7 @@ impl Config {
             deny_unpriced: self.unpriced == Some(Unpriced::Deny),
             client_credential_headers,
             fallback,
+            cache: self.cache,
             role: Role::Gateway,
             listed_models,
         })

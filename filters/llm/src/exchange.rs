@@ -22,6 +22,7 @@
 use crate::api::{self, ClientApi, Endpoint, Operation, RefusalKind};
 use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
+use crate::cache;
 use crate::deployments;
 use crate::endpoints;
 use crate::fleet;
@@ -67,6 +68,12 @@ pub struct Exchange {
     plan_token: Option<u64>,
     /// The request path as forwarded (a Gemini key taken out of the query).
     client_path: String,
+    /// What the client said about caching (read with the request headers).
+    cache_wish: cache::ClientWish,
+    /// A cache miss to fill: the entry's key and the answer so far (dropped when too large).
+    cache_fill: Option<([u8; 32], Vec<u8>)>,
+    /// The provider's content type (for a cache entry).
+    response_content_type: Option<String>,
     /// The error shape of a path no client API knows (`endpoints.rs`).
     shape: Option<ClientApi>,
 }
@@ -109,6 +116,9 @@ impl Exchange {
             awaiting: None,
             plan_token: None,
             client_path: String::new(),
+            cache_wish: cache::ClientWish::default(),
+            cache_fill: None,
+            response_content_type: None,
             shape: None,
         }
     }
@@ -331,6 +341,7 @@ impl Exchange {
         }
         let accounting = record::accounting(&self.facts, self.tracker.as_ref(), &self.state);
         self.reconcile(host, accounting);
+        self.fill_cache(host, accounting);
         self.write_record(host, true, accounting);
     }
 
@@ -465,6 +476,71 @@ impl Exchange {
         Step::Pause
     }
 
+    /// The response cache (`cache.rs`): answers a hit here (nothing reserved, nothing
+    /// forwarded: it costs 0 against every limit) and returns true; on a miss of an eligible
+    /// request, arranges for the answer to be stored.
+    fn answer_from_cache(&mut self, host: &dyn Host, endpoint: &api::Endpoint, body: &[u8], routed_model: Option<&str>) -> bool {
+        let state = self.state.clone();
+        let Some(config) = &state.cache else { return false };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+        let (read, write) = cache::usable(config, self.cache_wish, &value);
+        if !read && !write {
+            return false;
+        }
+        let scope = match config.scope {
+            cache::CacheScope::Key => limits::scope_segment(limits::Scope::Key, self.facts.identity.as_ref()),
+            cache::CacheScope::Team => limits::scope_segment(limits::Scope::Team, self.facts.identity.as_ref()),
+            cache::CacheScope::Global => String::new(),
+        };
+        // Gemini names the model in the path, which the body does not hold.
+        let model = routed_model.or(endpoint.gemini.as_ref().map(|g| g.model.as_str())).unwrap_or_default();
+        let stream = value.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false) || decide::gemini_stream(endpoint);
+        let key = cache::key(&scope, endpoint.api.name(), model, stream, &value);
+        let now_ms = host.now_millis();
+        if read {
+            if let Some(entry) = cache::get(host, config, &key, now_ms) {
+                let headers = [("content-type", entry.content_type.as_str()), (cache::CACHE_HEADER, "hit")];
+                if let Err(e) = host.send_local_reply(200, &headers, &entry.body) {
+                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot answer from the cache: {e}"));
+                }
+                self.facts.phase = Phase::Answered;
+                self.facts.cache = Some("hit");
+                self.facts.cache_saved_micro_usd = Some(entry.cost_micro_usd);
+                self.facts.response_status = Some(200);
+                self.facts.response_bytes = entry.body.len() as u64;
+                self.facts.response_complete = true;
+                self.finish(host);
+                return true;
+            }
+        }
+        self.facts.cache = Some(if read { "miss" } else { "bypass" });
+        if write {
+            self.cache_fill = Some((key, Vec::new()));
+        }
+        false
+    }
+
+    /// A complete 2xx answer of a cache miss is stored (errors and broken streams never).
+    fn fill_cache(&mut self, host: &dyn Host, accounting: Accounting) {
+        let Some((key, body)) = self.cache_fill.take() else { return };
+        let state = self.state.clone();
+        let Some(config) = &state.cache else { return };
+        let ok = self.facts.response_complete && self.facts.response_status.is_some_and(|s| (200..300).contains(&s));
+        if !ok || accounting.estimated || self.encoded_response {
+            return;
+        }
+        let content_type = self.response_content_type.clone().unwrap_or_else(|| "application/json".into());
+        let entry = cache::Entry {
+            content_type,
+            body,
+            cost_micro_usd: accounting.cost_micro_usd.unwrap_or(0),
+            tokens: accounting.tokens.total(),
+        };
+        if let Err(e) = cache::put(host, config, &key, &entry, host.now_millis()) {
+            host.log(LogLevel::Warn, &format!("tollgate-llm: cannot store a cache entry: {e}"));
+        }
+    }
+
     /// Token counts recorded so far (for tests).
     #[cfg(test)]
     fn tokens(&self) -> Option<crate::usage::Tokens> {
@@ -486,6 +562,13 @@ impl HttpExchange for Exchange {
 
         let path = host.request_header(":path").unwrap_or_default();
         self.client_path = path.clone();
+        if state.cache.is_some() {
+            self.cache_wish = cache::ClientWish::read(
+                host.request_header("cache-control").as_deref(),
+                host.request_header(cache::CACHE_HEADER).as_deref(),
+            );
+            host.try_set_header(HeaderMap::Request, cache::CACHE_HEADER, None);
+        }
         let method = host.request_header(":method").unwrap_or_default();
         let decision = decide::request_path(&path, &method);
         if decision.endpoint.is_none() {
@@ -542,6 +625,16 @@ impl HttpExchange for Exchange {
         let state = self.state.clone();
         let allowed = self.facts.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
         let decision = decide::request_body(&state, &endpoint, &body, allowed);
+        if state.cache.is_some() && decision.verdict.is_ok() && endpoint.operation == api::Operation::Generate {
+            let routed = decision.request.as_ref().and_then(|r| r.route.as_ref()).map(|r| r.upstream_model.clone());
+            if self.answer_from_cache(host, &endpoint, &body, routed.as_deref()) {
+                if let Some(request) = decision.request {
+                    self.facts.stream = request.stream;
+                    self.facts.model = Some(request.model);
+                }
+                return Step::Pause;
+            }
+        }
         self.apply_body(host, body_size, decision)
     }
 
@@ -561,6 +654,10 @@ impl HttpExchange for Exchange {
             if status < 400 && endpoint.operation.accounted() {
                 let content_type = host.response_header("content-type");
                 let framing = Framing::detect(content_type.as_deref(), decide::gemini_stream(endpoint));
+                self.response_content_type = content_type.clone();
+                if let Some(outcome) = self.facts.cache {
+                    host.try_set_header(HeaderMap::Response, cache::CACHE_HEADER, Some(outcome));
+                }
                 self.encoded_response =
                     !tollgate_core::text::is_identity_encoding(host.response_header("content-encoding").as_deref());
                 self.tracker = Some(UsageTracker::new(endpoint.api, framing, self.state.max_event_bytes));
@@ -587,6 +684,15 @@ impl HttpExchange for Exchange {
         if body_size > 0 {
             let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
             self.facts.response_bytes += chunk.len() as u64;
+            let max_entry = self.state.cache.as_ref().map(|c| c.max_entry_bytes).unwrap_or(0);
+            if let Some((_, copy)) = &mut self.cache_fill {
+                // A copy for the cache, never holding the answer back; too large: not stored.
+                if copy.len() + chunk.len() <= max_entry {
+                    copy.extend_from_slice(&chunk);
+                } else {
+                    self.cache_fill = None;
+                }
+            }
             if let Some(tracker) = &mut self.tracker {
                 // A compressed body is passed on but not parsed (counted as an estimate).
                 let first = !self.encoded_response && tracker.feed(&chunk);

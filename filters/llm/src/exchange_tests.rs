@@ -888,3 +888,86 @@ fn a_gemini_batch_through_an_alias_names_the_upstream_model_everywhere() {
     assert_eq!(sent, br#"{"requests":[{"model":"models/gemini-2.0-flash","content":{"parts":[{"text":"a"}]}}]}"#);
     assert_eq!(header(&host, "content-length"), Some(sent.len().to_string()));
 }
+
+fn cached_state() -> Rc<State> {
+    let cfg = json!({
+        "identity": {"api_keys": {"keys": [
+            {"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"},
+            {"sha256": sha256_hex(b"tg-bob"), "name": "bob-key", "principal": "bob", "team": "research"}
+        ]}},
+        "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
+        "models": [{"model": "gpt-*", "provider": "prov-a"}],
+        "prices": [{"model": "gpt-*", "input": 2.5, "output": 10}],
+        "limits": [{"id": "one-request", "scope": "team", "requests_per_window": 1, "window_secs": 60}],
+        "cache": {"ttl_secs": 60}
+    });
+    Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap())
+}
+
+/// One chat request through a gateway sharing `shared` (the cache lives in shared data).
+fn cached_chat(shared: &MemoryHost, key: &str, body: &[u8], extra: &[(&str, &str)]) -> (MemoryHost, Value) {
+    cached_chat_answered(shared, key, body, extra, "200")
+}
+
+fn cached_chat_answered(shared: &MemoryHost, key: &str, body: &[u8], extra: &[(&str, &str)], status: &str) -> (MemoryHost, Value) {
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    let host = request("/v1/chat/completions", &headers);
+    *host.shared.borrow_mut() = shared.shared.borrow().clone();
+    let mut ex = Exchange::new(cached_state(), Rc::new(Metrics::new()));
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    let step = send_body(&mut ex, &host, body);
+    if step == Step::Continue {
+        let answer = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
+        respond(&mut ex, &host, status, "application/json", &[answer]);
+    }
+    *shared.shared.borrow_mut() = host.shared.borrow().clone();
+    let record = audit(&host);
+    (host, record)
+}
+
+#[test]
+fn a_deterministic_request_is_answered_from_the_cache_the_second_time_for_its_team_only() {
+    let shared = MemoryHost::new();
+    let body = br#"{"model":"gpt-4o","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (first, rec) = cached_chat(&shared, "tg-alice", body, &[]);
+    assert!(first.local_reply.borrow().is_none(), "the first request goes to the provider");
+    assert_eq!(rec["cache"], "miss");
+    assert_eq!(first.response_header("x-tollgate-cache").as_deref(), Some("miss"));
+    let cost = rec["cost_micro_usd"].as_u64().unwrap();
+
+    // Same request, members reordered: a hit, even though the team's one request per window
+    // is used up (a hit costs nothing against limits).
+    let reordered = br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0,"model":"gpt-4o"}"#;
+    let (second, rec) = cached_chat(&shared, "tg-alice", reordered, &[]);
+    let (status, headers, answer) = second.local_reply.borrow().clone().expect("answered from the cache");
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(k, v)| k == "x-tollgate-cache" && v == "hit"), "{headers:?}");
+    assert!(String::from_utf8_lossy(&answer).contains(r#""content":"hi""#));
+    assert_eq!((rec["cache"].as_str(), rec["cache_saved_micro_usd"].as_u64()), (Some("hit"), Some(cost)));
+    assert_eq!(rec["tokens"]["total"], 0);
+    assert_eq!(rec["status"], 200);
+
+    // Another team misses (and its one request is taken by the provider call).
+    let (third, rec) = cached_chat(&shared, "tg-bob", body, &[]);
+    assert!(third.local_reply.borrow().is_none());
+    assert_eq!(rec["cache"], "miss");
+
+    // no-cache: not read; no-store: not even looked at.
+    let (fourth, rec) = cached_chat(&shared, "tg-alice", body, &[("cache-control", "no-store")]);
+    assert!(fourth.local_reply.borrow().as_ref().is_some_and(|r| r.0 == 429), "no cache, so the limit applies");
+    assert!(rec.get("cache").is_none());
+}
+
+#[test]
+fn a_non_deterministic_request_or_an_error_is_never_cached() {
+    let shared = MemoryHost::new();
+    let warm = br#"{"model":"gpt-4o","temperature":0.7,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, rec) = cached_chat(&shared, "tg-alice", warm, &[]);
+    assert!(rec.get("cache").is_none());
+    let cold = br#"{"model":"gpt-4o","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, rec) = cached_chat_answered(&shared, "tg-bob", cold, &[], "500");
+    assert_eq!(rec["cache"], "miss");
+    assert!(shared.shared.borrow().keys().all(|k| !k.starts_with("tollgate.llm.cache.")), "nothing stored");
+}

@@ -144,6 +144,10 @@ pub struct LlmDetail<'a> {
     /// A virtual model: every attempt, in order (deployment, status, duration, error).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub attempts: &'a [crate::deployments::Attempt],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_saved_micro_usd: Option<u64>,
 }
 
 /// Why the filter answered a request itself.
@@ -218,6 +222,11 @@ pub struct ExchangeFacts {
     pub deployment: Option<String>,
     /// Every attempt Envoy made (virtual models; from the attempt role).
     pub attempts: Vec<crate::deployments::Attempt>,
+    /// The response cache's part: `hit` (answered from it), `miss` (looked up, not found),
+    /// `bypass` (eligible for storing only); absent: not eligible.
+    pub cache: Option<&'static str>,
+    /// A hit: what the cached answer cost when it was first asked.
+    pub cache_saved_micro_usd: Option<u64>,
 }
 
 impl ExchangeFacts {
@@ -367,6 +376,8 @@ pub fn build<'a>(
         limits_degraded: facts.limits_degraded,
         deployment: facts.deployment.as_deref(),
         attempts: &facts.attempts,
+        cache: facts.cache,
+        cache_saved_micro_usd: facts.cache_saved_micro_usd,
     };
     let mut rec = Record::of_request(Layer::Llm, facts.started_nanos / 1_000_000, facts.envelope(), detail);
     rec.decision = outcome.decision;
