@@ -15,6 +15,7 @@ pub mod deployments;
 pub mod endpoints;
 pub mod exchange;
 pub mod fleet;
+pub mod guard;
 pub mod limits;
 pub mod record;
 pub mod routing;
