@@ -130,16 +130,18 @@ impl AttemptExchange {
             Some(_) if self.replied => Some("refused_by_gateway"),
             Some(s) if s >= 400 => Some("status"),
             Some(_) => None,
-        };
+        }
+        .map(str::to_string);
+        let failed = error.is_some();
         let attempt = Attempt { deployment: d.name.clone(), status, duration_ms: self.elapsed_ms(host), error, cooldown_ms, tokens: None };
         let label = d.name.clone();
-        attempt_log::push(plan.token, attempt);
+        attempt_log::push(host, plan.token, attempt);
         let outcome = match status {
             None => "no_response".to_string(),
             Some(s) => s.to_string(),
         };
         self.metrics.inc(host, ATTEMPTS, &[("deployment", &label), ("status", &outcome)]);
-        if error.is_some() {
+        if failed {
             self.metrics.inc(host, FAILURES, &[("deployment", &label)]);
         }
         if cooldown_ms.is_some() {
@@ -172,7 +174,7 @@ impl AttemptExchange {
         if end_of_stream {
             let report = tracker.report(0, self.state.estimate_bytes_per_token);
             if let (false, Some(plan)) = (report.estimated, &self.plan) {
-                attempt_log::set_tokens(plan.token, report.tokens);
+                attempt_log::set_tokens(host, plan.token, report.tokens);
             }
         }
     }

@@ -155,7 +155,7 @@ fn a_429_cools_the_deployment_down_and_the_next_plan_puts_it_last() {
     let now_ms = host.now_millis();
     assert_eq!(deployments::cooling_until(&host, "an/claude-x"), now_ms + 7000);
     let plan = deployments::parse_plan(&host.request_header("x-tollgate-plan").unwrap()).unwrap();
-    assert_eq!(deployments::attempt_log::take(plan.token).first().map(|a| (a.status, a.cooldown_ms)), Some((Some(429), Some(7000))));
+    assert_eq!(deployments::attempt_log::take(&host, plan.token).first().map(|a| (a.status, a.cooldown_ms)), Some((Some(429), Some(7000))));
 
     // The next request (same shared data): the OpenAI deployment first.
     let next = MemoryHost::with_request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions"), ("authorization", "Bearer tg-alice")]);

@@ -23,7 +23,6 @@
 
 use crate::api::ClientApi;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use tollgate_core::host::{Host, HostResult};
 
 /// Request header with the provider hosts (`ip:port,...`) Envoy's `override_host` policy
@@ -282,72 +281,82 @@ pub fn cool_down(host: &dyn Host, deployment: &str, until_ms: u64) -> HostResult
 }
 
 /// One attempt as the audit record lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attempt {
     pub deployment: String,
     /// The response status; absent when none came (connect failure, reset, timeout).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub duration_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The cooldown this attempt started, in ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_ms: Option<u64>,
     /// The usage its provider reported, in the provider's own API (set when the answer was
     /// translated: the client-API answer may lack a field, e.g. reasoning for Anthropic).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<crate::record::TokenCounts>,
 }
 
-/// The attempts of the requests in flight on this worker, by request id: written by the
-/// attempt role, taken by the gateway role when it writes the record. Both roles run in
-/// the same VM (the same `vm_config` in both filters), and every attempt of a request runs
-/// on the worker of its downstream request. Bounded: the oldest request is dropped first.
+/// The attempts of the requests in flight, by plan token: written by the attempt role,
+/// read by the gateway role when it writes the record. In shared data, so the two roles may
+/// run in different VMs (Envoy keys shared data by `vm_id`: both filters name the same one)
+/// and on any worker. Bounded: `SLOTS` entries, a request's slot chosen by its token; a slot
+/// reused by a later request simply no longer matches the earlier token (64 random bits).
 pub mod attempt_log {
     use super::*;
 
-    const MAX_REQUESTS: usize = 512;
+    const SLOTS: u64 = 1024;
     const MAX_ATTEMPTS: usize = 16;
 
-    thread_local! {
-        static LOG: RefCell<VecDeque<(u64, Vec<Attempt>)>> = const { RefCell::new(VecDeque::new()) };
+    fn slot(token: u64) -> String {
+        format!("tollgate.llm.attempts.{}", token % SLOTS)
     }
 
-    pub fn push(token: u64, attempt: Attempt) {
-        LOG.with(|log| {
-            let mut log = log.borrow_mut();
-            if let Some((_, attempts)) = log.iter_mut().find(|(id, _)| *id == token) {
-                if attempts.len() < MAX_ATTEMPTS {
-                    attempts.push(attempt);
-                }
+    /// The attempts stored for `token`, and the slot's CAS.
+    fn read(host: &dyn Host, token: u64) -> (Vec<Attempt>, Option<u32>) {
+        let Ok((bytes, cas)) = host.shared_data(&slot(token)) else { return (Vec::new(), None) };
+        let attempts = bytes
+            .as_deref()
+            .and_then(|b| b.split_at_checked(8))
+            .filter(|(t, _)| <[u8; 8]>::try_from(*t).ok().map(u64::from_be_bytes) == Some(token))
+            .and_then(|(_, json)| serde_json::from_slice(json).ok())
+            .unwrap_or_default();
+        (attempts, cas)
+    }
+
+    fn update(host: &dyn Host, token: u64, change: impl Fn(&mut Vec<Attempt>)) {
+        for _ in 0..4 {
+            let (mut attempts, cas) = read(host, token);
+            change(&mut attempts);
+            let mut value = token.to_be_bytes().to_vec();
+            value.extend(serde_json::to_vec(&attempts).unwrap_or_default());
+            if host.set_shared_data(&slot(token), &value, cas).is_ok() {
                 return;
             }
-            if log.len() >= MAX_REQUESTS {
-                log.pop_front();
+        }
+    }
+
+    pub fn push(host: &dyn Host, token: u64, attempt: Attempt) {
+        update(host, token, |attempts| {
+            if attempts.len() < MAX_ATTEMPTS {
+                attempts.push(attempt.clone());
             }
-            log.push_back((token, vec![attempt]));
         });
     }
 
     /// Sets the provider-reported tokens of the request's latest attempt.
-    pub fn set_tokens(token: u64, tokens: crate::usage::Tokens) {
-        LOG.with(|log| {
-            let mut log = log.borrow_mut();
-            if let Some(last) = log.iter_mut().find(|(id, _)| *id == token).and_then(|(_, a)| a.last_mut()) {
+    pub fn set_tokens(host: &dyn Host, token: u64, tokens: crate::usage::Tokens) {
+        update(host, token, |attempts| {
+            if let Some(last) = attempts.last_mut() {
                 last.tokens = Some(tokens.into());
             }
         });
     }
 
-    pub fn take(token: u64) -> Vec<Attempt> {
-        LOG.with(|log| {
-            let mut log = log.borrow_mut();
-            match log.iter().position(|(id, _)| *id == token) {
-                Some(i) => log.remove(i).map(|(_, a)| a).unwrap_or_default(),
-                None => Vec::new(),
-            }
-        })
+    pub fn take(host: &dyn Host, token: u64) -> Vec<Attempt> {
+        read(host, token).0
     }
 }
 
@@ -471,12 +480,19 @@ mod tests {
 
     #[test]
     fn attempt_log_keeps_attempts_per_request_and_forgets_them_when_taken() {
+        let host = tollgate_core::host::MemoryHost::new();
         let a = |n: &str| Attempt { deployment: n.into(), status: Some(429), duration_ms: 1, error: None, cooldown_ms: None, tokens: None };
-        attempt_log::push(1, a("x"));
-        attempt_log::push(2, a("y"));
-        attempt_log::push(1, a("z"));
-        assert_eq!(attempt_log::take(1).iter().map(|a| a.deployment.as_str()).collect::<Vec<_>>(), ["x", "z"]);
-        assert!(attempt_log::take(1).is_empty());
-        assert_eq!(attempt_log::take(2).len(), 1);
+        attempt_log::push(&host, 1, a("x"));
+        attempt_log::push(&host, 2, a("y"));
+        attempt_log::push(&host, 1, a("z"));
+        attempt_log::set_tokens(&host, 1, crate::usage::Tokens { input: 3, output: 4, ..Default::default() });
+        let one = attempt_log::take(&host, 1);
+        assert_eq!(one.iter().map(|a| a.deployment.as_str()).collect::<Vec<_>>(), ["x", "z"]);
+        assert_eq!(one.last().and_then(|a| a.tokens).map(|t| t.total), Some(7));
+        assert_eq!(attempt_log::take(&host, 2).len(), 1);
+        // A later request in the same slot replaces the earlier one's entry.
+        attempt_log::push(&host, 1 + 1024, a("w"));
+        assert!(attempt_log::take(&host, 1).is_empty());
+        assert_eq!(attempt_log::take(&host, 1 + 1024).len(), 1);
     }
 }

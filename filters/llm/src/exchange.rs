@@ -337,7 +337,7 @@ impl Exchange {
         }
         self.finished = true;
         if let Some(token) = self.plan_token {
-            self.facts.attempts = deployments::attempt_log::take(token);
+            self.facts.attempts = deployments::attempt_log::take(host, token);
         }
         let accounting = record::accounting(&self.facts, self.tracker.as_ref(), &self.state);
         self.reconcile(host, accounting);

@@ -53,7 +53,7 @@ pub const LIMIT_REFUSALS: &str = "tollgate.llm.limit_refusals";
 pub const LIMIT_OVERSHOOTS: &str = "tollgate.llm.limit_overshoots";
 
 /// Token counts as recorded: the normalized counts plus their total.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
 pub struct TokenCounts {
     pub input: u64,
     pub output: u64,
