@@ -34,11 +34,16 @@ binaryen:
 	  $$SUDO apt-get install -y binaryen || { $$SUDO apt-get update && $$SUDO apt-get install -y binaryen; }; \
 	}
 
-# tollgate-limits (services/limits) is a native gRPC service, not a wasm module.
+# tollgate-limits (services/limits) is a native gRPC service, not a wasm module. The LLM
+# module is built twice (filters/llm/Cargo.toml features): the gateway alone, and the attempt
+# role alone in its own target directory (so neither build undoes the other).
 build: wasm-target binaryen
-	$(CARGO) build --release --target $(WASM_TARGET) --workspace --exclude tollgate-limits
+	$(CARGO) build --release --target $(WASM_TARGET) --workspace --exclude tollgate-limits --exclude tollgate-llm
+	$(CARGO) build --release --target $(WASM_TARGET) -p tollgate-llm --no-default-features --features gateway
+	$(CARGO) build --release --target $(WASM_TARGET) -p tollgate-llm --no-default-features --features attempt --target-dir target/attempt
 	@mkdir -p dist
 	@for f in $(FILTERS); do wasm-opt $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/tollgate_$$f.wasm -o dist/tollgate_$$f.wasm || exit 1; done
+	wasm-opt $(WASM_OPT_FLAGS) target/attempt/$(WASM_TARGET)/release/tollgate_llm.wasm -o dist/tollgate_llm_attempt.wasm
 	@ls -l dist/*.wasm
 
 # The virtualenv is rebuilt whenever the pinned requirements change.

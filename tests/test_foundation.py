@@ -87,8 +87,22 @@ def test_stack_is_composed_from_the_layer_configs():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("layer", ["llm", "mcp", "a2a"])
+@pytest.mark.parametrize("layer", ["llm", "llm_attempt", "mcp", "a2a"])
 def test_module_is_within_the_size_budget(layer):
     """Each module stays under 1 MB (the project's budget; make bench reports the sizes too)."""
     size = (harness.REPO / "dist" / f"tollgate_{layer}.wasm").stat().st_size
     assert size < 1_000_000, f"dist/tollgate_{layer}.wasm is {size} bytes"
+
+
+@pytest.mark.parametrize("module, root_id, message", [
+    ("dist/tollgate_llm.wasm", "tollgate.llm.attempt", "is the attempt role, which this module does not have"),
+    ("dist/tollgate_llm_attempt.wasm", "tollgate.llm", "is the gateway, which this module (the attempt role) does not have"),
+])
+def test_an_llm_module_given_the_other_role_is_refused_at_load(workdir, module, root_id, message):
+    """The gateway and attempt-role modules are built apart: each refuses the other's part by name."""
+    cfg = harness.load_envoy_config("llm.yaml")
+    (wasm,) = harness.wasm_filters(cfg)
+    wasm["root_id"] = root_id
+    wasm["vm_config"]["code"]["local"]["filename"] = module
+    log = harness.run_envoy_expect_failure(cfg, workdir)
+    assert message in log, log[-3000:]

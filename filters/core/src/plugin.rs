@@ -135,7 +135,7 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
 }
 
 /// Fails closed when there is no valid configuration.
-struct Unconfigured;
+pub struct Unconfigured;
 
 impl HttpExchange for Unconfigured {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Step {

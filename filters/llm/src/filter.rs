@@ -1,8 +1,10 @@
 //! proxy-wasm glue for the LLM filter: the plugin's types; the callbacks are mapped to
 //! [`Exchange`] by the shared glue in `tollgate_core::plugin`.
 
+#[cfg(feature = "attempt")]
 use crate::attempt::AttemptExchange;
 use crate::config::{Config, Role, State};
+#[cfg(feature = "gateway")]
 use crate::exchange::Exchange;
 use tollgate_core::host::Host;
 use tollgate_core::stream::{GrpcAnswer, HttpExchange, Step};
@@ -28,12 +30,27 @@ impl Plugin for LLMPlugin {
         if root_id.ends_with(".attempt") {
             state.role = Role::Attempt;
         }
+        if !cfg!(feature = "attempt") && state.role == Role::Attempt {
+            return Err(ConfigError(format!(
+                "root_id `{root_id}` is the attempt role, which this module does not have: load dist/tollgate_llm_attempt.wasm there"
+            )));
+        }
+        if !cfg!(feature = "gateway") && state.role == Role::Gateway {
+            return Err(ConfigError(format!(
+                "root_id `{root_id}` is the gateway, which this module (the attempt role) does not have: load dist/tollgate_llm.wasm, or end the root_id in `.attempt`"
+            )));
+        }
         Ok(state)
     }
     fn new_exchange(state: Rc<State>, metrics: Rc<Metrics>) -> LlmExchange {
         match state.role {
+            #[cfg(feature = "gateway")]
             Role::Gateway => LlmExchange::Gateway(Exchange::new(state, metrics)),
+            #[cfg(feature = "attempt")]
             Role::Attempt => LlmExchange::Attempt(AttemptExchange::new(state, metrics)),
+            // Refused at load (`build_for_root`): never reached.
+            #[allow(unreachable_patterns)]
+            _ => LlmExchange::Missing(tollgate_core::plugin::Unconfigured),
         }
     }
     fn uses_fleet_store(state: &State) -> bool {
@@ -45,15 +62,22 @@ impl Plugin for LLMPlugin {
 /// only add an allocation per stream.)
 #[allow(clippy::large_enum_variant)]
 pub enum LlmExchange {
+    #[cfg(feature = "gateway")]
     Gateway(Exchange),
+    #[cfg(feature = "attempt")]
     Attempt(AttemptExchange),
+    /// A role this build lacks (refused at load, so never created): fails closed.
+    Missing(tollgate_core::plugin::Unconfigured),
 }
 
 impl LlmExchange {
     fn inner(&mut self) -> &mut dyn HttpExchange {
         match self {
+            #[cfg(feature = "gateway")]
             LlmExchange::Gateway(e) => e,
+            #[cfg(feature = "attempt")]
             LlmExchange::Attempt(e) => e,
+            LlmExchange::Missing(e) => e,
         }
     }
 }
