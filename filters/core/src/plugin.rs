@@ -187,6 +187,20 @@ impl<E: HttpExchange> Context for HttpFilter<E> {
         };
         with_host(|host| self.0.grpc_response(host, token_id, answer));
     }
+
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        // No headers at all: the call failed (timeout, reset, no such cluster).
+        let status = proxy_wasm::hostcalls::get_map_value(proxy_wasm::types::MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        let body = proxy_wasm::hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let answer = match status {
+            Some(status) if num_headers > 0 => Ok((status, body.as_slice())),
+            _ => Err(()),
+        };
+        with_host(|host| self.0.http_call_response(host, token_id, answer));
+    }
 }
 
 impl<E: HttpExchange> HttpContext for HttpFilter<E> {

@@ -14,6 +14,9 @@ use crate::host::Host;
 /// (and message) of a failure, timeouts and unreachable clusters included.
 pub type GrpcAnswer<'a> = Result<&'a [u8], GrpcFailure>;
 
+/// The answer to an HTTP call: its status and body; `Err(())`: none came.
+pub type HttpAnswer<'a> = Result<(u16, &'a [u8]), ()>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcFailure {
     /// The gRPC status code (4: deadline exceeded, 14: unavailable, ...).
@@ -56,6 +59,9 @@ pub trait HttpExchange {
     /// paused to wait for it goes on only when the exchange calls `Host::resume` (or ends
     /// with a local reply).
     fn on_grpc_response(&mut self, _host: &dyn Host, _token: u32, _answer: GrpcAnswer<'_>) {}
+    /// The answer to an HTTP call the exchange made (`Err`: no answer: timeout, reset,
+    /// unknown cluster).
+    fn on_http_call_response(&mut self, _host: &dyn Host, _token: u32, _answer: HttpAnswer<'_>) {}
 }
 
 impl<E: HttpExchange + ?Sized> HttpExchange for &mut E {
@@ -79,6 +85,9 @@ impl<E: HttpExchange + ?Sized> HttpExchange for &mut E {
     }
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
         (**self).on_grpc_response(host, token, answer)
+    }
+    fn on_http_call_response(&mut self, host: &dyn Host, token: u32, answer: HttpAnswer<'_>) {
+        (**self).on_http_call_response(host, token, answer)
     }
 }
 
@@ -159,6 +168,9 @@ impl<E: HttpExchange> Stream<E> {
     }
     pub fn grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
         self.exchange.on_grpc_response(host, token, answer)
+    }
+    pub fn http_call_response(&mut self, host: &dyn Host, token: u32, answer: HttpAnswer<'_>) {
+        self.exchange.on_http_call_response(host, token, answer)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::config::{Config, Role, State};
 #[cfg(feature = "gateway")]
 use crate::exchange::Exchange;
 use tollgate_core::host::Host;
-use tollgate_core::stream::{GrpcAnswer, HttpExchange, Step};
+use tollgate_core::stream::{GrpcAnswer, HttpAnswer, HttpExchange, Step};
 use std::rc::Rc;
 use tollgate_core::config::ConfigError;
 use tollgate_core::observe::metrics::Metrics;
@@ -103,5 +103,8 @@ impl HttpExchange for LlmExchange {
     }
     fn on_grpc_response(&mut self, host: &dyn Host, token: u32, answer: GrpcAnswer<'_>) {
         self.inner().on_grpc_response(host, token, answer)
+    }
+    fn on_http_call_response(&mut self, host: &dyn Host, token: u32, answer: HttpAnswer<'_>) {
+        self.inner().on_http_call_response(host, token, answer)
     }
 }

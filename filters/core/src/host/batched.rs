@@ -19,7 +19,7 @@
 //! the host lists as empty (absent in this phase) is not cached: calls on it go straight to
 //! the host, which answers them as it did before.
 
-use crate::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostResult, LogLevel, MetricKind};
+use crate::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostResult, HttpCall, LogLevel, MetricKind};
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
@@ -360,6 +360,9 @@ impl Host for CallbackHost<'_> {
     }
     fn log(&self, level: LogLevel, message: &str) {
         self.host.log(level, message)
+    }
+    fn dispatch_http(&self, call: &HttpCall<'_>) -> HostResult<u32> {
+        self.host.dispatch_http(call)
     }
     fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
         self.host.dispatch_grpc(call)

@@ -40,6 +40,8 @@ pub struct MemoryHost {
     pub resumed: RefCell<Vec<Direction>>,
     /// When set, `dispatch_grpc` fails (the cluster is unknown or the host refuses).
     pub grpc_refused: std::cell::Cell<bool>,
+    /// HTTP calls made: (cluster, headers, body).
+    pub http_calls: RefCell<Vec<(String, Vec<(String, String)>, Vec<u8>)>>,
 }
 
 impl MemoryHost {
@@ -237,6 +239,16 @@ impl Host for MemoryHost {
             body.to_vec(),
         ));
         Ok(())
+    }
+    fn dispatch_http(&self, call: &HttpCall<'_>) -> HostResult<u32> {
+        self.note("dispatch_http", call.cluster);
+        if self.grpc_refused.get() {
+            return Err(HostError::BadArgument);
+        }
+        let mut calls = self.http_calls.borrow_mut();
+        let headers = call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        calls.push((call.cluster.to_string(), headers, call.body.to_vec()));
+        Ok(u32::try_from(calls.len()).unwrap_or(u32::MAX).saturating_add(1000))
     }
     fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
         self.note("dispatch_grpc", call.cluster);

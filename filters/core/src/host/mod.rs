@@ -78,6 +78,18 @@ pub struct GrpcCall<'a> {
     pub timeout_ms: u64,
 }
 
+/// An HTTP call to an Envoy cluster (an external guardrail, a moderation service). Its
+/// answer comes back later to the stream that made it:
+/// [`crate::stream::HttpExchange::on_http_call_response`].
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub cluster: &'a str,
+    /// Request headers, the pseudo-headers `:method`, `:path` and `:authority` included.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    pub timeout_ms: u64,
+}
+
 /// The host as filters see it. All methods take `&self`: the proxy-wasm host is global state.
 pub trait Host {
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>>;
@@ -118,6 +130,8 @@ pub trait Host {
     fn log(&self, level: LogLevel, message: &str);
     /// Starts a gRPC call; the token identifies its answer.
     fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32>;
+    /// Starts an HTTP call; the token identifies its answer.
+    fn dispatch_http(&self, call: &HttpCall<'_>) -> HostResult<u32>;
     /// Lets a paused direction of the stream go on (after an asynchronous decision).
     fn resume(&self, direction: Direction) -> HostResult<()>;
 }

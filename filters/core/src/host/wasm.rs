@@ -5,7 +5,7 @@
 //! [`HostError`] instead, so a filter can always answer.
 #![allow(unsafe_code, clashing_extern_declarations)]
 
-use crate::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostError, HostResult, LogLevel, MetricKind};
+use crate::host::{BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostError, HostResult, HttpCall, LogLevel, MetricKind};
 use crate::host::abi_pairs::{deserialize_pairs, serialize_pairs};
 use std::ptr::null_mut;
 
@@ -268,6 +268,17 @@ impl Host for WasmHost {
             call.method,
             Vec::new(),
             Some(call.message),
+            std::time::Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|status| HostError::Status(status as u32))
+    }
+    fn dispatch_http(&self, call: &HttpCall<'_>) -> HostResult<u32> {
+        // Through the SDK, like gRPC calls: its dispatcher routes the answer to this context.
+        proxy_wasm::hostcalls::dispatch_http_call(
+            call.cluster,
+            call.headers.to_vec(),
+            Some(call.body),
+            Vec::new(),
             std::time::Duration::from_millis(call.timeout_ms),
         )
         .map_err(|status| HostError::Status(status as u32))
