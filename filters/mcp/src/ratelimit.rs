@@ -555,6 +555,9 @@ mod tests {
         fn dispatch_grpc(&self, call: &tollgate_core::host::GrpcCall<'_>) -> tollgate_core::host::HostResult<u32> {
             self.host.dispatch_grpc(call)
         }
+        fn dispatch_http(&self, call: &tollgate_core::host::HttpCall<'_>) -> tollgate_core::host::HostResult<u32> {
+            self.host.dispatch_http(call)
+        }
         fn resume(&self, direction: tollgate_core::host::Direction) -> tollgate_core::host::HostResult<()> {
             self.host.resume(direction)
         }

@@ -376,6 +376,7 @@ mod tests {
         fn send_local_reply(&self, s: u32, h: &[(&str, &str)], b: &[u8]) -> crate::host::HostResult<()> { self.0.send_local_reply(s, h, b) }
         fn log(&self, l: LogLevel, m: &str) { self.0.log(l, m) }
         fn dispatch_grpc(&self, c: &crate::host::GrpcCall<'_>) -> crate::host::HostResult<u32> { self.0.dispatch_grpc(c) }
+        fn dispatch_http(&self, c: &crate::host::HttpCall<'_>) -> crate::host::HostResult<u32> { self.0.dispatch_http(c) }
         fn resume(&self, d: crate::host::Direction) -> crate::host::HostResult<()> { self.0.resume(d) }
     }
 
