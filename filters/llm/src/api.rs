@@ -533,6 +533,11 @@ pub enum RefusalKind {
     TooLarge,
     /// 429: a configured limit or budget; the OpenAI error `type` (`requests`, `tokens`, `cost`).
     RateLimited(&'static str),
+    /// A guardrail refused the content (status from config, 400 by default).
+    Guarded(u16),
+    /// 503: a guardrail that must judge the request cannot (its service is down), and it
+    /// fails closed.
+    GuardUnavailable,
     /// 502: the gateway cannot send the attempt (a request reached the deployments cluster
     /// without a plan, or Envoy picked a host the plan does not name).
     BadGateway,
@@ -549,6 +554,8 @@ impl RefusalKind {
             RefusalKind::TooLarge => 413,
             RefusalKind::RateLimited(_) => 429,
             RefusalKind::BadGateway => 502,
+            RefusalKind::Guarded(status) => u32::from(status),
+            RefusalKind::GuardUnavailable => 503,
         }
     }
 
@@ -563,6 +570,8 @@ impl RefusalKind {
             RefusalKind::TooLarge => ("invalid_request_error", "request_too_large"),
             RefusalKind::RateLimited(kind) => (kind, "rate_limit_exceeded"),
             RefusalKind::BadGateway => ("api_error", "bad_gateway"),
+            RefusalKind::Guarded(_) => ("invalid_request_error", "content_policy_violation"),
+            RefusalKind::GuardUnavailable => ("api_error", "guardrail_unavailable"),
         }
     }
 
@@ -574,7 +583,8 @@ impl RefusalKind {
             RefusalKind::BadRequest | RefusalKind::MethodNotAllowed => "invalid_request_error",
             RefusalKind::TooLarge => "request_too_large",
             RefusalKind::RateLimited(_) => "rate_limit_error",
-            RefusalKind::BadGateway => "api_error",
+            RefusalKind::BadGateway | RefusalKind::GuardUnavailable => "api_error",
+            RefusalKind::Guarded(_) => "invalid_request_error",
         }
     }
 
@@ -586,7 +596,8 @@ impl RefusalKind {
             RefusalKind::BadRequest | RefusalKind::TooLarge => "INVALID_ARGUMENT",
             RefusalKind::MethodNotAllowed => "UNIMPLEMENTED",
             RefusalKind::RateLimited(_) => "RESOURCE_EXHAUSTED",
-            RefusalKind::BadGateway => "UNAVAILABLE",
+            RefusalKind::BadGateway | RefusalKind::GuardUnavailable => "UNAVAILABLE",
+            RefusalKind::Guarded(_) => "INVALID_ARGUMENT",
         }
     }
 }

@@ -104,6 +104,9 @@ pub struct Config {
     /// The exact-match response cache (`cache.rs`); absent: no cache.
     #[serde(default)]
     pub cache: Option<crate::cache::CacheConfig>,
+    /// Guardrails (`guardrails.rs`, `guard/`): external moderation.
+    #[serde(default)]
+    pub guardrails: Option<crate::guardrails::GuardrailsConfig>,
     /// Model names `GET /v1/models` lists besides the exact names and aliases of `models`
     /// (which it always lists): names a glob route serves (`gpt-4o-mini` for `gpt-4o*`).
     /// Each must be routed by `models` (see `endpoints.rs`).
@@ -144,6 +147,7 @@ impl Default for Config {
             unpriced: None,
             fallback: FallbackConfig::default(),
             cache: None,
+            guardrails: None,
             listed_models: Vec::new(),
         }
     }
@@ -394,6 +398,7 @@ pub struct State {
     pub client_credential_headers: Vec<String>,
     pub fallback: Fallback,
     pub cache: Option<crate::cache::CacheConfig>,
+    pub guardrails: Option<crate::guardrails::Guardrails>,
     /// Which part this plugin plays (from its `root_id`).
     pub role: Role,
     /// The model names `GET /v1/models` may list, in order (`endpoints.rs`).
@@ -866,6 +871,10 @@ impl Config {
             };
             (m.model, target)
         });
+        let guardrails = match self.guardrails {
+            Some(g) => Some(g.compile(env)?),
+            None => None,
+        };
         let router = Router::with_targets(providers, routes);
         let fallback = Fallback {
             route: self.fallback.route,
@@ -926,6 +935,7 @@ impl Config {
             client_credential_headers,
             fallback,
             cache: self.cache,
+            guardrails,
             role: Role::Gateway,
             listed_models,
         })

@@ -24,6 +24,7 @@ use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
 use crate::cache;
 use crate::deployments;
+use crate::guardrails;
 use crate::endpoints;
 use crate::fleet;
 use crate::limits::{self, Actual, Exceeded, Held, Wanted};
@@ -74,6 +75,8 @@ pub struct Exchange {
     cache_fill: Option<([u8; 32], Vec<u8>)>,
     /// The provider's content type (for a cache entry).
     response_content_type: Option<String>,
+    /// The moderation call in flight: its token and when it started.
+    moderating: Option<(u32, u64)>,
     /// The error shape of a path no client API knows (`endpoints.rs`).
     shape: Option<ClientApi>,
 }
@@ -119,6 +122,7 @@ impl Exchange {
             cache_wish: cache::ClientWish::default(),
             cache_fill: None,
             response_content_type: None,
+            moderating: None,
             shape: None,
         }
     }
@@ -476,6 +480,86 @@ impl Exchange {
         Step::Pause
     }
 
+    /// External moderation (`guardrails.rs`): sends the request's texts and holds the request
+    /// until the answer (`Some(Pause)`), or refuses it at once when the call cannot be made
+    /// and the guardrail fails closed. `None`: no moderation applies (or it failed open).
+    fn moderate(&mut self, host: &dyn Host, body: &[u8]) -> Option<Step> {
+        let state = self.state.clone();
+        let guardrails = state.guardrails.as_ref()?;
+        let config = guardrails.moderation.as_ref()?;
+        let texts = serde_json::from_slice::<serde_json::Value>(body).map(|v| guardrails::texts(&v)).unwrap_or_default();
+        if texts.is_empty() {
+            return None;
+        }
+        let call_body = guardrails::request_body(&texts, config.model.as_deref());
+        let authorization = guardrails.moderation_token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", config.path.as_str()),
+            (":authority", config.authority.as_deref().unwrap_or(&config.cluster)),
+            ("content-type", "application/json"),
+        ];
+        if let Some(auth) = &authorization {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let call = tollgate_core::host::HttpCall { cluster: &config.cluster, headers: &headers, body: &call_body, timeout_ms: config.timeout_ms };
+        match host.dispatch_http(&call) {
+            Ok(token) => {
+                self.moderating = Some((token, host.now_nanos()));
+                Some(Step::Pause)
+            }
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("tollgate-llm: cannot call the moderation service `{}`: {e}", config.cluster));
+                self.moderation_failed(host, 0)
+            }
+        }
+    }
+
+    /// No usable moderation answer: refuse (`fail_closed`) or go on (`fail_open`), recorded.
+    fn moderation_failed(&mut self, host: &dyn Host, latency_ms: u64) -> Option<Step> {
+        let fail_open = self.state.guardrails.as_ref().and_then(|g| g.moderation.as_ref()).is_some_and(|m| m.on_failure == guardrails::OnFailure::FailOpen);
+        self.facts.moderation = Some(record::ModerationFact { decision: "failed", categories: Vec::new(), latency_ms });
+        if fail_open {
+            return None;
+        }
+        let refused = Refusal::new(api::RefusalKind::GuardUnavailable, "moderation_unavailable", "the content moderation service cannot be reached");
+        Some(self.refuse(host, refused))
+    }
+
+    /// The moderation service's answer: refuse flagged content, else let the request go on
+    /// (its body is decided again, now moderated).
+    fn moderated(&mut self, host: &dyn Host, answer: tollgate_core::stream::HttpAnswer<'_>, started_nanos: u64) {
+        let latency_ms = host.now_nanos().saturating_sub(started_nanos) / 1_000_000;
+        let verdict = match answer {
+            Ok((status, body)) => guardrails::verdict(status, body),
+            Err(()) => Err("no answer (timeout or unreachable)".into()),
+        };
+        let status = self.state.guardrails.as_ref().and_then(|g| g.moderation.as_ref()).map(|m| m.status).unwrap_or(400);
+        match verdict {
+            Ok(guardrails::Moderated::Flagged(categories)) => {
+                let message = format!("the request was flagged by content moderation ({})", categories.join(", "));
+                self.facts.moderation = Some(record::ModerationFact { decision: "flagged", categories, latency_ms });
+                self.refuse(host, Refusal::new(api::RefusalKind::Guarded(status), "moderation_flagged", message));
+                return;
+            }
+            Ok(guardrails::Moderated::Clean) => {
+                self.facts.moderation = Some(record::ModerationFact { decision: "clean", categories: Vec::new(), latency_ms });
+            }
+            Err(why) => {
+                host.log(LogLevel::Warn, &format!("tollgate-llm: moderation failed: {why}"));
+                if self.moderation_failed(host, latency_ms).is_some() {
+                    return;
+                }
+            }
+        }
+        let size = self.facts.request_bytes as usize;
+        if self.on_request_body(host, size, true) == Step::Continue {
+            if let Err(e) = host.resume(Direction::Request) {
+                host.log(LogLevel::Error, &format!("tollgate-llm: cannot resume the request: {e}"));
+            }
+        }
+    }
+
     /// The response cache (`cache.rs`): answers a hit here (nothing reserved, nothing
     /// forwarded: it costs 0 against every limit) and returns true; on a miss of an eligible
     /// request, arranges for the answer to be stored.
@@ -625,6 +709,11 @@ impl HttpExchange for Exchange {
         let state = self.state.clone();
         let allowed = self.facts.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
         let decision = decide::request_body(&state, &endpoint, &body, allowed);
+        if decision.verdict.is_ok() && endpoint.operation == api::Operation::Generate && self.facts.moderation.is_none() {
+            if let Some(step) = self.moderate(host, &body) {
+                return step;
+            }
+        }
         if state.cache.is_some() && decision.verdict.is_ok() && endpoint.operation == api::Operation::Generate {
             let routed = decision.request.as_ref().and_then(|r| r.route.as_ref()).map(|r| r.upstream_model.clone());
             if self.answer_from_cache(host, &endpoint, &body, routed.as_deref()) {
@@ -715,6 +804,13 @@ impl HttpExchange for Exchange {
             self.finish(host);
         }
         Step::Continue
+    }
+
+    fn on_http_call_response(&mut self, host: &dyn Host, token: u32, answer: tollgate_core::stream::HttpAnswer<'_>) {
+        match self.moderating.take() {
+            Some((expected, started)) if expected == token => self.moderated(host, answer, started),
+            other => self.moderating = other,
+        }
     }
 
     /// The store's answer to the admission this request waits for (any other token: ignored).

@@ -971,3 +971,67 @@ fn a_non_deterministic_request_or_an_error_is_never_cached() {
     assert_eq!(rec["cache"], "miss");
     assert!(shared.shared.borrow().keys().all(|k| !k.starts_with("tollgate.llm.cache.")), "nothing stored");
 }
+
+fn moderated_state(on_failure: &str) -> Rc<State> {
+    let cfg = json!({
+        "identity": {"api_keys": {"keys": [{"sha256": sha256_hex(b"tg-alice"), "name": "alice-key", "principal": "alice", "team": "payments"}]}},
+        "providers": [{"name": "prov-a", "credential": {"value": "sk-a"}}],
+        "models": [{"model": "gpt-*", "provider": "prov-a"}],
+        "guardrails": {"moderation": {"cluster": "moderation", "model": "omni-moderation-latest", "on_failure": on_failure, "status": 422}}
+    });
+    Rc::new(load_with(cfg.to_string().as_bytes(), &|_| None).unwrap())
+}
+
+fn moderated_request(on_failure: &str) -> (Exchange, MemoryHost) {
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = Exchange::new(moderated_state(on_failure), Rc::new(Metrics::new()));
+    assert_eq!(ex.on_request_headers(&host, false), Step::Pause);
+    let body = br#"{"model":"gpt-4o","messages":[{"role":"system","content":"be kind"},{"role":"user","content":"hello there"}]}"#;
+    assert_eq!(send_body(&mut ex, &host, body), Step::Pause, "held for moderation");
+    let calls = host.http_calls.borrow().clone();
+    assert_eq!(calls.len(), 1);
+    let (cluster, headers, call) = &calls[0];
+    assert_eq!(cluster, "moderation");
+    assert!(headers.contains(&(":path".to_string(), "/v1/moderations".to_string())));
+    let call: Value = serde_json::from_slice(call).unwrap();
+    assert_eq!(call, json!({"model": "omni-moderation-latest", "input": ["be kind", "hello there"]}));
+    (ex, host)
+}
+
+#[test]
+fn flagged_content_is_refused_and_clean_content_forwarded_after_moderation() {
+    let (mut ex, host) = moderated_request("fail_closed");
+    let flagged = br#"{"results":[{"flagged":true,"categories":{"harassment":true,"violence":false}}]}"#;
+    callback(&host, |h| ex.on_http_call_response(h, 1001, Ok((200, &flagged[..]))));
+    let (status, body) = local_reply(&host);
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "content_policy_violation");
+    assert!(body["error"]["message"].as_str().unwrap().contains("harassment"));
+    let rec = audit(&host);
+    assert_eq!((rec["decision"].as_str(), rec["moderation"]["decision"].as_str()), (Some("deny"), Some("flagged")));
+    assert_eq!(rec["moderation"]["categories"], json!(["harassment"]));
+
+    let (mut ex, host) = moderated_request("fail_closed");
+    callback(&host, |h| ex.on_http_call_response(h, 1001, Ok((200, &br#"{"results":[{"flagged":false}]}"#[..]))));
+    assert!(host.local_reply.borrow().is_none());
+    assert_eq!(host.resumed.borrow().as_slice(), &[Direction::Request]);
+    assert_eq!(host.request_header("x-tollgate-provider").as_deref(), Some("prov-a"));
+}
+
+#[test]
+fn moderation_that_does_not_answer_follows_the_failure_mode() {
+    let (mut ex, host) = moderated_request("fail_closed");
+    callback(&host, |h| ex.on_http_call_response(h, 1001, Err(())));
+    assert_eq!(local_reply(&host).0, 503);
+    assert_eq!(audit(&host)["moderation"]["decision"], "failed");
+
+    let (mut ex, host) = moderated_request("fail_open");
+    callback(&host, |h| ex.on_http_call_response(h, 1001, Ok((500, &b"oops"[..]))));
+    assert!(host.local_reply.borrow().is_none());
+    assert_eq!(host.resumed.borrow().as_slice(), &[Direction::Request]);
+
+    // An answer to another call is not this one's.
+    let (mut ex, host) = moderated_request("fail_closed");
+    callback(&host, |h| ex.on_http_call_response(h, 7, Ok((200, &br#"{"results":[{"flagged":false}]}"#[..]))));
+    assert!(host.resumed.borrow().is_empty() && host.local_reply.borrow().is_none());
+}

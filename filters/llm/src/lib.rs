@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod exchange;
 pub mod fleet;
 pub mod guard;
+pub mod guardrails;
 pub mod limits;
 pub mod record;
 pub mod routing;

@@ -148,6 +148,8 @@ pub struct LlmDetail<'a> {
     pub cache: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_saved_micro_usd: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<&'a ModerationFact>,
 }
 
 /// Why the filter answered a request itself.
@@ -227,6 +229,18 @@ pub struct ExchangeFacts {
     pub cache: Option<&'static str>,
     /// A hit: what the cached answer cost when it was first asked.
     pub cache_saved_micro_usd: Option<u64>,
+    /// The external moderation call's outcome.
+    pub moderation: Option<ModerationFact>,
+}
+
+/// What the external moderation said, as the record shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ModerationFact {
+    /// `clean`, `flagged`, or `failed` (no usable answer; then `on_failure` decided).
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    pub latency_ms: u64,
 }
 
 impl ExchangeFacts {
@@ -309,7 +323,11 @@ pub fn outcome(facts: &ExchangeFacts) -> Outcome {
     let forwarded = facts.forwarded();
     if let Some(r) = facts.refused() {
         let decision = match r.refusal {
-            RefusalKind::Unauthenticated | RefusalKind::Forbidden | RefusalKind::NotPriced | RefusalKind::RateLimited(_) => {
+            RefusalKind::Unauthenticated
+            | RefusalKind::Forbidden
+            | RefusalKind::NotPriced
+            | RefusalKind::RateLimited(_)
+            | RefusalKind::Guarded(_) => {
                 Decision::Deny
             }
             _ => Decision::Error,
@@ -378,6 +396,7 @@ pub fn build<'a>(
         attempts: &facts.attempts,
         cache: facts.cache,
         cache_saved_micro_usd: facts.cache_saved_micro_usd,
+        moderation: facts.moderation.as_ref(),
     };
     let mut rec = Record::of_request(Layer::Llm, facts.started_nanos / 1_000_000, facts.envelope(), detail);
     rec.decision = outcome.decision;
