@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 pub type LocalReply = (u32, Vec<(String, String)>, Vec<u8>);
 
 /// An in-memory host for unit tests: every call works on plain maps.
+/// An HTTP call a test host saw: (cluster, headers, body).
+pub type RecordedHttpCall = (String, Vec<(String, String)>, Vec<u8>);
+
 #[derive(Default)]
 pub struct MemoryHost {
     pub properties: RefCell<BTreeMap<Vec<String>, Vec<u8>>>,
@@ -40,8 +43,8 @@ pub struct MemoryHost {
     pub resumed: RefCell<Vec<Direction>>,
     /// When set, `dispatch_grpc` fails (the cluster is unknown or the host refuses).
     pub grpc_refused: std::cell::Cell<bool>,
-    /// HTTP calls made: (cluster, headers, body).
-    pub http_calls: RefCell<Vec<(String, Vec<(String, String)>, Vec<u8>)>>,
+    /// HTTP calls made.
+    pub http_calls: RefCell<Vec<RecordedHttpCall>>,
 }
 
 impl MemoryHost {
