@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 /// A local reply as the in-memory host recorded it: status, headers, body.
 pub type LocalReply = (u32, Vec<(String, String)>, Vec<u8>);
 
-/// An in-memory host for unit tests: every call works on plain maps.
 /// An HTTP call a test host saw: (cluster, headers, body).
 pub type RecordedHttpCall = (String, Vec<(String, String)>, Vec<u8>);
 
+/// An in-memory host for unit tests: every call works on plain maps.
 #[derive(Default)]
 pub struct MemoryHost {
     pub properties: RefCell<BTreeMap<Vec<String>, Vec<u8>>>,
