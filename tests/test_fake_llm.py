@@ -1131,3 +1131,21 @@ def test_fail_first_fails_only_the_first_requests(base_url, oai):
     body = {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     assert httpx.post(f"{base_url}/v1/messages", json=body, headers=headers).status_code == 503
     assert httpx.post(f"{base_url}/v1/messages", json=body, headers=headers).status_code == 200
+
+
+def test_moderations_answer_in_the_openai_shape():
+    """POST /v1/moderations parses with the openai SDK's own type; a category word flags it."""
+    import openai as _openai
+    import harness as _harness
+    from pathlib import Path as _Path
+    import tempfile as _tempfile
+    port = _harness.free_port()
+    proc = _harness.python_server("fake-moderation", _harness.FAKE_LLM, ["--host", "127.0.0.1", "--port", str(port)],
+                                  _Path(_tempfile.mkdtemp()), f"http://127.0.0.1:{port}/healthz")
+    try:
+        client = _openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        result = client.moderations.create(model="omni-moderation-latest", input=["hello", "pure violence here"])
+        assert [r.flagged for r in result.results] == [False, True]
+        assert result.results[1].categories.violence is True and result.results[1].categories.hate is False
+    finally:
+        proc.stop()

@@ -8,6 +8,8 @@ official `openai`, `anthropic` and `google-genai` SDK types:
   POST /v1/chat/completions                          OpenAI Chat (JSON, SSE)
   POST /v1/responses                                 OpenAI Responses (JSON, SSE)
   POST /v1/embeddings                                OpenAI embeddings
+  POST /v1/moderations                               OpenAI moderations (an input naming a category,
+                                                     e.g. "violence", is flagged for it)
   POST /v1/messages                                  Anthropic Messages (JSON, SSE)
   POST /v1/messages/count_tokens                     Anthropic token count {input_tokens}
   POST /v1beta/models/{model}:generateContent        Gemini (JSON; also /v1/models/...)
@@ -642,7 +644,7 @@ def _choice(value: str, allowed: tuple[str, ...]) -> str:
 
 class OpenAIBase(Provider):
     label = "openai"
-    other_actions = ("embeddings",)
+    other_actions = ("embeddings", "moderations")
 
     def error(self, status: int, message: str, switches: Switches, param: str | None = None):
         kinds = {
@@ -662,6 +664,8 @@ class OpenAIBase(Provider):
         return body, headers
 
     def other(self, action: str, body: dict, path_model: str | None, switches: Switches) -> dict:
+        if action == "moderations":
+            return moderate(body)
         # POST /v1/embeddings
         model = self.model(body, None)
         inputs = body.get("input")
@@ -694,6 +698,32 @@ class OpenAIBase(Provider):
         if not switches.omit_usage:
             result["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         return result
+
+
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
+
+
+def moderate(body: dict) -> dict:
+    """POST /v1/moderations (OpenAI's shape): one result per input; an input naming a category
+    (e.g. the word "violence") is flagged for it, deterministically."""
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, (str, dict)) for i in inputs):
+        raise BadRequest("'input' must be a string or an array of strings.", "input")
+    results = []
+    for item in inputs:
+        text = (item if isinstance(item, str) else str(item.get("text", ""))).lower()
+        categories = {c: c.split("/")[0] in text.split() for c in MODERATION_CATEGORIES}
+        results.append({
+            "flagged": any(categories.values()),
+            "categories": categories,
+            "category_scores": {c: (0.99 if hit else 0.0001) for c, hit in categories.items()},
+            "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+        })
+    return {"id": new_id("modr-"), "model": body.get("model") or "omni-moderation-latest", "results": results}
 
 
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -1347,6 +1377,8 @@ def route(method: str, path: str) -> tuple[Provider | None, str | None, str | No
         return OPENAI_RESPONSES, None, None
     if path == "/v1/embeddings":
         return OPENAI_CHAT, None, "embeddings"
+    if path == "/v1/moderations":
+        return OPENAI_CHAT, None, "moderations"
     if path == "/v1/messages":
         return ANTHROPIC, None, None
     if path == "/v1/messages/count_tokens":
