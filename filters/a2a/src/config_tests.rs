@@ -59,3 +59,30 @@ fn rules_combine_by_first_match_also_when_named() {
     let named = load::<Config>(br#"{"authz":{"combining":"first_match","rules":[{"effect":"deny"}]}}"#).unwrap();
     assert_eq!(named.authz.combining, Some(crate::authz::Combining::FirstMatch));
 }
+
+/// serde_path_to_error's message, as `tollgate_core::config::parse` gave it before.
+fn reference(text: &str) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, Config>(&mut de).err().map(|e| match e.path().to_string() {
+        p if p == "." => format!("configuration: {}", e.inner()),
+        p => format!("{p}: {}", e.inner()),
+    })
+}
+
+#[test]
+fn field_paths_match_serde_path_to_error() {
+    // The demo configuration (envoy/), each value made wrong in turn: the same field path as
+    // serde_path_to_error names.
+    let valid = serde_json::json!({
+        "identity": {"api_keys": {"headers": ["x-api-key", "authorization"], "keys": [{"name": "planner-agent", "principal": "svc-planner", "sha256": "445d8701922cebc393619eeb33b10b97e4f0ef01b4970262df5826d2eea9b94b"}]}},
+        "delegation": {"max_hops": 5, "trusted_agents": [{"principal": "svc-planner", "agent": "planner"}], "signing_key": "CHANGE-ME-a-random-secret-of-32-bytes-or-more", "context_ttl_secs": 600},
+        "authz": {"default": "allow", "rules": [{"id": "cancel-own-tasks", "methods": ["CancelTask"], "effect": "allow_originator"},
+                                                {"id": "researcher-only-via-planner", "targets": ["researcher"], "callers": ["planner"], "effect": "allow"}]},
+        "cards": {"rewrite": true, "public_base_url": null, "trust_forwarded_proto": true, "signed": "keep", "max_bytes": 65536},
+        "conversations": {"capacity": 4096, "ttl_secs": 3600},
+        "limits": {"max_request_body_bytes": 1048576, "max_sse_event_bytes": 1048576, "max_list_response_bytes": 1048576},
+        "log_message_parts": false, "forward_credentials": false, "audit": {"log": false}
+    });
+    let refused = tollgate_core::config::paths_agree::<Config>(&valid, reference);
+    assert!(refused > 300, "{refused}");
+}

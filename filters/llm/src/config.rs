@@ -1200,4 +1200,35 @@ mod tests {
         v["require_identity"] = json!(false);
         assert!(!load(v).unwrap().require_identity);
     }
+
+    /// serde_path_to_error's message, as `tollgate_core::config::parse` gave it before.
+    fn reference(text: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize::<_, Config>(&mut de).err().map(|e| match e.path().to_string() {
+            p if p == "." => format!("configuration: {}", e.inner()),
+            p => format!("{p}: {}", e.inner()),
+        })
+    }
+
+    #[test]
+    fn field_paths_match_serde_path_to_error() {
+        // The demo configuration (envoy/), each value made wrong in turn: the same field path as
+        // serde_path_to_error names.
+        let valid = serde_json::json!({
+            "identity": {"api_keys": {"keys": [{"name": "bob-key", "principal": "bob", "team": "research", "sha256": "ec75756cc7c55d81d65e530e0fa1c235e5a5dcaafe6289604ae641fdf8b8f66b", "models": ["gpt-4o-mini", "claude-haiku-*"]}]}},
+            "require_identity": true, "provider_header": "x-tollgate-provider", "max_request_bytes": 1048576, "inject_stream_usage": true,
+            "providers": [{"name": "provider-a", "apis": ["openai_chat", "openai_responses"], "credential": {"env": "PROVIDER_A_KEY", "send_as": "bearer"}},
+                          {"name": "provider-b", "apis": ["anthropic_messages"], "credential": {"env": "PROVIDER_B_KEY"}, "headers": {"x-tollgate-gateway": "tollgate"}}],
+            "models": [{"model": "gpt-4o*", "provider": "provider-a"}, {"model": "smart", "provider": "provider-b", "upstream_model": "claude-sonnet-4-6"}],
+            "listed_models": ["gpt-4o", "claude-sonnet-4-6"],
+            "prices": [{"model": "gpt-4o*", "input": 2.5, "cached_input": 1.25, "output": 10.0}, {"model": "claude-sonnet-4*", "input": 3.0, "cache_creation": 3.75, "output": 15.0, "reasoning": 15}],
+            "unpriced": "deny", "default_max_output_tokens": 4096,
+            "limits": [{"id": "team-monthly-budget", "scope": "team", "cost_micro_usd_per_window": 100000000, "window": "month+02:00", "counters": "local"},
+                       {"id": "key-tpm", "scope": "key", "models": ["gpt-*"], "tokens_per_window": 1000, "requests_per_window": 5, "window_secs": 60}],
+            "store": {"cluster": "tollgate_limits", "timeout_ms": 200},
+            "audit": {"log": false}
+        });
+        let refused = tollgate_core::config::paths_agree::<Config>(&valid, reference);
+        assert!(refused > 300, "{refused}");
+    }
 }

@@ -344,4 +344,32 @@ mod tests {
         let err = load::<Config>(br#"{"policy":{"rules":[{"id":"a","effect":"allow","arguments":[{"path":"$.y","gt":"5"}]}]}}"#).unwrap_err();
         assert!(err.0.starts_with("policy.rules[0].arguments[0].gt: expected a number"), "{err}");
     }
+
+    /// serde_path_to_error's message, as `tollgate_core::config::parse` gave it before.
+    fn reference(text: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize::<_, Config>(&mut de).err().map(|e| match e.path().to_string() {
+            p if p == "." => format!("configuration: {}", e.inner()),
+            p => format!("{p}: {}", e.inner()),
+        })
+    }
+
+    #[test]
+    fn field_paths_match_serde_path_to_error() {
+        // The demo configuration (envoy/), each value made wrong in turn: the same field path as
+        // serde_path_to_error names.
+        let valid = serde_json::json!({
+            "identity": {"api_keys": {"headers": ["x-api-key", "authorization"], "keys": [{"sha256": "3a11a98be70b2283c5c53b03427e4ab85f18efeaf52932b2a6f4712db37313de", "name": "alice-demo", "principal": "alice", "groups": ["eng"]}]}},
+            "require_identity": false, "server": {"clusters": {"mcp_demo": "demo"}}, "max_body_bytes": 1048576,
+            "policy": {"deny_style": "hide", "dry_run": false, "rules": [
+                {"id": "protocol", "effect": "allow", "methods": ["initialize", "tools/list"]},
+                {"id": "db-read-some-tables", "effect": "allow", "principals": ["*"], "tools": ["query_db"], "arguments": [{"path": "$.table", "one_of": ["orders", "products"]}, {"path": "$.x", "equals": null}]},
+                {"id": "finance-small-transfers", "effect": "allow", "groups": ["finance"], "tools": ["transfer"], "arguments": [{"path": "$.amount", "lte": 1000, "gt": 0}]},
+                {"id": "no-secrets", "effect": "deny", "resources": ["file:///secret/*"]}]},
+            "rate_limits": [{"id": "tools-per-principal", "principals": ["*"], "max_calls": 120, "window_secs": 60, "per": "principal"}],
+            "audit": {"log": false}, "audit_arguments": false
+        });
+        let refused = tollgate_core::config::paths_agree::<Config>(&valid, reference);
+        assert!(refused > 300, "{refused}");
+    }
 }
