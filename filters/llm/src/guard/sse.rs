@@ -28,8 +28,10 @@
 //! Tool calls: streamed argument deltas (OpenAI Chat `tool_calls[].function.arguments`,
 //! Anthropic `input_json_delta`, Responses `response.function_call_arguments.delta`) are
 //! JSON fragments: each call's fragments go through a detect-only guard, so their hits are
-//! reported and `block` ends the stream at the event completing a match, but they are
-//! neither held back nor redacted (a redaction inside a fragment could break the JSON).
+//! reported and `block` ends the stream once a match is decided (at the latest when the call
+//! ends), but they are neither held back nor redacted (a redaction inside a fragment could
+//! break the JSON): a match in streamed tool arguments may reach the client, in part or
+//! whole, before a block.
 //! Whole arguments (Gemini `functionCall.args`, Anthropic `content_block_start` `input`,
 //! Responses `.done` events) are scanned and redacted like a JSON answer.
 //!
@@ -493,7 +495,7 @@ impl SseGuard {
             let r = t.guard.finish();
             let index = self.hit_index(t.key.alt);
             self.log.add_hits(&self.scanner, Place::Response, index, &r.hits);
-            if !r.text.is_empty() {
+            if !r.text.is_empty() && self.rewriting() {
                 tails.push(Tail { key: t.key, text: r.text, item_id: t.item_id });
             }
         }
