@@ -651,3 +651,24 @@ fn window_holds_text_back() {
     assert!(serde_json::from_str::<GuardAction>("\"Block\"").is_err());
     assert_eq!(serde_json::to_value(resp(-1, "card", 2)).unwrap(), json!({"where": "response", "message_index": -1, "detector": "card", "count": 2}));
 }
+
+#[test]
+fn block_catches_a_private_key_at_its_begin_line() {
+    // The stream guard reports a key block at its END line; block mode must not send the
+    // key's lines meanwhile.
+    let c: GuardConfig = serde_json::from_value(json!({"detectors": {"builtin": ["private_key"]}})).unwrap();
+    let s = Rc::new(c.compile().unwrap());
+    let body = "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n".repeat(8);
+    let deltas = [format!("{}here -----BEGIN RSA PRIVATE KEY-----\n", "x".repeat(200)), body.clone(), body, "-----END RSA PRIVATE KEY-----\n".to_string()];
+    let deltas: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    for api in APIS {
+        let input = stream(api, &deltas);
+        let mut g = SseGuard::new(api, Rc::clone(&s), GuardAction::Block, s.window(), false);
+        let mut out = g.feed(input.as_bytes());
+        out.bytes.extend(g.finish().bytes);
+        let text = String::from_utf8(out.bytes).unwrap();
+        assert!(g.is_blocked(), "{api:?}");
+        assert!(!text.contains("MIIB") && !text.contains("BEGIN") && !text.contains("REDACTED"), "{api:?}: {text}");
+        assert!(text.contains("xxxx"), "{api:?}: {text}");
+    }
+}

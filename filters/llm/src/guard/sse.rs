@@ -37,9 +37,10 @@
 //!
 //! Hits: `message_index` is the choice (OpenAI Chat) or candidate (Gemini) index, 0 for
 //! Anthropic and Responses. Modes: `redact` rewrites released text, `block` holds text back
-//! the same way but unredacted and, at the first hit, drops the event that completed it,
-//! sends the API's error event and drops everything after; `log` passes every event
-//! byte for byte and only reports.
+//! the same way and, at the first hit, drops the event that decided it, sends the API's
+//! error event and drops everything after (a private key block, reported by the
+//! [`StreamGuard`] only at its END line, is caught at its BEGIN line: released text that
+//! differs from the text pushed); `log` passes every event byte for byte and only reports.
 //!
 //! Output depends only on the events, never on how the upstream cut its bytes. An event left
 //! incomplete at the end of the stream is dropped (a conforming SSE reader drops it too). An
@@ -92,6 +93,8 @@ struct TextStream {
     guard: StreamGuard,
     /// Responses: the output item's id, for the tail event.
     item_id: Option<String>,
+    /// Block mode: the text pushed and not released yet (see [`SseGuard::push`]).
+    raw: String,
 }
 
 #[derive(Debug)]
@@ -464,13 +467,27 @@ impl SseGuard {
         let pos = match self.texts.iter().position(|t| t.key == key) {
             Some(p) => p,
             None => {
-                let guard = StreamGuard::with_window(Rc::clone(&self.scanner), self.action == GuardAction::Redact, self.window);
-                self.texts.push(TextStream { key, guard, item_id: None });
+                // Block mode redacts too: what is released must equal what was pushed.
+                let guard = StreamGuard::with_window(Rc::clone(&self.scanner), self.action != GuardAction::Log, self.window);
+                self.texts.push(TextStream { key, guard, item_id: None, raw: String::new() });
                 self.texts.len() - 1
             }
         };
         let Some(t) = self.texts.get_mut(pos) else { return String::new() };
-        let r = t.guard.push(delta);
+        let mut r = t.guard.push(delta);
+        if self.action == GuardAction::Block {
+            // A private key block is reported when it ends, but withheld from its BEGIN line
+            // on: released text that differs from the text pushed means a hit is open.
+            t.raw.push_str(delta);
+            let n = t.raw.len().saturating_sub(t.guard.held());
+            let same = t.raw.get(..n) == Some(r.text.as_str());
+            if t.raw.is_char_boundary(n) {
+                t.raw.drain(..n);
+            }
+            if !same && r.hits.is_empty() {
+                r.hits = t.guard.finish().hits;
+            }
+        }
         let index = self.hit_index(key.alt);
         self.log.add_hits(&self.scanner, Place::Response, index, &r.hits);
         r.text
