@@ -71,8 +71,15 @@
 //! part (a position is decided once), keeps the window plus a few bytes of look-behind, and
 //! re-runs user regexes over the held window on each push.
 
+pub mod action;
 mod builtin;
+mod json;
+pub mod request;
+pub mod response;
+mod sse;
 mod stream;
+#[cfg(test)]
+mod apply_tests;
 #[cfg(test)]
 mod tests;
 
