@@ -172,6 +172,8 @@ use a raw client for those.
       and rate-limit headers; Anthropic 529 is overloaded_error
   x-fake-chunks: N                --chunks N               FAKE_LLM_CHUNKS (default 5)
       number of content chunks in a stream
+  x-fake-chunk-chars: N           --chunk-chars N          FAKE_LLM_CHUNK_CHARS
+      stream the reply text in pieces of N characters (words split across chunks)
   x-fake-chunk-delay-ms: N        --chunk-delay-ms N       FAKE_LLM_CHUNK_DELAY_MS
       sleep between streamed content chunks
   x-fake-response-delay-ms: N     --response-delay-ms N    FAKE_LLM_RESPONSE_DELAY_MS
@@ -248,6 +250,7 @@ class Switches:
     reset_requests: float = 0.0  # seconds; 0 = retry_after
     reset_tokens: float = 0.0  # seconds; 0 = retry_after
     fail_first: int = 0  # with status: fail only the first N requests, then answer normally
+    chunk_chars: int = 0  # > 0: stream the reply in pieces of this many characters (words split)
 
     def reset_seconds(self, kind: str) -> float:
         value = self.reset_requests if kind == "requests" else self.reset_tokens
@@ -457,7 +460,11 @@ def plan_reply(name: str, model: str, prompt: Prompt, max_tokens: int | None,
     truncated = max_tokens is not None and len(words) > max_tokens
     if truncated:
         words = words[:max_tokens]
-    return Reply(model=model, chunks=split_into_chunks(words, switches.chunks),
+    chunks = split_into_chunks(words, switches.chunks)
+    if switches.chunk_chars > 0:
+        text = "".join(chunks)
+        chunks = [text[i:i + switches.chunk_chars] for i in range(0, len(text), switches.chunk_chars)] or [""]
+    return Reply(model=model, chunks=chunks,
                  truncated=truncated, input_tokens=prompt.input_tokens,
                  output_tokens=len(words), switches=switches)
 

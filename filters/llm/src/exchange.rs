@@ -24,6 +24,7 @@ use crate::config::State;
 use crate::decide::{self, BodyDecision, Forward};
 use crate::cache;
 use crate::deployments;
+use crate::guard;
 use crate::guardrails;
 use crate::endpoints;
 use crate::fleet;
@@ -77,8 +78,22 @@ pub struct Exchange {
     response_content_type: Option<String>,
     /// The moderation call in flight: its token and when it started.
     moderating: Option<(u32, u64)>,
+    /// Response guardrails: the policies' stream guards (chained), or a JSON answer held
+    /// whole to be judged at its end.
+    response_guard: ResponseGuard,
     /// The error shape of a path no client API knows (`endpoints.rs`).
     shape: Option<ClientApi>,
+}
+
+/// How the response passes the guardrail policies.
+enum ResponseGuard {
+    None,
+    /// A JSON answer, held whole: (policy index) of each policy to apply at its end.
+    Json(Vec<usize>),
+    /// A stream: one guard per policy, each fed the previous one's output.
+    Stream(Vec<(usize, guard::response::SseGuard)>),
+    /// The stream was blocked: everything after the error event is dropped.
+    Blocked,
 }
 
 /// What a request paused for the store's answer goes on with.
@@ -123,6 +138,7 @@ impl Exchange {
             cache_fill: None,
             response_content_type: None,
             moderating: None,
+            response_guard: ResponseGuard::None,
             shape: None,
         }
     }
@@ -480,6 +496,170 @@ impl Exchange {
         Step::Pause
     }
 
+    /// The guardrail policies that apply to this caller and `model` on `side`.
+    fn policies(&self, model: &str, request_side: bool) -> Vec<usize> {
+        let Some(g) = self.state.guardrails.as_ref() else { return Vec::new() };
+        let who = self.facts.identity.as_ref();
+        (0..g.policies.len())
+            .filter(|&i| g.policies.get(i).is_some_and(|p| (if request_side { p.request } else { p.response }) && p.applies(who, model)))
+            .collect()
+    }
+
+    fn note_findings(&mut self, host: &dyn Host, policy: &guardrails::Policy, hits: Vec<guard::action::GuardHit>) {
+        let team = self.facts.identity.as_ref().and_then(|i| i.team.as_deref()).map(|t| self.state.team_labels.label(t)).unwrap_or("none");
+        for hit in hits {
+            self.metrics.add(
+                host,
+                record::GUARDRAIL_HITS,
+                &[("detector", &hit.detector), ("action", policy.action.name()), ("team", team)],
+                u64::from(hit.count),
+            );
+            self.facts.guardrails.push(record::GuardFinding { policy: policy.id.clone(), action: policy.action.name(), hit });
+        }
+    }
+
+    /// Request guardrails: each applying policy scans the request's texts; `block` refuses
+    /// (nothing is forwarded), `redact` rewrites the body (the provider never sees the match),
+    /// `log` records. Returns the body to go on with and its size.
+    fn guard_request(&mut self, host: &dyn Host, endpoint: &api::Endpoint, mut body: Vec<u8>, body_size: usize) -> Result<(Vec<u8>, usize), Step> {
+        if !matches!(endpoint.operation, api::Operation::Generate | api::Operation::Embeddings) || self.facts.moderation.is_some() {
+            return Ok((body, body_size));
+        }
+        let model = match &endpoint.gemini {
+            Some(g) => g.model.clone(),
+            None => api::parse_request(endpoint, &body).ok().and_then(|i| i.model.map(|m| m.to_string())).unwrap_or_default(),
+        };
+        let applying = self.policies(&model, true);
+        if applying.is_empty() {
+            return Ok((body, body_size));
+        }
+        let state = self.state.clone();
+        let mut changed = false;
+        for i in applying {
+            let Some(policy) = state.guardrails.as_ref().and_then(|g| g.policies.get(i)) else { continue };
+            let outcome = guard::request::apply(endpoint.api, &body, &policy.scanner, policy.action);
+            let message = outcome.blocked.then(|| outcome.message());
+            self.note_findings(host, policy, outcome.hits);
+            if let Some(message) = message {
+                let refused = Refusal::new(api::RefusalKind::Guarded(policy.status), "guardrail_blocked", format!("{message} (policy `{}`)", policy.id));
+                return Err(self.refuse(host, refused));
+            }
+            if let Some(redacted) = outcome.body {
+                body = redacted;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok((body, body_size));
+        }
+        if let Err(e) = host.set_body(BodyBuffer::Request, 0, body_size, &body) {
+            host.log(LogLevel::Error, &format!("tollgate-llm: cannot write the redacted request: {e}"));
+        }
+        if self.had_content_length {
+            host.try_set_header(HeaderMap::Request, "content-length", Some(&body.len().to_string()));
+        }
+        self.facts.request_bytes = body.len() as u64;
+        let size = body.len();
+        Ok((body, size))
+    }
+
+    /// Response guardrails, decided at the response headers: a stream gets one guard per
+    /// policy; a JSON answer is held whole (headers too, so a block can still answer with
+    /// its own status).
+    fn guard_response(&mut self, host: &dyn Host, endpoint: &api::Endpoint) -> Step {
+        let model = self.facts.model.clone().unwrap_or_default();
+        let applying = self.policies(&model, false);
+        if applying.is_empty() || self.encoded_response {
+            return Step::Continue;
+        }
+        host.try_set_header(HeaderMap::Response, "content-length", None);
+        // A guarded answer is not cached (the cache would keep what the provider said).
+        self.cache_fill = None;
+        if !self.facts.stream {
+            self.response_guard = ResponseGuard::Json(applying);
+            return Step::Pause;
+        }
+        let state = self.state.clone();
+        let json_array = endpoint.api == api::ClientApi::Gemini && !tollgate_core::text::is_sse(self.response_content_type.as_deref());
+        let guards = applying
+            .into_iter()
+            .filter_map(|i| {
+                let p = state.guardrails.as_ref()?.policies.get(i)?;
+                Some((i, guard::response::SseGuard::new(endpoint.api, p.scanner.clone(), p.action, p.scanner.window(), json_array)))
+            })
+            .collect();
+        self.response_guard = ResponseGuard::Stream(guards);
+        Step::Continue
+    }
+
+    /// A chunk of a guarded stream through every policy's guard; returns what the client gets.
+    fn guard_stream_chunk(&mut self, host: &dyn Host, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let state = self.state.clone();
+        let ResponseGuard::Stream(guards) = &mut self.response_guard else { return Vec::new() };
+        let mut data = chunk.to_vec();
+        let mut findings = Vec::new();
+        let mut blocked = false;
+        for (i, g) in guards.iter_mut() {
+            let mut out = g.feed(&data);
+            if end_of_stream && !out.blocked {
+                let tail = g.finish();
+                out.bytes.extend(tail.bytes);
+                out.hits.extend(tail.hits);
+                out.blocked |= tail.blocked;
+            }
+            findings.push((*i, out.hits));
+            data = out.bytes;
+            if out.blocked {
+                blocked = true;
+                break;
+            }
+        }
+        for (i, hits) in findings {
+            if let Some(policy) = state.guardrails.as_ref().and_then(|g| g.policies.get(i)) {
+                self.note_findings(host, policy, hits);
+            }
+        }
+        if blocked {
+            self.response_guard = ResponseGuard::Blocked;
+            self.facts.guard_blocked_stream = true;
+        }
+        data
+    }
+
+    /// A held JSON answer at its end: block (the policy's status, the client API's error
+    /// shape), redact, or log.
+    fn guard_json_answer(&mut self, host: &dyn Host, body: &[u8], body_size: usize, policies: &[usize]) {
+        let state = self.state.clone();
+        let Some(api) = self.facts.api else { return };
+        let mut current = body.to_vec();
+        let mut changed = false;
+        for &i in policies {
+            let Some(policy) = state.guardrails.as_ref().and_then(|g| g.policies.get(i)) else { continue };
+            let outcome = guard::response::apply_json(api, &current, &policy.scanner, policy.action);
+            let message = outcome.blocked.then(|| outcome.message());
+            self.note_findings(host, policy, outcome.hits);
+            if let Some(message) = message {
+                let message = format!("{message} (policy `{}`)", policy.id);
+                let error = api::error_body(Some(api), api::RefusalKind::Guarded(policy.status), &message);
+                if let Err(e) = reply::send_json(host, u32::from(policy.status), &[], &error) {
+                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot replace a blocked answer: {e}"));
+                }
+                self.facts.guard_blocked_answer = Some((policy.status, message));
+                return;
+            }
+            if let Some(redacted) = outcome.body {
+                current = redacted;
+                changed = true;
+            }
+        }
+        if changed {
+            if let Err(e) = host.set_body(BodyBuffer::Response, 0, body_size, &current) {
+                host.log(LogLevel::Error, &format!("tollgate-llm: cannot write the redacted answer: {e}"));
+            }
+        }
+        host.try_set_header(HeaderMap::Response, "content-length", Some(&current.len().to_string()));
+    }
+
     /// External moderation (`guardrails.rs`): sends the request's texts and holds the request
     /// until the answer (`Some(Pause)`), or refuses it at once when the call cannot be made
     /// and the guardrail fails closed. `None`: no moderation applies (or it failed open).
@@ -707,6 +887,10 @@ impl HttpExchange for Exchange {
         self.facts.request_bytes = body.len() as u64;
         let Some(endpoint) = self.endpoint.clone() else { return Step::Continue };
         let state = self.state.clone();
+        let (body, body_size) = match self.guard_request(host, &endpoint, body, body_size) {
+            Ok(guarded) => guarded,
+            Err(step) => return step,
+        };
         let allowed = self.facts.identity.as_ref().and_then(|i| i.allowed_models.as_deref());
         let decision = decide::request_body(&state, &endpoint, &body, allowed);
         if decision.verdict.is_ok() && endpoint.operation == api::Operation::Generate && self.facts.moderation.is_none() {
@@ -753,6 +937,12 @@ impl HttpExchange for Exchange {
                 for (name, value) in &self.ratelimit_headers {
                     host.try_set_header(HeaderMap::Response, name, Some(value));
                 }
+                if self.state.guardrails.as_ref().is_some_and(|g| g.policies.iter().any(|p| p.response)) {
+                    let endpoint = endpoint.clone();
+                    if self.guard_response(host, &endpoint) == Step::Pause && !end_of_stream {
+                        return Step::Pause;
+                    }
+                }
             }
         }
         if end_of_stream {
@@ -769,6 +959,33 @@ impl HttpExchange for Exchange {
     fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         if self.facts.local() {
             return Step::Continue;
+        }
+        if let ResponseGuard::Json(policies) = &self.response_guard {
+            if !end_of_stream {
+                return Step::Pause;
+            }
+            let policies = policies.clone();
+            self.response_guard = ResponseGuard::None;
+            let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
+            // Accounted as the provider sent it: its tokens were spent whatever happens next.
+            self.facts.response_bytes += body.len() as u64;
+            if let Some(tracker) = &mut self.tracker {
+                if tracker.feed(&body) && self.facts.first_token_nanos.is_none() {
+                    self.facts.first_token_nanos = Some(host.now_nanos());
+                }
+            }
+            self.guard_json_answer(host, &body, body_size, &policies);
+            self.facts.response_complete = true;
+            self.finish(host);
+            return Step::Continue;
+        }
+        if body_size == 0 && end_of_stream && matches!(self.response_guard, ResponseGuard::Stream(_)) {
+            let tail = self.guard_stream_chunk(host, &[], true);
+            if !tail.is_empty() {
+                if let Err(e) = host.set_body(BodyBuffer::Response, 0, 0, &tail) {
+                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot write the guarded stream's end: {e}"));
+                }
+            }
         }
         if body_size > 0 {
             let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
@@ -794,7 +1011,18 @@ impl HttpExchange for Exchange {
                 if !end_of_stream && (first || due) {
                     self.provisional(host);
                 }
-            } else if self.facts.error_body.len() < MAX_ERROR_BODY {
+            }
+            if matches!(self.response_guard, ResponseGuard::Stream(_) | ResponseGuard::Blocked) {
+                let out = match self.response_guard {
+                    ResponseGuard::Blocked => Vec::new(),
+                    _ => self.guard_stream_chunk(host, &chunk, end_of_stream),
+                };
+                if let Err(e) = host.set_body(BodyBuffer::Response, 0, body_size, &out) {
+                    host.log(LogLevel::Error, &format!("tollgate-llm: cannot write the guarded stream: {e}"));
+                }
+            }
+            // No tracker: an error answer, whose start the record quotes.
+            if self.tracker.is_none() && self.facts.error_body.len() < MAX_ERROR_BODY {
                 let room = MAX_ERROR_BODY - self.facts.error_body.len();
                 self.facts.error_body.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
             }

@@ -12,21 +12,99 @@
 //! (default: refused, 503) or `fail_open` (forwarded, recorded). The record shows the
 //! decision and the call's latency.
 
+use crate::guard::action::GuardAction;
+use crate::guard::{DetectorsConfig, GuardConfig, Scanner};
 use serde::Deserialize;
 use serde_json::Value;
+use std::rc::Rc;
 use tollgate_core::config::ConfigError;
+use tollgate_core::glob::Glob;
+use tollgate_core::identity::Identity;
 
 /// The `guardrails` section of the configuration.
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailsConfig {
+    /// Detector policies, each applied on its own (a request meets every policy that
+    /// applies to it, in order).
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
     #[serde(default)]
     pub moderation: Option<ModerationConfig>,
+}
+
+/// Which side of the exchange a policy scans.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// One guardrail policy: detectors, where and for whom they apply, and what a hit does.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Names the policy in records and refusals: letters, digits, `-`, `_`.
+    pub id: String,
+    /// Only for these teams / key names / requested models (globs); absent: everyone.
+    #[serde(default)]
+    pub teams: Option<Vec<String>>,
+    #[serde(default)]
+    pub keys: Option<Vec<String>>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// `request`, `response` or both (default).
+    #[serde(default = "both_sides")]
+    pub on: Vec<Side>,
+    /// `block` (refuse; a stream ends with the API's error event), `redact`
+    /// (`[REDACTED:<detector>]`) or `log` (record only).
+    pub action: GuardAction,
+    /// The status of a blocked request or JSON answer (default 400).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// The detectors (default: every built-in).
+    #[serde(default)]
+    pub detectors: DetectorsConfig,
+    /// Bytes of streamed text held back so a match split across deltas is still caught
+    /// (default: the longest bounded pattern of its detectors).
+    #[serde(default)]
+    pub window: Option<usize>,
+}
+
+fn both_sides() -> Vec<Side> {
+    vec![Side::Request, Side::Response]
+}
+
+/// A compiled policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub id: String,
+    teams: Option<Vec<String>>,
+    keys: Option<Vec<String>>,
+    models: Option<Vec<Glob>>,
+    pub request: bool,
+    pub response: bool,
+    pub action: GuardAction,
+    pub status: u16,
+    pub scanner: Rc<Scanner>,
+}
+
+impl Policy {
+    /// Whether the policy applies to this caller and requested model.
+    pub fn applies(&self, who: Option<&Identity>, model: &str) -> bool {
+        let team = who.and_then(|w| w.team.as_deref());
+        let key = who.and_then(|w| w.key_name.as_deref());
+        self.teams.as_ref().is_none_or(|t| team.is_some_and(|team| t.iter().any(|x| x == team)))
+            && self.keys.as_ref().is_none_or(|k| key.is_some_and(|key| k.iter().any(|x| x == key)))
+            && self.models.as_ref().is_none_or(|m| m.iter().any(|g| g.matches(model)))
+    }
 }
 
 /// Compiled guardrails.
 #[derive(Debug, Clone)]
 pub struct Guardrails {
+    pub policies: Vec<Policy>,
     pub moderation: Option<ModerationConfig>,
     /// The moderation service's bearer token, read from the VM environment at load.
     pub moderation_token: Option<String>,
@@ -34,6 +112,35 @@ pub struct Guardrails {
 
 impl GuardrailsConfig {
     pub fn compile(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Guardrails, ConfigError> {
+        let mut policies = Vec::with_capacity(self.policies.len());
+        for (i, p) in self.policies.into_iter().enumerate() {
+            let at = format!("guardrails.policies[{i}]");
+            let id_ok = !p.id.is_empty() && p.id.len() <= 64 && p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return Err(ConfigError::field(&format!("{at}.id"), "must be 1 to 64 letters, digits, `-` or `_`"));
+            }
+            if policies.iter().any(|q: &Policy| q.id == p.id) {
+                return Err(ConfigError::field(&format!("{at}.id"), format!("duplicate policy `{}`", p.id)));
+            }
+            if p.on.is_empty() {
+                return Err(ConfigError::field(&format!("{at}.on"), "must name `request`, `response` or both"));
+            }
+            if !(400..=599).contains(&p.status) {
+                return Err(ConfigError::field(&format!("{at}.status"), "must be an HTTP error status (400-599)"));
+            }
+            let scanner = GuardConfig { detectors: p.detectors, window: p.window }.compile_at(&at)?;
+            policies.push(Policy {
+                id: p.id,
+                teams: p.teams,
+                keys: p.keys,
+                models: p.models.map(|m| m.iter().map(|g| Glob::new(g)).collect()),
+                request: p.on.contains(&Side::Request),
+                response: p.on.contains(&Side::Response),
+                action: p.action,
+                status: p.status,
+                scanner: Rc::new(scanner),
+            });
+        }
         let mut token = None;
         if let Some(m) = &self.moderation {
             m.validate("guardrails.moderation")?;
@@ -49,7 +156,7 @@ impl GuardrailsConfig {
                 }
             }
         }
-        Ok(Guardrails { moderation: self.moderation, moderation_token: token })
+        Ok(Guardrails { policies, moderation: self.moderation, moderation_token: token })
     }
 }
 

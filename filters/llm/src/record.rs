@@ -51,6 +51,7 @@ pub const DURATION: &str = "tollgate.llm.gen_ai_client_operation_duration";
 pub const TTFT: &str = "tollgate.llm.gen_ai_server_time_to_first_token";
 pub const LIMIT_REFUSALS: &str = "tollgate.llm.limit_refusals";
 pub const LIMIT_OVERSHOOTS: &str = "tollgate.llm.limit_overshoots";
+pub const GUARDRAIL_HITS: &str = "tollgate.llm.guardrail_hits";
 
 /// Token counts as recorded: the normalized counts plus their total.
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
@@ -150,6 +151,8 @@ pub struct LlmDetail<'a> {
     pub cache_saved_micro_usd: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moderation: Option<&'a ModerationFact>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub guardrails: &'a [GuardFinding],
 }
 
 /// Why the filter answered a request itself.
@@ -231,6 +234,21 @@ pub struct ExchangeFacts {
     pub cache_saved_micro_usd: Option<u64>,
     /// The external moderation call's outcome.
     pub moderation: Option<ModerationFact>,
+    /// What the guardrail policies found (never the matched text).
+    pub guardrails: Vec<GuardFinding>,
+    /// A guardrail ended the streamed answer with the API's error event.
+    pub guard_blocked_stream: bool,
+    /// A guardrail replaced the JSON answer with a refusal: (status, message).
+    pub guard_blocked_answer: Option<(u16, String)>,
+}
+
+/// One detector's matches in one message, under one policy.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GuardFinding {
+    pub policy: String,
+    pub action: &'static str,
+    #[serde(flatten)]
+    pub hit: crate::guard::action::GuardHit,
 }
 
 /// What the external moderation said, as the record shows it.
@@ -320,6 +338,22 @@ pub struct Outcome {
 }
 
 pub fn outcome(facts: &ExchangeFacts) -> Outcome {
+    if let Some((status, message)) = &facts.guard_blocked_answer {
+        return Outcome {
+            decision: Decision::Deny,
+            status: Some(u32::from(*status)),
+            error: Some(message.clone()),
+            error_type: Some("guardrail_blocked".into()),
+        };
+    }
+    if facts.guard_blocked_stream {
+        return Outcome {
+            decision: Decision::Deny,
+            status: facts.response_status,
+            error: Some("a guardrail ended the streamed answer".into()),
+            error_type: Some("guardrail_blocked".into()),
+        };
+    }
     let forwarded = facts.forwarded();
     if let Some(r) = facts.refused() {
         let decision = match r.refusal {
@@ -397,6 +431,7 @@ pub fn build<'a>(
         cache: facts.cache,
         cache_saved_micro_usd: facts.cache_saved_micro_usd,
         moderation: facts.moderation.as_ref(),
+        guardrails: &facts.guardrails,
     };
     let mut rec = Record::of_request(Layer::Llm, facts.started_nanos / 1_000_000, facts.envelope(), detail);
     rec.decision = outcome.decision;
