@@ -534,6 +534,8 @@ class Config:
     label: str
     build: Callable[[], Envoy]
     note: str = ""
+    # Extra request headers for this configuration's requests (e.g. the cache opt-in).
+    extra_headers: dict | None = None
 
 
 def tollgate_config(layer: str, upstream_port: int, plugin_cfg: dict, label: str) -> Config:
@@ -632,6 +634,21 @@ def tollgate_virtual_config(upstream_port: int, plugin_cfg: dict, label: str) ->
                      plugin_configs={"tollgate.llm": plugin, "tollgate.llm.attempt": plugin})
 
     return Config("tollgate-llm-virtual", label, build)
+
+
+def tollgate_llm_variant(key: str, upstream_port: int, plugin_cfg: dict, extra: dict, label: str,
+                         headers: dict | None = None) -> Config:
+    """envoy/llm.yaml with the bench's plugin configuration plus `extra` (a feature turned on)."""
+    plugin = copy.deepcopy(plugin_cfg)
+    plugin.update(copy.deepcopy(extra))
+    base = tollgate_config("llm", upstream_port, plugin, label)
+    return Config(key, label, base.build, extra_headers=headers)
+
+
+# Five detectors on requests and answers, logging (the bench's prompt has no match: the row
+# is the cost of scanning).
+GUARDRAILS_BENCH = {"guardrails": {"policies": [{"id": "bench", "action": "log", "detectors": {
+    "builtin": ["email", "card", "aws_key", "api_key", "jwt"]}}]}}
 
 
 def build_tollgate(cfg: Config) -> tuple[Envoy, str]:
@@ -807,7 +824,10 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
             row = {"group": group, "key": cfg.key, "label": cfg.label, "baseline": base, "note": cfg.note,
                    "runs": [], "status": "ok"}
             rows[cfg.key] = row
-            req = reqs[cfg.key] = w.request if cfg.key.startswith("tollgate-") else w.bare_request
+            req = w.request if cfg.key.startswith("tollgate-") else w.bare_request
+            if cfg.extra_headers:
+                req = dataclasses.replace(req, headers={**req.headers, **cfg.extra_headers})
+            reqs[cfg.key] = req
             try:
                 log(f"{group}: starting {cfg.label}")
                 if cfg.key.startswith("tollgate-"):
@@ -915,6 +935,11 @@ def throughput_llm(up: int) -> None:
         (tollgate_fleet_config(up, w.plugin, "Tollgate LLM, limits in Redis (tollgate-limits)"), "tollgate-llm"),
         # The same models as virtual models with a fallback deployment that is never needed.
         (tollgate_virtual_config(up, w.plugin, "Tollgate LLM, virtual model (2 deployments, first succeeds)"), "tollgate-llm"),
+        (tollgate_llm_variant("tollgate-llm-guardrails", up, w.plugin, GUARDRAILS_BENCH,
+                              "Tollgate LLM + guardrails (5 detectors, request and answer)"), "tollgate-llm"),
+        # Every request after the first is a cache hit, answered by the gateway.
+        (tollgate_llm_variant("tollgate-llm-cache-hit", up, w.plugin, {"cache": {"when": "opt_in"}},
+                              "Tollgate LLM, exact-match cache hit", {"x-tollgate-cache": "on"}), "bare"),
     ], up)
     target_from_rows(rows, "tollgate-llm", "LLM non-streaming throughput", ">= 0.85 x bare Envoy + buffer req/s", 0.85)
 

@@ -340,6 +340,9 @@ def test_store_down_fail_closed_refuses_and_fail_open_local_counts_on_this_envoy
     closed_record = audit_for(fleet.a, tool="add", decision="deny")
     assert (closed_record["identity"]["principal"], closed_record["rule_id"], closed_record["status"]) == (who, "fleet-burst", 429)
     assert "limits_degraded" not in closed_record, "a refusal counted nothing locally"
+    # Envoy flushes its access log every 50 ms: wait for the records before reading them.
+    harness.wait_until(lambda: len(records_of(fleet.a, who, "echo")) >= 4 and len(records_of(fleet.b, who, "echo")) >= 3,
+                       5, "the echo calls' records on A and B")
     echo = records_of(fleet.a, who, "echo")
     assert [(r["decision"], r.get("limits_degraded")) for r in echo] == [
         ("allow", True), ("allow", True), ("allow", True), ("deny", True)]
