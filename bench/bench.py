@@ -611,10 +611,17 @@ def tollgate_virtual_config(upstream_port: int, plugin_cfg: dict, label: str) ->
     deployments cluster's upstream filter. Every request succeeds at its first attempt: the
     row's cost against `tollgate-llm` is what fallback adds when nothing fails."""
     fallback = harness.load_envoy_config("llm-fallback.yaml")
+    shipped = harness.load_envoy_config("llm.yaml")
+    # The bench's plugin configuration reads provider keys from the VM environment, as
+    # envoy/llm.yaml provides it.
+    environment = next((w["vm_config"].get("environment_variables") for w in harness.wasm_filters(shipped)), None)
     address = f"127.0.0.1:{upstream_port}"
 
     def build() -> Envoy:
         cfg = copy.deepcopy(fallback)
+        for wasm in harness.wasm_filters(cfg):
+            if environment:
+                wasm["vm_config"]["environment_variables"] = copy.deepcopy(environment)
         for cluster in cfg["static_resources"]["clusters"]:
             cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [{"endpoint": {"address": {
                 "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]

@@ -62,6 +62,11 @@ pub struct AttemptExchange {
     provider_usage: Option<UsageTracker>,
     /// The attempt was logged (at its response headers, or at its end without them).
     logged: bool,
+    /// Which attempt this is (1: the first).
+    attempt: usize,
+    /// The request goes as the client sent it (same API and model): the body is neither held
+    /// nor rewritten.
+    passthrough: bool,
     replied: bool,
 }
 
@@ -78,6 +83,8 @@ impl AttemptExchange {
             answer: Answer::AsIs,
             provider_usage: None,
             logged: false,
+            attempt: 1,
+            passthrough: false,
             replied: false,
         }
     }
@@ -108,7 +115,8 @@ impl AttemptExchange {
         let status = u16::try_from(kind.status()).ok();
         self.replied = true;
         self.log_attempt(host, status, None);
-        let headers: Vec<(&str, &str)> = name.as_deref().map(|n| (deployments::ANSWERED_BY_HEADER, n)).into_iter().collect();
+        let answered = name.as_deref().map(|n| deployments::answered_by(n, self.attempt, self.elapsed_ms(host)));
+        let headers: Vec<(&str, &str)> = answered.as_deref().map(|v| (deployments::ANSWERED_BY_HEADER, v)).into_iter().collect();
         if let Err(e) = reply::send_json(host, kind.status(), &headers, &body) {
             host.log(LogLevel::Error, &format!("tollgate-llm attempt: cannot send local reply: {e}"));
         }
@@ -133,9 +141,14 @@ impl AttemptExchange {
         }
         .map(str::to_string);
         let failed = error.is_some();
+        let translated = self.target.is_some() && self.target != self.client.as_ref().map(|c| c.api);
         let attempt = Attempt { deployment: d.name.clone(), status, duration_ms: self.elapsed_ms(host), error, cooldown_ms, tokens: None };
         let label = d.name.clone();
-        attempt_log::push(host, plan.token, attempt);
+        // A first attempt that answered, untranslated, is all the answered-by header says:
+        // the gateway's record takes it from there, without a shared-data round trip.
+        if failed || self.attempt > 1 || translated {
+            attempt_log::push(host, plan.token, attempt);
+        }
         let outcome = match status {
             None => "no_response".to_string(),
             Some(s) => s.to_string(),
@@ -243,6 +256,7 @@ impl HttpExchange for AttemptExchange {
             plan.order.iter().position(on_host).map_or(1, |i| i + 1)
         });
         let index = plan.order.get(attempt.saturating_sub(1)).copied();
+        self.attempt = attempt;
         let (virtual_model, last) = (plan.virtual_model, attempt >= plan.order.len());
         let client_path = plan.client_path.clone();
         self.plan = Some(plan);
@@ -277,27 +291,36 @@ impl HttpExchange for AttemptExchange {
         let requested = self.plan.as_ref().map(|p| p.model.clone()).unwrap_or_default();
         let path = self.target_path(&client, target, stream, d.model(&requested)).unwrap_or(client_path);
         host.try_set_header(HeaderMap::Request, ":path", Some(&path));
-        // The body is rewritten: its length is set again when it is known.
-        host.try_set_header(HeaderMap::Request, "content-length", None);
-        for name in CREDENTIAL_HEADERS {
-            host.try_set_header(HeaderMap::Request, name, None);
+        // Same API and model (and no `include_usage` to add): the body goes as it came.
+        let same_model = d.upstream_model.as_deref().is_none_or(|m| m == requested);
+        self.passthrough = target == client.api
+            && (client.api == ClientApi::Gemini || (same_model && !(client.api == ClientApi::OpenaiChat && stream)));
+        if !self.passthrough {
+            // The body is rewritten: its length is set again when it is known.
+            host.try_set_header(HeaderMap::Request, "content-length", None);
         }
-        // Another provider's extra headers, set by an earlier attempt, are not this one's.
-        for other in self.state.router.providers() {
-            for (name, _) in &other.headers {
+        if attempt > 1 {
+            // An earlier attempt's credential and provider headers are in the shared map.
+            for name in CREDENTIAL_HEADERS {
                 host.try_set_header(HeaderMap::Request, name, None);
+            }
+            for other in self.state.router.providers() {
+                for (name, _) in &other.headers {
+                    host.try_set_header(HeaderMap::Request, name, None);
+                }
             }
         }
         if let Some((name, value)) = provider.credential_header(target) {
             host.try_set_header(HeaderMap::Request, name, Some(&value));
         }
         // A client SDK's API-specific headers mean nothing to a provider of another API.
-        if target != ClientApi::AnthropicMessages {
+        if target != ClientApi::AnthropicMessages && client.api == ClientApi::AnthropicMessages {
             for name in ["anthropic-version", "anthropic-beta"] {
                 host.try_set_header(HeaderMap::Request, name, None);
             }
         }
-        if !matches!(target, ClientApi::OpenaiChat | ClientApi::OpenaiResponses | ClientApi::OpenaiEmbeddings) {
+        let openai = |api: ClientApi| matches!(api, ClientApi::OpenaiChat | ClientApi::OpenaiResponses | ClientApi::OpenaiEmbeddings);
+        if !openai(target) && openai(client.api) {
             for name in ["openai-organization", "openai-project"] {
                 host.try_set_header(HeaderMap::Request, name, None);
             }
@@ -314,7 +337,7 @@ impl HttpExchange for AttemptExchange {
         // The headers wait for the body (`allow_on_headers_stop_iteration: true`): a body that
         // cannot be translated is refused before anything reaches the provider, which would
         // otherwise get the headers (and credential) of a request then reset.
-        if end_of_stream {
+        if end_of_stream || self.passthrough {
             Step::Continue
         } else {
             Step::Pause
@@ -324,6 +347,9 @@ impl HttpExchange for AttemptExchange {
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         if self.replied {
             return Step::Pause;
+        }
+        if self.passthrough {
+            return Step::Continue;
         }
         if !end_of_stream {
             return Step::Pause;
@@ -356,7 +382,8 @@ impl HttpExchange for AttemptExchange {
         }
         self.log_attempt(host, status, cooldown);
         if let Some(d) = self.deployment() {
-            host.try_set_header(HeaderMap::Response, deployments::ANSWERED_BY_HEADER, Some(&d.name.clone()));
+            let value = deployments::answered_by(&d.name, self.attempt, self.elapsed_ms(host));
+            host.try_set_header(HeaderMap::Response, deployments::ANSWERED_BY_HEADER, Some(&value));
         }
         let (Some(client), Some(target)) = (&self.client, self.target) else { return Step::Continue };
         if target == client.api {

@@ -151,7 +151,7 @@ fn a_429_cools_the_deployment_down_and_the_next_plan_puts_it_last() {
     let (mut ex, _) = attempt(&host, "1", "10.0.0.2:443");
     *host.response_headers.borrow_mut() = vec![(":status".into(), "429".into()), ("retry-after".into(), "7".into())];
     assert_eq!(callback(&host, |h| ex.on_response_headers(h, false)), Step::Continue);
-    assert_eq!(host.response_header(deployments::ANSWERED_BY_HEADER).as_deref(), Some("an/claude-x"));
+    assert_eq!(host.response_header(deployments::ANSWERED_BY_HEADER).as_deref(), Some("an/claude-x;1;0"));
     let now_ms = host.now_millis();
     assert_eq!(deployments::cooling_until(&host, "an/claude-x"), now_ms + 7000);
     let plan = deployments::parse_plan(&host.request_header("x-tollgate-plan").unwrap()).unwrap();

@@ -37,8 +37,21 @@ pub const HOSTS_HEADER: &str = "x-tollgate-hosts";
 /// depends on, and the plan and host list stay until the last attempt (the load balancer
 /// reads the host list again for each retry): providers of earlier attempts receive them.
 pub const PLAN_HEADER: &str = "x-tollgate-plan";
-/// Response header naming the deployment that answered (removed before the client).
+/// Response header naming the deployment that answered (removed before the client):
+/// `<deployment>;<attempt>;<duration ms>`.
 pub const ANSWERED_BY_HEADER: &str = "x-tollgate-deployment";
+
+pub fn answered_by(deployment: &str, attempt: usize, duration_ms: u64) -> String {
+    format!("{deployment};{attempt};{duration_ms}")
+}
+
+/// (deployment, attempt, duration ms) of an answered-by header.
+pub fn parse_answered_by(value: &str) -> Option<(&str, usize, u64)> {
+    let mut parts = value.rsplitn(3, ';');
+    let duration = parts.next()?.trim().parse().ok()?;
+    let attempt = parts.next()?.trim().parse().ok()?;
+    Some((parts.next()?, attempt, duration))
+}
 
 /// One deployment of a virtual model, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,6 +469,13 @@ mod tests {
             Some(90_000)
         );
         assert_eq!(cooldown_for(429, &retry, &h(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), 2, 300), Some(2000));
+    }
+
+    #[test]
+    fn the_answered_by_header_round_trips_even_with_semicolons_in_names() {
+        assert_eq!(parse_answered_by(&answered_by("a;b/c", 2, 17)), Some(("a;b/c", 2, 17)));
+        assert_eq!(parse_answered_by("x"), None);
+        assert_eq!(parse_answered_by("x;y;1"), None);
     }
 
     #[test]

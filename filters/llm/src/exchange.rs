@@ -68,6 +68,8 @@ pub struct Exchange {
     awaiting: Option<Box<Awaiting>>,
     /// A virtual model's plan token: the key of its attempts in the attempt log.
     plan_token: Option<u64>,
+    /// The answering attempt's number and duration (from the attempt role's header).
+    answered_attempt: Option<(usize, u64)>,
     /// The request path as forwarded (a Gemini key taken out of the query).
     client_path: String,
     /// What the client said about caching (read with the request headers).
@@ -133,6 +135,7 @@ impl Exchange {
             ratelimit_headers: Vec::new(),
             awaiting: None,
             plan_token: None,
+            answered_attempt: None,
             client_path: String::new(),
             cache_wish: cache::ClientWish::default(),
             cache_fill: None,
@@ -357,7 +360,18 @@ impl Exchange {
         }
         self.finished = true;
         if let Some(token) = self.plan_token {
-            self.facts.attempts = deployments::attempt_log::take(host, token);
+            self.facts.attempts = match (self.answered_attempt, &self.facts.deployment) {
+                // A first attempt that answered untranslated logs nothing: it is all there is.
+                (Some((1, duration_ms)), Some(name)) if !self.translated_answer() => vec![deployments::Attempt {
+                    deployment: name.clone(),
+                    status: self.facts.response_status.and_then(|s| u16::try_from(s).ok()),
+                    duration_ms,
+                    error: self.facts.response_status.filter(|s| *s >= 400).map(|_| "status".to_string()),
+                    cooldown_ms: None,
+                    tokens: None,
+                }],
+                _ => deployments::attempt_log::take(host, token),
+            };
         }
         let accounting = record::accounting(&self.facts, self.tracker.as_ref(), &self.state);
         self.reconcile(host, accounting);
@@ -436,8 +450,10 @@ impl Exchange {
     /// A virtual model's answer: which deployment gave it (the attempt role says so in a
     /// response header, removed here), so the record prices its upstream model.
     fn answered_by(&mut self, host: &dyn Host) {
-        let Some(name) = host.response_header(deployments::ANSWERED_BY_HEADER) else { return };
+        let Some(value) = host.response_header(deployments::ANSWERED_BY_HEADER) else { return };
         host.try_set_header(HeaderMap::Response, deployments::ANSWERED_BY_HEADER, None);
+        let Some((name, attempt, duration_ms)) = deployments::parse_answered_by(&value) else { return };
+        self.answered_attempt = Some((attempt, duration_ms));
         let state = self.state.clone();
         let found = self.facts.model.as_deref().and_then(|m| state.router.route(m)).and_then(|r| r.virtual_model).and_then(|(_, vm)| {
             vm.deployments.iter().find(|d| d.name == name)
@@ -447,6 +463,19 @@ impl Exchange {
             self.facts.provider = state.router.provider_at(d.provider).map(|p| p.name.clone());
             self.facts.deployment = Some(d.name.clone());
         }
+    }
+
+    /// Whether the answering deployment's provider speaks another API than the client (its
+    /// answer was translated, and its attempt logged with the provider's own usage).
+    fn translated_answer(&self) -> bool {
+        let (Some(api), Some(name)) = (self.facts.api, &self.facts.deployment) else { return false };
+        let state = &self.state;
+        let found = self.facts.model.as_deref().and_then(|m| state.router.route(m)).and_then(|r| r.virtual_model).and_then(|(_, vm)| {
+            vm.deployments.iter().find(|d| &d.name == name)
+        });
+        found
+            .and_then(|d| state.router.provider_at(d.provider))
+            .is_some_and(|p| self.endpoint.as_ref().and_then(|e| deployments::target_for(e, p.apis.as_deref())) != Some(api))
     }
 
     /// A path no client API knows (`endpoints.rs`): the model list, answered here after the
