@@ -94,3 +94,22 @@ def start(workdir, started, *, dead_openai_a: bool = False) -> Stack:
     envoy = harness.Envoy(cfg, workdir, plugin_configs={"tollgate.llm": plugin, "tollgate.llm.attempt": plugin})
     started.append(envoy.proc)
     return Stack(envoy, fakes, plugin)
+
+
+def stack_fixture(name: str, tmp_path_factory):
+    """A module's stack (generator for a pytest fixture): started, then always stopped."""
+    workdir = tmp_path_factory.mktemp(name)
+    started: list = []
+    try:
+        yield start(workdir, started)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+def stream_chat(stack: Stack, model: str) -> tuple[str, str]:
+    """(text, trace id) of one streamed chat completion through the openai SDK."""
+    trace_id, headers = trace()
+    stream = stack.openai().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hello"}], stream=True, extra_headers=headers)
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices), trace_id

@@ -15,20 +15,14 @@ import httpx
 import openai
 import pytest
 
-from llm_fallback_helpers import ALICE, start
+from llm_fallback_helpers import ALICE, stack_fixture, start, stream_chat
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("fallback")
-    started: list = []
-    try:
-        yield start(workdir, started)
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    yield from stack_fixture("fallback", tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -78,11 +72,7 @@ def test_a_failing_deployment_is_skipped_for_its_retry_after_then_used_again(sta
 
 def test_a_stream_fails_over_before_its_first_byte(stack):
     stack.set("openai-a", status=503, retry_after=1)
-    trace_id = secrets.token_hex(16)
-    stream = stack.openai().chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hello"}], stream=True,
-        extra_headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    text, trace_id = stream_chat(stack, "chat")
     assert text.startswith("Hello from openai-b")
     rec = stack.record(trace_id)
     assert [a.get("status") for a in rec["attempts"]] == [503, 200] and rec["stream"] is True, rec
@@ -95,11 +85,7 @@ def test_a_stream_whose_provider_stalls_before_its_first_byte_fails_over(stack):
     # first_byte_timeout_ms is 2000 in the shipped config: openai-a answers after 5 s.
     stack.set("openai-a", response_delay_ms=5000)
     started = time.monotonic()
-    trace_id = secrets.token_hex(16)
-    stream = stack.openai().chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hello"}], stream=True,
-        extra_headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    text, trace_id = stream_chat(stack, "chat")
     assert text.startswith("Hello from openai-b")
     assert time.monotonic() - started < 4.5
     rec = stack.record(trace_id)

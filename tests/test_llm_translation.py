@@ -29,7 +29,7 @@ import pytest
 from google import genai
 from google.genai import types as gtypes
 
-from llm_fallback_helpers import start, trace
+from llm_fallback_helpers import stack_fixture, trace
 from test_llm import expected_cost
 
 pytestmark = pytest.mark.timeout(90)
@@ -44,13 +44,7 @@ SYSTEM = "You are a terse assistant."
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("translation")
-    started: list = []
-    try:
-        yield start(workdir, started)
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    yield from stack_fixture("translation", tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -60,14 +60,6 @@ fn rules_combine_by_first_match_also_when_named() {
     assert_eq!(named.authz.combining, Some(crate::authz::Combining::FirstMatch));
 }
 
-/// serde_path_to_error's message, as `tollgate_core::config::parse` gave it before.
-fn reference(text: &str) -> Option<String> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, Config>(&mut de).err().map(|e| match e.path().to_string() {
-        p if p == "." => format!("configuration: {}", e.inner()),
-        p => format!("{p}: {}", e.inner()),
-    })
-}
 
 #[test]
 fn field_paths_match_serde_path_to_error() {
@@ -83,6 +75,6 @@ fn field_paths_match_serde_path_to_error() {
         "limits": {"max_request_body_bytes": 1048576, "max_sse_event_bytes": 1048576, "max_list_response_bytes": 1048576},
         "log_message_parts": false, "forward_credentials": false, "audit": {"log": false}
     });
-    let refused = tollgate_core::config::paths_agree::<Config>(&valid, reference);
+    let refused = tollgate_core::config::paths_agree::<Config>(&valid, tollgate_core::config::reference_error::<Config>);
     assert!(refused > 300, "{refused}");
 }

@@ -297,6 +297,17 @@ pub fn bad_variants(valid: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// serde_path_to_error's message for `text` as a `T`, as `parse` gave it before it named
+/// paths itself: the reference of [`paths_agree`].
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "testing")))]
+pub fn reference_error<T: DeserializeOwned>(text: &str) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, T>(&mut de).err().map(|e| match e.path().to_string() {
+        p if p == "." => format!("configuration: {}", e.inner()),
+        p => format!("{p}: {}", e.inner()),
+    })
+}
+
 /// Refuses each of [`bad_variants`] of `valid` as `reference` (serde_path_to_error, in the
 /// test) does, message for message; the number refused.
 #[cfg(all(not(target_arch = "wasm32"), any(test, feature = "testing")))]

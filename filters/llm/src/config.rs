@@ -1201,14 +1201,6 @@ mod tests {
         assert!(!load(v).unwrap().require_identity);
     }
 
-    /// serde_path_to_error's message, as `tollgate_core::config::parse` gave it before.
-    fn reference(text: &str) -> Option<String> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize::<_, Config>(&mut de).err().map(|e| match e.path().to_string() {
-            p if p == "." => format!("configuration: {}", e.inner()),
-            p => format!("{p}: {}", e.inner()),
-        })
-    }
 
     #[test]
     fn field_paths_match_serde_path_to_error() {
@@ -1228,7 +1220,7 @@ mod tests {
             "store": {"cluster": "tollgate_limits", "timeout_ms": 200},
             "audit": {"log": false}
         });
-        let refused = tollgate_core::config::paths_agree::<Config>(&valid, reference);
+        let refused = tollgate_core::config::paths_agree::<Config>(&valid, tollgate_core::config::reference_error::<Config>);
         assert!(refused > 300, "{refused}");
     }
 }

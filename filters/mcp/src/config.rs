@@ -345,14 +345,6 @@ mod tests {
         assert!(err.0.starts_with("policy.rules[0].arguments[0].gt: expected a number"), "{err}");
     }
 
-    /// serde_path_to_error's message, as `tollgate_core::config::parse` gave it before.
-    fn reference(text: &str) -> Option<String> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize::<_, Config>(&mut de).err().map(|e| match e.path().to_string() {
-            p if p == "." => format!("configuration: {}", e.inner()),
-            p => format!("{p}: {}", e.inner()),
-        })
-    }
 
     #[test]
     fn field_paths_match_serde_path_to_error() {
@@ -369,7 +361,7 @@ mod tests {
             "rate_limits": [{"id": "tools-per-principal", "principals": ["*"], "max_calls": 120, "window_secs": 60, "per": "principal"}],
             "audit": {"log": false}, "audit_arguments": false
         });
-        let refused = tollgate_core::config::paths_agree::<Config>(&valid, reference);
+        let refused = tollgate_core::config::paths_agree::<Config>(&valid, tollgate_core::config::reference_error::<Config>);
         assert!(refused > 300, "{refused}");
     }
 }
