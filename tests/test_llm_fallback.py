@@ -8,7 +8,6 @@ address with nothing listening stands in for a provider that refuses connections
 """
 from __future__ import annotations
 
-import secrets
 import time
 
 import httpx
