@@ -604,7 +604,8 @@ def tollgate_fleet_config(upstream_port: int, plugin_cfg: dict, label: str) -> C
     return Config("tollgate-llm-fleet", label, build)
 
 
-def tollgate_virtual_config(upstream_port: int, plugin_cfg: dict, label: str) -> Config:
+def tollgate_virtual_config(upstream_port: int, plugin_cfg: dict, label: str, fallbacks: int = 1,
+                            key: str = "tollgate-llm-virtual") -> Config:
     """Tollgate LLM with the bench's models as virtual models (two deployments each, on the
     canned upstream), as envoy/llm-fallback.yaml runs them: the gateway plans, Envoy's
     override_host policy and retries run the attempt, the module runs again as the
@@ -630,17 +631,17 @@ def tollgate_virtual_config(upstream_port: int, plugin_cfg: dict, label: str) ->
             p["address"] = address
         for m in plugin.get("models", []):
             provider, upstream = m.pop("provider"), m.pop("upstream_model", None)
-            first = {"provider": provider, "name": "primary", "priority": 0}
-            second = {"provider": provider, "name": "secondary", "priority": 1}
+            deployments = [{"provider": provider, "name": f"d{i}", "priority": i} for i in range(1 + fallbacks)]
             if upstream:
-                first["upstream_model"] = second["upstream_model"] = upstream
-            m["deployments"] = [first, second]
+                for d in deployments:
+                    d["upstream_model"] = upstream
+            m["deployments"] = deployments
         if not plugin.get("models"):
             raise NotRun("the bench's LLM configuration has no model routes")
-        return Envoy("tollgate-llm-virtual", cfg, core=ENVOY_CORE,
+        return Envoy(key, cfg, core=ENVOY_CORE,
                      plugin_configs={"tollgate.llm": plugin, "tollgate.llm.attempt": plugin})
 
-    return Config("tollgate-llm-virtual", label, build)
+    return Config(key, label, build)
 
 
 def tollgate_llm_variant(key: str, upstream_port: int, plugin_cfg: dict, extra: dict, label: str,
@@ -942,6 +943,10 @@ def throughput_llm(up: int) -> None:
         (tollgate_fleet_config(up, w.plugin, "Tollgate LLM, limits in Redis (tollgate-limits)"), "tollgate-llm"),
         # The same models as virtual models with a fallback deployment that is never needed.
         (tollgate_virtual_config(up, w.plugin, "Tollgate LLM, virtual model (2 deployments, first succeeds)"), "tollgate-llm"),
+        # The same virtual model with no fallback deployment: what the unused fallback itself
+        # adds, against the row above.
+        (tollgate_virtual_config(up, w.plugin, "Tollgate LLM, virtual model (1 deployment, no fallback)", fallbacks=0,
+                                 key="tollgate-llm-virtual-one"), "tollgate-llm-virtual"),
         (tollgate_llm_variant("tollgate-llm-guardrails", up, w.plugin, GUARDRAILS_BENCH,
                               "Tollgate LLM + guardrails (5 detectors, request and answer)"), "tollgate-llm"),
         # Every request after the first is a cache hit, answered by the gateway.
