@@ -345,3 +345,47 @@ def test_a_response_to_no_request_is_removed_from_the_posts_stream(stray_gateway
     assert response.text.startswith("id: e0\n\nid: e1\n"), response.text
     assert rpc(response)["id"] == 43
     assert "answers no request" in audit_for(stray_gateway, jsonrpc_id=43)["error"]
+
+
+# --- Origin (the MCP spec's DNS-rebinding rule) ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def origin_gateway(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("mcp-origin")
+    port = harness.free_port()
+    script = workdir / "text_list_upstream.py"
+    script.write_text(TEXT_LIST_UPSTREAM)
+    procs = [harness.Proc("origin-upstream", [sys.executable, str(script), str(port)], workdir)]
+    try:
+        harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_seen", timeout=1).status_code == 200,
+                           20, "stub upstream", procs[0])
+        plugin = gateway_plugin()
+        plugin["allowed_origins"] = ["https://app.example.com", "http://localhost:*"]
+        envoy = harness.Envoy(envoy_config(), workdir, name="envoy-origin",
+                              upstreams={"mcp_demo": port}, plugin_configs={ROOT_ID: plugin})
+        procs.append(envoy.proc)
+        yield envoy, port
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "http://localhost.evil.example:80", "null",
+                                    "https://app.example.com.evil.example"])
+def test_a_request_from_an_origin_not_allowed_is_refused_with_403_and_never_forwarded(origin_gateway, origin):
+    envoy, port = origin_gateway
+    seen_before = httpx.get(f"http://127.0.0.1:{port}/_seen", timeout=5).json()
+    response = post(envoy, {"jsonrpc": "2.0", "id": 7, "method": "ping"}, {"origin": origin})
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == -32600
+    assert httpx.get(f"http://127.0.0.1:{port}/_seen", timeout=5).json() == seen_before
+    record = audit_for(envoy, decision="deny", error=f"origin `{origin}` not allowed")
+    assert record["identity"]["principal"] == "alice"
+    assert record["status"] == 403
+
+
+@pytest.mark.parametrize("origin", [None, "https://app.example.com", "http://localhost:6274"])
+def test_an_allowed_or_absent_origin_passes(origin_gateway, origin):
+    envoy, _ = origin_gateway
+    response = post(envoy, {"jsonrpc": "2.0", "id": 8, "method": "ping"}, {"origin": origin} if origin else None)
+    assert response.status_code != 403, response.text

@@ -24,6 +24,12 @@ pub struct Config {
     /// resource metadata, e.g. `https://gw.example/.well-known/oauth-protected-resource/mcp`).
     #[serde(default)]
     pub resource_metadata: Option<String>,
+    /// Browser origins allowed to call (the MCP spec's DNS-rebinding rule): a request whose
+    /// `Origin` is not listed is refused with 403; a request without `Origin` (a non-browser
+    /// client) passes. Entries are exact origins (`https://app.example.com`) or a host with
+    /// any port (`http://localhost:*`). Absent: `Origin` is not checked.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
     /// Forward the client's credential headers (`authorization` and the API-key headers)
     /// upstream. Off by default: MCP servers must not receive the client's token.
     #[serde(default)]
@@ -66,6 +72,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             require_identity: false,
             resource_metadata: None,
+            allowed_origins: None,
             forward_credentials: false,
             server: ServerConfig::default(),
             max_body_bytes: default_max_body(),
@@ -296,6 +303,17 @@ impl Validate for Config {
         }
         if let Some(store) = &self.store {
             store.validate("store")?;
+        }
+        for (i, origin) in self.allowed_origins.iter().flatten().enumerate() {
+            let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+            let clean = !origin.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+            let path_free = origin.splitn(4, '/').nth(3).is_none();
+            if !scheme_ok || !clean || !path_free {
+                return Err(ConfigError::field(
+                    &format!("allowed_origins[{i}]"),
+                    format!("`{origin}` must be an origin: `http(s)://host[:port]`, or `http(s)://host:*` for any port"),
+                ));
+            }
         }
         // Rules and rate limits are checked where they are compiled, once, in `Shared::build`
         // (JSONPaths, regexes and numbers refused with the field named).

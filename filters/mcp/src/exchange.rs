@@ -544,6 +544,15 @@ impl HttpExchange for Exchange {
             let reply = replies::unauthorized(false, self.config().resource_metadata.as_deref());
             return self.refuse_request(host, reply, Decision::Deny, "no identity");
         }
+        // DNS rebinding (checked once the caller is known, so the record names it): a browser page of another origin never reaches the server.
+        if let Some(origin) = host.request_header("origin") {
+            if !origin_allowed(self.config().allowed_origins.as_deref(), &origin) {
+                let reply = replies::refusal(403, None, codes::INVALID_REQUEST, "Origin not allowed");
+                let reason = format!("origin `{}` not allowed", message::truncate(&origin, 256));
+                return self.refuse_request(host, reply, Decision::Deny, &reason);
+            }
+        }
+
         match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
             Ok(r) => self.revision = r,
             // A revision the filter does not know is never forwarded, even where a server
@@ -755,3 +764,34 @@ impl HttpExchange for Exchange {
 #[cfg(test)]
 #[path = "exchange_tests.rs"]
 mod tests;
+
+/// Whether a request's `Origin` may call: no allow-list configured, or the origin listed
+/// (exactly, or as `scheme://host:*` for any port of that host).
+pub fn origin_allowed(allowed: Option<&[String]>, origin: &str) -> bool {
+    let Some(allowed) = allowed else { return true };
+    allowed.iter().any(|a| match a.strip_suffix(":*") {
+        Some(base) => origin.strip_prefix(base).and_then(|rest| rest.strip_prefix(':')).is_some_and(|port| {
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        }),
+        None => a == origin,
+    })
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins_match_exactly_or_by_any_port_and_absent_lists_allow_all() {
+        let allowed = vec!["https://app.example.com".to_string(), "http://localhost:*".to_string()];
+        assert!(origin_allowed(Some(&allowed), "https://app.example.com"));
+        assert!(origin_allowed(Some(&allowed), "http://localhost:6274"));
+        assert!(!origin_allowed(Some(&allowed), "http://localhost"));
+        assert!(!origin_allowed(Some(&allowed), "http://localhost:6274.evil.com"));
+        assert!(!origin_allowed(Some(&allowed), "http://localhost.evil.com:80"));
+        assert!(!origin_allowed(Some(&allowed), "https://app.example.com.evil.com"));
+        assert!(!origin_allowed(Some(&allowed), "null"));
+        assert!(!origin_allowed(Some(&[]), "https://app.example.com"));
+        assert!(origin_allowed(None, "https://anything.example"));
+    }
+}
