@@ -344,6 +344,16 @@ mod tests {
     }
 
     #[test]
+    fn an_allowed_origin_that_is_not_an_origin_is_refused_naming_it() {
+        assert!(load::<Config>(br#"{"allowed_origins":["https://app.example.com","http://localhost:*"]}"#).is_ok());
+        for bad in ["app.example.com", "https://app.example.com/", "https://a.example/path", "https://a b", ""] {
+            let text = format!(r#"{{"allowed_origins":["https://ok.example",{}]}}"#, serde_json::json!(bad));
+            let err = load::<Config>(text.as_bytes()).unwrap_err();
+            assert!(err.0.starts_with("allowed_origins[1]:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn equals_null_is_present() {
         let a: ArgumentConfig = serde_json::from_str(r#"{"path":"$.x","equals":null}"#).unwrap();
         assert_eq!(a.equals.map(|r| r.get().to_string()).as_deref(), Some("null"));
