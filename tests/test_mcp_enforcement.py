@@ -241,23 +241,29 @@ def test_an_allowed_table_inside_a_string_reaches_the_server_as_a_list(stack):
 
 # --- a list answer that is neither JSON nor SSE ---------------------------------------------
 
-@pytest.fixture(scope="module")
-def text_list_gateway(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("mcp-text-list")
+def stub_gateway(tmp_path_factory, name: str, plugin: dict):
+    """Envoy + the filter (`plugin`) in front of the stub upstream (TEXT_LIST_UPSTREAM), for a
+    module fixture: yields (envoy, stub port), always stopped."""
+    workdir = tmp_path_factory.mktemp(f"mcp-{name}")
     port = harness.free_port()
-    script = workdir / "text_list_upstream.py"
+    script = workdir / "stub_upstream.py"
     script.write_text(TEXT_LIST_UPSTREAM)
-    procs = [harness.Proc("text-list-upstream", [sys.executable, str(script), str(port)], workdir)]
+    procs = [harness.Proc(f"{name}-upstream", [sys.executable, str(script), str(port)], workdir)]
     try:
         harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_seen", timeout=1).status_code == 200,
-                           20, "text/plain upstream", procs[0])
-        envoy = harness.Envoy(envoy_config(), workdir, name="envoy-text-list",
-                              upstreams={"mcp_demo": port}, plugin_configs={ROOT_ID: gateway_plugin()})
+                           20, "stub upstream", procs[0])
+        envoy = harness.Envoy(envoy_config(), workdir, name=f"envoy-{name}",
+                              upstreams={"mcp_demo": port}, plugin_configs={ROOT_ID: plugin})
         procs.append(envoy.proc)
         yield envoy, port
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+@pytest.fixture(scope="module")
+def text_list_gateway(tmp_path_factory):
+    yield from stub_gateway(tmp_path_factory, "text-list", gateway_plugin())
 
 
 def test_a_list_answered_as_text_plain_is_never_passed(text_list_gateway):
@@ -351,23 +357,9 @@ def test_a_response_to_no_request_is_removed_from_the_posts_stream(stray_gateway
 
 @pytest.fixture(scope="module")
 def origin_gateway(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("mcp-origin")
-    port = harness.free_port()
-    script = workdir / "text_list_upstream.py"
-    script.write_text(TEXT_LIST_UPSTREAM)
-    procs = [harness.Proc("origin-upstream", [sys.executable, str(script), str(port)], workdir)]
-    try:
-        harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_seen", timeout=1).status_code == 200,
-                           20, "stub upstream", procs[0])
-        plugin = gateway_plugin()
-        plugin["allowed_origins"] = ["https://app.example.com", "http://localhost:*"]
-        envoy = harness.Envoy(envoy_config(), workdir, name="envoy-origin",
-                              upstreams={"mcp_demo": port}, plugin_configs={ROOT_ID: plugin})
-        procs.append(envoy.proc)
-        yield envoy, port
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
+    plugin = gateway_plugin()
+    plugin["allowed_origins"] = ["https://app.example.com", "http://localhost:*"]
+    yield from stub_gateway(tmp_path_factory, "origin", plugin)
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "http://localhost.evil.example:80", "null",
