@@ -551,7 +551,11 @@ impl Exchange {
     /// (nothing is forwarded), `redact` rewrites the body (the provider never sees the match),
     /// `log` records. Returns the body to go on with and its size.
     fn guard_request(&mut self, host: &dyn Host, endpoint: &api::Endpoint, mut body: Vec<u8>, body_size: usize) -> Result<(Vec<u8>, usize), Step> {
-        if !matches!(endpoint.operation, api::Operation::Generate | api::Operation::Embeddings) || self.facts.moderation.is_some() {
+        // Most configurations have no request policy: then the body is not read again here.
+        let any_request_policy = self.state.guardrails.as_ref().is_some_and(|g| g.policies.iter().any(|p| p.request));
+        // After moderation the request comes through again, already judged (and redacted).
+        let judged = self.facts.moderation.is_some();
+        if !any_request_policy || judged || !matches!(endpoint.operation, api::Operation::Generate | api::Operation::Embeddings) {
             return Ok((body, body_size));
         }
         let model = match &endpoint.gemini {
@@ -850,8 +854,12 @@ impl HttpExchange for Exchange {
         let state = self.state.clone();
         // Only the filter chooses the provider and plans the attempts.
         host.try_set_header(HeaderMap::Request, &state.provider_header, None);
-        host.try_set_header(HeaderMap::Request, deployments::HOSTS_HEADER, None);
-        host.try_set_header(HeaderMap::Request, deployments::PLAN_HEADER, None);
+        // A client's plan could only matter on the deployments route, where the gateway
+        // writes both headers itself; without virtual models, no host call is spent on them.
+        if state.router.has_virtual_models() {
+            host.try_set_header(HeaderMap::Request, deployments::HOSTS_HEADER, None);
+            host.try_set_header(HeaderMap::Request, deployments::PLAN_HEADER, None);
+        }
 
         let path = host.request_header(":path").unwrap_or_default();
         self.client_path = path.clone();

@@ -141,6 +141,10 @@ impl Router {
         out
     }
 
+    pub fn has_virtual_models(&self) -> bool {
+        !self.virtual_models.is_empty()
+    }
+
     pub fn virtual_model(&self, index: usize) -> Option<&VirtualModel> {
         self.virtual_models.get(index)
     }
