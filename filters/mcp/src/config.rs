@@ -108,6 +108,11 @@ pub struct ServerConfig {
     /// Upstream cluster name -> server name, used when the route has no metadata.
     #[serde(default)]
     pub clusters: BTreeMap<String, String>,
+    /// Server name (as resolved above) -> the backends Envoy's `mcp_router` serves on that
+    /// route: names prefixed with a backend (`alpha__echo`, `alpha+file:///x`) are judged,
+    /// filtered, audited and counted on that backend (`crate::router`).
+    #[serde(default)]
+    pub routers: BTreeMap<String, crate::router::RouterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +121,7 @@ impl Default for ServerConfig {
             route_metadata_key: default_route_key(),
             metadata_namespace: default_namespace(),
             clusters: BTreeMap::new(),
+            routers: BTreeMap::new(),
         }
     }
 }

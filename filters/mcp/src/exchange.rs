@@ -22,6 +22,8 @@ use crate::ratelimit::{FleetCall, RateLimits};
 use crate::record::{self, ExchangeFacts, MessageRecord};
 use crate::replies::{self, Reply};
 use crate::response::{self, Expect, Plan, Reader, ResponseMode};
+use crate::router::Router;
+use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
@@ -45,6 +47,8 @@ pub struct Shared {
     pub config: Config,
     pub policy: Option<Policy>,
     pub rate_limits: RateLimits,
+    /// `server.routers`, compiled: route server name -> Envoy `mcp_router` backends.
+    pub routers: BTreeMap<String, Rc<Router>>,
     /// Request headers that may carry a client credential (removed unless
     /// `forward_credentials`), computed once.
     credential_headers: Vec<String>,
@@ -60,10 +64,15 @@ impl Shared {
         };
         let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits", config.store.as_ref())?;
         let credential_headers = config.identity.credential_headers();
+        let mut routers = BTreeMap::new();
+        for (name, router) in &config.server.routers {
+            routers.insert(name.clone(), Rc::new(Router::compile(router, &format!("server.routers.{name}"))?));
+        }
         Ok(Shared {
             config,
             policy,
             rate_limits,
+            routers,
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
@@ -91,6 +100,9 @@ pub struct Exchange {
     unsupported_revision: Option<String>,
     identity: Option<Identity>,
     server: String,
+    /// The route is Envoy's `mcp_router` (`server.routers`): `server` becomes the backend a
+    /// request's names are prefixed with.
+    router: Option<Rc<Router>>,
     session_id: Option<String>,
     trace: Option<TraceStep>,
     records: Vec<MessageRecord>,
@@ -152,6 +164,7 @@ impl Exchange {
             unsupported_revision: None,
             identity: None,
             server: String::new(),
+            router: None,
             session_id: None,
             trace: None,
             records: Vec::new(),
@@ -239,10 +252,25 @@ impl Exchange {
             }
         }
 
+        // Behind Envoy's mcp_router, `alpha__echo` is judged as `echo` on server `alpha`.
+        let (messages, routed) = match self.router.clone() {
+            Some(router) => {
+                let (messages, routed) = router.route(messages);
+                if let Some(server) = &routed.server {
+                    self.server.clone_from(server);
+                }
+                (messages, Some(routed))
+            }
+            None => (messages, None),
+        };
+
         // Judge every message.
         let shared = self.shared.clone();
         let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
         let mut judgement = judge::judge(&messages, shared.policy.as_ref(), subject, self.config().audit_arguments);
+        if let Some(routed) = &routed {
+            routed.rule(&mut judgement, shared.dry_run());
+        }
         let enforce = judgement.denied() && !shared.dry_run();
 
         // Rate limits: only the `tools/call` requests the policy allowed, only when the
@@ -327,6 +355,11 @@ impl Exchange {
         }
         let Judgement { records, rulings } = judgement;
         self.records = records;
+        // Replies name what the client sent (`Unknown tool: alpha__echo`).
+        let messages = match routed {
+            Some(routed) => routed.restore(messages),
+            None => messages,
+        };
         if enforce || enforce_limit {
             let denied = judge::denied_requests(&messages, &rulings);
             let reply = match &limited {
@@ -403,6 +436,7 @@ impl Exchange {
             records: &mut self.records,
             policy: self.shared.policy.as_ref(),
             subject: Subject { identity: self.identity.as_ref(), server: &self.server },
+            router: self.router.as_deref(),
             held: matches!(self.response, ResponseMode::JsonBuffer),
             post: self.http_method == "POST",
         }
@@ -527,6 +561,7 @@ impl HttpExchange for Exchange {
         self.http_method = host.request_header(":method").unwrap_or_default();
         self.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.server = self.resolve_server(host);
+        self.router = self.shared.routers.get(&self.server).cloned();
         self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
         // Take part in the trace: the audit records carry the inbound trace id, the upstream
         // gets the gateway's span as its parent.

@@ -22,6 +22,10 @@ pub struct MessageDetail {
     pub prompt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_uri: Option<String>,
+    /// Behind Envoy's `mcp_router`: the name as the client sent it (`alpha__echo`); `server`
+    /// and `tool`/`prompt`/`resource_uri` are then the backend's (`crate::router`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_as: Option<String>,
     /// SHA-256 of the canonical arguments (sorted keys, no whitespace).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments_sha256: Option<String>,

@@ -140,6 +140,8 @@ pub struct Reader<'a> {
     pub records: &'a mut [MessageRecord],
     pub policy: Option<&'a Policy>,
     pub subject: Subject<'a>,
+    /// Behind Envoy's `mcp_router`: list items are judged on the backend their prefix names.
+    pub router: Option<&'a crate::router::Router>,
     /// The JSON body is held to be rewritten ([`ResponseMode::JsonBuffer`]).
     pub held: bool,
     /// The response of a POST: its responses must answer the POST's requests (`expect`).
@@ -339,7 +341,11 @@ impl Reader<'_> {
         // (`result.tools` ... an array) is filtered as one: fail closed, whatever the id says.
         let Some(kind) = list.or_else(|| summary.and_then(|s| s.shape)) else { return Outcome::Keep };
         let subject = self.subject;
-        let mut keep = |kind: ListKind, target: &Target<'_>| policy.visible(subject, kind.use_method(), target).allowed();
+        let router = self.router;
+        let mut keep = |kind: ListKind, target: &Target<'_>| match router {
+            Some(router) => router.visible(policy, subject, kind.use_method(), target),
+            None => policy.visible(subject, kind.use_method(), target).allowed(),
+        };
         let result = filter_list(&msg, Some(kind), &mut keep);
         let (outcome, hidden, error) = match result {
             Ok(None) => (Outcome::Keep, 0, None),

@@ -92,6 +92,7 @@ fn the_reader_filters_lists_and_records_results() {
         records: &mut records,
         policy: Some(&policy),
         subject: Subject { identity: Some(&who), server: "demo" },
+        router: None,
         held: true,
         post: true,
     };
@@ -125,6 +126,7 @@ fn read_json(body: &[u8], post: bool, dry_run: bool) -> (Option<String>, Vec<Mes
         records: &mut records,
         policy: Some(&policy),
         subject: Subject { identity: Some(&who), server: "demo" },
+        router: None,
         held: true,
         post,
     };
@@ -220,6 +222,7 @@ fn a_stray_response_is_removed_from_a_post_stream_keeping_its_event_id() {
             records: &mut records,
             policy: Some(&policy),
             subject: Subject { identity: Some(&who), server: "demo" },
+            router: None,
             held: false,
             post,
         };
