@@ -220,3 +220,7 @@ impl<'a> Routed<'a> {
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_exchange_tests.rs"]
+mod exchange_tests;
