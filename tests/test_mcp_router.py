@@ -251,3 +251,16 @@ def test_the_router_session_is_what_the_client_gets_and_get_delete_are_the_route
     assert len(sid) > 128
     assert audit_for(gw, http_method="GET", session_id=sid[:128])["decision"] == "allow"
     assert audit_for(gw, http_method="DELETE", session_id=sid[:128])["status"] == 400
+
+
+@pytest.mark.parametrize("routers, message", [
+    ({"tools": {"servers": ["alpha"]}}, "server.routers.tools.servers: needs at least two servers"),
+    ({"tools": {"servers": ["alpha", "be__ta"]}}, "server.routers.tools.servers[1]: `be__ta` cannot be read back"),
+    ({"tools": {"servers": ["alpha", "beta"], "separator": "__"}}, "server.routers.tools.separator: unknown field `separator`"),
+])
+def test_a_bad_router_configuration_is_refused_at_load_naming_the_field(tmp_path, routers, message):
+    cfg = harness.load_envoy_config("mcp-router.yaml")
+    plugin = harness.plugin_config(cfg, "tollgate.mcp")
+    plugin["server"] = {"routers": routers}
+    log = harness.run_envoy_expect_failure(cfg, tmp_path, plugin_configs={"tollgate.mcp": plugin})
+    assert f"tollgate-mcp: invalid plugin configuration: {message}" in log, log[-3000:]
