@@ -258,8 +258,9 @@ impl ApprovalFact {
         ApprovalFact { rule_id: rule_id.to_string(), asked, ..ApprovalFact::default() }
     }
 
-    /// The fact of an answer. A failure at or after `timeout_ms` (no answer, or Envoy's own
-    /// 504 for the call) is a timeout.
+    /// The fact of an answer. A failure when `timeout_ms` has passed (no answer, or Envoy's
+    /// own 504 for the call; its timer may fire a millisecond early by the filter's clock, so
+    /// within 5% or 5 ms of it) is a timeout.
     pub fn answered(rule_id: &str, answer: &Answer, latency_ms: u64, timeout_ms: u64) -> Self {
         let mut fact = ApprovalFact::new(rule_id, true);
         fact.latency_ms = Some(latency_ms);
@@ -273,7 +274,8 @@ impl ApprovalFact {
             Answer::Failed { status, why } => {
                 fact.approved = Some(false);
                 fact.status = *status;
-                fact.timeout = latency_ms >= timeout_ms && matches!(status, None | Some(504));
+                let slack = (timeout_ms / 20).max(5);
+                fact.timeout = latency_ms.saturating_add(slack) >= timeout_ms && matches!(status, None | Some(504));
                 fact.error = Some(why.clone());
             }
         }

@@ -81,6 +81,10 @@ fn facts_name_the_outcome_and_timeouts_are_told_apart() {
     assert_eq!((late.timeout, late.outcome(), late.metric_outcome()), (true, "approval timed out", "timeout"));
     let envoy_504 = ApprovalFact::answered("big", &Answer::Failed { status: Some(504), why: "HTTP status 504".into() }, 1000, 1000);
     assert!(envoy_504.timeout);
+    let early_504 = ApprovalFact::answered("big", &Answer::Failed { status: Some(504), why: "HTTP status 504".into() }, 1499, 1500);
+    assert!(early_504.timeout, "Envoy's timer by the filter's clock");
+    let not_yet = ApprovalFact::answered("big", &Answer::Failed { status: Some(504), why: "HTTP status 504".into() }, 1400, 1500);
+    assert!(!not_yet.timeout);
     let quick_504 = ApprovalFact::answered("big", &Answer::Failed { status: Some(504), why: "HTTP status 504".into() }, 3, 1000);
     assert_eq!((quick_504.timeout, quick_504.outcome(), quick_504.metric_outcome()), (false, "approval service failed", "error"));
     let reset = ApprovalFact::answered("big", &Answer::Failed { status: None, why: "reset".into() }, 3, 1000);
