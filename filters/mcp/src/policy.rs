@@ -5,7 +5,9 @@
 //! Semantics:
 //! - a rule matches when every condition it has holds (a list condition: any element);
 //! - rules combine by `deny_overrides` (`policy.combining`, its only value): any matching
-//!   deny wins; otherwise the first matching allow allows; otherwise deny;
+//!   deny wins; otherwise the first matching allow allows; otherwise deny; an `approve` rule
+//!   is an allow rule here, and [`Policy::approval`] names the one an allowed request needs
+//!   (`approval.rs`);
 //! - for list filtering (`tools/list` ...) each item is judged as a call of it with unknown
 //!   arguments: it is shown when some allow rule could match (argument conditions assumed
 //!   satisfiable) and no deny rule without argument conditions matches;
