@@ -324,3 +324,23 @@ def test_a_batch_holding_a_call_that_needs_approval_is_refused_whole_without_ask
     assert answers[1]["error"]["message"] == "Approval required: tools/call transfer must be sent on its own, not in a batch"
     assert stack.calls() == {}
     assert stack.asked() == []
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("approval, expected", [
+    (None, "policy.rules[{n}].effect: `approve` needs `approval` (the approval service) configured (rule `big-transfers`)"),
+    ({"cluster": "approvals", "timeout_ms": 0}, "approval.timeout_ms: must be between 1 and 300000"),
+    ({"cluster": "approvals", "include_args": True}, "approval.include_args: unknown field `include_args`"),
+])
+def test_a_bad_approval_configuration_is_refused_at_load_naming_the_field(tmp_path, approval, expected):
+    plugin = approval_plugin("explain", False)
+    n = next(i for i, r in enumerate(plugin["policy"]["rules"]) if r["id"] == "big-transfers")
+    if approval is None:
+        del plugin["approval"]
+    else:
+        plugin["approval"] = approval
+
+    log = harness.run_envoy_expect_failure(approval_envoy_config(), tmp_path, plugin_configs={ROOT_ID: plugin})
+
+    assert f"tollgate-mcp: invalid plugin configuration: {expected.format(n=n)}" in log, log[-3000:]
