@@ -179,13 +179,15 @@ pub enum Answer {
     Failed { status: Option<u16>, why: String },
 }
 
+/// The answer's members as written (read as `RawValue`s: no `serde_json::Value` in the module).
 #[derive(Deserialize)]
-struct Said {
-    approved: Option<serde_json::Value>,
-    #[serde(default)]
-    approver: Option<serde_json::Value>,
-    #[serde(default)]
-    reason: Option<serde_json::Value>,
+struct Said<'a> {
+    #[serde(borrow, default)]
+    approved: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    approver: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reason: Option<&'a RawValue>,
 }
 
 /// Longest `approver` / `reason` kept (bytes).
@@ -210,18 +212,18 @@ pub fn read_answer(answer: HttpAnswer<'_>) -> Answer {
         Ok(s) => s,
         Err(e) => return failed(format!("not a JSON object with `approved`: {}", tollgate_core::text::truncate(&e.to_string(), 128))),
     };
-    let text = |v: Option<serde_json::Value>, name: &str| match v {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(tollgate_core::text::truncate(&s, MAX_TEXT).to_string())),
-        Some(_) => Err(format!("`{name}` is not a string")),
+    let text = |v: Option<&RawValue>, name: &str| match v.map(|raw| serde_json::from_str::<Option<String>>(raw.get())) {
+        None | Some(Ok(None)) => Ok(None),
+        Some(Ok(Some(s))) => Ok(Some(tollgate_core::text::truncate(&s, MAX_TEXT).to_string())),
+        Some(Err(_)) => Err(format!("`{name}` is not a string")),
     };
     let (approver, reason) = match (text(said.approver, "approver"), text(said.reason, "reason")) {
         (Ok(a), Ok(r)) => (a, r),
         (Err(e), _) | (_, Err(e)) => return failed(e),
     };
-    match said.approved {
-        Some(serde_json::Value::Bool(true)) => Answer::Approved { approver, reason },
-        Some(serde_json::Value::Bool(false)) => Answer::Denied { approver, reason },
+    match said.approved.map(|raw| raw.get().trim()) {
+        Some("true") => Answer::Approved { approver, reason },
+        Some("false") => Answer::Denied { approver, reason },
         _ => failed("`approved` is not a boolean".into()),
     }
 }
