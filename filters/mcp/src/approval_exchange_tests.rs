@@ -293,3 +293,38 @@ fn a_client_that_leaves_before_the_answer_is_recorded_as_refused() {
     assert_eq!((rec["decision"].as_str(), rec["reason"].as_str()), (Some("deny"), Some("approval pending")));
     assert_eq!(rec["approval"], json!({"rule_id": "big-transfers", "asked": true}));
 }
+
+/// A `ShouldRateLimit` answer: OK, or over the limit.
+fn store_answer(over: bool) -> Vec<u8> {
+    use tollgate_core::wire::protobuf::Writer;
+    let mut status = Writer::new();
+    status.uint(1, if over { 2 } else { 1 });
+    let mut w = Writer::new();
+    w.uint(1, if over { 2 } else { 1 }).message(2, &status);
+    w.finish()
+}
+
+#[test]
+fn with_fleet_limits_the_store_counts_first_and_the_approver_is_asked_only_about_admitted_calls() {
+    let shared = shared(json!({
+        "store": {"cluster": "tollgate_limits", "timeout_ms": 100},
+        "rate_limits": [{"id": "fleet", "principals": ["*"], "max_calls": 5, "window_secs": 60, "per": "principal"}],
+    }));
+    let host = request();
+    let (mut ex, step) = post(&shared, &host, &transfer(json!(5000)));
+    assert_eq!(step, Step::Pause, "held for the store");
+    assert_eq!((host.grpc_calls.borrow().len(), host.http_calls.borrow().len()), (1, 0));
+
+    callback(&host, |h| ex.on_grpc_response(h, 1, Ok(&store_answer(false))));
+    assert!(host.resumed.borrow().is_empty(), "still held: now for the approval");
+    assert_eq!(host.http_calls.borrow().len(), 1);
+    answer(&mut ex, &host, Ok((200, br#"{"approved": true}"#)));
+    assert_eq!(*host.resumed.borrow(), vec![Direction::Request]);
+
+    // Over the fleet limit: refused with 429, the approver never asked.
+    host.request_headers.borrow_mut().push(("x-api-key".into(), ALICE.into()));
+    let (mut ex, _) = post(&shared, &host, &transfer(json!(5000)));
+    callback(&host, |h| ex.on_grpc_response(h, 2, Ok(&store_answer(true))));
+    assert_eq!(host.http_calls.borrow().len(), 1, "not asked");
+    assert_eq!(reply_json(&host).0, 429);
+}
