@@ -64,6 +64,11 @@ pub struct Config {
     /// always there).
     #[serde(default)]
     pub audit_arguments: bool,
+    /// The approval service asked about calls an `approve` rule matches (`approval.rs`):
+    /// `{cluster, authority, path, timeout_ms, include_arguments}`. Required when a rule
+    /// says `approve`.
+    #[serde(default)]
+    pub approval: Option<crate::approval::ApprovalConfig>,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Default for Config {
             store: None,
             audit: AuditConfig::default(),
             audit_arguments: false,
+            approval: None,
         }
     }
 }
@@ -164,12 +170,35 @@ pub struct PolicyConfig {
 
 pub use tollgate_core::decision::{Combining, Effect};
 
+/// What a rule says: core's `allow` and `deny`, and `approve`: the requests it matches are
+/// allowed only when the approval service says yes (`approval.rs`). For combining and lists
+/// an `approve` rule is an allow rule; a request that an `approve` rule matches needs the
+/// approval even when an `allow` rule matches it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleEffect {
+    Allow,
+    Deny,
+    Approve,
+}
+
+impl RuleEffect {
+    /// The core effect the rule combines with: `approve` allows (subject to the approval).
+    pub fn effect(self) -> Effect {
+        match self {
+            RuleEffect::Deny => Effect::Deny,
+            RuleEffect::Allow | RuleEffect::Approve => Effect::Allow,
+        }
+    }
+}
+
 /// One rule. Every condition present must hold (lists: any element); absent means any.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub id: String,
-    pub effect: Effect,
+    /// `allow`, `deny` or `approve` (needs `approval` configured).
+    pub effect: RuleEffect,
     /// Principal globs. Anonymous callers match no identity condition.
     #[serde(default)]
     pub principals: Option<Vec<Glob>>,
@@ -310,6 +339,7 @@ impl Validate for Config {
         if let Some(store) = &self.store {
             store.validate("store")?;
         }
+        crate::approval::validate(self)?;
         for (i, origin) in self.allowed_origins.iter().flatten().enumerate() {
             let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
             let clean = !origin.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control());

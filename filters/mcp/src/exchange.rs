@@ -129,6 +129,8 @@ enum Phase {
     Reading,
     /// The body was judged and its calls wait for the fleet-wide store's count.
     AwaitingStore(Box<AwaitingStore>),
+    /// Judged and counted; a request waits for the approval service's answer.
+    AwaitingApproval(Box<approval_glue::Pending>),
     /// Judged, or nothing to judge: request body callbacks pass through.
     Passed,
     /// Answered locally: the request never reaches the server, the response is the filter's.
@@ -341,6 +343,9 @@ impl Exchange {
             judgement.refuse_batch(&messages, "another message in the batch was denied");
         } else if enforce_limit {
             judgement.refuse_batch(&messages, "another message in the batch was rate limited");
+        } else if let Some(step) = self.approval_gate(host, &messages, &mut judgement) {
+            // Approval (`approval.rs`): asked only about what the policy and limits passed.
+            return step;
         }
         for (m, record) in messages.iter().zip(judgement.records.iter()) {
             if m.kind == Kind::Request {
@@ -628,7 +633,7 @@ impl HttpExchange for Exchange {
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         match self.phase {
             // Held until the store answers (the body has ended; nothing more should come).
-            Phase::Replied | Phase::AwaitingStore(_) => return Step::Pause,
+            Phase::Replied | Phase::AwaitingStore(_) | Phase::AwaitingApproval(_) => return Step::Pause,
             Phase::Passed => return Step::Continue,
             Phase::Reading if self.http_method != "POST" => return Step::Continue,
             Phase::Reading => {}
@@ -790,6 +795,11 @@ impl HttpExchange for Exchange {
         }
     }
 
+    /// The approval service's answer (`approval_glue.rs`).
+    fn on_http_call_response(&mut self, host: &dyn Host, token: u32, answer: tollgate_core::stream::HttpAnswer<'_>) {
+        self.approval_answered(host, token, answer);
+    }
+
     /// Stream end (including resets): emits the audit record if nothing did yet.
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
@@ -799,6 +809,9 @@ impl HttpExchange for Exchange {
 #[cfg(test)]
 #[path = "exchange_tests.rs"]
 mod tests;
+
+#[path = "approval_glue.rs"]
+mod approval_glue;
 
 /// Whether a request's `Origin` may call: no allow-list configured, or the origin listed
 /// (exactly, or as `scheme://host:*` for any port of that host).

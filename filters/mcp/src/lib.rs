@@ -4,6 +4,7 @@
 //! applies them (`exchange`) are native-testable; `filter` is the thin proxy-wasm glue,
 //! compiled only for wasm.
 
+pub mod approval;
 pub mod args;
 pub mod body;
 pub mod config;

@@ -5,7 +5,9 @@
 //! Semantics:
 //! - a rule matches when every condition it has holds (a list condition: any element);
 //! - rules combine by `deny_overrides` (`policy.combining`, its only value): any matching
-//!   deny wins; otherwise the first matching allow allows; otherwise deny;
+//!   deny wins; otherwise the first matching allow allows; otherwise deny; an `approve` rule
+//!   is an allow rule here, and [`Policy::approval`] names the one an allowed request needs
+//!   (`approval.rs`);
 //! - for list filtering (`tools/list` ...) each item is judged as a call of it with unknown
 //!   arguments: it is shown when some allow rule could match (argument conditions assumed
 //!   satisfiable) and no deny rule without argument conditions matches;
@@ -20,7 +22,7 @@
 
 pub use crate::matcher::Subject;
 use crate::matcher::{glob_any, IdentityMatch};
-use crate::config::{ArgumentConfig, Combining, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig};
+use crate::config::{ArgumentConfig, Combining, DenyStyle, Effect, PolicyConfig, Quantifier, RuleConfig, RuleEffect};
 use crate::message::Target;
 use crate::jsonpath::{JsonPath, View};
 use crate::number::{Decimal, Reading};
@@ -110,6 +112,9 @@ struct Rule {
     prompts: Option<Vec<Glob>>,
     resources: Option<Vec<Glob>>,
     arguments: Vec<Condition>,
+    /// An `approve` rule (its `effect` is `Allow`): its argument conditions again, read as a
+    /// deny rule reads them, for [`Policy::approval`]. `None` for other rules.
+    approve: Option<Vec<Condition>>,
 }
 
 #[derive(Debug)]
@@ -178,6 +183,30 @@ impl Policy {
             .map_err(|e| ConfigError::field(&format!("{prefix}.combining"), e))?;
         let tools = ToolIndex::new(&rules);
         Ok(Policy { deny_style: config.deny_style, dry_run: config.dry_run, rules, tools })
+    }
+
+    /// The first `approve` rule matching a request the policy allowed (see `approval.rs`):
+    /// its argument conditions read fail closed, as a deny rule reads them (a value they
+    /// cannot read, or a reading of a string holding JSON, that might match is asked about).
+    pub fn approval(&self, subject: Subject<'_>, method: &str, target: &Target<'_>, args: &Json<'_>) -> Option<&str> {
+        let mut encoded: Option<bool> = None;
+        let mut asks = |rule: &Rule| match &rule.approve {
+            Some(conditions) => {
+                rule.matches_scope(subject, method, target)
+                    && conditions.iter().all(|c| c.holds(args, *encoded.get_or_insert_with(|| args.has_encoded())))
+            }
+            None => false,
+        };
+        let found = match target {
+            Target::Tool(name) => self.tools.candidates(name).filter_map(|i| self.rules.get(i)).find(|r| asks(r)),
+            _ => self.rules.iter().find(|r| asks(r)),
+        };
+        found.map(|r| r.id.as_str())
+    }
+
+    /// Whether some rule says `approve`.
+    pub fn has_approve_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.approve.is_some())
     }
 
     /// Judges one request.
@@ -249,13 +278,17 @@ fn deny_overrides<'p>(rules: impl Iterator<Item = &'p Rule>, mut applies: impl F
 
 fn compile_rule(rule: &RuleConfig, at: &str) -> Result<Rule, ConfigError> {
     let mut arguments = Vec::with_capacity(rule.arguments.len());
+    let mut approve = (rule.effect == RuleEffect::Approve).then(Vec::new);
     for (j, arg) in rule.arguments.iter().enumerate() {
         let field = format!("{at}.arguments[{j}]");
-        arguments.push(compile_condition(arg, rule, &field)?);
+        arguments.push(compile_condition(arg, rule, rule.effect.effect(), &field)?);
+        if let Some(fail_closed) = &mut approve {
+            fail_closed.push(compile_condition(arg, rule, Effect::Deny, &field)?);
+        }
     }
     Ok(Rule {
         id: rule.id.clone(),
-        effect: rule.effect,
+        effect: rule.effect.effect(),
         who: IdentityMatch::new(&rule.principals, &rule.groups, &rule.teams),
         servers: rule.servers.clone(),
         methods: rule.methods.clone(),
@@ -263,10 +296,12 @@ fn compile_rule(rule: &RuleConfig, at: &str) -> Result<Rule, ConfigError> {
         prompts: rule.prompts.clone(),
         resources: rule.resources.clone(),
         arguments,
+        approve,
     })
 }
 
-fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Result<Condition, ConfigError> {
+/// `effect`: how the condition is read (allow: strictly; deny: fail closed).
+fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, effect: Effect, field: &str) -> Result<Condition, ConfigError> {
     let named = |sub: &str, msg: String| ConfigError::field(&format!("{field}{sub}"), format!("{msg} (rule `{}`)", rule.id));
     if !arg.path.trim_start().starts_with('$') {
         return Err(named(".path", format!("JSONPath `{}` must start with `$` (the arguments object)", arg.path)));
@@ -316,12 +351,12 @@ fn compile_condition(arg: &ArgumentConfig, rule: &RuleConfig, field: &str) -> Re
             ),
         ));
     }
-    let quantifier = arg.quantifier.unwrap_or(match rule.effect {
+    let quantifier = arg.quantifier.unwrap_or(match effect {
         Effect::Allow => Quantifier::All,
         Effect::Deny => Quantifier::Any,
     });
     let test = tests.remove(0);
-    Ok(Condition { path, test, quantifier, deny: rule.effect == Effect::Deny })
+    Ok(Condition { path, test, quantifier, deny: effect == Effect::Deny })
 }
 
 impl Rule {

@@ -43,6 +43,9 @@ pub struct MessageDetail {
     /// Items removed from a list result (counted, not removed, in dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_hidden: Option<usize>,
+    /// A request an `approve` rule matched: the approval asked for and the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::ApprovalFact>,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,9 @@ impl MessageRecord {
 
     /// The `decision` label of the message and call counters.
     pub fn label(&self) -> &'static str {
+        if let Some(approval) = &self.detail.approval {
+            return approval.label(self.decision, self.enforced);
+        }
         match self.decision {
             Decision::Allow => "allow",
             Decision::Deny if self.rate_limited && self.enforced => "rate_limited",
