@@ -64,6 +64,14 @@ pub struct Config {
     /// always there).
     #[serde(default)]
     pub audit_arguments: bool,
+    /// OAuth 2.1 resource-server role (RFC 9728 protected-resource metadata, served by the
+    /// filter; `resource_metadata` defaults to its URL). See [`crate::oauth::OAuthConfig`].
+    #[serde(default)]
+    pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// Per-user upstream credentials by RFC 8693 token exchange, per server. See
+    /// [`crate::tokenexchange::TokenExchangeConfig`].
+    #[serde(default)]
+    pub token_exchange: Option<crate::tokenexchange::TokenExchangeConfig>,
 }
 
 impl Default for Config {
@@ -83,6 +91,8 @@ impl Default for Config {
             store: None,
             audit: AuditConfig::default(),
             audit_arguments: false,
+            oauth: None,
+            token_exchange: None,
         }
     }
 }
