@@ -50,10 +50,15 @@ pub struct Shared {
     credential_headers: Vec<String>,
     tool_labels: LabelCap,
     method_labels: LabelCap,
+    /// The OAuth resource-server role (`oauth`), compiled.
+    pub oauth: Option<crate::oauth::OAuth>,
+    /// Token exchange for upstream credentials (`token_exchange`), compiled.
+    pub token_exchange: Option<crate::tokenexchange::TokenExchange>,
 }
 
 impl Shared {
-    pub fn build(config: Config) -> Result<Shared, ConfigError> {
+    pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
+        let (oauth, token_exchange) = credentials::compile(&mut config)?;
         let policy = match &config.policy {
             Some(p) => Some(Policy::compile(p, "policy")?),
             None => None,
@@ -67,6 +72,8 @@ impl Shared {
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
+            oauth,
+            token_exchange,
         })
     }
 
@@ -109,6 +116,9 @@ pub struct Exchange {
     /// The store could not answer and this request's fleet-counted calls were counted on this
     /// Envoy's shared data instead (`fail_open_local`), whatever that count decided.
     limits_degraded: bool,
+    /// The caller's token and the token exchange in flight, for servers whose upstream
+    /// credential is exchanged (`credentials.rs`).
+    upstream: credentials::Upstream,
 }
 
 /// Where the request stands.
@@ -117,6 +127,8 @@ enum Phase {
     Reading,
     /// The body was judged and its calls wait for the fleet-wide store's count.
     AwaitingStore(Box<AwaitingStore>),
+    /// Judged and allowed; held until the upstream credential is exchanged (`credentials.rs`).
+    AwaitingCredential,
     /// Judged, or nothing to judge: request body callbacks pass through.
     Passed,
     /// Answered locally: the request never reaches the server, the response is the filter's.
@@ -164,6 +176,7 @@ impl Exchange {
             request_id: None,
             store_said: None,
             limits_degraded: false,
+            upstream: credentials::Upstream::default(),
         }
     }
 
@@ -211,7 +224,7 @@ impl Exchange {
             }
         }
         self.phase = Phase::Passed;
-        Step::Continue
+        self.forward(host)
     }
 
     fn too_large(&mut self, host: &dyn Host) -> Step {
@@ -346,7 +359,7 @@ impl Exchange {
                 self.expect.push(Expect { key: id_key(id).into_owned(), list: ListKind::from_method(&m.method), record: i });
             }
         }
-        Step::Continue
+        self.forward(host)
     }
 
     // ----- response -----------------------------------------------------------------------
@@ -525,6 +538,10 @@ impl HttpExchange for Exchange {
         self.metrics.inc(host, "tollgate.mcp.requests", &[]);
         self.start_ms = host.now_millis();
         self.http_method = host.request_header(":method").unwrap_or_default();
+        // OAuth protected-resource metadata: answered here, before any credential is asked.
+        if let Some(step) = self.serve_metadata(host) {
+            return step;
+        }
         self.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.server = self.resolve_server(host);
         self.session_id = message::session_id(host.request_header("mcp-session-id").as_deref());
@@ -532,6 +549,9 @@ impl HttpExchange for Exchange {
         // gets the gateway's span as its parent.
         self.trace = Some(trace::join_request(host, None));
 
+        if let Some(step) = self.refuse_failed_token(host) {
+            return step;
+        }
         let identity = identity::resolve(host, &self.config().identity);
         match identity {
             Ok(id) => self.identity = id,
@@ -576,6 +596,7 @@ impl HttpExchange for Exchange {
 
         // Responses must stay readable: the filter cannot judge compressed lists.
         host.try_set_header(HeaderMap::Request, "accept-encoding", None);
+        self.keep_subject_token(host);
         if !self.config().forward_credentials {
             identity::strip_credentials(host, &self.shared.credential_headers);
         }
@@ -593,7 +614,7 @@ impl HttpExchange for Exchange {
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         match self.phase {
             // Held until the store answers (the body has ended; nothing more should come).
-            Phase::Replied | Phase::AwaitingStore(_) => return Step::Pause,
+            Phase::Replied | Phase::AwaitingStore(_) | Phase::AwaitingCredential => return Step::Pause,
             Phase::Passed => return Step::Continue,
             Phase::Reading if self.http_method != "POST" => return Step::Continue,
             Phase::Reading => {}
@@ -755,6 +776,11 @@ impl HttpExchange for Exchange {
         }
     }
 
+    /// The token endpoint's answer for a request held for its upstream credential.
+    fn on_http_call_response(&mut self, host: &dyn Host, token: u32, answer: tollgate_core::stream::HttpAnswer<'_>) {
+        self.credential_answer(host, token, answer);
+    }
+
     /// Stream end (including resets): emits the audit record if nothing did yet.
     fn on_log(&mut self, host: &dyn Host) {
         self.finish(host);
@@ -764,6 +790,9 @@ impl HttpExchange for Exchange {
 #[cfg(test)]
 #[path = "exchange_tests.rs"]
 mod tests;
+
+#[path = "credentials.rs"]
+mod credentials;
 
 /// Whether a request's `Origin` may call: no allow-list configured, or the origin listed
 /// (exactly, or as `scheme://host:*` for any port of that host).
