@@ -179,6 +179,8 @@ fn any_failure_refuses_the_request_in_json_rpc_and_audits_it() {
     assert_eq!((a["decision"].as_str(), a["tool"].as_str()), (Some("error"), Some("add")));
     assert!(a["error"].as_str().unwrap().starts_with("upstream credential: "), "{a}");
     let (_, status, _, _) = refused(Ok((500, b"down")));
+    assert_eq!(status, 503);
+    let (_, status, _, _) = refused(Ok((401, br#"{"error":"invalid_client"}"#)));
     assert_eq!(status, 502);
     let (_, status, _, _) = refused(Ok((200, b"{}")));
     assert_eq!(status, 502);

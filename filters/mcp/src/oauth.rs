@@ -179,19 +179,24 @@ impl OAuth {
         }
     }
 
-    /// The `jwt_authn` failure status of this request's token, when configured and present
-    /// (its message, or the code when there is no message).
+    /// The `jwt_authn` failure status of this request's token, when configured and a token
+    /// was presented that did not verify (its message). `jwt_authn` also records a missing
+    /// token (`Jwt is missing`): that is no failed token (the caller is anonymous, and
+    /// `require_identity` answers it).
     pub fn jwt_failure(&self, host: &dyn Host) -> Option<String> {
         let (namespace, key) = self.jwt_failed_status.as_ref()?;
         let base = ["metadata", "filter_metadata", namespace.as_str(), key.as_str()];
-        let message = host.property_string(&[base[0], base[1], base[2], base[3], "message"]).filter(|m| !m.is_empty());
-        if message.is_some() {
-            return message;
+        match host.property_string(&[base[0], base[1], base[2], base[3], "message"]) {
+            Some(m) if m == JWT_MISSING => None,
+            Some(m) if !m.is_empty() => Some(m),
+            // A status without a message still says the token failed.
+            _ => host.property(&base).ok().flatten().filter(|v| !v.is_empty()).map(|_| "token did not verify".to_string()),
         }
-        // A status without a message still says the token failed.
-        host.property(&base).ok().flatten().filter(|v| !v.is_empty()).map(|_| "token did not verify".to_string())
     }
 }
+
+/// jwt_verify's message for a request without a token (`Status::JwtMissed`).
+const JWT_MISSING: &str = "Jwt is missing";
 
 #[cfg(test)]
 #[path = "oauth_tests.rs"]

@@ -73,6 +73,10 @@ fn a_failed_jwt_status_is_read_from_the_configured_metadata() {
     assert_eq!(o.jwt_failure(&host), None);
     host.set_prop(&["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "jwt_failure", "message"], b"Audiences in Jwt are not allowed");
     assert_eq!(o.jwt_failure(&host).as_deref(), Some("Audiences in Jwt are not allowed"));
+    // A missing token is not a failed one.
+    let host2 = tollgate_core::host::MemoryHost::new();
+    host2.set_prop(&["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "jwt_failure", "message"], b"Jwt is missing");
+    assert_eq!(o.jwt_failure(&host2), None);
     // Not configured: never read.
     assert_eq!(demo().jwt_failure(&host), None);
 }

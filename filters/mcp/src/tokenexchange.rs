@@ -234,7 +234,8 @@ pub enum Failure {
     /// The authorization server refused the caller's token (`invalid_request` /
     /// `invalid_grant`, RFC 8693 §2.2.2): the caller gets 401 `invalid_token`.
     Rejected(String),
-    /// No usable answer (no answer, another error, a malformed one): 502/503.
+    /// No usable answer: 503 when none came or the endpoint answered 5xx, 502 for another
+    /// error or a malformed answer.
     Unavailable { status: u32, reason: String },
 }
 
@@ -258,12 +259,15 @@ pub fn read_answer(answer: Option<(u16, &[u8])>) -> Result<Granted, Failure> {
     };
     if !(200..300).contains(&status) {
         let error = serde_json::from_slice::<ErrorResponse>(body).ok().and_then(|e| e.error);
+        // The endpoint (or Envoy on its behalf: no healthy host, connection refused) is down:
+        // 503; it answered with an error that is not about the caller's token: 502.
+        let out = if status >= 500 { 503 } else { 502 };
         return Err(match error.as_deref() {
             Some(e @ ("invalid_request" | "invalid_grant")) if status == 400 => {
                 Failure::Rejected(format!("the token endpoint refused the caller's token: {e}"))
             }
-            Some(e) => Failure::Unavailable { status: 502, reason: format!("token endpoint error {status} `{}`", crate::message::truncate(e, 64)) },
-            None => Failure::Unavailable { status: 502, reason: format!("token endpoint status {status}") },
+            Some(e) => Failure::Unavailable { status: out, reason: format!("token endpoint error {status} `{}`", crate::message::truncate(e, 64)) },
+            None => Failure::Unavailable { status: out, reason: format!("token endpoint status {status}") },
         });
     }
     let bad = |reason: &str| Failure::Unavailable { status: 502, reason: reason.to_string() };
