@@ -10,7 +10,8 @@
   asked for (RFC 8707), else the configured resource;
 - RFC 8693 token exchange (a grant class registered on Authlib's AuthorizationServer) for the
   confidential client `tollgate-gateway` (client_secret_basic): the subject token must be one
-  of this server's access tokens for the gateway's resource (else `invalid_request`), and the
+  of this server's access tokens for the gateway's resource, not of a revoked subject (else
+  `invalid_request`), and the
   new token's aud is the requested `audience` (one of the known MCP servers);
 - test-only: GET /_stats -> {"token_exchange": n, "issued": [...]}, POST /_stats/reset;
   GET /_token?sub=..&aud=..&exp_in=.. mints a token directly (for "another audience" cases).
@@ -37,6 +38,9 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 USERS = {"alice", "bob"}
 EXCHANGE_AUDIENCES = {"demo-mcp"}
+# Subjects whose tokens still verify at the gateway but that this server no longer exchanges
+# (say, access revoked since the token was issued): the exchange answers invalid_request.
+REVOKED = {"revoked-user"}
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
@@ -152,6 +156,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
                                   audience=args.resource, issuer=ISSUER)
         except pyjwt.PyJWTError as e:
             raise InvalidRequestError(f"invalid subject_token: {e}")
+        if claims["sub"] in REVOKED:
+            raise InvalidRequestError("subject_token revoked")
         audience = form.get("audience")
         if audience not in EXCHANGE_AUDIENCES:
             raise InvalidRequestError("unknown audience")

@@ -291,7 +291,7 @@ def test_sdk_client_discovers_the_metadata_through_the_gateway_and_its_calls_car
     stats = world.as_stats()
     assert stats["token_exchange"] == 1
     assert len(seen) >= 4
-    records = world.envoy.wait_audit(1, where=lambda r: r.get("tool") == "add" and r.get("identity", {}).get("principal") == "alice")
+    records = world.envoy.wait_audit(1, where=lambda r: r.get("tool") == "add" and (r.get("identity") or {}).get("principal") == "alice")
     assert records[-1]["decision"] == "allow"
 
 
@@ -327,6 +327,24 @@ def test_token_endpoint_down_refuses_and_nothing_reaches_the_server(world):
     assert record["decision"] == "error"
     assert record["error"].startswith("upstream credential: ")
     assert any("token_exchange" in k and "failed" in k and v >= 1 for k, v in world.down.stats().items())
+
+
+def test_a_subject_token_the_authorization_server_refuses_gets_401_invalid_token(world):
+    world.reset()
+    # Verifies at the gateway (issuer, signature, audience), but the AS refuses to exchange it.
+    token = world.mint("revoked-user", world.resource)
+
+    answer = post(world.envoy.url + "/mcp", CALL, token)
+
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == (
+        f'Bearer error="invalid_token", resource_metadata="{world.envoy.url}{WELL_KNOWN}/mcp"')
+    assert answer.json()["id"] == 9 and answer.json()["error"]["code"] == -31401
+    assert world.seen() == []
+    assert world.as_stats()["token_exchange"] == 0
+    record = world.envoy.wait_audit(1, where=lambda r: (r.get("identity") or {}).get("principal") == "revoked-user")[-1]
+    assert (record["decision"], record["tool"]) == ("deny", "add")
+    assert "invalid_request" in record["error"]
 
 
 def metadata_served(envoy: harness.Envoy) -> int:
