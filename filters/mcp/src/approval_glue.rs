@@ -193,7 +193,9 @@ impl Exchange {
         if let Answer::Failed { why, .. } = &answer {
             host.log(LogLevel::Warn, &format!("tollgate-mcp: no usable approval: {why}"));
         }
-        if self.approval_decided(host, &pending, &answer, latency_ms) == Step::Continue {
+        // An approved call still needs its upstream credential (`credentials.rs`): exchanged
+        // only now, so no token is minted for a call the approver refuses.
+        if self.approval_decided(host, &pending, &answer, latency_ms) == Step::Continue && self.forward(host) == Step::Continue {
             if let Err(e) = host.resume(Direction::Request) {
                 host.log(LogLevel::Error, &format!("tollgate-mcp: cannot resume the request: {e}"));
             }

@@ -69,6 +69,14 @@ pub struct Config {
     /// says `approve`.
     #[serde(default)]
     pub approval: Option<crate::approval::ApprovalConfig>,
+    /// OAuth 2.1 resource-server role (RFC 9728 protected-resource metadata, served by the
+    /// filter; `resource_metadata` defaults to its URL). See [`crate::oauth::OAuthConfig`].
+    #[serde(default)]
+    pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// Per-user upstream credentials by RFC 8693 token exchange, per server. See
+    /// [`crate::tokenexchange::TokenExchangeConfig`].
+    #[serde(default)]
+    pub token_exchange: Option<crate::tokenexchange::TokenExchangeConfig>,
 }
 
 impl Default for Config {
@@ -89,6 +97,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             audit_arguments: false,
             approval: None,
+            oauth: None,
+            token_exchange: None,
         }
     }
 }

@@ -54,10 +54,15 @@ pub struct Shared {
     credential_headers: Vec<String>,
     tool_labels: LabelCap,
     method_labels: LabelCap,
+    /// The OAuth resource-server role (`oauth`), compiled.
+    pub oauth: Option<crate::oauth::OAuth>,
+    /// Token exchange for upstream credentials (`token_exchange`), compiled.
+    pub token_exchange: Option<crate::tokenexchange::TokenExchange>,
 }
 
 impl Shared {
-    pub fn build(config: Config) -> Result<Shared, ConfigError> {
+    pub fn build(mut config: Config) -> Result<Shared, ConfigError> {
+        let (oauth, token_exchange) = credentials::compile(&mut config)?;
         let policy = match &config.policy {
             Some(p) => Some(Policy::compile(p, "policy")?),
             None => None,
@@ -76,6 +81,8 @@ impl Shared {
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
+            oauth,
+            token_exchange,
         })
     }
 
@@ -121,6 +128,9 @@ pub struct Exchange {
     /// The store could not answer and this request's fleet-counted calls were counted on this
     /// Envoy's shared data instead (`fail_open_local`), whatever that count decided.
     limits_degraded: bool,
+    /// The caller's token and the token exchange in flight, for servers whose upstream
+    /// credential is exchanged (`credentials.rs`).
+    upstream: credentials::Upstream,
 }
 
 /// Where the request stands.
@@ -131,6 +141,8 @@ enum Phase {
     AwaitingStore(Box<AwaitingStore>),
     /// Judged and counted; a request waits for the approval service's answer.
     AwaitingApproval(Box<approval_glue::Pending>),
+    /// Judged and allowed; held until the upstream credential is exchanged (`credentials.rs`).
+    AwaitingCredential,
     /// Judged, or nothing to judge: request body callbacks pass through.
     Passed,
     /// Answered locally: the request never reaches the server, the response is the filter's.
@@ -179,6 +191,7 @@ impl Exchange {
             request_id: None,
             store_said: None,
             limits_degraded: false,
+            upstream: credentials::Upstream::default(),
         }
     }
 
@@ -226,7 +239,7 @@ impl Exchange {
             }
         }
         self.phase = Phase::Passed;
-        Step::Continue
+        self.forward(host)
     }
 
     fn too_large(&mut self, host: &dyn Host) -> Step {
@@ -384,7 +397,7 @@ impl Exchange {
                 self.expect.push(Expect { key: id_key(id).into_owned(), list: ListKind::from_method(&m.method), record: i });
             }
         }
-        Step::Continue
+        self.forward(host)
     }
 
     // ----- response -----------------------------------------------------------------------
@@ -564,6 +577,10 @@ impl HttpExchange for Exchange {
         self.metrics.inc(host, "tollgate.mcp.requests", &[]);
         self.start_ms = host.now_millis();
         self.http_method = host.request_header(":method").unwrap_or_default();
+        // OAuth protected-resource metadata: answered here, before any credential is asked.
+        if let Some(step) = self.serve_metadata(host) {
+            return step;
+        }
         self.request_id = host.request_header(audit::REQUEST_ID_HEADER);
         self.server = self.resolve_server(host);
         self.router = self.shared.routers.get(&self.server).cloned();
@@ -572,6 +589,9 @@ impl HttpExchange for Exchange {
         // gets the gateway's span as its parent.
         self.trace = Some(trace::join_request(host, None));
 
+        if let Some(step) = self.refuse_failed_token(host) {
+            return step;
+        }
         let identity = identity::resolve(host, &self.config().identity);
         match identity {
             Ok(id) => self.identity = id,
@@ -616,6 +636,7 @@ impl HttpExchange for Exchange {
 
         // Responses must stay readable: the filter cannot judge compressed lists.
         host.try_set_header(HeaderMap::Request, "accept-encoding", None);
+        self.keep_subject_token(host);
         if !self.config().forward_credentials {
             identity::strip_credentials(host, &self.shared.credential_headers);
         }
@@ -633,7 +654,8 @@ impl HttpExchange for Exchange {
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         match self.phase {
             // Held until the store answers (the body has ended; nothing more should come).
-            Phase::Replied | Phase::AwaitingStore(_) | Phase::AwaitingApproval(_) => return Step::Pause,
+            Phase::Replied | Phase::AwaitingStore(_) | Phase::AwaitingApproval(_)
+            | Phase::AwaitingCredential => return Step::Pause,
             Phase::Passed => return Step::Continue,
             Phase::Reading if self.http_method != "POST" => return Step::Continue,
             Phase::Reading => {}
@@ -795,9 +817,12 @@ impl HttpExchange for Exchange {
         }
     }
 
-    /// The approval service's answer (`approval_glue.rs`).
+    /// A callout's answer: the approval service's (`approval_glue.rs`) or the token endpoint's
+    /// for a request held for its upstream credential (`credentials.rs`), told apart by token.
     fn on_http_call_response(&mut self, host: &dyn Host, token: u32, answer: tollgate_core::stream::HttpAnswer<'_>) {
-        self.approval_answered(host, token, answer);
+        if !self.approval_answered(host, token, answer) {
+            self.credential_answer(host, token, answer);
+        }
     }
 
     /// Stream end (including resets): emits the audit record if nothing did yet.
@@ -812,6 +837,8 @@ mod tests;
 
 #[path = "approval_glue.rs"]
 mod approval_glue;
+#[path = "credentials.rs"]
+mod credentials;
 
 /// Whether a request's `Origin` may call: no allow-list configured, or the origin listed
 /// (exactly, or as `scheme://host:*` for any port of that host).

@@ -17,12 +17,14 @@ pub mod listfilter;
 pub mod matcher;
 pub mod message;
 pub mod number;
+pub mod oauth;
 pub mod policy;
 pub mod ratelimit;
 pub mod record;
 pub mod replies;
 pub mod response;
 pub mod router;
+pub mod tokenexchange;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
