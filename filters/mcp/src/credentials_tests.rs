@@ -214,3 +214,39 @@ fn the_endpoint_unreachable_at_dispatch_refuses_with_503() {
     assert_eq!(step, Step::Pause);
     assert_eq!(h.local_reply.borrow().as_ref().map(|r| r.0), Some(503));
 }
+
+/// Approval runs first and the token is exchanged only after a yes: no credential is minted
+/// for a call the approver refuses, and the call waits for both answers.
+#[test]
+fn an_approved_call_gets_its_credential_only_after_the_yes() {
+    let approve = json!({
+        "approval": {"cluster": "approver", "timeout_ms": 1000},
+        "policy": {"rules": [
+            {"id": "risky-add", "effect": "approve", "principals": ["*"], "tools": ["add"]}
+        ]}
+    });
+    let s = shared(approve.clone());
+    let h = host("POST", "/mcp", "mcp_billing", Some("caller-token"), Some("alice"));
+    let (mut ex, step) = post(&s, &h, CALL);
+    assert_eq!(step, Step::Pause);
+    let calls = h.http_calls.borrow().clone();
+    assert_eq!(calls.len(), 1, "only the approver is asked first");
+    assert_eq!(calls[0].0, "approver");
+    callback(&h, |x| ex.on_http_call_response(x, 1001, Ok((200, &br#"{"approved": true}"#[..]))));
+    let calls = h.http_calls.borrow().clone();
+    assert_eq!(calls.len(), 2, "after the yes, the token endpoint");
+    assert_eq!(calls[1].0, "oauth_as");
+    assert!(h.resumed.borrow().is_empty(), "held until the credential is there");
+    let granted = br#"{"access_token":"exchanged-2","token_type":"Bearer","expires_in":600}"#;
+    callback(&h, |x| ex.on_http_call_response(x, 1002, Ok((200, &granted[..]))));
+    assert_eq!(header(&h, "authorization").as_deref(), Some("Bearer exchanged-2"));
+    assert_eq!(h.resumed.borrow().as_slice(), &[Direction::Request]);
+
+    // A no: refused, and the token endpoint is never asked.
+    let h = host("POST", "/mcp", "mcp_billing", Some("caller-token"), Some("alice"));
+    let (mut ex, _) = post(&s, &h, CALL);
+    callback(&h, |x| ex.on_http_call_response(x, 1001, Ok((200, &br#"{"approved": false}"#[..]))));
+    assert_eq!(h.http_calls.borrow().len(), 1);
+    assert!(h.resumed.borrow().is_empty());
+    assert_eq!(h.local_reply.borrow().as_ref().map(|r| r.0), Some(403));
+}
