@@ -22,6 +22,7 @@ use crate::ratelimit::{FleetCall, RateLimits};
 use crate::record::{self, ExchangeFacts, MessageRecord};
 use crate::replies::{self, Reply};
 use crate::response::{self, Expect, Plan, Reader, ResponseMode};
+use crate::sessions;
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
@@ -45,6 +46,7 @@ pub struct Shared {
     pub config: Config,
     pub policy: Option<Policy>,
     pub rate_limits: RateLimits,
+    pub sessions: sessions::Binding,
     /// Request headers that may carry a client credential (removed unless
     /// `forward_credentials`), computed once.
     credential_headers: Vec<String>,
@@ -60,10 +62,12 @@ impl Shared {
         };
         let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits", config.store.as_ref())?;
         let credential_headers = config.identity.credential_headers();
+        let sessions = sessions::Binding::compile(&config.sessions, "sessions")?;
         Ok(Shared {
             config,
             policy,
             rate_limits,
+            sessions,
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
@@ -430,6 +434,11 @@ impl Exchange {
     fn refuse_request(&mut self, host: &dyn Host, reply: Reply, decision: Decision, error: &str) -> Step {
         let mut record = MessageRecord::new(decision);
         record.error = Some(message::truncate(error, 512).to_string());
+        self.refuse_request_with(host, reply, record)
+    }
+
+    /// [`Exchange::refuse_request`] with the record made by the caller.
+    fn refuse_request_with(&mut self, host: &dyn Host, reply: Reply, record: MessageRecord) -> Step {
         // One record for the refused request, even for a batch.
         self.batch = false;
         self.records.clear();
@@ -496,6 +505,56 @@ impl Exchange {
         audit::emit_json(host, &self.config().audit, &out);
     }
 
+    // ----- session binding (sessions.rs decides) --------------------------------------------
+
+    /// Checks the request's session id: `Some` when refused (404, never forwarded).
+    fn admit_session(&mut self, host: &dyn Host) -> Option<Step> {
+        let presented = host.request_header("mcp-session-id");
+        let shared = self.shared.clone();
+        match sessions::admit(host, &shared.sessions, &self.server, self.identity.as_ref(), presented.as_deref()) {
+            sessions::Admit::Pass => None,
+            sessions::Admit::Forward(server_id) => {
+                if let Err(e) = host.set_header(HeaderMap::Request, "mcp-session-id", Some(&server_id)) {
+                    // The bound id must never reach the server in place of its own: refuse.
+                    let why = format!("cannot rewrite the session id: {e}");
+                    let reply = replies::refusal(500, None, codes::INTERNAL_ERROR, "gateway could not forward the session");
+                    return Some(self.refuse_request(host, reply, Decision::Error, &why));
+                }
+                self.session_id = Some(message::truncate(&server_id, 128).to_string());
+                None
+            }
+            sessions::Admit::Refuse { server_id, why, label } => {
+                self.session_id = server_id;
+                self.metrics.inc(host, "tollgate.mcp.session_refused", &[("server", &self.server), ("why", label)]);
+                let mut record = MessageRecord::new(Decision::Deny);
+                record.detail.reason = Some(sessions::REASON.into());
+                record.error = Some(why);
+                Some(self.refuse_request_with(host, sessions::not_found(), record))
+            }
+        }
+    }
+
+    /// Binds a session id the server issued; the record names the server's own id.
+    fn issue_session(&mut self, host: &dyn Host) {
+        let issued = host.response_header("mcp-session-id");
+        let shared = self.shared.clone();
+        match sessions::issue(host, &shared.sessions, &self.server, self.identity.as_ref(), issued.as_deref()) {
+            sessions::Issue::Pass => {}
+            sessions::Issue::Bound { client_id, server_id } => {
+                host.try_set_header(HeaderMap::Response, "mcp-session-id", Some(&client_id));
+                self.session_id = Some(message::truncate(&server_id, 128).to_string());
+            }
+            sessions::Issue::Strip { why } => {
+                host.log(LogLevel::Error, &format!("tollgate-mcp: session id not passed to the client: {why}"));
+                host.try_set_header(HeaderMap::Response, "mcp-session-id", None);
+                self.metrics.inc(host, "tollgate.mcp.session_refused", &[("server", &self.server), ("why", "unbindable")]);
+                if let Some(rec) = self.records.first_mut() {
+                    rec.error.get_or_insert(why);
+                }
+            }
+        }
+    }
+
     // ----- helpers ------------------------------------------------------------------------
 
     /// The MCP server: route metadata, else the cluster's configured name, else the cluster.
@@ -551,6 +610,11 @@ impl HttpExchange for Exchange {
                 let reason = format!("origin `{}` not allowed", message::truncate(&origin, 256));
                 return self.refuse_request(host, reply, Decision::Deny, &reason);
             }
+        }
+        // Session binding (once the caller is known): only the caller and server a session
+        // was issued to may use it; the server sees its own id.
+        if let Some(step) = self.admit_session(host) {
+            return step;
         }
 
         match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
@@ -620,6 +684,7 @@ impl HttpExchange for Exchange {
             return Step::Continue;
         }
         self.status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
+        self.issue_session(host);
         if end_of_stream {
             self.finish(host);
             return Step::Continue;

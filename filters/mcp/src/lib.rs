@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod replies;
 pub mod response;
+pub mod sessions;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
