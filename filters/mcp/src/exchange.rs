@@ -47,6 +47,7 @@ pub struct Shared {
     pub policy: Option<Policy>,
     pub rate_limits: RateLimits,
     pub sessions: sessions::Binding,
+    pub pinning: Option<crate::pinning::Pinning>,
     /// Request headers that may carry a client credential (removed unless
     /// `forward_credentials`), computed once.
     credential_headers: Vec<String>,
@@ -63,11 +64,16 @@ impl Shared {
         let rate_limits = RateLimits::compile(&config.rate_limits, "rate_limits", config.store.as_ref())?;
         let credential_headers = config.identity.credential_headers();
         let sessions = sessions::Binding::compile(&config.sessions, "sessions")?;
+        let pinning = match &config.tool_pinning {
+            Some(p) => Some(crate::pinning::Pinning::compile(p, "tool_pinning")?),
+            None => None,
+        };
         Ok(Shared {
             config,
             policy,
             rate_limits,
             sessions,
+            pinning,
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
@@ -247,6 +253,17 @@ impl Exchange {
         let shared = self.shared.clone();
         let subject = Subject { identity: self.identity.as_ref(), server: &self.server };
         let mut judgement = judge::judge(&messages, shared.policy.as_ref(), subject, self.config().audit_arguments);
+        // Tool pinning: calls of changed tools, and of tools never listed to the caller.
+        let mut pin_reply = None;
+        if let Some(pinning) = &shared.pinning {
+            let (reply, events) = pinning.judge_calls(host, subject, &messages, &mut judgement, shared.dry_run(), self.revision, self.batch);
+            pin_reply = reply;
+            let action = pinning.changed_tool;
+            for event in events {
+                let action = if event == crate::pinning::TOOL_CHANGED { action.label() } else { "deny" };
+                self.metrics.inc(host, "tollgate.mcp.tool_pinning", &[("server", &self.server), ("event", event), ("action", action)]);
+            }
+        }
         let enforce = judgement.denied() && !shared.dry_run();
 
         // Rate limits: only the `tools/call` requests the policy allowed, only when the
@@ -333,8 +350,10 @@ impl Exchange {
         self.records = records;
         if enforce || enforce_limit {
             let denied = judge::denied_requests(&messages, &rulings);
-            let reply = match &limited {
-                Some((limit_id, retry_after)) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
+            let reply = match (&limited, pin_reply) {
+                (Some((limit_id, retry_after)), _) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
+                // `changed_tool: deny`: the error names the changed definition.
+                (_, Some(pinned)) => pinned,
                 _ => replies::denial(
                     shared.deny_style(),
                     self.revision,
@@ -401,8 +420,9 @@ impl Exchange {
     }
 
     /// The reader of this exchange's server messages.
-    fn reader(&mut self) -> Reader<'_> {
+    fn reader<'a>(&'a mut self, host: &'a dyn Host) -> Reader<'a> {
         Reader {
+            pins: self.shared.pinning.as_ref().map(|p| (p, host)),
             expect: &self.expect,
             records: &mut self.records,
             policy: self.shared.policy.as_ref(),
@@ -413,11 +433,11 @@ impl Exchange {
     }
 
     /// Rewrites one SSE chunk (see [`Reader::sse_chunk`]); an event too large ends the stream.
-    fn sse_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
+    fn sse_chunk(&mut self, host: &dyn Host, chunk: &[u8]) -> Vec<u8> {
         let ResponseMode::Sse(mut parser) = std::mem::replace(&mut self.response, ResponseMode::Pass) else {
             return chunk.to_vec();
         };
-        let (out, readable) = self.reader().sse_chunk(&mut parser, chunk);
+        let (out, readable) = self.reader(host).sse_chunk(&mut parser, chunk);
         self.response = if readable { ResponseMode::Sse(parser) } else { ResponseMode::Dropped };
         out
     }
@@ -693,7 +713,7 @@ impl HttpExchange for Exchange {
         let head = response::Head {
             is_get: self.http_method == "GET",
             expect: &self.expect,
-            policy: self.shared.policy.is_some(),
+            policy: self.shared.policy.is_some() || self.shared.pinning.is_some(),
             dry_run: self.shared.dry_run(),
             content_type: content_type.as_deref(),
             encoded: !message::is_identity_encoding(host.response_header("content-encoding").as_deref()),
@@ -751,7 +771,7 @@ impl HttpExchange for Exchange {
                 if end_of_stream {
                     let copy = std::mem::take(copy);
                     // Audit only: whatever it says, this body passes as it is.
-                    let _ = self.reader().inspect_json(&copy);
+                    let _ = self.reader(host).inspect_json(&copy);
                 }
             }
             ResponseMode::JsonBuffer if body_size > max => {
@@ -765,13 +785,13 @@ impl HttpExchange for Exchange {
             ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
             ResponseMode::JsonBuffer => {
                 let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                if let Some(new) = self.reader().inspect_json(&body) {
+                if let Some(new) = self.reader(host).inspect_json(&body) {
                     self.replace_response(host, body_size, &new);
                 }
             }
             ResponseMode::Sse(_) => {
                 let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                let out = self.sse_chunk(&chunk);
+                let out = self.sse_chunk(host, &chunk);
                 if out != chunk {
                     self.replace_response(host, body_size, &out);
                 }

@@ -16,6 +16,7 @@ pub mod listfilter;
 pub mod matcher;
 pub mod message;
 pub mod number;
+pub mod pinning;
 pub mod policy;
 pub mod ratelimit;
 pub mod record;

@@ -39,6 +39,10 @@ pub struct MessageDetail {
     /// Items removed from a list result (counted, not removed, in dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_hidden: Option<usize>,
+    /// Tool definitions that differ from their pins (`tool_pinning`): tool, pinned and
+    /// current SHA-256, action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_pins: Option<Vec<crate::pinning::PinNote>>,
 }
 
 #[derive(Debug)]

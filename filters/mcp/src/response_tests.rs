@@ -94,6 +94,7 @@ fn the_reader_filters_lists_and_records_results() {
         subject: Subject { identity: Some(&who), server: "demo" },
         held: true,
         post: true,
+        pins: None,
     };
     let body = br#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"add"},{"name":"admin_reset"}]}},
                     {"jsonrpc":"2.0","id":2,"result":{"content":[],"isError":true}}]"#;
@@ -127,6 +128,7 @@ fn read_json(body: &[u8], post: bool, dry_run: bool) -> (Option<String>, Vec<Mes
         subject: Subject { identity: Some(&who), server: "demo" },
         held: true,
         post,
+        pins: None,
     };
     let out = reader.inspect_json(body).map(|b| String::from_utf8(b).unwrap());
     (out, records)
@@ -222,6 +224,7 @@ fn a_stray_response_is_removed_from_a_post_stream_keeping_its_event_id() {
             subject: Subject { identity: Some(&who), server: "demo" },
             held: false,
             post,
+            pins: None,
         };
         let mut parser = SseParser::new(4096).keeping_raw();
         let (out, readable) = reader.sse_chunk(&mut parser, stream.as_bytes());
