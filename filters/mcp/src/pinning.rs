@@ -28,7 +28,7 @@ use tollgate_core::hash::sha256_hex;
 use tollgate_core::host::Host;
 use tollgate_core::observe::audit::Decision;
 use tollgate_core::reply::rpc_error_body;
-use tollgate_core::shared_data::table::SharedTable;
+use tollgate_core::shared_data::table::{Put, SharedTable};
 use tollgate_core::wire::jsonrpc::Kind;
 
 /// The rule id and audit reasons of pinning's refusals.
@@ -264,20 +264,20 @@ impl Pinning {
     /// and the last definition seen are stored.
     fn review_one(&self, host: &dyn Host, server: &str, tool: &str, digest: &str) -> Against {
         let key = seen_key(server, tool);
-        let pinned = match self.configured(server, tool) {
-            Some(p) => p.to_string(),
-            None => match self.stored(host, server, tool) {
-                Some((p, _)) => p,
-                None => {
-                    // First sight: kept unless another worker pinned it first.
-                    let value = format!("{digest}{digest}");
-                    let _ = self.seen.put_unless(host, &key, value.as_bytes(), |_| true);
-                    self.stored(host, server, tool).map_or_else(|| digest.to_string(), |(p, _)| p)
+        let stored = self.stored(host, server, tool);
+        let pinned = match (self.configured(server, tool), &stored) {
+            (Some(p), _) => p.to_string(),
+            (None, Some((p, _))) => p.clone(),
+            (None, None) => {
+                // First sight: kept unless another worker pinned it first (then theirs holds).
+                let value = format!("{digest}{digest}");
+                if self.seen.put_unless(host, &key, value.as_bytes(), |_| true) == Put::Stored {
+                    return Against::Pinned;
                 }
-            },
+                self.stored(host, server, tool).map_or_else(|| digest.to_string(), |(p, _)| p)
+            }
         };
-        let last_stored = self.stored(host, server, tool);
-        if last_stored.as_ref().map(|(p, l)| (p.as_str(), l.as_str())) != Some((pinned.as_str(), digest)) {
+        if stored.as_ref().map(|(p, l)| (p.as_str(), l.as_str())) != Some((pinned.as_str(), digest)) {
             let value = format!("{pinned}{digest}");
             let _ = self.seen.put(host, &key, value.as_bytes());
         }
