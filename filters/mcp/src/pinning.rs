@@ -296,10 +296,22 @@ impl Pinning {
             #[serde(borrow)]
             tools: Vec<&'a RawValue>,
         }
-        let Ok(tools) = serde_json::from_str::<Tools<'_>>(result.get()) else { return out };
+        let tools = match serde_json::from_str::<Tools<'_>>(result.get()) {
+            Ok(t) => t,
+            // A tools list the gateway cannot review (e.g. `tools` twice) is not passed.
+            Err(e) => {
+                out.error = Some(format!("tools list not reviewable: {e}"));
+                return out;
+            }
+        };
         let mut verdicts: BTreeMap<String, bool> = BTreeMap::new();
+        let mut unreadable = false;
         for item in tools.tools {
-            let Some((name, digest)) = tool_digest(item.get()) else { continue };
+            let Some((name, digest)) = tool_digest(item.get()) else {
+                // Not a tool the gateway can pin: removed (fail closed).
+                unreadable = true;
+                continue;
+            };
             let shown = match self.review_one(host, subject.server, &name, &digest) {
                 Against::Pinned => true,
                 Against::Changed { pinned } => {
@@ -315,7 +327,7 @@ impl Pinning {
         let mut keep = |kind: ListKind, target: &Target<'_>| {
             kind != ListKind::Tools || target.name().is_some_and(|n| verdicts.get(n).copied().unwrap_or(false))
         };
-        if verdicts.values().any(|v| !v) {
+        if unreadable || verdicts.values().any(|v| !v) {
             match filter_list(&msg, Some(ListKind::Tools), &mut keep) {
                 Ok(Some(rewritten)) => {
                     out.hidden = rewritten.hidden;

@@ -204,6 +204,27 @@ mod exchanges {
     }
 
     #[test]
+    fn a_tools_list_pinning_cannot_review_is_never_passed() {
+        // No policy: pinning alone reads the lists. A repeated key (clients read the last
+        // value) and an item without a name.
+        let shared = shared(json!({}));
+        let h = host("alice-key", None);
+        let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+        let body = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+        let twice = format!(r#"{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{ADD}],"tools":[{POISONED}]}}}}"#);
+        drive(&mut ex, &h, Some(body), &[(":status", "200"), ("content-type", "application/json")], &[twice.as_bytes()]);
+        let out = String::from_utf8(h.response_body.borrow().clone()).unwrap();
+        assert!(!out.contains("delete_row") && out.contains("error"), "{out}");
+
+        let h = host("alice-key", None);
+        let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+        let nameless = list(&[ADD, r#"{"description":"no name"}"#]);
+        drive(&mut ex, &h, Some(body), &[(":status", "200"), ("content-type", "application/json")], &[nameless.as_bytes()]);
+        let out: Value = serde_json::from_slice(&h.response_body.borrow()).unwrap();
+        assert_eq!(out["result"]["tools"], json!([{"name": "add", "inputSchema": {"type": "object"}}]));
+    }
+
+    #[test]
     fn log_passes_and_records() {
         let shared = shared(json!({"changed_tool": "log"}));
         let first = host("alice-key", None);

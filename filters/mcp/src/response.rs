@@ -229,8 +229,11 @@ impl Reader<'_> {
     /// by clients with the last value, and a list could hide behind the first: with a policy
     /// it is replaced by an error, never passed (found by fuzzing).
     fn unreadable_message(&mut self, text: &str) -> Outcome {
-        let Some(policy) = self.policy else { return Outcome::Keep };
-        if policy.dry_run || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        // With a policy, or tool pinning (the server is who pinning guards against).
+        if self.policy.is_none() && self.pins.is_none() {
+            return Outcome::Keep;
+        }
+        if self.policy.is_some_and(|p| p.dry_run) || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
             return Outcome::Keep;
         }
         let Err(why) = tollgate_core::wire::jsonrpc::check_no_duplicate_keys(text.as_bytes()) else { return Outcome::Keep };
@@ -370,6 +373,15 @@ impl Reader<'_> {
             let reviewed = pins.review_list(host, subject, now, enforce);
             if let Some(new) = reviewed.text {
                 outcome = Outcome::Replace(new);
+            }
+            if let Some(e) = reviewed.error {
+                if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
+                    rec.error = Some(e);
+                }
+                if enforce {
+                    let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not review the tool list", None);
+                    outcome = Outcome::Replace(String::from_utf8_lossy(&body).into_owned());
+                }
             }
             hidden += reviewed.hidden;
             pinned = Some(reviewed.changed).filter(|c| !c.is_empty());
