@@ -102,6 +102,9 @@ pub struct Exchange {
     identity: Option<Identity>,
     server: String,
     session_id: Option<String>,
+    /// The server a session is bound to: the route's, as resolved from the request headers
+    /// (kept apart from `server`, should that later be refined per message).
+    session_server: String,
     trace: Option<TraceStep>,
     records: Vec<MessageRecord>,
     batch: bool,
@@ -163,6 +166,7 @@ impl Exchange {
             identity: None,
             server: String::new(),
             session_id: None,
+            session_server: String::new(),
             trace: None,
             records: Vec::new(),
             batch: false,
@@ -531,7 +535,8 @@ impl Exchange {
     fn admit_session(&mut self, host: &dyn Host) -> Option<Step> {
         let presented = host.request_header("mcp-session-id");
         let shared = self.shared.clone();
-        match sessions::admit(host, &shared.sessions, &self.server, self.identity.as_ref(), presented.as_deref()) {
+        self.session_server = self.server.clone();
+        match sessions::admit(host, &shared.sessions, &self.session_server, self.identity.as_ref(), presented.as_deref()) {
             sessions::Admit::Pass => None,
             sessions::Admit::Forward(server_id) => {
                 if let Err(e) = host.set_header(HeaderMap::Request, "mcp-session-id", Some(&server_id)) {
@@ -558,7 +563,7 @@ impl Exchange {
     fn issue_session(&mut self, host: &dyn Host) {
         let issued = host.response_header("mcp-session-id");
         let shared = self.shared.clone();
-        match sessions::issue(host, &shared.sessions, &self.server, self.identity.as_ref(), issued.as_deref()) {
+        match sessions::issue(host, &shared.sessions, &self.session_server, self.identity.as_ref(), issued.as_deref()) {
             sessions::Issue::Pass => {}
             sessions::Issue::Bound { client_id, server_id } => {
                 host.try_set_header(HeaderMap::Response, "mcp-session-id", Some(&client_id));
