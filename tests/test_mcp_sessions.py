@@ -281,3 +281,17 @@ def test_the_sdk_client_given_a_stolen_id_gets_the_servers_unknown_session_error
     error = asyncio.run(session())
     assert "Session not found" in str(error)
     assert httpx.get(f"http://127.0.0.1:{stack.port}/_seen", timeout=5).json()["calls"] == before_calls
+
+
+def test_without_a_key_both_workers_of_an_envoy_bind_with_the_same_key(stack):
+    """Two workers (concurrency 2): every connection is new, so sessions are created on one
+    worker and used on the other; all of them work, and both workers took connections."""
+    envoy = stack.default
+    for _ in range(8):
+        sid = initialize(envoy, "alice")
+        r = post(envoy, LIST, {**key("alice"), "mcp-session-id": sid})
+        assert r.status_code == 200, r.text
+    stats = envoy.stats()
+    per_worker = {k: v for k, v in stats.items() if k.startswith("listener.") and ".worker_" in k
+                  and k.endswith(".downstream_cx_total")}
+    assert len([v for v in per_worker.values() if v > 0]) == 2, per_worker
