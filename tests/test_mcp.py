@@ -770,8 +770,10 @@ def test_client_posted_notifications_and_responses_pass(world, gw_json):
     answered = post(gw_json, {"jsonrpc": "2.0", "id": "srv-1", "result": {"roots": []}}, headers)
 
     assert (notified.status_code, answered.status_code) == (202, 202)
-    assert audit_for(gw_json, kind="notification", session_id=session)["decision"] == "allow"
-    assert audit_for(gw_json, kind="response", session_id=session)["decision"] == "allow"
+    # Records name the server's own id (the client holds it with the gateway's binding tag).
+    server_session = session.rsplit(".", 1)[0]
+    assert audit_for(gw_json, kind="notification", session_id=server_session)["decision"] == "allow"
+    assert audit_for(gw_json, kind="response", session_id=server_session)["decision"] == "allow"
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
@@ -787,7 +789,8 @@ def test_get_and_delete_pass_for_legacy_revisions_and_allowed_identities(world, 
                            headers={**headers, "mcp-protocol-version": "2026-07-28"})
     assert modern.status_code == 405
     assert modern.headers["allow"] == "POST"
-    anonymous = {k: v for k, v in headers.items() if k != "x-api-key"}
+    # Without Alice's session id (anonymous presenting it gets 404: tests/test_mcp_sessions.py).
+    anonymous = {k: v for k, v in headers.items() if k not in ("x-api-key", "mcp-session-id")}
     hidden = httpx.request(method, gw_json.url + "/mcp", headers=anonymous, timeout=10)
     explained = httpx.request(method, gw_explain.url + "/mcp", headers=anonymous, timeout=10)
     assert hidden.status_code == 405
@@ -1015,6 +1018,15 @@ def legacy_session(world) -> dict[str, str]:
     return headers
 
 
+def gateway_session(gw) -> dict[str, str]:
+    """A 2025-11-25 session opened through the gateway: the id it gives the client."""
+    init = {**INIT, "params": {**INIT["params"], "protocolVersion": "2025-11-25"}}
+    r = post(gw, init)
+    headers = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    assert post(gw, {"jsonrpc": "2.0", "method": "notifications/initialized"}, headers).status_code == 202
+    return headers
+
+
 def answer(response: httpx.Response) -> tuple[int, Any]:
     return response.status_code, rpc(response)
 
@@ -1065,11 +1077,17 @@ def test_methods_removed_in_2026_are_not_found_as_at_the_server(world, gw_open, 
 @pytest.mark.parametrize("revision", ["2025-11-25", MODERN])
 def test_hidden_denials_answer_as_the_server_does_for_what_does_not_exist(world, gw_json, revision):
     session = legacy_session(world) if revision != MODERN else {}
+    # Through the gateway, a session the gateway issued (bound to alice and the server): a
+    # session opened directly at the server is refused there (tests/test_mcp_sessions.py).
+    bound = gateway_session(gw_json) if revision != MODERN else {}
 
     def ask(method: str, params: dict) -> tuple[dict, dict]:
         if revision == MODERN:
             return modern_request(method, params)
         return {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}, dict(session)
+
+    def post(gw, body, headers):  # noqa: F811 - the module's `post`, with the gateway's session
+        return globals()["post"](gw, body, {**headers, **bound})
 
     # A resource alice may not read answers as a URI the server does not have.
     missing, denied = "file:///secret/missing.txt", "file:///secret/keys.txt"

@@ -14,9 +14,7 @@
 //!
 //! From anyone else the headers are dropped and replaced: the call starts a new chain at hop 1.
 
-use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, CONTROLS};
-use sha2::Sha256;
 
 pub const PREFIX: &str = "x-tollgate-a2a-";
 pub const HOP: &str = "x-tollgate-a2a-hop";
@@ -101,37 +99,8 @@ pub fn decode_chain(value: &str) -> Option<Vec<String>> {
     Some(chain)
 }
 
-/// An HMAC-SHA256 key (RFC 2104, the `hmac` crate) with its padded inner and outer blocks
-/// already hashed, so each MAC costs two SHA-256 blocks fewer (the key is fixed at configure
-/// time): every MAC starts from a clone.
-#[derive(Clone)]
-pub struct HmacKey(Hmac<Sha256>);
-
-impl HmacKey {
-    /// `None` never happens for HMAC (any key length is valid), but the crate's API says it may.
-    pub fn new(key: &[u8]) -> Option<Self> {
-        Hmac::<Sha256>::new_from_slice(key).ok().map(HmacKey)
-    }
-
-    pub fn mac(&self, message: &[u8]) -> [u8; 32] {
-        let mut mac = self.0.clone();
-        mac.update(message);
-        mac.finalize().into_bytes().into()
-    }
-
-    /// Whether `tag` is the MAC of `message`, compared in constant time.
-    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
-        let mut mac = self.0.clone();
-        mac.update(message);
-        mac.verify_slice(tag).is_ok()
-    }
-}
-
-impl std::fmt::Debug for HmacKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HmacKey(..)")
-    }
-}
+/// The HMAC-SHA256 key type now lives in core (the MCP filter's session binding uses it too).
+pub use tollgate_core::hash::HmacKey;
 
 /// The signed message: `tollgate-a2a/v1\n<hop>\n<chain>\n<on-behalf-of>\n<expiry>`, in `buf`.
 fn signed_message(buf: &mut String, hop: u32, chain: &str, on_behalf_of: Option<&str>, expiry: u64) {

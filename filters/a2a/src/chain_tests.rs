@@ -1,4 +1,5 @@
 use super::*;
+use sha2::Sha256;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 

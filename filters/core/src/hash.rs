@@ -1,5 +1,7 @@
-//! SHA-256 digests, hex encoded: API keys are stored and compared only as digests.
+//! SHA-256 digests, hex encoded: API keys are stored and compared only as digests. HMAC-SHA256
+//! keys ([`HmacKey`]): the A2A filter's delegation signatures, the MCP filter's session binding.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -20,6 +22,49 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     for b in bytes {
         out.push(digit(b >> 4));
         out.push(digit(b & 0xf));
+    }
+}
+
+/// An HMAC-SHA256 key (RFC 2104, the `hmac` crate) with its padded inner and outer blocks
+/// already hashed, so each MAC costs two SHA-256 blocks fewer (the key is fixed at configure
+/// time): every MAC starts from a clone.
+#[derive(Clone)]
+pub struct HmacKey(Hmac<Sha256>);
+
+impl HmacKey {
+    /// `None` never happens for HMAC (any key length is valid), but the crate's API says it may.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        Hmac::<Sha256>::new_from_slice(key).ok().map(HmacKey)
+    }
+
+    pub fn mac(&self, message: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC of `message`, compared in constant time.
+    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    /// Whether `tag` is the first `tag.len()` bytes (at least 16) of the MAC of `message`,
+    /// compared in constant time.
+    pub fn verify_truncated(&self, message: &[u8], tag: &[u8]) -> bool {
+        if tag.len() < 16 {
+            return false;
+        }
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
     }
 }
 

@@ -58,6 +58,12 @@ pub struct Config {
     /// counted there unless they say `counters: local`.
     #[serde(default)]
     pub store: Option<tollgate_core::fleet::StoreConfig>,
+    /// Tool-definition pinning and "never listed" calls (`pinning.rs`). Absent: off.
+    #[serde(default)]
+    pub tool_pinning: Option<crate::pinning::ToolPinningConfig>,
+    /// Session ids bound to the caller and the server (`sessions.rs`): on by default.
+    #[serde(default)]
+    pub sessions: crate::sessions::SessionsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
     /// Put the canonical arguments themselves in audit records (the SHA-256 digest is
@@ -94,6 +100,8 @@ impl Default for Config {
             policy: None,
             rate_limits: Vec::new(),
             store: None,
+            tool_pinning: None,
+            sessions: crate::sessions::SessionsConfig::default(),
             audit: AuditConfig::default(),
             audit_arguments: false,
             approval: None,

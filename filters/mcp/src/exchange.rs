@@ -24,6 +24,7 @@ use crate::replies::{self, Reply};
 use crate::response::{self, Expect, Plan, Reader, ResponseMode};
 use crate::router::Router;
 use std::collections::BTreeMap;
+use crate::sessions;
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use tollgate_core::stream::{HttpExchange, Step};
@@ -49,6 +50,8 @@ pub struct Shared {
     pub rate_limits: RateLimits,
     /// `server.routers`, compiled: route server name -> Envoy `mcp_router` backends.
     pub routers: BTreeMap<String, Rc<Router>>,
+    pub sessions: sessions::Binding,
+    pub pinning: Option<crate::pinning::Pinning>,
     /// Request headers that may carry a client credential (removed unless
     /// `forward_credentials`), computed once.
     credential_headers: Vec<String>,
@@ -73,11 +76,25 @@ impl Shared {
         for (name, router) in &config.server.routers {
             routers.insert(name.clone(), Rc::new(Router::compile(router, &format!("server.routers.{name}"))?));
         }
+        let sessions = sessions::Binding::compile(&config.sessions, "sessions")?;
+        let pinning = match &config.tool_pinning {
+            // Pins and the listed-tools table are keyed by the route's server and the listed
+            // name, while calls behind `mcp_router` are judged as the backend's unprefixed
+            // tool: the two would not meet, so the combination is refused rather than half
+            // enforced.
+            Some(_) if !routers.is_empty() => {
+                return Err(ConfigError::field("tool_pinning", "is not supported together with `server.routers` (Envoy's mcp_router) yet"));
+            }
+            Some(p) => Some(crate::pinning::Pinning::compile(p, "tool_pinning")?),
+            None => None,
+        };
         Ok(Shared {
             config,
             policy,
             rate_limits,
             routers,
+            sessions,
+            pinning,
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
@@ -111,6 +128,9 @@ pub struct Exchange {
     /// request's names are prefixed with.
     router: Option<Rc<Router>>,
     session_id: Option<String>,
+    /// The server a session is bound to: the route's, as resolved from the request headers
+    /// (kept apart from `server`, should that later be refined per message).
+    session_server: String,
     trace: Option<TraceStep>,
     records: Vec<MessageRecord>,
     batch: bool,
@@ -180,6 +200,7 @@ impl Exchange {
             server: String::new(),
             router: None,
             session_id: None,
+            session_server: String::new(),
             trace: None,
             records: Vec::new(),
             batch: false,
@@ -286,6 +307,17 @@ impl Exchange {
         if let Some(routed) = &routed {
             routed.rule(&mut judgement, shared.dry_run());
         }
+        // Tool pinning: calls of changed tools, and of tools never listed to the caller.
+        let mut pin_reply = None;
+        if let Some(pinning) = &shared.pinning {
+            let (reply, events) = pinning.judge_calls(host, subject, &messages, &mut judgement, shared.dry_run(), self.revision, self.batch);
+            pin_reply = reply;
+            let action = pinning.changed_tool;
+            for event in events {
+                let action = if event == crate::pinning::TOOL_CHANGED { action.label() } else { "deny" };
+                self.metrics.inc(host, "tollgate.mcp.tool_pinning", &[("server", &self.server), ("event", event), ("action", action)]);
+            }
+        }
         let enforce = judgement.denied() && !shared.dry_run();
 
         // Rate limits: only the `tools/call` requests the policy allowed, only when the
@@ -380,8 +412,10 @@ impl Exchange {
         };
         if enforce || enforce_limit {
             let denied = judge::denied_requests(&messages, &rulings);
-            let reply = match &limited {
-                Some((limit_id, retry_after)) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
+            let reply = match (&limited, pin_reply) {
+                (Some((limit_id, retry_after)), _) if !enforce => replies::rate_limited(&denied, self.batch, limit_id, *retry_after),
+                // `changed_tool: deny`: the error names the changed definition.
+                (_, Some(pinned)) => pinned,
                 _ => replies::denial(
                     shared.deny_style(),
                     self.revision,
@@ -448,8 +482,9 @@ impl Exchange {
     }
 
     /// The reader of this exchange's server messages.
-    fn reader(&mut self) -> Reader<'_> {
+    fn reader<'a>(&'a mut self, host: &'a dyn Host) -> Reader<'a> {
         Reader {
+            pins: self.shared.pinning.as_ref().map(|p| (p, host)),
             expect: &self.expect,
             records: &mut self.records,
             policy: self.shared.policy.as_ref(),
@@ -461,11 +496,11 @@ impl Exchange {
     }
 
     /// Rewrites one SSE chunk (see [`Reader::sse_chunk`]); an event too large ends the stream.
-    fn sse_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
+    fn sse_chunk(&mut self, host: &dyn Host, chunk: &[u8]) -> Vec<u8> {
         let ResponseMode::Sse(mut parser) = std::mem::replace(&mut self.response, ResponseMode::Pass) else {
             return chunk.to_vec();
         };
-        let (out, readable) = self.reader().sse_chunk(&mut parser, chunk);
+        let (out, readable) = self.reader(host).sse_chunk(&mut parser, chunk);
         self.response = if readable { ResponseMode::Sse(parser) } else { ResponseMode::Dropped };
         out
     }
@@ -482,6 +517,11 @@ impl Exchange {
     fn refuse_request(&mut self, host: &dyn Host, reply: Reply, decision: Decision, error: &str) -> Step {
         let mut record = MessageRecord::new(decision);
         record.error = Some(message::truncate(error, 512).to_string());
+        self.refuse_request_with(host, reply, record)
+    }
+
+    /// [`Exchange::refuse_request`] with the record made by the caller.
+    fn refuse_request_with(&mut self, host: &dyn Host, reply: Reply, record: MessageRecord) -> Step {
         // One record for the refused request, even for a batch.
         self.batch = false;
         self.records.clear();
@@ -548,6 +588,57 @@ impl Exchange {
         audit::emit_json(host, &self.config().audit, &out);
     }
 
+    // ----- session binding (sessions.rs decides) --------------------------------------------
+
+    /// Checks the request's session id: `Some` when refused (404, never forwarded).
+    fn admit_session(&mut self, host: &dyn Host) -> Option<Step> {
+        let presented = host.request_header("mcp-session-id");
+        let shared = self.shared.clone();
+        self.session_server = self.server.clone();
+        match sessions::admit(host, &shared.sessions, &self.session_server, self.identity.as_ref(), presented.as_deref()) {
+            sessions::Admit::Pass => None,
+            sessions::Admit::Forward(server_id) => {
+                if let Err(e) = host.set_header(HeaderMap::Request, "mcp-session-id", Some(&server_id)) {
+                    // The bound id must never reach the server in place of its own: refuse.
+                    let why = format!("cannot rewrite the session id: {e}");
+                    let reply = replies::refusal(500, None, codes::INTERNAL_ERROR, "gateway could not forward the session");
+                    return Some(self.refuse_request(host, reply, Decision::Error, &why));
+                }
+                self.session_id = Some(message::truncate(&server_id, 128).to_string());
+                None
+            }
+            sessions::Admit::Refuse { server_id, why, label } => {
+                self.session_id = server_id;
+                self.metrics.inc(host, "tollgate.mcp.session_refused", &[("server", &self.server), ("why", label)]);
+                let mut record = MessageRecord::new(Decision::Deny);
+                record.detail.reason = Some(sessions::REASON.into());
+                record.error = Some(why);
+                Some(self.refuse_request_with(host, sessions::not_found(), record))
+            }
+        }
+    }
+
+    /// Binds a session id the server issued; the record names the server's own id.
+    fn issue_session(&mut self, host: &dyn Host) {
+        let issued = host.response_header("mcp-session-id");
+        let shared = self.shared.clone();
+        match sessions::issue(host, &shared.sessions, &self.session_server, self.identity.as_ref(), issued.as_deref()) {
+            sessions::Issue::Pass => {}
+            sessions::Issue::Bound { client_id, server_id } => {
+                host.try_set_header(HeaderMap::Response, "mcp-session-id", Some(&client_id));
+                self.session_id = Some(message::truncate(&server_id, 128).to_string());
+            }
+            sessions::Issue::Strip { why } => {
+                host.log(LogLevel::Error, &format!("tollgate-mcp: session id not passed to the client: {why}"));
+                host.try_set_header(HeaderMap::Response, "mcp-session-id", None);
+                self.metrics.inc(host, "tollgate.mcp.session_refused", &[("server", &self.server), ("why", "unbindable")]);
+                if let Some(rec) = self.records.first_mut() {
+                    rec.error.get_or_insert(why);
+                }
+            }
+        }
+    }
+
     // ----- helpers ------------------------------------------------------------------------
 
     /// The MCP server: route metadata, else the cluster's configured name, else the cluster.
@@ -611,6 +702,11 @@ impl HttpExchange for Exchange {
                 let reason = format!("origin `{}` not allowed", message::truncate(&origin, 256));
                 return self.refuse_request(host, reply, Decision::Deny, &reason);
             }
+        }
+        // Session binding (once the caller is known): only the caller and server a session
+        // was issued to may use it; the server sees its own id.
+        if let Some(step) = self.admit_session(host) {
+            return step;
         }
 
         match Revision::from_header(host.request_header("mcp-protocol-version").as_deref()) {
@@ -682,6 +778,7 @@ impl HttpExchange for Exchange {
             return Step::Continue;
         }
         self.status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
+        self.issue_session(host);
         if end_of_stream {
             self.finish(host);
             return Step::Continue;
@@ -690,7 +787,7 @@ impl HttpExchange for Exchange {
         let head = response::Head {
             is_get: self.http_method == "GET",
             expect: &self.expect,
-            policy: self.shared.policy.is_some(),
+            policy: self.shared.policy.is_some() || self.shared.pinning.is_some(),
             dry_run: self.shared.dry_run(),
             content_type: content_type.as_deref(),
             encoded: !message::is_identity_encoding(host.response_header("content-encoding").as_deref()),
@@ -748,7 +845,7 @@ impl HttpExchange for Exchange {
                 if end_of_stream {
                     let copy = std::mem::take(copy);
                     // Audit only: whatever it says, this body passes as it is.
-                    let _ = self.reader().inspect_json(&copy);
+                    let _ = self.reader(host).inspect_json(&copy);
                 }
             }
             ResponseMode::JsonBuffer if body_size > max => {
@@ -762,13 +859,13 @@ impl HttpExchange for Exchange {
             ResponseMode::JsonBuffer if !end_of_stream => step = Step::Pause,
             ResponseMode::JsonBuffer => {
                 let body = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                if let Some(new) = self.reader().inspect_json(&body) {
+                if let Some(new) = self.reader(host).inspect_json(&body) {
                     self.replace_response(host, body_size, &new);
                 }
             }
             ResponseMode::Sse(_) => {
                 let chunk = host.body(BodyBuffer::Response, 0, body_size).ok().flatten().unwrap_or_default();
-                let out = self.sse_chunk(&chunk);
+                let out = self.sse_chunk(host, &chunk);
                 if out != chunk {
                     self.replace_response(host, body_size, &out);
                 }

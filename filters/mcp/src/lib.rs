@@ -18,12 +18,14 @@ pub mod matcher;
 pub mod message;
 pub mod number;
 pub mod oauth;
+pub mod pinning;
 pub mod policy;
 pub mod ratelimit;
 pub mod record;
 pub mod replies;
 pub mod response;
 pub mod router;
+pub mod sessions;
 pub mod tokenexchange;
 
 #[cfg(target_arch = "wasm32")]

@@ -46,6 +46,10 @@ pub struct MessageDetail {
     /// A request an `approve` rule matched: the approval asked for and the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::approval::ApprovalFact>,
+    /// Tool definitions that differ from their pins (`tool_pinning`): tool, pinned and
+    /// current SHA-256, action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_pins: Option<Vec<crate::pinning::PinNote>>,
 }
 
 #[derive(Debug)]

@@ -148,6 +148,8 @@ pub struct Reader<'a> {
     /// False on a GET stream, where a server replays responses to earlier POSTs when a
     /// client resumes (`Last-Event-ID`).
     pub post: bool,
+    /// Tool-definition pinning (`tool_pinning`), with the host its tables live in.
+    pub pins: Option<(&'a crate::pinning::Pinning, &'a dyn tollgate_core::host::Host)>,
 }
 
 impl Reader<'_> {
@@ -229,8 +231,11 @@ impl Reader<'_> {
     /// by clients with the last value, and a list could hide behind the first: with a policy
     /// it is replaced by an error, never passed (found by fuzzing).
     fn unreadable_message(&mut self, text: &str) -> Outcome {
-        let Some(policy) = self.policy else { return Outcome::Keep };
-        if policy.dry_run || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+        // With a policy, or tool pinning (the server is who pinning guards against).
+        if self.policy.is_none() && self.pins.is_none() {
+            return Outcome::Keep;
+        }
+        if self.policy.is_some_and(|p| p.dry_run) || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
             return Outcome::Keep;
         }
         let Err(why) = tollgate_core::wire::jsonrpc::check_no_duplicate_keys(text.as_bytes()) else { return Outcome::Keep };
@@ -326,7 +331,7 @@ impl Reader<'_> {
         }
         let (list, record) = self.expected(msg.id);
         let wants_is_error = record.and_then(|i| self.records.get(i)).is_some_and(|r| r.detail.tool.is_some());
-        let wants_shape = self.policy.is_some() && list.is_none();
+        let wants_shape = (self.policy.is_some() || self.pins.is_some()) && list.is_none();
         // One reading of the result answers both questions.
         let summary = (wants_is_error || wants_shape).then(|| msg.summary());
         if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
@@ -335,30 +340,63 @@ impl Reader<'_> {
             }
             rec.detail.rpc_error_code = msg.error_code();
         }
-        let Some(policy) = self.policy else { return Outcome::Keep };
+        if self.policy.is_none() && self.pins.is_none() {
+            return Outcome::Keep;
+        }
         // The list the request asked for; otherwise (a request that is not a list, or an
         // unknown id, e.g. replayed on a GET stream) whatever has the shape of a list result
         // (`result.tools` ... an array) is filtered as one: fail closed, whatever the id says.
         let Some(kind) = list.or_else(|| summary.and_then(|s| s.shape)) else { return Outcome::Keep };
         let subject = self.subject;
-        let router = self.router;
-        let mut keep = |kind: ListKind, target: &Target<'_>| match router {
-            Some(router) => router.visible(policy, subject, kind.use_method(), target),
-            None => policy.visible(subject, kind.use_method(), target).allowed(),
-        };
-        let result = filter_list(&msg, Some(kind), &mut keep);
-        let (outcome, hidden, error) = match result {
-            Ok(None) => (Outcome::Keep, 0, None),
-            Ok(Some(rewritten)) if policy.dry_run => (Outcome::Keep, rewritten.hidden, None),
-            Ok(Some(rewritten)) => (Outcome::Replace(rewritten.text), rewritten.hidden, None),
-            Err(e) => {
-                // A list the gateway cannot read is not passed: the client gets an error.
-                let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not filter the list", None);
-                (Outcome::Replace(String::from_utf8_lossy(&body).into_owned()), 0, Some(e))
+        let (mut outcome, mut hidden, error) = match self.policy {
+            None => (Outcome::Keep, 0, None),
+            Some(policy) => {
+                let router = self.router;
+                let mut keep = |kind: ListKind, target: &Target<'_>| match router {
+                    Some(router) => router.visible(policy, subject, kind.use_method(), target),
+                    None => policy.visible(subject, kind.use_method(), target).allowed(),
+                };
+                match filter_list(&msg, Some(kind), &mut keep) {
+                    Ok(None) => (Outcome::Keep, 0, None),
+                    Ok(Some(rewritten)) if policy.dry_run => (Outcome::Keep, rewritten.hidden, None),
+                    Ok(Some(rewritten)) => (Outcome::Replace(rewritten.text), rewritten.hidden, None),
+                    Err(e) => {
+                        // A list the gateway cannot read is not passed: the client gets an error.
+                        let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not filter the list", None);
+                        (Outcome::Replace(String::from_utf8_lossy(&body).into_owned()), 0, Some(e))
+                    }
+                }
             }
         };
+        // Tool pinning reviews what the policy left (`pinning.rs`).
+        let mut pinned = None;
+        if let (Some((pins, host)), ListKind::Tools, None) = (self.pins, kind, &error) {
+            let now = match &outcome {
+                Outcome::Replace(t) => t.as_str(),
+                _ => text,
+            };
+            let enforce = !self.policy.is_some_and(|p| p.dry_run);
+            let reviewed = pins.review_list(host, subject, now, enforce);
+            if let Some(new) = reviewed.text {
+                outcome = Outcome::Replace(new);
+            }
+            if let Some(e) = reviewed.error {
+                if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
+                    rec.error = Some(e);
+                }
+                if enforce {
+                    let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not review the tool list", None);
+                    outcome = Outcome::Replace(String::from_utf8_lossy(&body).into_owned());
+                }
+            }
+            hidden += reviewed.hidden;
+            pinned = Some(reviewed.changed).filter(|c| !c.is_empty());
+        }
         if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
             rec.detail.list_hidden = Some(hidden);
+            if pinned.is_some() {
+                rec.detail.tool_pins = pinned;
+            }
             if error.is_some() {
                 rec.error = error;
             }

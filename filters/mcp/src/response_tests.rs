@@ -95,6 +95,7 @@ fn the_reader_filters_lists_and_records_results() {
         router: None,
         held: true,
         post: true,
+        pins: None,
     };
     let body = br#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"add"},{"name":"admin_reset"}]}},
                     {"jsonrpc":"2.0","id":2,"result":{"content":[],"isError":true}}]"#;
@@ -129,6 +130,7 @@ fn read_json(body: &[u8], post: bool, dry_run: bool) -> (Option<String>, Vec<Mes
         router: None,
         held: true,
         post,
+        pins: None,
     };
     let out = reader.inspect_json(body).map(|b| String::from_utf8(b).unwrap());
     (out, records)
@@ -225,6 +227,7 @@ fn a_stray_response_is_removed_from_a_post_stream_keeping_its_event_id() {
             router: None,
             held: false,
             post,
+            pins: None,
         };
         let mut parser = SseParser::new(4096).keeping_raw();
         let (out, readable) = reader.sse_chunk(&mut parser, stream.as_bytes());

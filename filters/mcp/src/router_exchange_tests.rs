@@ -159,3 +159,14 @@ fn the_aggregated_list_is_filtered_per_backend() {
     let a = audit(&h);
     assert_eq!((a["server"].as_str(), a["list_hidden"].as_u64()), (Some("tools"), Some(3)));
 }
+
+#[test]
+fn tool_pinning_behind_the_router_is_refused_at_load_naming_the_field() {
+    let cfg = json!({
+        "server": {"routers": {"tools": {"servers": ["alpha", "beta"]}}},
+        "tool_pinning": {},
+    });
+    let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
+    let err = Shared::build(config).err().expect("refused").to_string();
+    assert!(err.contains("tool_pinning") && err.contains("server.routers"), "{err}");
+}
