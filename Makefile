@@ -9,7 +9,7 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run key bench clean fuzz fuzz-smoke redis limits-service docker-compose compose-config
+.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run run-ports-free key bench clean fuzz fuzz-smoke redis limits-service docker-compose compose-config
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams + Redis + tollgate-limits; hot reload of envoy/stack.yaml)"
@@ -121,9 +121,13 @@ fuzz:
 fuzz-smoke:
 	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) bash fuzz/run.sh
 
-# Fails fast (exit 1, naming the port and its holder) when a port of the stack is taken.
-run: venv build redis limits-service
+# Fails fast, before building anything (exit 1, naming each taken port and the process holding
+# it), when a port of the stack is taken; TOLLGATE_PORT_OFFSET=N moves every port by N.
+run: venv run-ports-free build redis limits-service
 	$(PY) examples/run_stack.py
+
+run-ports-free: venv
+	@$(PY) examples/run_stack.py --check-ports
 
 # A new random API key, printed once, and its `identity.api_keys.keys` entry (tools/tollgate-key).
 key:

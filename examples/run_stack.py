@@ -389,6 +389,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The Tollgate demo stack (`make run`).")
     parser.add_argument("--port-offset", type=int, default=int(os.environ.get("TOLLGATE_PORT_OFFSET", "0") or 0),
                         help="add N to every port of the stack (default: $TOLLGATE_PORT_OFFSET or 0)")
+    parser.add_argument("--check-ports", action="store_true",
+                        help="only check that every port of the stack is free (exit 0) or name the taken ones (exit 1)")
     args = parser.parse_args(argv)
     if not -5000 <= args.port_offset <= 50000:
         parser.error("--port-offset must be between -5000 and 50000")
@@ -418,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
          ["examples/a2a_agent/agent.py", "--name", "planner", "--delegate-to", f"{gateway}/agents/researcher/"],
          "/.well-known/agent-card.json", {}),
     ]
+    if args.check_ports:  # `make run` asks this before it builds anything
+        try:
+            check_ports_free(ports, offset)
+        except SystemExit as e:
+            print(e.code, file=sys.stderr, flush=True)
+            return 1
+        return 0
     procs: list[tuple[str, subprocess.Popen]] = []
 
     def stop_all() -> None:

@@ -211,6 +211,13 @@ def test_a_second_run_on_taken_ports_exits_1_naming_the_port_and_its_holder(run,
     assert "(Envoy listener)" in line and f"pid {envoy_pids[0]} (" in line and "envoy" in line, line
     assert f"127.0.0.1:{run.ports['redis']} (Redis)" in err, err
     assert "TOLLGATE_PORT_OFFSET=" in err, err
+    # `make run` asks the same before it builds anything.
+    check = subprocess.run([sys.executable, str(SCRIPT), "--check-ports", "--port-offset", str(run.offset)],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 1 and "(Envoy listener): pid" in check.stderr, check.stderr
+    check = subprocess.run([sys.executable, str(SCRIPT), "--check-ports", "--port-offset", str(free_offset())],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
     # The first run is untouched and still serves.
     assert run.proc.poll() is None
     r = httpx.post(f"{run.gateway}/v1/chat/completions", headers={"authorization": "Bearer tg-demo-alice"}, timeout=10,
