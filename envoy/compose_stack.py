@@ -121,7 +121,9 @@ def compose() -> dict:
     # route cache then re-matches onto the provider routes. `/v1/` and `/v1beta/` only get
     # the request to the filter.
     entry = {"route": {"cluster": "llm_provider_a", "timeout": "0s"}}
-    routes = (only("llm", routes_of("llm")) + only("mcp", routes_of("mcp")) + only("a2a", routes_of("a2a"))
+    # MCP and A2A first: a client-set provider header must not pull /mcp or /agents/... onto the
+    # LLM's provider routes (which match any path carrying it).
+    routes = (only("mcp", routes_of("mcp")) + only("a2a", routes_of("a2a")) + only("llm", routes_of("llm"))
               + only("llm", [{"match": {"prefix": "/v1/"}, **entry}, {"match": {"prefix": "/v1beta/"}, **entry}])
               + only(None, [NOT_FOUND]))
     vhost = hcm["route_config"]["virtual_hosts"][0]

@@ -134,6 +134,20 @@ def test_unknown_paths_get_a_plain_404_from_the_route_table(run, path):
     assert after == before  # no filter saw them
 
 
+@pytest.mark.parametrize("path", ["/mcp", "/agents/echo/"])
+def test_a_client_set_provider_header_does_not_pull_mcp_or_a2a_onto_the_llm_routes(run, path):
+    """The LLM's provider routes match any path carrying x-tollgate-provider (the LLM filter sets
+    it); the MCP and A2A routes come first, so their own filter still judges such a request."""
+    layer = "mcp" if path == "/mcp" else "a2a"
+    before = {n: run.stat(f"wasmcustom.tollgate.{n}.requests") for n in ("llm", layer)}
+    r = httpx.post(run.gateway + path, headers={"x-tollgate-provider": "provider-a", "accept": "application/json, text/event-stream",
+                                                "a2a-version": "1.0", "mcp-protocol-version": "2025-06-18"},
+                   json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
+    assert "LLM API" not in r.text, r.text
+    assert run.stat("wasmcustom.tollgate.llm.requests") == before["llm"]
+    assert run.stat(f"wasmcustom.tollgate.{layer}.requests") == before[layer] + 1
+
+
 def test_researcher_is_started_and_one_request_crosses_the_three_layers(run):
     card = httpx.get(f"{run.gateway}/agents/researcher/.well-known/agent-card.json", timeout=10)
     assert card.status_code == 200, card.text
