@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                 except ProcessLookupError:
                     pass
 
-    class Stop(Exception):
+    class Stop(BaseException):  # not an Exception: the readiness checks' `except Exception` must not swallow Ctrl-C
         pass
 
     def on_signal(*_):
