@@ -9,11 +9,13 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run bench clean fuzz fuzz-smoke redis limits-service
+.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run run-ports-free key bench clean fuzz fuzz-smoke redis limits-service docker-compose compose-config
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams + Redis + tollgate-limits; hot reload of envoy/stack.yaml)"
-	@echo "make test   - clippy, unit tests, envoy --mode validate, end-to-end tests through Envoy"
+	@echo "             (TOLLGATE_PORT_OFFSET=N make run: every port + N, e.g. beside another stack)"
+	@echo "make key NAME=carol [TEAM=payments] [GROUPS=eng] [MODELS='gpt-4o*'] - a new API key and its config entry"
+	@echo "make test   - clippy, unit tests, envoy --mode validate, docker compose config, end-to-end tests through Envoy"
 	@echo "make build  - build dist/tollgate_{llm,mcp,a2a}.wasm"
 	@echo "make limits-service - build target/release/tollgate-limits (the Redis-backed counter service)"
 	@echo "make bench  - side-by-side performance run (not part of make test)"
@@ -78,6 +80,17 @@ redis:
 	  $$SUDO apt-get install -y redis-server || { $$SUDO apt-get update && $$SUDO apt-get install -y redis-server; }; \
 	}
 
+# Debian's docker-compose (1.29, Python): `make test` checks examples/docker-compose with
+# `docker-compose config` (no Docker daemon needed); installed when missing.
+docker-compose:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y docker-compose || { $$SUDO apt-get update && $$SUDO apt-get install -y docker-compose; }; \
+	}
+
+compose-config: docker-compose
+	docker-compose -f examples/docker-compose/docker-compose.yaml config -q
+
 # tollgate-limits' integration tests start their own redis-server.
 test-rust: redis
 	$(CARGO) test --workspace
@@ -90,10 +103,10 @@ validate: venv build
 	done
 
 # The fleet-limit tests start redis-server and target/release/tollgate-limits (tests/limits_store.py).
-test-e2e: venv node-deps build redis limits-service
+test-e2e: venv node-deps build redis limits-service docker-compose
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-test: lint test-rust fuzz-smoke validate test-e2e
+test: lint test-rust fuzz-smoke validate compose-config test-e2e
 
 # Fuzzing (fuzz/README.md): its own cargo workspace, built with nightly; installs the nightly
 # toolchain and cargo-fuzz when missing. `make test` runs each target FUZZ_SMOKE_SECONDS so the
@@ -108,8 +121,18 @@ fuzz:
 fuzz-smoke:
 	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) bash fuzz/run.sh
 
-run: venv build redis limits-service
+# Fails fast, before building anything (exit 1, naming each taken port and the process holding
+# it), when a port of the stack is taken; TOLLGATE_PORT_OFFSET=N moves every port by N.
+run: venv run-ports-free build redis limits-service
 	$(PY) examples/run_stack.py
+
+run-ports-free: venv
+	@$(PY) examples/run_stack.py --check-ports
+
+# A new random API key, printed once, and its `identity.api_keys.keys` entry (tools/tollgate-key).
+key:
+	@test -n "$(NAME)" || { echo "usage: make key NAME=carol [TEAM=payments] [GROUPS=eng,ops] [MODELS='gpt-4o*,claude-*']" >&2; exit 2; }
+	@python3 tools/tollgate-key "$(NAME)" $(if $(TEAM),--team "$(TEAM)") $(if $(GROUPS),--groups "$(GROUPS)") $(if $(MODELS),--models "$(MODELS)")
 
 bench: venv build
 	bash bench/run.sh

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(60)
 
 AGENT = "examples/a2a_agent/agent.py"
 SIGNING_KEY = "test-signing-key-0123456789abcdef0123456789"
-KEYS = {"svc-planner": "tg-planner-key", "alice": "tg-alice-key", "bob": "tg-bob-key"}
+KEYS = {"svc-planner": "tg-demo-planner", "alice": "tg-demo-alice", "bob": "tg-demo-bob"}
 MAX_HOPS = 3
 
 # route prefix -> (agent identity, cluster). Chains: a -> b -> c -> d (d refused: depth),

@@ -40,8 +40,8 @@ pytestmark = pytest.mark.timeout(60)
 
 AGENT = "examples/a2a_agent/agent.py"
 # The demo keys of envoy/a2a.yaml.
-ALICE = {"x-api-key": "tg-alice-demo-key"}
-BOB = {"x-api-key": "tg-bob-demo-key"}
+ALICE = {"x-api-key": "tg-demo-alice"}
+BOB = {"x-api-key": "tg-demo-bob"}
 ANONYMOUS: dict[str, str] = {}
 
 
