@@ -23,6 +23,7 @@ use crate::head::{self, RequestHead};
 use crate::record::{self, CardAudit, ExchangeFacts, ResponseFacts, Tags};
 use crate::replies::{self, Refusal};
 use crate::response::{self, CardState, ListOutcome, ListState, ResponseHead};
+use crate::push;
 use crate::session::{self, ResponseTracker};
 use crate::upstream;
 use serde_json::value::RawValue;
@@ -67,6 +68,8 @@ pub struct Exchange {
     list: Option<ListState>,
     recorded: Recorded,
     tags: Tags,
+    /// The request's push-notification webhook is refused (applied once the call is allowed).
+    push_refused: Option<push::Why>,
 }
 
 impl Exchange {
@@ -87,6 +90,7 @@ impl Exchange {
             list: None,
             recorded: Recorded::default(),
             tags: Tags::default(),
+            push_refused: None,
         }
     }
 
@@ -140,6 +144,11 @@ impl Exchange {
             Action::Refuse(why) => return self.deny(host, why),
             Action::Forward { list_owner } => list_owner,
         };
+        if let Some(why) = self.push_refused {
+            self.facts.push_url_refused = Some(why.as_str());
+            host.log(LogLevel::Info, &format!("tollgate-a2a: refused push-notification URL ({})", why.as_str()));
+            return self.deny(host, Refusal::PushUrl);
+        }
         self.phase = Phase::Forwarded;
         if self.facts.binding == Some(Binding::Card) {
             self.prepare_card(host);
@@ -252,6 +261,7 @@ impl Exchange {
                 self.card = Some(CardState::with_prefix(prefix, true));
             }
             if let Some(params) = call.params {
+                self.push_refused = push::refusal_in_json(params.get().as_bytes(), method, &self.state.push);
                 match session::request_ids(params.get().as_bytes(), method, self.facts.dialect, self.state.log_message_parts) {
                     Ok(ids) => self.facts.ids = ids,
                     Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
@@ -381,6 +391,9 @@ impl HttpExchange for Exchange {
                     }
                 }
                 if let Some(method) = self.facts.method {
+                    if push::carries_webhook(method) {
+                        self.push_refused = push::refusal_in_json(&body, method, &self.state.push);
+                    }
                     if let Ok(ids) = session::request_ids(&body, method, self.facts.dialect, self.state.log_message_parts) {
                         let path_task = self.facts.ids.task_id.take();
                         self.facts.ids = ids;

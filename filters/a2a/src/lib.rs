@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod flow;
 pub mod head;
 pub mod listing;
+pub mod push;
 pub mod record;
 pub mod replies;
 pub mod response;

@@ -61,6 +61,8 @@ pub struct ExchangeFacts {
     pub refused_http_method: Option<String>,
     /// The first SSE event, or a JSON body's first byte.
     pub ttfe_nanos: Option<u64>,
+    /// Why a push-notification webhook URL was refused (`push::Why::as_str`).
+    pub push_url_refused: Option<&'static str>,
 }
 
 impl Default for ExchangeFacts {
@@ -87,6 +89,7 @@ impl Default for ExchangeFacts {
             status: None,
             refused_http_method: None,
             ttfe_nanos: None,
+            push_url_refused: None,
         }
     }
 }
@@ -185,6 +188,9 @@ pub struct Detail<'a> {
     /// `ListTasks` filtered to the caller's tasks: how many of the agent's were withheld.
     #[serde(skip_serializing_if = "Option::is_none")]
     tasks_withheld: Option<u32>,
+    /// A refused push-notification webhook: why (`loopback`, `metadata`, `private`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push_url_refused: Option<&'a str>,
 }
 
 pub fn ms_between(from: u64, to: u64) -> u64 {
@@ -238,6 +244,7 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
         message_parts: facts.ids.parts.as_deref(),
         http_method: facts.refused_http_method.as_deref(),
         tasks_withheld: response.tasks_withheld,
+        push_url_refused: facts.push_url_refused,
     };
     let mut record = Record::of_request(Layer::A2a, facts.start_nanos / 1_000_000, facts.envelope(), detail);
     record.decision = match facts.refusal {
