@@ -14,6 +14,7 @@
 //! Response: JSON and SSE bodies stream through untouched while ids and state are read
 //! incrementally; only agent cards and filtered `ListTasks` answers are held (`response.rs`).
 
+use crate::affinity;
 use crate::chain::Presented;
 use crate::classify::{self, Binding, Dialect, Head, Method};
 use crate::config::State;
@@ -70,6 +71,8 @@ pub struct Exchange {
     tags: Tags,
     /// The request's push-notification webhook is refused (applied once the call is allowed).
     push_refused: Option<push::Why>,
+    /// The context the table recorded for the task the call names (conversation routing).
+    task_context: Option<String>,
 }
 
 impl Exchange {
@@ -91,6 +94,7 @@ impl Exchange {
             recorded: Recorded::default(),
             tags: Tags::default(),
             push_refused: None,
+            task_context: None,
         }
     }
 
@@ -130,6 +134,7 @@ impl Exchange {
             names_task: self.facts.ids.task_id.is_some(),
         };
         let decision = decide::decide(&facts, task.as_ref(), &state);
+        self.task_context = task.and_then(|t| t.context);
         self.apply(host, decision)
     }
 
@@ -160,6 +165,9 @@ impl Exchange {
             self.prepare_card(host);
         }
         upstream::set_headers(host, &self.state, &self.facts, true);
+        let ids = &self.facts.ids;
+        let route_key = affinity::route_key(ids.context_id.as_deref(), ids.task_id.as_deref(), self.task_context.as_deref());
+        host.try_set_header(HeaderMap::Request, affinity::ROUTE_KEY, route_key);
         // A client-chosen contextId is known now: later turns and downstream hops find it.
         if let (Some(ctx), Some(step)) = (&self.facts.ids.context_id, &self.facts.trace) {
             conversations::record_request_context(host, &self.state.table, &mut self.recorded, ctx, &step.traceparent);

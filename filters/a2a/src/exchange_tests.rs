@@ -1215,3 +1215,24 @@ fn a_send_message_stays_within_its_host_call_budget() {
         assert!(calls.len() <= budget, "{} host calls: {calls:#?}", calls.len());
     }
 }
+
+#[test]
+fn the_route_key_is_the_context_else_the_tasks_recorded_context_else_the_task() {
+    let gw = Gateway::new(json!({}));
+    // A caller's own route key never reaches the agent.
+    let forged = [V10, (crate::affinity::ROUTE_KEY, "pick-replica-2")];
+    let body = send_body("SendMessage", v10_message(json!({"contextId": "ctx-7"})));
+    let mut call = gw.request("echo", "POST", "/", &forged, Some(&body));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("ctx-7"));
+    gw.respond(&mut call, "application/json", &[&task_json("ctx-7", "t-7", "TASK_STATE_COMPLETED")]);
+    // GetTask names only the task: routed by the context its answer revealed.
+    let call = gw.request("echo", "POST", "/", &forged, Some(&rpc_body("GetTask", json!({"id": "t-7"}))));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("ctx-7"));
+    // A task the gateway has no record of: its own id.
+    let call = gw.request("echo", "POST", "/", &forged, Some(&rpc_body("GetTask", json!({"id": "t-other"}))));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("t-other"));
+    // A first turn without a context: no key (any replica), and the forged one is gone.
+    let body = send_body("SendMessage", v10_message(json!({})));
+    let call = gw.request("echo", "POST", "/", &forged, Some(&body));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY), None);
+}

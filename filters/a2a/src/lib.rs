@@ -13,6 +13,7 @@
 //!   `MemoryHost`). `flow` re-exports it under its former name.
 //! - `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
+pub mod affinity;
 pub mod authz;
 pub mod card;
 pub mod chain;
