@@ -20,6 +20,7 @@ use crate::classify::{self, Binding, Dialect, Head, Method};
 use crate::config::State;
 use crate::conversations::{self, Recorded};
 use crate::decide::{self, Action, Decision, Facts};
+use crate::grpc;
 use crate::head::{self, RequestHead};
 use crate::record::{self, CardAudit, ExchangeFacts, ResponseFacts, Tags};
 use crate::replies::{self, Refusal};
@@ -73,6 +74,8 @@ pub struct Exchange {
     push_refused: Option<push::Why>,
     /// The context the table recorded for the task the call names (conversation routing).
     task_context: Option<String>,
+    /// A gRPC call's answer, read message by message (`grpc.rs`).
+    grpc_response: Option<grpc::ResponseReader>,
 }
 
 impl Exchange {
@@ -95,6 +98,7 @@ impl Exchange {
             tags: Tags::default(),
             push_refused: None,
             task_context: None,
+            grpc_response: None,
         }
     }
 
@@ -160,6 +164,10 @@ impl Exchange {
             upstream::set_headers(host, &self.state, &self.facts, false);
             return Step::Continue;
         }
+        if list_owner.is_some() && self.facts.binding == Some(Binding::Grpc) {
+            // A task list is filtered as JSON only: over gRPC it cannot be, so never passed.
+            return self.deny(host, Refusal::Unfilterable);
+        }
         self.list = list_owner.map(ListState::new);
         if self.card.is_some() {
             self.prepare_card(host);
@@ -192,11 +200,72 @@ impl Exchange {
 
     fn deny(&mut self, host: &dyn Host, why: Refusal) -> Step {
         self.phase = Phase::Denied;
+        if self.facts.binding == Some(Binding::Grpc) {
+            return self.deny_grpc(host, why);
+        }
         let (status, body) = self.refusal(why);
         if let Err(e) = reply::send_json(host, status, why.reply_headers(), &body) {
             host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
         }
         Step::Pause
+    }
+
+    /// Refuses a gRPC call in gRPC's shape: trailers-only, `grpc-status` and `grpc-message`.
+    fn deny_grpc(&mut self, host: &dyn Host, why: Refusal) -> Step {
+        self.facts.refusal = Some(why);
+        self.facts.status = Some(200);
+        if let Err(e) = host.send_grpc_reply(grpc::status_code(why), &grpc::status_message(why)) {
+            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
+        }
+        Step::Pause
+    }
+
+    /// A gRPC call's head (`grpc.rs`): an A2A method waits for its message; anything else
+    /// on an agent route is refused (INVALID_ARGUMENT), never passed unchecked.
+    fn grpc_head(&mut self, host: &dyn Host, path: &str, end_of_stream: bool) -> Step {
+        self.facts.binding = Some(Binding::Grpc);
+        match grpc::classify_path(path) {
+            grpc::Path::Call { dialect, method } => {
+                self.facts.dialect = dialect;
+                self.facts.method = Some(method);
+                if end_of_stream {
+                    return self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid);
+                }
+                self.phase = Phase::AwaitBody;
+                Step::Pause
+            }
+            grpc::Path::UnknownMethod { dialect, name } => {
+                self.facts.dialect = dialect;
+                self.facts.raw_method = Some(name);
+                self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid)
+            }
+            grpc::Path::Other => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused gRPC call {path:?}: not the A2A service"));
+                self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid)
+            }
+        }
+    }
+
+    /// A gRPC call's one request message: its ids and push URLs, then the decision.
+    fn grpc_body(&mut self, host: &dyn Host, body: &[u8]) -> Step {
+        let Some(method) = self.facts.method else { return self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid) };
+        let request = grpc::single_message(body)
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|m| grpc::read_request(method, self.facts.dialect, m).map_err(|e| e.to_string()));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused gRPC request: {e}"));
+                return self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid);
+            }
+        };
+        self.push_refused = if request.push_missing {
+            Some(push::Why::Unreadable)
+        } else {
+            push::check_all(&request.push_urls, &self.state.push).err().map(|(_, why)| why)
+        };
+        self.facts.ids = request.ids;
+        self.decide(host)
     }
 
     /// Records the refusal `why` and returns its HTTP status and body.
@@ -323,6 +392,9 @@ impl HttpExchange for Exchange {
             return self.refuse_unclassified(host, binding, Refusal::HttpMethod);
         }
         let post = method.eq_ignore_ascii_case("POST");
+        if post && grpc::is_grpc(content_type.as_deref()) {
+            return self.grpc_head(host, &path, end_of_stream);
+        }
         self.head = match classify::classify_head(&method, &path, content_type.as_deref()) {
             Ok(head) => head,
             Err(e) => {
@@ -387,6 +459,9 @@ impl HttpExchange for Exchange {
                 Vec::new()
             }
         };
+        if self.facts.binding == Some(Binding::Grpc) {
+            return self.grpc_body(host, &body);
+        }
         match self.head {
             Head::Rest { .. } => {
                 // Duplicate keys: the agent's parser may read another method or id than ours
@@ -437,7 +512,12 @@ impl HttpExchange for Exchange {
                 return Step::Pause;
             }
         }
-        if !card_fetch && self.facts.method.is_some() {
+        if let (Some(Binding::Grpc), Some(method)) = (self.facts.binding, self.facts.method) {
+            if grpc::is_grpc(Some(&head.content_type)) {
+                self.tracker = Some(ResponseTracker::external(method.streams()));
+                self.grpc_response = Some(grpc::ResponseReader::new(method, self.state.limits.max_sse_event_bytes));
+            }
+        } else if !card_fetch && self.facts.method.is_some() {
             let rest = self.facts.binding == Some(Binding::Rest);
             if head.content_type.starts_with("text/event-stream") {
                 self.tracker = Some(ResponseTracker::sse(rest, self.state.limits.max_sse_event_bytes));
@@ -486,7 +566,11 @@ impl HttpExchange for Exchange {
                 self.facts.ttfe_nanos = Some(host.now_nanos());
             }
             let chunk = if body_size > 0 { host.body(BodyBuffer::Response, 0, body_size).ok().flatten() } else { None };
-            let progress = chunk.map(|c| tracker.feed(&c)).unwrap_or_default();
+            let progress = match (chunk, self.grpc_response.as_mut()) {
+                (Some(c), Some(reader)) => reader.feed(&c, tracker),
+                (Some(c), None) => tracker.feed(&c),
+                (None, _) => Default::default(),
+            };
             if progress.first_event && self.facts.ttfe_nanos.is_none() {
                 self.facts.ttfe_nanos = Some(host.now_nanos());
             }

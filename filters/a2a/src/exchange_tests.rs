@@ -1236,3 +1236,79 @@ fn the_route_key_is_the_context_else_the_tasks_recorded_context_else_the_task() 
     let call = gw.request("echo", "POST", "/", &forged, Some(&body));
     assert_eq!(call.upstream(crate::affinity::ROUTE_KEY), None);
 }
+
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[test]
+fn grpc_calls_are_classified_tagged_recorded_and_refused_in_grpc_shape() {
+    use tollgate_core::wire::protobuf::Writer;
+    let gw = Gateway::new(json!({"authz": {"rules": [
+        {"id": "no-cancel", "methods": ["CancelTask"], "effect": "deny"}
+    ]}}));
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let mut msg = Writer::new();
+    msg.string(1, "m-1").string(2, "ctx-g").uint(4, 1);
+    let mut req = Writer::new();
+    req.message(2, &msg);
+    let body = grpc_frame(req.as_bytes());
+    let mut call = gw.request("echo", "POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, Some(&body));
+    assert_eq!(call.step, Step::Continue);
+    assert!(call.host.local_reply.borrow().is_none());
+    assert_eq!(call.upstream(chain::HOP).as_deref(), Some("1"));
+    assert_eq!(call.upstream(chain::CONTEXT_ID).as_deref(), Some("ctx-g"));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("ctx-g"));
+    // The answer: SendMessageResponse { task { id, context_id, status { COMPLETED } } }.
+    let mut status = Writer::new();
+    status.uint(1, 3);
+    let mut task = Writer::new();
+    task.string(1, "t-g").string(2, "ctx-g").message(3, &status);
+    let mut resp = Writer::new();
+    resp.message(1, &task);
+    let answer = grpc_frame(resp.as_bytes());
+    let (a, b) = answer.split_at(7);
+    gw.respond(&mut call, "application/grpc", &[a, b]);
+    let rec = audit(&call);
+    assert_eq!(rec["binding"], "grpc");
+    assert_eq!(rec["dialect"], "1.0");
+    assert_eq!(rec["method"], "SendMessage");
+    assert_eq!(rec["decision"], "allow");
+    assert_eq!((rec["message_id"].as_str(), rec["context_id"].as_str(), rec["task_id"].as_str()), (Some("m-1"), Some("ctx-g"), Some("t-g")));
+    assert_eq!(rec["task_state"], "completed");
+
+    // A denied method: trailers-only PERMISSION_DENIED, audited.
+    let mut cancel = Writer::new();
+    cancel.string(2, "t-g");
+    let call = gw.request("echo", "POST", "/lf.a2a.v1.A2AService/CancelTask", &grpc, Some(&grpc_frame(cancel.as_bytes())));
+    let (status, headers, _) = call.host.local_reply.borrow().clone().expect("refused");
+    assert_eq!(status, 200);
+    assert!(headers.contains(&("grpc-status".to_string(), "7".to_string())), "{headers:?}");
+    assert!(headers.iter().any(|(k, v)| k == "grpc-message" && v.starts_with("A2A_FORBIDDEN")), "{headers:?}");
+
+    // Unreadable or unknown: INVALID_ARGUMENT, never forwarded.
+    for (path, body) in [
+        ("/lf.a2a.v1.A2AService/SendMessage", vec![1, 0, 0, 0, 1, 0]),
+        ("/lf.a2a.v1.A2AService/SendMessage", vec![0, 0, 0, 0, 9, 1]),
+        ("/lf.a2a.v1.A2AService/DropTables", grpc_frame(b"")),
+        ("/other.Service/Call", grpc_frame(b"")),
+    ] {
+        let call = gw.request("echo", "POST", path, &grpc, Some(&body));
+        let (_, headers, _) = call.host.local_reply.borrow().clone().unwrap_or_else(|| panic!("{path} passed"));
+        assert!(headers.contains(&("grpc-status".to_string(), "3".to_string())), "{path}: {headers:?}");
+    }
+
+    // A push URL in SendMessage's configuration: checked as in JSON.
+    let mut cfg = Writer::new();
+    cfg.string(4, "http://169.254.169.254/");
+    let mut conf = Writer::new();
+    conf.message(2, &cfg);
+    let mut req = Writer::new();
+    req.message(2, &msg).message(3, &conf);
+    let call = gw.request("echo", "POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, Some(&grpc_frame(req.as_bytes())));
+    let (_, headers, _) = call.host.local_reply.borrow().clone().expect("refused");
+    assert!(headers.contains(&("grpc-status".to_string(), "3".to_string())), "{headers:?}");
+}

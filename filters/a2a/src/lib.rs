@@ -22,6 +22,7 @@ pub mod config;
 pub mod conversations;
 pub mod decide;
 pub mod exchange;
+pub mod grpc;
 pub mod flow;
 pub mod head;
 pub mod listing;
