@@ -256,14 +256,15 @@ fn status_state(status: &[u8], found: &mut Found) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// `Task { 1 id, 2 context_id, 3 status }` and the update events `{ 1 task_id, 2 context_id,
-/// 3 status }` share their numbering.
-fn task_like(task: &[u8], found: &mut Found) -> Result<(), Malformed> {
+/// `Task { 1 id, 2 context_id, 3 status }` and `TaskStatusUpdateEvent { 1 task_id,
+/// 2 context_id, 3 status }` share their numbering; `TaskArtifactUpdateEvent { 1 task_id,
+/// 2 context_id, 3 artifact }` has no status (`with_status: false`).
+fn task_like(task: &[u8], found: &mut Found, with_status: bool) -> Result<(), Malformed> {
     for f in fields(task) {
         match f? {
             (1, v) => found.task_id = keep(text(v)?),
             (2, v) => found.context_id = keep(text(v)?),
-            (3, v) => status_state(sub(v)?, found)?,
+            (3, v) if with_status => status_state(sub(v)?, found)?,
             _ => {}
         }
     }
@@ -286,12 +287,13 @@ fn message_like(message: &[u8], found: &mut Found) -> Result<(), Malformed> {
 pub fn read_response(method: Method, message: &[u8]) -> Result<Found, Malformed> {
     let mut found = Found::default();
     match method {
-        Method::GetTask | Method::CancelTask => task_like(message, &mut found)?,
+        Method::GetTask | Method::CancelTask => task_like(message, &mut found, true)?,
         // SendMessageResponse { 1 task, 2 message }; StreamResponse adds 3 status_update, 4 artifact_update.
         Method::SendMessage | Method::SendStreamingMessage | Method::SubscribeToTask => {
             for f in fields(message) {
                 match f? {
-                    (1 | 3 | 4, v) => task_like(sub(v)?, &mut found)?,
+                    (1 | 3, v) => task_like(sub(v)?, &mut found, true)?,
+                    (4, v) => task_like(sub(v)?, &mut found, false)?,
                     (2, v) => message_like(sub(v)?, &mut found)?,
                     _ => {}
                 }

@@ -143,7 +143,15 @@ fn responses_are_read_frame_by_frame_across_chunks() {
     update.string(1, "t-1").string(2, "ctx-1").message(3, &done);
     let mut second = Writer::new();
     second.message(3, &update);
+    // An artifact update between them: its field 3 is the artifact, not a status.
+    let mut artifact = Writer::new();
+    artifact.string(1, "artifact-1").string(3, "name");
+    let mut art_update = Writer::new();
+    art_update.string(1, "t-1").string(2, "ctx-1").message(3, &artifact);
+    let mut middle = Writer::new();
+    middle.message(4, &art_update);
     let mut body = frame(first.as_bytes());
+    body.extend(frame(middle.as_bytes()));
     body.extend(frame(second.as_bytes()));
     for cut in 0..body.len() {
         let mut tracker = ResponseTracker::external(true);
@@ -152,7 +160,7 @@ fn responses_are_read_frame_by_frame_across_chunks() {
         reader.feed(a, &mut tracker);
         reader.feed(b, &mut tracker);
         assert!(!reader.gave_up);
-        assert_eq!(tracker.events, 2, "cut at {cut}");
+        assert_eq!(tracker.events, 3, "cut at {cut}");
         assert_eq!(tracker.ids.task_id.as_deref(), Some("t-1"));
         assert_eq!(tracker.ids.context_id.as_deref(), Some("ctx-1"));
         assert_eq!(tracker.ids.state.as_deref(), Some("completed"));
