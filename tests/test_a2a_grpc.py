@@ -130,6 +130,7 @@ def test_send_message_is_authorized_tagged_and_audited(stack: Stack) -> None:
     assert record["context_id"] == task.context_id
     assert record["task_state"] == "completed"
     assert record["hop"] == 1 and record["chain"] == ["echo"]
+    assert record["grpc_status"] == 0, "the agent's grpc-status, from its trailers"
     assert record["message_id"] == headers["x-tollgate-a2a-message-id"]
     assert record["trace_id"] == headers["traceparent"].split("-")[1]
     harness.wait_until(lambda: stack.envoy.stat(
@@ -164,7 +165,16 @@ def test_tasks_are_their_originators_over_grpc(stack: Stack) -> None:
     [record] = stack.wait(1, binding="grpc", method="CancelTask", task_id=task.id)
     assert (record["decision"], record["reason"], record["caller"]) == ("deny", "A2A_NOT_TASK_ORIGINATOR", "bob")
     assert record["rule_id"] == "cancel-own-tasks"
+    assert record["grpc_status"] == 7
     stack.wait(1, binding="grpc", method="GetTask", reason="A2A_UNAUTHENTICATED")
+    # Alice may cancel her own task; the agent refuses (it is completed): its own grpc-status
+    # reaches her and the record.
+    code, _ = asyncio.run(raw_call(stack, "CancelTask", a2a_pb2.CancelTaskRequest(id=task.id), ALICE))
+    assert code not in (grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED)
+    [record] = stack.wait(1, binding="grpc", method="CancelTask", task_id=task.id, caller="alice")
+    assert record["decision"] == "allow"
+    assert record["grpc_status"] == code.value[0]
+    assert [s["method"] for s in stack.seen("CancelTask")] == ["CancelTask"]
 
 
 def test_push_webhook_and_non_a2a_calls_are_refused(stack: Stack) -> None:

@@ -214,6 +214,7 @@ impl Exchange {
     fn deny_grpc(&mut self, host: &dyn Host, why: Refusal) -> Step {
         self.facts.refusal = Some(why);
         self.facts.status = Some(200);
+        self.facts.grpc_status = Some(i64::from(grpc::status_code(why)));
         if let Err(e) = host.send_grpc_reply(grpc::status_code(why), &grpc::status_message(why)) {
             host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
         }
@@ -594,6 +595,15 @@ impl HttpExchange for Exchange {
         self.phase = Phase::Logged;
         if forwarded {
             self.response_done(host);
+            if self.facts.binding == Some(Binding::Grpc) {
+                // Envoy's `response.grpc_status` (trailers, or a trailers-only answer's headers).
+                self.facts.grpc_status = host
+                    .property(&["response", "grpc_status"])
+                    .ok()
+                    .flatten()
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map(i64::from_le_bytes);
+            }
         }
         let card = self.card.as_ref().map(|c| CardAudit {
             result: c.result.unwrap_or("unchanged"),

@@ -63,6 +63,8 @@ pub struct ExchangeFacts {
     pub ttfe_nanos: Option<u64>,
     /// Why a push-notification webhook URL was refused (`push::Why::as_str`).
     pub push_url_refused: Option<&'static str>,
+    /// gRPC calls: the status sent to the client (the gateway's refusal, else the agent's).
+    pub grpc_status: Option<i64>,
 }
 
 impl Default for ExchangeFacts {
@@ -90,6 +92,7 @@ impl Default for ExchangeFacts {
             refused_http_method: None,
             ttfe_nanos: None,
             push_url_refused: None,
+            grpc_status: None,
         }
     }
 }
@@ -191,6 +194,9 @@ pub struct Detail<'a> {
     /// A refused push-notification webhook: why (`loopback`, `metadata`, `private`...).
     #[serde(skip_serializing_if = "Option::is_none")]
     push_url_refused: Option<&'a str>,
+    /// gRPC calls: the `grpc-status` the client got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<i64>,
 }
 
 pub fn ms_between(from: u64, to: u64) -> u64 {
@@ -245,6 +251,7 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
         http_method: facts.refused_http_method.as_deref(),
         tasks_withheld: response.tasks_withheld,
         push_url_refused: facts.push_url_refused,
+        grpc_status: facts.grpc_status,
     };
     let mut record = Record::of_request(Layer::A2a, facts.start_nanos / 1_000_000, facts.envelope(), detail);
     record.decision = match facts.refusal {
