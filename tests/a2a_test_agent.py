@@ -146,8 +146,13 @@ async def serve_grpc(handler: DefaultRequestHandler, port: int, seen: list[dict[
             })
             return await continuation(details)
 
+    from a2a.compat.v0_3 import a2a_v0_3_pb2_grpc  # noqa: PLC0415
+    from a2a.compat.v0_3.grpc_handler import CompatGrpcHandler  # noqa: PLC0415
+
     server = grpc.aio.server(interceptors=[Recording()])
+    # 1.0 (lf.a2a.v1.A2AService) and 0.3 (a2a.v1.A2AService) on one port, as the SDK serves them.
     a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), server)
+    a2a_v0_3_pb2_grpc.add_A2AServiceServicer_to_server(CompatGrpcHandler(handler), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server

@@ -9,7 +9,9 @@ a2a-sdk's gRPC client (GrpcTransport) and server (GrpcHandler) in tests/a2a_test
 - the task created over gRPC is its originator's: alice gets it, bob's CancelTask gets
   PERMISSION_DENIED, an unknown key UNAUTHENTICATED — and neither reaches the agent;
 - a push config with the metadata address gets INVALID_ARGUMENT; a call that is not A2A is
-  refused.
+  refused;
+- the 0.3 service (`a2a.v1.A2AService`, the SDK's CompatGrpcTransport and CompatGrpcHandler)
+  is read with its own field numbers (`name: tasks/{id}`, the nested push config).
 
     .venv/bin/python -m pytest tests/test_a2a_grpc.py -q
 """
@@ -87,8 +89,12 @@ def channel(target: str) -> grpc.aio.Channel:
 
 
 async def sdk_send(stack: Stack, text: str, headers: dict[str, str], streaming: bool = False) -> list[Any]:
+    return await sdk_send_card(stack.card, text, headers, streaming)
+
+
+async def sdk_send_card(card: AgentCard, text: str, headers: dict[str, str], streaming: bool = False) -> list[Any]:
     config = ClientConfig(streaming=streaming, supported_protocol_bindings=["GRPC"], grpc_channel_factory=channel)
-    client = ClientFactory(config).create(stack.card)
+    client = ClientFactory(config).create(card)
     try:
         request = SendMessageRequest(message=new_text_message(text, role=Role.ROLE_USER))
         return [e async for e in client.send_message(request, context=ClientCallContext(service_parameters=headers))]
@@ -197,3 +203,43 @@ def test_push_webhook_and_non_a2a_calls_are_refused(stack: Stack) -> None:
 
     assert asyncio.run(health()) == grpc.StatusCode.INVALID_ARGUMENT
     assert stack.seen("DropTables") == []
+
+
+def test_the_0_3_service_is_read_with_its_own_field_numbers(stack: Stack) -> None:
+    from a2a.compat.v0_3 import a2a_v0_3_pb2 as v03, a2a_v0_3_pb2_grpc as v03_grpc
+
+    card = AgentCard()
+    card.CopyFrom(stack.card)
+    for interface in card.supported_interfaces:
+        if interface.protocol_binding == "GRPC":
+            interface.protocol_version = "0.3"
+    # The SDK's 0.3 client (CompatGrpcTransport) against the SDK's 0.3 server, through Envoy.
+    events = asyncio.run(sdk_send_card(card, "hello 0.3", ALICE))
+    task = events[-1].task
+    assert "echo: hello 0.3" in task.artifacts[0].parts[0].text
+    assert stack.seen("SendMessage")[-1]["path"] == "/a2a.v1.A2AService/SendMessage"
+    [record] = stack.wait(1, binding="grpc", dialect="0.3", method="SendMessage", task_id=task.id)
+    assert (record["decision"], record["caller"], record["context_id"]) == ("allow", "alice", task.context_id)
+    assert record["task_state"] == "completed"
+
+    async def call(method: str, request: Any, headers: dict[str, str]) -> tuple[grpc.StatusCode, str]:
+        async with channel(stack.target) as ch:
+            try:
+                await getattr(v03_grpc.A2AServiceStub(ch), method)(request, metadata=list(headers.items()))
+            except grpc.aio.AioRpcError as err:
+                return err.code(), err.details() or ""
+        return grpc.StatusCode.OK, ""
+
+    # `name: tasks/{id}` names the task: alice's own passes, bob's cancel is refused.
+    assert asyncio.run(call("GetTask", v03.GetTaskRequest(name=f"tasks/{task.id}"), ALICE))[0] == grpc.StatusCode.OK
+    code, message = asyncio.run(call("CancelTask", v03.CancelTaskRequest(name=f"tasks/{task.id}"), BOB))
+    assert (code, message.split(":")[0]) == (grpc.StatusCode.PERMISSION_DENIED, "A2A_NOT_TASK_ORIGINATOR"), message
+    # The push URL nested in config.push_notification_config.url.
+    create = v03.CreateTaskPushNotificationConfigRequest(
+        parent=f"tasks/{task.id}", config_id="c1",
+        config=v03.TaskPushNotificationConfig(push_notification_config=v03.PushNotificationConfig(url="http://[::ffff:127.0.0.1]:2375/")))
+    code, message = asyncio.run(call("CreateTaskPushNotificationConfig", create, ALICE))
+    assert (code, message.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "A2A_PUSH_URL_REFUSED"), message
+    [record] = stack.wait(1, binding="grpc", dialect="0.3", method="CreateTaskPushNotificationConfig", task_id=task.id)
+    assert record["push_url_refused"] == "loopback"
+    assert not [s for s in stack.seen() if s["path"].startswith("/a2a.v1.A2AService/") and s["method"] in ("CancelTask", "CreateTaskPushNotificationConfig")]
