@@ -1312,3 +1312,31 @@ fn grpc_calls_are_classified_tagged_recorded_and_refused_in_grpc_shape() {
     let (_, headers, _) = call.host.local_reply.borrow().clone().expect("refused");
     assert!(headers.contains(&("grpc-status".to_string(), "3".to_string())), "{headers:?}");
 }
+
+#[test]
+fn a_refused_push_webhook_is_answered_in_the_bindings_shape_and_recorded() {
+    let gw = Gateway::new(json!({"push_notifications": {"allowed_hosts": ["hooks.internal"]}}));
+    let body = rpc_body("CreateTaskPushNotificationConfig", json!({"taskId": "t-1", "url": "http://0251.0376.0251.0376/"}));
+    let mut call = gw.request("echo", "POST", "/", &[V10], Some(&body));
+    let (status, reply) = call.reply().expect("refused");
+    assert_eq!(status, 200);
+    assert_eq!(reply["id"], 9);
+    assert_eq!(reply["error"]["code"], -32602);
+    assert_eq!(reply["error"]["data"][0]["reason"], "A2A_PUSH_URL_REFUSED");
+    gw.finish(&mut call);
+    let rec = audit(&call);
+    assert_eq!((rec["decision"].as_str(), rec["reason"].as_str()), (Some("deny"), Some("A2A_PUSH_URL_REFUSED")));
+    assert_eq!(rec["push_url_refused"], "metadata");
+    // HTTP+JSON: 400 INVALID_ARGUMENT.
+    let rest = json!({"url": "http://localhost:8080/"}).to_string();
+    let call = gw.request("echo", "POST", "/tasks/t-1/pushNotificationConfigs", &[V10, ("content-type", "application/a2a+json")], Some(rest.as_bytes()));
+    let (status, reply) = call.reply().expect("refused");
+    assert_eq!((status, reply["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
+    // An allowed host and a public one pass.
+    for url in ["http://hooks.internal/cb", "https://hooks.example.com/cb"] {
+        let body = rpc_body("CreateTaskPushNotificationConfig", json!({"taskId": "t-1", "url": url}));
+        let call = gw.request("echo", "POST", "/", &[V10], Some(&body));
+        assert!(call.reply().is_none(), "{url} refused");
+        assert_eq!(call.step, Step::Continue);
+    }
+}
