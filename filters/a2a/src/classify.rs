@@ -105,6 +105,8 @@ pub enum Binding {
     JsonRpc,
     Rest,
     Card,
+    /// gRPC (`grpc.rs`).
+    Grpc,
 }
 
 impl Binding {
@@ -113,6 +115,7 @@ impl Binding {
             Binding::JsonRpc => "jsonrpc",
             Binding::Rest => "rest",
             Binding::Card => "card",
+            Binding::Grpc => "grpc",
         }
     }
 }

@@ -49,6 +49,28 @@ pub struct Config {
     pub conversations: ConversationsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Push-notification webhook URLs (SSRF check, `push.rs`).
+    #[serde(default)]
+    pub push_notifications: PushNotificationsConfig,
+}
+
+/// Which webhook URLs a caller may give an agent (`CreateTaskPushNotificationConfig`, 0.3
+/// `tasks/pushNotificationConfig/set`, the push config in `SendMessage`'s `configuration`).
+/// Always checked: http/https only; loopback, link-local, metadata, private, unspecified,
+/// multicast and reserved addresses (in any spelling) and loopback/metadata names refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushNotificationsConfig {
+    /// Hosts admitted whatever they are: globs over the normalized host (lowercase name,
+    /// dotted IPv4, IPv6 without brackets), e.g. `hooks.example.com`, `*.hooks.internal`,
+    /// `10.0.0.7`.
+    pub allowed_hosts: Vec<Glob>,
+    /// Names refused beside the built-in ones (`localhost`, `*.localhost`,
+    /// `metadata.google.internal`...), e.g. `*.corp.example.com`.
+    pub refused_hosts: Vec<Glob>,
+    /// Admit private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7). Never
+    /// loopback, link-local or metadata addresses: list those in `allowed_hosts`.
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +323,8 @@ pub struct State {
     /// Request headers that may carry the caller's credential, removed before the agent
     /// unless `forward_credentials`.
     pub credential_headers: Vec<String>,
+    /// `push_notifications`, compiled.
+    pub push: crate::push::PushPolicy,
 }
 
 impl Config {
@@ -349,6 +373,11 @@ impl Config {
             limits: self.limits,
             table,
             credential_headers,
+            push: crate::push::PushPolicy {
+                allowed_hosts: self.push_notifications.allowed_hosts,
+                refused_hosts: self.push_notifications.refused_hosts,
+                allow_private: self.push_notifications.allow_private,
+            },
         })
     }
 }
@@ -418,6 +447,17 @@ impl Validate for Config {
         ] {
             if value.is_empty() {
                 return Err(ConfigError::field(name, "must not be empty"));
+            }
+        }
+        for (name, hosts) in [
+            ("push_notifications.allowed_hosts", &self.push_notifications.allowed_hosts),
+            ("push_notifications.refused_hosts", &self.push_notifications.refused_hosts),
+        ] {
+            for (i, g) in hosts.iter().enumerate() {
+                let p = g.pattern();
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:*?".contains(&b)) || p.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return Err(ConfigError::field(&format!("{name}[{i}]"), "must be a lowercase host name, IPv4 or IPv6 address (no brackets, port or scheme), or a glob of one"));
+                }
             }
         }
         // Method names are also checked here, so `load` names an unknown one (as every other

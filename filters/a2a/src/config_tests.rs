@@ -28,6 +28,10 @@ fn bad_fields_are_named() {
         (r#"{"on_behalf_of":{"jwt_claim":"sub"}}"#, "on_behalf_of.jwt_claim"),
         (r#"{"cards":{"signed":"resign"}}"#, "cards.signed"),
         (r#"{"routes":{"agnet_key":"x"}}"#, "routes.agnet_key"),
+        (r#"{"push_notifications":{"allowed_hosts":["http://x.example"]}}"#, "push_notifications.allowed_hosts[0]"),
+        (r#"{"push_notifications":{"allowed_hosts":["ok.example","Hooks.Example"]}}"#, "push_notifications.allowed_hosts[1]"),
+        (r#"{"push_notifications":{"refused_hosts":[""]}}"#, "push_notifications.refused_hosts[0]"),
+        (r#"{"push_notifications":{"allow_privat":true}}"#, "push_notifications.allow_privat"),
     ];
     for (json, field) in cases {
         let err = load::<Config>(json.as_bytes()).unwrap_err();

@@ -24,6 +24,9 @@ pub struct Entry<'a> {
     /// Task entries: who created it (on-behalf-of user, else caller).
     #[serde(default, borrow, deserialize_with = "borrowed", skip_serializing_if = "Option::is_none")]
     pub orig: Option<Cow<'a, str>>,
+    /// Task entries: the task's contextId (conversation routing, `affinity.rs`).
+    #[serde(default, borrow, deserialize_with = "borrowed", skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Cow<'a, str>>,
 }
 
 /// An optional string borrowed from the input when it has no escapes (serde borrows a bare
@@ -36,7 +39,7 @@ fn borrowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, st
 
 impl<'a> Entry<'a> {
     pub fn trace(tp: &'a str) -> Self {
-        Entry { tp: Cow::Borrowed(tp), agent: None, orig: None }
+        Entry { tp: Cow::Borrowed(tp), agent: None, orig: None, ctx: None }
     }
 }
 
@@ -134,6 +137,8 @@ pub struct TaskEntry {
     pub owned_by_target: bool,
     /// Who created it.
     pub originator: Option<String>,
+    /// Its contextId, when the answer that created it said.
+    pub context: Option<String>,
 }
 
 /// The entry for `task` at `target` (`None`: no record).
@@ -141,6 +146,7 @@ pub fn task_entry(host: &dyn Host, table: &SharedTable, target: &str, task: &str
     lookup(host, table, &task_key(target, task), |e| TaskEntry {
         owned_by_target: e.agent.as_deref() == Some(target),
         originator: e.orig.map(Cow::into_owned),
+        context: e.ctx.map(Cow::into_owned),
     })
 }
 
@@ -217,7 +223,8 @@ pub fn record_response(host: &dyn Host, table: &SharedTable, recorded: &mut Reco
             let key = task_key(call.target, task);
             // A live entry with another originator is never replaced: an agent returning an
             // id it already gave someone else must not hand that task to this caller.
-            let entry = Entry { tp: Cow::Borrowed(call.tp), agent: Some(Cow::Borrowed(call.target)), orig: Some(Cow::Borrowed(orig)) };
+            let ctx = tracker.ids.context_id.as_deref().map(Cow::Borrowed);
+            let entry = Entry { tp: Cow::Borrowed(call.tp), agent: Some(Cow::Borrowed(call.target)), orig: Some(Cow::Borrowed(orig)), ctx };
             if store_unless(host, table, &key, &entry, |existing| existing.orig.as_deref() != Some(orig)) == Put::Kept {
                 host.log(LogLevel::Info, &format!("tollgate-a2a: task id {task} at {} already recorded for another originator; kept", call.target));
             }

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn table_entries_keep_their_json_and_read_with_or_without_escapes() {
     for agent in ["agent-a", "odd \"agent\" \\ \u{e9}"] {
-        let entry = Entry { tp: Cow::Borrowed("00-tp"), agent: Some(Cow::Borrowed(agent)), orig: Some(Cow::Borrowed("alice")) };
+        let entry = Entry { tp: Cow::Borrowed("00-tp"), agent: Some(Cow::Borrowed(agent)), orig: Some(Cow::Borrowed("alice")), ctx: None };
         let bytes = serde_json::to_vec(&entry).unwrap();
         let back: Entry<'_> = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, entry);

@@ -37,7 +37,7 @@ fn context(hop: u32, chain: &str, on_behalf_of: Option<&str>) -> Presented {
 }
 
 fn task(owned_by_target: bool, originator: &str) -> TaskEntry {
-    TaskEntry { owned_by_target, originator: Some(originator.into()) }
+    TaskEntry { owned_by_target, originator: Some(originator.into()), context: None }
 }
 
 #[test]

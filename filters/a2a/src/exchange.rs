@@ -14,15 +14,18 @@
 //! Response: JSON and SSE bodies stream through untouched while ids and state are read
 //! incrementally; only agent cards and filtered `ListTasks` answers are held (`response.rs`).
 
+use crate::affinity;
 use crate::chain::Presented;
 use crate::classify::{self, Binding, Dialect, Head, Method};
 use crate::config::State;
 use crate::conversations::{self, Recorded};
 use crate::decide::{self, Action, Decision, Facts};
+use crate::grpc;
 use crate::head::{self, RequestHead};
 use crate::record::{self, CardAudit, ExchangeFacts, ResponseFacts, Tags};
 use crate::replies::{self, Refusal};
 use crate::response::{self, CardState, ListOutcome, ListState, ResponseHead};
+use crate::push;
 use crate::session::{self, ResponseTracker};
 use crate::upstream;
 use serde_json::value::RawValue;
@@ -67,6 +70,12 @@ pub struct Exchange {
     list: Option<ListState>,
     recorded: Recorded,
     tags: Tags,
+    /// The request's push-notification webhook is refused (applied once the call is allowed).
+    push_refused: Option<push::Why>,
+    /// The context the table recorded for the task the call names (conversation routing).
+    task_context: Option<String>,
+    /// A gRPC call's answer, read message by message (`grpc.rs`).
+    grpc_response: Option<grpc::ResponseReader>,
 }
 
 impl Exchange {
@@ -87,6 +96,9 @@ impl Exchange {
             list: None,
             recorded: Recorded::default(),
             tags: Tags::default(),
+            push_refused: None,
+            task_context: None,
+            grpc_response: None,
         }
     }
 
@@ -126,6 +138,7 @@ impl Exchange {
             names_task: self.facts.ids.task_id.is_some(),
         };
         let decision = decide::decide(&facts, task.as_ref(), &state);
+        self.task_context = task.and_then(|t| t.context);
         self.apply(host, decision)
     }
 
@@ -140,17 +153,29 @@ impl Exchange {
             Action::Refuse(why) => return self.deny(host, why),
             Action::Forward { list_owner } => list_owner,
         };
+        if let Some(why) = self.push_refused {
+            self.facts.push_url_refused = Some(why.as_str());
+            host.log(LogLevel::Info, &format!("tollgate-a2a: refused push-notification URL ({})", why.as_str()));
+            return self.deny(host, Refusal::PushUrl);
+        }
         self.phase = Phase::Forwarded;
         if self.facts.binding == Some(Binding::Card) {
             self.prepare_card(host);
             upstream::set_headers(host, &self.state, &self.facts, false);
             return Step::Continue;
         }
+        if list_owner.is_some() && self.facts.binding == Some(Binding::Grpc) {
+            // A task list is filtered as JSON only: over gRPC it cannot be, so never passed.
+            return self.deny(host, Refusal::Unfilterable);
+        }
         self.list = list_owner.map(ListState::new);
         if self.card.is_some() {
             self.prepare_card(host);
         }
         upstream::set_headers(host, &self.state, &self.facts, true);
+        let ids = &self.facts.ids;
+        let route_key = affinity::route_key(ids.context_id.as_deref(), ids.task_id.as_deref(), self.task_context.as_deref());
+        host.try_set_header(HeaderMap::Request, affinity::ROUTE_KEY, route_key);
         // A client-chosen contextId is known now: later turns and downstream hops find it.
         if let (Some(ctx), Some(step)) = (&self.facts.ids.context_id, &self.facts.trace) {
             conversations::record_request_context(host, &self.state.table, &mut self.recorded, ctx, &step.traceparent);
@@ -175,11 +200,73 @@ impl Exchange {
 
     fn deny(&mut self, host: &dyn Host, why: Refusal) -> Step {
         self.phase = Phase::Denied;
+        if self.facts.binding == Some(Binding::Grpc) {
+            return self.deny_grpc(host, why);
+        }
         let (status, body) = self.refusal(why);
         if let Err(e) = reply::send_json(host, status, why.reply_headers(), &body) {
             host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
         }
         Step::Pause
+    }
+
+    /// Refuses a gRPC call in gRPC's shape: trailers-only, `grpc-status` and `grpc-message`.
+    fn deny_grpc(&mut self, host: &dyn Host, why: Refusal) -> Step {
+        self.facts.refusal = Some(why);
+        self.facts.status = Some(200);
+        self.facts.grpc_status = Some(i64::from(grpc::status_code(why)));
+        if let Err(e) = host.send_grpc_reply(grpc::status_code(why), &grpc::status_message(why)) {
+            host.log(LogLevel::Warn, &format!("tollgate-a2a: cannot send local reply: {e}"));
+        }
+        Step::Pause
+    }
+
+    /// A gRPC call's head (`grpc.rs`): an A2A method waits for its message; anything else
+    /// on an agent route is refused (INVALID_ARGUMENT), never passed unchecked.
+    fn grpc_head(&mut self, host: &dyn Host, path: &str, end_of_stream: bool) -> Step {
+        self.facts.binding = Some(Binding::Grpc);
+        match grpc::classify_path(path) {
+            grpc::Path::Call { dialect, method } => {
+                self.facts.dialect = dialect;
+                self.facts.method = Some(method);
+                if end_of_stream {
+                    return self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid);
+                }
+                self.phase = Phase::AwaitBody;
+                Step::Pause
+            }
+            grpc::Path::UnknownMethod { dialect, name } => {
+                self.facts.dialect = dialect;
+                self.facts.raw_method = Some(name);
+                self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid)
+            }
+            grpc::Path::Other => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused gRPC call {path:?}: not the A2A service"));
+                self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid)
+            }
+        }
+    }
+
+    /// A gRPC call's one request message: its ids and push URLs, then the decision.
+    fn grpc_body(&mut self, host: &dyn Host, body: &[u8]) -> Step {
+        let Some(method) = self.facts.method else { return self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid) };
+        let request = grpc::single_message(body)
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|m| grpc::read_request(method, self.facts.dialect, m).map_err(|e| e.to_string()));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                host.log(LogLevel::Info, &format!("tollgate-a2a: refused gRPC request: {e}"));
+                return self.refuse_unclassified(host, Binding::Grpc, Refusal::Invalid);
+            }
+        };
+        self.push_refused = if request.push_missing {
+            Some(push::Why::Unreadable)
+        } else {
+            push::check_all(&request.push_urls, &self.state.push).err().map(|(_, why)| why)
+        };
+        self.facts.ids = request.ids;
+        self.decide(host)
     }
 
     /// Records the refusal `why` and returns its HTTP status and body.
@@ -252,6 +339,7 @@ impl Exchange {
                 self.card = Some(CardState::with_prefix(prefix, true));
             }
             if let Some(params) = call.params {
+                self.push_refused = push::refusal_in_json(params.get().as_bytes(), method, &self.state.push);
                 match session::request_ids(params.get().as_bytes(), method, self.facts.dialect, self.state.log_message_parts) {
                     Ok(ids) => self.facts.ids = ids,
                     Err(e) => host.log(LogLevel::Debug, &format!("tollgate-a2a: params not read: {e}")),
@@ -305,6 +393,9 @@ impl HttpExchange for Exchange {
             return self.refuse_unclassified(host, binding, Refusal::HttpMethod);
         }
         let post = method.eq_ignore_ascii_case("POST");
+        if post && grpc::is_grpc(content_type.as_deref()) {
+            return self.grpc_head(host, &path, end_of_stream);
+        }
         self.head = match classify::classify_head(&method, &path, content_type.as_deref()) {
             Ok(head) => head,
             Err(e) => {
@@ -369,6 +460,9 @@ impl HttpExchange for Exchange {
                 Vec::new()
             }
         };
+        if self.facts.binding == Some(Binding::Grpc) {
+            return self.grpc_body(host, &body);
+        }
         match self.head {
             Head::Rest { .. } => {
                 // Duplicate keys: the agent's parser may read another method or id than ours
@@ -381,6 +475,9 @@ impl HttpExchange for Exchange {
                     }
                 }
                 if let Some(method) = self.facts.method {
+                    if push::carries_webhook(method) {
+                        self.push_refused = push::refusal_in_json(&body, method, &self.state.push);
+                    }
                     if let Ok(ids) = session::request_ids(&body, method, self.facts.dialect, self.state.log_message_parts) {
                         let path_task = self.facts.ids.task_id.take();
                         self.facts.ids = ids;
@@ -416,7 +513,12 @@ impl HttpExchange for Exchange {
                 return Step::Pause;
             }
         }
-        if !card_fetch && self.facts.method.is_some() {
+        if let (Some(Binding::Grpc), Some(method)) = (self.facts.binding, self.facts.method) {
+            if grpc::is_grpc(Some(&head.content_type)) {
+                self.tracker = Some(ResponseTracker::external(method.streams()));
+                self.grpc_response = Some(grpc::ResponseReader::new(method, self.state.limits.max_sse_event_bytes));
+            }
+        } else if !card_fetch && self.facts.method.is_some() {
             let rest = self.facts.binding == Some(Binding::Rest);
             if head.content_type.starts_with("text/event-stream") {
                 self.tracker = Some(ResponseTracker::sse(rest, self.state.limits.max_sse_event_bytes));
@@ -465,7 +567,11 @@ impl HttpExchange for Exchange {
                 self.facts.ttfe_nanos = Some(host.now_nanos());
             }
             let chunk = if body_size > 0 { host.body(BodyBuffer::Response, 0, body_size).ok().flatten() } else { None };
-            let progress = chunk.map(|c| tracker.feed(&c)).unwrap_or_default();
+            let progress = match (chunk, self.grpc_response.as_mut()) {
+                (Some(c), Some(reader)) => reader.feed(&c, tracker),
+                (Some(c), None) => tracker.feed(&c),
+                (None, _) => Default::default(),
+            };
             if progress.first_event && self.facts.ttfe_nanos.is_none() {
                 self.facts.ttfe_nanos = Some(host.now_nanos());
             }
@@ -489,6 +595,15 @@ impl HttpExchange for Exchange {
         self.phase = Phase::Logged;
         if forwarded {
             self.response_done(host);
+            if self.facts.binding == Some(Binding::Grpc) {
+                // Envoy's `response.grpc_status` (trailers, or a trailers-only answer's headers).
+                self.facts.grpc_status = host
+                    .property(&["response", "grpc_status"])
+                    .ok()
+                    .flatten()
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map(i64::from_le_bytes);
+            }
         }
         let card = self.card.as_ref().map(|c| CardAudit {
             result: c.result.unwrap_or("unchanged"),

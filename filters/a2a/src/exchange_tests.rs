@@ -1215,3 +1215,128 @@ fn a_send_message_stays_within_its_host_call_budget() {
         assert!(calls.len() <= budget, "{} host calls: {calls:#?}", calls.len());
     }
 }
+
+#[test]
+fn the_route_key_is_the_context_else_the_tasks_recorded_context_else_the_task() {
+    let gw = Gateway::new(json!({}));
+    // A caller's own route key never reaches the agent.
+    let forged = [V10, (crate::affinity::ROUTE_KEY, "pick-replica-2")];
+    let body = send_body("SendMessage", v10_message(json!({"contextId": "ctx-7"})));
+    let mut call = gw.request("echo", "POST", "/", &forged, Some(&body));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("ctx-7"));
+    gw.respond(&mut call, "application/json", &[&task_json("ctx-7", "t-7", "TASK_STATE_COMPLETED")]);
+    // GetTask names only the task: routed by the context its answer revealed.
+    let call = gw.request("echo", "POST", "/", &forged, Some(&rpc_body("GetTask", json!({"id": "t-7"}))));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("ctx-7"));
+    // A task the gateway has no record of: its own id.
+    let call = gw.request("echo", "POST", "/", &forged, Some(&rpc_body("GetTask", json!({"id": "t-other"}))));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("t-other"));
+    // A first turn without a context: no key (any replica), and the forged one is gone.
+    let body = send_body("SendMessage", v10_message(json!({})));
+    let call = gw.request("echo", "POST", "/", &forged, Some(&body));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY), None);
+}
+
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[test]
+fn grpc_calls_are_classified_tagged_recorded_and_refused_in_grpc_shape() {
+    use tollgate_core::wire::protobuf::Writer;
+    let gw = Gateway::new(json!({"authz": {"rules": [
+        {"id": "no-cancel", "methods": ["CancelTask"], "effect": "deny"}
+    ]}}));
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let mut msg = Writer::new();
+    msg.string(1, "m-1").string(2, "ctx-g").uint(4, 1);
+    let mut req = Writer::new();
+    req.message(2, &msg);
+    let body = grpc_frame(req.as_bytes());
+    let mut call = gw.request("echo", "POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, Some(&body));
+    assert_eq!(call.step, Step::Continue);
+    assert!(call.host.local_reply.borrow().is_none());
+    assert_eq!(call.upstream(chain::HOP).as_deref(), Some("1"));
+    assert_eq!(call.upstream(chain::CONTEXT_ID).as_deref(), Some("ctx-g"));
+    assert_eq!(call.upstream(crate::affinity::ROUTE_KEY).as_deref(), Some("ctx-g"));
+    // The answer: SendMessageResponse { task { id, context_id, status { COMPLETED } } }.
+    let mut status = Writer::new();
+    status.uint(1, 3);
+    let mut task = Writer::new();
+    task.string(1, "t-g").string(2, "ctx-g").message(3, &status);
+    let mut resp = Writer::new();
+    resp.message(1, &task);
+    let answer = grpc_frame(resp.as_bytes());
+    let (a, b) = answer.split_at(7);
+    gw.respond(&mut call, "application/grpc", &[a, b]);
+    let rec = audit(&call);
+    assert_eq!(rec["binding"], "grpc");
+    assert_eq!(rec["dialect"], "1.0");
+    assert_eq!(rec["method"], "SendMessage");
+    assert_eq!(rec["decision"], "allow");
+    assert_eq!((rec["message_id"].as_str(), rec["context_id"].as_str(), rec["task_id"].as_str()), (Some("m-1"), Some("ctx-g"), Some("t-g")));
+    assert_eq!(rec["task_state"], "completed");
+
+    // A denied method: trailers-only PERMISSION_DENIED, audited.
+    let mut cancel = Writer::new();
+    cancel.string(2, "t-g");
+    let call = gw.request("echo", "POST", "/lf.a2a.v1.A2AService/CancelTask", &grpc, Some(&grpc_frame(cancel.as_bytes())));
+    let (status, headers, _) = call.host.local_reply.borrow().clone().expect("refused");
+    assert_eq!(status, 200);
+    assert!(headers.contains(&("grpc-status".to_string(), "7".to_string())), "{headers:?}");
+    assert!(headers.iter().any(|(k, v)| k == "grpc-message" && v.starts_with("A2A_FORBIDDEN")), "{headers:?}");
+
+    // Unreadable or unknown: INVALID_ARGUMENT, never forwarded.
+    for (path, body) in [
+        ("/lf.a2a.v1.A2AService/SendMessage", vec![1, 0, 0, 0, 1, 0]),
+        ("/lf.a2a.v1.A2AService/SendMessage", vec![0, 0, 0, 0, 9, 1]),
+        ("/lf.a2a.v1.A2AService/DropTables", grpc_frame(b"")),
+        ("/other.Service/Call", grpc_frame(b"")),
+    ] {
+        let call = gw.request("echo", "POST", path, &grpc, Some(&body));
+        let (_, headers, _) = call.host.local_reply.borrow().clone().unwrap_or_else(|| panic!("{path} passed"));
+        assert!(headers.contains(&("grpc-status".to_string(), "3".to_string())), "{path}: {headers:?}");
+    }
+
+    // A push URL in SendMessage's configuration: checked as in JSON.
+    let mut cfg = Writer::new();
+    cfg.string(4, "http://169.254.169.254/");
+    let mut conf = Writer::new();
+    conf.message(2, &cfg);
+    let mut req = Writer::new();
+    req.message(2, &msg).message(3, &conf);
+    let call = gw.request("echo", "POST", "/lf.a2a.v1.A2AService/SendMessage", &grpc, Some(&grpc_frame(req.as_bytes())));
+    let (_, headers, _) = call.host.local_reply.borrow().clone().expect("refused");
+    assert!(headers.contains(&("grpc-status".to_string(), "3".to_string())), "{headers:?}");
+}
+
+#[test]
+fn a_refused_push_webhook_is_answered_in_the_bindings_shape_and_recorded() {
+    let gw = Gateway::new(json!({"push_notifications": {"allowed_hosts": ["hooks.internal"]}}));
+    let body = rpc_body("CreateTaskPushNotificationConfig", json!({"taskId": "t-1", "url": "http://0251.0376.0251.0376/"}));
+    let mut call = gw.request("echo", "POST", "/", &[V10], Some(&body));
+    let (status, reply) = call.reply().expect("refused");
+    assert_eq!(status, 200);
+    assert_eq!(reply["id"], 9);
+    assert_eq!(reply["error"]["code"], -32602);
+    assert_eq!(reply["error"]["data"][0]["reason"], "A2A_PUSH_URL_REFUSED");
+    gw.finish(&mut call);
+    let rec = audit(&call);
+    assert_eq!((rec["decision"].as_str(), rec["reason"].as_str()), (Some("deny"), Some("A2A_PUSH_URL_REFUSED")));
+    assert_eq!(rec["push_url_refused"], "metadata");
+    // HTTP+JSON: 400 INVALID_ARGUMENT.
+    let rest = json!({"url": "http://localhost:8080/"}).to_string();
+    let call = gw.request("echo", "POST", "/tasks/t-1/pushNotificationConfigs", &[V10, ("content-type", "application/a2a+json")], Some(rest.as_bytes()));
+    let (status, reply) = call.reply().expect("refused");
+    assert_eq!((status, reply["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
+    // An allowed host and a public one pass.
+    for url in ["http://hooks.internal/cb", "https://hooks.example.com/cb"] {
+        let body = rpc_body("CreateTaskPushNotificationConfig", json!({"taskId": "t-1", "url": url}));
+        let call = gw.request("echo", "POST", "/", &[V10], Some(&body));
+        assert!(call.reply().is_none(), "{url} refused");
+        assert_eq!(call.step, Step::Continue);
+    }
+}

@@ -13,6 +13,7 @@
 //!   `MemoryHost`). `flow` re-exports it under its former name.
 //! - `filter` is the thin proxy-wasm glue, compiled only for wasm.
 
+pub mod affinity;
 pub mod authz;
 pub mod card;
 pub mod chain;
@@ -21,9 +22,11 @@ pub mod config;
 pub mod conversations;
 pub mod decide;
 pub mod exchange;
+pub mod grpc;
 pub mod flow;
 pub mod head;
 pub mod listing;
+pub mod push;
 pub mod record;
 pub mod replies;
 pub mod response;

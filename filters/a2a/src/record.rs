@@ -61,6 +61,10 @@ pub struct ExchangeFacts {
     pub refused_http_method: Option<String>,
     /// The first SSE event, or a JSON body's first byte.
     pub ttfe_nanos: Option<u64>,
+    /// Why a push-notification webhook URL was refused (`push::Why::as_str`).
+    pub push_url_refused: Option<&'static str>,
+    /// gRPC calls: the status sent to the client (the gateway's refusal, else the agent's).
+    pub grpc_status: Option<i64>,
 }
 
 impl Default for ExchangeFacts {
@@ -87,6 +91,8 @@ impl Default for ExchangeFacts {
             status: None,
             refused_http_method: None,
             ttfe_nanos: None,
+            push_url_refused: None,
+            grpc_status: None,
         }
     }
 }
@@ -185,6 +191,12 @@ pub struct Detail<'a> {
     /// `ListTasks` filtered to the caller's tasks: how many of the agent's were withheld.
     #[serde(skip_serializing_if = "Option::is_none")]
     tasks_withheld: Option<u32>,
+    /// A refused push-notification webhook: why (`loopback`, `metadata`, `private`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push_url_refused: Option<&'a str>,
+    /// gRPC calls: the `grpc-status` the client got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<i64>,
 }
 
 pub fn ms_between(from: u64, to: u64) -> u64 {
@@ -238,6 +250,8 @@ pub fn build<'a>(facts: &'a ExchangeFacts, response: ResponseFacts<'a>, now_nano
         message_parts: facts.ids.parts.as_deref(),
         http_method: facts.refused_http_method.as_deref(),
         tasks_withheld: response.tasks_withheld,
+        push_url_refused: facts.push_url_refused,
+        grpc_status: facts.grpc_status,
     };
     let mut record = Record::of_request(Layer::A2a, facts.start_nanos / 1_000_000, facts.envelope(), detail);
     record.decision = match facts.refusal {

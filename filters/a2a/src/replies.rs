@@ -55,6 +55,9 @@ pub enum Refusal {
     /// agent: answered as the agent answers an unknown task (A2A `TaskNotFoundError`), never
     /// forwarded.
     TaskNotFound,
+    /// A push-notification webhook URL the gateway refuses (SSRF: loopback, metadata, private
+    /// addresses...; `push.rs`): JSON-RPC invalid params, HTTP+JSON 400.
+    PushUrl,
 }
 
 impl Refusal {
@@ -77,6 +80,7 @@ impl Refusal {
             Refusal::Parse | Refusal::Invalid | Refusal::Batch | Refusal::MediaType | Refusal::BadPath | Refusal::HttpMethod => "A2A_INVALID_REQUEST",
             Refusal::Unfilterable => "A2A_RESPONSE_UNFILTERABLE",
             Refusal::TaskNotFound => "A2A_TASK_NOT_FOUND",
+            Refusal::PushUrl => "A2A_PUSH_URL_REFUSED",
         }
     }
     pub fn rpc_code(self) -> i64 {
@@ -90,6 +94,7 @@ impl Refusal {
             Refusal::Invalid | Refusal::Batch | Refusal::MediaType | Refusal::BadPath | Refusal::HttpMethod => reply::codes::INVALID_REQUEST,
             Refusal::Unfilterable => codes::UNFILTERABLE,
             Refusal::TaskNotFound => TASK_NOT_FOUND_CODE,
+            Refusal::PushUrl => reply::codes::INVALID_PARAMS,
         }
     }
     /// HTTP status for JSON-RPC replies: 200 (the error is in the body) except where the
@@ -118,12 +123,13 @@ impl Refusal {
             Refusal::HttpMethod => (405, "UNIMPLEMENTED"),
             Refusal::Unfilterable => (502, "INTERNAL"),
             Refusal::TaskNotFound => (404, "NOT_FOUND"),
+            Refusal::PushUrl => (400, "INVALID_ARGUMENT"),
         }
     }
     /// A refusal the filter reports as an error (the request or answer was unusable), not a
     /// policy decision.
     pub fn is_error(self) -> bool {
-        !matches!(self, Refusal::Delegation(_) | Refusal::Forbidden | Refusal::NotOriginator | Refusal::TaskNotFound)
+        !matches!(self, Refusal::Delegation(_) | Refusal::Forbidden | Refusal::NotOriginator | Refusal::TaskNotFound | Refusal::PushUrl)
     }
     pub fn message(self) -> &'static str {
         match self {
@@ -141,6 +147,7 @@ impl Refusal {
             Refusal::HttpMethod => "A2A uses only GET, POST and DELETE: this HTTP method is refused on agent routes",
             Refusal::Unfilterable => "the agent's task list could not be filtered to the caller's own tasks, so it was not passed on",
             Refusal::TaskNotFound => TASK_NOT_FOUND_MESSAGE,
+            Refusal::PushUrl => "push-notification URL refused: only http(s) webhooks on hosts the gateway allows (no loopback, link-local, metadata or private addresses)",
         }
     }
     /// Headers the local reply carries beside its content type.

@@ -234,6 +234,9 @@ pub struct ResponseTracker {
 enum Mode {
     Json { scanner: JsonScanner, doc: DocIds },
     Sse { parser: SseParser },
+    /// Ids read by another reader (the gRPC binding, `grpc.rs`) and given through
+    /// [`ResponseTracker::observe`]; `feed` reads nothing.
+    External { stream: bool },
 }
 
 /// What a chunk changed.
@@ -268,9 +271,26 @@ impl ResponseTracker {
         }
     }
 
+    /// A tracker whose ids another reader finds (`grpc.rs`); `stream`: a streaming call.
+    pub fn external(stream: bool) -> Self {
+        ResponseTracker { rest: false, mode: Mode::External { stream }, ids: ResponseIds::default(), events: 0, gave_up: false, version: 0 }
+    }
+
     /// An SSE stream (as opposed to one JSON document).
     pub fn is_stream(&self) -> bool {
-        matches!(self.mode, Mode::Sse { .. })
+        matches!(self.mode, Mode::Sse { .. } | Mode::External { stream: true })
+    }
+
+    /// One response message's ids, read elsewhere (first ids win, the last state stays).
+    pub fn observe(&mut self, context_id: Option<String>, task_id: Option<String>, state: Option<String>) -> Progress {
+        let mut progress = Progress::default();
+        self.events = self.events.saturating_add(1);
+        progress.first_event = self.events == 1;
+        let doc = DocIds { context_id, task_id, state, ..DocIds::default() };
+        if Self::merge(&mut self.ids, doc, &mut progress) {
+            self.version = self.version.wrapping_add(1);
+        }
+        progress
     }
 
     /// Merges one document's ids; true when `ids` changed.
@@ -349,6 +369,7 @@ impl ResponseTracker {
                     self.gave_up = true;
                 }
             }
+            Mode::External { .. } => {}
         }
         progress
     }

@@ -358,6 +358,11 @@ impl Host for CallbackHost<'_> {
         self.response.flush(self.host, HeaderMap::Response);
         self.host.send_local_reply(status, headers, body)
     }
+    fn send_grpc_reply(&self, grpc_status: u32, message: &str) -> HostResult<()> {
+        self.request.flush(self.host, HeaderMap::Request);
+        self.response.flush(self.host, HeaderMap::Response);
+        self.host.send_grpc_reply(grpc_status, message)
+    }
     fn log(&self, level: LogLevel, message: &str) {
         self.host.log(level, message)
     }

@@ -127,6 +127,15 @@ pub trait Host {
     fn random_bytes(&self, out: &mut [u8]) -> HostResult<()>;
 
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()>;
+    /// Answers a gRPC request itself: a trailers-only response (HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status`, `grpc-message`). Envoy builds it from the status
+    /// (`proxy_send_local_response`'s gRPC status); elsewhere (tests) these headers on a
+    /// local reply.
+    fn send_grpc_reply(&self, grpc_status: u32, message: &str) -> HostResult<()> {
+        let status = grpc_status.to_string();
+        let headers = [("content-type", "application/grpc"), ("grpc-status", status.as_str()), ("grpc-message", message)];
+        self.send_local_reply(200, &headers, b"")
+    }
     fn log(&self, level: LogLevel, message: &str);
     /// Starts a gRPC call; the token identifies its answer.
     fn dispatch_grpc(&self, call: &GrpcCall<'_>) -> HostResult<u32>;

@@ -256,6 +256,16 @@ impl Host for WasmHost {
             )
         })
     }
+    fn send_grpc_reply(&self, grpc_status: u32, message: &str) -> HostResult<()> {
+        // Envoy answers a gRPC request's local reply trailers-only, with this gRPC status and
+        // the body as `grpc-message`.
+        let details = "tollgate";
+        let code = i32::try_from(grpc_status).unwrap_or(2);
+        let no_headers = serialize_pairs(&[]);
+        status(unsafe {
+            proxy_send_local_response(200, details.as_ptr(), details.len(), message.as_ptr(), message.len(), no_headers.as_ptr(), no_headers.len(), code)
+        })
+    }
     fn log(&self, level: LogLevel, message: &str) {
         unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
     }
