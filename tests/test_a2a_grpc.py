@@ -37,8 +37,8 @@ pytestmark = pytest.mark.timeout(90)
 
 AGENT = "tests/a2a_test_agent.py"
 AUTHORITY = "echo.grpc.agents"
-ALICE = {"x-api-key": "tg-alice-demo-key"}
-BOB = {"x-api-key": "tg-bob-demo-key"}
+ALICE = {"x-api-key": "tg-demo-alice"}
+BOB = {"x-api-key": "tg-demo-bob"}
 
 
 @dataclass

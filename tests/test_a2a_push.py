@@ -33,7 +33,7 @@ from a2a.types.a2a_pb2 import Role, SendMessageConfiguration, TaskPushNotificati
 pytestmark = pytest.mark.timeout(90)
 
 AGENT = "tests/a2a_test_agent.py"
-ALICE = {"x-api-key": "tg-alice-demo-key"}
+ALICE = {"x-api-key": "tg-demo-alice"}
 METADATA_URL = "http://169.254.169.254/latest/meta-data/"
 
 

@@ -31,7 +31,7 @@ from a2a.types.a2a_pb2 import Role
 pytestmark = pytest.mark.timeout(120)
 
 AGENT = "tests/a2a_test_agent.py"
-ALICE = {"x-api-key": "tg-alice-demo-key"}
+ALICE = {"x-api-key": "tg-demo-alice"}
 ROUTE_KEY = "x-tollgate-a2a-route-key"
 CONTEXTS = 16
 
