@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import re
 import shutil
 import subprocess
 
@@ -29,6 +28,7 @@ import pytest
 
 import harness
 from mcp.shared.exceptions import MCPError
+from test_run_stack import run  # noqa: F401 - the `make run` stack fixture (started only for its test)
 from test_mcp import ROOT_ID, SHIPPED_ENVOY, SHIPPED_PLUGIN, audit_for, call, canonical_sha256, key, post, rpc, run_sdk
 
 pytestmark = pytest.mark.timeout(120)
@@ -186,24 +186,13 @@ def mcp_yaml_commands(gateway: str) -> str:
     return "\n".join(out).replace("localhost:10000", gateway.removeprefix("http://"))
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
-@pytest.mark.parametrize("source", ["make-run-banner", "envoy/mcp.yaml"])
-def test_the_printed_mcp_sequence_shows_an_allowed_call_then_the_denials(gw, source):
-    gw.reset_calls()
-    if source == "make-run-banner":
-        banner = run_stack.examples(gw.envoy.url, gw.envoy.admin, "")
-        assert run_stack.mcp_example(gw.envoy.url) in banner
-        script = run_stack.mcp_example(gw.envoy.url)
-    else:
-        script = mcp_yaml_commands(gw.envoy.url)
+def run_sequence(script: str) -> str:
+    """Runs a printed sequence with bash (`set -eu`); checks what it printed: the allowed call's
+    result (SSE from the server), the refusal, the hidden tool. Returns its output."""
     assert "initialize" in script and "notifications/initialized" in script and "mcp-session-id: $SID" in script
-    before = len(gw.envoy.audit_records())
-
     done = subprocess.run(["bash", "-c", "set -eu\n" + script], capture_output=True, text=True, timeout=60)
-
     assert done.returncode == 0, (done.stdout, done.stderr)
     out = done.stdout
-    # The allowed call's result (SSE from the server), the refusal, the hidden tool.
     results = [json.loads(l[5:]) for l in out.splitlines() if l.startswith("data:")]
     allowed = [m for m in results if m.get("id") == 2]
     assert allowed and allowed[0]["result"]["isError"] is False, out
@@ -211,16 +200,57 @@ def test_the_printed_mcp_sequence_shows_an_allowed_call_then_the_denials(gw, sou
     errors = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     assert {"jsonrpc": "2.0", "id": 3, "error": {"code": -31403, "message": NOT_ALLOWED_QUERY, "data": {"reason": "denied by policy"}}} in errors, out
     assert {"jsonrpc": "2.0", "id": 4, "error": {"code": -32602, "message": "Unknown tool: delete_row"}} in errors, out
-    assert gw.calls() == {"query_db": 1}, "the allowed call reached the server once, nothing else did"
+    return out
 
-    # The gateway saw one session: initialize, the notification and three calls, one session id.
-    def mine() -> list[dict]:
-        return gw.envoy.audit_records()[before:]
-    harness.wait_until(lambda: len(mine()) >= 5, 5, "five audit records")
-    records = mine()
+
+def check_session_records(records: list[dict]) -> None:
+    """The gateway's records of one printed sequence: initialize, the notification and three
+    calls, in one session, all alice's."""
     assert [r.get("method") for r in records] == ["initialize", "notifications/initialized", "tools/call", "tools/call", "tools/call"]
     assert [r["decision"] for r in records] == ["allow", "allow", "allow", "deny", "deny"]
     assert [r["status"] for r in records] == [200, 202, 200, 403, 200]
     sessions = {r.get("session_id") for r in records[1:]}
-    assert len(sessions) == 1 and None not in sessions and re.fullmatch(r"[0-9a-f]{32}", sessions.pop() or "")
+    assert len(sessions) == 1 and None not in sessions, records
     assert {r["identity"]["principal"] for r in records} == {"alice"}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.parametrize("source", ["make-run-banner", "envoy/mcp.yaml"])
+def test_the_printed_mcp_sequence_shows_an_allowed_call_then_the_denials(gw, source):
+    gw.reset_calls()
+    if source == "make-run-banner":
+        script = run_stack.mcp_example(gw.envoy.url)
+        assert script in run_stack.examples(gw.envoy.url, gw.envoy.admin, "")
+    else:
+        script = mcp_yaml_commands(gw.envoy.url)
+    before = len(gw.envoy.audit_records())
+
+    run_sequence(script)
+
+    assert gw.calls() == {"query_db": 1}, "the allowed call reached the server once, nothing else did"
+    harness.wait_until(lambda: len(gw.envoy.audit_records()) >= before + 5, 5, "five audit records")
+    check_session_records(gw.envoy.audit_records()[before:])
+
+
+@pytest.mark.timeout(240)  # the stack's start included (as tests/test_run_stack.py)
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_the_mcp_sequence_make_run_prints_works_on_the_stack_it_started(run):
+    """The block as `make run` printed it (its own ports), pasted into bash against that stack."""
+    out = run.stdout()
+    lines = out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("# Tools (MCP gateway)"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].strip())
+    script = "\n".join(lines[start:end])
+    assert script == run_stack.mcp_example(run.gateway).rstrip("\n")
+    mcp_port = run.ports["mcp_demo"]
+    httpx.post(f"http://127.0.0.1:{mcp_port}/_calls/reset", timeout=5).raise_for_status()
+    before = len(run.audit())
+
+    run_sequence(script)
+
+    assert httpx.get(f"http://127.0.0.1:{mcp_port}/_calls", timeout=5).json() == {"query_db": 1}
+
+    def mine() -> list[dict]:
+        return [r for r in run.audit()[before:] if r.get("layer") == "mcp"]
+    harness.wait_until(lambda: len(mine()) >= 5, 5, "the sequence's audit lines in the terminal")
+    check_session_records(mine())
