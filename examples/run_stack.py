@@ -287,6 +287,26 @@ def identities(cfg: dict) -> str:
     return "\n".join(out)
 
 
+def mcp_example(gateway: str) -> str:
+    """The MCP part of the banner: a session (its id is bound to alice by the gateway, so a
+    call needs the id `initialize` returned), an allowed call, a call refused for its
+    arguments and a tool alice cannot see. bash or zsh; `tests/test_mcp_messages.py` runs it."""
+    return f"""# Tools (MCP gateway): alice sees and may call only what the policy allows. A session first:
+# initialize, keep the Mcp-Session-Id it returns (the gateway binds it to alice), confirm.
+mcp() {{ curl -s {gateway}/mcp -H 'Authorization: Bearer tg-demo-alice' -H 'content-type: application/json' \\
+  -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' -w '\\n' "$@"; }}
+SID=$(mcp -D - -o /dev/null -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"curl","version":"0"}}}}}}' \\
+  | tr -d '\\r' | awk 'tolower($1) == "mcp-session-id:" {{print $2}}')
+mcp -H "mcp-session-id: $SID" -d '{{"jsonrpc":"2.0","method":"notifications/initialized"}}'
+# allowed: query_db on a table the policy lets alice read
+mcp -H "mcp-session-id: $SID" -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"query_db","arguments":{{"table":"orders","sql":"select 1"}}}}}}'
+# refused for its arguments (403, -31403 "Not allowed: tools/call query_db with these arguments")
+mcp -H "mcp-session-id: $SID" -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"query_db","arguments":{{"table":"users","sql":"select 1"}}}}}}'
+# a tool alice's tools/list does not show: -32602 "Unknown tool: delete_row"
+mcp -H "mcp-session-id: $SID" -d '{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"delete_row","arguments":{{"table":"orders","id":1}}}}}}'
+"""
+
+
 def examples(gateway: str, admin: str, ident: str) -> str:
     return f"""
 Tollgate demo stack is up: Envoy on {gateway} (admin {admin}), audit lines below.
@@ -302,11 +322,7 @@ curl -sN {gateway}/v1/messages -H 'x-api-key: tg-demo-alice' -H 'anthropic-versi
   -H 'content-type: application/json' \\
   -d '{{"model":"claude-sonnet-4-6","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
 
-# Tools (MCP gateway): alice sees and may call only what the policy allows
-curl -s {gateway}/mcp -H 'Authorization: Bearer tg-demo-alice' -H 'content-type: application/json' \\
-  -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \\
-  -d '{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"query_db","arguments":{{"table":"users","sql":"select 1"}}}}}}'
-
+{mcp_example(gateway)}
 # Agents (A2A gateway): the card points at the gateway; planner delegates to the researcher
 # through it, and the researcher calls the LLM and the MCP tool `echo` through it too: the
 # audit lines of all three layers below share one trace_id.

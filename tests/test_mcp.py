@@ -390,7 +390,8 @@ def test_argument_rules_at_the_boundary(world, gw, server_mode, tool, arguments,
         assert not isinstance(result, MCPError) and not result.is_error, result
         assert world.calls(server_mode) == {tool: 1}
     else:
-        assert isinstance(result, MCPError) and result.message == f"Unknown tool: {tool}"
+        # The tool is in bob's tools/list: refused for its arguments, not "unknown".
+        assert isinstance(result, MCPError) and (result.code, result.message) == (-31403, f"Not allowed: tools/call {tool} with these arguments")
         assert world.calls(server_mode) == {}
     record = audit_for(gw, tool=tool, arguments_sha256=canonical_sha256(arguments))
     assert record["decision"] == ("allow" if allowed else "deny")
@@ -702,7 +703,7 @@ def test_deny_rule_matches_arguments_of_an_unexpected_type(world, gw_json):
     world.reset_calls("json")
     for text in [["secret"], ["fine", "top secret"], {"t": "secret"}, 5]:
         response = post(gw_json, call("echo", {"text": text}))
-        assert rpc(response)["error"]["message"] == "Unknown tool: echo", (text, response.text)
+        assert rpc(response)["error"]["message"] == "Not allowed: tools/call echo with these arguments", (text, response.text)
         record = audit_for(gw_json, tool="echo", arguments_sha256=canonical_sha256({"text": text}))
         assert (record["decision"], record["rule_id"]) == ("deny", "no-secret-echo")
     assert world.calls("json") == {}

@@ -157,7 +157,8 @@ def test_one_allowed_id_admits_no_other_id_of_the_same_double(stack, row_id):
 
     result = sdk_call(stack, "alice", "delete_row", {"table": "accounts", "id": row_id})
 
-    assert isinstance(result, MCPError) and result.message == "Unknown tool: delete_row", result
+    # delete_row is listed to alice (one-row allows it for one id): "not allowed", not "unknown".
+    assert isinstance(result, MCPError) and (result.code, result.message) == (-31403, "Not allowed: tools/call delete_row with these arguments"), result
     assert stack.calls() == {}
     record = audit_for(stack.envoy, tool="delete_row", arguments={"id": row_id, "table": "accounts"})
     assert (record["decision"], record.get("rule_id")) == ("deny", None)
@@ -185,7 +186,7 @@ def test_an_amount_just_over_the_limit_is_refused_and_recorded_as_written(stack)
 
     result = sdk_call(stack, "bob", "transfer", {"amount": 1000.0000000000001, "to": "acct-1"})
 
-    assert isinstance(result, MCPError) and result.message == "Unknown tool: transfer", result
+    assert isinstance(result, MCPError) and result.message == "Not allowed: tools/call transfer with these arguments", result
     assert stack.calls() == {}
     record = audit_for(stack.envoy, tool="transfer", decision="deny")
     assert record["arguments"]["amount"] == 1000.0000000000001
@@ -199,7 +200,7 @@ def test_amounts_not_exactly_within_the_range_are_refused(stack, amount):
 
     response = post(stack.envoy, None, raw=body.encode(), headers=key("bob"))
 
-    assert rpc(response)["error"]["message"] == "Unknown tool: transfer"
+    assert (response.status_code, rpc(response)["error"]["message"]) == (403, "Not allowed: tools/call transfer with these arguments")
     assert stack.calls() == {}
 
 
@@ -222,7 +223,7 @@ def test_a_denied_table_never_reaches_the_server_also_inside_a_string(stack, tab
 
     result = sdk_call(stack, "alice", "export_rows", {"tables": tables})
 
-    assert isinstance(result, MCPError) and result.message == "Unknown tool: export_rows", result
+    assert isinstance(result, MCPError) and result.message == "Not allowed: tools/call export_rows with these arguments", result
     assert stack.calls() == {}
     record = audit_for(stack.envoy, tool="export_rows", arguments={"tables": tables})
     assert (record["decision"], record["rule_id"]) == ("deny", "no-user-export")

@@ -190,11 +190,13 @@ def test_argument_rules_hold_per_server(gw, backends):
     """`query_db` is allowed on alpha (for some tables) and on no other server."""
     s = Raw(gw, "alice")
     ok = s.rpc(call("alpha__query_db", {"table": "orders", "sql": "select 1"}))
-    wrong_table = s.rpc(call("alpha__query_db", {"table": "users", "sql": "select 1"}, id=2))
+    wrong_table = s.post(call("alpha__query_db", {"table": "users", "sql": "select 1"}, id=2))
     other_server = s.rpc(call("beta__query_db", {"table": "orders", "sql": "select 1"}, id=3))
 
     assert ok["result"]["isError"] is False
-    assert wrong_table == {"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "Unknown tool: alpha__query_db"}}
+    # Listed to alice on alpha (for some tables): refused for its arguments, not "unknown".
+    assert (wrong_table.status_code, wrong_table.json()) == (403, {"jsonrpc": "2.0", "id": 2, "error": {
+        "code": -31403, "message": "Not allowed: tools/call alpha__query_db with these arguments", "data": {"reason": "denied by policy"}}})
     assert other_server == {"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "Unknown tool: beta__query_db"}}
     assert backends.calls("alpha") == {"query_db": 1}
     assert backends.calls("beta") == {}

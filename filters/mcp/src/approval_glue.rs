@@ -91,6 +91,7 @@ impl Exchange {
                         method: &m.method,
                         target: &m.target,
                         denied: (i == at).then_some(Some(rule_id.as_str())),
+                        shown: false,
                     })
                     .collect();
                 Some(self.reply(host, &approval::batch_refused(shared.deny_style(), &denied)))

@@ -166,8 +166,8 @@ fn a_batch_is_refused_whole_and_the_risky_call_is_told_to_come_alone() {
     let (a, b) = (RawValue::from_string("1".into()).unwrap(), RawValue::from_string("2".into()).unwrap());
     let (add, transfer) = (Target::Tool(Cow::Borrowed("add")), Target::Tool(Cow::Borrowed("transfer")));
     let messages = [
-        DeniedRequest { id: Some(&a), method: "tools/call", target: &add, denied: None },
-        DeniedRequest { id: Some(&b), method: "tools/call", target: &transfer, denied: Some(Some("big")) },
+        DeniedRequest { id: Some(&a), method: "tools/call", target: &add, denied: None, shown: false },
+        DeniedRequest { id: Some(&b), method: "tools/call", target: &transfer, denied: Some(Some("big")), shown: false },
     ];
     let r = batch_refused(DenyStyle::Explain, &messages);
     assert_eq!(r.status, 403);

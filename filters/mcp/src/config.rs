@@ -160,7 +160,8 @@ fn default_namespace() -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DenyStyle {
-    /// JSON-RPC error as if the thing did not exist: -32602 `Unknown tool: X`.
+    /// JSON-RPC error as if the thing did not exist: -32602 `Unknown tool: X`; for a target
+    /// the caller's lists show, 403 -31403 `Not allowed: ...` without the rule (`denials.rs`).
     #[default]
     Hide,
     /// HTTP 403, `WWW-Authenticate: Bearer error="insufficient_scope"`, and a JSON-RPC error

@@ -131,13 +131,26 @@ fn denied_call_is_answered_locally() {
     let host = request("POST", &[]);
     let (_, step) = post(&shared, &host, r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"query_db","arguments":{"table":"users"}}}"#);
     assert_eq!(step, Step::Pause);
+    // query_db is listed to the caller (an argument-conditional rule allows it): the denial
+    // says "not allowed", not "unknown" (`denials.rs`).
     let (status, body) = reply_json(&host);
-    assert_eq!(status, 200);
-    assert_eq!(body["error"]["message"], "Unknown tool: query_db");
-    assert_eq!(body["id"], "x");
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        json!({"jsonrpc": "2.0", "id": "x", "error": {"code": -31403, "message": "Not allowed: tools/call query_db with these arguments",
+               "data": {"reason": "denied by policy"}}})
+    );
     let a = audit(&host);
-    assert_eq!((a["decision"].as_str(), a["enforced"].as_bool(), a["status"].as_u64()), (Some("deny"), Some(true), Some(200)));
+    assert_eq!((a["decision"].as_str(), a["enforced"].as_bool(), a["status"].as_u64()), (Some("deny"), Some(true), Some(403)));
+    assert_eq!((a["rule_id"].as_str(), a["reason"].as_str()), (None, Some("no rule allows")));
     assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.query_db.decision.deny"), Some(1));
+
+    // A tool no rule shows the caller is still unknown, at the revision's status.
+    let host = request("POST", &[]);
+    post(&shared, &host, r#"{"jsonrpc":"2.0","id":"y","method":"tools/call","params":{"name":"admin_reset","arguments":{}}}"#);
+    let (status, body) = reply_json(&host);
+    assert_eq!((status, body["error"].clone()), (200, json!({"code": -32602, "message": "Unknown tool: admin_reset"})));
+    assert_eq!(audit(&host)["status"], 200);
 }
 
 #[test]
@@ -471,7 +484,7 @@ fn bodies_ending_with_trailers_are_judged_and_filtered() {
     let call = br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"query_db","arguments":{"table":"users"}}}"#;
     let driven = drive_ending(&mut ex, &host, Some(call), &[], &[], Ending::Trailers);
     assert_eq!(driven.request_trailers, Some(Step::Pause));
-    assert_eq!(reply_json(&host).1["error"]["message"], "Unknown tool: query_db");
+    assert_eq!(reply_json(&host).1["error"]["message"], "Not allowed: tools/call query_db with these arguments");
     assert_eq!(audit(&host)["decision"], "deny");
 
     // A JSON tools/list answer that ends with trailers is filtered before it is released,

@@ -23,6 +23,9 @@ pub enum Ruling {
     Pass,
     /// Denied by the policy (also in dry run): the deciding rule, `None` when no rule allows.
     Denied { rule_id: Option<String> },
+    /// Denied by the policy (also in dry run), but the caller's lists show its target: `hide`
+    /// must not answer that it does not exist (`denials.rs`).
+    DeniedShown { rule_id: Option<String> },
     /// A call the policy allowed, refused by a rate limit (also in dry run).
     RateLimited { limit_id: String },
 }
@@ -33,7 +36,7 @@ impl Ruling {
     fn refused_by(&self) -> Option<Option<&str>> {
         match self {
             Ruling::Pass => None,
-            Ruling::Denied { rule_id } => Some(rule_id.as_deref()),
+            Ruling::Denied { rule_id } | Ruling::DeniedShown { rule_id } => Some(rule_id.as_deref()),
             Ruling::RateLimited { limit_id } => Some(Some(limit_id)),
         }
     }
@@ -62,7 +65,12 @@ pub fn judge(messages: &[Message<'_>], policy: Option<&Policy>, subject: Subject
                 record.decision = Decision::Deny;
                 record.enforced = !policy.dry_run;
                 record.detail.reason = Some(if v.rule_id.is_some() { "denied by rule" } else { "no rule allows" }.to_string());
-                ruling = Ruling::Denied { rule_id: v.rule_id.map(String::from) };
+                let rule_id = v.rule_id.map(String::from);
+                ruling = if crate::denials::shown(policy, subject, &m.target) {
+                    Ruling::DeniedShown { rule_id }
+                } else {
+                    Ruling::Denied { rule_id }
+                };
             }
         }
         records.push(record);
@@ -122,7 +130,7 @@ fn describe(m: &Message<'_>, audit_arguments: bool) -> MessageRecord {
 impl Judgement {
     /// The policy denied a message (enforced unless the policy is a dry run).
     pub fn denied(&self) -> bool {
-        self.rulings.iter().any(|v| matches!(v, Ruling::Denied { .. }))
+        self.rulings.iter().any(|v| matches!(v, Ruling::Denied { .. } | Ruling::DeniedShown { .. }))
     }
 
     /// The calls rate limits count: the `tools/call` requests the policy let pass, as
@@ -171,7 +179,13 @@ pub fn denied_requests<'m>(messages: &'m [Message<'m>], rulings: &'m [Ruling]) -
         .iter()
         .zip(rulings.iter())
         .filter(|(m, _)| m.kind == Kind::Request)
-        .map(|(m, v)| DeniedRequest { id: m.id, method: &m.method, target: &m.target, denied: v.refused_by() })
+        .map(|(m, v)| DeniedRequest {
+            id: m.id,
+            method: &m.method,
+            target: &m.target,
+            denied: v.refused_by(),
+            shown: matches!(v, Ruling::DeniedShown { .. }),
+        })
         .collect()
 }
 

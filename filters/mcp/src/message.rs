@@ -336,7 +336,8 @@ pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
 }
 
 /// 2026-07-28: `Mcp-Method` must equal the body's method and, for methods that name a
-/// target, `Mcp-Name` must equal it (after base64 decoding). Missing counts as a mismatch.
+/// target, `Mcp-Name` must equal it (after base64 decoding). A missing header is refused
+/// with the same code (-32020), its message saying "missing" rather than "does not match".
 pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&str>, message: &Message<'_>) -> Result<(), Invalid> {
     if message.kind == Kind::Response {
         return Ok(());
@@ -346,15 +347,21 @@ pub fn check_routing_headers(method_header: Option<&str>, name_header: Option<&s
     if message.kind == Kind::Notification && method_header.is_none() {
         return Ok(());
     }
-    if method_header.map(str::trim) != Some(&*message.method) {
-        return Err(Invalid::new(
-            codes::HEADER_MISMATCH,
-            format!("Mcp-Method header does not match the body's method `{}`", truncate(&message.method, 128)),
-        ));
+    let method = truncate(&message.method, 128);
+    match method_header.map(str::trim) {
+        None => {
+            return Err(Invalid::new(codes::HEADER_MISMATCH, format!("Mcp-Method header is missing (the body's method is `{method}`)")));
+        }
+        Some(m) if m != message.method.as_ref() => {
+            return Err(Invalid::new(codes::HEADER_MISMATCH, format!("Mcp-Method header does not match the body's method `{method}`")));
+        }
+        Some(_) => {}
     }
     if let Some(name) = message.target.name() {
-        let decoded = name_header.map(str::trim).and_then(decode_header_value);
-        if decoded.as_deref() != Some(name) {
+        let Some(header) = name_header else {
+            return Err(Invalid::new(codes::HEADER_MISMATCH, format!("Mcp-Name header is missing (required for {method})")));
+        };
+        if decode_header_value(header.trim()).as_deref() != Some(name) {
             return Err(Invalid::new(codes::HEADER_MISMATCH, "Mcp-Name header does not match the body"));
         }
     }
@@ -531,8 +538,17 @@ mod tests {
         assert!(check_routing_headers(Some("tools/call"), Some("=?base64?Y2Fmw6k=?="), &m).is_ok());
         assert_eq!(check_routing_headers(Some("tools/list"), Some("=?base64?Y2Fmw6k=?="), &m).unwrap_err().code, codes::HEADER_MISMATCH);
         assert!(check_routing_headers(Some("tools/call"), Some("cafe"), &m).is_err());
-        assert!(check_routing_headers(Some("tools/call"), None, &m).is_err());
-        assert!(check_routing_headers(None, Some("=?base64?Y2Fmw6k=?="), &m).is_err());
+        // Missing is said as missing (same code), not as a mismatch.
+        let missing_name = check_routing_headers(Some("tools/call"), None, &m).unwrap_err();
+        assert_eq!((missing_name.code, missing_name.message.as_str()), (codes::HEADER_MISMATCH, "Mcp-Name header is missing (required for tools/call)"));
+        let missing_method = check_routing_headers(None, Some("=?base64?Y2Fmw6k=?="), &m).unwrap_err();
+        assert_eq!(
+            (missing_method.code, missing_method.message.as_str()),
+            (codes::HEADER_MISMATCH, "Mcp-Method header is missing (the body's method is `tools/call`)")
+        );
+        let wrong = check_routing_headers(Some("tools/list"), Some("=?base64?Y2Fmw6k=?="), &m).unwrap_err();
+        assert_eq!(wrong.message, "Mcp-Method header does not match the body's method `tools/call`");
+        assert_eq!(check_routing_headers(Some("tools/call"), Some("cafe"), &m).unwrap_err().message, "Mcp-Name header does not match the body");
         // Non-canonical base64 never matches.
         assert!(check_routing_headers(Some("tools/call"), Some("=?base64?Y2Fmw6l=?="), &m).is_err());
         let body = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();

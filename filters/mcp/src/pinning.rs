@@ -367,14 +367,28 @@ impl Pinning {
         let mut listed: Option<Vec<u8>> = None;
         for (i, m) in messages.iter().enumerate() {
             let (Kind::Request, Target::Tool(tool)) = (m.kind, &m.target) else { continue };
-            if judgement.rulings.get(i) != Some(&Ruling::Pass) {
-                continue;
-            }
             let tool: &str = tool.as_ref();
-            let changed = self.stored(host, subject.server, tool).and_then(|(stored_pin, last)| {
-                let pinned = self.configured(subject.server, tool).map_or(stored_pin, str::to_string);
-                (pinned != last).then_some((pinned, last))
-            });
+            let changed = || {
+                self.stored(host, subject.server, tool).and_then(|(stored_pin, last)| {
+                    let pinned = self.configured(subject.server, tool).map_or(stored_pin, str::to_string);
+                    (pinned != last).then_some((pinned, last))
+                })
+            };
+            match judgement.rulings.get_mut(i) {
+                Some(Ruling::Pass) => {}
+                // Refused by the policy anyway, but shown in lists (`denials.rs`): a changed
+                // definition `hide` removes from lists is answered as hidden all the same.
+                Some(ruling @ Ruling::DeniedShown { .. }) => {
+                    if self.changed_tool == ChangedTool::Hide && changed().is_some() {
+                        if let Ruling::DeniedShown { rule_id } = ruling {
+                            *ruling = Ruling::Denied { rule_id: rule_id.take() };
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
+            let changed = changed();
             let refusal: Option<(&'static str, Option<PinNote>)> = match changed {
                 Some((pinned, last)) => {
                     let note = PinNote { tool: tool.to_string(), pinned_sha256: pinned, sha256: last, action: self.changed_tool.as_str() };

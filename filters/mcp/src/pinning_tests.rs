@@ -189,6 +189,36 @@ mod exchanges {
     }
 
     #[test]
+    fn a_changed_tool_hidden_from_lists_stays_unknown_when_the_policy_refuses_its_arguments() {
+        // `delete_row` is listed to alice by an argument-conditional rule: refused for its
+        // arguments it is "not allowed" (`denials.rs`); once `hide` removes its changed
+        // definition from her lists, the same refusal says it does not exist.
+        let cfg = json!({
+            "identity": {"api_keys": {"headers": ["x-api-key"], "keys": [
+                {"sha256": sha256_hex(b"alice-key"), "name": "a", "principal": "alice"}]}},
+            "server": {"clusters": {"mcp_db": "db"}},
+            "tool_pinning": {},
+            "policy": {"rules": [
+                {"id": "lists", "effect": "allow", "methods": ["tools/list"]},
+                {"id": "one-row", "effect": "allow", "principals": ["alice"], "tools": ["delete_row"],
+                 "arguments": [{"path": "$.id", "equals": 1}]}]},
+        });
+        let shared = Rc::new(Shared::build(load(cfg.to_string().as_bytes()).unwrap()).unwrap());
+        let first = host("alice-key", None);
+        assert!(list_tools(&shared, &first, &[DELETE_ROW], "application/json").contains("delete_row"));
+        let listed = host("alice-key", Some(&first));
+        let (status, reply) = call(&shared, &listed, "delete_row").expect("refused: no id");
+        assert_eq!((status, reply["error"]["message"].as_str()), (403, Some("Not allowed: tools/call delete_row with these arguments")));
+
+        let second = host("alice-key", Some(&listed));
+        assert!(!list_tools(&shared, &second, &[POISONED], "application/json").contains("delete_row"));
+        let h = host("alice-key", Some(&second));
+        let (status, reply) = call(&shared, &h, "delete_row").expect("refused");
+        assert_eq!((status, reply["error"].clone()), (200, json!({"code": -32602, "message": "Unknown tool: delete_row"})));
+        assert_eq!(audit(&h)["decision"], "deny");
+    }
+
+    #[test]
     fn deny_lists_a_changed_tool_but_refuses_its_call_naming_both_digests() {
         let shared = shared(json!({"changed_tool": "deny"}));
         let first = host("alice-key", None);

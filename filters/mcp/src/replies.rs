@@ -29,6 +29,9 @@ pub struct DeniedRequest<'a> {
     /// `Some(rule)` when this message was denied (rule `None`: no rule allows it);
     /// `None` when it was acceptable but shares a batch with a denied one.
     pub denied: Option<Option<&'a str>>,
+    /// The caller's lists show the target: `hide` answers "not allowed", not "unknown"
+    /// (`denials.rs`).
+    pub shown: bool,
 }
 
 #[derive(Serialize)]
@@ -56,6 +59,12 @@ pub fn denial(
     let mut hidden_status = 200;
     for m in messages {
         let body = match (style, m.denied) {
+            (DenyStyle::Hide, Some(_)) if m.shown => {
+                if !batch {
+                    hidden_status = crate::denials::STATUS;
+                }
+                crate::denials::not_allowed(m.id, m.method, m.target)
+            }
             (DenyStyle::Hide, Some(_)) => {
                 let (code, body) = hidden_error(m);
                 if !batch {
@@ -259,7 +268,7 @@ mod tests {
     fn hide_looks_like_an_unknown_tool() {
         let id = raw("7");
         let t = Target::Tool(Cow::Borrowed("admin_reset"));
-        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[DeniedRequest { id: Some(&id), method: "tools/call", target: &t, denied: Some(None) }], false, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[DeniedRequest { id: Some(&id), method: "tools/call", target: &t, denied: Some(None), shown: false }], false, None);
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v, json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32602, "message": "Unknown tool: admin_reset"}}));
@@ -272,7 +281,7 @@ mod tests {
         let r = denial(
             DenyStyle::Explain,
             Revision::R2026_07_28,
-            &[DeniedRequest { id: Some(&id), method: "tools/call", target: &t, denied: Some(Some("no-\"big\"")) }],
+            &[DeniedRequest { id: Some(&id), method: "tools/call", target: &t, denied: Some(Some("no-\"big\"")), shown: false }],
             false,
             Some("https://gw/.well-known/oauth-protected-resource/mcp"),
         );
@@ -294,8 +303,8 @@ mod tests {
         let t1 = Target::Tool(Cow::Borrowed("add"));
         let t2 = Target::Tool(Cow::Borrowed("admin_reset"));
         let msgs = [
-            DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: None },
-            DeniedRequest { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("no-admin")) },
+            DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: None, shown: false },
+            DeniedRequest { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("no-admin")), shown: false },
         ];
         let r = denial(DenyStyle::Hide, Revision::R2025_03_26, &msgs, true, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -311,7 +320,7 @@ mod tests {
     fn rate_limited_is_a_429_with_retry_after_and_the_limit() {
         let (a, b) = (raw("1"), raw(r#""b""#));
         let (t1, t2) = (Target::Tool(Cow::Borrowed("add")), Target::Tool(Cow::Borrowed("echo")));
-        let one = [DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: Some(Some("burst")) }];
+        let one = [DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: Some(Some("burst")), shown: false }];
         let r = rate_limited(&one, false, "burst", 17);
         assert_eq!((r.status, r.headers.clone()), (429, vec![("retry-after".to_string(), "17".to_string())]));
         let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -321,8 +330,8 @@ mod tests {
                    "data": {"limit_id": "burst", "retry_after_secs": 17}}})
         );
         let batch = [
-            DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: None },
-            DeniedRequest { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("burst")) },
+            DeniedRequest { id: Some(&a), method: "tools/call", target: &t1, denied: None, shown: false },
+            DeniedRequest { id: Some(&b), method: "tools/call", target: &t2, denied: Some(Some("burst")), shown: false },
         ];
         let v: Value = serde_json::from_slice(&rate_limited(&batch, true, "burst", 3).body).unwrap();
         assert_eq!(v[0]["error"]["message"], "Rate limited: batch rejected");
@@ -339,7 +348,7 @@ mod tests {
         assert_eq!(session_denial(DenyStyle::Hide, None, None).status, 405);
         assert_eq!(session_denial(DenyStyle::Explain, Some("x"), None).status, 403);
         let t = Target::None;
-        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[DeniedRequest { id: None, method: "tools/list", target: &t, denied: Some(None) }], false, None);
+        let r = denial(DenyStyle::Hide, Revision::R2025_11_25, &[DeniedRequest { id: None, method: "tools/list", target: &t, denied: Some(None), shown: false }], false, None);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v, json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32601, "message": "Method not found", "data": "tools/list"}}));
     }
@@ -350,7 +359,7 @@ mod tests {
         let (tool, uri, none) =
             (Target::Tool(Cow::Borrowed("x")), Target::Resource(Cow::Borrowed("file:///s")), Target::None);
         let one = |revision, method, target| {
-            denial(DenyStyle::Hide, revision, &[DeniedRequest { id: Some(&id), method, target, denied: Some(None) }], false, None)
+            denial(DenyStyle::Hide, revision, &[DeniedRequest { id: Some(&id), method, target, denied: Some(None), shown: false }], false, None)
         };
         for revision in Revision::ALL {
             let modern = revision == Revision::R2026_07_28;
@@ -364,7 +373,7 @@ mod tests {
                 json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "Unknown resource: file:///s", "data": {"uri": "file:///s"}}})
             );
             // explain stays 403 at every revision.
-            let r = denial(DenyStyle::Explain, revision, &[DeniedRequest { id: Some(&id), method: "tools/call", target: &tool, denied: Some(None) }], false, None);
+            let r = denial(DenyStyle::Explain, revision, &[DeniedRequest { id: Some(&id), method: "tools/call", target: &tool, denied: Some(None), shown: false }], false, None);
             assert_eq!(r.status, 403);
         }
     }
