@@ -373,6 +373,11 @@ impl Exchange {
                 _ => deployments::attempt_log::take(host, token),
             };
         }
+        // The stream's terminal event passed through: the client has the whole answer even
+        // when it closed before Envoy's end of stream reached this filter (issue 21 item 9).
+        if self.tracker.as_ref().is_some_and(UsageTracker::ended) {
+            self.facts.response_complete = true;
+        }
         let accounting = record::accounting(&self.facts, self.tracker.as_ref(), &self.state);
         self.reconcile(host, accounting);
         self.fill_cache(host, accounting);

@@ -295,6 +295,48 @@ fn client_gone_mid_stream_records_an_estimate() {
     assert_eq!(r["tokens"]["output"], 3);
 }
 
+/// Issue 21 item 9: the `openai` SDK closes the response as soon as it reads `[DONE]`; when
+/// that reset reaches Envoy before the upstream's end of stream reaches the filter, `on_log`
+/// runs without `end_of_stream`. The stream was whole: completed, no `incomplete` error.
+#[test]
+fn stream_whose_done_passed_is_complete_even_when_the_client_closes_before_the_end() {
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    let chunks: [&[u8]; 2] = [
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+    ];
+    for c in chunks {
+        *host.response_body.borrow_mut() = c.to_vec();
+        assert_eq!(ex.on_response_body(&host, c.len(), false), Step::Continue);
+    }
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["completed"].as_bool(), r.get("error_type"), r.get("error")), (Some(true), None, None), "{r}");
+    assert_eq!((r["estimated"].as_bool(), r["tokens"]["total"].as_u64()), (Some(false), Some(10)));
+    let incomplete = "tollgate.llm.errors.team.payments.model.gpt-4o.provider.prov-a.error_type.incomplete";
+    assert_eq!(host.metric(incomplete).unwrap_or(0), 0, "a whole stream is not counted as an error");
+
+    // The same stream cut before `[DONE]` (usage included) is still incomplete.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    let cut = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n";
+    *host.response_body.borrow_mut() = cut.to_vec();
+    ex.on_response_body(&host, cut.len(), false);
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["completed"].as_bool(), r["error_type"].as_str()), (Some(false), Some("incomplete")), "{r}");
+    assert_eq!(host.metric(incomplete), Some(1));
+}
+
 #[test]
 fn anonymous_when_no_identity_is_configured() {
     let cfg = json!({"providers": [{"name": "p"}], "models": [{"model": "*", "provider": "p"}]});
