@@ -24,6 +24,8 @@ pub mod record;
 pub mod replies;
 pub mod response;
 pub mod router;
+#[cfg(test)]
+mod schema_tests;
 pub mod tokenexchange;
 
 #[cfg(target_arch = "wasm32")]
