@@ -222,3 +222,45 @@ def test_readme_configuration_tables_name_exactly_the_schemas_fields_and_default
             if f"{parent}.{prop}" not in named:
                 problems.append(f"`{parent}.{prop}` (schemas/{flt}-config.schema.json) has no row in the README's `{parent}` rows")
     assert not problems, f"filters/{flt}/README.md and its schema disagree:\n  " + "\n  ".join(problems)
+
+
+# ---- audit records ---------------------------------------------------------------------------
+# Every record the e2e tests read is validated against schemas/audit-record.schema.json
+# (tests/audit_schema.py, called by harness.Envoy.audit_records / wait_audit).
+
+DETAIL = {"llm": "LlmDetail", "mcp": "McpDetail", "a2a": "A2aDetail"}
+
+
+def test_the_audit_schema_refuses_a_field_it_does_not_list():
+    import audit_schema
+    record = {"schema": "tollgate.audit/v1", "layer": "llm", "timestamp_ms": 1, "identity": None,
+              "decision": "allow", "enforced": True, "stream": False, "usage_injected": False,
+              "tokens": {k: 0 for k in ("input", "output", "cached_input", "cache_creation", "reasoning", "total")},
+              "estimated": False, "request_bytes": 1, "response_bytes": 0, "completed": True}
+    assert audit_schema.problems(record) == []
+    assert any("requested_model" in p for p in audit_schema.problems({**record, "requested_model": "m"}))
+    assert audit_schema.problems({**record, "layer": "mcp"}), "an LLM detail is not an MCP record"
+
+
+@pytest.mark.parametrize("flt", FILTERS)
+def test_readme_names_every_audit_field_of_its_layer(flt):
+    root = schema("audit-record")
+    readme = (REPO / "filters" / flt / "README.md").read_text()
+    named = set(re.findall(r"`([a-z_0-9]+)", readme))
+    missing = [p for p in root["$defs"][DETAIL[flt]]["properties"] if p not in named]
+    assert not missing, f"filters/{flt}/README.md does not name the audit fields {missing} (schemas/audit-record.schema.json)"
+
+
+def test_the_llm_readme_lists_only_fields_its_records_have():
+    root = schema("audit-record")
+    readme = (REPO / "filters" / "llm" / "README.md").read_text()
+    m = re.search(r"Fields beside the core envelope:(.*?)\n- \*\*Metrics\*\*", readme, re.S)
+    assert m, "filters/llm/README.md: the audit paragraph ('Fields beside the core envelope: ...') is gone"
+    listed = re.findall(r"`([a-z_0-9]+)`?\s*[,{(]|`([a-z_0-9]+)`", m.group(1))
+    names = {a or b for a, b in listed}
+    fields = set(root["$defs"]["LlmDetail"]["properties"]) | set(root["properties"])
+    values = {"deny", "rate_limited", "exceeds_limit", "requests", "tokens", "cost_micro_usd"} | \
+        set(root["$defs"]["LlmDetail"]["properties"]["limit"]["properties"]) | \
+        set(root["$defs"]["LlmDetail"]["properties"]["reserved"]["properties"]) | set(root["$defs"]["TokenCounts"]["properties"])
+    unknown = sorted(n for n in names if n not in fields and n not in values)
+    assert not unknown, f"filters/llm/README.md names audit fields its records do not have: {unknown}"
