@@ -21,10 +21,14 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 def problems(record: dict) -> list[str]:
     out = []
-    for e in sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path)):
+    # The most precise first: a bad nested field also fails the layer's branch as a whole, which
+    # then reports every detail field as "unevaluated".
+    errors = list(_validator().iter_errors(record))
+    nested = [e for e in errors for e in ([e] + list(e.context or [])) if e.absolute_path]
+    for e in sorted(nested, key=lambda e: -len(e.absolute_path)) or errors:
         where = "/".join(map(str, e.absolute_path)) or "<record>"
         out.append(f"{where}: {e.message}")
-    return out
+    return list(dict.fromkeys(out))
 
 
 def check(records: list[dict]) -> None:
