@@ -735,6 +735,26 @@ fn store_answer(over: bool, remaining: u64) -> Vec<u8> {
     w.finish()
 }
 
+/// Issue 21 item 7: a request over a fleet limit's cap by itself is refused at once, 400,
+/// without asking the store or taking the local counters.
+#[test]
+fn a_request_over_a_fleet_cap_by_itself_never_reaches_the_store() {
+    let state = fleet_state("fail_closed");
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &chat_body(200_000));
+    assert!(!forwarded);
+    assert!(host.grpc_calls.borrow().is_empty(), "the store was not asked");
+    assert!(host.shared.borrow().keys().all(|k| !k.contains("local-rpm")), "no local counter taken");
+    let (status, headers, reply) = host.local_reply.borrow().clone().unwrap();
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("request_exceeds_limit")));
+    assert!(!headers.iter().any(|(name, _)| name == "retry-after"), "{headers:?}");
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["rule_id"].as_str(), r["error_type"].as_str()), (Some("team-month"), Some("exceeds_limit")));
+}
+
 #[test]
 fn a_fleet_limit_holds_the_request_until_the_store_admits_it() {
     let state = fleet_state("fail_closed");
