@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable
 import httpx
 import yaml
 
+import audit_schema
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENVOY = str(BIN / "envoy") if (BIN / "envoy").exists() else (shutil.which("envoy") or "envoy")
@@ -203,8 +205,9 @@ class Envoy:
     def prometheus(self) -> str:
         return httpx.get(f"{self.admin}/stats/prometheus", timeout=5).text
 
-    def audit_records(self) -> list[dict]:
-        """Every audit record written so far (a JSON array line expands to its records)."""
+    def audit_records(self, validate: bool = True) -> list[dict]:
+        """Every audit record written so far (a JSON array line expands to its records), each
+        checked against schemas/audit-record.schema.json unless `validate` is false."""
         records = []
         if not self.audit_log.exists():
             return records
@@ -214,6 +217,8 @@ class Envoy:
                 continue
             value = json.loads(line)
             records.extend(value if isinstance(value, list) else [value])
+        if validate:
+            audit_schema.check(records)
         return records
 
     def wait_audit(self, count: int, timeout: float = 5, where: Callable[[dict], bool] = lambda r: True) -> list[dict]:
@@ -222,13 +227,14 @@ class Envoy:
 
         def check() -> bool:
             nonlocal found
-            found = [r for r in self.audit_records() if where(r)]
+            found = [r for r in self.audit_records(validate=False) if where(r)]
             return len(found) >= count
 
         try:
             wait_until(check, timeout, f"{count} audit records")
         except TimeoutError:
             raise AssertionError(f"expected {count} audit records, got {found}\n{self.proc.log_tail()}")
+        audit_schema.check(found)
         return found
 
     def log(self) -> str:

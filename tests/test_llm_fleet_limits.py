@@ -291,7 +291,7 @@ def test_restarting_an_envoy_the_service_or_redis_keeps_the_spend(fleet, redis, 
         with gw.openai() as client:
             raw, reply = chat(client, 50, headers=h)
         est = reserved_tokens(gw.record(tid), 50)
-        assert int(raw.headers["x-ratelimit-remaining-tokens"]) == cap - spent - est, (spent, est)
+        assert int(raw.headers["x-tollgate-ratelimit-remaining-tokens"]) == cap - spent - est, (spent, est)
         spent += reply.usage.total_tokens
         redis.wait_counter("alice-tokens", "tokens", spent)
 
@@ -408,7 +408,7 @@ def test_parallel_streams_admit_exactly_what_fits_and_return_the_unused_part(fle
     tid, h = trace()
     with b.openai(CAROL) as client:
         raw, _ = chat(client, max_tokens, text=text, headers=h)
-    assert int(raw.headers["x-ratelimit-remaining-tokens"]) == cap - used - reserved_tokens(b.record(tid), max_tokens)
+    assert int(raw.headers["x-tollgate-ratelimit-remaining-tokens"]) == cap - used - reserved_tokens(b.record(tid), max_tokens)
 
 
 # ---- (4) store down: fail_closed refuses, fail_open_local counts locally -------------------
@@ -584,7 +584,7 @@ def test_envoy_rls_protocol_counts_without_refunds(fleet, redis):
         record = a.record(tid)
         est = reserved_tokens(record, 300)
         assert record["tokens"]["total"] == reply.usage.total_tokens < est
-        assert int(raw.headers["x-ratelimit-remaining-tokens"]) == cap - reserved - est, "no refund of the first"
+        assert int(raw.headers["x-tollgate-ratelimit-remaining-tokens"]) == cap - reserved - est, "no refund of the first"
         reserved += est
     # A refund would arrive within a few 100 ms ticks; none is ever sent with envoy_rls.
     time.sleep(0.5)
@@ -629,7 +629,7 @@ def test_usage_above_the_estimate_is_settled_over_the_cap_and_reported(fleet, re
     redis.wait_counter("team-tokens", "tokens", real, "payments")  # the overage was added
 
     record2, real2, headers2 = ask(a)
-    assert headers2["x-ratelimit-remaining-tokens"] == "0", "admitted exactly at the cap"
+    assert headers2["x-tollgate-ratelimit-remaining-tokens"] == "0", "admitted exactly at the cap"
     assert record2["limits_overshot"] == ["team-tokens"], record2
     redis.wait_counter("team-tokens", "tokens", real + real2, "payments")  # over the cap: it happened
     overshoots = [line for line in a.envoy.prometheus().splitlines()

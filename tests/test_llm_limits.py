@@ -128,8 +128,8 @@ def test_token_limit_admits_while_reservations_fit_and_refuses_overshoot_before_
     assert record_b["tokens"]["total"] == real_b and real_b < 30
     # A's reservation as seen from B's response (A's request bytes are in A's provisional record
     # only after A ends; the header gives it now).
-    held_by_a = limit - est_b - int(raw_b.headers["x-ratelimit-remaining-tokens"])
-    assert raw_b.headers["x-ratelimit-limit-tokens"] == str(limit)
+    held_by_a = limit - est_b - int(raw_b.headers["x-tollgate-ratelimit-remaining-tokens"])
+    assert raw_b.headers["x-tollgate-ratelimit-limit-tokens"] == str(limit)
 
     # C: max_tokens 600 no longer fits next to A's reservation and B's real usage, although
     # the real usage so far (B's few tokens and A's first chunk) is far below the limit.
@@ -144,11 +144,12 @@ def test_token_limit_admits_while_reservations_fit_and_refuses_overshoot_before_
     assert record_c["limit"]["requested"] == est_c
     assert held_by_a + real_b + est_c > limit
     assert real_b + 50 + est_c <= limit, "only the reservation (not usage so far) refuses C"
-    assert int(e.value.response.headers["x-ratelimit-remaining-tokens"]) == limit - held_by_a - real_b
-    # A request that could never fit is refused the same way, saying so.
-    with gw.openai() as client, pytest.raises(openai.RateLimitError) as e:
+    assert int(e.value.response.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - held_by_a - real_b
+    # A request that could never fit is refused as what it is (400, no Retry-After), saying so.
+    with gw.openai() as client, pytest.raises(openai.BadRequestError) as e:
         chat(client, 2000)
     assert f"more than the {limit} tokens allowed" in e.value.body["message"]
+    assert "retry-after" not in e.value.response.headers
 
     alpha = gw.requests("alpha")
     assert [r["body"]["max_tokens"] for r in alpha] == [400, 400], "C and D never reached the provider"
@@ -164,7 +165,7 @@ def test_token_limit_admits_while_reservations_fit_and_refuses_overshoot_before_
     with gw.openai() as client:
         raw_c2, _ = chat(client, 600, headers=h_c2)
     est_c2 = reserved_tokens(gw.record(trace_c2), 600)
-    assert int(raw_c2.headers["x-ratelimit-remaining-tokens"]) == limit - usage_a.total_tokens - real_b - est_c2
+    assert int(raw_c2.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - usage_a.total_tokens - real_b - est_c2
 
 
 # ---- (2) reconciliation frees capacity -------------------------------------------------
@@ -180,14 +181,14 @@ def test_reconciliation_frees_the_unused_reservation_for_the_next_request(start)
         record1 = gw.record(t1)
         est = reserved_tokens(record1, 900)
         u1 = reply1.usage.total_tokens
-        assert int(raw1.headers["x-ratelimit-remaining-tokens"]) == limit - est
+        assert int(raw1.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - est
         assert est + est > limit, "without reconciliation the same request again would not fit"
 
         # r2, the same request: admitted because r1's reservation became its real usage.
         t2, h2 = trace()
         raw2, reply2 = chat(client, 900, headers=h2)
         assert reserved_tokens(gw.record(t2), 900) == est
-        assert int(raw2.headers["x-ratelimit-remaining-tokens"]) == limit - u1 - est
+        assert int(raw2.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - u1 - est
         u2 = reply2.usage.total_tokens
 
         # Exactly what is left: the same message with a 3-digit max_tokens has the same bytes.
@@ -204,7 +205,7 @@ def test_reconciliation_frees_the_unused_reservation_for_the_next_request(start)
         t4, h4 = trace()
         raw4, _ = chat(client, fits, headers=h4)
         assert reserved_tokens(gw.record(t4), fits) == room
-        assert raw4.headers["x-ratelimit-remaining-tokens"] == "0"
+        assert raw4.headers["x-tollgate-ratelimit-remaining-tokens"] == "0"
     assert [r["body"]["max_tokens"] for r in gw.requests("alpha")] == [900, 900, fits]
 
 
@@ -268,6 +269,61 @@ def test_team_cost_budget_refuses_once_spent(start):
                                  ("error_type", "rate_limited")})) == 1
 
 
+def test_a_request_over_a_cap_by_itself_is_a_400_and_the_gateways_headers_are_its_own(start):
+    """Issue 21 item 7: a request whose estimate alone exceeds a cap can never be admitted, in
+    any window: 400 in the client API's shape naming the limit, no `Retry-After`, nothing
+    counted or forwarded. The gateway's headers (`x-tollgate-ratelimit-*`) never overwrite or
+    mix with the provider's `x-ratelimit-*`."""
+    limit = 500
+    gw = start([{"id": "alice-tpm", "scope": "principal", "tokens_per_window": limit, "window_secs": WINDOW},
+                {"id": "payments-rpm", "scope": "team", "requests_per_window": 100, "window_secs": WINDOW}])
+    never = f"more than the {limit} tokens allowed"
+
+    tid, h = trace()
+    with gw.openai() as client, pytest.raises(openai.BadRequestError) as e:
+        chat(client, 1000, headers=h)
+    assert e.value.status_code == 400 and "retry-after" not in e.value.response.headers
+    assert (e.value.body["type"], e.value.body["code"]) == ("invalid_request_error", "request_exceeds_limit"), e.value.body
+    assert "`alice-tpm`" in e.value.body["message"] and never in e.value.body["message"]
+    assert "retrying will not help" in e.value.body["message"]
+    assert e.value.response.headers["x-tollgate-ratelimit-limit-tokens"] == str(limit)
+    record = gw.record(tid)
+    assert (record["status"], record["decision"], record["rule_id"], record["error_type"]) == \
+        (400, "deny", "alice-tpm", "exceeds_limit"), record
+    assert record["limit"]["requested"] == reserved_tokens(record, 1000) > limit
+
+    tid, h = trace()
+    with gw.anthropic(ALICE) as claude, pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model="claude-haiku-4-5", max_tokens=1000, extra_headers=h,
+                               messages=[{"role": "user", "content": "too much"}])
+    assert e.value.body["error"]["type"] == "invalid_request_error" and never in e.value.body["error"]["message"]
+    assert "retry-after" not in e.value.response.headers
+    assert gw.record(tid)["error_type"] == "exceeds_limit"
+    r = httpx.post(f"{gw.url}/v1beta/models/gemini-2.0-flash:generateContent", headers={"x-goog-api-key": ALICE},
+                   json={"contents": [{"parts": [{"text": "too much"}]}], "generationConfig": {"maxOutputTokens": 1000}})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT", r.text
+    assert never in r.json()["error"]["message"] and "retry-after" not in r.headers
+    assert all(gw.requests(name) == [] for name in gw.urls), "nothing reached a provider"
+
+    # Nothing was counted: the whole cap is left for a request that fits.
+    tid, h = trace()
+    with gw.openai() as client:
+        raw, reply = chat(client, 100, headers=h)
+    est = reserved_tokens(gw.record(tid), 100)
+    # The gateway's own limits, under its own names...
+    assert raw.headers["x-tollgate-ratelimit-limit-tokens"] == str(limit)
+    assert int(raw.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - est
+    assert raw.headers["x-tollgate-ratelimit-limit-requests"] == "100"
+    assert raw.headers["x-tollgate-ratelimit-remaining-requests"] == "99"
+    # ...and the provider's, exactly as the (fake) provider sent them.
+    sent = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999",
+            "x-ratelimit-limit-tokens": "2000000", "x-ratelimit-remaining-tokens": "1999800"}
+    assert {k: raw.headers.get(k) for k in sent} == sent
+    errors = gw.prometheus("tollgate_llm_errors")
+    assert errors.get(frozenset({("team", "payments"), ("model", "gpt-4o-mini"), ("provider", "provider-a"),
+                                 ("error_type", "exceeds_limit")})) == 1
+
+
 # ---- (4) streams ------------------------------------------------------------------------
 
 
@@ -284,7 +340,7 @@ def test_stream_is_reconciled_at_the_end_of_the_stream(start):
     stream = client.chat.completions.create(**body, extra_headers={**hs, **slow})
     chunks = iter(stream)
     next(chunks)
-    held = limit - int(stream.response.headers["x-ratelimit-remaining-tokens"])
+    held = limit - int(stream.response.headers["x-tollgate-ratelimit-remaining-tokens"])
 
     # While it runs, a small request does not fit next to it.
     tq, hq = trace()
@@ -308,7 +364,7 @@ def test_stream_is_reconciled_at_the_end_of_the_stream(start):
     with gw.openai() as other:
         raw, _ = chat(other, 100, headers=hq2)
     est_q = reserved_tokens(gw.record(tq2), 100)
-    assert int(raw.headers["x-ratelimit-remaining-tokens"]) == limit - used - est_q
+    assert int(raw.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - used - est_q
     used += raw.parse().usage.total_tokens
 
     # A client that leaves mid-stream: on_log reconciles with the estimate its record shows.
@@ -332,7 +388,7 @@ def test_stream_is_reconciled_at_the_end_of_the_stream(start):
     with gw.openai() as other:
         raw, _ = chat(other, 100, headers=hq3)
     est_q3 = reserved_tokens(gw.record(tq3), 100)
-    assert int(raw.headers["x-ratelimit-remaining-tokens"]) == limit - used - record_a["tokens"]["total"] - est_q3
+    assert int(raw.headers["x-tollgate-ratelimit-remaining-tokens"]) == limit - used - record_a["tokens"]["total"] - est_q3
     assert [r["body"]["max_tokens"] for r in gw.requests("alpha")] == [900, 100, 900, 100]
 
 

@@ -176,6 +176,9 @@ use a raw client for those.
       stream the reply text in pieces of N characters (words split across chunks)
   x-fake-chunk-delay-ms: N        --chunk-delay-ms N       FAKE_LLM_CHUNK_DELAY_MS
       sleep between streamed content chunks
+  x-fake-end-delay-ms: N          --end-delay-ms N         FAKE_LLM_END_DELAY_MS
+      sleep after a stream's last event (`[DONE]`, `message_stop`...) before the end of the
+      body: a client that stops reading at the last event closes before the end arrives
   x-fake-response-delay-ms: N     --response-delay-ms N    FAKE_LLM_RESPONSE_DELAY_MS
       sleep before the response headers (latency, time to first token, timeouts)
   x-fake-omit-usage: 1            --omit-usage             FAKE_LLM_OMIT_USAGE
@@ -251,6 +254,7 @@ class Switches:
     reset_tokens: float = 0.0  # seconds; 0 = retry_after
     fail_first: int = 0  # with status: fail only the first N requests, then answer normally
     chunk_chars: int = 0  # > 0: stream the reply in pieces of this many characters (words split)
+    end_delay_ms: float = 0.0  # sleep after a stream's last event, before its end (the last chunk)
 
     def reset_seconds(self, kind: str) -> float:
         value = self.reset_requests if kind == "requests" else self.reset_tokens
@@ -1625,6 +1629,8 @@ class Handler(BaseHTTPRequestHandler):
                 # One HTTP chunk per event, sent in a single write so it leaves immediately.
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(item), item))
                 self.wfile.flush()
+            if switches.end_delay_ms:
+                time.sleep(switches.end_delay_ms / 1000)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 

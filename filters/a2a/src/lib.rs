@@ -30,6 +30,8 @@ pub mod push;
 pub mod record;
 pub mod replies;
 pub mod response;
+#[cfg(test)]
+mod schema_tests;
 pub mod session;
 pub mod upstream;
 #[cfg(target_arch = "wasm32")]

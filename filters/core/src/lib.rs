@@ -34,6 +34,8 @@ pub mod reply;
 pub mod shared_data;
 pub mod stream;
 #[cfg(all(not(target_arch = "wasm32"), any(test, feature = "testing")))]
+pub mod schema_check;
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "testing")))]
 pub mod testing;
 pub mod text;
 pub mod wire;

@@ -533,6 +533,9 @@ pub enum RefusalKind {
     TooLarge,
     /// 429: a configured limit or budget; the OpenAI error `type` (`requests`, `tokens`, `cost`).
     RateLimited(&'static str),
+    /// 400: the request alone asks more than a limit's cap: no window ever admits it, so no
+    /// `Retry-After` (OpenAI code `request_exceeds_limit`).
+    ExceedsLimit,
     /// A guardrail refused the content (status from config, 400 by default).
     Guarded(u16),
     /// 503: a guardrail that must judge the request cannot (its service is down), and it
@@ -549,7 +552,7 @@ impl RefusalKind {
             RefusalKind::Unauthenticated => 401,
             RefusalKind::Forbidden | RefusalKind::NotPriced => 403,
             RefusalKind::NotFound => 404,
-            RefusalKind::BadRequest => 400,
+            RefusalKind::BadRequest | RefusalKind::ExceedsLimit => 400,
             RefusalKind::MethodNotAllowed => 405,
             RefusalKind::TooLarge => 413,
             RefusalKind::RateLimited(_) => 429,
@@ -569,6 +572,7 @@ impl RefusalKind {
             RefusalKind::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             RefusalKind::TooLarge => ("invalid_request_error", "request_too_large"),
             RefusalKind::RateLimited(kind) => (kind, "rate_limit_exceeded"),
+            RefusalKind::ExceedsLimit => ("invalid_request_error", "request_exceeds_limit"),
             RefusalKind::BadGateway => ("api_error", "bad_gateway"),
             RefusalKind::Guarded(_) => ("invalid_request_error", "content_policy_violation"),
             RefusalKind::GuardUnavailable => ("api_error", "guardrail_unavailable"),
@@ -580,7 +584,7 @@ impl RefusalKind {
             RefusalKind::Unauthenticated => "authentication_error",
             RefusalKind::Forbidden | RefusalKind::NotPriced => "permission_error",
             RefusalKind::NotFound => "not_found_error",
-            RefusalKind::BadRequest | RefusalKind::MethodNotAllowed => "invalid_request_error",
+            RefusalKind::BadRequest | RefusalKind::MethodNotAllowed | RefusalKind::ExceedsLimit => "invalid_request_error",
             RefusalKind::TooLarge => "request_too_large",
             RefusalKind::RateLimited(_) => "rate_limit_error",
             RefusalKind::BadGateway | RefusalKind::GuardUnavailable => "api_error",
@@ -593,7 +597,7 @@ impl RefusalKind {
             RefusalKind::Unauthenticated => "UNAUTHENTICATED",
             RefusalKind::Forbidden | RefusalKind::NotPriced => "PERMISSION_DENIED",
             RefusalKind::NotFound => "NOT_FOUND",
-            RefusalKind::BadRequest | RefusalKind::TooLarge => "INVALID_ARGUMENT",
+            RefusalKind::BadRequest | RefusalKind::TooLarge | RefusalKind::ExceedsLimit => "INVALID_ARGUMENT",
             RefusalKind::MethodNotAllowed => "UNIMPLEMENTED",
             RefusalKind::RateLimited(_) => "RESOURCE_EXHAUSTED",
             RefusalKind::BadGateway | RefusalKind::GuardUnavailable => "UNAVAILABLE",

@@ -89,11 +89,17 @@ pub fn too_large(max_request_bytes: usize) -> Refusal {
     Refusal::new(RefusalKind::TooLarge, "request_too_large", format!("request body exceeds {max_request_bytes} bytes"))
 }
 
-/// A limit's refusal (429).
+/// A limit's refusal: 429 (retry after the reset), or 400 `exceeds_limit` for a request
+/// that can never fit (it alone asks more than the cap).
 pub fn rate_limited(denial: Exceeded) -> Refusal {
+    let (refusal, error_type) = if denial.never_fits() {
+        (RefusalKind::ExceedsLimit, "exceeds_limit")
+    } else {
+        (RefusalKind::RateLimited(denial.dimension.openai_type()), "rate_limited")
+    };
     Refusal {
-        refusal: RefusalKind::RateLimited(denial.dimension.openai_type()),
-        error_type: "rate_limited",
+        refusal,
+        error_type,
         message: denial.message(),
         limit: Some(Box::new(denial)),
     }

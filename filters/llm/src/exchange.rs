@@ -62,7 +62,7 @@ pub struct Exchange {
     finished: bool,
     /// Reservations held until `finish` reconciles them (then emptied).
     held: Vec<Held>,
-    /// `x-ratelimit-*` headers for a successful response.
+    /// `x-tollgate-ratelimit-*` headers for a successful response.
     ratelimit_headers: Vec<(String, String)>,
     /// The request waits for the fleet-wide store's admission (`fleet.rs`).
     awaiting: Option<Box<Awaiting>>,
@@ -193,6 +193,9 @@ impl Exchange {
             let upstream_model = self.facts.upstream_model.as_deref().unwrap_or_default();
             let wanted = limits::wanted(&state.limits, self.facts.identity.as_ref(), model, upstream_model, &estimate);
             let in_fleet = |w: &&Wanted| state.store.is_some() && state.limits.get(w.limit).is_some_and(|l| l.fleet.is_some());
+            if let Some(never) = limits::never_fitting(&state.limits, &wanted, host.now_nanos() / 1_000_000_000) {
+                return self.refuse(host, decide::rate_limited(never));
+            }
             let (fleet_wanted, local): (Vec<&Wanted>, Vec<&Wanted>) = wanted.iter().partition(in_fleet);
             match limits::reserve_local(host, &state.limits, &local) {
                 Ok(held) => self.held = held,
@@ -372,6 +375,11 @@ impl Exchange {
                 }],
                 _ => deployments::attempt_log::take(host, token),
             };
+        }
+        // The stream's terminal event passed through: the client has the whole answer even
+        // when it closed before Envoy's end of stream reached this filter (issue 21 item 9).
+        if self.tracker.as_ref().is_some_and(UsageTracker::ended) {
+            self.facts.response_complete = true;
         }
         let accounting = record::accounting(&self.facts, self.tracker.as_ref(), &self.state);
         self.reconcile(host, accounting);

@@ -295,6 +295,48 @@ fn client_gone_mid_stream_records_an_estimate() {
     assert_eq!(r["tokens"]["output"], 3);
 }
 
+/// Issue 21 item 9: the `openai` SDK closes the response as soon as it reads `[DONE]`; when
+/// that reset reaches Envoy before the upstream's end of stream reaches the filter, `on_log`
+/// runs without `end_of_stream`. The stream was whole: completed, no `incomplete` error.
+#[test]
+fn stream_whose_done_passed_is_complete_even_when_the_client_closes_before_the_end() {
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    let chunks: [&[u8]; 2] = [
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+    ];
+    for c in chunks {
+        *host.response_body.borrow_mut() = c.to_vec();
+        assert_eq!(ex.on_response_body(&host, c.len(), false), Step::Continue);
+    }
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["completed"].as_bool(), r.get("error_type"), r.get("error")), (Some(true), None, None), "{r}");
+    assert_eq!((r["estimated"].as_bool(), r["tokens"]["total"].as_u64()), (Some(false), Some(10)));
+    let incomplete = "tollgate.llm.errors.team.payments.model.gpt-4o.provider.prov-a.error_type.incomplete";
+    assert_eq!(host.metric(incomplete).unwrap_or(0), 0, "a whole stream is not counted as an error");
+
+    // The same stream cut before `[DONE]` (usage included) is still incomplete.
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let mut ex = exchange();
+    ex.on_request_headers(&host, false);
+    send_body(&mut ex, &host, br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+    *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    ex.on_response_headers(&host, false);
+    let cut = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n";
+    *host.response_body.borrow_mut() = cut.to_vec();
+    ex.on_response_body(&host, cut.len(), false);
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["completed"].as_bool(), r["error_type"].as_str()), (Some(false), Some("incomplete")), "{r}");
+    assert_eq!(host.metric(incomplete), Some(1));
+}
+
 #[test]
 fn anonymous_when_no_identity_is_configured() {
     let cfg = json!({"providers": [{"name": "p"}], "models": [{"model": "*", "provider": "p"}]});
@@ -461,7 +503,7 @@ fn admission_reserves_the_estimate_and_refuses_in_each_api_shape() {
     let (status, headers, reply) = h2.local_reply.borrow().clone().unwrap();
     assert_eq!(status, 429);
     assert!(headers.contains(&("retry-after".into(), "3000".into())), "{headers:?}");
-    assert!(headers.contains(&("x-ratelimit-remaining-tokens".into(), (1000 - est).to_string())), "{headers:?}");
+    assert!(headers.contains(&("x-tollgate-ratelimit-remaining-tokens".into(), (1000 - est).to_string())), "{headers:?}");
     let reply: Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!((reply["error"]["type"].as_str(), reply["error"]["code"].as_str()), (Some("tokens"), Some("rate_limit_exceeded")));
     assert!(reply["error"]["message"].as_str().unwrap().contains(&format!("used {est}")), "{reply}");
@@ -491,12 +533,36 @@ fn admission_reserves_the_estimate_and_refuses_in_each_api_shape() {
     let h5 = next_request(&h4, "/v1beta/models/gemini-x:generateContent", ("x-goog-api-key", "tg-alice"));
     let (_, forwarded) = admit_one(&state, &metrics, &h5, br#"{"contents":[],"generationConfig":{"maxOutputTokens":2000}}"#);
     assert!(!forwarded);
-    let (status, reply) = local_reply(&h5);
-    assert_eq!((status, reply["error"]["status"].as_str()), (429, Some("RESOURCE_EXHAUSTED")));
+    // 2000 tokens can never fit a 1000-token cap: 400 in the API's shape, no Retry-After.
+    let (status, headers, reply) = h5.local_reply.borrow().clone().unwrap();
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!((status, reply["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
     assert!(reply["error"]["message"].as_str().unwrap().contains("more than the 1000 tokens allowed"), "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("retrying will not help"), "{reply}");
+    assert!(!headers.iter().any(|(name, _)| name == "retry-after"), "{headers:?}");
+    assert!(headers.contains(&("x-tollgate-ratelimit-limit-tokens".into(), "1000".into())), "{headers:?}");
+
+    // The same in OpenAI's and Anthropic's shapes, recorded as `exceeds_limit`, nothing reserved.
+    let h7 = next_request(&h5, "/v1/chat/completions", ("authorization", "Bearer tg-alice"));
+    let (mut never, forwarded) = admit_one(&state, &metrics, &h7, &chat_body(1000));
+    assert!(!forwarded);
+    let (status, reply) = local_reply(&h7);
+    assert_eq!((status, reply["error"]["type"].as_str(), reply["error"]["code"].as_str()),
+               (400, Some("invalid_request_error"), Some("request_exceeds_limit")));
+    never.on_log(&h7);
+    let r = audit(&h7);
+    assert_eq!((r["decision"].as_str(), r["rule_id"].as_str(), r["error_type"].as_str(), r["status"].as_u64()),
+               (Some("deny"), Some("tpm"), Some("exceeds_limit"), Some(400)));
+    assert_eq!((r["limit"]["limit"].as_u64(), r["limit"]["used"].as_u64()), (Some(1000), Some(0)), "{r}");
+    assert_eq!(h7.metric("tollgate.llm.errors.team.payments.model.gpt-4o.provider.prov-a.error_type.exceeds_limit"), Some(1));
+    assert_eq!(used(&h7, TOKENS), used(&h5, TOKENS), "nothing reserved for it");
+    let h8 = next_request(&h7, "/v1/messages", ("x-api-key", "tg-alice"));
+    assert!(!admit_one(&state, &metrics, &h8, br#"{"model":"claude-3","max_tokens":5000,"messages":[]}"#).1);
+    let (status, reply) = local_reply(&h8);
+    assert_eq!((status, reply["error"]["type"].as_str()), (400, Some("invalid_request_error")));
 
     // Bob is another principal: his own counter.
-    let h6 = next_request(&h5, "/v1/chat/completions", ("authorization", "Bearer tg-bob"));
+    let h6 = next_request(&h8, "/v1/chat/completions", ("authorization", "Bearer tg-bob"));
     assert!(admit_one(&state, &metrics, &h6, &body).1);
     first.on_log(&host);
 }
@@ -512,8 +578,8 @@ fn reconciliation_at_the_end_frees_the_unused_reservation_once() {
     assert!(forwarded);
     respond(&mut ex, &host, "200", "application/json", &[br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5}}"#]);
     // Client headers: the tightest limit as of admission.
-    assert_eq!(host.response_header("x-ratelimit-limit-tokens").as_deref(), Some("1000"));
-    assert_eq!(host.response_header("x-ratelimit-remaining-tokens"), Some((1000 - est).to_string()));
+    assert_eq!(host.response_header("x-tollgate-ratelimit-limit-tokens").as_deref(), Some("1000"));
+    assert_eq!(host.response_header("x-tollgate-ratelimit-remaining-tokens"), Some((1000 - est).to_string()));
     assert_eq!(used(&host, TOKENS), 12, "reconciled at the response's end");
     // on_log and on_done after that change nothing.
     ex.on_log(&host);
@@ -527,7 +593,7 @@ fn reconciliation_at_the_end_frees_the_unused_reservation_once() {
     // An upstream error: the tokens come back, the request still counts... (no request cap here)
     respond(&mut ex2, &h2, "503", "application/json", &[br#"{"error":{"message":"down"}}"#]);
     assert_eq!(used(&h2, TOKENS), 12);
-    assert_eq!(h2.response_header("x-ratelimit-remaining-tokens"), None, "only on success");
+    assert_eq!(h2.response_header("x-tollgate-ratelimit-remaining-tokens"), None, "only on success");
 }
 
 #[test]
@@ -544,7 +610,7 @@ fn streams_are_reconciled_at_their_end_or_when_abandoned() {
     let est = (body.len() as u64).div_ceil(4) + 800;
     *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
     ex.on_response_headers(&host, false);
-    assert_eq!(host.response_header("x-ratelimit-remaining-requests").as_deref(), Some("9"));
+    assert_eq!(host.response_header("x-tollgate-ratelimit-remaining-requests").as_deref(), Some("9"));
     let chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n";
     *host.response_body.borrow_mut() = chunk.to_vec();
     ex.on_response_body(&host, chunk.len(), false);
@@ -667,6 +733,26 @@ fn store_answer(over: bool, remaining: u64) -> Vec<u8> {
     let mut w = Writer::new();
     w.uint(1, if over { 2 } else { 1 }).message(2, &status).message(3, &at);
     w.finish()
+}
+
+/// Issue 21 item 7: a request over a fleet limit's cap by itself is refused at once, 400,
+/// without asking the store or taking the local counters.
+#[test]
+fn a_request_over_a_fleet_cap_by_itself_never_reaches_the_store() {
+    let state = fleet_state("fail_closed");
+    let metrics = Rc::new(Metrics::new());
+    let host = request("/v1/chat/completions", &[("authorization", "Bearer tg-alice")]);
+    let (mut ex, forwarded) = admit_one(&state, &metrics, &host, &chat_body(200_000));
+    assert!(!forwarded);
+    assert!(host.grpc_calls.borrow().is_empty(), "the store was not asked");
+    assert!(host.shared.borrow().keys().all(|k| !k.contains("local-rpm")), "no local counter taken");
+    let (status, headers, reply) = host.local_reply.borrow().clone().unwrap();
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("request_exceeds_limit")));
+    assert!(!headers.iter().any(|(name, _)| name == "retry-after"), "{headers:?}");
+    ex.on_log(&host);
+    let r = audit(&host);
+    assert_eq!((r["rule_id"].as_str(), r["error_type"].as_str()), (Some("team-month"), Some("exceeds_limit")));
 }
 
 #[test]

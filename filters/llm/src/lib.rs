@@ -24,6 +24,8 @@ pub mod translate;
 pub mod usage;
 #[cfg(target_arch = "wasm32")]
 mod filter;
+#[cfg(test)]
+mod schema_tests;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

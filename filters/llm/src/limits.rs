@@ -294,9 +294,10 @@ impl Exceeded {
         }
     }
 
-    /// The request can never fit: it alone asks more than the cap.
+    /// The request can never fit: it alone asks more than the cap (no window, no retry
+    /// helps). Answered 400, without `Retry-After` (`decide::rate_limited`).
     pub fn never_fits(&self) -> bool {
-        self.requested > self.limit
+        !self.unavailable && self.requested > self.limit
     }
 
     pub fn message(&self) -> String {
@@ -311,7 +312,7 @@ impl Exceeded {
         }
         if self.never_fits() {
             return format!(
-                "Rate limit `{}` (per {scope}): this request needs {} {unit}, more than the {} {unit} allowed per {}. Lower max tokens or the input.",
+                "Rate limit `{}` (per {scope}): this request needs {} {unit}, more than the {} {unit} allowed per {}, so it can never be admitted and retrying will not help. Lower max tokens or the input.",
                 self.id, self.requested, self.limit, self.window_words()
             );
         }
@@ -321,15 +322,20 @@ impl Exceeded {
         )
     }
 
-    /// `Retry-After` and OpenAI-style `x-ratelimit-*` headers for the refusal.
+    /// The refusal's headers: `Retry-After` and the gateway's own
+    /// `x-tollgate-ratelimit-*` ([`HEADER_PREFIX`]); a request that can never fit gets no
+    /// `Retry-After`, and only the limit (its counters were not read).
     pub fn headers(&self) -> Vec<(String, String)> {
+        let never = self.never_fits();
         let retry = if self.unavailable { 1 } else { self.reset_secs.max(1) };
-        let mut out = vec![("retry-after".to_string(), retry.to_string())];
+        let mut out = if never { Vec::new() } else { vec![("retry-after".to_string(), retry.to_string())] };
         if matches!(self.dimension, Dimension::Requests | Dimension::Tokens) {
             let name = self.dimension.suffix();
-            out.push((format!("x-ratelimit-limit-{name}"), self.limit.to_string()));
-            out.push((format!("x-ratelimit-remaining-{name}"), self.limit.saturating_sub(self.used).to_string()));
-            out.push((format!("x-ratelimit-reset-{name}"), format!("{}s", self.reset_secs)));
+            out.push((format!("{HEADER_PREFIX}limit-{name}"), self.limit.to_string()));
+            if !never {
+                out.push((format!("{HEADER_PREFIX}remaining-{name}"), self.limit.saturating_sub(self.used).to_string()));
+                out.push((format!("{HEADER_PREFIX}reset-{name}"), format!("{}s", self.reset_secs)));
+            }
         }
         out
     }
@@ -369,6 +375,20 @@ pub fn wanted(rules: &[Limit], who: Option<&Identity>, model: &str, upstream_mod
         }
     }
     out
+}
+
+/// The gateway's rate-limit headers: `x-tollgate-ratelimit-{limit,remaining,reset}-{requests,tokens}`,
+/// named apart from the provider's `x-ratelimit-*` (which pass through untouched), so a client
+/// never reads one scope's limit next to the other's remaining.
+pub const HEADER_PREFIX: &str = "x-tollgate-ratelimit-";
+
+/// The first counter this request alone asks more of than its cap: it can never be admitted,
+/// whatever the window holds, so it is refused before any counter is read or taken (and
+/// before the fleet store is asked). `used` is not read: 0. Pure.
+pub fn never_fitting(rules: &[Limit], wanted: &[Wanted], now_secs: u64) -> Option<Exceeded> {
+    let w = wanted.iter().find(|w| w.amount > w.cap)?;
+    let rule = rules.get(w.limit)?;
+    Some(rule.exceeded(w, 0, rule.window.reset_secs(now_secs), false, now_secs))
 }
 
 impl Limit {
@@ -476,7 +496,7 @@ pub fn reconcile(host: &dyn Host, rules: &[Limit], held: &[Held], actual: Actual
     overshot
 }
 
-/// OpenAI-style headers for a successful response: for requests and tokens, the matching
+/// The gateway's rate-limit headers for a successful response: for requests and tokens, the matching
 /// limit with the least room left, as of admission (this request's reservation counted).
 pub fn client_headers(rules: &[Limit], held: &[Held]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -488,9 +508,9 @@ pub fn client_headers(rules: &[Limit], held: &[Held]) -> Vec<(String, String)> {
             .min_by_key(|(cap, r)| cap.saturating_sub(r.used));
         if let Some((cap, r)) = tightest {
             let name = dimension.suffix();
-            out.push((format!("x-ratelimit-limit-{name}"), cap.to_string()));
-            out.push((format!("x-ratelimit-remaining-{name}"), cap.saturating_sub(r.used).to_string()));
-            out.push((format!("x-ratelimit-reset-{name}"), format!("{}s", r.reset_secs)));
+            out.push((format!("{HEADER_PREFIX}limit-{name}"), cap.to_string()));
+            out.push((format!("{HEADER_PREFIX}remaining-{name}"), cap.saturating_sub(r.used).to_string()));
+            out.push((format!("{HEADER_PREFIX}reset-{name}"), format!("{}s", r.reset_secs)));
         }
     }
     out
@@ -570,9 +590,10 @@ mod tests {
         assert_eq!(held[1].key, "tollgate.llm.limit.per-key.alice-key.tokens");
         assert_eq!(usage(&host, "tollgate.llm.limit.team-budget.payments.cost", Window::fixed(60)), 2000);
         let headers = client_headers(&rules, &held);
-        assert!(headers.contains(&("x-ratelimit-remaining-tokens".into(), "600".into())));
-        assert!(headers.contains(&("x-ratelimit-remaining-requests".into(), "9".into())));
-        assert!(headers.contains(&("x-ratelimit-reset-tokens".into(), "60s".into())));
+        assert!(headers.contains(&("x-tollgate-ratelimit-remaining-tokens".into(), "600".into())));
+        assert!(headers.contains(&("x-tollgate-ratelimit-remaining-requests".into(), "9".into())));
+        assert!(headers.contains(&("x-tollgate-ratelimit-reset-tokens".into(), "60s".into())));
+        assert!(!headers.iter().any(|(name, _)| name.starts_with("x-ratelimit-")), "the provider's headers are its own");
 
         // Second request fits tokens (800) but not the team budget (2000 + 3500 > 5000).
         let big = Estimate { tokens: 400, cost_micro_usd: Some(3500) };
@@ -596,7 +617,15 @@ mod tests {
         let huge = Estimate { tokens: 1001, cost_micro_usd: None };
         let denial = admit(&host, &rules, Some(&bob), "m", "m", &huge).unwrap_err();
         assert!(denial.never_fits() && denial.message().contains("needs 1001 tokens"), "{}", denial.message());
-        assert!(denial.headers().contains(&("x-ratelimit-remaining-tokens".into(), "600".into())), "bob holds 400");
+        assert!(denial.message().contains("retrying will not help"), "{}", denial.message());
+        assert_eq!(denial.headers(), vec![("x-tollgate-ratelimit-limit-tokens".to_string(), "1000".to_string())], "no Retry-After");
+        // Found before any counter is read or taken, on the first limit it overflows.
+        let asked = wanted(&rules, Some(&bob), "m", "m", &huge);
+        let first = never_fitting(&rules, &asked, 0).unwrap();
+        assert_eq!((first.id.as_str(), first.requested, first.used, first.never_fits()), (denial.id.as_str(), 1001, 0, true));
+        assert_eq!(never_fitting(&rules, &wanted(&rules, Some(&bob), "m", "m", &big), 0), None);
+        // Counters that cannot be read are not a request that can never fit.
+        assert!(!Exceeded::unavailable().never_fits());
 
         // No limit applies: nothing reserved.
         let mut only_gpt = limit("g", Scope::Key, Some(1), None, None);

@@ -11,7 +11,7 @@
 //! | `gen_ai_client_requests` | counter | team, model, provider |
 //! | `gen_ai_client_token_usage` | counter | token_type (input, output, cached_input, cache_creation, reasoning), team, model, provider |
 //! | `cost_micro_usd` | counter | team, model, provider |
-//! | `errors` | counter | team, model, provider, error_type (`rate_limited` for limit refusals) |
+//! | `errors` | counter | team, model, provider, error_type (`rate_limited` for limit refusals, `exceeds_limit` for a request over a cap by itself) |
 //! | `limit_refusals` | counter | limit, team: requests refused by a limit or budget |
 //! | `limit_overshoots` | counter | limit, team: requests whose real usage, above their reservation, took a counter over its cap |
 //! | `usage_estimated` | counter | team, model, provider |
@@ -361,6 +361,7 @@ pub fn outcome(facts: &ExchangeFacts) -> Outcome {
             | RefusalKind::Forbidden
             | RefusalKind::NotPriced
             | RefusalKind::RateLimited(_)
+            | RefusalKind::ExceedsLimit
             | RefusalKind::Guarded(_) => {
                 Decision::Deny
             }

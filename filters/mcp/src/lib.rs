@@ -27,6 +27,8 @@ pub mod replies;
 pub mod response;
 pub mod router;
 pub mod sessions;
+#[cfg(test)]
+mod schema_tests;
 pub mod tokenexchange;
 
 #[cfg(target_arch = "wasm32")]

@@ -89,6 +89,10 @@ fn on_unit(seen: &mut Seen, data: &str) -> Option<u64> {
             }
             0
         }
+        "message_stop" => {
+            seen.ended = true;
+            0
+        }
         "content_block_delta" => event
             .delta
             .as_ref()

@@ -99,6 +99,11 @@ pub(crate) struct Seen {
     reported: Option<Tokens>,
     /// The final usage arrived (no estimate needed).
     final_seen: bool,
+    /// The stream's own last event arrived (OpenAI Chat `[DONE]`, Responses
+    /// `response.completed` / `.incomplete` / `.failed`, Anthropic `message_stop`): the
+    /// answer is whole even if Envoy's end of stream never reaches the filter (a client that
+    /// closes right after it, as the `openai` SDK does).
+    ended: bool,
     /// Anthropic's usage fields so far (its events carry some fields each).
     anthropic: anthropic::Usage,
 }
@@ -263,6 +268,12 @@ impl UsageTracker {
 
     pub fn body_bytes(&self) -> u64 {
         self.body_bytes
+    }
+
+    /// The stream's terminal event was seen ([`Seen::ended`]; never for a JSON body or
+    /// Gemini, whose ends are only the end of the body).
+    pub fn ended(&self) -> bool {
+        self.acc.seen.ended
     }
 
     /// Streamed units (events or elements) seen and how many could not be parsed.

@@ -77,6 +77,7 @@ struct Delta<'a> {
 
 fn on_unit(seen: &mut Seen, data: &str) -> Option<u64> {
     if data.trim() == "[DONE]" {
+        seen.ended = true;
         return Some(0);
     }
     let chunk = serde_json::from_str::<Chunk<'_>>(data).ok()?;

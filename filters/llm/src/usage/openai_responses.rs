@@ -55,6 +55,7 @@ fn on_unit(seen: &mut Seen, data: &str) -> Option<u64> {
     let kind = event.kind.as_ref().map(Text::as_str).unwrap_or("");
     Some(match kind {
         "response.completed" | "response.incomplete" | "response.failed" => {
+            seen.ended = true;
             if let Some(usage) = event.response.as_ref().and_then(|r| r.usage.as_ref()) {
                 seen.reported = Some(usage.tokens());
                 seen.final_seen = true;

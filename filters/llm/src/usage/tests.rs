@@ -167,3 +167,28 @@ fn estimates_round_up() {
     assert_eq!(ceil_div(8, 4), 2);
     assert_eq!(ceil_div(9, 0), 9);
 }
+
+#[test]
+fn a_stream_has_ended_only_at_its_terminal_event() {
+    // (api, the stream up to its last event, the terminal event)
+    let cases: [(ClientApi, &str, &str); 3] = [
+        (ClientApi::OpenaiChat, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n", "data: [DONE]\n\n"),
+        (ClientApi::OpenaiResponses, "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n",
+         "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n"),
+        (ClientApi::AnthropicMessages, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n\n",
+         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+    ];
+    for (api, before, last) in cases {
+        let mut t = UsageTracker::new(api, Framing::Sse, 1 << 16);
+        t.feed(before.as_bytes());
+        assert!(!t.ended(), "{api:?}: final usage is not the end of the stream");
+        t.feed(last.as_bytes());
+        assert!(t.ended(), "{api:?}");
+    }
+    // Gemini and JSON bodies have no terminal event: only the body's end completes them.
+    let mut gemini = UsageTracker::new(ClientApi::Gemini, Framing::Sse, 1 << 16);
+    gemini.feed(b"data: {\"candidates\":[{\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":1}}\n\n");
+    let mut json = UsageTracker::new(ClientApi::OpenaiChat, Framing::Json, 1 << 16);
+    json.feed(b"{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}");
+    assert!(!gemini.ended() && !json.ended());
+}
