@@ -61,6 +61,8 @@ pub struct ExchangeFacts {
     pub refused_http_method: Option<String>,
     /// The first SSE event, or a JSON body's first byte.
     pub ttfe_nanos: Option<u64>,
+    /// What the gateway credential issued with the call carries over (`credential.rs`).
+    pub carried: crate::credential::Carried,
 }
 
 impl Default for ExchangeFacts {
@@ -87,6 +89,7 @@ impl Default for ExchangeFacts {
             status: None,
             refused_http_method: None,
             ttfe_nanos: None,
+            carried: Default::default(),
         }
     }
 }

@@ -217,6 +217,14 @@ pub struct RuleConfig {
     pub groups: Option<Vec<Glob>>,
     #[serde(default)]
     pub teams: Option<Vec<Glob>>,
+    /// Agent globs: the agent a gateway credential names (identity source `gateway`);
+    /// callers without one never match.
+    #[serde(default)]
+    pub agents: Option<Vec<Glob>>,
+    /// Globs of the principal a gateway credential says the agent acts for; callers without
+    /// one never match.
+    #[serde(default)]
+    pub on_behalf_of: Option<Vec<Glob>>,
     /// MCP server name globs.
     #[serde(default)]
     pub servers: Option<Vec<Glob>>,

@@ -326,6 +326,7 @@ mod tests {
             source: Source::ApiKey,
             key_name: None,
             allowed_models: None,
+            delegation: None,
         }
     }
 
