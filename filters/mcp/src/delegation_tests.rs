@@ -69,7 +69,10 @@ fn audit(host: &MemoryHost) -> Value {
     serde_json::from_slice(&host.prop(&["tollgate.audit"]).expect("an audit record")).unwrap()
 }
 
-fn reply(host: &MemoryHost) -> Option<(u32, Vec<(String, String)>, Value)> {
+/// Status, headers and JSON body of the filter's own answer.
+type Answer = (u32, Vec<(String, String)>, Value);
+
+fn reply(host: &MemoryHost) -> Option<Answer> {
     host.local_reply.borrow().clone().map(|(s, h, b)| (s, h, serde_json::from_slice(&b).unwrap()))
 }
 
