@@ -79,7 +79,7 @@ async def _ask(url: str, user: str, text: str) -> str:
 
 
 def ask(gw: str, user: str, text: str) -> str:
-    return asyncio.run(_ask(f"{gw}/agents/planner", user, text))
+    return asyncio.run(_ask(f"{gw}/agents/planner/", user, text))
 
 
 async def _sdk_export(url: str, headers: dict[str, str]) -> Any:
@@ -124,7 +124,7 @@ def stack(procs, fleet_store):
                  f"{researcher_url}/.well-known/agent-card.json",
                  env={"AGENT_LLM_KEY": "tg-demo-alice", "AGENT_LLM_MODEL": LLM_MODEL})  # fmt: skip
     procs.python("planner", "examples/a2a_agent/agent.py",
-                 ["--port", str(ports["agent_planner"]), "--name", "planner", "--delegate-to", f"{gw}/agents/researcher"],
+                 ["--port", str(ports["agent_planner"]), "--name", "planner", "--delegate-to", f"{gw}/agents/researcher/"],
                  f"http://127.0.0.1:{ports['agent_planner']}/.well-known/agent-card.json")  # fmt: skip
     return envoy, mcp_url, researcher_url
 
