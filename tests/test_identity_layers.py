@@ -242,3 +242,24 @@ def test_a_replayed_expired_or_forged_credential_is_refused_by_the_mcp_filter(st
     assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.other_trace", 0) >= 2
     assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.expired") == 1
     assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.bad_signature") == 1
+
+
+def _index(items: list[dict], key: str) -> int:
+    return next(i for i, item in enumerate(items) if key in item)
+
+
+@pytest.mark.parametrize("layer, change, field", [
+    ("mcp", lambda p: p["identity"].pop("gateway"),
+     lambda p: f"policy.rules[{_index(p['policy']['rules'], 'agents')}].agents: needs identity.gateway"),
+    ("mcp", lambda p: p["identity"]["gateway"].update(signing_key="short"),
+     lambda p: "identity.gateway.signing_key: must be at least 32 bytes"),
+    ("llm", lambda p: p["identity"].pop("gateway"),
+     lambda p: f"limits[{_index(p['limits'], 'agents')}].agents: needs identity.gateway"),
+    ("llm", lambda p: p["identity"]["gateway"].update(ttl_secs=5), lambda p: "identity.gateway"),
+])
+def test_envoy_refuses_a_bad_gateway_identity_configuration_naming_the_field(tmp_path, layer, change, field) -> None:
+    cfg = harness.load_envoy_config(f"{layer}.yaml")
+    plugin = harness.plugin_config(cfg, f"tollgate.{layer}")
+    change(plugin)
+    log = harness.run_envoy_expect_failure(cfg, tmp_path, plugin_configs={f"tollgate.{layer}": plugin})
+    assert field(plugin) in log, log[-3000:]

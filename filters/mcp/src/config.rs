@@ -348,6 +348,7 @@ impl<'de> Deserialize<'de> for Bound {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.identity.validate("identity")?;
+        crate::delegation::validate(self)?;
         if self.max_body_bytes == 0 {
             return Err(ConfigError::field("max_body_bytes", "must be greater than 0"));
         }

@@ -51,6 +51,26 @@ impl DelegationMatch {
     }
 }
 
+/// Rules naming `agents` or `on_behalf_of` need `identity.gateway` (without it no caller
+/// could ever match them: a rule that silently never applies is refused at load).
+pub fn validate(config: &crate::config::Config) -> Result<(), tollgate_core::config::ConfigError> {
+    if config.identity.gateway.is_some() {
+        return Ok(());
+    }
+    let rules = config.policy.as_ref().map(|p| p.rules.as_slice()).unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        for (name, list) in [("agents", &rule.agents), ("on_behalf_of", &rule.on_behalf_of)] {
+            if list.is_some() {
+                return Err(tollgate_core::config::ConfigError::field(
+                    &format!("policy.rules[{i}].{name}"),
+                    "needs identity.gateway (the gateway credential names the agent and whom it acts for)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct RefusalData<'a> {
     reason: &'a str,

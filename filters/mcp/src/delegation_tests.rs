@@ -136,6 +136,19 @@ fn expired_replayed_or_forged_credentials_are_refused_with_401() {
 }
 
 #[test]
+fn agent_conditions_without_the_gateway_source_are_refused_at_load() {
+    let cfg = json!({"policy": {"rules": [{"id": "a", "effect": "allow"}, {"id": "b", "effect": "allow", "on_behalf_of": ["alice"]}]}});
+    let err = tollgate_core::config::load::<Config>(cfg.to_string().as_bytes()).err().unwrap();
+    assert!(err.0.starts_with("policy.rules[1].on_behalf_of: needs identity.gateway"), "{err}");
+    let cfg = json!({"identity": {"gateway": {"signing_key": "short"}}});
+    let err = tollgate_core::config::load::<Config>(cfg.to_string().as_bytes()).err().unwrap();
+    assert!(err.0.starts_with("identity.gateway.signing_key: must be at least 32 bytes"), "{err}");
+    let cfg = json!({"identity": {"gateway": {"signing_key": KEY, "ttl": 5}}});
+    let err = tollgate_core::config::load::<Config>(cfg.to_string().as_bytes()).err().unwrap();
+    assert!(err.0.starts_with("identity.gateway"), "{err}");
+}
+
+#[test]
 fn rule_conditions_need_a_delegated_identity() {
     let globs = |v: &[&str]| Some(v.iter().map(|s| serde_json::from_value::<Glob>(json!(s)).unwrap()).collect::<Vec<_>>());
     let m = DelegationMatch::new(&globs(&["research*"]), &globs(&["alice"]));
