@@ -84,11 +84,17 @@ fn state(config: Value) -> Rc<crate::config::State> {
 
 /// One forwarded SendMessage to `agent` with `headers`; the headers the agent received.
 fn hop(state: &Rc<crate::config::State>, agent: &str, headers: &[(String, String)]) -> MemoryHost {
+    hop_with(state, agent, headers, |_| {})
+}
+
+/// [`hop`], with `prepare` setting host facts (e.g. JWT claims) first.
+fn hop_with(state: &Rc<crate::config::State>, agent: &str, headers: &[(String, String)], prepare: impl Fn(&MemoryHost)) -> MemoryHost {
     let mut all: Vec<(&str, &str)> = vec![(":method", "POST"), (":path", "/"), (":authority", "gw"), ("content-type", "application/json"), ("a2a-version", "1.0")];
     all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let host = MemoryHost::with_request_headers(&all);
     *host.clock_nanos.borrow_mut() = 1_700_000_000_000_000_000;
     host.set_prop(&["xds", "route_metadata", "filter_metadata", "tollgate", "agent"], agent.as_bytes());
+    prepare(&host);
     let body = json!({"jsonrpc": "2.0", "id": "r1", "method": "SendMessage",
         "params": {"message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}}).to_string();
     let mut ex = Exchange::new(state.clone(), Rc::new(Metrics::new()));
@@ -130,6 +136,40 @@ fn each_agent_of_a_chain_gets_a_credential_for_itself() {
     let forged = vec![(tollgate_core::gateway::HEADER.to_string(), "v1;exp=1;sig=00".to_string())];
     let plain = hop(&state(json!({})), "planner", &forged);
     assert_eq!(plain.request_header(tollgate_core::gateway::HEADER), None);
+}
+
+#[test]
+fn the_users_tier_claim_is_signed_in_and_kept_down_the_chain() {
+    let s = state(json!({
+        "identity": {"jwt": {"payload_key": "payload", "team_claim": "team"}},
+        "on_behalf_of": {"tier_claim": "plan.tier"},
+        "delegation": {"signing_key": KEY}}));
+    let key = tollgate_core::gateway::HmacKey::new(KEY.as_bytes()).unwrap();
+    let now = 1_700_000_000;
+    let claims = |host: &MemoryHost| {
+        let base = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload"];
+        host.set_prop(&[&base[..], &["sub"]].concat(), b"alice");
+        host.set_prop(&[&base[..], &["team"]].concat(), b"analytics");
+        host.set_prop(&[&base[..], &["plan", "tier"]].concat(), b"gold");
+    };
+    let start = vec![("traceparent".to_string(), format!("00-{TRACE}-00f067aa0ba902b7-01"))];
+    let planner = hop_with(&s, "planner", &start, claims);
+    let c = tollgate_core::gateway::verify(&key, &planner.request_header(tollgate_core::gateway::HEADER).unwrap(), now).unwrap();
+    assert_eq!((c.team.as_deref(), c.tier.as_deref(), c.on_behalf_of.as_deref()), (Some("analytics"), Some("gold"), Some("alice")));
+    // The planner's next hop: no JWT of its own, the team and tier come from its credential.
+    let researcher = hop(&s, "researcher", &forwarded(&planner));
+    let c = tollgate_core::gateway::verify(&key, &researcher.request_header(tollgate_core::gateway::HEADER).unwrap(), now).unwrap();
+    assert_eq!((c.agent.as_str(), c.team.as_deref(), c.tier.as_deref()), ("researcher", Some("analytics"), Some("gold")));
+    // The same forwarded headers on another trace: the credential is not carried (no team, no tier).
+    let mut replayed = forwarded(&planner);
+    for (k, v) in replayed.iter_mut() {
+        if k == "traceparent" {
+            *v = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01".into();
+        }
+    }
+    let other = hop(&s, "researcher", &replayed);
+    let c = tollgate_core::gateway::verify(&key, &other.request_header(tollgate_core::gateway::HEADER).unwrap(), now).unwrap();
+    assert_eq!((c.team, c.tier), (None, None));
 }
 
 #[test]
