@@ -218,13 +218,13 @@ impl IdentityConfig {
     }
 
     /// Every request header that may carry a client credential under this configuration
-    /// (`authorization`, the well-known API-key headers and the configured key headers),
-    /// lowercase. Filters remove them before the upstream unless told to forward them.
+    /// (`authorization`, the well-known API-key headers, the gateway credential and the
+    /// configured key headers), lowercase. Filters remove them before the upstream unless told to forward them.
     pub fn credential_headers(&self) -> Vec<String> {
         let mut headers: Vec<String> = ["authorization", "x-api-key", "x-goog-api-key"].iter().map(|s| s.to_string()).collect();
-        if self.gateway.is_some() {
-            headers.push(crate::gateway::HEADER.to_string());
-        }
+        // The gateway credential is a credential whether or not this filter accepts it: never
+        // passed on to a provider or server.
+        headers.push(crate::gateway::HEADER.to_string());
         if let Some(keys) = &self.api_keys {
             for h in &keys.headers {
                 let h = h.to_ascii_lowercase();

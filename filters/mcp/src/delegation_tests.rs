@@ -165,3 +165,14 @@ fn rule_conditions_need_a_delegated_identity() {
     assert!(!m.matches(&plain));
     assert!(DelegationMatch::default().is_empty() && DelegationMatch::default().matches(&plain));
 }
+
+#[test]
+fn without_the_gateway_source_the_credential_still_never_reaches_the_server() {
+    let cfg = json!({"server": {"clusters": {"mcp_demo": "demo"}}});
+    let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
+    let shared = Rc::new(Shared::build(config).unwrap());
+    let host = call(&shared, Some(&credential("researcher", "alice", NOW + 60)), TRACE);
+    assert!(reply(&host).is_none());
+    assert_eq!(host.request_header(gateway::HEADER), None);
+    assert!(audit(&host)["identity"].is_null(), "not an identity source here");
+}
