@@ -230,6 +230,9 @@ def test_a_replayed_expired_or_forged_credential_is_refused_by_the_mcp_filter(st
         [record] = envoy.wait_audit(1, where=lambda r, t=trace, e=reason: r.get("layer") == "mcp" and r.get("error") == e
                                     and r.get("trace_id") == t)
         assert (record["decision"], record["identity"]) == ("deny", None), record
+    # Without a traceparent the request is on a new trace the gateway starts: not the signed one.
+    response = httpx.post(f"{gw}/mcp", json=body, headers=headers, timeout=10)
+    assert (response.status_code, response.json()["error"]["data"]) == (401, {"reason": "other_trace"})
     assert exports(mcp_url) == 2, "no refused call reached the server"
     # A credential the test signed itself with the fleet's key and a future expiry is accepted:
     # the documented format is the one the filters read.
@@ -239,7 +242,7 @@ def test_a_replayed_expired_or_forged_credential_is_refused_by_the_mcp_filter(st
     assert not isinstance(result, BaseException) and not result.is_error, result
     assert exports(mcp_url) == 3
     stats = envoy.stats()
-    assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.other_trace", 0) >= 2
+    assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.other_trace", 0) >= 3
     assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.expired") == 1
     assert stats.get("wasmcustom.tollgate.mcp.gateway_credentials.result.bad_signature") == 1
 
