@@ -307,6 +307,11 @@ pub struct RateLimitConfig {
     pub groups: Option<Vec<Glob>>,
     #[serde(default)]
     pub teams: Option<Vec<Glob>>,
+    /// Agent and on-behalf-of globs, as in rules (identity source `gateway`).
+    #[serde(default)]
+    pub agents: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub on_behalf_of: Option<Vec<Glob>>,
     #[serde(default)]
     pub servers: Option<Vec<Glob>>,
     /// Tool name globs.

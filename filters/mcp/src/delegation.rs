@@ -58,11 +58,13 @@ pub fn validate(config: &crate::config::Config) -> Result<(), tollgate_core::con
         return Ok(());
     }
     let rules = config.policy.as_ref().map(|p| p.rules.as_slice()).unwrap_or_default();
-    for (i, rule) in rules.iter().enumerate() {
-        for (name, list) in [("agents", &rule.agents), ("on_behalf_of", &rule.on_behalf_of)] {
+    let rules = rules.iter().enumerate().map(|(i, r)| (format!("policy.rules[{i}]"), &r.agents, &r.on_behalf_of));
+    let limits = config.rate_limits.iter().enumerate().map(|(i, l)| (format!("rate_limits[{i}]"), &l.agents, &l.on_behalf_of));
+    for (at, agents, on_behalf_of) in rules.chain(limits) {
+        for (name, list) in [("agents", agents), ("on_behalf_of", on_behalf_of)] {
             if list.is_some() {
                 return Err(tollgate_core::config::ConfigError::field(
-                    &format!("policy.rules[{i}].{name}"),
+                    &format!("{at}.{name}"),
                     "needs identity.gateway (the gateway credential names the agent and whom it acts for)",
                 ));
             }

@@ -176,3 +176,48 @@ fn without_the_gateway_source_the_credential_still_never_reaches_the_server() {
     assert_eq!(host.request_header(gateway::HEADER), None);
     assert!(audit(&host)["identity"].is_null(), "not an identity source here");
 }
+
+#[test]
+fn rate_limits_select_agents_and_on_behalf_of() {
+    let cfg = json!({
+        "identity": {"gateway": {"signing_key": KEY}},
+        "server": {"clusters": {"mcp_demo": "demo"}},
+        "policy": {"rules": [{"id": "any-agent", "effect": "allow", "agents": ["*"], "tools": ["query_db"]}]},
+        "rate_limits": [{"id": "researcher-for-bob", "agents": ["researcher"], "on_behalf_of": ["bob"],
+                         "max_calls": 1, "window_secs": 60, "per": "principal", "counters": "local"}],
+    });
+    let config: Config = tollgate_core::config::load(cfg.to_string().as_bytes()).unwrap();
+    let shared = Rc::new(Shared::build(config).unwrap());
+    let first = call(&shared, Some(&credential("researcher", "bob", NOW + 60)), TRACE);
+    assert_eq!(audit(&first)["decision"], "allow");
+    // The limit counts the researcher's calls for bob only: alice's pass, bob's second does not.
+    let for_alice = call_after(&shared, &first, &credential("researcher", "alice", NOW + 60));
+    assert_eq!(audit(&for_alice)["decision"], "allow");
+    let again = call_after(&shared, &for_alice, &credential("researcher", "bob", NOW + 60));
+    let a = audit(&again);
+    assert_eq!((a["decision"].as_str(), a["rule_id"].as_str(), a["reason"].as_str()), (Some("deny"), Some("researcher-for-bob"), Some("rate_limited")));
+    assert_eq!(reply(&again).map(|(status, _, _)| status), Some(429));
+}
+
+/// [`call`] on the shared data `prev` left.
+fn call_after(shared: &Rc<Shared>, prev: &MemoryHost, credential: &str) -> MemoryHost {
+    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
+    let headers = [(":method", "POST"), ("content-type", "application/json"), ("traceparent", traceparent.as_str()), (gateway::HEADER, credential)];
+    let host = MemoryHost::with_request_headers(&headers);
+    *host.shared.borrow_mut() = prev.shared.borrow().clone();
+    host.set_prop(&["xds", "cluster_name"], b"mcp_demo");
+    *host.clock_nanos.borrow_mut() = NOW * 1_000_000_000;
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_db","arguments":{"table":"orders"}}}"#;
+    let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
+    if callback(&host, |h| ex.on_request_headers(h, false)) == Step::Pause && host.local_reply.borrow().is_none() {
+        *host.request_body.borrow_mut() = body.as_bytes().to_vec();
+        callback(&host, |h| ex.on_request_body(h, body.len(), true));
+    }
+    if host.local_reply.borrow().is_none() {
+        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+        ex.on_response_headers(&host, false);
+        *host.response_body.borrow_mut() = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#.to_vec();
+        ex.on_response_body(&host, 45, true);
+    }
+    host
+}
