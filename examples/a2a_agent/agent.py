@@ -12,6 +12,11 @@ can follow a trace across hops:
   --call-llm URL      OpenAI-compatible chat completion; URL is the base (e.g. .../v1);
                       key from $AGENT_LLM_KEY, model from $AGENT_LLM_MODEL (gpt-4o-mini)
   --call-mcp URL      call the MCP tool `echo` at a Streamable HTTP URL (e.g. .../mcp)
+  --mcp-tool NAME     call this tool instead, with --mcp-arguments JSON (default {"text": <text>})
+The forwarded headers are `traceparent`, `tracestate`, `baggage` and every `x-tollgate-*`
+header of the inbound request: among them the gateway credential `x-tollgate-a2a-credential`
+the A2A filter gave this agent, which the LLM and MCP filters accept as its identity
+(`identity.gateway`) on this trace.
 A failing outbound call does not fail the task: its error is written into the reply instead,
 so a test sees what the gateway did to it.
 
@@ -79,6 +84,8 @@ class Outbound:
     llm_url: str | None = None
     mcp_url: str | None = None
     mcp_mode: str = "legacy"
+    mcp_tool: str = "echo"
+    mcp_arguments: str | None = None
 
 
 class EchoExecutor(AgentExecutor):
@@ -166,7 +173,8 @@ class EchoExecutor(AgentExecutor):
         async with httpx2.AsyncClient(headers=headers, timeout=OUTBOUND_TIMEOUT_S) as http:
             transport = streamable_http_client(self.outbound.mcp_url, http_client=http)
             async with McpClient(transport, mode=self.outbound.mcp_mode) as mcp:
-                result = await mcp.call_tool("echo", {"text": text})
+                arguments = json.loads(self.outbound.mcp_arguments) if self.outbound.mcp_arguments else {"text": text}
+                result = await mcp.call_tool(self.outbound.mcp_tool, arguments)
         texts = [block.text for block in result.content if getattr(block, "type", None) == "text"]
         return ("error: " if result.is_error else "") + "\n".join(texts)
 
@@ -293,6 +301,8 @@ def main() -> None:
     parser.add_argument(
         "--mcp-mode", default="legacy", choices=["legacy", "auto", "2026-07-28"], help="mcp Client(mode=...)"
     )
+    parser.add_argument("--mcp-tool", default="echo", help="the MCP tool --call-mcp calls")
+    parser.add_argument("--mcp-arguments", metavar="JSON", help='its arguments (default {"text": <message text>})')
     args = parser.parse_args()
 
     outbound = Outbound(
@@ -301,6 +311,8 @@ def main() -> None:
         llm_url=args.call_llm,
         mcp_url=args.call_mcp,
         mcp_mode=args.mcp_mode,
+        mcp_tool=args.mcp_tool,
+        mcp_arguments=args.mcp_arguments,
     )
     public_url = args.public_url or f"http://{args.host}:{args.port}/"
     uvicorn.run(build_app(args.name, public_url, outbound), host=args.host, port=args.port, log_level="warning")

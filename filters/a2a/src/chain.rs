@@ -53,23 +53,7 @@ fn encode_element(s: &str, out: &mut String) {
     out.extend(percent_encoding::utf8_percent_encode(s, ELEMENT));
 }
 
-/// Appends `n` in decimal, without the formatting machinery (it runs for every forwarded
-/// request: hop, expiry, key lengths).
-pub(crate) fn push_decimal(out: &mut String, n: u64) {
-    // Filled from the end; 20 digits hold any u64, so the loop always ends on `rest == 0`.
-    let mut digits = [0u8; 20];
-    let mut used = 0;
-    let mut rest = n;
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        used += 1;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend(digits.iter().skip(digits.len().saturating_sub(used)).map(|&d| char::from(d)));
-}
+pub(crate) use tollgate_core::gateway::push_decimal;
 
 /// One chain element; `None` for an invalid escape (the whole chain is then garbage).
 fn decode_element(s: &str) -> Option<String> {
@@ -99,7 +83,7 @@ pub fn decode_chain(value: &str) -> Option<Vec<String>> {
     Some(chain)
 }
 
-/// The HMAC-SHA256 key type now lives in core (the MCP filter's session binding uses it too).
+/// The fleet's HMAC key (core), shared with the gateway credential and the MCP session binding.
 pub use tollgate_core::hash::HmacKey;
 
 /// The signed message: `tollgate-a2a/v1\n<hop>\n<chain>\n<on-behalf-of>\n<expiry>`, in `buf`.
@@ -114,23 +98,7 @@ fn signed_message(buf: &mut String, hop: u32, chain: &str, on_behalf_of: Option<
     push_decimal(buf, expiry);
 }
 
-/// A lower-case hex MAC as the gateway writes it (anything else: `None`, never equal).
-fn parse_mac(hex: &str) -> Option<[u8; 32]> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    if hex.len() != out.len() * 2 {
-        return None;
-    }
-    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *byte = (digit(*hi)? << 4) | digit(*lo)?;
-    }
-    Some(out)
-}
+use tollgate_core::gateway::parse_mac;
 
 /// The `x-tollgate-a2a-sig` value: `v1.<expiry secs>.<hex hmac>` over
 /// `tollgate-a2a/v1\n<hop>\n<chain>\n<on-behalf-of>\n<expiry>`. One buffer holds the

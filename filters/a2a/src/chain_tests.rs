@@ -1,5 +1,4 @@
 use super::*;
-use sha2::Sha256;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -11,7 +10,7 @@ fn key(bytes: &[u8]) -> HmacKey {
 /// reference that signatures stay the same across the change (agents hand a signed context
 /// back on the next hop, possibly to a gateway of the other build).
 fn old_hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
+    use sha2::{Digest, Sha256};
     const BLOCK: usize = 64;
     let mut k = [0u8; BLOCK];
     if key.len() > BLOCK {

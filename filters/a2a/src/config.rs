@@ -145,6 +145,9 @@ impl Default for DelegationConfig {
 pub struct OnBehalfOfConfig {
     /// JWT claim naming the end user (dots descend, e.g. `act.sub`); needs `identity.jwt`.
     pub jwt_claim: Option<String>,
+    /// JWT claim naming the end user's tier (e.g. `tier`); signed into the gateway credential
+    /// agents get (`tier`), when the chain starts with that user. Needs `identity.jwt`.
+    pub tier_claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +317,8 @@ pub struct State {
     pub delegation: Delegation,
     /// `on_behalf_of.jwt_claim`.
     pub on_behalf_of_claim: Option<String>,
+    /// `on_behalf_of.tier_claim`.
+    pub tier_claim: Option<String>,
     /// The authorization rules, compiled: the only form `authz::evaluate` takes.
     pub authz: Policy,
     pub cards: CardsConfig,
@@ -368,6 +373,7 @@ impl Config {
                 context_ttl_secs: self.delegation.context_ttl_secs,
             },
             on_behalf_of_claim: self.on_behalf_of.jwt_claim,
+            tier_claim: self.on_behalf_of.tier_claim,
             authz: Policy::new(self.authz.default, rules),
             cards: self.cards,
             limits: self.limits,
@@ -406,6 +412,15 @@ impl Validate for Config {
                     "must be non-empty and contain no comma",
                 ));
             }
+        }
+        if self.identity.gateway.is_some() {
+            return Err(ConfigError::field(
+                "identity.gateway",
+                "not for the A2A filter: it trusts its own signed context (delegation.signing_key)",
+            ));
+        }
+        if self.on_behalf_of.tier_claim.is_some() && self.identity.jwt.is_none() {
+            return Err(ConfigError::field("on_behalf_of.tier_claim", "needs identity.jwt"));
         }
         if self.on_behalf_of.jwt_claim.is_some() && self.identity.jwt.is_none() {
             return Err(ConfigError::field("on_behalf_of.jwt_claim", "needs identity.jwt"));

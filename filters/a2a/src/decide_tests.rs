@@ -12,7 +12,7 @@ fn state(config: Value) -> State {
 }
 
 fn principal(name: &str) -> Identity {
-    Identity { principal: name.into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None }
+    Identity { principal: name.into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None, delegation: None }
 }
 
 const NOTHING: Presented = Presented { hop: None, chain: None, on_behalf_of: None, sig: None };

@@ -16,6 +16,7 @@
 
 use crate::affinity;
 use crate::chain::Presented;
+use crate::credential;
 use crate::classify::{self, Binding, Dialect, Head, Method};
 use crate::config::State;
 use crate::conversations::{self, Recorded};
@@ -371,11 +372,13 @@ impl HttpExchange for Exchange {
         let path = head.path.unwrap_or_default();
         let content_type = head.content_type;
         self.facts.dialect = Dialect::from_header(head.a2a_version.as_deref());
+        let tier = head::jwt_tier(host, &self.state);
+        self.facts.carried = credential::carried(host, &self.state, head.credential.as_deref(), head.traceparent.as_deref(), tier);
         self.traceparent_in = head.traceparent;
         self.tracestate_in = head.tracestate;
         match identity::resolve(host, &self.state.identity) {
             Ok(id) => self.facts.identity = id,
-            Err(IdentityError::UnknownApiKey) => self.unknown_credential = true,
+            Err(IdentityError::UnknownApiKey | IdentityError::Gateway(_)) => self.unknown_credential = true,
         }
         if !self.state.forward_credentials {
             identity::strip_credentials(host, &self.state.credential_headers);

@@ -22,6 +22,8 @@ pub struct RequestHead {
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub presented: Presented,
+    /// The gateway credential the caller carried back (`x-tollgate-a2a-credential`).
+    pub credential: Option<String>,
     /// Every `x-tollgate-a2a-*` header name present (gateway-owned: removed).
     pub gateway_owned: Vec<String>,
 }
@@ -51,6 +53,7 @@ impl RequestHead {
                 chain::CHAIN => Some(&mut head.presented.chain),
                 chain::ON_BEHALF_OF => Some(&mut head.presented.on_behalf_of),
                 chain::SIG => Some(&mut head.presented.sig),
+                tollgate_core::gateway::HEADER => Some(&mut head.credential),
                 _ => None,
             };
             if let Some(slot) = slot.filter(|slot| slot.is_none()) {
@@ -101,6 +104,12 @@ pub fn signature_valid(host: &dyn Host, state: &State, identity: Option<&Identit
         return false;
     }
     state.delegation.signing_key.as_ref().is_some_and(|key| chain::verify(key, presented, host.now_nanos() / 1_000_000_000))
+}
+
+/// The end user's tier, from the configured JWT claim (`on_behalf_of.tier_claim`).
+pub fn jwt_tier(host: &dyn Host, state: &State) -> Option<String> {
+    let claim = state.tier_claim.as_deref()?;
+    tollgate_core::identity::jwt_claim(host, state.identity.jwt.as_ref()?, claim).filter(|t| !t.is_empty())
 }
 
 /// The end user named by the configured JWT claim (`on_behalf_of.jwt_claim`).

@@ -20,6 +20,7 @@ pub mod chain;
 pub mod classify;
 pub mod config;
 pub mod conversations;
+pub mod credential;
 pub mod decide;
 pub mod exchange;
 pub mod grpc;

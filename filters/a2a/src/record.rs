@@ -65,6 +65,8 @@ pub struct ExchangeFacts {
     pub push_url_refused: Option<&'static str>,
     /// gRPC calls: the status sent to the client (the gateway's refusal, else the agent's).
     pub grpc_status: Option<i64>,
+    /// What the gateway credential issued with the call carries over (`credential.rs`).
+    pub carried: crate::credential::Carried,
 }
 
 impl Default for ExchangeFacts {
@@ -93,6 +95,7 @@ impl Default for ExchangeFacts {
             ttfe_nanos: None,
             push_url_refused: None,
             grpc_status: None,
+            carried: Default::default(),
         }
     }
 }

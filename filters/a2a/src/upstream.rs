@@ -35,6 +35,8 @@ pub fn set_headers(host: &dyn Host, state: &State, facts: &ExchangeFacts, a2a_ca
         let sig = chain::sign(key, hop, &chain_value, facts.on_behalf_of.as_deref(), expiry);
         host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
     }
+    let credential = crate::credential::header_value(host, state, facts, &facts.carried);
+    host.try_set_header(HeaderMap::Request, tollgate_core::gateway::HEADER, credential.as_deref());
     host.try_set_header(HeaderMap::Request, chain::CONTEXT_ID, header_safe(facts.ids.context_id.as_deref()));
     host.try_set_header(HeaderMap::Request, chain::TASK_ID, header_safe(facts.ids.task_id.as_deref()));
     host.try_set_header(HeaderMap::Request, chain::MESSAGE_ID, header_safe(facts.ids.message_id.as_deref()));

@@ -50,6 +50,15 @@ impl HmacKey {
         mac.verify_slice(tag).is_ok()
     }
 
+    /// Whether `tag` is the MAC of the concatenation of `parts` (no copy), in constant time.
+    pub fn verify_parts(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.verify_slice(tag).is_ok()
+    }
+
     /// Whether `tag` is the first `tag.len()` bytes (at least 16) of the MAC of `message`,
     /// compared in constant time.
     pub fn verify_truncated(&self, message: &[u8], tag: &[u8]) -> bool {

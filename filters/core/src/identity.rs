@@ -3,6 +3,9 @@
 //! Sources, tried in the configured order: `jwt_authn` claims in dynamic metadata, the mTLS
 //! peer's URI SAN (a SPIFFE id), the API-key map (keys stored only as SHA-256 digests), and a
 //! trusted header (only when configured, for deployments where an earlier hop authenticated).
+//! Before all of them, when configured, the gateway credential (`gateway`): the signed
+//! delegation context the A2A filter gave an agent ([`crate::gateway`]); presented, it is the
+//! identity or the request is refused, never a fall back to another source.
 
 use crate::config::ConfigError;
 use crate::hash::sha256_hex;
@@ -17,6 +20,21 @@ pub enum Source {
     Mtls,
     ApiKey,
     Header,
+    /// The gateway credential an agent got with an A2A hop (`identity.gateway`).
+    Gateway,
+}
+
+/// What a gateway credential adds to an identity: the agent acting, on whose behalf, through
+/// which chain. Serialized flat into the identity (and the record envelope names them too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delegation {
+    pub agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,12 +51,63 @@ pub struct Identity {
     /// For API keys: models the key may use (`None`: any). Used by the LLM filter.
     #[serde(skip)]
     pub allowed_models: Option<Vec<crate::glob::Glob>>,
+    /// For the `gateway` source: the agent, on-behalf-of principal, tier and chain.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
 }
 
 impl Identity {
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
     }
+
+    /// The agent acting (gateway credential), if any.
+    pub fn agent(&self) -> Option<&str> {
+        self.delegation.as_ref().map(|d| d.agent.as_str())
+    }
+
+    /// The principal the agent acts for (gateway credential), if any.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        self.delegation.as_ref().and_then(|d| d.on_behalf_of.as_deref())
+    }
+}
+
+/// `identity.gateway.signing_key`: the fleet's HMAC key, prepared at load.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub key: crate::gateway::HmacKey,
+    len: usize,
+}
+
+impl<'de> Deserialize<'de> for SigningKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        let key = crate::gateway::HmacKey::new(raw.as_bytes()).ok_or_else(|| serde::de::Error::custom("unusable as an HMAC key"))?;
+        Ok(SigningKey { key, len: raw.len() })
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+/// The `gateway` source: accept the gateway credential (header `x-tollgate-a2a-credential`)
+/// the A2A filter of the same fleet gave an agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySource {
+    /// The fleet's signing key: the A2A filter's `delegation.signing_key` (at least 32 bytes).
+    pub signing_key: SigningKey,
+    /// When the connection has a verified peer certificate with a URI SAN, the SAN must name
+    /// the credential's agent (the SAN itself or a SPIFFE id ending in `/<agent>`).
+    #[serde(default = "default_true")]
+    pub bind_peer_certificate: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,10 +191,18 @@ pub struct IdentityConfig {
     pub api_keys: Option<ApiKeySource>,
     #[serde(default)]
     pub trusted_header: Option<HeaderSource>,
+    /// Accept the gateway credential (see [`GatewaySource`]); tried before the others.
+    #[serde(default)]
+    pub gateway: Option<GatewaySource>,
 }
 
 impl IdentityConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(gateway) = &self.gateway {
+            if gateway.signing_key.len < 32 {
+                return Err(ConfigError::field(&format!("{prefix}.gateway.signing_key"), "must be at least 32 bytes"));
+            }
+        }
         if let Some(keys) = &self.api_keys {
             for (i, k) in keys.keys.iter().enumerate() {
                 let ok = k.sha256.len() == 64 && k.sha256.bytes().all(|b| b.is_ascii_hexdigit());
@@ -141,10 +218,13 @@ impl IdentityConfig {
     }
 
     /// Every request header that may carry a client credential under this configuration
-    /// (`authorization`, the well-known API-key headers and the configured key headers),
-    /// lowercase. Filters remove them before the upstream unless told to forward them.
+    /// (`authorization`, the well-known API-key headers, the gateway credential and the
+    /// configured key headers), lowercase. Filters remove them before the upstream unless told to forward them.
     pub fn credential_headers(&self) -> Vec<String> {
         let mut headers: Vec<String> = ["authorization", "x-api-key", "x-goog-api-key"].iter().map(|s| s.to_string()).collect();
+        // The gateway credential is a credential whether or not this filter accepts it: never
+        // passed on to a provider or server.
+        headers.push(crate::gateway::HEADER.to_string());
         if let Some(keys) = &self.api_keys {
             for h in &keys.headers {
                 let h = h.to_ascii_lowercase();
@@ -157,7 +237,7 @@ impl IdentityConfig {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.jwt.is_none() && !self.mtls && self.api_keys.is_none() && self.trusted_header.is_none()
+        self.jwt.is_none() && !self.mtls && self.api_keys.is_none() && self.trusted_header.is_none() && self.gateway.is_none()
     }
 }
 
@@ -165,6 +245,18 @@ impl IdentityConfig {
 pub enum IdentityError {
     /// A credential was presented but matches no configured key.
     UnknownApiKey,
+    /// A gateway credential was presented and refused.
+    Gateway(crate::gateway::Rejection),
+}
+
+impl IdentityError {
+    /// The reason in audit records.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::UnknownApiKey => "unknown API key",
+            IdentityError::Gateway(r) => r.reason(),
+        }
+    }
 }
 
 /// Removes the client's credentials (see [`IdentityConfig::credential_headers`]) from the
@@ -198,6 +290,11 @@ pub fn presented_api_key(host: &dyn Host, source: &ApiKeySource) -> Option<Strin
 
 /// Resolves the caller. `Ok(None)`: no credential at all (anonymous).
 pub fn resolve(host: &dyn Host, config: &IdentityConfig) -> Result<Option<Identity>, IdentityError> {
+    if let Some(gateway) = &config.gateway {
+        if let Some(value) = host.request_header(crate::gateway::HEADER).filter(|v| !v.trim().is_empty()) {
+            return from_gateway(host, gateway, &value).map(Some).map_err(IdentityError::Gateway);
+        }
+    }
     if let Some(jwt) = &config.jwt {
         if let Some(identity) = from_jwt(host, jwt) {
             return Ok(Some(identity));
@@ -227,10 +324,56 @@ pub fn resolve(host: &dyn Host, config: &IdentityConfig) -> Result<Option<Identi
                 source: Source::Header,
                 key_name: None,
                 allowed_models: None,
+                delegation: None,
             }));
         }
     }
     Ok(None)
+}
+
+/// The identity a presented gateway credential gives: signature and expiry
+/// ([`crate::gateway::verify`]), the trace binding (the request's `traceparent` trace id),
+/// then, with `bind_peer_certificate`, the peer certificate's agent.
+pub fn from_gateway(host: &dyn Host, source: &GatewaySource, value: &str) -> Result<Identity, crate::gateway::Rejection> {
+    let now_secs = host.now_nanos() / 1_000_000_000;
+    let credential = crate::gateway::verify(&source.signing_key.key, value, now_secs)?;
+    let trace = host.request_header("traceparent").and_then(|t| crate::wire::trace::TraceParent::parse(&t));
+    crate::gateway::check_trace(&credential, trace.as_ref().map(|t| t.trace_id.as_str()))?;
+    if source.bind_peer_certificate {
+        if let Some(san) = peer_uri_san(host) {
+            if !crate::gateway::peer_names_agent(&san, &credential.agent) {
+                return Err(crate::gateway::Rejection::PeerMismatch);
+            }
+        }
+    }
+    Ok(from_credential(credential))
+}
+
+/// The identity of a verified credential: the agent is the principal.
+pub fn from_credential(credential: crate::gateway::Credential) -> Identity {
+    Identity {
+        principal: credential.agent.clone(),
+        team: credential.team,
+        groups: Vec::new(),
+        source: Source::Gateway,
+        key_name: None,
+        allowed_models: None,
+        delegation: Some(Delegation {
+            agent: credential.agent,
+            on_behalf_of: credential.on_behalf_of,
+            tier: credential.tier,
+            chain: credential.chain,
+        }),
+    }
+}
+
+/// The URI SAN of a verified mTLS peer certificate.
+fn peer_uri_san(host: &dyn Host) -> Option<String> {
+    let mtls = host.property(&["connection", "mtls"]).ok().flatten();
+    if mtls.as_deref() != Some(&[1u8][..]) {
+        return None;
+    }
+    host.property_string(&["connection", "uri_san_peer_certificate"]).filter(|s| !s.is_empty())
 }
 
 /// A string claim of the verified JWT (`claim` may descend with dots, e.g. `act.sub`).
@@ -277,6 +420,7 @@ fn from_jwt(host: &dyn Host, jwt: &JwtSource) -> Option<Identity> {
         source: Source::Jwt,
         key_name: None,
         allowed_models: None,
+        delegation: None,
     })
 }
 
@@ -300,6 +444,7 @@ fn from_mtls(host: &dyn Host) -> Option<Identity> {
         source: Source::Mtls,
         key_name: None,
         allowed_models: None,
+        delegation: None,
     })
 }
 
@@ -315,6 +460,7 @@ pub fn from_api_key(key: &str, source: &ApiKeySource) -> Option<Identity> {
         source: Source::ApiKey,
         key_name: Some(entry.name.clone()),
         allowed_models: entry.models.clone(),
+        delegation: None,
     })
 }
 
@@ -421,6 +567,102 @@ mod tests {
         };
         let id = resolve(&host, &cfg).unwrap().unwrap();
         assert_eq!(id.groups, vec!["a", "b"]);
+    }
+
+    const GW_KEY: &str = "0123456789abcdef0123456789abcdef";
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn gateway_cfg() -> IdentityConfig {
+        serde_json::from_value(serde_json::json!({
+            "gateway": {"signing_key": GW_KEY},
+            "api_keys": {"keys": [{"sha256": sha256_hex(b"tg-alice"), "name": "k", "principal": "alice"}]}
+        }))
+        .unwrap()
+    }
+
+    fn credential(expiry: u64, trace: &str) -> String {
+        let key = crate::gateway::HmacKey::new(GW_KEY.as_bytes()).unwrap();
+        crate::gateway::sign(&key, &crate::gateway::Credential {
+            expiry,
+            trace_id: trace.into(),
+            agent: "researcher".into(),
+            on_behalf_of: Some("alice".into()),
+            team: Some("analytics".into()),
+            tier: None,
+            chain: vec!["planner".into(), "researcher".into()],
+        })
+    }
+
+    fn gateway_host(value: &str, traceparent: Option<&str>) -> MemoryHost {
+        let tp = traceparent.map(|t| format!("00-{t}-00f067aa0ba902b7-01"));
+        let mut headers = vec![(crate::gateway::HEADER, value), ("authorization", "Bearer tg-alice")];
+        if let Some(tp) = &tp {
+            headers.push(("traceparent", tp));
+        }
+        let host = MemoryHost::with_request_headers(&headers);
+        *host.clock_nanos.borrow_mut() = 100 * 1_000_000_000;
+        host
+    }
+
+    #[test]
+    fn gateway_credential_is_the_agent_acting_for_the_user() {
+        let cfg = gateway_cfg();
+        let id = resolve(&gateway_host(&credential(200, TRACE), Some(TRACE)), &cfg).unwrap().unwrap();
+        assert_eq!(id.principal, "researcher");
+        assert_eq!(id.source, Source::Gateway);
+        assert_eq!(id.team.as_deref(), Some("analytics"));
+        assert_eq!(id.agent(), Some("researcher"));
+        assert_eq!(id.on_behalf_of(), Some("alice"));
+        let json = serde_json::to_value(&id).unwrap();
+        assert_eq!(json, serde_json::json!({"principal": "researcher", "team": "analytics", "source": "gateway",
+            "agent": "researcher", "on_behalf_of": "alice", "chain": ["planner", "researcher"]}));
+        assert!(cfg.credential_headers().contains(&crate::gateway::HEADER.to_string()));
+    }
+
+    #[test]
+    fn refused_gateway_credential_never_falls_back_to_another_source() {
+        use crate::gateway::Rejection;
+        let cfg = gateway_cfg();
+        let other = "0af7651916cd43dd8448eb211c80319c";
+        let cases = [
+            (credential(100, TRACE), Some(TRACE), Rejection::Expired),
+            (credential(200, TRACE), Some(other), Rejection::OtherTrace),
+            (credential(200, TRACE), None, Rejection::NoTrace),
+            (credential(200, TRACE).replace("obo=alice", "obo=bob"), Some(TRACE), Rejection::BadSignature),
+            ("v1;agent=researcher".to_string(), Some(TRACE), Rejection::Malformed),
+        ];
+        for (value, trace, why) in cases {
+            assert_eq!(resolve(&gateway_host(&value, trace), &cfg), Err(IdentityError::Gateway(why)), "{value}");
+        }
+        // Without the header: the other sources as before.
+        let host = MemoryHost::with_request_headers(&[("authorization", "Bearer tg-alice")]);
+        assert_eq!(resolve(&host, &cfg).unwrap().unwrap().principal, "alice");
+        // Not configured: the header means nothing.
+        let cfg = IdentityConfig { gateway: None, ..gateway_cfg() };
+        assert_eq!(resolve(&gateway_host(&credential(200, TRACE), Some(TRACE)), &cfg).unwrap().unwrap().principal, "alice");
+    }
+
+    #[test]
+    fn gateway_credential_bound_to_the_peer_certificate() {
+        let cfg = gateway_cfg();
+        let host = gateway_host(&credential(200, TRACE), Some(TRACE));
+        host.set_prop(&["connection", "mtls"], &[1]);
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/planner");
+        assert_eq!(resolve(&host, &cfg), Err(IdentityError::Gateway(crate::gateway::Rejection::PeerMismatch)));
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/researcher");
+        assert_eq!(resolve(&host, &cfg).unwrap().unwrap().principal, "researcher");
+        let unbound: IdentityConfig = serde_json::from_value(serde_json::json!({
+            "gateway": {"signing_key": GW_KEY, "bind_peer_certificate": false}})).unwrap();
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/planner");
+        assert!(resolve(&host, &unbound).is_ok());
+    }
+
+    #[test]
+    fn short_gateway_key_is_refused_with_field() {
+        let cfg: IdentityConfig = serde_json::from_value(serde_json::json!({"gateway": {"signing_key": "short"}})).unwrap();
+        let err = cfg.validate("identity").unwrap_err();
+        assert!(err.0.starts_with("identity.gateway.signing_key"), "{err}");
+        assert!(serde_json::from_value::<IdentityConfig>(serde_json::json!({"gateway": {"signing_key": GW_KEY, "x": 1}})).is_err());
     }
 
     #[test]

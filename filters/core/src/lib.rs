@@ -14,6 +14,8 @@
 //!   rate-limit service API), and the settlements queued for it;
 //! - [`observe`]: the audit record, metrics, filter state;
 //! - [`decision`]: the decision vocabulary (`Effect`, `Verdict`, `Combining`);
+//! - [`gateway`]: the signed gateway credential an agent carries across layers (and the
+//!   HMAC key the A2A delegation context is signed with);
 //! - [`config`], [`identity`], [`glob`], [`reply`], [`hash`], [`text`]: configuration loading,
 //!   the one identity model, patterns, local replies, digests, text helpers.
 //!
@@ -23,6 +25,7 @@
 pub mod config;
 pub mod fleet;
 pub mod decision;
+pub mod gateway;
 pub mod glob;
 pub mod hash;
 pub mod host;

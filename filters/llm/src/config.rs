@@ -186,8 +186,17 @@ pub struct LimitConfig {
     /// Names the limit in refusals, audit records (`rule_id`), metrics and counter keys:
     /// letters, digits, `-` and `_`.
     pub id: String,
-    /// Whose usage is counted together: `key`, `principal` or `team`.
+    /// Whose usage is counted together: `key`, `principal`, `team` or `agent` (the agent of
+    /// a gateway credential; callers without one share one counter).
     pub scope: Scope,
+    /// Agent globs: the limit applies only to calls of these agents (identity source
+    /// `gateway`); callers without a gateway credential are not counted by it.
+    #[serde(default)]
+    pub agents: Option<Vec<String>>,
+    /// Globs of the principal a gateway credential says the agent acts for: the limit
+    /// applies only to such calls.
+    #[serde(default)]
+    pub on_behalf_of: Option<Vec<String>>,
     /// Model globs (requested or upstream name); absent: every model. Matching models
     /// share one counter per scope value.
     #[serde(default)]
@@ -560,6 +569,7 @@ impl Validate for Config {
             if !ids.insert(l.id.as_str()) {
                 return Err(bad(&format!("{at}.id"), format!("duplicate limit `{}`", l.id)));
             }
+            crate::delegation::validate(&at, l, self.identity.gateway.is_some())?;
             if let Some(models) = &l.models {
                 if models.is_empty() {
                     return Err(bad(&format!("{at}.models"), "must not be empty (omit it for every model)"));
@@ -899,6 +909,7 @@ impl Config {
             .limits
             .into_iter()
             .map(|l| Limit {
+                delegated: crate::delegation::Selectors::new(l.agents.as_deref(), l.on_behalf_of.as_deref()),
                 id: l.id,
                 scope: l.scope,
                 models: l.models.map(|m| m.iter().map(|g| Glob::new(g)).collect()),

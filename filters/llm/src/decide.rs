@@ -68,6 +68,7 @@ pub fn caller(resolved: Result<Option<Identity>, IdentityError>, require_identit
         Ok(None) if require_identity => Err(Refusal::new(RefusalKind::Unauthenticated, "missing_key", "no API key presented")),
         Ok(identity) => Ok(identity),
         Err(IdentityError::UnknownApiKey) => Err(Refusal::new(RefusalKind::Unauthenticated, "unknown_key", "invalid API key")),
+        Err(IdentityError::Gateway(why)) => Err(Refusal::new(RefusalKind::Unauthenticated, "invalid_gateway_credential", why.reason())),
     }
 }
 

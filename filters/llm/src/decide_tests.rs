@@ -61,7 +61,7 @@ fn callers_and_framing() {
     assert_eq!(refusal(&caller(Ok(None), true)), (RefusalKind::Unauthenticated, "missing_key"));
     assert_eq!(caller(Ok(None), false), Ok(None));
     assert_eq!(refusal(&caller(Err(IdentityError::UnknownApiKey), false)), (RefusalKind::Unauthenticated, "unknown_key"));
-    let alice = Identity { principal: "alice".into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None };
+    let alice = Identity { principal: "alice".into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None, delegation: None };
     assert_eq!(caller(Ok(Some(alice.clone())), true), Ok(Some(alice)));
     assert_eq!(refusal(&request_framing(true, None, 10)), (RefusalKind::BadRequest, "invalid_request"));
     assert_eq!(refusal(&request_framing(false, Some(" 11 "), 10)), (RefusalKind::TooLarge, "request_too_large"));

@@ -13,6 +13,7 @@ fn rule(id: &str, window: Window, on_failure: OnFailure) -> Limit {
         cost_micro_usd: Some(5_000),
         window,
         fleet: Some(on_failure),
+        delegated: Default::default(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod cost;
 pub mod decide;
+pub mod delegation;
 pub mod deployments;
 pub mod endpoints;
 pub mod exchange;

@@ -67,6 +67,8 @@ pub enum Scope {
     Principal,
     /// Per team.
     Team,
+    /// Per agent (identity source `gateway`, see `delegation.rs`).
+    Agent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +121,8 @@ pub struct Limit {
     /// Counted in the fleet-wide store, with what to do when it cannot answer; `None`: in
     /// this Envoy's shared data.
     pub fleet: Option<OnFailure>,
+    /// `agents` / `on_behalf_of`: only for callers whose gateway identity matches.
+    pub delegated: crate::delegation::Selectors,
 }
 
 impl Limit {
@@ -191,6 +195,7 @@ fn source_name(source: Source) -> &'static str {
         Source::Mtls => "mtls",
         Source::ApiKey => "api_key",
         Source::Header => "header",
+        Source::Gateway => "gateway",
     }
 }
 
@@ -205,6 +210,10 @@ pub fn scope_segment(scope: Scope, who: Option<&Identity>) -> String {
         Scope::Principal => segment(&who.principal),
         Scope::Team => match &who.team {
             Some(team) => segment(team),
+            None => "~none".into(),
+        },
+        Scope::Agent => match who.agent() {
+            Some(agent) => segment(agent),
             None => "~none".into(),
         },
     }
@@ -306,6 +315,7 @@ impl Exceeded {
             Scope::Key => "key",
             Scope::Principal => "principal",
             Scope::Team => "team",
+            Scope::Agent => "agent",
         };
         if self.unavailable {
             return format!("Rate limit `{}` cannot be checked right now (usage counters unavailable). Please try again.", self.id);
@@ -360,7 +370,7 @@ pub struct Wanted {
 pub fn wanted(rules: &[Limit], who: Option<&Identity>, model: &str, upstream_model: &str, estimate: &Estimate) -> Vec<Wanted> {
     let mut out = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
-        if !rule.applies_to(model, upstream_model) {
+        if !rule.applies_to(model, upstream_model) || !rule.delegated.matches(who) {
             continue;
         }
         let subject = scope_segment(rule.scope, who);
@@ -523,7 +533,7 @@ mod tests {
     use tollgate_core::shared_data::window_counter::usage;
 
     fn limit(id: &str, scope: Scope, requests: Option<u64>, tokens: Option<u64>, cost: Option<u64>) -> Limit {
-        Limit { id: id.into(), scope, models: None, requests, tokens, cost_micro_usd: cost, window: Window::fixed(60), fleet: None }
+        Limit { id: id.into(), scope, models: None, requests, tokens, cost_micro_usd: cost, window: Window::fixed(60), fleet: None, delegated: Default::default() }
     }
 
     fn who(principal: &str, team: Option<&str>, key: Option<&str>) -> Identity {
@@ -534,6 +544,7 @@ mod tests {
             source: if key.is_some() { Source::ApiKey } else { Source::Jwt },
             key_name: key.map(str::to_string),
             allowed_models: None,
+            delegation: None,
         }
     }
 

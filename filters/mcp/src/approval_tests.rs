@@ -107,6 +107,7 @@ fn the_request_body_holds_who_what_and_the_digest_and_the_arguments_only_when_gi
         source: Source::ApiKey,
         key_name: Some("alice-key".into()),
         allowed_models: None,
+        delegation: None,
     };
     let target = Target::Tool(Cow::Borrowed("transfer"));
     let args = RawValue::from_string(r#"{"amount":5000,"to":"x"}"#.into()).unwrap();
@@ -236,6 +237,7 @@ mod policy {
             source: Source::ApiKey,
             key_name: None,
             allowed_models: None,
+            delegation: None,
         }
     }
 

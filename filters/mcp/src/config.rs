@@ -226,6 +226,14 @@ pub struct RuleConfig {
     pub groups: Option<Vec<Glob>>,
     #[serde(default)]
     pub teams: Option<Vec<Glob>>,
+    /// Agent globs: the agent a gateway credential names (identity source `gateway`);
+    /// callers without one never match.
+    #[serde(default)]
+    pub agents: Option<Vec<Glob>>,
+    /// Globs of the principal a gateway credential says the agent acts for; callers without
+    /// one never match.
+    #[serde(default)]
+    pub on_behalf_of: Option<Vec<Glob>>,
     /// MCP server name globs.
     #[serde(default)]
     pub servers: Option<Vec<Glob>>,
@@ -308,6 +316,11 @@ pub struct RateLimitConfig {
     pub groups: Option<Vec<Glob>>,
     #[serde(default)]
     pub teams: Option<Vec<Glob>>,
+    /// Agent and on-behalf-of globs, as in rules (identity source `gateway`).
+    #[serde(default)]
+    pub agents: Option<Vec<Glob>>,
+    #[serde(default)]
+    pub on_behalf_of: Option<Vec<Glob>>,
     #[serde(default)]
     pub servers: Option<Vec<Glob>>,
     /// Tool name globs.
@@ -349,6 +362,7 @@ impl<'de> Deserialize<'de> for Bound {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.identity.validate("identity")?;
+        crate::delegation::validate(self)?;
         if self.max_body_bytes == 0 {
             return Err(ConfigError::field("max_body_bytes", "must be greater than 0"));
         }

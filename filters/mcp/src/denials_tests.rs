@@ -27,7 +27,7 @@ fn policy() -> Policy {
 }
 
 fn alice() -> Identity {
-    Identity { principal: "alice".into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None }
+    Identity { principal: "alice".into(), team: None, groups: vec![], source: Source::ApiKey, key_name: None, allowed_models: None, delegation: None }
 }
 
 fn request<'a>(method: &'a str, target: Target<'a>, arguments: &'a str) -> Message<'a> {

@@ -33,6 +33,7 @@ use tollgate_core::config::ConfigError;
 use tollgate_core::fleet::outbox;
 use tollgate_core::host::{BodyBuffer, Direction, HeaderMap, Host, HostExt, LogLevel};
 use tollgate_core::stream::GrpcAnswer;
+use crate::delegation;
 use tollgate_core::identity::{self, Identity, IdentityError};
 use tollgate_core::wire::jsonrpc::Kind;
 use tollgate_core::observe::metrics::{LabelCap, Metrics};
@@ -690,6 +691,14 @@ impl HttpExchange for Exchange {
                 let reply = replies::unauthorized(true, self.config().resource_metadata.as_deref());
                 return self.refuse_request(host, reply, Decision::Deny, "unknown API key");
             }
+            Err(IdentityError::Gateway(why)) => {
+                delegation::count(&self.metrics, host, why.label());
+                let reply = delegation::refusal(why, self.config().resource_metadata.as_deref());
+                return self.refuse_request(host, reply, Decision::Deny, why.reason());
+            }
+        }
+        if self.identity.as_ref().is_some_and(|i| i.delegation.is_some()) {
+            delegation::count(&self.metrics, host, "accepted");
         }
         if self.identity.is_none() && self.config().require_identity {
             let reply = replies::unauthorized(false, self.config().resource_metadata.as_deref());

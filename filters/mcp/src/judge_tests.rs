@@ -29,6 +29,7 @@ fn alice() -> Identity {
         source: Source::Jwt,
         key_name: None,
         allowed_models: None,
+        delegation: None,
     }
 }
 

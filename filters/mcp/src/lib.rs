@@ -8,6 +8,7 @@ pub mod approval;
 pub mod args;
 pub mod body;
 pub mod config;
+pub mod delegation;
 pub mod denials;
 pub mod exchange;
 #[cfg(target_arch = "wasm32")]

@@ -27,18 +27,34 @@ pub struct IdentityMatch {
     principals: Option<Vec<Glob>>,
     groups: Option<Vec<Glob>>,
     teams: Option<Vec<Glob>>,
+    /// Agent and on-behalf-of globs (identity source `gateway`; see `delegation.rs`).
+    delegated: crate::delegation::DelegationMatch,
 }
 
 impl IdentityMatch {
     pub fn new(principals: &Option<Vec<Glob>>, groups: &Option<Vec<Glob>>, teams: &Option<Vec<Glob>>) -> Self {
-        IdentityMatch { principals: principals.clone(), groups: groups.clone(), teams: teams.clone() }
+        IdentityMatch {
+            principals: principals.clone(),
+            groups: groups.clone(),
+            teams: teams.clone(),
+            delegated: Default::default(),
+        }
+    }
+
+    /// Adds the `agents` / `on_behalf_of` conditions.
+    pub fn delegated(mut self, agents: &Option<Vec<Glob>>, on_behalf_of: &Option<Vec<Glob>>) -> Self {
+        self.delegated = crate::delegation::DelegationMatch::new(agents, on_behalf_of);
+        self
     }
 
     pub fn matches(&self, identity: Option<&Identity>) -> bool {
-        if self.principals.is_none() && self.groups.is_none() && self.teams.is_none() {
+        if self.principals.is_none() && self.groups.is_none() && self.teams.is_none() && self.delegated.is_empty() {
             return true;
         }
         let Some(id) = identity else { return false };
+        if !self.delegated.matches(id) {
+            return false;
+        }
         if !glob_any(&self.principals, &id.principal) {
             return false;
         }

@@ -4,7 +4,7 @@ use tollgate_core::host::MemoryHost;
 use tollgate_core::identity::{Identity, Source};
 
 fn who(principal: &str) -> Identity {
-    Identity { principal: principal.into(), team: None, groups: Vec::new(), source: Source::ApiKey, key_name: None, allowed_models: None }
+    Identity { principal: principal.into(), team: None, groups: Vec::new(), source: Source::ApiKey, key_name: None, allowed_models: None, delegation: None }
 }
 
 fn pinning(config: &str) -> Pinning {

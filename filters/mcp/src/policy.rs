@@ -289,7 +289,7 @@ fn compile_rule(rule: &RuleConfig, at: &str) -> Result<Rule, ConfigError> {
     Ok(Rule {
         id: rule.id.clone(),
         effect: rule.effect.effect(),
-        who: IdentityMatch::new(&rule.principals, &rule.groups, &rule.teams),
+        who: IdentityMatch::new(&rule.principals, &rule.groups, &rule.teams).delegated(&rule.agents, &rule.on_behalf_of),
         servers: rule.servers.clone(),
         methods: rule.methods.clone(),
         tools: rule.tools.clone(),

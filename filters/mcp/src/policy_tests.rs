@@ -23,6 +23,7 @@ fn who(principal: &str, groups: &[&str]) -> Identity {
         source: Source::Jwt,
         key_name: None,
         allowed_models: None,
+        delegation: None,
     }
 }
 

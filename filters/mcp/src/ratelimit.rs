@@ -98,7 +98,7 @@ impl RateLimits {
             }
             limits.push(Limit {
                 id: c.id.clone(),
-                who: IdentityMatch::new(&c.principals, &c.groups, &c.teams),
+                who: IdentityMatch::new(&c.principals, &c.groups, &c.teams).delegated(&c.agents, &c.on_behalf_of),
                 servers: c.servers.clone(),
                 tools: c.tools.clone(),
                 max_calls: c.max_calls,
@@ -326,6 +326,7 @@ mod tests {
             source: Source::ApiKey,
             key_name: None,
             allowed_models: None,
+            delegation: None,
         }
     }
 

@@ -82,6 +82,7 @@ fn the_reader_filters_lists_and_records_results() {
         source: Source::Jwt,
         key_name: None,
         allowed_models: None,
+        delegation: None,
     };
     let policy = policy();
     let expects = [expect("1", Some(ListKind::Tools), 0), expect("2", None, 1)];
@@ -107,7 +108,7 @@ fn the_reader_filters_lists_and_records_results() {
 }
 
 fn alice() -> Identity {
-    Identity { principal: "alice".into(), team: None, groups: Vec::new(), source: Source::Jwt, key_name: None, allowed_models: None }
+    Identity { principal: "alice".into(), team: None, groups: Vec::new(), source: Source::Jwt, key_name: None, allowed_models: None, delegation: None }
 }
 
 /// Reads `body` (JSON) as the response to a POST (or GET) that sent requests 1 (tools/list)

@@ -15,6 +15,7 @@ fn who(principal: &str) -> Identity {
         source: Source::ApiKey,
         key_name: None,
         allowed_models: None,
+        delegation: None,
     }
 }
 

@@ -49,6 +49,14 @@ pub struct Record<'a, D: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_span_id: Option<&'a str>,
     pub identity: Option<&'a Identity>,
+    /// From a gateway credential (identity source `gateway`): the agent acting, on whose
+    /// behalf, through which delegation chain — as the A2A filter's records name them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<&'a [String]>,
     pub decision: Decision,
     /// False when the decision was recorded but not enforced (dry run).
     pub enforced: bool,
@@ -75,6 +83,9 @@ impl<'a, D: Serialize> Record<'a, D> {
             span_id: None,
             parent_span_id: None,
             identity: None,
+            agent: None,
+            on_behalf_of: None,
+            chain: None,
             decision: Decision::Allow,
             enforced: true,
             rule_id: None,
@@ -108,6 +119,11 @@ impl<'a, D: Serialize> Record<'a, D> {
             record.parent_span_id = step.parent_span_id.as_deref();
         }
         record.identity = envelope.identity;
+        if let Some(delegation) = envelope.identity.and_then(|i| i.delegation.as_ref()) {
+            record.agent = Some(&delegation.agent);
+            record.on_behalf_of = delegation.on_behalf_of.as_deref();
+            record.chain = Some(&delegation.chain);
+        }
         record
     }
 }
