@@ -47,6 +47,7 @@ fn the_config_schema_matches_the_config_types() {
     object!("/$defs/CardsConfig", crate::config::CardsConfig, {});
     object!("/$defs/ConversationsConfig", crate::config::ConversationsConfig, {});
     object!("/$defs/LimitsConfig", crate::config::LimitsConfig, {});
+    object!("/$defs/PushNotificationsConfig", crate::config::PushNotificationsConfig, {});
     variants!("/$defs/Combining", tollgate_core::decision::Combining);
     variants!("/$defs/RuleEffect", crate::authz::RuleEffect);
     variants!("/$defs/SignedCards", crate::config::SignedCards);

@@ -50,6 +50,9 @@ fn the_config_schema_matches_the_config_types() {
     object!("/$defs/TokenExchangeConfig", crate::tokenexchange::TokenExchangeConfig,
             {"cluster": "c", "authority": "a", "client_id": "i", "client_secret": "s", "servers": {}});
     object!("/$defs/ServerExchange", crate::tokenexchange::ServerExchange, {});
+    object!("/$defs/ToolPinningConfig", crate::pinning::ToolPinningConfig, {});
+    object!("/$defs/SessionsConfig", crate::sessions::SessionsConfig, {});
+    variants!("/$defs/ChangedTool", crate::pinning::ChangedTool);
     variants!("/$defs/ClientAuth", crate::tokenexchange::ClientAuth);
     variants!("/$defs/Combining", tollgate_core::decision::Combining);
     variants!("/$defs/Counters", tollgate_core::fleet::Counters);
