@@ -116,23 +116,23 @@ fn metrics_carry_labels_in_a_fixed_order() {
         ttft_ms: Some(12),
         ..Default::default()
     };
-    let labels = Labels { team: "pay.ments", model: "gpt-4o", provider: "a" };
+    let labels = Labels { team: "pay.ments", model: "fast", provider: "a", upstream_model: "claude-3.5-sonnet", key: "k1", agent: "bot" };
     emit_metrics(&host, &metrics, labels, &detail, 30);
     emit_metrics(&host, &metrics, labels, &detail, 30);
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.pay_ments.model.gpt-4o.provider.a"), Some(2));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.pay_ments.model.fast.provider.a"), Some(2));
     assert_eq!(
-        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.pay_ments.model.gpt-4o.provider.a"),
+        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"),
         Some(20)
     );
     assert_eq!(
-        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.cached_input.team.pay_ments.model.gpt-4o.provider.a"),
+        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.cached_input.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"),
         Some(4)
     );
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.reasoning.team.pay_ments.model.gpt-4o.provider.a"), None);
-    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.pay_ments.model.gpt-4o.provider.a"), Some(14));
-    assert_eq!(host.metric("tollgate.llm.errors.team.pay_ments.model.gpt-4o.provider.a.error_type.http_429"), Some(2));
-    assert_eq!(host.metric("tollgate.llm.usage_estimated.team.pay_ments.model.gpt-4o.provider.a"), Some(2));
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_operation_duration.team.pay_ments.model.gpt-4o.provider.a"), Some(30));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.reasoning.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"), None);
+    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"), Some(14));
+    assert_eq!(host.metric("tollgate.llm.errors.team.pay_ments.model.fast.provider.a.error_type.http_429"), Some(2));
+    assert_eq!(host.metric("tollgate.llm.usage_estimated.team.pay_ments.model.fast.provider.a"), Some(2));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_operation_duration.team.pay_ments.model.fast.provider.a"), Some(30));
 }
 
 
