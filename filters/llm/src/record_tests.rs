@@ -145,3 +145,19 @@ fn detail_serializes_flat_with_tokens_object() {
     assert_eq!(v["estimated"], false);
     assert!(v.get("cost_micro_usd").is_none());
 }
+
+#[test]
+fn key_and_agent_labels_are_capped_by_their_own_fields() {
+    let cfg = json!({"max_key_labels": 1, "max_agent_labels": 2, "max_model_labels": 1});
+    let state = load_with(cfg.to_string().as_bytes(), &|_| None).unwrap();
+    assert_eq!((state.key_labels.label("k1"), state.key_labels.label("k2")), ("k1", "other"));
+    let agents: Vec<&str> = ["a", "b", "c"].iter().map(|a| state.agent_labels.label(a)).collect();
+    assert_eq!(agents, ["a", "b", "other"]);
+    // The served model has a cap of its own, of `max_model_labels`' size.
+    assert_eq!(state.model_labels.label("fast"), "fast");
+    assert_eq!(state.upstream_model_labels.label("gpt-4o-mini"), "gpt-4o-mini");
+    assert_eq!(state.upstream_model_labels.label("gpt-4.1"), "other");
+    // A bad value names the field.
+    let err = load_with(br#"{"max_agent_labels": -1}"#, &|_| None).err().unwrap();
+    assert!(err.0.contains("max_agent_labels"), "{}", err.0);
+}
