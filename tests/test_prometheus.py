@@ -112,22 +112,24 @@ class World:
         """LLM calls through the stack; returns their trace ids."""
         traces = []
 
-        def chat(who: str, model: str, text: str = "how much did we spend?", **headers) -> None:
+        def chat(who: str, model: str, text: str = "how much did we spend?", status: int = 200, **headers) -> None:
             trace_id, h = traceparent()
             traces.append(trace_id)
             client = openai.OpenAI(base_url=f"{self.stack.url}/v1", api_key=KEYS[who], max_retries=0, timeout=20)
             try:
                 client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
                                                extra_headers={**h, **headers})
+                answered = 200
             except openai.APIStatusError as e:
-                assert e.status_code in (403, 503, 400), e
+                answered = e.status_code
+            assert answered == status, (who, model, answered)
 
         chat("alice", "fast")  # an alias: served as gpt-4o-mini
         chat("alice", "gpt-4o-mini")
         chat("alice", "gpt-4.1")  # a dotted model name
         chat("bob", "fast")
-        chat("alice", "gpt-4o-mini", **{"x-fake-status": "503"})  # a provider error
-        chat("bob", "gpt-4o-mini", text=f"my card is {CARD}")  # refused by bob-no-cards
+        chat("alice", "gpt-4o-mini", status=503, **{"x-fake-status": "503"})  # a provider error
+        chat("bob", "gpt-4o-mini", text=f"my card is {CARD}", status=400)  # refused by bob-no-cards
         trace_id, h = traceparent()
         traces.append(trace_id)
         claude = anthropic.Anthropic(base_url=self.stack.url, api_key=KEYS["alice"], max_retries=0, timeout=20)
@@ -355,6 +357,18 @@ def test_fallbacks_by_deployment(world):
     [record] = [r for r in world.fallback.envoy.audit_records() if r["layer"] == "llm"]
     assert [(a["deployment"], a.get("status")) for a in record["attempts"]] == [
         ("openai-a/gpt-4o-mini", 503), ("openai-b/gpt-4o-mini", 200)]
+
+
+def test_guardrail_hits_and_delegation_loops_refused(world):
+    # One card in bob's request per round, blocked by bob-no-cards.
+    hits = world.prom.values("sum by (guardrail_detector, guardrail_action, team) (tollgate_llm_guardrail_hits)",
+                             ("guardrail_detector", "guardrail_action", "team"))
+    assert hits == {("card", "block", "research"): 2.0}
+    loops = world.prom.values('sum by (a2a_target) (tollgate_a2a_denied{a2a_reason="A2A_DELEGATION_LOOP"})', ("a2a_target",))
+    assert loops == {("echo",): 2.0}
+    hops = world.prom.values('sum by (a2a_target, a2a_state) (tollgate_a2a_calls{a2a_method="SendMessage"})',
+                             ("a2a_target", "a2a_state"))
+    assert hops == {("planner", "completed"): 2.0, ("echo", "completed"): 2.0, ("echo", "denied"): 2.0}
 
 
 # --- the dashboard ---------------------------------------------------------------------------
