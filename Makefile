@@ -9,7 +9,7 @@ FILTERS    := llm mcp a2a
 DIST       := $(foreach f,$(FILTERS),dist/tollgate_$(f).wasm)
 CARGO      ?= cargo
 
-.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run run-ports-free key bench clean fuzz fuzz-smoke redis limits-service docker-compose compose-config
+.PHONY: help build binaryen wasm-target venv node-deps test test-rust test-e2e lint validate run run-ports-free key bench clean fuzz fuzz-smoke redis prometheus limits-service docker-compose compose-config
 
 help:
 	@echo "make run    - build and start the demo stack (Envoy + all three filters + demo upstreams + Redis + tollgate-limits; hot reload of envoy/stack.yaml)"
@@ -80,6 +80,14 @@ redis:
 	  $$SUDO apt-get install -y redis-server || { $$SUDO apt-get update && $$SUDO apt-get install -y redis-server; }; \
 	}
 
+# Debian's Prometheus (2.42): tests/test_prometheus.py scrapes Envoy's /stats/prometheus with
+# it and runs the README's PromQL and every panel of examples/grafana/; installed when missing.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends prometheus || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; }; \
+	}
+
 # Debian's docker-compose (1.29, Python): `make test` checks examples/docker-compose with
 # `docker-compose config` (no Docker daemon needed); installed when missing.
 docker-compose:
@@ -103,7 +111,7 @@ validate: venv build
 	done
 
 # The fleet-limit tests start redis-server and target/release/tollgate-limits (tests/limits_store.py).
-test-e2e: venv node-deps build redis limits-service docker-compose
+test-e2e: venv node-deps build redis limits-service docker-compose prometheus
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 test: lint test-rust fuzz-smoke validate compose-config test-e2e

@@ -603,9 +603,12 @@ def test_prometheus_shows_token_and_cost_series_by_team_and_model(gw):
         reqs = prometheus_samples(text, "tollgate_llm_gen_ai_client_requests")
         for record in records:
             model = record["model"]
+            # Cost and tokens also name the served model (the alias `fast` is gpt-4o-mini), the key and the agent.
+            spend = {"upstream_model": record["upstream_model"], "key": "bob-key", "agent": "bob"}
+            assert record["upstream_model"] == "gpt-4o-mini"
             for kind in ("input", "output", "cached_input"):
-                assert usage.get(label(model, token_type=kind)) == record["tokens"][kind], (kind, usage)
-            assert cost.get(label(model)) == record["cost_micro_usd"], cost
+                assert usage.get(label(model, token_type=kind, **spend)) == record["tokens"][kind], (kind, usage)
+            assert cost.get(label(model, **spend)) == record["cost_micro_usd"], cost
             assert reqs.get(label(model)) == 1
         return True
 

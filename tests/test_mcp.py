@@ -809,7 +809,7 @@ def test_other_http_methods_are_refused(gw_json):
 
 def test_dry_run_records_denials_but_blocks_nothing(world, gw_dry):
     world.reset_calls("json")
-    dry_before = gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny")
+    dry_before = gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.caller.alice.decision.dryrun_deny")
 
     async def actions(client):
         tools = [t.name for t in (await client.list_tools()).tools]
@@ -825,7 +825,7 @@ def test_dry_run_records_denials_but_blocks_nothing(world, gw_dry):
     assert (record["decision"], record["enforced"]) == ("deny", False)
     assert record["arguments"] == {}  # audit_arguments: true
     assert audit_for(gw_dry, method="tools/list")["list_hidden"] == 3
-    assert gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny") == dry_before + 1
+    assert gw_dry.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.admin_reset.caller.alice.decision.dryrun_deny") == dry_before + 1
 
 
 # --- audit, trace, metrics -------------------------------------------------------------------
@@ -857,8 +857,8 @@ def test_audit_records_identity_digest_session_trace_and_is_error(world, gw, ser
 def test_metrics_by_server_tool_and_decision(world, gw_json):
     # The gateway is shared by the module: compare before and after, never absolute values.
     series = {
-        "add_allow": 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="add",mcp_decision="allow"}',
-        "reset_deny": 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="admin_reset",mcp_decision="deny"}',
+        "add_allow": 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="add",mcp_caller="alice",mcp_decision="allow"}',
+        "reset_deny": 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="admin_reset",mcp_caller="alice",mcp_decision="deny"}',
         "call_allow": 'tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_call",mcp_decision="allow"}',
         "call_deny": 'tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_call",mcp_decision="deny"}',
         "list_allow": 'tollgate_mcp_messages{mcp_server="demo",mcp_method="tools_list",mcp_decision="allow"}',

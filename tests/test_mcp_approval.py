@@ -205,7 +205,7 @@ def test_an_explicit_yes_forwards_the_call_and_the_approver_was_told_who_what_an
         "reason": "ticket OPS-7", "status": 200}
     harness.wait_until(lambda: approvals_stat(stack.explain, "approved") == before + 1, 5, "approvals metric")
     assert 'tollgate_mcp_approvals{mcp_server="demo",mcp_approval_outcome="approved"}' in stack.explain.prometheus()
-    assert 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="transfer",mcp_decision="approved"}' in stack.explain.prometheus()
+    assert 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="transfer",mcp_caller="bob",mcp_decision="approved"}' in stack.explain.prometheus()
 
 
 def test_a_call_no_approve_rule_matches_is_never_asked_about(stack):

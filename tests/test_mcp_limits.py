@@ -33,7 +33,7 @@ WINDOW = 60
 LIMIT = {"id": "agent-burst", "principals": ["*"], "max_calls": 3, "window_secs": WINDOW, "per": "principal"}
 # One principal per test, so the tests' counters never meet.
 KEYS = {name: f"tg-limits-{name}" for name in ("alice", "bob", "carol", "dave", "erin")}
-STAT = "wasmcustom.tollgate.mcp.calls.server.demo.tool.{tool}.decision.{decision}"
+STAT = "wasmcustom.tollgate.mcp.calls.server.demo.tool.{tool}.caller.{caller}.decision.{decision}"
 
 
 def plugin(**policy_changes: Any) -> dict:
@@ -125,7 +125,7 @@ def test_fourth_call_gets_429_never_reaches_the_server_and_other_principals_are_
     envoy = stack.envoy
     fresh_window()
     stack.reset_calls()
-    limited_before = envoy.stat(STAT.format(tool="add", decision="rate_limited"))
+    limited_before = envoy.stat(STAT.format(tool="add", caller="alice", decision="rate_limited"))
     workers_before = worker_connections(envoy)
 
     admitted = [call_as(envoy, "alice", call("add", {"a": 1, "b": i}, id=i)) for i in range(1, 4)]
@@ -154,8 +154,8 @@ def test_fourth_call_gets_429_never_reaches_the_server_and_other_principals_are_
     assert (record["decision"], record["enforced"], record["status"]) == ("deny", True, 429)
     assert (record["rule_id"], record["reason"]) == ("agent-burst", "rate_limited")
     assert record["identity"]["principal"] == "alice"
-    assert envoy.stat(STAT.format(tool="add", decision="rate_limited")) - limited_before == 21
-    assert 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="add",mcp_decision="rate_limited"}' in envoy.prometheus()
+    assert envoy.stat(STAT.format(tool="add", caller="alice", decision="rate_limited")) - limited_before == 21
+    assert 'tollgate_mcp_calls{mcp_server="demo",mcp_tool="add",mcp_caller="alice",mcp_decision="rate_limited"}' in envoy.prometheus()
 
 
 def test_concurrent_burst_on_both_workers_admits_exactly_the_limit(stack):
@@ -224,7 +224,7 @@ def test_dry_run_records_rate_limited_calls_but_forwards_them(stack, procs):
     assert (record["decision"], record["enforced"], record["rule_id"], record["reason"]) == (
         "deny", False, "agent-burst", "rate_limited")
     assert audit_for(envoy, tool="add", jsonrpc_id=2)["decision"] == "allow"
-    assert envoy.stat(STAT.format(tool="add", decision="dryrun_rate_limited")) == 2
+    assert envoy.stat(STAT.format(tool="add", caller="erin", decision="dryrun_rate_limited")) == 2
 
 
 def test_bad_rate_limit_is_refused_at_load_with_the_field_named(workdir):

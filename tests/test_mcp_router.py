@@ -160,8 +160,8 @@ def test_a_call_reaches_the_server_its_prefix_names_and_no_other(gw, backends):
     record = audit_for(gw, method="tools/call", routed_as="alpha__add")
     assert (record["server"], record["tool"]) == ("alpha", "add")
     stats = gw.stats()
-    assert stats.get("wasmcustom.tollgate.mcp.calls.server.alpha.tool.add.decision.allow", 0) >= 1
-    assert stats.get("wasmcustom.tollgate.mcp.calls.server.beta.tool.echo.decision.allow", 0) >= 1
+    assert stats.get("wasmcustom.tollgate.mcp.calls.server.alpha.tool.add.caller.alice.decision.allow", 0) >= 1
+    assert stats.get("wasmcustom.tollgate.mcp.calls.server.beta.tool.echo.caller.alice.decision.allow", 0) >= 1
 
 
 def test_a_tool_allowed_on_one_server_is_denied_on_the_other(gw, backends):
@@ -183,7 +183,7 @@ def test_a_tool_allowed_on_one_server_is_denied_on_the_other(gw, backends):
     assert (record["server"], record["tool"], record["decision"], record["rule_id"], record["reason"]) == (
         "beta", "delete_row", "deny", "never-delete-on-beta", "denied by rule")
     assert audit_for(gw, method="tools/call", routed_as="alpha__delete_row")["rule_id"] == "admins-delete-on-alpha"
-    assert gw.stat("wasmcustom.tollgate.mcp.calls.server.beta.tool.delete_row.decision.deny") >= 1
+    assert gw.stat("wasmcustom.tollgate.mcp.calls.server.beta.tool.delete_row.caller.root.decision.deny") >= 1
 
 
 def test_argument_rules_hold_per_server(gw, backends):

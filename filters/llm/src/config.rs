@@ -73,6 +73,12 @@ pub struct Config {
     /// Distinct `team` metric label values per VM (then `other`).
     #[serde(default = "default_max_model_labels")]
     pub max_team_labels: usize,
+    /// Distinct `key` metric label values (API key names) per VM (then `other`).
+    #[serde(default = "default_max_model_labels")]
+    pub max_key_labels: usize,
+    /// Distinct `agent` metric label values (the caller's principal) per VM (then `other`).
+    #[serde(default = "default_max_model_labels")]
+    pub max_agent_labels: usize,
     /// Largest single SSE event (or streamed JSON element) the usage parser holds.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
@@ -137,6 +143,8 @@ impl Default for Config {
             estimate_bytes_per_token: default_bytes_per_token(),
             max_model_labels: default_max_model_labels(),
             max_team_labels: default_max_model_labels(),
+            max_key_labels: default_max_model_labels(),
+            max_agent_labels: default_max_model_labels(),
             max_event_bytes: default_max_event_bytes(),
             providers: Vec::new(),
             models: Vec::new(),
@@ -395,6 +403,10 @@ pub struct State {
     pub max_event_bytes: usize,
     pub model_labels: LabelCap,
     pub team_labels: LabelCap,
+    /// `upstream_model` label values (the model the provider served), capped like `model`.
+    pub upstream_model_labels: LabelCap,
+    pub key_labels: LabelCap,
+    pub agent_labels: LabelCap,
     pub router: Router,
     pub prices: PriceTable,
     pub default_max_output_tokens: u64,
@@ -937,6 +949,9 @@ impl Config {
             max_event_bytes: self.max_event_bytes,
             model_labels: LabelCap::new(self.max_model_labels),
             team_labels: LabelCap::new(self.max_team_labels),
+            upstream_model_labels: LabelCap::new(self.max_model_labels),
+            key_labels: LabelCap::new(self.max_key_labels),
+            agent_labels: LabelCap::new(self.max_agent_labels),
             router,
             prices,
             default_max_output_tokens: self.default_max_output_tokens,

@@ -450,6 +450,10 @@ impl Exchange {
                 _ => "none",
             },
             provider: facts.provider.as_deref().unwrap_or("none"),
+            upstream_model: rec.detail.upstream_model.map(|m| state.upstream_model_labels.label(m)).unwrap_or("none"),
+            key: facts.identity.as_ref().and_then(|i| i.key_name.as_deref()).map(|k| state.key_labels.label(k)).unwrap_or("none"),
+            // No agent identity in this base: the caller's principal stands for the agent.
+            agent: facts.identity.as_ref().map(|i| state.agent_labels.label(&i.principal)).unwrap_or("none"),
         };
         let duration_ms = rec.duration_ms.unwrap_or(0);
         record::emit_metrics(host, &self.metrics, labels, &rec.detail, duration_ms);

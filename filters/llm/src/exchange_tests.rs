@@ -133,8 +133,8 @@ fn chat_stream_routes_rewrites_injects_and_counts() {
     assert_eq!(r["parent_span_id"], "00f067aa0ba902b7");
     assert_eq!(r["request_id"], "rid-1");
     assert_eq!(host.metric("tollgate.llm.requests"), Some(1));
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.payments.model.fast.provider.prov-a"), Some(1000));
-    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.payments.model.fast.provider.prov-a"), Some(3250));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.payments.model.fast.provider.prov-a.upstream_model.gpt-4o-mini.key.alice-key.agent.alice"), Some(1000));
+    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.payments.model.fast.provider.prov-a.upstream_model.gpt-4o-mini.key.alice-key.agent.alice"), Some(3250));
     // Finishing runs once: on_log after the end changes nothing.
     *host.clock_nanos.borrow_mut() = 99_000_000;
     ex.on_log(&host);

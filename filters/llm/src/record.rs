@@ -449,11 +449,26 @@ pub struct Labels<'a> {
     pub team: &'a str,
     pub model: &'a str,
     pub provider: &'a str,
+    /// The model the provider served (`none` when it did not say), for cost and tokens.
+    pub upstream_model: &'a str,
+    /// The API key's configured name (`none` for other identities), for cost and tokens.
+    pub key: &'a str,
+    /// The calling agent (the principal), for cost and tokens.
+    pub agent: &'a str,
 }
 
-/// Records one finished request's metrics.
+/// Records one finished request's metrics. Cost and token series also carry
+/// `upstream_model`, `key` and `agent`, so spend answers per served model and caller.
 pub fn emit_metrics(host: &dyn Host, metrics: &Metrics, labels: Labels<'_>, detail: &LlmDetail<'_>, duration_ms: u64) {
     let base = [("team", labels.team), ("model", labels.model), ("provider", labels.provider)];
+    let spend = [
+        base[0],
+        base[1],
+        base[2],
+        ("upstream_model", labels.upstream_model),
+        ("key", labels.key),
+        ("agent", labels.agent),
+    ];
     metrics.inc(host, LABELLED_REQUESTS, &base);
     let t = &detail.tokens;
     for (kind, value) in [
@@ -464,12 +479,12 @@ pub fn emit_metrics(host: &dyn Host, metrics: &Metrics, labels: Labels<'_>, deta
         ("reasoning", t.reasoning),
     ] {
         if value > 0 {
-            let labels = [("token_type", kind), base[0], base[1], base[2]];
+            let labels = [("token_type", kind), spend[0], spend[1], spend[2], spend[3], spend[4], spend[5]];
             metrics.add(host, TOKEN_USAGE, &labels, value);
         }
     }
     if let Some(cost) = detail.cost_micro_usd {
-        metrics.add(host, COST, &base, cost);
+        metrics.add(host, COST, &spend, cost);
     }
     if detail.estimated {
         metrics.inc(host, ESTIMATED, &base);

@@ -116,23 +116,23 @@ fn metrics_carry_labels_in_a_fixed_order() {
         ttft_ms: Some(12),
         ..Default::default()
     };
-    let labels = Labels { team: "pay.ments", model: "gpt-4o", provider: "a" };
+    let labels = Labels { team: "pay.ments", model: "fast", provider: "a", upstream_model: "claude-3.5-sonnet", key: "k1", agent: "bot" };
     emit_metrics(&host, &metrics, labels, &detail, 30);
     emit_metrics(&host, &metrics, labels, &detail, 30);
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.pay_ments.model.gpt-4o.provider.a"), Some(2));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_requests.team.pay_ments.model.fast.provider.a"), Some(2));
     assert_eq!(
-        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.pay_ments.model.gpt-4o.provider.a"),
+        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.input.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"),
         Some(20)
     );
     assert_eq!(
-        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.cached_input.team.pay_ments.model.gpt-4o.provider.a"),
+        host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.cached_input.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"),
         Some(4)
     );
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.reasoning.team.pay_ments.model.gpt-4o.provider.a"), None);
-    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.pay_ments.model.gpt-4o.provider.a"), Some(14));
-    assert_eq!(host.metric("tollgate.llm.errors.team.pay_ments.model.gpt-4o.provider.a.error_type.http_429"), Some(2));
-    assert_eq!(host.metric("tollgate.llm.usage_estimated.team.pay_ments.model.gpt-4o.provider.a"), Some(2));
-    assert_eq!(host.metric("tollgate.llm.gen_ai_client_operation_duration.team.pay_ments.model.gpt-4o.provider.a"), Some(30));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_token_usage.token_type.reasoning.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"), None);
+    assert_eq!(host.metric("tollgate.llm.cost_micro_usd.team.pay_ments.model.fast.provider.a.upstream_model.claude-3.5-sonnet.key.k1.agent.bot"), Some(14));
+    assert_eq!(host.metric("tollgate.llm.errors.team.pay_ments.model.fast.provider.a.error_type.http_429"), Some(2));
+    assert_eq!(host.metric("tollgate.llm.usage_estimated.team.pay_ments.model.fast.provider.a"), Some(2));
+    assert_eq!(host.metric("tollgate.llm.gen_ai_client_operation_duration.team.pay_ments.model.fast.provider.a"), Some(30));
 }
 
 
@@ -144,4 +144,20 @@ fn detail_serializes_flat_with_tokens_object() {
     assert_eq!(v["tokens"]["total"], 3);
     assert_eq!(v["estimated"], false);
     assert!(v.get("cost_micro_usd").is_none());
+}
+
+#[test]
+fn key_and_agent_labels_are_capped_by_their_own_fields() {
+    let cfg = json!({"max_key_labels": 1, "max_agent_labels": 2, "max_model_labels": 1});
+    let state = load_with(cfg.to_string().as_bytes(), &|_| None).unwrap();
+    assert_eq!((state.key_labels.label("k1"), state.key_labels.label("k2")), ("k1", "other"));
+    let agents: Vec<&str> = ["a", "b", "c"].iter().map(|a| state.agent_labels.label(a)).collect();
+    assert_eq!(agents, ["a", "b", "other"]);
+    // The served model has a cap of its own, of `max_model_labels`' size.
+    assert_eq!(state.model_labels.label("fast"), "fast");
+    assert_eq!(state.upstream_model_labels.label("gpt-4o-mini"), "gpt-4o-mini");
+    assert_eq!(state.upstream_model_labels.label("gpt-4.1"), "other");
+    // A bad value names the field.
+    let err = load_with(br#"{"max_agent_labels": -1}"#, &|_| None).err().unwrap();
+    assert!(err.0.contains("max_agent_labels"), "{}", err.0);
 }

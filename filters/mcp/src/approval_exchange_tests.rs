@@ -131,7 +131,7 @@ fn a_risky_call_is_held_until_an_explicit_yes_then_forwarded() {
     assert_eq!(rec["approval"], json!({"rule_id": "big-transfers", "asked": true, "approved": true, "approver": "carol", "reason": "expected", "status": 200, "latency_ms": 250}));
     assert_eq!(rec["is_error"], false, "the response was read as the call's");
     assert_eq!(host.metric("tollgate.mcp.approvals.server.demo.outcome.approved"), Some(1));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.decision.approved"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.caller.alice.decision.approved"), Some(1));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn no_is_a_refusal_never_forwarded_and_recorded_with_the_answer() {
     assert_eq!(rec["approval"]["approved"], false);
     assert_eq!(rec["approval"]["approver"], "carol");
     assert_eq!(host.metric("tollgate.mcp.approvals.server.demo.outcome.denied"), Some(1));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.decision.not_approved"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.caller.alice.decision.not_approved"), Some(1));
 }
 
 #[test]
@@ -247,8 +247,8 @@ fn a_batch_with_a_call_that_needs_approval_is_refused_whole_without_asking() {
     assert_eq!(recs[1]["decision"], "allow", "the notification");
     assert_eq!((recs[2]["decision"].as_str(), recs[2]["rule_id"].as_str()), (Some("deny"), Some("big-transfers")));
     assert_eq!(recs[2]["approval"], json!({"rule_id": "big-transfers", "asked": false}));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.decision.not_approved"), Some(1));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.deny"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.caller.alice.decision.not_approved"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.caller.alice.decision.deny"), Some(1));
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn dry_run_asks_nothing_and_records_that_approval_would_be_needed() {
     let rec = audit(&host);
     assert_eq!((rec["decision"].as_str(), rec["enforced"].as_bool(), rec["rule_id"].as_str()), (Some("allow"), Some(false), Some("big-transfers")));
     assert_eq!(rec["approval"], json!({"rule_id": "big-transfers", "asked": false}));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.decision.dryrun_approval"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.transfer.caller.alice.decision.dryrun_approval"), Some(1));
 }
 
 #[test]

@@ -58,6 +58,8 @@ pub struct Shared {
     credential_headers: Vec<String>,
     tool_labels: LabelCap,
     method_labels: LabelCap,
+    /// `caller` label values of `tollgate.mcp.calls` (the principal; capped, then `other`).
+    caller_labels: LabelCap,
     /// The OAuth resource-server role (`oauth`), compiled.
     pub oauth: Option<crate::oauth::OAuth>,
     /// Token exchange for upstream credentials (`token_exchange`), compiled.
@@ -99,6 +101,7 @@ impl Shared {
             credential_headers,
             tool_labels: LabelCap::new(MAX_LABEL_VALUES),
             method_labels: LabelCap::new(MAX_LABEL_VALUES),
+            caller_labels: LabelCap::new(MAX_LABEL_VALUES),
             oauth,
             token_exchange,
         })
@@ -555,7 +558,10 @@ impl Exchange {
         );
         if let Some(tool) = tool {
             let tool = self.shared.tool_labels.label(tool);
-            self.metrics.inc(host, "tollgate.mcp.calls", &[("server", &self.server), ("tool", tool), ("decision", decision)]);
+            // The caller: the principal (the agent, until identities name agents apart).
+            let caller = self.identity.as_ref().map_or("none", |i| self.shared.caller_labels.label(&i.principal));
+            let labels = [("server", self.server.as_str()), ("tool", tool), ("caller", caller), ("decision", decision)];
+            self.metrics.inc(host, "tollgate.mcp.calls", &labels);
         }
     }
 

@@ -100,7 +100,7 @@ fn allowed_call_passes_with_trace_and_without_credentials() {
     assert_eq!(a["is_error"], true);
     assert_eq!(a["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(a["arguments_sha256"], sha256_hex(br#"{"a":1,"b":2}"#));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.allow"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.caller.alice.decision.allow"), Some(1));
     assert_eq!(host.metric("tollgate.mcp.requests"), Some(1));
 }
 
@@ -143,7 +143,7 @@ fn denied_call_is_answered_locally() {
     let a = audit(&host);
     assert_eq!((a["decision"].as_str(), a["enforced"].as_bool(), a["status"].as_u64()), (Some("deny"), Some(true), Some(403)));
     assert_eq!((a["rule_id"].as_str(), a["reason"].as_str()), (None, Some("no rule allows")));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.query_db.decision.deny"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.query_db.caller.alice.decision.deny"), Some(1));
 
     // A tool no rule shows the caller is still unknown, at the revision's status.
     let host = request("POST", &[]);
@@ -162,7 +162,7 @@ fn dry_run_forwards_and_records() {
     ex.on_log(&host);
     let a = audit(&host);
     assert_eq!((a["decision"].as_str(), a["enforced"].as_bool()), (Some("deny"), Some(false)));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.admin_reset.decision.dryrun_deny"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.admin_reset.caller.alice.decision.dryrun_deny"), Some(1));
 }
 
 #[test]
@@ -703,9 +703,9 @@ fn tool_and_method_labels_are_capped_separately() {
         call(&host, &format!("t{i}"));
     }
     call(&host, "one_too_many");
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.t255.decision.allow"), Some(1));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.other.decision.allow"), Some(1));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.one_too_many.decision.allow"), None);
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.t255.caller.none.decision.allow"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.other.caller.none.decision.allow"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.one_too_many.caller.none.decision.allow"), None);
     // 257 tools did not use up the method labels: new methods still get their own.
     let mut ex = Exchange::new(shared.clone(), metrics.clone());
     ex.on_request_headers(&host, false);
@@ -758,7 +758,7 @@ fn rate_limited_call_gets_429_and_is_never_forwarded() {
     let a = audit(&host);
     assert_eq!((a["decision"].as_str(), a["enforced"].as_bool(), a["status"].as_u64()), (Some("deny"), Some(true), Some(429)));
     assert_eq!((a["rule_id"].as_str(), a["reason"].as_str(), a["tool"].as_str()), (Some("burst"), Some("rate_limited"), Some("add")));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.rate_limited"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.caller.alice.decision.rate_limited"), Some(1));
     assert_eq!(host.metric("tollgate.mcp.messages.server.demo.method.tools_call.decision.rate_limited"), Some(1));
     // The next window admits again.
     *host.clock_nanos.borrow_mut() = 6_000_060 * 1_000_000_000;
@@ -813,7 +813,7 @@ fn rate_limits_in_dry_run_record_but_forward() {
     let a = audit(&host);
     assert_eq!((a["decision"].as_str(), a["enforced"].as_bool()), (Some("deny"), Some(false)));
     assert_eq!((a["rule_id"].as_str(), a["reason"].as_str()), (Some("burst"), Some("rate_limited")));
-    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.decision.dryrun_rate_limited"), Some(1));
+    assert_eq!(host.metric("tollgate.mcp.calls.server.demo.tool.add.caller.alice.decision.dryrun_rate_limited"), Some(1));
 }
 
 #[test]

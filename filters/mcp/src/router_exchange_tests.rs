@@ -88,7 +88,7 @@ fn a_prefixed_call_is_judged_recorded_and_counted_on_its_backend() {
     let a = audit(&h);
     assert_eq!((a["server"].as_str(), a["tool"].as_str(), a["routed_as"].as_str()), (Some("alpha"), Some("delete_row"), Some("alpha__delete_row")));
     assert_eq!((a["decision"].as_str(), a["rule_id"].as_str(), a["is_error"].as_bool()), (Some("allow"), Some("delete-on-alpha"), Some(false)));
-    assert_eq!(h.metric("tollgate.mcp.calls.server.alpha.tool.delete_row.decision.allow"), Some(1));
+    assert_eq!(h.metric("tollgate.mcp.calls.server.alpha.tool.delete_row.caller.alice.decision.allow"), Some(1));
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn the_same_tool_on_another_backend_is_denied_under_the_name_sent() {
     assert_eq!(reply(&h), (200, json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "Unknown tool: beta__delete_row"}})));
     let a = audit(&h);
     assert_eq!((a["server"].as_str(), a["tool"].as_str(), a["decision"].as_str(), a["reason"].as_str()), (Some("beta"), Some("delete_row"), Some("deny"), Some("no rule allows")));
-    assert_eq!(h.metric("tollgate.mcp.calls.server.beta.tool.delete_row.decision.deny"), Some(1));
+    assert_eq!(h.metric("tollgate.mcp.calls.server.beta.tool.delete_row.caller.alice.decision.deny"), Some(1));
 }
 
 #[test]

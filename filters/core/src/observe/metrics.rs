@@ -48,8 +48,15 @@ fn for_each_name_piece(base: &str, labels: &[(&str, &str)], mut sink: impl FnMut
 }
 
 /// Feeds `value` made safe for a dotted stat name to `sink` (the one place the rule lives):
-/// at most 64 characters, anything but ASCII letters, digits, `-` and `_` replaced by `_`,
-/// `none` for an empty value. Every piece is ASCII.
+/// at most 64 characters, anything but ASCII letters, digits, `-`, `_` and readable dots
+/// replaced by `_`, `none` for an empty value. Every piece is ASCII.
+///
+/// A dot is kept (so `claude-3.5-sonnet` reaches Prometheus as it is) when it is not the
+/// first character and the segment after it (up to the next dot) is non-empty and holds a
+/// digit, an upper-case letter or `-`. Label names are `[a-z_]+`, so a kept dot can never be
+/// read as the start of the next `.label.value` pair: the shipped `stats_tags` regexes match
+/// a value as `[^.]+(?:\.[^.]*[^a-z_.][^.]*)*`. Any other dot (`gpt-4o.mini`, `pay.ments`)
+/// becomes `_` as before.
 fn for_each_value_piece(value: &str, mut sink: impl FnMut(&[u8])) {
     if value.is_empty() {
         sink(b"none");
@@ -62,26 +69,34 @@ fn for_each_value_piece(value: &str, mut sink: impl FnMut(&[u8])) {
         sink(head);
         return;
     }
-    // Runs of safe characters go as they are, every other character becomes one `_`.
+    let end = value.char_indices().nth(64).map_or(value.len(), |(at, _)| at);
+    let text = value.get(..end).unwrap_or(value);
+    let text_bytes = text.as_bytes();
+    // Runs of kept characters go as they are, every other character becomes one `_`.
     let mut run_start = 0;
-    let mut end = value.len();
-    for (count, (at, c)) in value.char_indices().enumerate() {
-        if count == 64 {
-            end = at;
-            break;
-        }
+    for (at, c) in text.char_indices() {
         if c.is_ascii() && is_safe(c as u8) {
             continue;
         }
-        if let Some(run) = bytes.get(run_start..at).filter(|run| !run.is_empty()) {
+        if c == '.' && at > 0 && dot_is_kept(text_bytes.get(at + 1..).unwrap_or_default()) {
+            continue;
+        }
+        if let Some(run) = text_bytes.get(run_start..at).filter(|run| !run.is_empty()) {
             sink(run);
         }
         sink(b"_");
         run_start = at + c.len_utf8();
     }
-    if let Some(run) = bytes.get(run_start..end).filter(|run| !run.is_empty()) {
+    if let Some(run) = text_bytes.get(run_start..).filter(|run| !run.is_empty()) {
         sink(run);
     }
+}
+
+/// Whether a dot followed by `after` (the rest of the value) stays a dot: the segment up to
+/// the next dot is non-empty and cannot be a label name (it has a digit, `A-Z` or `-`).
+fn dot_is_kept(after: &[u8]) -> bool {
+    let segment = after.split(|b| *b == b'.').next().unwrap_or_default();
+    !segment.is_empty() && segment.iter().any(|b| b.is_ascii_digit() || b.is_ascii_uppercase() || *b == b'-')
 }
 
 /// Appends a piece of a stat name: whole `&str`s or ASCII bytes, so always UTF-8.
@@ -340,6 +355,27 @@ mod tests {
     }
 
     #[test]
+    fn dots_stay_readable_where_they_cannot_be_mistaken_for_a_label() {
+        for (value, form) in [
+            ("claude-3.5-sonnet", "claude-3.5-sonnet"),
+            ("gpt-4.1", "gpt-4.1"),
+            ("anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic.claude-3-5-sonnet-20240620-v1_0"),
+            ("gpt-4o.mini", "gpt-4o_mini"),
+            (".5", "_5"),
+            ("a.", "a_"),
+            ("a..5", "a_.5"),
+            ("a.team.b", "a_team_b"),
+            ("a.Team", "a.Team"),
+        ] {
+            assert_eq!(sanitize(value), form, "{value}");
+        }
+        assert_eq!(
+            stat_name("tollgate.llm.cost", &[("model", "claude-3.5-sonnet"), ("provider", "anthropic")]),
+            "tollgate.llm.cost.model.claude-3.5-sonnet.provider.anthropic"
+        );
+    }
+
+    #[test]
     fn name_pieces_hash_and_compare_as_the_built_name() {
         let cases: [(&str, &[(&str, &str)]); 4] = [
             ("a", &[]),
@@ -370,9 +406,17 @@ mod tests {
             if v.is_empty() {
                 return "none".into();
             }
-            v.chars().take(64).map(|c| if c.is_ascii() && is_safe(c as u8) { c } else { '_' }).collect()
+            let head: Vec<char> = v.chars().take(64).collect();
+            let kept_dot = |i: usize| {
+                let segment: Vec<char> = head.iter().skip(i + 1).take_while(|c| **c != '.').copied().collect();
+                i > 0 && !segment.is_empty() && segment.iter().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || *c == '-')
+            };
+            head.iter()
+                .enumerate()
+                .map(|(i, c)| if (c.is_ascii() && is_safe(*c as u8)) || (*c == '.' && kept_dot(i)) { *c } else { '_' })
+                .collect()
         };
-        let alphabet = ['a', 'Z', '0', '-', '_', '.', '/', ' ', 'é', '€', '😀', ':'];
+        let alphabet = ['a', 'Z', '0', '-', '_', '.', '.', '/', ' ', 'é', '€', '😀', ':'];
         let mut seed: u32 = 11;
         for len in (0..80).chain([127, 128, 129]) {
             for _ in 0..20 {
