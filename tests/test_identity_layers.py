@@ -43,7 +43,7 @@ CREDENTIAL = "x-tollgate-a2a-credential"
 # The fleet's demo secret: the A2A filter's delegation.signing_key, the LLM and MCP filters'
 # identity.gateway.signing_key in envoy/stack.yaml.
 SIGNING_KEY = b"CHANGE-ME-a-random-secret-of-32-bytes-or-more"
-USER_KEYS = {"alice": "tg-demo-alice", "bob": "tg-bob-demo-key"}  # A2A identities in the stack
+USER_KEYS = {"alice": "tg-demo-alice", "bob": "tg-demo-bob"}  # A2A identities in the stack (README "Demo identities")
 LLM_MODEL = "gpt-4o-mini"
 EXPORT_ARGS = {"tables": ["orders"]}
 
@@ -212,7 +212,8 @@ def test_a_replayed_expired_or_forged_credential_is_refused_by_the_mcp_filter(st
     body = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "export_rows", "arguments": EXPORT_ARGS}}
     headers = {"content-type": "application/json", "accept": "application/json, text/event-stream", CREDENTIAL: credential}
     cases = {
-        "other_trace": (credential, other_trace, "gateway credential replayed on another trace"),
+        # A trace of its own: the SDK client's attempt above left its records on `other_trace`.
+        "other_trace": (credential, secrets.token_hex(16), "gateway credential replayed on another trace"),
         "expired": (sign_credential(expiry=int(time.time()) - 1, trace_id=trace_id, agent="researcher",
                                     on_behalf_of="alice", chain=["planner", "researcher"]),
                     trace_id, "gateway credential expired"),

@@ -64,7 +64,9 @@ def test_each_layer_answers_through_the_stack(stack):
     denied = httpx.post(f"{gw}/mcp", headers=mcp_headers, timeout=10, json={
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "query_db", "arguments": {"table": "users", "sql": "select 1"}}})
-    assert denied.json()["error"]["code"] == -32602, denied.text
+    # query_db is in alice's tools/list (an argument-conditional rule): refused, not "Unknown tool".
+    assert (denied.status_code, denied.json()["error"]["code"]) == (403, -31403), denied.text
+    assert denied.json()["error"]["message"] == "Not allowed: tools/call query_db with these arguments", denied.text
     assert httpx.get(f"http://127.0.0.1:{ports['mcp_demo']}/_calls").json().get("query_db", 0) == 0
 
     card = httpx.get(f"{gw}/agents/planner/.well-known/agent-card.json", timeout=10).json()

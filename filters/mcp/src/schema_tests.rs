@@ -31,12 +31,14 @@ fn the_config_schema_matches_the_config_types() {
         }};
     }
     let sha = "0".repeat(64);
+    let signing_key = "k".repeat(32);
     object!("", crate::config::Config, {});
     object!("/$defs/IdentityConfig", id::IdentityConfig, {});
     object!("/$defs/JwtSource", id::JwtSource, {"payload_key": "p"});
     object!("/$defs/ApiKeySource", id::ApiKeySource, {"keys": []});
     object!("/$defs/ApiKeyEntry", id::ApiKeyEntry, {"sha256": sha, "name": "n", "principal": "p"});
     object!("/$defs/HeaderSource", id::HeaderSource, {"principal": "x-p"});
+    object!("/$defs/GatewaySource", id::GatewaySource, {"signing_key": signing_key});
     object!("/$defs/AuditConfig", tollgate_core::observe::audit::AuditConfig, {});
     object!("/$defs/StoreConfig", tollgate_core::fleet::StoreConfig, {"cluster": "c"});
     object!("/$defs/ServerConfig", crate::config::ServerConfig, {});
