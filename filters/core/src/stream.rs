@@ -147,6 +147,8 @@ impl<E: HttpExchange> Stream<E> {
     }
     pub fn response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.response.saw_headers(end_of_stream);
+        // Before the filter's own changes: the client can find the gateway's record.
+        crate::observe::correlate::stamp_response(host);
         self.exchange.on_response_headers(host, end_of_stream)
     }
     pub fn response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {

@@ -1,0 +1,107 @@
+//! Response headers that let a client find the gateway's record of its request: the
+//! gateway's request id (`x-request-id`, the id in the audit record) and the gateway's span
+//! (`traceparent`: the trace id and the span id the audit record and the exported span carry).
+//!
+//! Both come from the request headers as the filter left them: Envoy's `x-request-id` and the
+//! `traceparent` the filter sends upstream (the gateway's span as the parent). An upstream's
+//! own `x-request-id` (an LLM provider's, say) is kept as `x-upstream-request-id`.
+
+use crate::host::{HeaderMap, Host, HostExt};
+use crate::observe::audit::REQUEST_ID_HEADER;
+
+/// The provider's request id, when it differs from the gateway's.
+pub const UPSTREAM_REQUEST_ID_HEADER: &str = "x-upstream-request-id";
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The correlation headers of the current request: `(name, value)` pairs.
+pub fn headers(host: &dyn Host) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(id) = host.request_header(REQUEST_ID_HEADER).filter(|v| !v.is_empty()) {
+        out.push((REQUEST_ID_HEADER, id));
+    }
+    if let Some(tp) = host
+        .request_header(TRACEPARENT_HEADER)
+        .filter(|v| crate::wire::trace::TraceParent::parse(v).is_some())
+    {
+        out.push((TRACEPARENT_HEADER, tp));
+    }
+    out
+}
+
+/// What to change in the upstream's response headers: set the gateway's ids, and move a
+/// different upstream `x-request-id` to `x-upstream-request-id`.
+pub fn response_changes(ours: &[(&'static str, String)], upstream_request_id: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(3);
+    let gateway_id = ours.iter().find(|(k, _)| *k == REQUEST_ID_HEADER).map(|(_, v)| v.as_str());
+    if let (Some(theirs), Some(gateway_id)) = (upstream_request_id.filter(|v| !v.is_empty()), gateway_id) {
+        if theirs != gateway_id {
+            out.push((UPSTREAM_REQUEST_ID_HEADER, theirs.to_string()));
+        }
+    }
+    out.extend(ours.iter().cloned());
+    out
+}
+
+/// Stamps the upstream's response headers (see [`response_changes`]).
+pub fn stamp_response(host: &dyn Host) {
+    let ours = headers(host);
+    if ours.is_empty() {
+        return;
+    }
+    let theirs = host.response_header(REQUEST_ID_HEADER);
+    for (name, value) in response_changes(&ours, theirs.as_deref()) {
+        host.try_set_header(HeaderMap::Response, name, Some(&value));
+    }
+}
+
+/// The headers of a local reply with the correlation headers added (unless the reply sets
+/// them itself).
+pub fn local_reply_headers<'a>(given: &[(&'a str, &'a str)], ours: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = given.to_vec();
+    for (name, value) in ours {
+        if !given.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            out.push((name, value.as_str()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::MemoryHost;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn upstream_id_is_kept_aside_and_ours_set() {
+        let host = MemoryHost::with_request_headers(&[("x-request-id", "gw-1"), ("traceparent", TP)]);
+        host.set_header(HeaderMap::Response, "x-request-id", Some("prov-9")).unwrap();
+        stamp_response(&host);
+        assert_eq!(host.response_header("x-request-id").as_deref(), Some("gw-1"));
+        assert_eq!(host.response_header("x-upstream-request-id").as_deref(), Some("prov-9"));
+        assert_eq!(host.response_header("traceparent").as_deref(), Some(TP));
+    }
+
+    #[test]
+    fn same_or_no_upstream_id_adds_no_upstream_header() {
+        let ours = vec![(REQUEST_ID_HEADER, "gw-1".to_string())];
+        assert_eq!(response_changes(&ours, Some("gw-1")), ours);
+        assert_eq!(response_changes(&ours, None), ours);
+        assert_eq!(response_changes(&[], Some("prov")), vec![]);
+    }
+
+    #[test]
+    fn invalid_traceparent_is_not_echoed() {
+        let host = MemoryHost::with_request_headers(&[("x-request-id", "gw-1"), ("traceparent", "00-bad")]);
+        assert_eq!(headers(&host), vec![(REQUEST_ID_HEADER, "gw-1".to_string())]);
+    }
+
+    #[test]
+    fn local_reply_keeps_its_own_headers_first() {
+        let ours = vec![(REQUEST_ID_HEADER, "gw-1".to_string()), (TRACEPARENT_HEADER, TP.to_string())];
+        let given = [("content-type", "application/json"), ("X-Request-Id", "mine")];
+        let out = local_reply_headers(&given, &ours);
+        assert_eq!(out, vec![("content-type", "application/json"), ("X-Request-Id", "mine"), ("traceparent", TP)]);
+    }
+}
