@@ -19,7 +19,8 @@
 
 use crate::host::{Host, HttpCall};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use crate::wire::raw_object::RawMembers;
+use serde_json::value::RawValue;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
@@ -136,194 +137,277 @@ const SPAN_KIND_CLIENT: u64 = 3;
 /// OTLP `StatusCode`.
 const STATUS_ERROR: u64 = 2;
 
-fn push_attr(attrs: &mut Vec<Value>, key: &str, value: Option<&Value>) {
-    let Some(value) = value else { return };
-    let any = match value {
-        Value::String(s) if !s.is_empty() => json!({ "stringValue": s }),
-        Value::Bool(b) => json!({ "boolValue": b }),
-        // OTLP JSON: int64 as a decimal string.
-        Value::Number(n) if n.is_u64() || n.is_i64() => json!({ "intValue": n.to_string() }),
-        Value::Number(n) => json!({ "doubleValue": n }),
-        _ => return,
-    };
-    attrs.push(json!({ "key": key, "value": any }));
-}
+/// The attributes of a span, written as OTLP/JSON `KeyValue`s as they come.
+struct Attrs(Vec<u8>);
 
-fn push_str(attrs: &mut Vec<Value>, key: &str, value: &str) {
-    push_attr(attrs, key, Some(&Value::String(value.to_string())));
-}
-
-fn get<'a>(record: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-    let (first, rest) = path.split_first()?;
-    let mut value = record.get(*first)?;
-    for key in rest {
-        value = value.get(*key)?;
+impl Attrs {
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        self.0.extend_from_slice(br#"{"key":""#);
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(br#"","value":{"#);
     }
-    Some(value).filter(|v| !v.is_null())
+    fn str(&mut self, key: &str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        self.key(key);
+        self.0.extend_from_slice(br#""stringValue":"#);
+        write_str(&mut self.0, value);
+        self.0.extend_from_slice(b"}}");
+    }
+    fn value(&mut self, key: &str, value: Option<Scalar>) {
+        match value {
+            Some(Scalar::Str(s)) => self.str(key, &s),
+            Some(Scalar::Bool(b)) => {
+                self.key(key);
+                self.0.extend_from_slice(if b { br#""boolValue":true}}"#.as_slice() } else { br#""boolValue":false}}"#.as_slice() });
+            }
+            // OTLP JSON: int64 as a decimal string.
+            Some(Scalar::Int(n)) => {
+                self.key(key);
+                self.0.extend_from_slice(br#""intValue":""#);
+                self.0.extend_from_slice(n.as_bytes());
+                self.0.extend_from_slice(br#""}}"#);
+            }
+            None => {}
+        }
+    }
+    fn int(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.0.extend_from_slice(br#""intValue":""#);
+        self.0.extend_from_slice(value.to_string().as_bytes());
+        self.0.extend_from_slice(br#""}}"#);
+    }
 }
 
-fn get_str<'a>(record: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
-    get(record, path).and_then(Value::as_str).filter(|s| !s.is_empty())
+/// A JSON string (escaped as serde_json escapes it).
+fn write_str(out: &mut Vec<u8>, value: &str) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+/// A scalar member of a record: a string (unescaped), an integer (its digits) or a boolean.
+/// Anything else (a float, an object, an array, null) is not an attribute.
+enum Scalar {
+    Str(String),
+    Int(String),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            Scalar::Int(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+fn scalar(raw: &RawValue) -> Option<Scalar> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(text).ok().map(Scalar::Str),
+        b't' => Some(Scalar::Bool(true)),
+        b'f' => Some(Scalar::Bool(false)),
+        b'-' | b'0'..=b'9' if text.bytes().all(|b| b == b'-' || b.is_ascii_digit()) => Some(Scalar::Int(text.to_string())),
+        _ => None,
+    }
+}
+
+/// The scalar at `path` (one key, or a key in an object member).
+fn get(record: &RawMembers<'_>, path: &[&str]) -> Option<Scalar> {
+    match path {
+        [key] => scalar(record.get(key)?),
+        [outer, key] => {
+            let inner: RawMembers<'_> = serde_json::from_str(record.get(outer)?.get()).ok()?;
+            scalar(inner.get(key)?)
+        }
+        _ => None,
+    }
+}
+
+fn get_str(record: &RawMembers<'_>, path: &[&str]) -> Option<String> {
+    match get(record, path)? {
+        Scalar::Str(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
 }
 
 fn is_hex_id(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && !s.bytes().all(|b| b == b'0')
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && !s.bytes().all(|b| b == b'0')
 }
 
 /// The span of one audit record (a JSON object; a JSON array, as the MCP filter writes for a
 /// JSON-RPC batch, gives the span of its first record with `tollgate.batch.size`), as an
 /// OTLP/JSON `Span` object. `None` when the record has no valid trace and span ids.
 /// `now_nanos` ends the span when the record has no duration.
-pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Value> {
-    let parsed: Value = serde_json::from_slice(record_json).ok()?;
-    let (record, batch) = match parsed {
-        Value::Object(map) => (map, None),
-        Value::Array(items) => {
-            let size = items.len();
-            match items.into_iter().next() {
-                Some(Value::Object(map)) => (map, Some(size)),
-                _ => return None,
-            }
-        }
-        _ => return None,
+pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(record_json).ok()?;
+    let (record, batch): (RawMembers<'_>, Option<usize>) = if text.trim_start().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+        (serde_json::from_str(items.first()?.get()).ok()?, Some(items.len()))
+    } else {
+        (serde_json::from_str(text).ok()?, None)
     };
     let trace_id = get_str(&record, &["trace_id"]).filter(|s| is_hex_id(s, 32))?;
     let span_id = get_str(&record, &["span_id"]).filter(|s| is_hex_id(s, 16))?;
-    let start_ms = get(&record, &["timestamp_ms"]).and_then(Value::as_u64).unwrap_or(now_nanos / 1_000_000);
+    let start_ms = get(&record, &["timestamp_ms"]).and_then(|v| v.as_u64()).unwrap_or(now_nanos / 1_000_000);
     let start = start_ms.saturating_mul(1_000_000);
-    let end = match get(&record, &["duration_ms"]).and_then(Value::as_u64) {
+    let end = match get(&record, &["duration_ms"]).and_then(|v| v.as_u64()) {
         Some(d) => start.saturating_add(d.saturating_mul(1_000_000)),
         None => now_nanos.max(start),
     };
-    let layer = get_str(&record, &["layer"]).unwrap_or("unknown");
-    let mut attrs = Vec::with_capacity(24);
+    let layer = get_str(&record, &["layer"]).unwrap_or_else(|| "unknown".into());
+    let layer = layer.as_str();
+    let mut attrs = Attrs(Vec::with_capacity(1024));
+    attrs.0.push(b'[');
     let name = layer_attributes(layer, &record, &mut attrs);
     common_attributes(layer, &record, batch, &mut attrs);
+    attrs.0.push(b']');
 
-    let mut span = Map::new();
-    span.insert("traceId".into(), Value::String(trace_id.to_ascii_lowercase()));
-    span.insert("spanId".into(), Value::String(span_id.to_ascii_lowercase()));
+    let mut span = Vec::with_capacity(attrs.0.len() + 256);
+    span.extend_from_slice(br#"{"traceId":""#);
+    span.extend_from_slice(trace_id.as_bytes());
+    span.extend_from_slice(br#"","spanId":""#);
+    span.extend_from_slice(span_id.as_bytes());
+    span.push(b'"');
     if let Some(parent) = get_str(&record, &["parent_span_id"]).filter(|s| is_hex_id(s, 16)) {
-        span.insert("parentSpanId".into(), Value::String(parent.to_ascii_lowercase()));
+        span.extend_from_slice(br#","parentSpanId":""#);
+        span.extend_from_slice(parent.as_bytes());
+        span.push(b'"');
     }
-    span.insert("name".into(), Value::String(name));
-    span.insert("kind".into(), json!(SPAN_KIND_CLIENT));
-    span.insert("startTimeUnixNano".into(), Value::String(start.to_string()));
-    span.insert("endTimeUnixNano".into(), Value::String(end.to_string()));
-    span.insert("attributes".into(), Value::Array(attrs));
-    let decision = get_str(&record, &["decision"]).unwrap_or("allow");
-    let status = get(&record, &["status"]).and_then(Value::as_u64).unwrap_or(0);
+    span.extend_from_slice(br#","name":"#);
+    write_str(&mut span, &name);
+    span.extend_from_slice(format!(r#","kind":{SPAN_KIND_CLIENT},"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":"#).as_bytes());
+    span.extend_from_slice(&attrs.0);
+    let decision = get_str(&record, &["decision"]).unwrap_or_else(|| "allow".into());
+    let status = get(&record, &["status"]).and_then(|v| v.as_u64()).unwrap_or(0);
     if decision != "allow" || status >= 500 {
+        let decision = decision.as_str();
         let message = get_str(&record, &["reason"])
             .or_else(|| get_str(&record, &["error"]))
             .or_else(|| get_str(&record, &["error_type"]))
-            .unwrap_or(decision);
-        span.insert("status".into(), json!({ "code": STATUS_ERROR, "message": message }));
+            .unwrap_or_else(|| decision.to_string());
+        span.extend_from_slice(format!(r#","status":{{"code":{STATUS_ERROR},"message":"#).as_bytes());
+        write_str(&mut span, &message);
+        span.push(b'}');
     }
-    Some(Value::Object(span))
+    span.push(b'}');
+    Some(span)
 }
 
 /// The layer's convention attributes; returns the span name.
-fn layer_attributes(layer: &str, r: &Map<String, Value>, attrs: &mut Vec<Value>) -> String {
-    match layer {
+fn layer_attributes(layer: &str, r: &RawMembers<'_>, attrs: &mut Attrs) -> String {
+    let (what, target) = match layer {
         "llm" => {
-            let operation = get_str(r, &["operation"]).unwrap_or("chat");
-            push_str(attrs, "gen_ai.operation.name", operation);
-            push_attr(attrs, "gen_ai.provider.name", get(r, &["provider"]));
-            push_attr(attrs, "gen_ai.request.model", get(r, &["model"]));
-            push_attr(attrs, "gen_ai.response.model", get(r, &["upstream_model"]));
-            push_attr(attrs, "gen_ai.request.max_tokens", get(r, &["max_output_tokens"]));
-            push_attr(attrs, "gen_ai.usage.input_tokens", get(r, &["tokens", "input"]));
-            push_attr(attrs, "gen_ai.usage.output_tokens", get(r, &["tokens", "output"]));
-            push_attr(attrs, "error.type", get(r, &["error_type"]));
-            push_attr(attrs, "tollgate.cost_micro_usd", get(r, &["cost_micro_usd"]));
-            push_attr(attrs, "tollgate.llm.stream", get(r, &["stream"]));
-            match get_str(r, &["model"]) {
-                Some(model) => format!("{operation} {model}"),
-                None => operation.to_string(),
+            let operation = get_str(r, &["operation"]).unwrap_or_else(|| "chat".into());
+            attrs.str("gen_ai.operation.name", &operation);
+            for (key, path) in [
+                ("gen_ai.provider.name", &["provider"][..]),
+                ("gen_ai.request.model", &["model"]),
+                ("gen_ai.response.model", &["upstream_model"]),
+                ("gen_ai.request.max_tokens", &["max_output_tokens"]),
+                ("gen_ai.usage.input_tokens", &["tokens", "input"]),
+                ("gen_ai.usage.output_tokens", &["tokens", "output"]),
+                ("error.type", &["error_type"]),
+                ("tollgate.cost_micro_usd", &["cost_micro_usd"]),
+                ("tollgate.llm.stream", &["stream"]),
+            ] {
+                attrs.value(key, get(r, path));
             }
+            (operation, get_str(r, &["model"]))
         }
         "mcp" => {
-            let method = get_str(r, &["method"]).unwrap_or("mcp");
-            push_str(attrs, "mcp.method.name", method);
+            let method = get_str(r, &["method"]).unwrap_or_else(|| "mcp".into());
+            attrs.str("mcp.method.name", &method);
             if method == "tools/call" {
-                push_str(attrs, "gen_ai.operation.name", "execute_tool");
+                attrs.str("gen_ai.operation.name", "execute_tool");
             }
-            push_attr(attrs, "gen_ai.tool.name", get(r, &["tool"]));
-            push_attr(attrs, "gen_ai.prompt.name", get(r, &["prompt"]));
-            push_attr(attrs, "mcp.resource.uri", get(r, &["resource_uri"]));
-            push_attr(attrs, "mcp.session.id", get(r, &["session_id"]));
-            // `jsonrpc.request.id` is a string attribute whatever the id's JSON type.
-            match get(r, &["jsonrpc_id"]) {
-                Some(Value::String(s)) => push_str(attrs, "jsonrpc.request.id", s),
-                Some(Value::Number(n)) => push_str(attrs, "jsonrpc.request.id", &n.to_string()),
-                _ => {}
+            for (key, path) in [
+                ("gen_ai.tool.name", "tool"),
+                ("gen_ai.prompt.name", "prompt"),
+                ("mcp.resource.uri", "resource_uri"),
+                ("mcp.session.id", "session_id"),
+                ("tollgate.mcp.server", "server"),
+            ] {
+                attrs.value(key, get(r, &[path]));
             }
-            if let Some(code) = get(r, &["rpc_error_code"]).and_then(Value::as_i64) {
-                push_str(attrs, "rpc.response.status_code", &code.to_string());
-                push_str(attrs, "error.type", &code.to_string());
+            // `jsonrpc.request.id` and the error code are string attributes.
+            if let Some(Scalar::Str(id) | Scalar::Int(id)) = get(r, &["jsonrpc_id"]) {
+                attrs.str("jsonrpc.request.id", &id);
             }
-            push_attr(attrs, "tollgate.mcp.server", get(r, &["server"]));
+            if let Some(Scalar::Int(code)) = get(r, &["rpc_error_code"]) {
+                attrs.str("rpc.response.status_code", &code);
+                attrs.str("error.type", &code);
+            }
             let target = get_str(r, &["tool"]).or_else(|| get_str(r, &["prompt"])).or_else(|| get_str(r, &["resource_uri"]));
-            match target {
-                Some(target) => format!("{method} {target}"),
-                None => method.to_string(),
-            }
+            (method, target)
         }
         "a2a" => {
-            let method = get_str(r, &["jsonrpc_method"]).or_else(|| get_str(r, &["method"])).unwrap_or("a2a");
-            push_str(attrs, "gen_ai.operation.name", "invoke_agent");
-            push_str(attrs, "a2a.method.name", method);
-            push_attr(attrs, "gen_ai.agent.name", get(r, &["target"]));
-            push_attr(attrs, "gen_ai.conversation.id", get(r, &["context_id"]));
-            push_attr(attrs, "a2a.task.id", get(r, &["task_id"]));
-            push_attr(attrs, "a2a.task.state", get(r, &["task_state"]));
-            push_attr(attrs, "a2a.message.id", get(r, &["message_id"]));
-            push_attr(attrs, "tollgate.a2a.caller", get(r, &["caller"]));
-            push_attr(attrs, "tollgate.a2a.hop", get(r, &["hop"]));
-            if let Some(code) = get(r, &["rpc_error_code"]).and_then(Value::as_i64) {
-                push_str(attrs, "rpc.response.status_code", &code.to_string());
+            let method = get_str(r, &["jsonrpc_method"]).or_else(|| get_str(r, &["method"])).unwrap_or_else(|| "a2a".into());
+            attrs.str("gen_ai.operation.name", "invoke_agent");
+            attrs.str("a2a.method.name", &method);
+            for (key, path) in [
+                ("gen_ai.agent.name", "target"),
+                ("gen_ai.conversation.id", "context_id"),
+                ("a2a.task.id", "task_id"),
+                ("a2a.task.state", "task_state"),
+                ("a2a.message.id", "message_id"),
+                ("tollgate.a2a.caller", "caller"),
+                ("tollgate.a2a.hop", "hop"),
+            ] {
+                attrs.value(key, get(r, &[path]));
             }
-            match get_str(r, &["target"]) {
-                Some(target) => format!("{method} {target}"),
-                None => method.to_string(),
+            if let Some(Scalar::Int(code)) = get(r, &["rpc_error_code"]) {
+                attrs.str("rpc.response.status_code", &code);
             }
+            (method, get_str(r, &["target"]))
         }
-        other => other.to_string(),
+        other => (other.to_string(), None),
+    };
+    match target {
+        Some(target) => format!("{what} {target}"),
+        None => what,
     }
 }
 
 /// Tollgate's own attributes: decision, rule, request id, status, identity.
-fn common_attributes(layer: &str, r: &Map<String, Value>, batch: Option<usize>, attrs: &mut Vec<Value>) {
-    push_str(attrs, "tollgate.layer", layer);
-    push_attr(attrs, "tollgate.decision", get(r, &["decision"]));
-    push_attr(attrs, "tollgate.enforced", get(r, &["enforced"]));
-    push_attr(attrs, "tollgate.rule_id", get(r, &["rule_id"]));
-    push_attr(attrs, "tollgate.reason", get(r, &["reason"]));
-    push_attr(attrs, "tollgate.request_id", get(r, &["request_id"]));
-    push_attr(attrs, "http.response.status_code", get(r, &["status"]));
-    push_attr(attrs, "tollgate.principal", get(r, &["identity", "principal"]));
-    push_attr(attrs, "tollgate.team", get(r, &["identity", "team"]).or_else(|| get(r, &["team"])));
-    push_attr(attrs, "tollgate.identity.source", get(r, &["identity", "source"]));
-    push_attr(attrs, "tollgate.key_name", get(r, &["identity", "key_name"]));
-    push_attr(attrs, "tollgate.agent", get(r, &["agent"]));
-    push_attr(attrs, "tollgate.on_behalf_of", get(r, &["on_behalf_of"]));
+fn common_attributes(layer: &str, r: &RawMembers<'_>, batch: Option<usize>, attrs: &mut Attrs) {
+    attrs.str("tollgate.layer", layer);
+    for (key, path) in [
+        ("tollgate.decision", &["decision"][..]),
+        ("tollgate.enforced", &["enforced"]),
+        ("tollgate.rule_id", &["rule_id"]),
+        ("tollgate.reason", &["reason"]),
+        ("tollgate.request_id", &["request_id"]),
+        ("http.response.status_code", &["status"]),
+        ("tollgate.principal", &["identity", "principal"]),
+        ("tollgate.identity.source", &["identity", "source"]),
+        ("tollgate.key_name", &["identity", "key_name"]),
+        ("tollgate.agent", &["agent"]),
+        ("tollgate.on_behalf_of", &["on_behalf_of"]),
+    ] {
+        attrs.value(key, get(r, path));
+    }
+    attrs.value("tollgate.team", get(r, &["identity", "team"]).or_else(|| get(r, &["team"])));
     if let Some(size) = batch {
-        push_attr(attrs, "tollgate.batch.size", Some(&json!(size)));
+        attrs.int("tollgate.batch.size", size as u64);
     }
 }
 
 /// The body of one export request: `spans` (OTLP/JSON `Span` objects, already serialized)
 /// under one resource (`service.name`) and one scope (the filter's name).
 pub fn export_body(service_name: &str, scope: &str, spans: &[Vec<u8>]) -> Vec<u8> {
-    let head = json!({ "key": "service.name", "value": { "stringValue": service_name } });
-    let scope = json!({ "name": scope, "version": env!("CARGO_PKG_VERSION") });
     let mut body = Vec::with_capacity(256 + spans.iter().map(Vec::len).sum::<usize>());
-    body.extend_from_slice(br#"{"resourceSpans":[{"resource":{"attributes":["#);
-    body.extend_from_slice(head.to_string().as_bytes());
-    body.extend_from_slice(br#"]},"scopeSpans":[{"scope":"#);
-    body.extend_from_slice(scope.to_string().as_bytes());
-    body.extend_from_slice(br#","spans":["#);
+    body.extend_from_slice(br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"#);
+    write_str(&mut body, service_name);
+    body.extend_from_slice(br#"}}]},"scopeSpans":[{"scope":{"name":"#);
+    write_str(&mut body, scope);
+    body.extend_from_slice(concat!(r#","version":""#, env!("CARGO_PKG_VERSION"), r#""},"spans":["#).as_bytes());
     for (i, span) in spans.iter().enumerate() {
         if i > 0 {
             body.push(b',');
@@ -359,8 +443,7 @@ thread_local! {
 
 /// Queues the span of `record_json` (see [`span_json`]); drops the oldest when full.
 pub fn enqueue(host: &dyn Host, config: &OtlpConfig, record_json: &[u8]) {
-    let Some(span) = span_json(record_json, host.now_nanos()) else { return };
-    let Ok(bytes) = serde_json::to_vec(&span) else { return };
+    let Some(bytes) = span_json(record_json, host.now_nanos()) else { return };
     QUEUE.with(|q| {
         let mut q = q.borrow_mut();
         while q.spans.len() >= config.max_queued {

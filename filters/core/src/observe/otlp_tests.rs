@@ -1,6 +1,7 @@
 use super::*;
 use crate::config;
 use crate::host::MemoryHost;
+use serde_json::Value;
 
 fn cfg(extra: &str) -> OtlpConfig {
     let text = format!(r#"{{"cluster":"otel"{extra}}}"#);
@@ -44,7 +45,7 @@ fn llm_record_maps_to_genai_attributes() {
     let record = format!(
         r#"{{"schema":"tollgate.audit/v1","layer":"llm","timestamp_ms":1700000000000,"request_id":"r1","trace_id":"{TRACE}","span_id":"00f067aa0ba902b7","parent_span_id":"1111111111111111","identity":{{"principal":"alice","team":"support","source":"api_key"}},"decision":"allow","enforced":true,"status":200,"duration_ms":250,"operation":"chat","model":"fast","upstream_model":"gpt-4o-mini","provider":"openai","tokens":{{"input":12,"output":7}},"cost_micro_usd":42}}"#
     );
-    let span = span_json(record.as_bytes(), 0).unwrap();
+    let span: Value = serde_json::from_slice(&span_json(record.as_bytes(), 0).unwrap()).unwrap();
     assert_eq!(span["traceId"], TRACE);
     assert_eq!(span["spanId"], "00f067aa0ba902b7");
     assert_eq!(span["parentSpanId"], "1111111111111111");
@@ -70,7 +71,7 @@ fn mcp_denial_maps_to_mcp_attributes_and_error_status() {
     let record = format!(
         r#"{{"layer":"mcp","timestamp_ms":5,"trace_id":"{TRACE}","span_id":"00f067aa0ba902b7","decision":"deny","enforced":true,"rule_id":"no-delete","kind":"request","method":"tools/call","jsonrpc_id":7,"tool":"delete_file","session_id":"s-1","server":"files","reason":"denied by rule"}}"#
     );
-    let span = span_json(record.as_bytes(), 9_000_000).unwrap();
+    let span: Value = serde_json::from_slice(&span_json(record.as_bytes(), 9_000_000).unwrap()).unwrap();
     assert!(span.get("parentSpanId").is_none());
     assert_eq!(span["name"], "tools/call delete_file");
     assert_eq!(span["endTimeUnixNano"], "9000000");
@@ -90,7 +91,7 @@ fn a2a_and_batches_and_records_without_ids() {
     let record = format!(
         r#"[{{"layer":"a2a","timestamp_ms":1,"trace_id":"{TRACE}","span_id":"00f067aa0ba902b7","decision":"allow","method":"SendMessage","jsonrpc_method":"message/send","target":"planner","context_id":"ctx-1","task_id":"t-1","task_state":"completed","hop":2}},{{"layer":"a2a"}}]"#
     );
-    let span = span_json(record.as_bytes(), 0).unwrap();
+    let span: Value = serde_json::from_slice(&span_json(record.as_bytes(), 0).unwrap()).unwrap();
     assert_eq!(span["name"], "message/send planner");
     assert_eq!(attr(&span, "a2a.method.name").unwrap()["stringValue"], "message/send");
     assert_eq!(attr(&span, "gen_ai.conversation.id").unwrap()["stringValue"], "ctx-1");
