@@ -356,6 +356,7 @@ def test_every_response_names_the_gateway_request_id_and_span(procs, fleet_store
     client = openai.OpenAI(base_url=f"{gw}/v1", api_key=LLM_KEY, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model=LLM_MODEL, messages=[{"role": "user", "content": "hi"}])
     assert raw.parse().choices[0].message.content
+    print("HEADERS", dict(raw.headers))
     [rec] = envoy.wait_audit(1, where=lambda r: r.get("layer") == "llm" and r.get("request_id") == raw.headers.get("x-request-id"))
     assert raw.headers["x-upstream-request-id"].startswith("req_"), raw.headers
     assert raw.headers["x-upstream-request-id"] != raw.headers["x-request-id"]

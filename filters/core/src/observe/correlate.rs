@@ -42,14 +42,15 @@ pub fn response_changes(ours: &[(&'static str, String)], upstream_request_id: Op
     out
 }
 
-/// Stamps the upstream's response headers (see [`response_changes`]).
-pub fn stamp_response(host: &dyn Host) {
-    let ours = headers(host);
+/// Stamps the upstream's response headers with `ours` (kept by the stream from the request
+/// phase: Envoy lets a filter read request headers only in request callbacks); see
+/// [`response_changes`].
+pub fn stamp_response(host: &dyn Host, ours: &[(&'static str, String)]) {
     if ours.is_empty() {
         return;
     }
     let theirs = host.response_header(REQUEST_ID_HEADER);
-    for (name, value) in response_changes(&ours, theirs.as_deref()) {
+    for (name, value) in response_changes(ours, theirs.as_deref()) {
         host.try_set_header(HeaderMap::Response, name, Some(&value));
     }
 }
@@ -77,7 +78,7 @@ mod tests {
     fn upstream_id_is_kept_aside_and_ours_set() {
         let host = MemoryHost::with_request_headers(&[("x-request-id", "gw-1"), ("traceparent", TP)]);
         host.set_header(HeaderMap::Response, "x-request-id", Some("prov-9")).unwrap();
-        stamp_response(&host);
+        stamp_response(&host, &headers(&host));
         assert_eq!(host.response_header("x-request-id").as_deref(), Some("gw-1"));
         assert_eq!(host.response_header("x-upstream-request-id").as_deref(), Some("prov-9"));
         assert_eq!(host.response_header("traceparent").as_deref(), Some(TP));
