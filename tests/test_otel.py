@@ -356,7 +356,6 @@ def test_every_response_names_the_gateway_request_id_and_span(procs, fleet_store
     client = openai.OpenAI(base_url=f"{gw}/v1", api_key=LLM_KEY, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model=LLM_MODEL, messages=[{"role": "user", "content": "hi"}])
     assert raw.parse().choices[0].message.content
-    print("HEADERS", dict(raw.headers))
     [rec] = envoy.wait_audit(1, where=lambda r: r.get("layer") == "llm" and r.get("request_id") == raw.headers.get("x-request-id"))
     assert raw.headers["x-upstream-request-id"].startswith("req_"), raw.headers
     assert raw.headers["x-upstream-request-id"] != raw.headers["x-request-id"]
@@ -395,7 +394,7 @@ def test_every_response_names_the_gateway_request_id_and_span(procs, fleet_store
     client_tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
         "messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "hello"}]}}}  # fmt: skip
-    sent = httpx.post(f"{gw}/agents/echo", json=body, headers={"A2A-Version": "1.0", "traceparent": client_tp}, timeout=20)
+    sent = httpx.post(f"{gw}/agents/echo/", json=body, headers={"A2A-Version": "1.0", "traceparent": client_tp}, timeout=20)
     assert sent.status_code == 200, sent.text
     [rec] = envoy.wait_audit(1, where=lambda r: r.get("layer") == "a2a" and r.get("request_id") == sent.headers.get("x-request-id"))
     assert rec["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and rec["parent_span_id"] == "b7ad6b7169203331"
