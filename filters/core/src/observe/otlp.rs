@@ -175,12 +175,6 @@ impl Attrs {
             None => {}
         }
     }
-    fn int(&mut self, key: &str, value: u64) {
-        self.key(key);
-        self.0.extend_from_slice(br#""intValue":""#);
-        self.0.extend_from_slice(value.to_string().as_bytes());
-        self.0.extend_from_slice(br#""}}"#);
-    }
 }
 
 /// A JSON string (escaped as serde_json escapes it).
@@ -219,13 +213,16 @@ fn scalar(raw: &RawValue) -> Option<Scalar> {
 }
 
 /// The scalar at `path` (one key, or a key in an object member).
+/// The members of a JSON object (one instance of the parser for every caller).
+#[inline(never)]
+fn members(text: &str) -> Option<RawMembers<'_>> {
+    serde_json::from_str(text).ok()
+}
+
 fn get(record: &RawMembers<'_>, path: &[&str]) -> Option<Scalar> {
     match path {
         [key] => scalar(record.get(key)?),
-        [outer, key] => {
-            let inner: RawMembers<'_> = serde_json::from_str(record.get(outer)?.get()).ok()?;
-            scalar(inner.get(key)?)
-        }
+        [outer, key] => scalar(members(record.get(outer)?.get())?.get(key)?),
         _ => None,
     }
 }
@@ -242,16 +239,15 @@ fn is_hex_id(s: &str, len: usize) -> bool {
 }
 
 /// The span of one audit record (a JSON object; a JSON array, as the MCP filter writes for a
-/// JSON-RPC batch, gives the span of its first record with `tollgate.batch.size`), as an
+/// JSON-RPC batch, gives the span of its first record, `tollgate.mcp.batch_index: 0`), as an
 /// OTLP/JSON `Span` object. `None` when the record has no valid trace and span ids.
 /// `now_nanos` ends the span when the record has no duration.
 pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(record_json).ok()?;
-    let (record, batch): (RawMembers<'_>, Option<usize>) = if text.trim_start().starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
-        (serde_json::from_str(items.first()?.get()).ok()?, Some(items.len()))
-    } else {
-        (serde_json::from_str(text).ok()?, None)
+    // A batch's array: its first record (the parser reads one value and stops there).
+    let record = match text.trim_start().strip_prefix('[') {
+        Some(rest) => RawMembers::deserialize(&mut serde_json::Deserializer::from_str(rest)).ok()?,
+        None => members(text)?,
     };
     let trace_id = get_str(&record, &["trace_id"]).filter(|s| is_hex_id(s, 32))?;
     let span_id = get_str(&record, &["span_id"]).filter(|s| is_hex_id(s, 16))?;
@@ -265,8 +261,7 @@ pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Vec<u8>> {
     let layer = layer.as_str();
     let mut attrs = Attrs(Vec::with_capacity(1024));
     attrs.0.push(b'[');
-    let name = layer_attributes(layer, &record, &mut attrs);
-    common_attributes(layer, &record, batch, &mut attrs);
+    let name = attributes(layer, &record, &mut attrs);
     attrs.0.push(b']');
 
     let mut span = Vec::with_capacity(attrs.0.len() + 256);
@@ -300,25 +295,53 @@ pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Vec<u8>> {
     Some(span)
 }
 
-/// The layer's convention attributes; returns the span name.
-fn layer_attributes(layer: &str, r: &RawMembers<'_>, attrs: &mut Attrs) -> String {
+/// Attributes copied as they are from a record member: (layer, attribute, member, inner
+/// member). Layer `*`: every layer (Tollgate's own: decision, rule, request id, identity).
+const COPIED: &[(&str, &str, &str, &str)] = &[
+    ("llm", "gen_ai.provider.name", "provider", ""),
+    ("llm", "gen_ai.request.model", "model", ""),
+    ("llm", "gen_ai.response.model", "upstream_model", ""),
+    ("llm", "gen_ai.request.max_tokens", "max_output_tokens", ""),
+    ("llm", "gen_ai.usage.input_tokens", "tokens", "input"),
+    ("llm", "gen_ai.usage.output_tokens", "tokens", "output"),
+    ("llm", "error.type", "error_type", ""),
+    ("llm", "tollgate.cost_micro_usd", "cost_micro_usd", ""),
+    ("llm", "tollgate.llm.stream", "stream", ""),
+    ("mcp", "gen_ai.tool.name", "tool", ""),
+    ("mcp", "gen_ai.prompt.name", "prompt", ""),
+    ("mcp", "mcp.resource.uri", "resource_uri", ""),
+    ("mcp", "mcp.session.id", "session_id", ""),
+    ("mcp", "tollgate.mcp.server", "server", ""),
+    ("mcp", "tollgate.mcp.batch_index", "batch_index", ""),
+    ("a2a", "gen_ai.agent.name", "target", ""),
+    ("a2a", "gen_ai.conversation.id", "context_id", ""),
+    ("a2a", "a2a.task.id", "task_id", ""),
+    ("a2a", "a2a.task.state", "task_state", ""),
+    ("a2a", "a2a.message.id", "message_id", ""),
+    ("a2a", "tollgate.a2a.caller", "caller", ""),
+    ("a2a", "tollgate.a2a.hop", "hop", ""),
+    ("*", "tollgate.decision", "decision", ""),
+    ("*", "tollgate.enforced", "enforced", ""),
+    ("*", "tollgate.rule_id", "rule_id", ""),
+    ("*", "tollgate.reason", "reason", ""),
+    ("*", "tollgate.request_id", "request_id", ""),
+    ("*", "http.response.status_code", "status", ""),
+    ("*", "tollgate.principal", "identity", "principal"),
+    ("*", "tollgate.team", "identity", "team"),
+    ("*", "tollgate.identity.source", "identity", "source"),
+    ("*", "tollgate.key_name", "identity", "key_name"),
+    ("*", "tollgate.agent", "agent", ""),
+    ("*", "tollgate.on_behalf_of", "on_behalf_of", ""),
+];
+
+/// The span's attributes; returns the span name: `{operation} {model}` (LLM),
+/// `{mcp.method.name} {target}` (MCP), `{a2a.method.name} {agent}` (A2A).
+fn attributes(layer: &str, r: &RawMembers<'_>, attrs: &mut Attrs) -> String {
+    // (what the span does, the attribute naming it, and its target)
     let (what, target) = match layer {
         "llm" => {
             let operation = get_str(r, &["operation"]).unwrap_or_else(|| "chat".into());
             attrs.str("gen_ai.operation.name", &operation);
-            for (key, path) in [
-                ("gen_ai.provider.name", &["provider"][..]),
-                ("gen_ai.request.model", &["model"]),
-                ("gen_ai.response.model", &["upstream_model"]),
-                ("gen_ai.request.max_tokens", &["max_output_tokens"]),
-                ("gen_ai.usage.input_tokens", &["tokens", "input"]),
-                ("gen_ai.usage.output_tokens", &["tokens", "output"]),
-                ("error.type", &["error_type"]),
-                ("tollgate.cost_micro_usd", &["cost_micro_usd"]),
-                ("tollgate.llm.stream", &["stream"]),
-            ] {
-                attrs.value(key, get(r, path));
-            }
             (operation, get_str(r, &["model"]))
         }
         "mcp" => {
@@ -327,21 +350,11 @@ fn layer_attributes(layer: &str, r: &RawMembers<'_>, attrs: &mut Attrs) -> Strin
             if method == "tools/call" {
                 attrs.str("gen_ai.operation.name", "execute_tool");
             }
-            for (key, path) in [
-                ("gen_ai.tool.name", "tool"),
-                ("gen_ai.prompt.name", "prompt"),
-                ("mcp.resource.uri", "resource_uri"),
-                ("mcp.session.id", "session_id"),
-                ("tollgate.mcp.server", "server"),
-            ] {
-                attrs.value(key, get(r, &[path]));
-            }
-            // `jsonrpc.request.id` and the error code are string attributes.
+            // `jsonrpc.request.id` is a string attribute whatever the id's JSON type.
             if let Some(Scalar::Str(id) | Scalar::Int(id)) = get(r, &["jsonrpc_id"]) {
                 attrs.str("jsonrpc.request.id", &id);
             }
             if let Some(Scalar::Int(code)) = get(r, &["rpc_error_code"]) {
-                attrs.str("rpc.response.status_code", &code);
                 attrs.str("error.type", &code);
             }
             let target = get_str(r, &["tool"]).or_else(|| get_str(r, &["prompt"])).or_else(|| get_str(r, &["resource_uri"]));
@@ -351,51 +364,25 @@ fn layer_attributes(layer: &str, r: &RawMembers<'_>, attrs: &mut Attrs) -> Strin
             let method = get_str(r, &["jsonrpc_method"]).or_else(|| get_str(r, &["method"])).unwrap_or_else(|| "a2a".into());
             attrs.str("gen_ai.operation.name", "invoke_agent");
             attrs.str("a2a.method.name", &method);
-            for (key, path) in [
-                ("gen_ai.agent.name", "target"),
-                ("gen_ai.conversation.id", "context_id"),
-                ("a2a.task.id", "task_id"),
-                ("a2a.task.state", "task_state"),
-                ("a2a.message.id", "message_id"),
-                ("tollgate.a2a.caller", "caller"),
-                ("tollgate.a2a.hop", "hop"),
-            ] {
-                attrs.value(key, get(r, &[path]));
-            }
-            if let Some(Scalar::Int(code)) = get(r, &["rpc_error_code"]) {
-                attrs.str("rpc.response.status_code", &code);
-            }
             (method, get_str(r, &["target"]))
         }
         other => (other.to_string(), None),
     };
+    if layer != "llm" {
+        if let Some(Scalar::Int(code)) = get(r, &["rpc_error_code"]) {
+            attrs.str("rpc.response.status_code", &code);
+        }
+    }
+    attrs.str("tollgate.layer", layer);
+    for (of, key, member, inner) in COPIED {
+        if *of == layer || *of == "*" {
+            let value = if inner.is_empty() { get(r, &[member]) } else { get(r, &[member, inner]) };
+            attrs.value(key, value);
+        }
+    }
     match target {
         Some(target) => format!("{what} {target}"),
         None => what,
-    }
-}
-
-/// Tollgate's own attributes: decision, rule, request id, status, identity.
-fn common_attributes(layer: &str, r: &RawMembers<'_>, batch: Option<usize>, attrs: &mut Attrs) {
-    attrs.str("tollgate.layer", layer);
-    for (key, path) in [
-        ("tollgate.decision", &["decision"][..]),
-        ("tollgate.enforced", &["enforced"]),
-        ("tollgate.rule_id", &["rule_id"]),
-        ("tollgate.reason", &["reason"]),
-        ("tollgate.request_id", &["request_id"]),
-        ("http.response.status_code", &["status"]),
-        ("tollgate.principal", &["identity", "principal"]),
-        ("tollgate.identity.source", &["identity", "source"]),
-        ("tollgate.key_name", &["identity", "key_name"]),
-        ("tollgate.agent", &["agent"]),
-        ("tollgate.on_behalf_of", &["on_behalf_of"]),
-    ] {
-        attrs.value(key, get(r, path));
-    }
-    attrs.value("tollgate.team", get(r, &["identity", "team"]).or_else(|| get(r, &["team"])));
-    if let Some(size) = batch {
-        attrs.int("tollgate.batch.size", size as u64);
     }
 }
 
