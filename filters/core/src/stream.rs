@@ -124,25 +124,31 @@ pub struct Stream<E> {
     /// The gateway's request id and span as the request left (see
     /// [`crate::observe::correlate`]): request headers are readable in request callbacks only.
     correlation: Vec<(&'static str, String)>,
+    /// The filter sent its own span upstream (the `traceparent` changed in a request
+    /// callback): no need to look again at the body's end.
+    joined: bool,
 }
 
 impl<E: HttpExchange> Stream<E> {
     pub fn new(exchange: E) -> Self {
-        Stream { exchange, request: Direction::default(), response: Direction::default(), correlation: Vec::new() }
+        Stream { exchange, request: Direction::default(), response: Direction::default(), correlation: Vec::new(), joined: false }
     }
     pub fn exchange(&self) -> &E {
         &self.exchange
     }
     pub fn request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.request.saw_headers(end_of_stream);
+        let inbound = host.header(crate::host::HeaderMap::Request, "traceparent").ok().flatten();
         let step = self.exchange.on_request_headers(host, end_of_stream);
         self.correlate(host);
+        let now = self.correlation.iter().find(|(k, _)| *k == "traceparent").map(|(_, v)| v.as_str());
+        self.joined = now.is_some() && now != inbound.as_deref();
         step
     }
     pub fn request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         let step = self.exchange.on_request_body(host, body_size, end_of_stream);
         self.request.saw_body(body_size, end_of_stream, step);
-        if end_of_stream {
+        if end_of_stream && !self.joined {
             // A filter that decides on the body joins the trace there.
             self.correlate(host);
         }
