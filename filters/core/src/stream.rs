@@ -273,6 +273,35 @@ mod tests {
         assert_eq!(host.response_header("traceparent").as_deref(), Some(tp));
     }
 
+    /// Joins the trace at the request body's end (as the A2A filter does).
+    struct JoinsAtBody;
+    impl HttpExchange for JoinsAtBody {
+        fn on_request_headers(&mut self, _: &dyn Host, _: bool) -> Step {
+            Step::Pause
+        }
+        fn on_request_body(&mut self, host: &dyn Host, _: usize, eos: bool) -> Step {
+            if eos {
+                let ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+                host.set_header(crate::host::HeaderMap::Request, "traceparent", Some(ours)).unwrap();
+            }
+            Step::Continue
+        }
+    }
+
+    #[test]
+    fn a_trace_joined_at_the_body_end_is_the_one_named() {
+        let inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let host = MemoryHost::with_request_headers(&[("x-request-id", "gw-1"), ("traceparent", inbound)]);
+        let mut s = Stream::new(JoinsAtBody);
+        s.request_headers(&host, false);
+        s.request_body(&host, 2, true);
+        s.response_headers(&host, false);
+        assert_eq!(
+            host.response_header("traceparent").as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01")
+        );
+    }
+
     #[test]
     fn an_ended_direction_ignores_trailers() {
         let host = MemoryHost::default();

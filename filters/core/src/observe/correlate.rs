@@ -28,30 +28,23 @@ pub fn headers(host: &dyn Host) -> Vec<(&'static str, String)> {
     out
 }
 
-/// What to change in the upstream's response headers: set the gateway's ids, and move a
-/// different upstream `x-request-id` to `x-upstream-request-id`.
-pub fn response_changes(ours: &[(&'static str, String)], upstream_request_id: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(3);
-    let gateway_id = ours.iter().find(|(k, _)| *k == REQUEST_ID_HEADER).map(|(_, v)| v.as_str());
-    if let (Some(theirs), Some(gateway_id)) = (upstream_request_id.filter(|v| !v.is_empty()), gateway_id) {
-        if theirs != gateway_id {
-            out.push((UPSTREAM_REQUEST_ID_HEADER, theirs.to_string()));
-        }
-    }
-    out.extend(ours.iter().cloned());
-    out
+/// The upstream's own request id to keep as `x-upstream-request-id`: one that differs from
+/// the gateway's.
+pub fn upstream_id_to_keep<'a>(gateway_id: Option<&str>, theirs: Option<&'a str>) -> Option<&'a str> {
+    theirs.filter(|t| !t.is_empty() && gateway_id.is_some_and(|g| g != *t))
 }
 
 /// Stamps the upstream's response headers with `ours` (kept by the stream from the request
-/// phase: Envoy lets a filter read request headers only in request callbacks); see
-/// [`response_changes`].
+/// phase: Envoy lets a filter read request headers only in request callbacks), moving a
+/// different upstream `x-request-id` to `x-upstream-request-id`.
 pub fn stamp_response(host: &dyn Host, ours: &[(&'static str, String)]) {
-    if ours.is_empty() {
-        return;
-    }
+    let gateway_id = ours.iter().find(|(k, _)| *k == REQUEST_ID_HEADER).map(|(_, v)| v.as_str());
     let theirs = host.response_header(REQUEST_ID_HEADER);
-    for (name, value) in response_changes(ours, theirs.as_deref()) {
-        host.try_set_header(HeaderMap::Response, name, Some(&value));
+    if let Some(theirs) = upstream_id_to_keep(gateway_id, theirs.as_deref()) {
+        host.try_set_header(HeaderMap::Response, UPSTREAM_REQUEST_ID_HEADER, Some(theirs));
+    }
+    for (name, value) in ours {
+        host.try_set_header(HeaderMap::Response, name, Some(value));
     }
 }
 
@@ -86,10 +79,10 @@ mod tests {
 
     #[test]
     fn same_or_no_upstream_id_adds_no_upstream_header() {
-        let ours = vec![(REQUEST_ID_HEADER, "gw-1".to_string())];
-        assert_eq!(response_changes(&ours, Some("gw-1")), ours);
-        assert_eq!(response_changes(&ours, None), ours);
-        assert_eq!(response_changes(&[], Some("prov")), vec![]);
+        assert_eq!(upstream_id_to_keep(Some("gw-1"), Some("prov")), Some("prov"));
+        assert_eq!(upstream_id_to_keep(Some("gw-1"), Some("gw-1")), None);
+        assert_eq!(upstream_id_to_keep(Some("gw-1"), None), None);
+        assert_eq!(upstream_id_to_keep(None, Some("prov")), None);
     }
 
     #[test]

@@ -94,28 +94,28 @@ fn default_timeout() -> u64 {
 }
 
 impl TryFrom<RawOtlpConfig> for OtlpConfig {
-    type Error = String;
-    fn try_from(raw: RawOtlpConfig) -> Result<Self, String> {
+    type Error = &'static str;
+    fn try_from(raw: RawOtlpConfig) -> Result<Self, &'static str> {
         if raw.cluster.trim().is_empty() {
-            return Err("otlp.cluster must not be empty".into());
+            return Err("otlp.cluster must not be empty");
         }
         if !raw.path.starts_with('/') {
-            return Err(format!("otlp.path `{}` must start with `/`", raw.path));
+            return Err("otlp.path must start with `/`");
         }
         if raw.max_queued == 0 || raw.max_queued > 65_536 {
-            return Err("otlp.max_queued must be 1..=65536".into());
+            return Err("otlp.max_queued must be 1..=65536");
         }
         if raw.max_batch == 0 || raw.max_batch > raw.max_queued {
-            return Err("otlp.max_batch must be 1..=max_queued".into());
+            return Err("otlp.max_batch must be 1..=max_queued");
         }
         if raw.max_in_flight == 0 || raw.max_in_flight > 64 {
-            return Err("otlp.max_in_flight must be 1..=64".into());
+            return Err("otlp.max_in_flight must be 1..=64");
         }
         if !(100..=60_000).contains(&raw.flush_ms) {
-            return Err("otlp.flush_ms must be 100..=60000".into());
+            return Err("otlp.flush_ms must be 100..=60000");
         }
         if !(1..=60_000).contains(&raw.timeout_ms) {
-            return Err("otlp.timeout_ms must be 1..=60000".into());
+            return Err("otlp.timeout_ms must be 1..=60000");
         }
         Ok(OtlpConfig {
             authority: raw.authority.filter(|a| !a.is_empty()).unwrap_or_else(|| raw.cluster.clone()),
@@ -131,11 +131,9 @@ impl TryFrom<RawOtlpConfig> for OtlpConfig {
     }
 }
 
-/// OTLP `SpanKind`: the gateway's span is its call to the upstream on the caller's behalf
-/// (the GenAI inference span is `CLIENT`); the upstream's server span nests under it.
-const SPAN_KIND_CLIENT: u64 = 3;
-/// OTLP `StatusCode`.
-const STATUS_ERROR: u64 = 2;
+// OTLP `SpanKind` 3 (`CLIENT`): the gateway's span is its call to the upstream on the
+// caller's behalf (the GenAI inference span is `CLIENT`); the upstream's server span nests
+// under it. `StatusCode` 2: `ERROR`.
 
 /// The attributes of a span, written as OTLP/JSON `KeyValue`s as they come.
 struct Attrs(Vec<u8>);
@@ -277,7 +275,11 @@ pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Vec<u8>> {
     }
     span.extend_from_slice(br#","name":"#);
     write_str(&mut span, &name);
-    span.extend_from_slice(format!(r#","kind":{SPAN_KIND_CLIENT},"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":"#).as_bytes());
+    span.extend_from_slice(br#","kind":3,"startTimeUnixNano":""#);
+    span.extend_from_slice(start.to_string().as_bytes());
+    span.extend_from_slice(br#"","endTimeUnixNano":""#);
+    span.extend_from_slice(end.to_string().as_bytes());
+    span.extend_from_slice(br#"","attributes":"#);
     span.extend_from_slice(&attrs.0);
     let decision = get_str(&record, &["decision"]).unwrap_or_else(|| "allow".into());
     let status = get(&record, &["status"]).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -287,7 +289,7 @@ pub fn span_json(record_json: &[u8], now_nanos: u64) -> Option<Vec<u8>> {
             .or_else(|| get_str(&record, &["error"]))
             .or_else(|| get_str(&record, &["error_type"]))
             .unwrap_or_else(|| decision.to_string());
-        span.extend_from_slice(format!(r#","status":{{"code":{STATUS_ERROR},"message":"#).as_bytes());
+        span.extend_from_slice(br#","status":{"code":2,"message":"#);
         write_str(&mut span, &message);
         span.push(b'}');
     }
