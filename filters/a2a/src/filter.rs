@@ -12,6 +12,9 @@ pub struct A2APlugin;
 
 impl Plugin for A2APlugin {
     const NAME: &'static str = "tollgate-a2a";
+    fn otlp(state: &Self::State) -> Option<&tollgate_core::observe::otlp::OtlpConfig> {
+        state.audit.otlp.as_ref()
+    }
     type Config = Config;
     type State = State;
     type Exchange = Exchange;

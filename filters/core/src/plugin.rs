@@ -8,6 +8,7 @@ use crate::fleet::outbox;
 use crate::stream::{GrpcFailure, HttpExchange, Step, Stream};
 use crate::host::{Host, HostExt, LogLevel};
 use crate::observe::metrics::Metrics;
+use crate::observe::otlp::{self, OtlpConfig};
 use crate::host::wasm::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType};
@@ -34,6 +35,11 @@ pub trait Plugin: 'static {
     fn uses_fleet_store(_state: &Self::State) -> bool {
         false
     }
+    /// Where the state exports its spans (`audit.otlp`), if it does: then the root sends
+    /// the queued spans ([`crate::observe::otlp`]) on its timer.
+    fn otlp(_state: &Self::State) -> Option<&OtlpConfig> {
+        None
+    }
 }
 
 /// How often the root sends queued settlements.
@@ -42,13 +48,21 @@ const OUTBOX_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 pub struct PluginRoot<P: Plugin> {
     state: Option<Rc<P::State>>,
     metrics: Rc<Metrics>,
+    /// Span exports in flight (their tokens) and when the last one left, in ms.
+    otlp_in_flight: Vec<u32>,
+    otlp_last_ms: u64,
 }
 
 impl<P: Plugin> Default for PluginRoot<P> {
     fn default() -> Self {
-        PluginRoot { state: None, metrics: Rc::new(Metrics::new()) }
+        PluginRoot { state: None, metrics: Rc::new(Metrics::new()), otlp_in_flight: Vec::new(), otlp_last_ms: 0 }
     }
 }
+
+/// Metrics of the span exporter (all filters of an Envoy add to the same counters).
+const OTLP_DROPPED: &str = "tollgate.otlp.dropped";
+const OTLP_SENT: &str = "tollgate.otlp.sent";
+const OTLP_FAILED: &str = "tollgate.otlp.failed";
 
 /// A metric of the plugin: `tollgate.llm.<name>` for `tollgate-llm`.
 fn metric<P: Plugin>(name: &str) -> String {
@@ -81,7 +95,57 @@ impl<P: Plugin> PluginRoot<P> {
     }
 }
 
+impl<P: Plugin> PluginRoot<P> {
+    /// Sends queued spans (see [`otlp::to_send`]); never retries: a failed or refused batch
+    /// is counted (`tollgate.otlp.failed`, its spans in `tollgate.otlp.dropped`).
+    fn flush_spans(&mut self) {
+        let Some(state) = self.state.clone() else { return };
+        let Some(config) = P::otlp(&state) else { return };
+        let host = WasmHost;
+        let dropped = otlp::take_dropped();
+        if dropped > 0 {
+            self.metrics.add(&host, OTLP_DROPPED, &[], dropped);
+        }
+        let now = host.now_millis();
+        loop {
+            let in_flight = u32::try_from(self.otlp_in_flight.len()).unwrap_or(u32::MAX);
+            let n = otlp::to_send(config, otlp::queued(), in_flight, now.saturating_sub(self.otlp_last_ms));
+            if n == 0 {
+                return;
+            }
+            let spans = otlp::take(n);
+            self.otlp_last_ms = now;
+            match otlp::dispatch(&host, config, P::NAME, &spans) {
+                Ok(token) => {
+                    self.otlp_in_flight.push(token);
+                    self.metrics.add(&host, OTLP_SENT, &[], spans.len() as u64);
+                }
+                Err(_) => {
+                    host.log(LogLevel::Warn, "tollgate: cannot export spans (no such cluster?)");
+                    self.metrics.add(&host, OTLP_FAILED, &[], 1);
+                    self.metrics.add(&host, OTLP_DROPPED, &[], spans.len() as u64);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl<P: Plugin> Context for PluginRoot<P> {
+    /// Answers to span exports sent from [`PluginRoot::flush_spans`].
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, _body_size: usize, _num_trailers: usize) {
+        self.otlp_in_flight.retain(|t| *t != token_id);
+        let status = proxy_wasm::hostcalls::get_map_value(proxy_wasm::types::MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        if num_headers == 0 || !status.is_some_and(|s| (200..300).contains(&s)) {
+            let host = WasmHost;
+            host.log(LogLevel::Debug, &format!("{}: a span export failed (status {status:?})", P::NAME));
+            self.metrics.add(&host, OTLP_FAILED, &[], 1);
+        }
+    }
+
     /// Answers to settlements sent from [`PluginRoot::flush_outbox`].
     fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, _response_size: usize) {
         if status_code != 0 {
@@ -100,7 +164,7 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
         let root_id = host.property_string(&["plugin_root_id"]).unwrap_or_default();
         match config::load::<P::Config>(&raw).and_then(|c| P::build_for_root(c, &root_id)) {
             Ok(state) => {
-                if P::uses_fleet_store(&state) {
+                if P::uses_fleet_store(&state) || P::otlp(&state).is_some() {
                     if let Err(e) = proxy_wasm::hostcalls::set_tick_period(OUTBOX_FLUSH) {
                         host.log(LogLevel::Error, &format!("{}: cannot start the settlement timer: {e:?}", P::NAME));
                         return false;
@@ -131,6 +195,7 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
 
     fn on_tick(&mut self) {
         self.flush_outbox();
+        self.flush_spans();
     }
 }
 

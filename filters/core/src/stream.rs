@@ -121,23 +121,45 @@ pub struct Stream<E> {
     exchange: E,
     request: Direction,
     response: Direction,
+    /// The gateway's request id and span as the request left (see
+    /// [`crate::observe::correlate`]): request headers are readable in request callbacks only.
+    correlation: Vec<(&'static str, String)>,
+    /// The filter sent its own span upstream (the `traceparent` changed in a request
+    /// callback): no need to look again at the body's end.
+    joined: bool,
 }
 
 impl<E: HttpExchange> Stream<E> {
     pub fn new(exchange: E) -> Self {
-        Stream { exchange, request: Direction::default(), response: Direction::default() }
+        Stream { exchange, request: Direction::default(), response: Direction::default(), correlation: Vec::new(), joined: false }
     }
     pub fn exchange(&self) -> &E {
         &self.exchange
     }
     pub fn request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.request.saw_headers(end_of_stream);
-        self.exchange.on_request_headers(host, end_of_stream)
+        let inbound = host.header(crate::host::HeaderMap::Request, "traceparent").ok().flatten();
+        let step = self.exchange.on_request_headers(host, end_of_stream);
+        self.correlate(host);
+        let now = self.correlation.iter().find(|(k, _)| *k == "traceparent").map(|(_, v)| v.as_str());
+        self.joined = now.is_some() && now != inbound.as_deref();
+        step
     }
     pub fn request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
         let step = self.exchange.on_request_body(host, body_size, end_of_stream);
         self.request.saw_body(body_size, end_of_stream, step);
+        if end_of_stream && !self.joined {
+            // A filter that decides on the body joins the trace there.
+            self.correlate(host);
+        }
         step
+    }
+    /// Keeps the correlation headers as the request now stands (the filter joined the trace).
+    fn correlate(&mut self, host: &dyn Host) {
+        let now = crate::observe::correlate::headers(host);
+        if !now.is_empty() {
+            self.correlation = now;
+        }
     }
     pub fn request_trailers(&mut self, host: &dyn Host) -> Step {
         if self.request.ended {
@@ -147,6 +169,8 @@ impl<E: HttpExchange> Stream<E> {
     }
     pub fn response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Step {
         self.response.saw_headers(end_of_stream);
+        // Before the filter's own changes: the client can find the gateway's record.
+        crate::observe::correlate::stamp_response(host, &self.correlation);
         self.exchange.on_response_headers(host, end_of_stream)
     }
     pub fn response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Step {
@@ -177,7 +201,7 @@ impl<E: HttpExchange> Stream<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::MemoryHost;
+    use crate::host::{HostExt, MemoryHost};
 
     /// Records every call it gets; pauses request and response bodies until their end.
     #[derive(Default)]
@@ -231,6 +255,51 @@ mod tests {
         assert_eq!(s.response_body(&host, 4, false), Step::Continue);
         s.response_trailers(&host);
         assert_eq!(s.exchange().0.last().map(String::as_str), Some("resp-body 0 eos=true"));
+    }
+
+    #[test]
+    fn the_response_names_the_request_id_and_span_the_request_left_with() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let host = MemoryHost::with_request_headers(&[("x-request-id", "gw-1"), ("traceparent", tp)]);
+        let mut s = Stream::new(Recorder::default());
+        s.request_headers(&host, true);
+        // Envoy hides request headers from response callbacks: what was kept is used.
+        host.set_header(crate::host::HeaderMap::Request, "x-request-id", None).unwrap();
+        host.set_header(crate::host::HeaderMap::Request, "traceparent", None).unwrap();
+        host.set_header(crate::host::HeaderMap::Response, "x-request-id", Some("prov-1")).unwrap();
+        s.response_headers(&host, false);
+        assert_eq!(host.response_header("x-request-id").as_deref(), Some("gw-1"));
+        assert_eq!(host.response_header("x-upstream-request-id").as_deref(), Some("prov-1"));
+        assert_eq!(host.response_header("traceparent").as_deref(), Some(tp));
+    }
+
+    /// Joins the trace at the request body's end (as the A2A filter does).
+    struct JoinsAtBody;
+    impl HttpExchange for JoinsAtBody {
+        fn on_request_headers(&mut self, _: &dyn Host, _: bool) -> Step {
+            Step::Pause
+        }
+        fn on_request_body(&mut self, host: &dyn Host, _: usize, eos: bool) -> Step {
+            if eos {
+                let ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+                host.set_header(crate::host::HeaderMap::Request, "traceparent", Some(ours)).unwrap();
+            }
+            Step::Continue
+        }
+    }
+
+    #[test]
+    fn a_trace_joined_at_the_body_end_is_the_one_named() {
+        let inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let host = MemoryHost::with_request_headers(&[("x-request-id", "gw-1"), ("traceparent", inbound)]);
+        let mut s = Stream::new(JoinsAtBody);
+        s.request_headers(&host, false);
+        s.request_body(&host, 2, true);
+        s.response_headers(&host, false);
+        assert_eq!(
+            host.response_header("traceparent").as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01")
+        );
     }
 
     #[test]

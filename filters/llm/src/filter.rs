@@ -17,6 +17,9 @@ pub struct LLMPlugin;
 
 impl Plugin for LLMPlugin {
     const NAME: &'static str = "tollgate-llm";
+    fn otlp(state: &Self::State) -> Option<&tollgate_core::observe::otlp::OtlpConfig> {
+        state.audit.otlp.as_ref()
+    }
     type Config = Config;
     type State = State;
     type Exchange = LlmExchange;

@@ -12,6 +12,9 @@ pub struct MCPPlugin;
 
 impl Plugin for MCPPlugin {
     const NAME: &'static str = "tollgate-mcp";
+    fn otlp(state: &Self::State) -> Option<&tollgate_core::observe::otlp::OtlpConfig> {
+        state.config.audit.otlp.as_ref()
+    }
     type Config = Config;
     type State = Shared;
     type Exchange = Exchange;

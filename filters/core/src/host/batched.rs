@@ -356,7 +356,10 @@ impl Host for CallbackHost<'_> {
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
         self.request.flush(self.host, HeaderMap::Request);
         self.response.flush(self.host, HeaderMap::Response);
-        self.host.send_local_reply(status, headers, body)
+        // Every local reply (a denial too) names the gateway's request id and span.
+        let ours = crate::observe::correlate::headers(self);
+        let headers = crate::observe::correlate::local_reply_headers(headers, &ours);
+        self.host.send_local_reply(status, &headers, body)
     }
     fn send_grpc_reply(&self, grpc_status: u32, message: &str) -> HostResult<()> {
         self.request.flush(self.host, HeaderMap::Request);

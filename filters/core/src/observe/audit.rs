@@ -137,6 +137,10 @@ pub struct AuditConfig {
     /// Filter-state name; the access log reads `%FILTER_STATE(wasm.<name>:PLAIN)%`.
     #[serde(default = "default_key")]
     pub filter_state_key: String,
+    /// Also export each record as a span of the caller's trace, over OTLP/HTTP JSON
+    /// ([`crate::observe::otlp`]). Absent: no export.
+    #[serde(default)]
+    pub otlp: Option<crate::observe::otlp::OtlpConfig>,
 }
 
 fn default_key() -> String {
@@ -145,7 +149,7 @@ fn default_key() -> String {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { log: false, filter_state_key: default_key() }
+        AuditConfig { log: false, filter_state_key: default_key(), otlp: None }
     }
 }
 
@@ -177,6 +181,9 @@ pub fn emit_json(host: &dyn Host, config: &AuditConfig, json: &[u8]) {
     }
     if config.log {
         host.log(LogLevel::Info, &format!("{LOG_PREFIX}{}", String::from_utf8_lossy(json)));
+    }
+    if let Some(otlp) = &config.otlp {
+        crate::observe::otlp::enqueue(host, otlp, json);
     }
 }
 
