@@ -1186,7 +1186,7 @@ def scenario_streaming(canned: Envoy) -> None:
         # --- TTFB ----------------------------------------------------------------------
         if S.wants("ttfb"):
             scenario_ttfb(fake_port, tg)
-        if S.wants("added"):
+        if S.wants("added") and "llm" in {g.strip() for g in os.environ.get("BENCH_GROUPS", "llm,mcp,a2a").split(",")}:
             scenario_added_sse(fake_port, tg)
         if S.wants("streams"):
             scenario_stream_memory(fake_port, tg)
