@@ -76,6 +76,9 @@ class Settings:
     stream_seconds: float    # how long each stream stays open
     short_chunks: int
     long_chunks: int
+    sse_deltas: int          # paced SSE stream of the added-latency scenario: deltas...
+    sse_delay_ms: float      # ...this far apart
+    sse_streams: int         # streams per configuration
     only: set[str]
     litellm_bin: Path
     out: Path
@@ -100,6 +103,9 @@ class Settings:
             stream_seconds=_env_float("BENCH_STREAM_SECONDS", 5 if quick else 8),
             short_chunks=_env_int("BENCH_SHORT_CHUNKS", 10),
             long_chunks=_env_int("BENCH_LONG_CHUNKS", 40 if quick else 60),
+            sse_deltas=_env_int("BENCH_SSE_DELTAS", 64),
+            sse_delay_ms=_env_float("BENCH_SSE_DELAY_MS", 20),
+            sse_streams=_env_int("BENCH_SSE_STREAMS", 10 if quick else 40),
             only=only,
             litellm_bin=Path(os.environ.get("BENCH_LITELLM_BIN", str(BENCH / ".venv-litellm" / "bin" / "litellm"))),
             out=Path(os.environ.get("BENCH_OUT", str(BENCH / "results.md"))),
@@ -508,7 +514,7 @@ class Target:
     note: str = ""
 
 
-RESULTS: dict[str, Any] = {"throughput": [], "profile": [], "ttfb": [], "streams": [], "litellm": [], "soak": [], "sizes": [],
+RESULTS: dict[str, Any] = {"throughput": [], "profile": [], "ttfb": [], "added": [], "added_sse": [], "streams": [], "litellm": [], "soak": [], "sizes": [],
                            "targets": [], "notes": []}
 
 
@@ -976,8 +982,24 @@ def throughput_a2a(up: int) -> None:
         (Config("bare", "bare Envoy (router only)", lambda: bare_from("a2a", up)), None),
         (Config("floor", FLOOR_LABEL, lambda: floor_from("a2a", up)), "bare"),
         (tollgate_config("a2a", up, w.plugin, "Tollgate A2A (tagging, trace stitching)"), "bare"),
+        # A row per feature toggled, against the default row: what each costs.
+        (a2a_variant(up, w.plugin, "tollgate-a2a-no-tags", "Tollgate A2A, filter_state_tags false (no filter-state tags)",
+                     lambda p: p.update(filter_state_tags=False)), "tollgate-a2a"),
+        (a2a_variant(up, w.plugin, "tollgate-a2a-unsigned", "Tollgate A2A, no delegation.signing_key (context not signed)",
+                     lambda p: p.get("delegation", {}).pop("signing_key", None)), "tollgate-a2a"),
+        (a2a_variant(up, w.plugin, "tollgate-a2a-lean", "Tollgate A2A, neither (no tags, unsigned)",
+                     lambda p: (p.update(filter_state_tags=False), p.get("delegation", {}).pop("signing_key", None))),
+         "tollgate-a2a"),
     ], up)
     target_from_rows(rows, "tollgate-a2a", "A2A SendMessage throughput", ">= 0.9 x bare Envoy req/s", 0.9)
+
+
+def a2a_variant(up: int, plugin_cfg: dict, key: str, label: str, change: Callable[[dict], Any]) -> Config:
+    """envoy/a2a.yaml with the bench's plugin configuration changed by `change` (a feature
+    turned off)."""
+    plugin = copy.deepcopy(plugin_cfg)
+    change(plugin)
+    return Config(key, label, tollgate_config("a2a", up, plugin, label).build)
 
 
 def target_from_rows(rows: list[dict], key: str, name: str, requirement: str, threshold: float) -> None:
@@ -1164,6 +1186,8 @@ def scenario_streaming(canned: Envoy) -> None:
         # --- TTFB ----------------------------------------------------------------------
         if S.wants("ttfb"):
             scenario_ttfb(fake_port, tg)
+        if S.wants("added") and "llm" in {g.strip() for g in os.environ.get("BENCH_GROUPS", "llm,mcp,a2a").split(",")}:
+            scenario_added_sse(fake_port, tg)
         if S.wants("streams"):
             scenario_stream_memory(fake_port, tg)
     finally:
@@ -1472,6 +1496,224 @@ def set_affinity(pid: int, core: int) -> None:
     subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, timeout=30)
 
 
+# ----------------------------------------------------------------------------------------
+# Scenario: added latency at concurrency 1 (the industry's shared benchmark) and on a paced
+# SSE stream
+# ----------------------------------------------------------------------------------------
+
+def noisy(added_us: float) -> tuple[str, str | None]:
+    """A negative `added` (the gateway faster than the direct path) is this run's noise, not
+    a pass: (note, verdict) for add_target."""
+    if added_us < 0:
+        return "below this run's noise (negative): rerun on a quiet machine", "noise"
+    return "", None
+
+
+def scenario_added(canned: Envoy) -> None:
+    """Per layer, one connection, sequential requests (wrk -c1): p50/p99 of the gateway
+    minus p50/p99 of the same request sent straight to the canned upstream, same run, in
+    microseconds; bare Envoy (router only) measured alongside, so the share of Envoy's own
+    hop is visible. Both latency layouts (see LAYOUTS)."""
+    up = canned.port
+    rows: dict[tuple[str, str], dict] = {}
+    targets: dict[tuple[str, str], dict] = {}
+    procs: list[Envoy] = []
+    layers = [g for g in ("llm", "mcp", "a2a") if g in {x.strip() for x in os.environ.get("BENCH_GROUPS", "llm,mcp,a2a").split(",")}]
+    try:
+        for layer in layers:
+            w = workload(layer)
+            specs = [("direct", "direct to the canned upstream (baseline)", w.bare_request),
+                     ("bare", "bare Envoy (router only)", w.bare_request),
+                     (f"tollgate-{layer}", f"Tollgate {layer.upper()}", w.request)]
+            for key, label, req in specs:
+                row = {"layer": layer, "key": key, "label": label, "status": "ok", "note": "", "runs": {}}
+                rows[(layer, key)] = row
+                try:
+                    if key == "direct":
+                        url = f"http://127.0.0.1:{up}{req.path}"
+                    else:
+                        e = bare_from(layer, up, name=f"added-bare-{layer}") if key == "bare" else \
+                            build_tollgate(tollgate_config(layer, up, w.plugin, label))[0]
+                        procs.append(e)
+                        url = e.url(req.path)
+                    sanity(url, req, f"{layer}: {label}")
+                    script = wrk_script(req, f"added-{layer}-{key}")
+                    run_wrk(url, script, S.warmup, 1)
+                    targets[(layer, key)] = {"url": url, "script": script}
+                except NotRun as err:
+                    row["status"] = f"not run: {err}"
+                    log(f"added latency: {layer}: {label}: {row['status']}")
+        keys = list(targets)
+        for layout, wrk_core, up_core in LAYOUTS:
+            set_affinity(canned.pid, up_core)
+            for rep in range(S.reps):
+                order = keys[rep % len(keys):] + keys[: rep % len(keys)] if keys else []
+                for k in order:
+                    t = targets[k]
+                    res = run_wrk(t["url"], t["script"], S.latency_duration, 1, core=wrk_core)
+                    rows[k]["runs"].setdefault(layout, []).append(res)
+                    log(f"added latency ({layout}): rep {rep + 1}/{S.reps} {k[0]} {rows[k]['label']}: "
+                        f"p50 {res['p50_us']:.0f} us p99 {res['p99_us']:.0f} us"
+                        + (f" ERRORS {res['errors']}" if res["errors"] else ""))
+    finally:
+        set_affinity(canned.pid, LOAD_CORE)
+        for e in procs:
+            e.stop()
+    out = []
+    for layout, _, _ in LAYOUTS:
+        for (layer, key), row in rows.items():
+            runs = row["runs"].get(layout, [])
+            r2 = {k: v for k, v in row.items() if k != "runs"}
+            r2["layout"] = layout
+            if runs:
+                r2["p50_us"] = median([r["p50_us"] for r in runs])
+                r2["p99_us"] = median([r["p99_us"] for r in runs])
+                r2["errors"] = sum(r["errors"] for r in runs)
+                if r2["errors"]:
+                    r2["note"] = (r2["note"] + "; " if r2["note"] else "") + f"{r2['errors']} errors"
+            out.append(r2)
+        for layer in layers:
+            direct = next((r for r in out if r["layout"] == layout and r["layer"] == layer and r["key"] == "direct"), {})
+            for r2 in out:
+                if r2["layout"] == layout and r2["layer"] == layer and r2["key"] != "direct" and "p50_us" in r2 \
+                        and "p50_us" in direct:
+                    r2["added_p50_us"] = r2["p50_us"] - direct["p50_us"]
+                    r2["added_p99_us"] = r2["p99_us"] - direct["p99_us"]
+            bare = next((r for r in out if r["layout"] == layout and r["layer"] == layer and r["key"] == "bare"), {})
+            for r2 in out:
+                if r2["layout"] == layout and r2["layer"] == layer and r2["key"].startswith("tollgate-") \
+                        and "p50_us" in r2 and "p50_us" in bare:
+                    r2["over_bare_p50_us"] = r2["p50_us"] - bare["p50_us"]
+                    r2["over_bare_p99_us"] = r2["p99_us"] - bare["p99_us"]
+    RESULTS["added"] = out
+    for layer in layers:
+        for layout, _, _ in LAYOUTS:
+            tgr = next((r for r in out if r["layout"] == layout and r["layer"] == layer and r["key"] == f"tollgate-{layer}"), {})
+            name = f"{layer.upper()} added p99 at concurrency 1 ({layout})"
+            if "added_p99_us" in tgr and not tgr.get("errors"):
+                bare = next((r for r in out if r["layout"] == layout and r["layer"] == layer and r["key"] == "bare"), {})
+                over = f" (over bare Envoy: {tgr['p99_us'] - bare['p99_us']:+.0f} us p99)" if "p99_us" in bare else ""
+                note, verdict = noisy(tgr["added_p99_us"])
+                if layout != LAYOUTS[0][0]:
+                    note, verdict = "informational: includes cross-core wake-ups" + (f"; {note}" if note else ""), "info"
+                add_target(name, "<= 100 us (gateway p99 - direct p99, same run)",
+                           f"{tgr['added_p99_us']:+.0f} us p99, {tgr['added_p50_us']:+.0f} us p50{over}",
+                           tgr["added_p99_us"] <= 100, note, verdict)
+            else:
+                add_target(name, "<= 100 us (gateway p99 - direct p99, same run)", "-", None,
+                           tgr.get("status", "not run") if tgr.get("status") != "ok" else "errors in the runs")
+
+
+async def sse_event_times(port: int, req: Request, n: int) -> list[list[float]]:
+    """`n` streaming requests one after the other on one keep-alive connection: for each,
+    the arrival time (s, from sending) of every `data:` event."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    raw = raw_request(port, req)
+    out: list[list[float]] = []
+    try:
+        for _ in range(n):
+            times: list[float] = []
+            seen = 0
+            buf = b""
+            t0 = time.perf_counter()
+            writer.write(raw)
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), 30)
+                now = time.perf_counter()
+                if not data:
+                    raise NotRun("connection closed mid-stream")
+                if not buf and not data.startswith(b"HTTP/1.1 200"):
+                    raise NotRun(f"stream request got {data[:120]!r}")
+                buf += data
+                count = buf.count(b"data:")
+                times += [now - t0] * (count - seen)
+                seen = count
+                if buf.endswith(b"\r\n0\r\n\r\n"):
+                    break
+            out.append(times)
+    finally:
+        writer.close()
+    return out
+
+
+def scenario_added_sse(fake_port: int, tg: Config) -> None:
+    """The LLM layer on a paced SSE stream (BENCH_SSE_DELTAS deltas, BENCH_SSE_DELAY_MS apart,
+    fake provider): added time to first token (first `data:` event) and added inter-event
+    latency (gaps between consecutive events), p50 and p99, gateway minus direct, same run."""
+    deltas, delay = S.sse_deltas, S.sse_delay_ms
+    reqs = {"direct": stream_request(chunks=deltas, delay_ms=delay, bare=True, prompt_words=deltas),
+            "bare": stream_request(chunks=deltas, delay_ms=delay, bare=True, prompt_words=deltas),
+            "tollgate-llm": stream_request(chunks=deltas, delay_ms=delay, bare=False, prompt_words=deltas)}
+    labels = {"direct": "direct to the fake provider (baseline)", "bare": "bare Envoy (router only)",
+              "tollgate-llm": "Tollgate LLM"}
+    ports: dict[str, int] = {}
+    envs: list[Envoy] = []
+    status = {k: "ok" for k in reqs}
+    samples: dict[str, list[list[float]]] = {k: [] for k in reqs}
+    try:
+        for key in reqs:
+            try:
+                if key == "direct":
+                    ports[key] = fake_port
+                else:
+                    e = bare_from("llm", fake_port, name="sse-bare") if key == "bare" else build_tollgate(tg)[0]
+                    envs.append(e)
+                    ports[key] = e.port
+                asyncio.run(sse_event_times(ports[key], reqs[key], 1))  # warm-up
+            except (NotRun, OSError, asyncio.TimeoutError) as err:
+                status[key] = f"not run: {err}"
+                ports.pop(key, None)
+        for r in range(S.sse_streams):
+            keys = list(ports) if r % 2 == 0 else list(reversed(list(ports)))
+            for key in keys:
+                try:
+                    samples[key] += asyncio.run(sse_event_times(ports[key], reqs[key], 1))
+                except (NotRun, OSError, asyncio.TimeoutError) as err:
+                    status[key] = f"not run: {err}"
+                    continue
+            log(f"added latency (SSE): stream {r + 1}/{S.sse_streams}")
+    finally:
+        for e in envs:
+            e.stop()
+
+    def pct(xs: list[float], p: float) -> float | None:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, max(0, int(round(len(xs) * p)) - 1))] * 1e6 if xs else None
+
+    rows = []
+    for key in reqs:
+        streams = [s for s in samples[key] if s]
+        row = {"key": key, "label": labels[key], "status": status[key], "streams": len(streams)}
+        if streams and status[key] == "ok":
+            ttft = [s[0] for s in streams]
+            gaps = [b - a for s in streams for a, b in zip(s, s[1:])]
+            row["events"] = median([len(s) for s in streams])
+            row.update(ttft_p50_us=pct(ttft, 0.5), ttft_p99_us=pct(ttft, 0.99), gap_p50_us=pct(gaps, 0.5),
+                       gap_p99_us=pct(gaps, 0.99))
+        rows.append(row)
+    direct, bare = rows[0], rows[1]
+    for row in rows[1:]:
+        if "ttft_p50_us" in row and "ttft_p50_us" in direct:
+            for m in ("ttft_p50_us", "ttft_p99_us", "gap_p50_us", "gap_p99_us"):
+                row["added_" + m] = row[m] - direct[m]
+                if row is not bare and m in bare:
+                    row["over_bare_" + m] = row[m] - bare[m]
+    RESULTS["added_sse"] = rows
+    tgr = rows[-1]
+    for what, m in (("time to first token", "ttft"), ("inter-event latency", "gap")):
+        name = f"LLM added {what} (paced SSE, {deltas} deltas at {delay:g} ms)"
+        if f"added_{m}_p99_us" in tgr:
+            added = tgr[f"added_{m}_p99_us"]
+            over = tgr.get(f"over_bare_{m}_p99_us")
+            add_target(name, "<= 100 us p99 (gateway - direct, same run)",
+                       f"{added:+.0f} us p99, {tgr[f'added_{m}_p50_us']:+.0f} us p50"
+                       + (f" (over bare Envoy: {over:+.0f} us p99)" if over is not None else ""),
+                       added <= 100, *noisy(added))
+        else:
+            add_target(name, "<= 100 us p99 (gateway - direct, same run)", "-", None,
+                       tgr["status"] if tgr["status"] != "ok" else direct["status"])
+
+
 def scenario_soak(canned: Envoy) -> None:
     up = canned.port
     layers = [(layer, w.request, w.plugin) for layer in ("llm", "mcp", "a2a") for w in [workload(layer)]]
@@ -1683,6 +1925,43 @@ def write_report(started: float, info: dict[str, str]) -> None:
                      f"{r.get('completed', '-')}/{r['streams']} | {note.replace('|', '/')} |")
         L.append("")
 
+    if RESULTS["added"]:
+        L += ["## Added latency at concurrency 1 (per layer)", "",
+              "wrk, 1 connection, sequential requests (no queueing), each layer's bench request (as in the "
+              "throughput table) against the canned upstream; `added` = the configuration's p50/p99 minus the same "
+              "request sent straight to the canned upstream, same run and layout, in microseconds (medians over "
+              f"{S.reps} runs of {S.latency_duration:g} s). Bare Envoy (router only) is measured alongside: its "
+              "`added` is Envoy's own hop, the rest is the filter. Layouts as in the LiteLLM table below (`one core`: "
+              "client, proxy and upstream on core 0; `split cores`: client and upstream on core 1).", "",
+              "| Layer | Layout | Path | p50 us | p99 us | added p50 us | added p99 us | over bare Envoy p50 / p99 us | Status / notes |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for r in RESULTS["added"]:
+            note = status_cell(r) if r["status"] != "ok" else r.get("note", "")
+            L.append(f"| {r['layer'].upper()} | {r['layout']} | {r['label']} | {fmt(r.get('p50_us'))} | "
+                     f"{fmt(r.get('p99_us'))} | {fmt(r.get('added_p50_us'), '+.0f')} | "
+                     f"{fmt(r.get('added_p99_us'), '+.0f')} | "
+                     + (f"{r['over_bare_p50_us']:+.0f} / {r['over_bare_p99_us']:+.0f}" if "over_bare_p50_us" in r else "")
+                     + f" | {note.replace('|', '/')} |")
+        L.append("")
+    if RESULTS["added_sse"]:
+        L += ["## LLM added latency on a paced SSE stream", "",
+              f"Streaming chat requests, {S.sse_deltas} deltas {S.sse_delay_ms:g} ms apart (fake provider), one at a "
+              f"time on a keep-alive connection, configurations alternated, {S.sse_streams} streams each. Time to first "
+              "token = from sending to the first `data:` event; inter-event = gaps between consecutive events "
+              "(pooled over the streams). `added` = minus the direct-to-provider value, same run, microseconds.", "",
+              "| Path | streams | events/stream | TTFT p50 us | TTFT p99 us | gap p50 us | gap p99 us | added TTFT p50 | "
+              "added TTFT p99 | added gap p50 | added gap p99 | over bare Envoy: TTFT p50 / p99, gap p50 / p99 | Status / notes |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in RESULTS["added_sse"]:
+            note = status_cell(r) if r["status"] != "ok" else ""
+            L.append(f"| {r['label']} | {r['streams']} | {fmt(r.get('events'))} | {fmt(r.get('ttft_p50_us'))} | "
+                     f"{fmt(r.get('ttft_p99_us'))} | {fmt(r.get('gap_p50_us'))} | {fmt(r.get('gap_p99_us'))} | "
+                     f"{fmt(r.get('added_ttft_p50_us'), '+.0f')} | {fmt(r.get('added_ttft_p99_us'), '+.0f')} | "
+                     f"{fmt(r.get('added_gap_p50_us'), '+.0f')} | {fmt(r.get('added_gap_p99_us'), '+.0f')} | "
+                     + (" / ".join(fmt(r.get('over_bare_' + m), '+.0f') for m in ('ttft_p50_us', 'ttft_p99_us', 'gap_p50_us', 'gap_p99_us'))
+                        if 'over_bare_ttft_p50_us' in r else "") + f" | {note} |")
+        L.append("")
+
     if RESULTS["litellm"]:
         L += ["## Added latency: Tollgate vs LiteLLM", "",
               "One connection, sequential requests (no queueing), the same 4 KB chat request and the same canned "
@@ -1769,10 +2048,10 @@ def main() -> int:
         canned = start_canned()
         sanity(canned.url("/v1/chat/completions"), Request("/v1/chat/completions", {"content-type": "application/json"},
                                                            pc.llm_body(), "chat.completion"), "canned upstream")
-        for group, fn in (("throughput", scenario_throughput), ("litellm", scenario_litellm)):
+        for group, fn in (("throughput", scenario_throughput), ("added", scenario_added), ("litellm", scenario_litellm)):
             if S.wants(group):
                 _guard(group, lambda: fn(canned))
-        if S.wants("ttfb") or S.wants("streams"):
+        if S.wants("ttfb") or S.wants("streams") or S.wants("added"):
             _guard("streaming", lambda: scenario_streaming(canned))
         if S.wants("soak"):
             _guard("soak", lambda: scenario_soak(canned))

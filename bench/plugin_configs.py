@@ -186,12 +186,36 @@ def mcp_config(shipped: dict[str, Any]) -> dict[str, Any]:
     cfg = copy.deepcopy(shipped)
     add_api_key(cfg, {"sha256": sha256_hex(MCP_KEY), "name": "bench-agent", "principal": "bench-agent"})
     cfg["require_identity"] = True
+    # Sessions stay bound (the shipped default): a fixed key lets the bench present the bound
+    # id the filter would have issued for its session (mcp_session_id()).
+    sessions = cfg.get("sessions") if isinstance(cfg.get("sessions"), dict) else {}
+    if sessions.get("bind", True):
+        sessions["binding_key"] = MCP_SESSION_KEY
+        cfg["sessions"] = sessions
     cfg.pop("rate_limits", None)  # the scenario is the policy; a demo rate limit would answer 429
     policy = cfg.get("policy") if isinstance(cfg.get("policy"), dict) else {}
     policy["rules"] = rules
     policy.pop("dry_run", None)
     cfg["policy"] = policy
     return cfg
+
+
+MCP_SESSION_KEY = "bench-session-binding-key-0123456789abcdef"
+MCP_SERVER = "demo"  # envoy/mcp.yaml's route metadata (tollgate.mcp_server)
+MCP_PRINCIPAL = "bench-agent"
+
+
+def mcp_session_id(server_id: str = "bench-session-0001") -> str:
+    """The id the MCP filter gives the bench caller for the server's `server_id` (sessions
+    bound to caller and server, filters/mcp/README.md): `S.<first 16 bytes of
+    HMAC-SHA256(key, framing), hex>`."""
+    import hmac
+    import hashlib
+    import struct
+    msg = b"tollgate-mcp-session/v1\n"
+    for field in (MCP_SERVER.encode(), b"\x01" + MCP_PRINCIPAL.encode(), server_id.encode()):
+        msg += struct.pack(">I", len(field)) + field
+    return f"{server_id}.{hmac.new(MCP_SESSION_KEY.encode(), msg, hashlib.sha256).hexdigest()[:32]}"
 
 
 def mcp_body(table: str = "orders") -> bytes:
@@ -209,7 +233,7 @@ def mcp_headers() -> dict[str, str]:
         "content-type": "application/json",
         "accept": "application/json, text/event-stream",
         "mcp-protocol-version": "2025-06-18",
-        "mcp-session-id": "bench-session-0001",
+        "mcp-session-id": mcp_session_id(),
         "authorization": f"Bearer {MCP_KEY}",
     }
 

@@ -81,6 +81,7 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn new(state: Rc<State>, metrics: Rc<Metrics>) -> Self {
+        let tags = Tags::new(state.filter_state_tags);
         Exchange {
             state,
             metrics,
@@ -96,7 +97,7 @@ impl Exchange {
             card: None,
             list: None,
             recorded: Recorded::default(),
-            tags: Tags::default(),
+            tags,
             push_refused: None,
             task_context: None,
             grpc_response: None,

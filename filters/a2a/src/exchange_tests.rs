@@ -1179,9 +1179,21 @@ fn a_send_message_stays_within_its_host_call_budget() {
     // Each host call costs about 1-2 µs inside Envoy (bench/README.md), more than most of
     // the filter's own work: this pins what one SendMessage with tagging, trace stitching
     // and a signed delegation context spends (the `make bench` workload).
+    send_message_within_budget(true, 32);
+}
+
+#[test]
+fn a_send_message_without_filter_state_tags_stays_within_its_host_call_budget() {
+    // The same without the 8 filter-state tags (`filter_state_tags: false`); also the
+    // profile's row for that setting (bench/profile.sh).
+    send_message_within_budget(false, 24);
+}
+
+fn send_message_within_budget(tags: bool, steady_budget: usize) {
     let gw = Gateway::new(json!({
         "identity": {"api_keys": {"keys": [{"sha256": sha256_hex(b"k-1"), "name": "k", "principal": "svc"}]}},
-        "delegation": {"signing_key": KEY}
+        "delegation": {"signing_key": KEY},
+        "filter_state_tags": tags
     }));
     let body = send_body("SendMessage", v10_message(json!({"contextId": "ctx-1"})));
     let headers = [V10, ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("authorization", "Bearer k-1")];
@@ -1211,9 +1223,53 @@ fn a_send_message_stays_within_its_host_call_budget() {
         // The conversation table: a lookup probes at most 4 slots.
         assert!(named("shared_data") + named("set_shared_data") <= 16, "{calls:#?}");
         // The first round also defines its metrics (once per VM).
-        let budget = if round == 0 { 38 } else { 32 };
+        let budget = if round == 0 { steady_budget + 6 } else { steady_budget };
         assert!(calls.len() <= budget, "{} host calls: {calls:#?}", calls.len());
     }
+}
+
+#[test]
+fn without_filter_state_tags_a_send_message_writes_only_the_audit_record_as_filter_state() {
+    // `filter_state_tags: false` (bench/README.md, the A2A feature rows): the same exchange,
+    // the same upstream headers, audit record and table, 8 host calls fewer.
+    let config = |tags: bool| json!({
+        "identity": {"api_keys": {"keys": [{"sha256": sha256_hex(b"k-1"), "name": "k", "principal": "svc"}]}},
+        "delegation": {"signing_key": KEY},
+        "filter_state_tags": tags
+    });
+    let body = send_body("SendMessage", v10_message(json!({"contextId": "ctx-1"})));
+    let headers = [V10, ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("authorization", "Bearer k-1")];
+    let run = |tags: bool| {
+        let gw = Gateway::new(config(tags));
+        let mut call = gw.request("agent-a", "POST", "/agents/a/", &headers, Some(&body));
+        gw.respond(&mut call, "application/json", &[&task_json("ctx-1", "task-1", "TASK_STATE_COMPLETED")]);
+        let calls = call.host.calls.borrow().clone();
+        let props: Vec<String> = calls.iter().filter(|c| c.starts_with("set_property ")).cloned().collect();
+        (call, calls.len(), props, gw)
+    };
+    let (on, on_calls, on_props, _) = run(true);
+    let (off, off_calls, off_props, gw_off) = run(false);
+    assert_eq!(on_props.len(), 9, "{on_props:?}");
+    assert_eq!(off_props, vec!["set_property tollgate.audit".to_string()]);
+    assert_eq!(off_calls, on_calls - 8);
+    assert_eq!(off.host.prop(&["tollgate.a2a.context_id"]), None);
+    assert_eq!(on.host.prop(&["tollgate.a2a.context_id"]).as_deref(), Some(&b"ctx-1"[..]));
+    // Everything else is the same: the agent's headers, the record's ids, the table.
+    for name in [chain::SIG, chain::HOP, chain::CALLER, chain::CONTEXT_ID, "traceparent"] {
+        assert_eq!(on.upstream(name).is_some(), off.upstream(name).is_some(), "{name}");
+    }
+    assert_eq!(off.upstream(chain::CONTEXT_ID).as_deref(), Some("ctx-1"));
+    let record: Value = serde_json::from_slice(&off.host.prop(&["tollgate.audit"]).unwrap()).unwrap();
+    assert_eq!(record["context_id"], "ctx-1");
+    assert_eq!(record["task_id"], "task-1");
+    // The conversation table got its three entries (context, task, referenced task).
+    assert_eq!(gw_off.table.borrow().len(), 3, "{:?}", gw_off.table.borrow().keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn filter_state_tags_must_be_a_boolean() {
+    let err = tollgate_core::config::load::<Config>(br#"{"filter_state_tags": "no"}"#).unwrap_err();
+    assert!(err.to_string().contains("filter_state_tags"), "{err}");
 }
 
 #[test]

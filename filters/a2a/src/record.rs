@@ -290,6 +290,8 @@ pub fn emit_metrics(host: &dyn Host, metrics: &Metrics, facts: &ExchangeFacts, r
 /// The filter-state tags, written only when they change.
 #[derive(Debug, Default)]
 pub struct Tags {
+    /// `filter_state_tags: false`: nothing is published.
+    off: bool,
     published: Published,
     /// The tracker version (0 without one) the tags were last published at: the request's
     /// values are final once published, after that only what the response reveals changes.
@@ -297,7 +299,15 @@ pub struct Tags {
 }
 
 impl Tags {
+    /// Tags that publish nothing unless `on` (`filter_state_tags`).
+    pub fn new(on: bool) -> Self {
+        Tags { off: !on, ..Tags::default() }
+    }
+
     pub fn publish(&mut self, host: &dyn Host, facts: &ExchangeFacts, tracker: Option<&ResponseTracker>) {
+        if self.off {
+            return;
+        }
         let version = tracker.map_or(0, |t| t.version);
         if self.version == Some(version) {
             return;
