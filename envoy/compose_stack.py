@@ -114,8 +114,14 @@ def compose() -> dict:
             out.append(route)
         return out
 
+    # The A2A gRPC binding is shown by envoy/a2a.yaml and tests/test_a2a_grpc.py; the demo
+    # agents of the stack speak JSON-RPC only, so the stack leaves out the gRPC route and its
+    # cluster rather than route to a port nothing serves.
+    demo_only_elsewhere = {"agent_echo_grpc"}
+
     def routes_of(layer: str) -> list[dict]:
-        return _hcm(layers[layer])["route_config"]["virtual_hosts"][0]["routes"]
+        routes = _hcm(layers[layer])["route_config"]["virtual_hosts"][0]["routes"]
+        return [r for r in routes if r.get("route", {}).get("cluster") not in demo_only_elsewhere]
 
     # LLM: the filter picks the provider from the body and sets the provider header; the
     # route cache then re-matches onto the provider routes. `/v1/` and `/v1beta/` only get
@@ -134,7 +140,8 @@ def compose() -> dict:
     tags: dict[str, dict] = {}
     for name in LAYERS:
         for c in layers[name]["static_resources"]["clusters"]:
-            clusters[c["name"]] = c
+            if c["name"] not in demo_only_elsewhere:
+                clusters[c["name"]] = c
         for t in layers[name].get("stats_config", {}).get("stats_tags", []):
             tags[t["tag_name"]] = t
     clusters[LIMITS_CLUSTER["name"]] = copy.deepcopy(LIMITS_CLUSTER)

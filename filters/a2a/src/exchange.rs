@@ -202,6 +202,11 @@ impl Exchange {
 
     fn deny(&mut self, host: &dyn Host, why: Refusal) -> Step {
         self.phase = Phase::Denied;
+        // The refusal names the gateway's span like a forwarded call's response does: the
+        // local reply's correlation headers are read from the request (`correlate.rs`).
+        if let Some(step) = &self.facts.trace {
+            host.try_set_header(HeaderMap::Request, "traceparent", Some(&step.traceparent));
+        }
         if self.facts.binding == Some(Binding::Grpc) {
             return self.deny_grpc(host, why);
         }
