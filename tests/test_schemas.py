@@ -100,6 +100,48 @@ def test_the_schema_refuses_an_unknown_field_like_the_loader():
         assert not v.is_valid({"audit": {"log": True, "no_such_field": 1}}), flt
 
 
+# The loader's bounds of `audit.otlp` (core `observe::otlp`, `TryFrom<RawOtlpConfig>`), which no
+# shipped configuration sets: what test_otel.py runs with passes, what the loader refuses fails.
+OTLP_ACCEPTED = [
+    {"cluster": "otel_collector"},
+    {"cluster": "otel_collector", "flush_ms": 100},
+    {"cluster": "otel_collector", "flush_ms": 100, "max_batch": 2, "max_queued": 4, "max_in_flight": 1, "timeout_ms": 5000},
+    {"cluster": "c", "authority": None, "path": "/v1/traces", "service_name": "gw", "max_batch": 65536,
+     "max_queued": 65536, "max_in_flight": 64, "flush_ms": 60000, "timeout_ms": 60000},
+    {"cluster": "c", "authority": ""},
+]
+OTLP_REFUSED = [
+    ({}, "cluster"),
+    ({"cluster": ""}, "cluster"),
+    ({"cluster": "  "}, "cluster"),
+    ({"cluster": "c", "path": "v1/traces"}, "path"),
+    ({"cluster": "c", "max_queued": 0}, "max_queued"),
+    ({"cluster": "c", "max_queued": 65537}, "max_queued"),
+    ({"cluster": "c", "max_batch": 0}, "max_batch"),
+    ({"cluster": "c", "max_in_flight": 0}, "max_in_flight"),
+    ({"cluster": "c", "max_in_flight": 65}, "max_in_flight"),
+    ({"cluster": "c", "flush_ms": 99}, "flush_ms"),
+    ({"cluster": "c", "flush_ms": 60001}, "flush_ms"),
+    ({"cluster": "c", "timeout_ms": 0}, "timeout_ms"),
+    ({"cluster": "c", "timeout_ms": 60001}, "timeout_ms"),
+    ({"cluster": "c", "endpoint": "http://x"}, "endpoint"),
+]
+
+
+@pytest.mark.parametrize("flt", FILTERS)
+def test_the_audit_otlp_section_has_the_loaders_bounds(flt):
+    v = validator(f"{flt}-config")
+    for otlp in OTLP_ACCEPTED:
+        errors = [e.message for e in v.iter_errors({"audit": {"otlp": otlp}})]
+        assert not errors, (otlp, errors)
+    assert v.is_valid({"audit": {"otlp": None}})
+    for otlp, field in OTLP_REFUSED:
+        errors = list(v.iter_errors({"audit": {"otlp": otlp}}))
+        assert errors, f"{flt}: the schema accepts audit.otlp {otlp}, which the loader refuses"
+        text = " ".join(f"{list(e.absolute_path)} {e.message}" for err in errors for e in [err, *(err.context or [])])
+        assert field in text, (otlp, text)
+
+
 # ---- README configuration tables -----------------------------------------------------------
 
 

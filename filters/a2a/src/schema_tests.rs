@@ -38,6 +38,7 @@ fn the_config_schema_matches_the_config_types() {
     object!("/$defs/ApiKeyEntry", id::ApiKeyEntry, {"sha256": sha, "name": "n", "principal": "p"});
     object!("/$defs/HeaderSource", id::HeaderSource, {"principal": "x-p"});
     object!("/$defs/AuditConfig", tollgate_core::observe::audit::AuditConfig, {});
+    object!("/$defs/OtlpConfig", tollgate_core::observe::otlp::OtlpConfig, {"cluster": "c"});
     object!("/$defs/RoutesConfig", crate::config::RoutesConfig, {});
     object!("/$defs/DelegationConfig", crate::config::DelegationConfig, {});
     object!("/$defs/TrustedAgent", crate::config::TrustedAgent, {"principal": "p"});

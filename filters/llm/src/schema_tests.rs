@@ -40,6 +40,7 @@ fn the_config_schema_matches_the_config_types() {
     object!("/$defs/HeaderSource", id::HeaderSource, {"principal": "x-p"});
     object!("/$defs/GatewaySource", id::GatewaySource, {"signing_key": signing_key});
     object!("/$defs/AuditConfig", tollgate_core::observe::audit::AuditConfig, {});
+    object!("/$defs/OtlpConfig", tollgate_core::observe::otlp::OtlpConfig, {"cluster": "c"});
     object!("/$defs/StoreConfig", tollgate_core::fleet::StoreConfig, {"cluster": "c"});
     object!("/$defs/CacheConfig", crate::cache::CacheConfig, {});
     object!("/$defs/CredentialConfig", crate::config::CredentialConfig, {});
