@@ -228,3 +228,79 @@ pub fn check_type<T: DeserializeOwned + Debug>(schema: &Value, file: &str, point
     }
     problems
 }
+
+/// One config schema checked against its types, row by row: each [`SchemaCheck::object`] /
+/// [`SchemaCheck::variants`] checks a schema node against the serde type it describes, and
+/// [`SchemaCheck::problems`] also reports every schema object or enum no row checked. The rows
+/// for what core puts in every filter's config are here once ([`SchemaCheck::core_types`]).
+pub struct SchemaCheck {
+    schema: Value,
+    file: &'static str,
+    table: &'static str,
+    problems: Vec<String>,
+    checked: Vec<String>,
+}
+
+impl SchemaCheck {
+    /// `text`: the schema file's contents (`include_str!`), `file`: its repository path,
+    /// `table`: the test file holding the rows (named in the "checked against no type" line).
+    pub fn new(text: &str, file: &'static str, table: &'static str) -> Self {
+        let (schema, problems) = match serde_json::from_str(text) {
+            Ok(schema) => (schema, Vec::new()),
+            Err(e) => (Value::Null, vec![format!("{file} is not JSON: {e}")]),
+        };
+        SchemaCheck { schema, file, table, problems, checked: Vec::new() }
+    }
+
+    /// The object at `pointer` against `T`; `minimal` is the smallest value `T` accepts.
+    pub fn object<T: DeserializeOwned + Debug>(&mut self, pointer: &str, minimal: Value) -> &mut Self {
+        self.problems.extend(check_type::<T>(&self.schema, self.file, pointer, &minimal));
+        self.checked.push(pointer.to_string());
+        self
+    }
+
+    /// The enum at `pointer` against `T`'s variants.
+    pub fn variants<T: DeserializeOwned>(&mut self, pointer: &str) -> &mut Self {
+        self.problems.extend(check_enum::<T>(&self.schema, self.file, pointer));
+        self.checked.push(pointer.to_string());
+        self
+    }
+
+    /// What every filter's config embeds from core: the identity sources (the gateway
+    /// credential apart: see [`SchemaCheck::gateway_identity`]) and the audit settings.
+    pub fn core_types(&mut self) -> &mut Self {
+        use crate::identity as id;
+        let sha = "0".repeat(64);
+        self.object::<id::IdentityConfig>("/$defs/IdentityConfig", serde_json::json!({}))
+            .object::<id::JwtSource>("/$defs/JwtSource", serde_json::json!({"payload_key": "p"}))
+            .object::<id::ApiKeySource>("/$defs/ApiKeySource", serde_json::json!({"keys": []}))
+            .object::<id::ApiKeyEntry>("/$defs/ApiKeyEntry", serde_json::json!({"sha256": sha, "name": "n", "principal": "p"}))
+            .object::<id::HeaderSource>("/$defs/HeaderSource", serde_json::json!({"principal": "x-p"}))
+            .object::<crate::observe::audit::AuditConfig>("/$defs/AuditConfig", serde_json::json!({}))
+            .object::<crate::observe::otlp::OtlpConfig>("/$defs/OtlpConfig", serde_json::json!({"cluster": "c"}))
+    }
+
+    /// The gateway credential as an identity source (the LLM and MCP filters accept it).
+    pub fn gateway_identity(&mut self) -> &mut Self {
+        self.object::<crate::identity::GatewaySource>("/$defs/GatewaySource", serde_json::json!({"signing_key": "k".repeat(32)}))
+    }
+
+    /// The fleet-wide counter store and its enums (LLM limits, MCP rate limits).
+    pub fn fleet_store(&mut self) -> &mut Self {
+        self.object::<crate::fleet::StoreConfig>("/$defs/StoreConfig", serde_json::json!({"cluster": "c"}))
+            .variants::<crate::fleet::Counters>("/$defs/Counters")
+            .variants::<crate::fleet::OnFailure>("/$defs/OnFailure")
+            .variants::<crate::fleet::Protocol>("/$defs/Protocol")
+    }
+
+    /// Every disagreement found, plus every schema object or enum no row checked.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.problems.clone();
+        for pointer in objects(&self.schema).into_iter().chain(enums(&self.schema)) {
+            if !self.checked.contains(&pointer) {
+                out.push(format!("{} `{pointer}` is checked against no type: add it to the table in {}", self.file, self.table));
+            }
+        }
+        out
+    }
+}
