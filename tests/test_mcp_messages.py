@@ -127,7 +127,7 @@ def test_a_listed_tool_refused_for_its_arguments_is_not_called_unknown(gw, clien
     assert hidden["status"] == (400 if client_mode == "2026-07-28" else 200)
     prompt = audit_for(gw.envoy, prompt="greeting", decision="deny", revision=refused["revision"])
     assert (prompt["status"], prompt["rule_id"]) == (403, "no-admin-greeting")
-    assert gw.envoy.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.query_db.decision.deny") >= 1
+    assert gw.envoy.stat("wasmcustom.tollgate.mcp.calls.server.demo.tool.query_db.caller.alice.decision.deny") >= 1
 
 
 def test_raw_answers_and_statuses(gw):
