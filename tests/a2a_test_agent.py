@@ -26,7 +26,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+import sys
+from pathlib import Path
+
+# The demo agent's request recorder (examples/a2a_agent/agent.py), shared rather than copied.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "a2a_agent"))
+from agent import SeenRecorder  # noqa: E402
 
 from a2a.helpers import get_message_text, new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -57,44 +64,21 @@ class Executor(AgentExecutor):
         await updater.cancel()
 
 
-class Recorder:
-    """Records every POST/DELETE with its body before the SDK sees it (pure ASGI; replayed)."""
+class Recorder(SeenRecorder):
+    """The demo agent's recorder (body read once and replayed), keeping the parsed body too."""
 
-    def __init__(self, app: ASGIApp, seen: list[dict[str, Any]]) -> None:
-        self.app = app
-        self.seen = seen
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or scope["path"].startswith("/_seen"):
-            await self.app(scope, receive, send)
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
+    def entry(self, scope: Scope, body: bytes) -> dict[str, Any]:
         try:
             parsed = json.loads(body)
         except ValueError:
             parsed = None
-        self.seen.append({
+        return {
             "transport": "http",
             "path": scope["path"],
             "method": parsed.get("method") if isinstance(parsed, dict) else None,
             "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             "body": parsed,
-        })
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        }
 
 
 def build(args: argparse.Namespace, seen: list[dict[str, Any]]) -> tuple[Starlette, DefaultRequestHandler]:

@@ -201,6 +201,15 @@ class SeenRecorder:
         self.app = app
         self.seen = seen
 
+    def entry(self, scope: Scope, body: bytes) -> dict[str, Any]:
+        """What is recorded of one request (a subclass may record more or less)."""
+        return {
+            "method": _jsonrpc_method(body),
+            "http_method": scope["method"],
+            "path": scope["path"],
+            "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+        }
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or scope["path"].startswith("/_seen"):
             await self.app(scope, receive, send)
@@ -212,14 +221,7 @@ class SeenRecorder:
             body.extend(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        self.seen.append(
-            {
-                "method": _jsonrpc_method(bytes(body)),
-                "http_method": scope["method"],
-                "path": scope["path"],
-                "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
-            }
-        )
+        self.seen.append(self.entry(scope, bytes(body)))
 
         replayed = False
 
