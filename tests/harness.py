@@ -289,3 +289,28 @@ def start_fake_providers(workdir: Path, started: list[Proc]) -> tuple[dict[str, 
 
 def new_workdir(prefix: str = "tollgate-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+class DemoMcpGateway:
+    """The demo MCP server (`examples/mcp_server/server.py`, started with `server_args`)
+    behind an Envoy with one MCP plugin configuration: the server's call log tells what
+    reached it."""
+
+    def __init__(self, workdir: Path, name: str, envoy_config: dict, plugin_configs: dict, server_args: list[str]):
+        self.procs: list[Proc] = []
+        self.port = free_port()
+        self.procs.append(python_server(
+            f"{name}-server", "examples/mcp_server/server.py", ["--host", "127.0.0.1", "--port", str(self.port), *server_args],
+            workdir, f"http://127.0.0.1:{self.port}/_calls"))
+        self.envoy = Envoy(envoy_config, workdir, name=name, upstreams={"mcp_demo": self.port}, plugin_configs=plugin_configs)
+        self.procs.append(self.envoy.proc)
+
+    def calls(self) -> dict[str, int]:
+        return httpx.get(f"http://127.0.0.1:{self.port}/_calls", timeout=5).json()
+
+    def reset_calls(self) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/_calls/reset", timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()

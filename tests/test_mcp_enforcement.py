@@ -97,31 +97,12 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 '''
 
 
-class Stack:
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.procs: list[harness.Proc] = []
-        self.port = harness.free_port()
-        self.procs.append(harness.python_server(
-            "mcp-export", "examples/mcp_server/server.py",
-            ["--host", "127.0.0.1", "--port", str(self.port), "--json-response", "--stateless", "--export-tool"],
-            workdir, f"http://127.0.0.1:{self.port}/_calls"))
-        plugin = gateway_plugin()
-        plugin["policy"]["rules"].extend(RULES)
-        plugin["audit_arguments"] = True
-        self.envoy = harness.Envoy(envoy_config(), workdir, name="envoy-enforcement",
-                                   upstreams={"mcp_demo": self.port}, plugin_configs={ROOT_ID: plugin})
-        self.procs.append(self.envoy.proc)
-
-    def calls(self) -> dict[str, int]:
-        return httpx.get(f"http://127.0.0.1:{self.port}/_calls", timeout=5).json()
-
-    def reset_calls(self) -> None:
-        httpx.post(f"http://127.0.0.1:{self.port}/_calls/reset", timeout=5).raise_for_status()
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+def Stack(workdir) -> harness.DemoMcpGateway:
+    plugin = gateway_plugin()
+    plugin["policy"]["rules"].extend(RULES)
+    plugin["audit_arguments"] = True
+    return harness.DemoMcpGateway(workdir, "envoy-enforcement", envoy_config(), {ROOT_ID: plugin},
+                                  ["--json-response", "--stateless", "--export-tool"])
 
 
 @pytest.fixture(scope="module")

@@ -45,29 +45,11 @@ run_stack = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run_stack)
 
 
-class Gateway:
-    def __init__(self, workdir):
-        self.procs: list[harness.Proc] = []
-        self.port = harness.free_port()
-        # As `make run` starts it: SSE answers, stateful sessions.
-        self.procs.append(harness.python_server(
-            "mcp-messages-server", "examples/mcp_server/server.py", ["--host", "127.0.0.1", "--port", str(self.port)],
-            workdir, f"http://127.0.0.1:{self.port}/_calls"))
-        plugin = copy.deepcopy(SHIPPED_PLUGIN)
-        plugin["policy"]["rules"].extend(EXTRA_RULES)
-        self.envoy = harness.Envoy(copy.deepcopy(SHIPPED_ENVOY), workdir, name="envoy-messages",
-                                   upstreams={"mcp_demo": self.port}, plugin_configs={ROOT_ID: plugin})
-        self.procs.append(self.envoy.proc)
-
-    def calls(self) -> dict[str, int]:
-        return httpx.get(f"http://127.0.0.1:{self.port}/_calls", timeout=5).json()
-
-    def reset_calls(self) -> None:
-        httpx.post(f"http://127.0.0.1:{self.port}/_calls/reset", timeout=5).raise_for_status()
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+def Gateway(workdir) -> harness.DemoMcpGateway:
+    plugin = copy.deepcopy(SHIPPED_PLUGIN)
+    plugin["policy"]["rules"].extend(EXTRA_RULES)
+    # The server as `make run` starts it: SSE answers, stateful sessions.
+    return harness.DemoMcpGateway(workdir, "envoy-messages", copy.deepcopy(SHIPPED_ENVOY), {ROOT_ID: plugin}, [])
 
 
 @pytest.fixture(scope="module")
