@@ -59,20 +59,7 @@ pub fn push_decimal(out: &mut String, n: u64) {
 
 /// A lower-case hex MAC as the gateway writes it (anything else: `None`, never equal).
 pub fn parse_mac(hex: &str) -> Option<[u8; 32]> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    if hex.len() != out.len() * 2 {
-        return None;
-    }
-    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *byte = (digit(*hi)? << 4) | digit(*lo)?;
-    }
-    Some(out)
+    crate::hash::parse_hex(hex)
 }
 
 /// What the gateway asserts about the agent holding the credential.

@@ -97,7 +97,12 @@ impl Exchange {
                 Some(self.reply(host, &approval::batch_refused(shared.deny_style(), &denied)))
             }
             Gate::Ask { at, rule_id } => {
-                let m = messages.get(at)?;
+                // The gate names a message of this request; if it ever did not, refuse
+                // rather than forward a call that needs approval unasked.
+                let Some(m) = messages.get(at) else {
+                    let denied = judge::denied_requests(messages, &judgement.rulings);
+                    return Some(self.reply(host, &approval::batch_refused(shared.deny_style(), &denied)));
+                };
                 self.records = std::mem::take(&mut judgement.records);
                 Some(self.ask_approval(host, m, at, rule_id))
             }

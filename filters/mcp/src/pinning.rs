@@ -198,11 +198,10 @@ pub struct PinNote {
 }
 
 fn name_hash(name: &str) -> [u8; NAME_HASH_BYTES] {
-    let digest = sha256_hex(name.as_bytes());
+    let digest = tollgate_core::hash::sha256(name.as_bytes());
     let mut out = [0u8; NAME_HASH_BYTES];
-    for (o, pair) in out.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
-        let text = std::str::from_utf8(pair).unwrap_or("00");
-        *o = u8::from_str_radix(text, 16).unwrap_or(0);
+    for (o, d) in out.iter_mut().zip(digest) {
+        *o = d;
     }
     out
 }

@@ -211,20 +211,7 @@ pub fn server_part(presented: &str) -> &str {
 }
 
 fn parse_tag(hex: &str) -> Option<[u8; TAG_BYTES]> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; TAG_BYTES];
-    if hex.len() != TAG_BYTES * 2 {
-        return None;
-    }
-    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *byte = (digit(*hi)? << 4) | digit(*lo)?;
-    }
-    Some(out)
+    tollgate_core::hash::parse_hex(hex)
 }
 
 /// Checks a presented id for this caller and server: the server's own id, or why not.
