@@ -101,3 +101,9 @@ mod tests {
         assert!(Glob::new("file:///data/*").matches("file:///data/x/y"));
     }
 }
+
+impl AsRef<str> for Glob {
+    fn as_ref(&self) -> &str {
+        &self.pattern
+    }
+}

@@ -72,6 +72,51 @@ impl Identity {
     }
 }
 
+/// The `agents` / `on_behalf_of` selectors of a policy rule or a limit (MCP rules and rate
+/// limits, LLM limits): each list present needs a matching value of the caller's gateway
+/// identity, so a caller without a gateway credential never matches one.
+#[derive(Debug, Default, Clone)]
+pub struct DelegationSelectors {
+    pub agents: Option<Vec<crate::glob::Glob>>,
+    pub on_behalf_of: Option<Vec<crate::glob::Glob>>,
+}
+
+impl DelegationSelectors {
+    pub fn new<S: AsRef<str>>(agents: Option<&[S]>, on_behalf_of: Option<&[S]>) -> Self {
+        let globs = |list: Option<&[S]>| list.map(|l| l.iter().map(|g| crate::glob::Glob::new(g.as_ref())).collect());
+        DelegationSelectors { agents: globs(agents), on_behalf_of: globs(on_behalf_of) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_none() && self.on_behalf_of.is_none()
+    }
+
+    pub fn matches(&self, who: Option<&Identity>) -> bool {
+        let holds = |globs: &Option<Vec<crate::glob::Glob>>, value: Option<&str>| match globs {
+            None => true,
+            Some(list) => value.is_some_and(|v| list.iter().any(|g| g.matches(v))),
+        };
+        holds(&self.agents, who.and_then(Identity::agent)) && holds(&self.on_behalf_of, who.and_then(Identity::on_behalf_of))
+    }
+
+    /// Load-time check of one selector list at `at.<name>`: not empty, no blank glob, and
+    /// `identity.gateway` configured (without it no caller could ever match: a rule or limit
+    /// that silently never applies is refused).
+    pub fn check_list<S: AsRef<str>>(at: &str, name: &str, list: Option<&[S]>, gateway: bool) -> Result<(), ConfigError> {
+        let Some(list) = list else { return Ok(()) };
+        if list.is_empty() || list.iter().any(|g| g.as_ref().trim().is_empty()) {
+            return Err(ConfigError::field(&format!("{at}.{name}"), "must be a list of non-empty globs (omit it for any caller)"));
+        }
+        if !gateway {
+            return Err(ConfigError::field(
+                &format!("{at}.{name}"),
+                "needs identity.gateway (the gateway credential names the agent and whom it acts for)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `identity.gateway.signing_key`: the fleet's HMAC key, prepared at load.
 #[derive(Clone)]
 pub struct SigningKey {

@@ -15,9 +15,8 @@ use crate::message::codes;
 use crate::replies::Reply;
 use serde::Serialize;
 use tollgate_core::gateway::Rejection;
-use tollgate_core::glob::Glob;
 use tollgate_core::host::Host;
-use tollgate_core::identity::Identity;
+use tollgate_core::identity::DelegationSelectors;
 use tollgate_core::observe::metrics::Metrics;
 use tollgate_core::reply::rpc_error_body;
 
@@ -25,50 +24,16 @@ use tollgate_core::reply::rpc_error_body;
 /// (`malformed`, `bad_signature`, `expired`, `no_trace`, `other_trace`, `peer_mismatch`).
 pub const METRIC: &str = "tollgate.mcp.gateway_credentials";
 
-/// The `agents` / `on_behalf_of` conditions of a rule.
-#[derive(Debug, Default)]
-pub struct DelegationMatch {
-    agents: Option<Vec<Glob>>,
-    on_behalf_of: Option<Vec<Glob>>,
-}
-
-impl DelegationMatch {
-    pub fn new(agents: &Option<Vec<Glob>>, on_behalf_of: &Option<Vec<Glob>>) -> Self {
-        DelegationMatch { agents: agents.clone(), on_behalf_of: on_behalf_of.clone() }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.agents.is_none() && self.on_behalf_of.is_none()
-    }
-
-    /// Each list present needs a matching value; an identity without that value fails it.
-    pub fn matches(&self, identity: &Identity) -> bool {
-        let holds = |globs: &Option<Vec<Glob>>, value: Option<&str>| match globs {
-            None => true,
-            Some(list) => value.is_some_and(|v| list.iter().any(|g| g.matches(v))),
-        };
-        holds(&self.agents, identity.agent()) && holds(&self.on_behalf_of, identity.on_behalf_of())
-    }
-}
-
-/// Rules naming `agents` or `on_behalf_of` need `identity.gateway` (without it no caller
-/// could ever match them: a rule that silently never applies is refused at load).
+/// Rules and rate limits naming `agents` or `on_behalf_of`: non-empty lists, and
+/// `identity.gateway` configured (core `DelegationSelectors::check_list`).
 pub fn validate(config: &crate::config::Config) -> Result<(), tollgate_core::config::ConfigError> {
-    if config.identity.gateway.is_some() {
-        return Ok(());
-    }
+    let gateway = config.identity.gateway.is_some();
     let rules = config.policy.as_ref().map(|p| p.rules.as_slice()).unwrap_or_default();
     let rules = rules.iter().enumerate().map(|(i, r)| (format!("policy.rules[{i}]"), &r.agents, &r.on_behalf_of));
     let limits = config.rate_limits.iter().enumerate().map(|(i, l)| (format!("rate_limits[{i}]"), &l.agents, &l.on_behalf_of));
     for (at, agents, on_behalf_of) in rules.chain(limits) {
-        for (name, list) in [("agents", agents), ("on_behalf_of", on_behalf_of)] {
-            if list.is_some() {
-                return Err(tollgate_core::config::ConfigError::field(
-                    &format!("{at}.{name}"),
-                    "needs identity.gateway (the gateway credential names the agent and whom it acts for)",
-                ));
-            }
-        }
+        DelegationSelectors::check_list(&at, "agents", agents.as_deref(), gateway)?;
+        DelegationSelectors::check_list(&at, "on_behalf_of", on_behalf_of.as_deref(), gateway)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! expired, replayed on another trace or forged.
 
 use super::*;
+use tollgate_core::glob::Glob;
 use crate::config::Config;
 use crate::exchange::{Exchange, Shared};
 use serde_json::{json, Value};
@@ -151,19 +152,19 @@ fn agent_conditions_without_the_gateway_source_are_refused_at_load() {
 #[test]
 fn rule_conditions_need_a_delegated_identity() {
     let globs = |v: &[&str]| Some(v.iter().map(|s| serde_json::from_value::<Glob>(json!(s)).unwrap()).collect::<Vec<_>>());
-    let m = DelegationMatch::new(&globs(&["research*"]), &globs(&["alice"]));
+    let m = DelegationSelectors { agents: globs(&["research*"]), on_behalf_of: globs(&["alice"]) };
     let key = HmacKey::new(KEY.as_bytes()).unwrap();
     let id = |agent: &str, obo: &str| {
         let c = gateway::verify(&key, &credential(agent, obo, NOW + 1), NOW).unwrap();
         tollgate_core::identity::from_credential(c)
     };
-    assert!(m.matches(&id("researcher", "alice")));
-    assert!(!m.matches(&id("researcher", "bob")));
-    assert!(!m.matches(&id("planner", "alice")));
+    assert!(m.matches(Some(&id("researcher", "alice"))));
+    assert!(!m.matches(Some(&id("researcher", "bob"))));
+    assert!(!m.matches(Some(&id("planner", "alice"))));
     let mut plain = id("researcher", "alice");
     plain.delegation = None;
-    assert!(!m.matches(&plain));
-    assert!(DelegationMatch::default().is_empty() && DelegationMatch::default().matches(&plain));
+    assert!(!m.matches(Some(&plain)));
+    assert!(DelegationSelectors::default().is_empty() && DelegationSelectors::default().matches(Some(&plain)));
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub struct IdentityMatch {
     groups: Option<Vec<Glob>>,
     teams: Option<Vec<Glob>>,
     /// Agent and on-behalf-of globs (identity source `gateway`; see `delegation.rs`).
-    delegated: crate::delegation::DelegationMatch,
+    delegated: tollgate_core::identity::DelegationSelectors,
 }
 
 impl IdentityMatch {
@@ -43,7 +43,7 @@ impl IdentityMatch {
 
     /// Adds the `agents` / `on_behalf_of` conditions.
     pub fn delegated(mut self, agents: &Option<Vec<Glob>>, on_behalf_of: &Option<Vec<Glob>>) -> Self {
-        self.delegated = crate::delegation::DelegationMatch::new(agents, on_behalf_of);
+        self.delegated = tollgate_core::identity::DelegationSelectors { agents: agents.clone(), on_behalf_of: on_behalf_of.clone() };
         self
     }
 
@@ -52,7 +52,7 @@ impl IdentityMatch {
             return true;
         }
         let Some(id) = identity else { return false };
-        if !self.delegated.matches(id) {
+        if !self.delegated.matches(Some(id)) {
             return false;
         }
         if !glob_any(&self.principals, &id.principal) {
