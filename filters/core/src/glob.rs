@@ -83,6 +83,12 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
     p == pattern.len()
 }
 
+impl AsRef<str> for Glob {
+    fn as_ref(&self) -> &str {
+        &self.pattern
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Glob;
@@ -99,11 +105,5 @@ mod tests {
         assert!(Glob::new("*delete*").matches("database.delete_row"));
         assert!(!Glob::new("a*b*c").matches("aXbY"));
         assert!(Glob::new("file:///data/*").matches("file:///data/x/y"));
-    }
-}
-
-impl AsRef<str> for Glob {
-    fn as_ref(&self) -> &str {
-        &self.pattern
     }
 }
