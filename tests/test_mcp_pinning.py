@@ -120,7 +120,8 @@ def test_a_rug_pulled_tool_is_hidden_and_its_call_refused_audit_naming_both_dige
     stats = hide.envoy.stats()
     assert stats.get("wasmcustom.tollgate.mcp.tool_pinning.server.demo.event.tool_changed.action.hide", 0) >= 1, stats
 
-    # The SDK client of another caller sees the same: no delete_row, and its call refused.
+    # The SDK client (root, who may call delete_row) sees the same: no delete_row, and its call
+    # refused.
     async def session():
         async with httpx2.AsyncClient(headers=key("root"), timeout=20) as http:
             async with Client(streamable_http_client(hide.envoy.url + "/mcp", http_client=http), mode="legacy") as client:

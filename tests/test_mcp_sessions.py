@@ -284,8 +284,9 @@ def test_the_sdk_client_given_a_stolen_id_gets_the_servers_unknown_session_error
 
 
 def test_without_a_key_both_workers_of_an_envoy_bind_with_the_same_key(stack):
-    """Two workers (concurrency 2): every connection is new, so sessions are created on one
-    worker and used on the other; all of them work, and both workers took connections."""
+    """Two workers (concurrency 2): every request opens a new connection, which either worker
+    may take, so sessions are created on one worker and (most likely, not checked per session)
+    used on another; all of them work, and both workers took connections."""
     envoy = stack.default
     for _ in range(8):
         sid = initialize(envoy, "alice")

@@ -403,7 +403,7 @@ def test_every_response_names_the_gateway_request_id_and_span(procs, fleet_store
     refused = httpx.post(
         f"{gw}/agents/echo/", content=b"{not json", headers={"A2A-Version": "1.0", "traceparent": client_tp,
                                                            "content-type": "application/json"}, timeout=20)
-    assert refused.status_code != 200 or "error" in refused.json(), refused.text
+    assert (refused.status_code, refused.json()["error"]["code"]) == (200, -32700), refused.text
     [rec] = envoy.wait_audit(1, where=lambda r: r.get("layer") == "a2a" and r.get("request_id") == refused.headers.get("x-request-id"))
     assert rec["decision"] != "allow" and rec["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert _traceparent_ids(refused.headers["traceparent"]) == (rec["trace_id"], rec["span_id"])
