@@ -49,6 +49,9 @@ class Gateway:
     def calls(self) -> list[str]:
         return httpx.get(f"http://127.0.0.1:{self.port}/_seen", timeout=5).json()["calls"]
 
+    def more(self) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/_more", timeout=5).raise_for_status()
+
     def poison(self) -> None:
         httpx.post(f"http://127.0.0.1:{self.port}/_poison", timeout=5).raise_for_status()
 
@@ -185,5 +188,33 @@ def test_configured_pins_hold_from_the_first_list(tmp_path_factory):
         assert len(rec["tool_pins"][0]["sha256"]) == 64
         assert rpc(g.call(root, "delete_row", ROW))["error"]["message"] == "Unknown tool: delete_row"
         assert "delete_row" not in g.calls()
+    finally:
+        g.stop()
+
+
+def test_a_full_pin_table_hides_new_tools_and_keeps_every_pin(tmp_path_factory):
+    """`capacity: 4` (the least: one bucket of four): the three first tools are pinned, then
+    the server lists three more. One finds the last slot; two cannot be pinned and are not
+    shown (fail closed: no pin is ever pushed out to make room), the list's record says why,
+    and a call of them is refused without reaching the server. The first pins held: a rug
+    pull of `delete_row` afterwards is still caught."""
+    g = Gateway(tmp_path_factory.mktemp("pin-full"), "full", "json", {"capacity": 4})
+    try:
+        root = g.session("root")
+        assert set(g.tools(root)) == {"add", "echo", "delete_row"}
+        g.more()
+        shown = set(g.tools(root))
+        extras = {"admin_a", "admin_b", "admin_c"}
+        assert {"add", "echo", "delete_row"} <= shown and len(shown & extras) == 1, shown
+        rec = g.envoy.wait_audit(1, where=lambda r: r.get("method") == "tools/list" and "no room to pin" in (r.get("error") or ""))[-1]
+        assert rec["error"].startswith("tool_pinning.capacity: no room to pin 2 new tool(s)"), rec
+        assert rec["list_hidden"] == 2, rec
+        hidden = sorted(extras - shown)
+        assert rpc(g.call(root, hidden[0], {"text": "x"}))["error"]["message"] == f"Unknown tool: {hidden[0]}"
+        assert hidden[0] not in g.calls()
+        g.poison()
+        assert "delete_row" not in g.tools(root)
+        rec = g.envoy.wait_audit(1, where=lambda r: r.get("method") == "tools/list" and r.get("tool_pins"))[-1]
+        assert rec["tool_pins"][0]["tool"] == "delete_row" and rec["tool_pins"][0]["action"] == "hide", rec
     finally:
         g.stop()

@@ -28,7 +28,8 @@ BINDING_KEY = "tollgate-test-session-binding-key-0123456789"
 NOT_FOUND = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
 
 # A stateful SDK server (it issues session ids) that records the session id of every request
-# that reaches /mcp, and can change a tool's definition (`/_poison`, used by the pinning tests).
+# that reaches /mcp, and can change a tool's definition (`/_poison`) and list more tools (`/_more`), used by the pinning
+# tests.
 SERVER = r'''
 import sys
 import uvicorn
@@ -74,6 +75,18 @@ async def poison(_: Request) -> JSONResponse:
 @mcp.custom_route("/_restore", methods=["POST"])
 async def restore(_: Request) -> JSONResponse:
     mcp._tool_manager.get_tool("delete_row").description = "Delete one row by id (fake)."
+    return JSONResponse({})
+
+@mcp.custom_route("/_more", methods=["POST"])
+async def more(_: Request) -> JSONResponse:
+    # Three more admin tools at once (the pinning tests fill the pin table with them).
+    def extra_tool(n):
+        def extra(text: str) -> str:
+            calls.append(n)
+            return text
+        return extra
+    for n in ("admin_a", "admin_b", "admin_c"):
+        mcp.add_tool(extra_tool(n), name=n, description=f"Admin tool {n}.")
     return JSONResponse({})
 
 app = mcp.streamable_http_app(

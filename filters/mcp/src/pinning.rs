@@ -177,6 +177,10 @@ pub enum Against {
     Pinned,
     /// Differs from the pin (hex).
     Changed { pinned: String },
+    /// Its pin or the definition last seen could not be stored: the table's slots for it
+    /// all hold other live pins (or shared data failed). Not shown: a tool the gateway
+    /// cannot keep track of could change unnoticed.
+    Unpinnable,
 }
 
 pub fn compare(pinned: &str, current: &str) -> Against {
@@ -269,16 +273,27 @@ impl Pinning {
             (None, Some((p, _))) => p.clone(),
             (None, None) => {
                 // First sight: kept unless another worker pinned it first (then theirs holds).
+                // Never written over another tool's live pin: a pin pushed out would let that
+                // tool's next definition, changed or not, be learned anew (fail open).
                 let value = format!("{digest}{digest}");
-                if self.seen.put_unless(host, &key, value.as_bytes(), |_| true) == Put::Stored {
-                    return Against::Pinned;
+                match self.seen.insert_unless(host, &key, value.as_bytes(), |_| true) {
+                    Put::Stored => return Against::Pinned,
+                    Put::Kept => {}
+                    Put::Full | Put::Failed => return Against::Unpinnable,
                 }
-                self.stored(host, server, tool).map_or_else(|| digest.to_string(), |(p, _)| p)
+                match self.stored(host, server, tool) {
+                    Some((p, _)) => p,
+                    None => return Against::Unpinnable,
+                }
             }
         };
         if stored.as_ref().map(|(p, l)| (p.as_str(), l.as_str())) != Some((pinned.as_str(), digest)) {
+            // The last definition seen is what a call is judged by (`judge_calls`): a
+            // configured pin that finds no slot for it could be called changed and unnoticed.
             let value = format!("{pinned}{digest}");
-            let _ = self.seen.put(host, &key, value.as_bytes());
+            if self.seen.insert_unless(host, &key, value.as_bytes(), |_| false) != Put::Stored {
+                return Against::Unpinnable;
+            }
         }
         compare(&pinned, digest)
     }
@@ -305,6 +320,7 @@ impl Pinning {
         };
         let mut verdicts: BTreeMap<String, bool> = BTreeMap::new();
         let mut unreadable = false;
+        let mut unpinnable: Vec<String> = Vec::new();
         for item in tools.tools {
             let Some((name, digest)) = tool_digest(item.get()) else {
                 // Not a tool the gateway can pin: removed (fail closed).
@@ -317,6 +333,11 @@ impl Pinning {
                     let action = if enforce { self.changed_tool } else { ChangedTool::Log };
                     out.changed.push(PinNote { tool: name.clone(), pinned_sha256: pinned, sha256: digest, action: action.as_str() });
                     action != ChangedTool::Hide
+                }
+                Against::Unpinnable => {
+                    let shown = !enforce || self.changed_tool == ChangedTool::Log;
+                    unpinnable.push(name.clone());
+                    shown
                 }
             };
             // A name listed twice is shown only if every definition of it is.
@@ -335,6 +356,14 @@ impl Pinning {
                 Ok(None) => {}
                 Err(e) => out.error = Some(e),
             }
+        }
+        if !unpinnable.is_empty() && out.error.is_none() {
+            out.error = Some(format!(
+                "tool_pinning.capacity: no room to pin {} new tool(s) ({}); raise the capacity or pin them in config",
+                unpinnable.len(),
+                unpinnable.join(", ")
+            ));
+            out.unpinnable = true;
         }
         let shown: Vec<&str> = verdicts.iter().filter(|(_, v)| **v).map(|(k, _)| k.as_str()).collect();
         if !shown.is_empty() {
@@ -436,7 +465,11 @@ pub struct Reviewed {
     pub text: Option<String>,
     pub hidden: usize,
     pub changed: Vec<PinNote>,
+    /// Why the list is not passed as it is (`unpinnable` false: the whole list is refused).
     pub error: Option<String>,
+    /// `error` names tools hidden because no pin could be stored for them; the rest of the
+    /// list is passed.
+    pub unpinnable: bool,
 }
 
 #[derive(Serialize)]

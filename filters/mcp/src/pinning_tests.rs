@@ -92,6 +92,42 @@ fn first_sight_pins_then_a_changed_definition_is_hidden_with_both_digests() {
 }
 
 #[test]
+fn a_full_pin_table_hides_new_tools_and_never_forgets_a_pin() {
+    let host = MemoryHost::new();
+    // One bucket of four ways: room for four pins.
+    let p = pinning(r#"{"capacity":4}"#);
+    let subject = Subject { identity: None, server: "db" };
+    let first = p.review_list(&host, subject, &list(&[DELETE_ROW]), true);
+    assert!(first.text.is_none() && first.error.is_none());
+    let others: Vec<String> = (0..8).map(|i| format!(r#"{{"name":"t{i}","inputSchema":{{"type":"object"}}}}"#)).collect();
+    let refs: Vec<&str> = others.iter().map(String::as_str).collect();
+    let flood = p.review_list(&host, subject, &list(&refs), true);
+    // Three found room; five could not be pinned, so they are not shown.
+    assert_eq!(flood.hidden, 5);
+    let text = flood.text.unwrap();
+    assert!(text.contains("\"t0\"") && !text.contains("\"t7\""), "{text}");
+    assert!(flood.unpinnable);
+    let error = flood.error.unwrap();
+    assert!(error.starts_with("tool_pinning.capacity: no room to pin 5 new tool(s)"), "{error}");
+    // The first pin survived the flood: its poisoned definition is still caught.
+    let later = p.review_list(&host, subject, &list(&[POISONED]), true);
+    assert_eq!(later.hidden, 1);
+    assert_eq!(later.changed[0].pinned_sha256, tool_digest(DELETE_ROW).unwrap().1);
+    // `log` passes what it cannot pin (recorded), as it passes changed definitions.
+    let log = pinning(r#"{"capacity":4,"changed_tool":"log"}"#);
+    let other = MemoryHost::new();
+    let logged = log.review_list(&other, subject, &list(&refs), true);
+    assert!(logged.text.is_none() && logged.unpinnable && logged.error.is_some());
+    // A configured pin needs a slot for the definition last seen: without one, not shown.
+    let configured = pinning(&format!(r#"{{"capacity":4,"changed_tool":"deny","pins":{{"db":{{"delete_row":"{}"}}}}}}"#, tool_digest(DELETE_ROW).unwrap().1));
+    let full = MemoryHost::new();
+    assert!(configured.review_list(&full, subject, &list(&refs[..4]), true).error.is_none());
+    let poisoned = configured.review_list(&full, subject, &list(&[POISONED]), true);
+    assert_eq!(poisoned.hidden, 1, "deny would list it, but its call could not be judged");
+    assert!(poisoned.unpinnable);
+}
+
+#[test]
 fn configured_pins_hold_from_the_first_list() {
     let host = MemoryHost::new();
     let pin = tool_digest(DELETE_ROW).unwrap().1;

@@ -384,7 +384,7 @@ impl Reader<'_> {
                 if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
                     rec.error = Some(e);
                 }
-                if enforce {
+                if enforce && !reviewed.unpinnable {
                     let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not review the tool list", None);
                     outcome = Outcome::Replace(String::from_utf8_lossy(&body).into_owned());
                 }

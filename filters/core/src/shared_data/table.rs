@@ -68,6 +68,9 @@ pub enum Put {
     Kept,
     /// The key or value is too long, or shared data kept failing.
     Failed,
+    /// Every slot the key may live in holds another live key, and the write was one that
+    /// must not push a live entry out ([`SharedTable::insert_unless`]).
+    Full,
 }
 
 /// FNV-1a, 64 bit: stable across VMs and builds (unlike std's randomized hasher).
@@ -137,6 +140,19 @@ impl SharedTable {
     /// data cannot create a key only if absent), so two workers putting the same new key
     /// into a fresh slot at once both succeed and the last write stays.
     pub fn put_unless(&self, host: &dyn Host, key: &str, value: &[u8], keep: impl Fn(&[u8]) -> bool) -> Put {
+        self.write(host, key, value, keep, true)
+    }
+
+    /// As [`SharedTable::put_unless`], but never overwrites another key's live entry: when
+    /// every slot of the key's bucket is live and holds another key, nothing is written and
+    /// the answer is [`Put::Full`]. For entries whose loss would fail open (a security pin
+    /// pushed out is re-learned from whatever comes next), where the caller must refuse
+    /// rather than forget.
+    pub fn insert_unless(&self, host: &dyn Host, key: &str, value: &[u8], keep: impl Fn(&[u8]) -> bool) -> Put {
+        self.write(host, key, value, keep, false)
+    }
+
+    fn write(&self, host: &dyn Host, key: &str, value: &[u8], keep: impl Fn(&[u8]) -> bool, evict: bool) -> Put {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
             return Put::Failed;
         }
@@ -186,9 +202,11 @@ impl SharedTable {
                     }
                 }
             }
-            let (slot_key, cas) = match choice.or(oldest.map(|(_, k, c)| (k, c))) {
-                Some(c) => c,
-                None => return Put::Failed,
+            let (slot_key, cas) = match (choice, oldest) {
+                (Some(c), _) => c,
+                (None, Some((_, k, c))) if evict => (k, c),
+                (None, Some(_)) => return Put::Full,
+                (None, None) => return Put::Failed,
             };
             let bytes = encode(now.saturating_add(self.ttl_secs), now_nanos, key.as_bytes(), value);
             match host.set_shared_data(&slot_key, &bytes, cas) {
@@ -308,6 +326,34 @@ mod tests {
         assert!(t.get(&host, "key-499").is_some());
         let live = (0..500).filter(|i| t.get(&host, &format!("key-{i}")).is_some()).count();
         assert!((2..=8).contains(&live), "{live}");
+    }
+
+    #[test]
+    fn insert_unless_never_pushes_a_live_entry_out() {
+        let host = MemoryHost::new();
+        at(&host, 100);
+        // One bucket of four ways: the fifth key has nowhere to go.
+        let t = SharedTable::new("t", 4, 60);
+        for k in ["a", "b", "c", "d"] {
+            assert_eq!(t.insert_unless(&host, k, k.as_bytes(), |_| false), Put::Stored);
+        }
+        assert_eq!(t.insert_unless(&host, "e", b"e", |_| false), Put::Full);
+        for k in ["a", "b", "c", "d"] {
+            assert_eq!(t.get(&host, k).as_deref(), Some(k.as_bytes()), "{k} stays");
+        }
+        assert_eq!(t.get(&host, "e"), None);
+        // A key already in the table is still rewritten in its own slot.
+        assert_eq!(t.insert_unless(&host, "b", b"B", |_| false), Put::Stored);
+        assert_eq!(t.get(&host, "b").as_deref(), Some(&b"B"[..]));
+        // An expired entry's slot is free again.
+        at(&host, 200);
+        assert_eq!(t.insert_unless(&host, "e", b"e", |_| false), Put::Stored);
+        // put_unless, by contrast, evicts the oldest live entry.
+        let u = SharedTable::new("u", 4, 60);
+        for k in ["a", "b", "c", "d", "e"] {
+            assert_eq!(u.put_unless(&host, k, b"v", |_| false), Put::Stored);
+        }
+        assert_eq!(u.get(&host, "a"), None);
     }
 
     #[test]
