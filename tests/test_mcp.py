@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import shutil
+import secrets
 import ssl
 import subprocess
 import sys
@@ -581,6 +582,81 @@ def test_mtls_peer_spiffe_id_is_the_identity(world, tmp_path):
     record = audit_for(envoy, tool="delete_row")
     assert record["identity"] == {"principal": spiffe, "team": "agents", "source": "mtls"}
     assert record["rule_id"] == "agents-team-deletes"
+
+
+def test_a_gateway_credential_needs_a_peer_certificate_of_the_trust_domain_when_told_to(world, tmp_path):
+    """`identity.gateway.require_peer_certificate` + `trust_domain`, through the real Envoy's
+    TLS: the researcher's credential is accepted over mTLS with its own SPIFFE id, refused
+    with a certificate of another trust domain naming the same workload, and refused on a
+    plain connection (no certificate to bind it to). Nothing refused reaches the server."""
+    from test_identity_layers import CREDENTIAL, sign_credential, traceparent
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = make_cert("tollgate-test-ca", ca_key, ca_key, None, [], ca=True)
+    server = make_cert("localhost", server_key, ca_key, ca.subject,
+                       [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    (tmp_path / "ca.pem").write_text(pem(ca))
+
+    def client_tls(name: str, spiffe: str) -> ssl.SSLContext:
+        k = ec.generate_private_key(ec.SECP256R1())
+        (tmp_path / f"{name}.pem").write_text(pem(make_cert(name, k, ca_key, ca.subject, [x509.UniformResourceIdentifier(spiffe)])))
+        (tmp_path / f"{name}.key").write_text(pem(k))
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        ctx.load_cert_chain(str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key"))
+        return ctx
+
+    plugin = gateway_plugin()
+    plugin["identity"]["gateway"] = {"signing_key": "CHANGE-ME-a-random-secret-of-32-bytes-or-more",
+                                     "require_peer_certificate": True, "trust_domain": "cluster.local"}
+    tls_cfg = envoy_config()
+    tls_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"inline_string": pem(server)},
+                                      "private_key": {"inline_string": pem(server_key)}}],
+                "validation_context": {"trusted_ca": {"inline_string": pem(ca)}},
+            },
+        },
+    }
+    tls_envoy = world.envoy("gateway-peer-tls", "json", plugin, tls_cfg)
+    plain_envoy = world.envoy("gateway-peer-plain", "json", plugin)
+    world.reset_calls("json")
+
+    def attempt(url: str, verify, trace_id: str) -> httpx.Response:
+        """initialize, then tools/call `add` in that session, all with the credential."""
+        credential = sign_credential(expiry=int(time.time()) + 600, trace_id=trace_id, agent="researcher", on_behalf_of="alice")
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+                   CREDENTIAL: credential, "traceparent": traceparent(trace_id)}
+        with httpx.Client(verify=verify, timeout=10, headers=headers) as http:
+            init = http.post(url, json=INIT)
+            if init.status_code != 200:
+                return init
+            session = {"mcp-session-id": init.headers["mcp-session-id"]}
+            http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+            return http.post(url, json=call("add", {"a": 2, "b": 3}), headers=session)
+
+    tls_url = f"https://127.0.0.1:{tls_envoy.port}/mcp"
+    own = attempt(tls_url, client_tls("researcher", "spiffe://cluster.local/ns/agents/sa/researcher"), secrets.token_hex(16))
+    assert own.status_code == 200 and rpc(own)["result"]["content"][0]["text"] == "5", own.text
+    assert world.calls("json") == {"add": 1}
+    accepted = audit_for(tls_envoy, tool="add", decision="allow")
+    assert accepted["identity"]["source"] == "gateway" and accepted["identity"]["principal"] == "researcher", accepted
+
+    for url, verify, label, reason in [
+        (tls_url, client_tls("foreign", "spiffe://other.example/ns/agents/sa/researcher"), "peer_mismatch",
+         "gateway credential held by another peer than its agent"),
+        (plain_envoy.url + "/mcp", True, "no_peer", "gateway credential without a peer certificate to bind it to"),
+    ]:
+        trace_id = secrets.token_hex(16)
+        refused = attempt(url, verify, trace_id)
+        assert refused.status_code == 401, (label, refused.text)
+        assert refused.json()["error"] == {"code": refused.json()["error"]["code"], "message": f"Unauthorized: {reason}",
+                                           "data": {"reason": label}}, refused.text
+    assert world.calls("json") == {"add": 1}, "no refused call reached the server"
+    assert tls_envoy.stats().get("wasmcustom.tollgate.mcp.gateway_credentials.result.peer_mismatch") == 1
+    assert plain_envoy.stats().get("wasmcustom.tollgate.mcp.gateway_credentials.result.no_peer") == 1
 
 
 # --- fail closed -----------------------------------------------------------------------------

@@ -90,8 +90,12 @@ pub enum Rejection {
     NoTrace,
     /// The request's trace id is not the one the credential was issued for (replayed).
     OtherTrace,
-    /// The connection's peer certificate names another agent than the credential.
+    /// The connection's peer certificate names another agent than the credential (or a
+    /// SPIFFE id outside the configured trust domain).
     PeerMismatch,
+    /// `require_peer_certificate`: the connection has no verified peer certificate with a
+    /// URI SAN to bind the credential to.
+    NoPeer,
 }
 
 impl Rejection {
@@ -104,6 +108,7 @@ impl Rejection {
             Rejection::NoTrace => "gateway credential without a trace to bind it to",
             Rejection::OtherTrace => "gateway credential replayed on another trace",
             Rejection::PeerMismatch => "gateway credential held by another peer than its agent",
+            Rejection::NoPeer => "gateway credential without a peer certificate to bind it to",
         }
     }
 
@@ -116,6 +121,7 @@ impl Rejection {
             Rejection::NoTrace => "no_trace",
             Rejection::OtherTrace => "other_trace",
             Rejection::PeerMismatch => "peer_mismatch",
+            Rejection::NoPeer => "no_peer",
         }
     }
 }
@@ -259,12 +265,23 @@ pub fn check_trace(credential: &Credential, trace_id: Option<&str>) -> Result<()
 }
 
 /// Whether a peer certificate's URI SAN names `agent`: the SAN itself, or a SPIFFE id whose
-/// last path segment is the agent (`spiffe://<domain>/ns/<ns>/sa/<agent>`).
-pub fn peer_names_agent(uri_san: &str, agent: &str) -> bool {
-    if uri_san == agent {
-        return true;
+/// last path segment is the agent (`spiffe://<domain>/ns/<ns>/sa/<agent>`). With
+/// `trust_domain`, only a SPIFFE id of that trust domain names anyone (compared without
+/// case, as SPIFFE trust domains are): a certificate another domain's CA issued for an
+/// agent of the same name is not that agent.
+pub fn peer_names_agent(uri_san: &str, agent: &str, trust_domain: Option<&str>) -> bool {
+    let spiffe = uri_san.get(..9).filter(|p| p.eq_ignore_ascii_case("spiffe://")).and_then(|_| uri_san.get(9..));
+    match (spiffe, trust_domain) {
+        (Some(rest), domain) => {
+            let Some((host, path)) = rest.split_once('/') else { return false };
+            if domain.is_some_and(|d| !host.eq_ignore_ascii_case(d)) {
+                return false;
+            }
+            uri_san == agent || path.rsplit('/').next().is_some_and(|last| last == agent)
+        }
+        (None, Some(_)) => false,
+        (None, None) => uri_san == agent,
     }
-    uri_san.strip_prefix("spiffe://").and_then(|rest| rest.rsplit('/').next()).is_some_and(|last| last == agent)
 }
 
 #[cfg(test)]

@@ -97,10 +97,18 @@ fn trace_binding() {
 
 #[test]
 fn peer_certificate_names_the_agent() {
-    assert!(peer_names_agent("spiffe://cluster.local/ns/agents/sa/researcher", "researcher"));
-    assert!(peer_names_agent("researcher", "researcher"));
-    assert!(!peer_names_agent("spiffe://cluster.local/ns/agents/sa/planner", "researcher"));
-    assert!(!peer_names_agent("https://x/researcher", "researcher"));
+    assert!(peer_names_agent("spiffe://cluster.local/ns/agents/sa/researcher", "researcher", None));
+    assert!(peer_names_agent("researcher", "researcher", None));
+    assert!(!peer_names_agent("spiffe://cluster.local/ns/agents/sa/planner", "researcher", None));
+    assert!(!peer_names_agent("https://x/researcher", "researcher", None));
+    assert!(!peer_names_agent("spiffe://researcher", "researcher", None), "a trust domain, no workload");
+    // With a trust domain, only its SPIFFE ids name anyone.
+    let domain = Some("cluster.local");
+    assert!(peer_names_agent("spiffe://Cluster.Local/ns/agents/sa/researcher", "researcher", domain));
+    assert!(peer_names_agent("SPIFFE://cluster.local/ns/agents/sa/researcher", "researcher", domain));
+    assert!(!peer_names_agent("spiffe://evil.example/ns/agents/sa/researcher", "researcher", domain));
+    assert!(!peer_names_agent("spiffe://cluster.local.evil/sa/researcher", "researcher", domain));
+    assert!(!peer_names_agent("researcher", "researcher", domain), "a bare SAN is in no trust domain");
 }
 
 #[test]

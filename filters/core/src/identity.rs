@@ -149,6 +149,16 @@ pub struct GatewaySource {
     /// the credential's agent (the SAN itself or a SPIFFE id ending in `/<agent>`).
     #[serde(default = "default_true")]
     pub bind_peer_certificate: bool,
+    /// Refuse a credential on a connection without a verified peer certificate with a URI SAN
+    /// (default false: without mTLS the binding is the trace and the expiry). Turn it on where
+    /// every agent connects with mTLS, so a credential copied off one connection is useless on
+    /// another.
+    #[serde(default)]
+    pub require_peer_certificate: bool,
+    /// The SPIFFE trust domain peer certificates must be of (e.g. `cluster.local`): with it,
+    /// only a SPIFFE id `spiffe://<trust_domain>/.../<agent>` names the agent.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -246,6 +256,15 @@ impl IdentityConfig {
         if let Some(gateway) = &self.gateway {
             if gateway.signing_key.len < 32 {
                 return Err(ConfigError::field(&format!("{prefix}.gateway.signing_key"), "must be at least 32 bytes"));
+            }
+            if let Some(domain) = &gateway.trust_domain {
+                let valid = !domain.is_empty() && domain.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+                if !valid {
+                    return Err(ConfigError::field(
+                        &format!("{prefix}.gateway.trust_domain"),
+                        "must be a SPIFFE trust domain name (letters, digits, '.', '-', '_'), without spiffe://",
+                    ));
+                }
             }
         }
         if let Some(keys) = &self.api_keys {
@@ -384,11 +403,13 @@ pub fn from_gateway(host: &dyn Host, source: &GatewaySource, value: &str) -> Res
     let credential = crate::gateway::verify(&source.signing_key.key, value, now_secs)?;
     let trace = host.request_header("traceparent").and_then(|t| crate::wire::trace::TraceParent::parse(&t));
     crate::gateway::check_trace(&credential, trace.as_ref().map(|t| t.trace_id.as_str()))?;
-    if source.bind_peer_certificate {
-        if let Some(san) = peer_uri_san(host) {
-            if !crate::gateway::peer_names_agent(&san, &credential.agent) {
+    if source.bind_peer_certificate || source.require_peer_certificate {
+        match peer_uri_san(host) {
+            Some(san) if !crate::gateway::peer_names_agent(&san, &credential.agent, source.trust_domain.as_deref()) => {
                 return Err(crate::gateway::Rejection::PeerMismatch);
             }
+            None if source.require_peer_certificate => return Err(crate::gateway::Rejection::NoPeer),
+            _ => {}
         }
     }
     Ok(from_credential(credential))
@@ -700,6 +721,31 @@ mod tests {
             "gateway": {"signing_key": GW_KEY, "bind_peer_certificate": false}})).unwrap();
         host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/planner");
         assert!(resolve(&host, &unbound).is_ok());
+        // A trust domain: the same agent name from another domain's CA is not the agent.
+        let domain: IdentityConfig = serde_json::from_value(serde_json::json!({
+            "gateway": {"signing_key": GW_KEY, "trust_domain": "cluster.local"}})).unwrap();
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://other.example/ns/agents/sa/researcher");
+        assert_eq!(resolve(&host, &domain), Err(IdentityError::Gateway(crate::gateway::Rejection::PeerMismatch)));
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/researcher");
+        assert_eq!(resolve(&host, &domain).unwrap().unwrap().principal, "researcher");
+    }
+
+    #[test]
+    fn gateway_credential_requires_a_peer_certificate_when_told_to() {
+        let host = gateway_host(&credential(200, TRACE), Some(TRACE));
+        // Default: without mTLS the binding is the trace and the expiry.
+        assert_eq!(resolve(&host, &gateway_cfg()).unwrap().unwrap().principal, "researcher");
+        let strict: IdentityConfig = serde_json::from_value(serde_json::json!({
+            "gateway": {"signing_key": GW_KEY, "require_peer_certificate": true}})).unwrap();
+        assert_eq!(resolve(&host, &strict), Err(IdentityError::Gateway(crate::gateway::Rejection::NoPeer)));
+        host.set_prop(&["connection", "mtls"], &[1]);
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/researcher");
+        assert_eq!(resolve(&host, &strict).unwrap().unwrap().principal, "researcher");
+        // Strict even with the binding itself turned off: the certificate must still name the agent.
+        let both: IdentityConfig = serde_json::from_value(serde_json::json!({
+            "gateway": {"signing_key": GW_KEY, "require_peer_certificate": true, "bind_peer_certificate": false}})).unwrap();
+        host.set_prop(&["connection", "uri_san_peer_certificate"], b"spiffe://cluster.local/ns/agents/sa/planner");
+        assert_eq!(resolve(&host, &both), Err(IdentityError::Gateway(crate::gateway::Rejection::PeerMismatch)));
     }
 
     #[test]
@@ -708,6 +754,9 @@ mod tests {
         let err = cfg.validate("identity").unwrap_err();
         assert!(err.0.starts_with("identity.gateway.signing_key"), "{err}");
         assert!(serde_json::from_value::<IdentityConfig>(serde_json::json!({"gateway": {"signing_key": GW_KEY, "x": 1}})).is_err());
+        let cfg: IdentityConfig = serde_json::from_value(serde_json::json!({"gateway": {"signing_key": GW_KEY, "trust_domain": "spiffe://cluster.local"}})).unwrap();
+        let err = cfg.validate("identity").unwrap_err();
+        assert!(err.0.starts_with("identity.gateway.trust_domain"), "{err}");
     }
 
     #[test]
