@@ -251,7 +251,10 @@ fn parse(signed: &str) -> Option<Credential> {
         }
         *seen = true;
     }
-    (exp && trace && agent).then_some(credential)
+    // The chain, when present, ends with the agent it was issued to (the MAC already binds
+    // both; this keeps a signer's mistake from naming one agent and delegating as another).
+    let chain_ends_with_agent = credential.chain.last().is_none_or(|last| *last == credential.agent);
+    (exp && trace && agent && chain_ends_with_agent).then_some(credential)
 }
 
 /// The credential must name the trace the request is on: `trace_id` is the trace id of the

@@ -77,9 +77,10 @@ fn malformed_values_are_refused_before_parsing() {
 #[test]
 fn signed_but_malformed_content_is_refused() {
     // What the key signs but the gateway never writes: a missing agent, a duplicate or an
-    // unknown claim, another version, a bad escape.
+    // unknown claim, another version, a bad escape, a chain that does not end with the agent.
     for signed in ["v1;exp=5;trace=ab", "v1;exp=5;trace=ab;agent=a;agent=b", "v1;exp=5;trace=ab;agent=a;role=admin",
-                   "v2;exp=5;trace=ab;agent=a", "v1;exp=5;trace=ab;agent=%zz", "v1;exp=x;trace=ab;agent=a"] {
+                   "v2;exp=5;trace=ab;agent=a", "v1;exp=5;trace=ab;agent=%zz", "v1;exp=x;trace=ab;agent=a",
+                   "v1;exp=5;trace=ab;agent=a;chain=a,b"] {
         let mut value = signed.to_string();
         let mac = key().mac(&[DOMAIN.as_bytes(), signed.as_bytes()].concat());
         value.push_str(SIG_SEPARATOR);
