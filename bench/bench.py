@@ -1067,8 +1067,55 @@ def throughput_mcp(up: int) -> None:
                 lambda: bare_from("mcp", up, pc.native_mcp_rbac_filters(), "native-mcp-rbac")), "bare"),
         (Config("floor", FLOOR_LABEL, lambda: floor_from("mcp", up)), "native"),
         (tollgate_config("mcp", up, w.plugin, "Tollgate MCP (50 rules, 10 on arguments)"), "native"),
+        # Per-call features against the default row (which presents a bound Mcp-Session-Id).
+        (mcp_unbound_config(up, w.plugin), "tollgate-mcp"),
+        (mcp_otlp_config(up, w.plugin), "tollgate-mcp"),
     ], up)
     target_from_rows(rows, "tollgate-mcp", "MCP tools/call throughput", ">= 0.9 x native mcp + rbac req/s", 0.9)
+
+
+def mcp_unbound_config(up: int, plugin_cfg: dict) -> Config:
+    """Session binding off (`sessions.bind: false`): the request presents the server's own
+    session id, passed unchecked; against the default row, what checking the bound id costs."""
+    plugin = copy.deepcopy(plugin_cfg)
+    plugin["sessions"] = {"bind": False}
+    label = "Tollgate MCP, sessions.bind false (Mcp-Session-Id passed unchecked)"
+    return Config("tollgate-mcp-unbound", label, tollgate_config("mcp", up, plugin, label).build,
+                  extra_headers={"mcp-session-id": pc.MCP_SERVER_SESSION})
+
+
+OTLP_CLUSTER = "otel_collector"
+
+
+def mcp_otlp_config(up: int, plugin_cfg: dict) -> Config:
+    """`audit.otlp` on (defaults): every audit record exported as a span over OTLP/HTTP JSON to
+    a collector cluster, here the canned upstream's /v1/traces."""
+    plugin = copy.deepcopy(plugin_cfg)
+    plugin.setdefault("audit", {})["otlp"] = {"cluster": OTLP_CLUSTER}
+    label = "Tollgate MCP + audit.otlp (each record exported as a span)"
+
+    def add_collector(cfg: dict) -> None:
+        cfg["static_resources"]["clusters"].append({
+            "name": OTLP_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}}]}]}})
+
+    return dataclasses.replace(tollgate_config("mcp", up, plugin, label, change=add_collector),
+                               key="tollgate-mcp-otlp", check=check_otlp_exported)
+
+
+def check_otlp_exported(env: "Envoy", _resp: httpx.Response) -> None:
+    """The sanity request's span reached the collector (exports leave at the next flush)."""
+    def stat(name: str) -> int:
+        text = httpx.get(f"{env.admin}/stats", params={"filter": f"^wasmcustom\\.{re.escape(name)}$"}, timeout=5).text
+        return sum(int(v) for _, _, v in (l.partition(": ") for l in text.splitlines()) if v.strip().isdigit())
+
+    try:
+        harness.wait_until(lambda: stat("tollgate.otlp.sent") + stat("tollgate.otlp.failed") > 0, 10, "an OTLP export")
+    except (RuntimeError, TimeoutError):
+        raise NotRun("no OTLP export within 10 s of the sanity request")
+    if stat("tollgate.otlp.failed") or not stat("tollgate.otlp.sent"):
+        raise NotRun(f"OTLP export failed (tollgate.otlp.failed {stat('tollgate.otlp.failed')})")
 
 
 def throughput_a2a(up: int) -> None:
