@@ -546,6 +546,8 @@ class Config:
     # More sanity than the expected substring: called with the running Envoy and the sanity
     # request's answer; raises NotRun when the row would not measure what its label says.
     check: Callable[["Envoy", httpx.Response], None] | None = None
+    # After the measured runs: a note for the row from the running Envoy (e.g. its counters).
+    after: Callable[["Envoy"], str] | None = None
 
 
 def tollgate_config(layer: str, upstream_port: int, plugin_cfg: dict, label: str,
@@ -968,6 +970,9 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                 log(f"{group}: rep {rep + 1}/{S.reps} {rows[key]['label']}: {res['rps']:.0f} rps "
                     f"p50 {res['p50_us'] / 1000:.3f} ms p99 {res['p99_us'] / 1000:.3f} ms cpu {res.get('dut_cpu', 0):.2f}"
                     + (f" ERRORS {res['errors']}" if res["errors"] else ""))
+        for cfg, _ in configs:
+            if cfg.after is not None and cfg.key in envs:
+                rows[cfg.key]["note"] = "; ".join(n for n in (rows[cfg.key]["note"], cfg.after(envs[cfg.key])) if n)
         if live and perf_available():
             for key in live:
                 prof = perf_profile(envs[key], reqs[key], rows[key]["script"], f"{group}-{key}")
@@ -1101,21 +1106,32 @@ def mcp_otlp_config(up: int, plugin_cfg: dict) -> Config:
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}}]}]}})
 
     return dataclasses.replace(tollgate_config("mcp", up, plugin, label, change=add_collector),
-                               key="tollgate-mcp-otlp", check=check_otlp_exported)
+                               key="tollgate-mcp-otlp", check=check_otlp_exported, after=otlp_counts)
+
+
+def otlp_stat(env: "Envoy", name: str) -> int:
+    text = httpx.get(f"{env.admin}/stats", params={"filter": f"^wasmcustom\\.{re.escape(name)}$"}, timeout=5).text
+    return sum(int(v) for _, _, v in (l.partition(": ") for l in text.splitlines()) if v.strip().isdigit())
 
 
 def check_otlp_exported(env: "Envoy", _resp: httpx.Response) -> None:
     """The sanity request's span reached the collector (exports leave at the next flush)."""
-    def stat(name: str) -> int:
-        text = httpx.get(f"{env.admin}/stats", params={"filter": f"^wasmcustom\\.{re.escape(name)}$"}, timeout=5).text
-        return sum(int(v) for _, _, v in (l.partition(": ") for l in text.splitlines()) if v.strip().isdigit())
-
     try:
-        harness.wait_until(lambda: stat("tollgate.otlp.sent") + stat("tollgate.otlp.failed") > 0, 10, "an OTLP export")
+        harness.wait_until(lambda: otlp_stat(env, "tollgate.otlp.sent") + otlp_stat(env, "tollgate.otlp.failed") > 0,
+                           10, "an OTLP export")
     except (RuntimeError, TimeoutError):
         raise NotRun("no OTLP export within 10 s of the sanity request")
-    if stat("tollgate.otlp.failed") or not stat("tollgate.otlp.sent"):
-        raise NotRun(f"OTLP export failed (tollgate.otlp.failed {stat('tollgate.otlp.failed')})")
+    if otlp_stat(env, "tollgate.otlp.failed") or not otlp_stat(env, "tollgate.otlp.sent"):
+        raise NotRun(f"OTLP export failed (tollgate.otlp.failed {otlp_stat(env, 'tollgate.otlp.failed')})")
+
+
+def otlp_counts(env: "Envoy") -> str:
+    """Whether the exporter kept up: spans sent, dropped (queue full) and failed so far."""
+    try:
+        sent, dropped, failed = (otlp_stat(env, f"tollgate.otlp.{n}") for n in ("sent", "dropped", "failed"))
+    except httpx.HTTPError as err:
+        return f"OTLP counters unreadable: {err}"
+    return f"spans exported {sent:,}, dropped {dropped:,}, failed exports {failed:,} (warm-up and runs)"
 
 
 def throughput_a2a(up: int) -> None:
