@@ -17,6 +17,7 @@ import asyncio
 import copy
 import dataclasses
 import datetime as _dt
+import fnmatch
 import json
 import os
 import platform
@@ -550,19 +551,30 @@ class Config:
     note: str = ""
     # Extra request headers for this configuration's requests (e.g. the cache opt-in).
     extra_headers: dict | None = None
+    # More sanity than the expected substring: called with the running Envoy and the sanity
+    # request's answer; raises NotRun when the row would not measure what its label says.
+    check: Callable[["Envoy", httpx.Response], None] | None = None
+    # After the measured runs: a note for the row from the running Envoy (e.g. its counters).
+    after: Callable[["Envoy"], str] | None = None
 
 
-def tollgate_config(layer: str, upstream_port: int, plugin_cfg: dict, label: str) -> Config:
+def tollgate_config(layer: str, upstream_port: int, plugin_cfg: dict, label: str,
+                    change: Callable[[dict], Any] | None = None) -> Config:
     """envoy/<layer>.yaml as shipped, with the bench's plugin configuration and every cluster
-    pointed at the given upstream."""
+    pointed at the given upstream; `change` edits a copy of the Envoy configuration first
+    (another module, another cluster; it may raise NotRun)."""
     shipped = harness.load_envoy_config(f"{layer}.yaml")
-    ups = {c: upstream_port for c in cluster_names(shipped)}
     root_ids = [c.get("root_id") for c in harness.wasm_filters(shipped)]
 
     def build() -> Envoy:
         if not root_ids:
             raise NotRun(f"envoy/{layer}.yaml has no wasm filter")
-        return Envoy(f"tollgate-{layer}", shipped, core=ENVOY_CORE, upstreams=ups, plugin_configs={root_ids[0]: plugin_cfg})
+        cfg = shipped
+        if change is not None:
+            cfg = copy.deepcopy(shipped)
+            change(cfg)
+        ups = {c: upstream_port for c in cluster_names(cfg)}
+        return Envoy(f"tollgate-{layer}", cfg, core=ENVOY_CORE, upstreams=ups, plugin_configs={root_ids[0]: plugin_cfg})
 
     return Config(f"tollgate-{layer}", label, build)
 
@@ -671,6 +683,84 @@ def tollgate_llm_variant(key: str, upstream_port: int, plugin_cfg: dict, extra: 
 # is the cost of scanning).
 GUARDRAILS_BENCH = {"guardrails": {"policies": [{"id": "bench", "action": "log", "detectors": {
     "builtin": ["email", "card", "aws_key", "api_key", "jwt"]}}]}}
+
+
+def canned_body(path: str) -> dict:
+    """The JSON body bench/upstream.yaml answers on the exact `path`."""
+    cfg = yaml.safe_load((BENCH / "upstream.yaml").read_text())
+    route = next((n for n in _walk(cfg) if isinstance(n.get("match"), dict) and n["match"].get("path") == path), None)
+    if route is None:
+        raise NotRun(f"bench/upstream.yaml has no route for {path}")
+    return json.loads(route["direct_response"]["body"]["inline_string"])
+
+
+# The translation row's deployment: the shipped configuration's provider that speaks Anthropic
+# Messages first (so the request is translated to it), serving this (priced) model.
+TRANSLATION_UPSTREAM_MODEL = "claude-haiku-4-5"
+
+
+def tollgate_translation_config(upstream_port: int, plugin_cfg: dict, label: str) -> Config:
+    """The bench's OpenAI chat request served by a provider that speaks only Anthropic
+    Messages: the model routes the request matches become a virtual model with one deployment
+    on that provider (translation runs in the attempt role, as for any virtual model), so the
+    row's cost against the virtual model with one OpenAI deployment is the translation of the
+    request and of the answer. The canned upstream answers Anthropic Messages on /v1/messages."""
+    plugin = copy.deepcopy(plugin_cfg)
+    anthropic = next((p.get("name") for p in plugin.get("providers", [])
+                      if (p.get("apis") or [None])[0] == "anthropic_messages"), None)
+    routes = [m for m in plugin.get("models", []) if fnmatch.fnmatchcase(pc.MODEL, m.get("model", ""))]
+    for m in routes:
+        m["provider"], m["upstream_model"] = anthropic, TRANSLATION_UPSTREAM_MODEL
+    cfg = tollgate_virtual_config(upstream_port, plugin, label, fallbacks=0, key="tollgate-llm-translated")
+    build = cfg.build
+
+    def checked_build() -> Envoy:
+        if anthropic is None or not routes:
+            raise NotRun("the bench's LLM configuration has no provider speaking anthropic_messages first, "
+                         f"or no model route for {pc.MODEL}")
+        return build()
+
+    return dataclasses.replace(cfg, build=checked_build, check=check_translated)
+
+
+def check_translated(_env: "Envoy", resp: httpx.Response) -> None:
+    """The client got an OpenAI chat.completion built from the canned Anthropic answer: its
+    text, its stop reason and its usage."""
+    anthropic = canned_body("/v1/messages")
+    want = {"object": "chat.completion", "content": anthropic["content"][0]["text"], "finish_reason": "stop",
+            "prompt_tokens": anthropic["usage"]["input_tokens"], "completion_tokens": anthropic["usage"]["output_tokens"]}
+    try:
+        body = resp.json()
+        choice = body["choices"][0]
+        got = {"object": body.get("object"), "content": choice["message"].get("content"),
+               "finish_reason": choice.get("finish_reason"), "prompt_tokens": body["usage"].get("prompt_tokens"),
+               "completion_tokens": body["usage"].get("completion_tokens")}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise NotRun(f"not an OpenAI chat.completion: {resp.text[:200]!r}")
+    if got != want:
+        raise NotRun(f"the answer is not the translation of the canned Anthropic answer: got {got}, want {want}")
+
+
+# The LLM gateway module built at opt-level 3 (bench/run.sh: `make bench-llm-o3`): over the
+# 1 MB budget, so never shipped; its row is what the shipped opt-level "s" costs.
+LLM_O3_WASM = BENCH / ".build" / "tollgate_llm_o3.wasm"
+LLM_O3_LABEL = "Tollgate LLM built at opt-level 3 (over the size budget; for comparison only)"
+
+
+def tollgate_llm_o3_config(upstream_port: int, plugin_cfg: dict) -> Config:
+    """envoy/llm.yaml and the default row's plugin configuration, with the opt-level 3 module."""
+    def use_o3(cfg: dict) -> None:
+        if not LLM_O3_WASM.is_file():
+            raise NotRun(f"{LLM_O3_WASM.relative_to(REPO)} missing (bench/run.sh builds it: make bench-llm-o3)")
+        for c in harness.wasm_filters(cfg):
+            c["vm_config"]["code"] = {"local": {"filename": str(LLM_O3_WASM)}}
+
+    note = ""
+    shipped_wasm = REPO / "dist" / "tollgate_llm.wasm"
+    if LLM_O3_WASM.is_file() and shipped_wasm.is_file():
+        note = f"module {LLM_O3_WASM.stat().st_size:,} bytes (shipped, opt-level s: {shipped_wasm.stat().st_size:,})"
+    cfg = tollgate_config("llm", upstream_port, plugin_cfg, LLM_O3_LABEL, change=use_o3)
+    return dataclasses.replace(cfg, key="tollgate-llm-o3", note=note)
 
 
 def build_tollgate(cfg: Config) -> tuple[Envoy, str]:
@@ -859,7 +949,9 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                 else:
                     env = cfg.build()
                 envs[cfg.key] = env
-                sanity(env.url(req.path), req, cfg.label)
+                resp = sanity(env.url(req.path), req, cfg.label)
+                if cfg.check is not None:
+                    cfg.check(env, resp)
                 if w.deny_request is not None and cfg.key not in ("bare", "floor", "portkey"):
                     must_deny(env.url(req.path), w.deny_request, cfg.label)
                 script = wrk_script(req, f"{group}-{cfg.key}")
@@ -886,6 +978,9 @@ def throughput_group(group: str, w: Workload, configs: list[tuple[Config, str | 
                 log(f"{group}: rep {rep + 1}/{S.reps} {rows[key]['label']}: {res['rps']:.0f} rps "
                     f"p50 {res['p50_us'] / 1000:.3f} ms p99 {res['p99_us'] / 1000:.3f} ms cpu {res.get('dut_cpu', 0):.2f}"
                     + (f" ERRORS {res['errors']}" if res["errors"] else ""))
+        for cfg, _ in configs:
+            if cfg.after is not None and cfg.key in envs:
+                rows[cfg.key]["note"] = "; ".join(n for n in (rows[cfg.key]["note"], cfg.after(envs[cfg.key])) if n)
         if live and perf_available():
             for key in (k for k in live if not isinstance(envs[k], PortkeyTarget)):  # perf: Envoys only
                 prof = perf_profile(envs[key], reqs[key], rows[key]["script"], f"{group}-{key}")
@@ -963,6 +1058,12 @@ def throughput_llm(up: int) -> None:
                                  key="tollgate-llm-virtual-one"), "tollgate-llm-virtual"),
         (tollgate_llm_variant("tollgate-llm-guardrails", up, w.plugin, GUARDRAILS_BENCH,
                               "Tollgate LLM + guardrails (5 detectors, request and answer)"), "tollgate-llm"),
+        # API translation (OpenAI chat to an Anthropic-only provider and back) runs in a virtual
+        # model's attempt: against the virtual model with one OpenAI deployment, the translation.
+        (tollgate_translation_config(up, w.plugin, "Tollgate LLM, API translation (OpenAI chat to Anthropic Messages "
+                                                   "and back; virtual model, 1 deployment)"), "tollgate-llm-virtual-one"),
+        # The shipped module's opt-level "s" (size budget) against opt-level 3.
+        (tollgate_llm_o3_config(up, w.plugin), "tollgate-llm"),
         # Every request after the first is a cache hit, answered by the gateway.
         (tollgate_llm_variant("tollgate-llm-cache-hit", up, w.plugin, {"cache": {"when": "opt_in"}},
                               "Tollgate LLM, exact-match cache hit", {"x-tollgate-cache": "on"}), "bare"),
@@ -981,8 +1082,66 @@ def throughput_mcp(up: int) -> None:
                 lambda: bare_from("mcp", up, pc.native_mcp_rbac_filters(), "native-mcp-rbac")), "bare"),
         (Config("floor", FLOOR_LABEL, lambda: floor_from("mcp", up)), "native"),
         (tollgate_config("mcp", up, w.plugin, "Tollgate MCP (50 rules, 10 on arguments)"), "native"),
+        # Per-call features against the default row (which presents a bound Mcp-Session-Id).
+        (mcp_unbound_config(up, w.plugin), "tollgate-mcp"),
+        (mcp_otlp_config(up, w.plugin), "tollgate-mcp"),
     ], up)
     target_from_rows(rows, "tollgate-mcp", "MCP tools/call throughput", ">= 0.9 x native mcp + rbac req/s", 0.9)
+
+
+def mcp_unbound_config(up: int, plugin_cfg: dict) -> Config:
+    """Session binding off (`sessions.bind: false`): the request presents the server's own
+    session id, passed unchecked; against the default row, what checking the bound id costs."""
+    plugin = copy.deepcopy(plugin_cfg)
+    plugin["sessions"] = {"bind": False}
+    label = "Tollgate MCP, sessions.bind false (Mcp-Session-Id passed unchecked)"
+    return Config("tollgate-mcp-unbound", label, tollgate_config("mcp", up, plugin, label).build,
+                  extra_headers={"mcp-session-id": pc.MCP_SERVER_SESSION})
+
+
+OTLP_CLUSTER = "otel_collector"
+
+
+def mcp_otlp_config(up: int, plugin_cfg: dict) -> Config:
+    """`audit.otlp` on (defaults): every audit record exported as a span over OTLP/HTTP JSON to
+    a collector cluster, here the canned upstream's /v1/traces."""
+    plugin = copy.deepcopy(plugin_cfg)
+    plugin.setdefault("audit", {})["otlp"] = {"cluster": OTLP_CLUSTER}
+    label = "Tollgate MCP + audit.otlp (each record exported as a span)"
+
+    def add_collector(cfg: dict) -> None:
+        cfg["static_resources"]["clusters"].append({
+            "name": OTLP_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}}]}]}})
+
+    return dataclasses.replace(tollgate_config("mcp", up, plugin, label, change=add_collector),
+                               key="tollgate-mcp-otlp", check=check_otlp_exported, after=otlp_counts)
+
+
+def otlp_stat(env: "Envoy", name: str) -> int:
+    text = httpx.get(f"{env.admin}/stats", params={"filter": f"^wasmcustom\\.{re.escape(name)}$"}, timeout=5).text
+    return sum(int(v) for _, _, v in (l.partition(": ") for l in text.splitlines()) if v.strip().isdigit())
+
+
+def check_otlp_exported(env: "Envoy", _resp: httpx.Response) -> None:
+    """The sanity request's span reached the collector (exports leave at the next flush)."""
+    try:
+        harness.wait_until(lambda: otlp_stat(env, "tollgate.otlp.sent") + otlp_stat(env, "tollgate.otlp.failed") > 0,
+                           10, "an OTLP export")
+    except (RuntimeError, TimeoutError):
+        raise NotRun("no OTLP export within 10 s of the sanity request")
+    if otlp_stat(env, "tollgate.otlp.failed") or not otlp_stat(env, "tollgate.otlp.sent"):
+        raise NotRun(f"OTLP export failed (tollgate.otlp.failed {otlp_stat(env, 'tollgate.otlp.failed')})")
+
+
+def otlp_counts(env: "Envoy") -> str:
+    """Whether the exporter kept up: spans sent, dropped (queue full) and failed so far."""
+    try:
+        sent, dropped, failed = (otlp_stat(env, f"tollgate.otlp.{n}") for n in ("sent", "dropped", "failed"))
+    except httpx.HTTPError as err:
+        return f"OTLP counters unreadable: {err}"
+    return f"spans exported {sent:,}, dropped {dropped:,}, failed exports {failed:,} (warm-up and runs)"
 
 
 def throughput_a2a(up: int) -> None:

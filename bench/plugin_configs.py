@@ -203,9 +203,10 @@ def mcp_config(shipped: dict[str, Any]) -> dict[str, Any]:
 MCP_SESSION_KEY = "bench-session-binding-key-0123456789abcdef"
 MCP_SERVER = "demo"  # envoy/mcp.yaml's route metadata (tollgate.mcp_server)
 MCP_PRINCIPAL = "bench-agent"
+MCP_SERVER_SESSION = "bench-session-0001"  # the server's own session id (what `bind: false` passes on)
 
 
-def mcp_session_id(server_id: str = "bench-session-0001") -> str:
+def mcp_session_id(server_id: str = MCP_SERVER_SESSION) -> str:
     """The id the MCP filter gives the bench caller for the server's `server_id` (sessions
     bound to caller and server, filters/mcp/README.md): `S.<first 16 bytes of
     HMAC-SHA256(key, framing), hex>`."""

@@ -40,6 +40,10 @@ fi
 # The floor reference (bench/floor): an empty proxy-wasm filter, measured next to Tollgate.
 cargo build --quiet --release --target wasm32-wasip1 -p tollgate-bench-floor \
   || echo "bench: warning: bench/floor did not build; its rows will be 'not run'" >&2
+# The LLM gateway module at opt-level 3 (bench/.build, over the size budget): the row that
+# shows what the shipped opt-level "s" costs. A failed build removes a stale module.
+make -s bench-llm-o3 >/dev/null \
+  || { rm -f bench/.build/tollgate_llm_o3.wasm; echo "bench: warning: the opt-level 3 LLM module did not build; its row will be 'not run'" >&2; }
 # The Redis-backed limits row: Debian's redis-server and tollgate-limits (services/limits).
 make -s redis limits-service >/dev/null \
   || echo "bench: warning: redis-server or tollgate-limits unavailable; the 'limits in Redis' row will be 'not run'" >&2
