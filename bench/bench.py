@@ -1950,8 +1950,11 @@ def scenario_memory(canned: Envoy) -> None:
     memory_target(rows)
 
 
-# The target's threshold (see bench/README.md, "Issue 22: memory").
-MEMORY_TARGET_MIB = 90
+# The target's threshold (bench/README.md, "Issue 22: memory"): what cannot be cut from the
+# configuration (V8's code paged in from Envoy's binary ~12 MiB, live heap ~28, generated code ~9,
+# VMs ~5, tcmalloc's caches ~17: ~70 MiB at one worker) plus ~10 MiB for tcmalloc's run-to-run
+# variation; without tcmalloc's background release the stack measured ~95 MiB over bare.
+MEMORY_TARGET_MIB = 80
 
 
 def memory_target(rows: list[dict]) -> None:
