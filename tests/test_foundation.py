@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -106,3 +107,28 @@ def test_an_llm_module_given_the_other_role_is_refused_at_load(workdir, module, 
     wasm["vm_config"]["code"]["local"]["filename"] = module
     log = harness.run_envoy_expect_failure(cfg, workdir)
     assert message in log, log[-3000:]
+
+
+def test_every_shipped_config_lets_tcmalloc_return_free_memory():
+    """Issue 22 (memory): V8's compiler scratch memory, freed once a module has loaded, stays in
+    tcmalloc's free lists for the life of the process unless the bootstrap turns on tcmalloc's
+    background release (bench/README.md, "Issue 22: memory"). Every shipped config that loads a
+    module must turn it on."""
+    checked = []
+    for path in sorted((harness.REPO / "envoy").glob("*.yaml")):
+        cfg = harness.load_envoy_config(path.name)
+        if not harness.wasm_filters(cfg):
+            continue
+        release = cfg.get("memory_allocator_manager", {})
+        assert int(release.get("bytes_to_release", 0)) > 0, f"envoy/{path.name}: no memory_allocator_manager.bytes_to_release"
+        checked.append(path.name)
+    assert "stack.yaml" in checked and len(checked) >= 4, checked
+
+
+def test_envoy_runs_tcmalloc_background_release_with_a_shipped_config(procs, static_upstream):
+    """The running Envoy (A2A config as shipped) has tcmalloc's background thread, which Envoy
+    starts only when `memory_allocator_manager.bytes_to_release` is set."""
+    envoy = procs.envoy("a2a.yaml", upstreams={UPSTREAM_CLUSTER["a2a"]: static_upstream})
+    tasks = Path(f"/proc/{envoy.proc.pid}/task")
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()]
+    assert any(n.startswith("TcmallocProcess") for n in names), names
