@@ -759,7 +759,7 @@ def tollgate_llm_o3_config(upstream_port: int, plugin_cfg: dict) -> Config:
     note = ""
     shipped_wasm = REPO / "dist" / "tollgate_llm.wasm"
     if LLM_O3_WASM.is_file() and shipped_wasm.is_file():
-        note = f"module {LLM_O3_WASM.stat().st_size:,} bytes (shipped, opt-level s: {shipped_wasm.stat().st_size:,})"
+        note = f"module {LLM_O3_WASM.stat().st_size:,} bytes (shipped, its own crate at opt-level s, wasm-opt -Oz: {shipped_wasm.stat().st_size:,})"
     cfg = tollgate_config("llm", upstream_port, plugin_cfg, LLM_O3_LABEL, change=use_o3)
     return dataclasses.replace(cfg, key="tollgate-llm-o3", note=note)
 
