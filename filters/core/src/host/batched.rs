@@ -287,6 +287,17 @@ impl Host for CallbackHost<'_> {
             None => self.host.headers(map),
         }
     }
+    fn for_each_header(&self, map: HeaderMap, f: &mut dyn FnMut(&str, &str)) -> HostResult<()> {
+        let listed = self.cache(map).with(self.host, map, |s| {
+            for (name, value) in &s.headers {
+                f(s.str(name), s.str(value));
+            }
+        });
+        match listed {
+            Some(()) => Ok(()),
+            None => self.host.for_each_header(map, f),
+        }
+    }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
         let name = lowercase(name);
         match self.cache(map).with(self.host, map, |s| s.set(&name, value)) {
@@ -408,6 +419,22 @@ mod tests {
         cb.finish();
         assert_eq!(count(&inner, "headers"), 1);
         assert_eq!(count(&inner, "header"), 0);
+    }
+
+    #[test]
+    fn listing_borrows_the_snapshot_and_sees_pending_changes() {
+        let inner = host();
+        let cb = CallbackHost::new(&inner);
+        cb.set_header(HeaderMap::Request, "a", None).unwrap();
+        cb.set_header(HeaderMap::Request, "b", Some("2")).unwrap();
+        let mut seen = Vec::new();
+        cb.for_each_header(HeaderMap::Request, &mut |k, v| seen.push(format!("{k}={v}"))).unwrap();
+        assert_eq!(seen, [":method=POST", ":path=/x", "dup=first", "dup=second", "b=2"]);
+        // The same as the owned listing, from the one snapshot.
+        let owned: Vec<String> = cb.headers(HeaderMap::Request).unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(seen, owned);
+        cb.finish();
+        assert_eq!(count(&inner, "headers"), 1);
     }
 
     #[test]
