@@ -26,6 +26,9 @@ use std::ops::Range;
 
 /// Above this many pending changes, the whole map is written in one call.
 const REPLAY_AT_MOST: usize = 2;
+/// Room reserved in a snapshot for the text and entries of the changes made to it.
+const CHANGE_ROOM_BYTES: usize = 1024;
+const CHANGE_ROOM_HEADERS: usize = 16;
 
 /// A pending change, held as ranges of the snapshot's text: the text only grows, so they
 /// stay valid, and a change costs no allocation of its own.
@@ -62,8 +65,11 @@ impl Snapshot {
         // The listing's framing (10 bytes a header) leaves room for a few changes' text; the
         // header count is capped by what the listing can hold, whatever its first word says.
         let count = crate::host::abi_pairs::le_u32_at(raw, 0).unwrap_or(0);
-        let mut bytes = Vec::with_capacity(raw.len());
-        let mut headers = Vec::with_capacity(count.min(raw.len() / 10));
+        // Room for the changes a callback typically makes (a filter sets about ten headers
+        // with their values: traceparent, signatures, credentials), so they do not regrow
+        // the text and the list.
+        let mut bytes = Vec::with_capacity(raw.len() + CHANGE_ROOM_BYTES);
+        let mut headers = Vec::with_capacity(count.min(raw.len() / 10) + CHANGE_ROOM_HEADERS);
         let mut piece = |b: &[u8]| {
             let start = bytes.len();
             bytes.extend_from_slice(b);
