@@ -311,15 +311,27 @@ impl JsonScanner {
         self.state = if self.frames.is_empty() { State::Done } else { State::After };
     }
 
+    /// A string without escapes is handed out borrowed from the scanner's buffer, and a key
+    /// is decoded into its object's path segment (reused from key to key): no allocation
+    /// per string.
     fn end_string(&mut self, key: bool, on_scalar: &mut impl FnMut(&[Seg], Scalar<'_>)) {
-        let decoded = if self.overflow { None } else { decode_string(&self.buf) };
+        let plain = !self.overflow && !self.buf.contains(&b'\\');
         if key {
-            if let Some(last) = self.path.last_mut() {
-                *last = Seg::Key(decoded.unwrap_or_default());
+            match self.path.last_mut() {
+                Some(Seg::Key(k)) if plain => {
+                    k.clear();
+                    k.push_str(std::str::from_utf8(&self.buf).unwrap_or_default());
+                }
+                Some(last) => *last = Seg::Key(if self.overflow { None } else { decode_string(&self.buf) }.unwrap_or_default()),
+                None => {}
             }
             self.state = State::Colon;
         } else {
-            if let Some(s) = decoded {
+            if plain {
+                if let Ok(s) = std::str::from_utf8(&self.buf) {
+                    on_scalar(&self.path, Scalar::Str(s));
+                }
+            } else if let Some(s) = if self.overflow { None } else { decode_string(&self.buf) } {
                 on_scalar(&self.path, Scalar::Str(&s));
             }
             self.value_done();
