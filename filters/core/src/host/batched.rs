@@ -109,6 +109,14 @@ impl Snapshot {
         text
     }
 
+    /// Records a change (room for a callback's typical number of them on the first).
+    fn pending_push(&mut self, change: Change) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve(CHANGE_ROOM_HEADERS);
+        }
+        self.pending.push(change);
+    }
+
     fn push_str(&mut self, s: &str) -> Range<usize> {
         let start = self.text.len();
         self.text.push_str(s);
@@ -149,7 +157,7 @@ impl Snapshot {
                 let name = self.push_str(name);
                 let value = self.push_str(v);
                 self.headers.push((name.clone(), value.clone()));
-                self.pending.push(Change::Set(name, Some(value)));
+                self.pending_push(Change::Set(name, Some(value)));
             }
             return;
         };
@@ -180,7 +188,7 @@ impl Snapshot {
                 }
             });
         }
-        self.pending.push(Change::Set(name_range, value));
+        self.pending_push(Change::Set(name_range, value));
     }
 
     /// `add_header` with a lowercase `name`.
@@ -188,7 +196,7 @@ impl Snapshot {
         let name = self.push_str(name);
         let value = self.push_str(value);
         self.headers.push((name.clone(), value.clone()));
-        self.pending.push(Change::Add(name, value));
+        self.pending_push(Change::Add(name, value));
     }
 
     fn flush(&mut self, host: &dyn Host, map: HeaderMap) {

@@ -137,12 +137,15 @@ pub fn path_is(path: &[Seg], keys: &[&str]) -> bool {
 
 impl JsonScanner {
     pub fn new(max_string: usize, max_depth: usize) -> Self {
+        const TYPICAL_DEPTH: usize = 8;
+        // Room for a typical document's nesting and strings, so they do not regrow step by
+        // step (a string longer than `max_string` is not kept anyway).
         JsonScanner {
             state: State::Value,
-            frames: Vec::new(),
-            path: Vec::new(),
+            frames: Vec::with_capacity(TYPICAL_DEPTH.min(max_depth)),
+            path: Vec::with_capacity(TYPICAL_DEPTH.min(max_depth)),
             string: StringBody::default(),
-            buf: Vec::new(),
+            buf: Vec::with_capacity(max_string.clamp(16, 256)),
             overflow: false,
             max_string,
             max_depth,
