@@ -47,7 +47,7 @@ PARTS: list[tuple[str, str, list[str]]] = [
     ("a2a", "request headers (identity, agent, trace)", ["HttpExchange>::on_request_headers"]),
     ("a2a", "request body (classify, ids, trace, delegation, tags)", ["HttpExchange>::on_request_body"]),
     ("a2a", "  of which JSON-RPC parse + duplicate-key check", ["tollgate_a2a::classify::classify_rpc"]),
-    ("a2a", "  of which signed delegation context (HMAC)", ["tollgate_a2a::chain::sign"]),
+    ("a2a", "  of which signed delegation context (HMAC)", ["tollgate_a2a::chain::sign", "tollgate_a2a::chain::SignMemo::sign"]),
     ("a2a", "response body (ids, conversation table)", ["HttpExchange>::on_response_body"]),
     ("a2a", "  of which recording response ids (conversation table, tags)", ["tollgate_a2a::exchange::Exchange::record_response_ids"]),
     ("a2a", "tags published as filter state", ["tollgate_a2a::record::Tags::publish"]),

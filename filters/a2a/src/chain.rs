@@ -15,6 +15,7 @@
 //! From anyone else the headers are dropped and replaced: the call starts a new chain at hop 1.
 
 use percent_encoding::{AsciiSet, CONTROLS};
+use std::cell::RefCell;
 
 pub const PREFIX: &str = "x-tollgate-a2a-";
 pub const HOP: &str = "x-tollgate-a2a-hop";
@@ -108,11 +109,45 @@ pub fn sign(key: &HmacKey, hop: u32, chain: &str, on_behalf_of: Option<&str>, ex
     signed_message(&mut buf, hop, chain, on_behalf_of, expiry);
     let mac = key.mac(buf.as_bytes());
     buf.clear();
-    buf.push_str("v1.");
-    push_decimal(&mut buf, expiry);
-    buf.push('.');
-    tollgate_core::hash::push_hex(&mut buf, &mac);
+    signed_value(&mut buf, expiry, &mac);
     buf
+}
+
+fn signed_value(buf: &mut String, expiry: u64, mac: &[u8]) {
+    buf.push_str("v1.");
+    push_decimal(buf, expiry);
+    buf.push('.');
+    tollgate_core::hash::push_hex(buf, mac);
+}
+
+/// The last delegation context this VM signed, with its value: the same context (hop, chain,
+/// on-behalf-of and expiry, so the same caller within the same second) signed again gets the
+/// same value without a second HMAC (two SHA-256 compressions). The value is a pure function
+/// of the key and the message, so nothing changes for an agent; the memo holds only what was
+/// already sent upstream. Lives in the per-VM `State`: a new configuration (a new key)
+/// starts empty.
+#[derive(Debug, Default)]
+pub struct SignMemo {
+    last: RefCell<Option<(String, String)>>,
+}
+
+impl SignMemo {
+    /// [`sign`], or the value signed last when the message is the same.
+    pub fn sign(&self, key: &HmacKey, hop: u32, chain: &str, on_behalf_of: Option<&str>, expiry: u64) -> String {
+        let mut message = String::with_capacity(chain.len() + on_behalf_of.map_or(0, str::len) + 48);
+        signed_message(&mut message, hop, chain, on_behalf_of, expiry);
+        if let Ok(last) = self.last.try_borrow() {
+            if let Some((_, value)) = last.as_ref().filter(|(signed, _)| *signed == message) {
+                return value.clone();
+            }
+        }
+        let mut value = String::with_capacity(96);
+        signed_value(&mut value, expiry, &key.mac(message.as_bytes()));
+        if let Ok(mut last) = self.last.try_borrow_mut() {
+            *last = Some((message, value.clone()));
+        }
+        value
+    }
 }
 
 /// When a context signed now expires: `now + ttl` in whole seconds, saturating (a clock or a

@@ -204,3 +204,27 @@ fn hops_loops_and_depth() {
     assert_eq!(decide(&at_b, "agent-c", 2, false), Err(Violation::MaxDepth));
     assert_eq!(decide(&at_a, "agent-a", 8, false), Err(Violation::Loop), "calling itself");
 }
+
+#[test]
+fn the_signing_memo_gives_what_sign_gives() {
+    let k = key(&[7u8; 32]);
+    let memo = SignMemo::default();
+    let cases: [(u32, &str, Option<&str>, u64); 7] = [
+        (1, "alice", None, 100),
+        (1, "alice", None, 100),
+        (1, "alice", None, 101),
+        (2, "alice", None, 101),
+        (2, "alice,a", None, 101),
+        (2, "alice,a", Some("bob"), 101),
+        (2, "alice,a", Some("bob"), 101),
+    ];
+    for (hop, chain, obo, expiry) in cases {
+        assert_eq!(memo.sign(&k, hop, chain, obo, expiry), sign(&k, hop, chain, obo, expiry), "{hop} {chain} {obo:?} {expiry}");
+    }
+    // A repeated message is answered from the memo, not signed again: shown by a memo asked
+    // with another key (never the case in the filter: the memo lives in the per-VM State,
+    // which a new key replaces whole).
+    let other = key(&[9u8; 32]);
+    assert_eq!(memo.sign(&other, 2, "alice,a", Some("bob"), 101), sign(&k, 2, "alice,a", Some("bob"), 101));
+    assert_eq!(memo.sign(&other, 2, "alice,a", Some("bob"), 102), sign(&other, 2, "alice,a", Some("bob"), 102));
+}

@@ -323,7 +323,8 @@ pub struct Delegation {
     pub context_ttl_secs: u64,
 }
 
-/// Everything an exchange needs, built once per VM from [`Config`]; never changed after.
+/// Everything an exchange needs, built once per VM from [`Config`]; never changed after
+/// (but for the signing memo, which never changes what is signed).
 #[derive(Debug)]
 pub struct State {
     pub identity: IdentityConfig,
@@ -349,6 +350,9 @@ pub struct State {
     pub push: crate::push::PushPolicy,
     /// `filter_state_tags`.
     pub filter_state_tags: bool,
+    /// The one part that changes after compiling: the last delegation context signed, so
+    /// the same context within a second is not signed again (`chain::SignMemo`).
+    pub sign_memo: crate::chain::SignMemo,
 }
 
 impl Config {
@@ -404,6 +408,7 @@ impl Config {
                 allow_private: self.push_notifications.allow_private,
             },
             filter_state_tags: self.filter_state_tags.0,
+            sign_memo: crate::chain::SignMemo::default(),
         })
     }
 }

@@ -31,16 +31,15 @@ pub struct RequestHead {
 impl RequestHead {
     pub fn read(host: &dyn Host) -> RequestHead {
         let mut head = RequestHead::default();
-        let Ok(headers) = host.headers(HeaderMap::Request) else { return head };
-        for (name, value) in headers {
+        // Borrowed from the callback's snapshot: only the values kept are copied.
+        let listed = host.for_each_header(HeaderMap::Request, &mut |name, value| {
             let lower;
             let key = if name.bytes().any(|b| b.is_ascii_uppercase()) {
                 lower = name.to_ascii_lowercase();
                 lower.as_str()
             } else {
-                name.as_str()
+                name
             };
-            let gateway_owned = key.starts_with(chain::PREFIX);
             let slot = match key {
                 audit::REQUEST_ID_HEADER => Some(&mut head.request_id),
                 ":method" => Some(&mut head.method),
@@ -57,11 +56,14 @@ impl RequestHead {
                 _ => None,
             };
             if let Some(slot) = slot.filter(|slot| slot.is_none()) {
-                *slot = Some(value);
+                *slot = Some(value.to_owned());
             }
-            if gateway_owned {
-                head.gateway_owned.push(name);
+            if key.starts_with(chain::PREFIX) {
+                head.gateway_owned.push(name.to_owned());
             }
+        });
+        if listed.is_err() {
+            return RequestHead::default();
         }
         // An empty value counts as absent (a repeated header's later value never stands in).
         for value in [

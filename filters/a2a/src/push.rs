@@ -18,7 +18,10 @@
 //! a private address) remains the agent's job (its HTTP client must refuse such addresses).
 
 use crate::classify::Method;
+use serde::de::{Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use tollgate_core::glob::Glob;
 
@@ -345,23 +348,85 @@ pub fn urls_in_json(body: &[u8], method: Method) -> Result<Vec<String>, Why> {
     if !carries_webhook(method) {
         return Ok(Vec::new());
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| Why::Unreadable)?;
     let mut found = Vec::new();
     if method == Method::CreateTaskPushNotificationConfig {
+        let value: Value = serde_json::from_slice(body).map_err(|_| Why::Unreadable)?;
         collect(&value, 3, &mut found);
         if found.is_empty() {
             return Err(Why::Unreadable);
         }
-    } else if let Some(cfg) = value.get("configuration") {
-        if let Some(obj) = cfg.as_object() {
-            for key in CONTAINERS {
-                if let Some(inner) = obj.get(*key) {
-                    collect(inner, 2, &mut found);
-                }
+        return strings(found);
+    }
+    // A message's webhook can only be in `configuration`: only that member becomes a tree,
+    // the message itself (parts, text, files) is skipped, not built and dropped.
+    let configuration = match configuration_of(body)? {
+        Some(raw) => serde_json::from_str::<Value>(raw.get()).map_err(|_| Why::Unreadable)?,
+        None => return Ok(Vec::new()),
+    };
+    if let Some(obj) = configuration.as_object() {
+        for key in CONTAINERS {
+            if let Some(inner) = obj.get(*key) {
+                collect(inner, 2, &mut found);
             }
         }
     }
+    strings(found)
+}
+
+fn strings(found: Vec<&Value>) -> Result<Vec<String>, Why> {
     found.into_iter().map(|v| v.as_str().map(str::to_string).ok_or(Why::Unreadable)).collect()
+}
+
+/// The `configuration` member of a JSON object (the last one, as a JSON tree keeps it),
+/// every other member skipped. `Ok(None)`: no such member, or the body is JSON but not an
+/// object. `Err`: not JSON (not UTF-8, bad syntax, trailing bytes).
+fn configuration_of(body: &[u8]) -> Result<Option<&RawValue>, Why> {
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == "configuration" {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+        // Any other JSON value is not an object: it names no configuration.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let text = std::str::from_utf8(body).map_err(|_| Why::Unreadable)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = de.deserialize_any(Members).map_err(|_| Why::Unreadable)?;
+    de.end().map_err(|_| Why::Unreadable)?;
+    Ok(found)
 }
 
 /// Why the push config in a JSON call (`params`, or an HTTP+JSON body) is refused, if it is.

@@ -163,3 +163,34 @@ fn urls_are_found_in_both_dialects_and_spellings() {
         assert_eq!(urls_in_json(body.as_bytes(), method), Err(Why::Unreadable), "{body}");
     }
 }
+
+#[test]
+fn a_message_is_read_for_its_configuration_only() {
+    let send = Method::SendMessage;
+    let ok = |body: &[u8]| urls_in_json(body, send);
+    // The message is skipped, not built: a number no JSON tree can hold (1e999) in a part
+    // says nothing about the webhook, and the configuration's URL is still found.
+    let big = br#"{"message":{"parts":[{"data":{"n":1e999}}]},"configuration":{"pushNotificationConfig":{"url":"http://a.example/"}}}"#;
+    assert_eq!(ok(big), Ok(vec!["http://a.example/".to_string()]));
+    // The last `configuration` counts, as in a JSON tree (duplicates are refused earlier).
+    let twice = br#"{"configuration":{"pushNotificationConfig":{"url":"http://a.example/"}},"configuration":{"pushNotificationConfig":{"url":"http://b.example/"}}}"#;
+    assert_eq!(ok(twice), Ok(vec!["http://b.example/".to_string()]));
+    // Escaped member names are the same member.
+    let escaped = br#"{"\u0063onfiguration":{"pushNotificationConfig":{"url":"http://c.example/"}}}"#;
+    assert_eq!(ok(escaped), Ok(vec!["http://c.example/".to_string()]));
+    // JSON that is no object names no configuration.
+    for body in [&br#"[{"configuration":{"pushNotificationConfig":{"url":"http://d.example/"}}}]"#[..], b"7", b"null", b"\"x\""] {
+        assert_eq!(ok(body), Ok(Vec::new()), "{}", String::from_utf8_lossy(body));
+    }
+    // Not JSON is unreadable, as before: bad syntax in a skipped member, trailing bytes,
+    // bytes that are not UTF-8, a configuration whose URL is no string.
+    for body in [
+        &br#"{"message":{"parts":[tru]},"configuration":{}}"#[..],
+        br#"{"message":{}} x"#,
+        b"{\"message\":{\"text\":\"\xff\"}}",
+        br#"{"configuration":{"pushNotificationConfig":{"url":7}}}"#,
+        br#"{"configuration":{"pushNotificationConfig":{"url":1e999}}}"#,
+    ] {
+        assert_eq!(ok(body), Err(Why::Unreadable), "{}", String::from_utf8_lossy(body));
+    }
+}

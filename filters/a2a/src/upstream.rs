@@ -32,7 +32,7 @@ pub fn set_headers(host: &dyn Host, state: &State, facts: &ExchangeFacts, a2a_ca
     let delegation = &state.delegation;
     if let Some(key) = &delegation.signing_key {
         let expiry = chain::context_expiry(host.now_nanos(), delegation.context_ttl_secs);
-        let sig = chain::sign(key, hop, &chain_value, facts.on_behalf_of.as_deref(), expiry);
+        let sig = state.sign_memo.sign(key, hop, &chain_value, facts.on_behalf_of.as_deref(), expiry);
         host.try_set_header(HeaderMap::Request, chain::SIG, Some(&sig));
     }
     let credential = crate::credential::header_value(host, state, facts, &facts.carried);

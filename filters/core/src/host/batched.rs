@@ -26,6 +26,9 @@ use std::ops::Range;
 
 /// Above this many pending changes, the whole map is written in one call.
 const REPLAY_AT_MOST: usize = 2;
+/// Room reserved in a snapshot for the text and entries of the changes made to it.
+const CHANGE_ROOM_BYTES: usize = 1024;
+const CHANGE_ROOM_HEADERS: usize = 16;
 
 /// A pending change, held as ranges of the snapshot's text: the text only grows, so they
 /// stay valid, and a change costs no allocation of its own.
@@ -62,8 +65,11 @@ impl Snapshot {
         // The listing's framing (10 bytes a header) leaves room for a few changes' text; the
         // header count is capped by what the listing can hold, whatever its first word says.
         let count = crate::host::abi_pairs::le_u32_at(raw, 0).unwrap_or(0);
-        let mut bytes = Vec::with_capacity(raw.len());
-        let mut headers = Vec::with_capacity(count.min(raw.len() / 10));
+        // Room for the changes a callback typically makes (a filter sets about ten headers
+        // with their values: traceparent, signatures, credentials), so they do not regrow
+        // the text and the list.
+        let mut bytes = Vec::with_capacity(raw.len() + CHANGE_ROOM_BYTES);
+        let mut headers = Vec::with_capacity(count.min(raw.len() / 10) + CHANGE_ROOM_HEADERS);
         let mut piece = |b: &[u8]| {
             let start = bytes.len();
             bytes.extend_from_slice(b);
@@ -101,6 +107,14 @@ impl Snapshot {
             piece(value);
         }
         text
+    }
+
+    /// Records a change (room for a callback's typical number of them on the first).
+    fn pending_push(&mut self, change: Change) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve(CHANGE_ROOM_HEADERS);
+        }
+        self.pending.push(change);
     }
 
     fn push_str(&mut self, s: &str) -> Range<usize> {
@@ -143,7 +157,7 @@ impl Snapshot {
                 let name = self.push_str(name);
                 let value = self.push_str(v);
                 self.headers.push((name.clone(), value.clone()));
-                self.pending.push(Change::Set(name, Some(value)));
+                self.pending_push(Change::Set(name, Some(value)));
             }
             return;
         };
@@ -174,7 +188,7 @@ impl Snapshot {
                 }
             });
         }
-        self.pending.push(Change::Set(name_range, value));
+        self.pending_push(Change::Set(name_range, value));
     }
 
     /// `add_header` with a lowercase `name`.
@@ -182,7 +196,7 @@ impl Snapshot {
         let name = self.push_str(name);
         let value = self.push_str(value);
         self.headers.push((name.clone(), value.clone()));
-        self.pending.push(Change::Add(name, value));
+        self.pending_push(Change::Add(name, value));
     }
 
     fn flush(&mut self, host: &dyn Host, map: HeaderMap) {
@@ -285,6 +299,17 @@ impl Host for CallbackHost<'_> {
         match self.cache(map).with(self.host, map, |s| s.all()) {
             Some(all) => Ok(all),
             None => self.host.headers(map),
+        }
+    }
+    fn for_each_header(&self, map: HeaderMap, f: &mut dyn FnMut(&str, &str)) -> HostResult<()> {
+        let listed = self.cache(map).with(self.host, map, |s| {
+            for (name, value) in &s.headers {
+                f(s.str(name), s.str(value));
+            }
+        });
+        match listed {
+            Some(()) => Ok(()),
+            None => self.host.for_each_header(map, f),
         }
     }
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
@@ -408,6 +433,22 @@ mod tests {
         cb.finish();
         assert_eq!(count(&inner, "headers"), 1);
         assert_eq!(count(&inner, "header"), 0);
+    }
+
+    #[test]
+    fn listing_borrows_the_snapshot_and_sees_pending_changes() {
+        let inner = host();
+        let cb = CallbackHost::new(&inner);
+        cb.set_header(HeaderMap::Request, "a", None).unwrap();
+        cb.set_header(HeaderMap::Request, "b", Some("2")).unwrap();
+        let mut seen = Vec::new();
+        cb.for_each_header(HeaderMap::Request, &mut |k, v| seen.push(format!("{k}={v}"))).unwrap();
+        assert_eq!(seen, [":method=POST", ":path=/x", "dup=first", "dup=second", "b=2"]);
+        // The same as the owned listing, from the one snapshot.
+        let owned: Vec<String> = cb.headers(HeaderMap::Request).unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(seen, owned);
+        cb.finish();
+        assert_eq!(count(&inner, "headers"), 1);
     }
 
     #[test]

@@ -105,6 +105,14 @@ pub trait Host {
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Ok(crate::host::abi_pairs::serialize_pairs(&pairs))
     }
+    /// Calls `f` with every header of `map`, in order, as borrowed text: a reader that keeps a
+    /// few values copies only those (the default lists the map).
+    fn for_each_header(&self, map: HeaderMap, f: &mut dyn FnMut(&str, &str)) -> HostResult<()> {
+        for (name, value) in self.headers(map)? {
+            f(&name, &value);
+        }
+        Ok(())
+    }
     /// Replaces a header, or removes it when `value` is `None`.
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()>;
     fn add_header(&self, map: HeaderMap, name: &str, value: &str) -> HostResult<()>;

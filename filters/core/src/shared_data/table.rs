@@ -29,23 +29,24 @@ pub struct SharedTable {
     ttl_secs: u64,
 }
 
+/// One slot's content, borrowed from the bytes shared data returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Slot {
+struct Slot<'a> {
     expires_secs: u64,
     written_nanos: u64,
-    key: Vec<u8>,
-    value: Vec<u8>,
+    key: &'a [u8],
+    value: &'a [u8],
 }
 
-fn decode(bytes: &[u8]) -> Option<Slot> {
+fn decode(bytes: &[u8]) -> Option<Slot<'_>> {
     if bytes.len() < HEADER || bytes.first() != Some(&VERSION) {
         return None;
     }
     let expires_secs = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
     let written_nanos = u64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?);
     let key_len = u16::from_le_bytes(bytes.get(17..19)?.try_into().ok()?) as usize;
-    let key = bytes.get(HEADER..HEADER + key_len)?.to_vec();
-    let value = bytes.get(HEADER + key_len..)?.to_vec();
+    let key = bytes.get(HEADER..HEADER + key_len)?;
+    let value = bytes.get(HEADER + key_len..)?;
     Some(Slot { expires_secs, written_nanos, key, value })
 }
 
@@ -96,19 +97,19 @@ impl SharedTable {
         self.buckets * self.ways
     }
 
+    /// `<prefix>.<bucket>.<way>`, built without the formatting machinery (several per lookup).
     fn slot_key(&self, bucket: u32, way: u32) -> String {
-        format!("{}.{}.{}", self.prefix, bucket, way)
+        let mut key = String::with_capacity(self.prefix.len() + 24);
+        key.push_str(&self.prefix);
+        key.push('.');
+        crate::gateway::push_decimal(&mut key, u64::from(bucket));
+        key.push('.');
+        crate::gateway::push_decimal(&mut key, u64::from(way));
+        key
     }
 
     fn bucket(&self, key: &str) -> u32 {
         (fnv1a64(key.as_bytes()) % u64::from(self.buckets)) as u32
-    }
-
-    /// One slot: `None` when it was never written, else what it decodes to.
-    #[allow(clippy::type_complexity)]
-    fn read(&self, host: &dyn Host, slot_key: &str) -> Result<(Option<Option<Slot>>, Option<u32>), HostError> {
-        let (value, cas) = host.shared_data(slot_key)?;
-        Ok((value.map(|v| decode(&v)), cas))
     }
 
     /// The live value stored under `key`, if any.
@@ -116,12 +117,13 @@ impl SharedTable {
         let now = host.now_nanos() / 1_000_000_000;
         let bucket = self.bucket(key);
         for way in 0..self.ways {
-            match self.read(host, &self.slot_key(bucket, way)) {
+            match host.shared_data(&self.slot_key(bucket, way)) {
                 Ok((None, _)) => return None,
-                Ok((Some(Some(slot)), _)) if slot.key == key.as_bytes() && slot.expires_secs > now => {
-                    return Some(slot.value);
-                }
-                _ => {}
+                Ok((Some(raw), _)) => match decode(&raw) {
+                    Some(slot) if slot.key == key.as_bytes() && slot.expires_secs > now => return Some(slot.value.to_vec()),
+                    _ => {}
+                },
+                Err(_) => {}
             }
         }
         None
@@ -165,7 +167,7 @@ impl SharedTable {
             let mut oldest: Option<(u64, String, Option<u32>)> = None;
             for way in 0..self.ways {
                 let slot_key = self.slot_key(bucket, way);
-                let (slot, cas) = match self.read(host, &slot_key) {
+                let (raw, cas) = match host.shared_data(&slot_key) {
                     Ok((None, cas)) => {
                         // Never written, and so is every later way: the key is not here.
                         if choice.is_none() {
@@ -173,14 +175,14 @@ impl SharedTable {
                         }
                         break;
                     }
-                    Ok((Some(slot), cas)) => (slot, cas),
+                    Ok((Some(raw), cas)) => (raw, cas),
                     // Writing past an unreadable way could leave a never-written way before
                     // a written one, which scans (stopping at the first) would never reach.
                     Err(_) => return Put::Failed,
                 };
-                match slot {
+                match decode(&raw) {
                     Some(s) if s.key == key.as_bytes() => {
-                        if s.expires_secs > now && keep(&s.value) {
+                        if s.expires_secs > now && keep(s.value) {
                             return Put::Kept;
                         }
                         choice = Some((slot_key, cas));

@@ -137,12 +137,15 @@ pub fn path_is(path: &[Seg], keys: &[&str]) -> bool {
 
 impl JsonScanner {
     pub fn new(max_string: usize, max_depth: usize) -> Self {
+        const TYPICAL_DEPTH: usize = 8;
+        // Room for a typical document's nesting and strings, so they do not regrow step by
+        // step (a string longer than `max_string` is not kept anyway).
         JsonScanner {
             state: State::Value,
-            frames: Vec::new(),
-            path: Vec::new(),
+            frames: Vec::with_capacity(TYPICAL_DEPTH.min(max_depth)),
+            path: Vec::with_capacity(TYPICAL_DEPTH.min(max_depth)),
             string: StringBody::default(),
-            buf: Vec::new(),
+            buf: Vec::with_capacity(max_string.clamp(16, 256)),
             overflow: false,
             max_string,
             max_depth,
@@ -311,15 +314,27 @@ impl JsonScanner {
         self.state = if self.frames.is_empty() { State::Done } else { State::After };
     }
 
+    /// A string without escapes is handed out borrowed from the scanner's buffer, and a key
+    /// is decoded into its object's path segment (reused from key to key): no allocation
+    /// per string.
     fn end_string(&mut self, key: bool, on_scalar: &mut impl FnMut(&[Seg], Scalar<'_>)) {
-        let decoded = if self.overflow { None } else { decode_string(&self.buf) };
+        let plain = !self.overflow && !self.buf.contains(&b'\\');
         if key {
-            if let Some(last) = self.path.last_mut() {
-                *last = Seg::Key(decoded.unwrap_or_default());
+            match self.path.last_mut() {
+                Some(Seg::Key(k)) if plain => {
+                    k.clear();
+                    k.push_str(std::str::from_utf8(&self.buf).unwrap_or_default());
+                }
+                Some(last) => *last = Seg::Key(if self.overflow { None } else { decode_string(&self.buf) }.unwrap_or_default()),
+                None => {}
             }
             self.state = State::Colon;
         } else {
-            if let Some(s) = decoded {
+            if plain {
+                if let Ok(s) = std::str::from_utf8(&self.buf) {
+                    on_scalar(&self.path, Scalar::Str(s));
+                }
+            } else if let Some(s) = if self.overflow { None } else { decode_string(&self.buf) } {
                 on_scalar(&self.path, Scalar::Str(&s));
             }
             self.value_done();
