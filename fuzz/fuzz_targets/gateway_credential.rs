@@ -4,7 +4,8 @@
 //! - whatever content the key signs (the parser sees only signed content), `verify` either
 //!   reads a credential whose re-signing verifies to the same credential, or says malformed
 //!   or expired;
-//! - any credential built from arbitrary claims signs and verifies back to itself.
+//! - any credential built from arbitrary claims (its chain ending with its agent, as the
+//!   gateway writes it) signs and verifies back to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tollgate_core::gateway::{sign, verify, Credential, HmacKey, Rejection};
@@ -56,15 +57,15 @@ fuzz_target!(|data: &[u8]| {
     // Claims of any content round-trip.
     let nonempty = |s: String| if s.is_empty() { "x".to_string() } else { s };
     let optional = |s: String| (!s.is_empty()).then_some(s);
-    let claims = Credential {
-        expiry: now + 1,
-        trace_id: nonempty(text(input.part())),
-        agent: nonempty(text(input.part())),
-        on_behalf_of: optional(text(input.part())),
-        team: optional(text(input.part())),
-        tier: optional(text(input.part())),
-        chain: input.rest().split(|b| *b == b'\n').map(|e| nonempty(text(e))).take(64).collect(),
-    };
+    let trace_id = nonempty(text(input.part()));
+    let agent = nonempty(text(input.part()));
+    let (on_behalf_of, team, tier) = (optional(text(input.part())), optional(text(input.part())), optional(text(input.part())));
+    // A chain the gateway writes ends with the agent it was issued to (the parser refuses others).
+    let mut chain: Vec<String> = input.rest().split(|b| *b == b'\n').map(|e| nonempty(text(e))).take(64).collect();
+    if let Some(last) = chain.last_mut() {
+        last.clone_from(&agent);
+    }
+    let claims = Credential { expiry: now + 1, trace_id, agent, on_behalf_of, team, tier, chain };
     let value = sign(&key, &claims);
     if value.len() <= tollgate_core::gateway::MAX_LEN {
         assert_eq!(verify(&key, &value, now), Ok(claims));
