@@ -1521,16 +1521,23 @@ def start_litellm(upstream_port: int) -> harness.Proc:
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
            "DISABLE_ADMIN_UI": "True", "NO_DOCS": "True", "PYTHONUNBUFFERED": "1",
            "HOME": str(WORKDIR)}
-    proc = start_proc("litellm", ["taskset", "-c", str(ENVOY_CORE), str(S.litellm_bin), "--config", str(cfg_path),
-                                  "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"], env=env)
+    return start_peer("LiteLLM", [str(S.litellm_bin), "--config", str(cfg_path), "--host", "127.0.0.1",
+                                  "--port", str(port), "--num_workers", "1"], env, port, "/health/liveliness", 180)
+
+
+def start_peer(name: str, cmd: list[str], env: dict[str, str], port: int, ready_path: str,
+               ready_secs: float) -> harness.Proc:
+    """A peer proxy (LiteLLM, Portkey) pinned to the core of the Envoy under test, started and
+    waited for until `ready_path` answers 200; `NotRun` with its log's tail if it never does."""
+    proc = start_proc(name.lower(), ["taskset", "-c", str(ENVOY_CORE), *cmd], env=env)
     proc.port = port  # type: ignore[attr-defined]
     try:
-        harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200,
-                           180, "litellm ready", proc)
+        harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200,
+                           ready_secs, f"{name.lower()} ready", proc)
     except (RuntimeError, TimeoutError) as err:
         tail = proc.log_tail(15)
         stop_proc(proc)
-        raise NotRun(f"LiteLLM did not start: {str(err).splitlines()[0]} {tail[-400:]}")
+        raise NotRun(f"{name} did not start: {str(err).splitlines()[0]} {tail[-400:]}")
     return proc
 
 
@@ -1598,18 +1605,8 @@ def start_portkey() -> harness.Proc:
     if not server.exists() or not PORTKEY_NODE.exists():
         raise NotRun(f"Portkey not installed ({PORTKEY_DIR.relative_to(REPO)}/node_modules); bench/run.sh installs it")
     port = harness.free_port()
-    proc = start_proc("portkey", ["taskset", "-c", str(ENVOY_CORE), str(PORTKEY_NODE), str(server), f"--port={port}",
-                                  "--headless"],
-                      env={"HOME": str(WORKDIR)})
-    proc.port = port  # type: ignore[attr-defined]
-    try:
-        harness.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200,
-                           60, "portkey ready", proc)
-    except (RuntimeError, TimeoutError) as err:
-        tail = proc.log_tail(15)
-        stop_proc(proc)
-        raise NotRun(f"Portkey did not start: {str(err).splitlines()[0]} {tail[-400:]}")
-    return proc
+    return start_peer("Portkey", [str(PORTKEY_NODE), str(server), f"--port={port}", "--headless"],
+                      {"HOME": str(WORKDIR)}, port, "/", 60)
 
 
 def portkey_note(resp: httpx.Response) -> str:

@@ -533,13 +533,8 @@ def pem(obj) -> str:
                              serialization.NoEncryption()).decode()
 
 
-def test_mtls_peer_spiffe_id_is_the_identity(world, tmp_path):
-    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = make_cert("tollgate-test-ca", ca_key, ca_key, None, [], ca=True)
-    server = make_cert("localhost", server_key, ca_key, ca.subject,
-                       [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    spiffe = "spiffe://cluster.local/ns/agents/sa/planner"
-    client = make_cert("planner", client_key, ca_key, ca.subject, [x509.UniformResourceIdentifier(spiffe)])
+def mtls_envoy_config(server: x509.Certificate, server_key, ca: x509.Certificate) -> dict:
+    """envoy/mcp.yaml with its listener on TLS that requires a client certificate `ca` issued."""
     cfg = envoy_config()
     cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",
@@ -553,6 +548,17 @@ def test_mtls_peer_spiffe_id_is_the_identity(world, tmp_path):
             },
         },
     }
+    return cfg
+
+
+def test_mtls_peer_spiffe_id_is_the_identity(world, tmp_path):
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = make_cert("tollgate-test-ca", ca_key, ca_key, None, [], ca=True)
+    server = make_cert("localhost", server_key, ca_key, ca.subject,
+                       [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    spiffe = "spiffe://cluster.local/ns/agents/sa/planner"
+    client = make_cert("planner", client_key, ca_key, ca.subject, [x509.UniformResourceIdentifier(spiffe)])
+    cfg = mtls_envoy_config(server, server_key, ca)
     plugin = gateway_plugin()
     plugin["identity"]["mtls"] = True
     plugin["policy"]["rules"].append({"id": "agents-team-deletes", "effect": "allow", "teams": ["agents"], "tools": ["delete_row"]})
@@ -607,20 +613,7 @@ def test_a_gateway_credential_needs_a_peer_certificate_of_the_trust_domain_when_
     plugin = gateway_plugin()
     plugin["identity"]["gateway"] = {"signing_key": "CHANGE-ME-a-random-secret-of-32-bytes-or-more",
                                      "require_peer_certificate": True, "trust_domain": "cluster.local"}
-    tls_cfg = envoy_config()
-    tls_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": True,
-            "common_tls_context": {
-                "tls_certificates": [{"certificate_chain": {"inline_string": pem(server)},
-                                      "private_key": {"inline_string": pem(server_key)}}],
-                "validation_context": {"trusted_ca": {"inline_string": pem(ca)}},
-            },
-        },
-    }
-    tls_envoy = world.envoy("gateway-peer-tls", "json", plugin, tls_cfg)
+    tls_envoy = world.envoy("gateway-peer-tls", "json", plugin, mtls_envoy_config(server, server_key, ca))
     plain_envoy = world.envoy("gateway-peer-plain", "json", plugin)
     world.reset_calls("json")
 
