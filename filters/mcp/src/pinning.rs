@@ -357,14 +357,7 @@ impl Pinning {
                 Err(e) => out.error = Some(e),
             }
         }
-        if !unpinnable.is_empty() && out.error.is_none() {
-            out.error = Some(format!(
-                "tool_pinning.capacity: no room to pin {} new tool(s) ({}); raise the capacity or pin them in config",
-                unpinnable.len(),
-                unpinnable.join(", ")
-            ));
-            out.unpinnable = true;
-        }
+        out.unpinnable = unpinnable;
         let shown: Vec<&str> = verdicts.iter().filter(|(_, v)| **v).map(|(k, _)| k.as_str()).collect();
         if !shown.is_empty() {
             let key = listed_key(subject);
@@ -465,11 +458,24 @@ pub struct Reviewed {
     pub text: Option<String>,
     pub hidden: usize,
     pub changed: Vec<PinNote>,
-    /// Why the list is not passed as it is (`unpinnable` false: the whole list is refused).
+    /// Why the list could not be reviewed: the whole list is refused.
     pub error: Option<String>,
-    /// `error` names tools hidden because no pin could be stored for them; the rest of the
-    /// list is passed.
-    pub unpinnable: bool,
+    /// Tools no pin could be stored for (not shown unless `changed_tool: log`); the rest of
+    /// the list is passed.
+    pub unpinnable: Vec<String>,
+}
+
+impl Reviewed {
+    /// The list record's `error` when tools could not be pinned.
+    pub fn unpinnable_note(&self) -> Option<String> {
+        (!self.unpinnable.is_empty()).then(|| {
+            format!(
+                "tool_pinning.capacity: no room to pin {} new tool(s) ({}); raise the capacity or pin them in config",
+                self.unpinnable.len(),
+                self.unpinnable.join(", ")
+            )
+        })
+    }
 }
 
 #[derive(Serialize)]

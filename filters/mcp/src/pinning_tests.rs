@@ -104,10 +104,11 @@ fn a_full_pin_table_hides_new_tools_and_never_forgets_a_pin() {
     let flood = p.review_list(&host, subject, &list(&refs), true);
     // Three found room; five could not be pinned, so they are not shown.
     assert_eq!(flood.hidden, 5);
+    let error = flood.unpinnable_note().unwrap();
     let text = flood.text.unwrap();
     assert!(text.contains("\"t0\"") && !text.contains("\"t7\""), "{text}");
-    assert!(flood.unpinnable);
-    let error = flood.error.unwrap();
+    assert_eq!(flood.unpinnable.len(), 5);
+    assert!(flood.error.is_none(), "the rest of the list is passed");
     assert!(error.starts_with("tool_pinning.capacity: no room to pin 5 new tool(s)"), "{error}");
     // The first pin survived the flood: its poisoned definition is still caught.
     let later = p.review_list(&host, subject, &list(&[POISONED]), true);
@@ -117,14 +118,14 @@ fn a_full_pin_table_hides_new_tools_and_never_forgets_a_pin() {
     let log = pinning(r#"{"capacity":4,"changed_tool":"log"}"#);
     let other = MemoryHost::new();
     let logged = log.review_list(&other, subject, &list(&refs), true);
-    assert!(logged.text.is_none() && logged.unpinnable && logged.error.is_some());
+    assert!(logged.text.is_none() && !logged.unpinnable.is_empty() && logged.unpinnable_note().is_some());
     // A configured pin needs a slot for the definition last seen: without one, not shown.
     let configured = pinning(&format!(r#"{{"capacity":4,"changed_tool":"deny","pins":{{"db":{{"delete_row":"{}"}}}}}}"#, tool_digest(DELETE_ROW).unwrap().1));
     let full = MemoryHost::new();
     assert!(configured.review_list(&full, subject, &list(&refs[..4]), true).error.is_none());
     let poisoned = configured.review_list(&full, subject, &list(&[POISONED]), true);
     assert_eq!(poisoned.hidden, 1, "deny would list it, but its call could not be judged");
-    assert!(poisoned.unpinnable);
+    assert!(!poisoned.unpinnable.is_empty());
 }
 
 #[test]

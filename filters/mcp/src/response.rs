@@ -377,6 +377,7 @@ impl Reader<'_> {
             };
             let enforce = !self.policy.is_some_and(|p| p.dry_run);
             let reviewed = pins.review_list(host, subject, now, enforce);
+            let unpinnable = reviewed.unpinnable_note();
             if let Some(new) = reviewed.text {
                 outcome = Outcome::Replace(new);
             }
@@ -384,9 +385,13 @@ impl Reader<'_> {
                 if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
                     rec.error = Some(e);
                 }
-                if enforce && !reviewed.unpinnable {
+                if enforce {
                     let body = rpc_error_body::<()>(msg.id, codes::INTERNAL_ERROR, "gateway could not review the tool list", None);
                     outcome = Outcome::Replace(String::from_utf8_lossy(&body).into_owned());
+                }
+            } else if let Some(note) = unpinnable {
+                if let Some(rec) = record.and_then(|i| self.records.get_mut(i)) {
+                    rec.error = Some(note);
                 }
             }
             hidden += reviewed.hidden;
