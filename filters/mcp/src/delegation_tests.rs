@@ -43,12 +43,20 @@ fn shared() -> Rc<Shared> {
 }
 
 fn call(shared: &Rc<Shared>, credential: Option<&str>, trace: &str) -> MemoryHost {
+    call_on(shared, credential, trace, None)
+}
+
+/// A tools/call through the filter, on a fresh host or on the shared data `prev` left.
+fn call_on(shared: &Rc<Shared>, credential: Option<&str>, trace: &str, prev: Option<&MemoryHost>) -> MemoryHost {
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
     let mut headers = vec![(":method", "POST"), ("content-type", "application/json"), ("traceparent", traceparent.as_str())];
     if let Some(c) = credential {
         headers.push((gateway::HEADER, c));
     }
     let host = MemoryHost::with_request_headers(&headers);
+    if let Some(prev) = prev {
+        *host.shared.borrow_mut() = prev.shared.borrow().clone();
+    }
     host.set_prop(&["xds", "cluster_name"], b"mcp_demo");
     *host.clock_nanos.borrow_mut() = NOW * 1_000_000_000;
     let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_db","arguments":{"table":"orders"}}}"#;
@@ -202,23 +210,5 @@ fn rate_limits_select_agents_and_on_behalf_of() {
 
 /// [`call`] on the shared data `prev` left.
 fn call_after(shared: &Rc<Shared>, prev: &MemoryHost, credential: &str) -> MemoryHost {
-    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
-    let headers = [(":method", "POST"), ("content-type", "application/json"), ("traceparent", traceparent.as_str()), (gateway::HEADER, credential)];
-    let host = MemoryHost::with_request_headers(&headers);
-    *host.shared.borrow_mut() = prev.shared.borrow().clone();
-    host.set_prop(&["xds", "cluster_name"], b"mcp_demo");
-    *host.clock_nanos.borrow_mut() = NOW * 1_000_000_000;
-    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_db","arguments":{"table":"orders"}}}"#;
-    let mut ex = Exchange::new(shared.clone(), Rc::new(Metrics::new()));
-    if callback(&host, |h| ex.on_request_headers(h, false)) == Step::Pause && host.local_reply.borrow().is_none() {
-        *host.request_body.borrow_mut() = body.as_bytes().to_vec();
-        callback(&host, |h| ex.on_request_body(h, body.len(), true));
-    }
-    if host.local_reply.borrow().is_none() {
-        *host.response_headers.borrow_mut() = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
-        ex.on_response_headers(&host, false);
-        *host.response_body.borrow_mut() = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#.to_vec();
-        ex.on_response_body(&host, 45, true);
-    }
-    host
+    call_on(shared, Some(credential), TRACE, Some(prev))
 }
