@@ -28,6 +28,19 @@ LLM_KEY = "tg-demo-alice"  # a virtual key in envoy/llm.yaml
 LLM_MODEL = "gpt-4o-mini"  # routed to provider-a in envoy/llm.yaml
 
 
+def start_demo_upstreams(procs, gw: str, ports: dict) -> None:
+    """The fake LLM provider, the demo MCP server and the demo agent, which calls the LLM and
+    the MCP server through the gateway `gw`."""
+    procs.python("fake-llm", "examples/fake_llm/server.py", ["--port", str(ports["llm_provider_a"]), "--name", "provider-a"],
+                 f"http://127.0.0.1:{ports['llm_provider_a']}/healthz")  # fmt: skip
+    procs.python("mcp", "examples/mcp_server/server.py", ["--port", str(ports["mcp_demo"]), "--json-response"],
+                 f"http://127.0.0.1:{ports['mcp_demo']}/_calls")  # fmt: skip
+    agent_args = ["--port", str(ports["agent_echo"]), "--name", "tools", "--call-llm", f"{gw}/v1", "--call-mcp", f"{gw}/mcp"]
+    procs.python("agent", "examples/a2a_agent/agent.py", agent_args,
+                 f"http://127.0.0.1:{ports['agent_echo']}/.well-known/agent-card.json",
+                 env={"AGENT_LLM_KEY": LLM_KEY, "AGENT_LLM_MODEL": LLM_MODEL})  # fmt: skip
+
+
 async def _send(url: str, text: str) -> str:
     client = await create_client(url, client_config=ClientConfig(streaming=False))
     try:
@@ -45,14 +58,7 @@ def test_agent_llm_and_mcp_calls_share_the_a2a_trace(procs, workdir, fleet_store
     # the demo agent does without a credential of its own.
     envoy = procs.envoy("stack.yaml", upstreams=ports)
     gw = envoy.url
-    procs.python("fake-llm", "examples/fake_llm/server.py", ["--port", str(ports["llm_provider_a"]), "--name", "provider-a"],
-                 f"http://127.0.0.1:{ports['llm_provider_a']}/healthz")  # fmt: skip
-    procs.python("mcp", "examples/mcp_server/server.py", ["--port", str(ports["mcp_demo"]), "--json-response"],
-                 f"http://127.0.0.1:{ports['mcp_demo']}/_calls")  # fmt: skip
-    agent_args = ["--port", str(ports["agent_echo"]), "--name", "tools", "--call-llm", f"{gw}/v1", "--call-mcp", f"{gw}/mcp"]
-    procs.python("agent", "examples/a2a_agent/agent.py", agent_args,
-                 f"http://127.0.0.1:{ports['agent_echo']}/.well-known/agent-card.json",
-                 env={"AGENT_LLM_KEY": LLM_KEY, "AGENT_LLM_MODEL": LLM_MODEL})  # fmt: skip
+    start_demo_upstreams(procs, gw, ports)
 
     reply = asyncio.run(_send(f"{gw}/agents/echo", "cross the layers")).splitlines()
 

@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 import harness
+from test_cross_layer import start_demo_upstreams
 from a2a.client import ClientConfig, create_client
 from a2a.helpers import get_stream_response_text, new_text_message
 from a2a.types import SendMessageRequest
@@ -222,17 +223,6 @@ async def _send(url: str, text: str) -> str:
         await client.close()
 
 
-def _start_upstreams(procs, gw: str, ports: dict) -> None:
-    procs.python("fake-llm", "examples/fake_llm/server.py", ["--port", str(ports["llm_provider_a"]), "--name", "provider-a"],
-                 f"http://127.0.0.1:{ports['llm_provider_a']}/healthz")  # fmt: skip
-    procs.python("mcp", "examples/mcp_server/server.py", ["--port", str(ports["mcp_demo"]), "--json-response"],
-                 f"http://127.0.0.1:{ports['mcp_demo']}/_calls")  # fmt: skip
-    agent_args = ["--port", str(ports["agent_echo"]), "--name", "tools", "--call-llm", f"{gw}/v1", "--call-mcp", f"{gw}/mcp"]
-    procs.python("agent", "examples/a2a_agent/agent.py", agent_args,
-                 f"http://127.0.0.1:{ports['agent_echo']}/.well-known/agent-card.json",
-                 env={"AGENT_LLM_KEY": LLM_KEY, "AGENT_LLM_MODEL": LLM_MODEL})  # fmt: skip
-
-
 def _ports(fleet_store) -> dict:
     return {"llm_provider_a": harness.free_port(), "llm_provider_b": harness.free_port(),
             "mcp_demo": harness.free_port(), "agent_echo": harness.free_port(),
@@ -260,7 +250,7 @@ def test_cross_layer_scenario_is_one_trace_of_linked_spans_with_convention_attri
     ports = _ports(fleet_store)
     envoy = otel_stack(procs, collector.port, logs.port, ports=ports)
     gw = envoy.url
-    _start_upstreams(procs, gw, ports)
+    start_demo_upstreams(procs, gw, ports)
 
     reply = asyncio.run(_send(f"{gw}/agents/echo", "cross the layers")).splitlines()
     assert reply[0] == "[tools] echo: cross the layers" and reply[2] == "mcp: cross the layers", reply
@@ -349,7 +339,7 @@ def test_every_response_names_the_gateway_request_id_and_span(procs, fleet_store
     ports = _ports(fleet_store)
     envoy = otel_stack(procs, collector.port, None, ports=ports)
     gw = envoy.url
-    _start_upstreams(procs, gw, ports)
+    start_demo_upstreams(procs, gw, ports)
 
     # LLM, through the OpenAI SDK (its raw response exposes the headers): the provider's own
     # x-request-id is kept aside, the client sees the gateway's.
