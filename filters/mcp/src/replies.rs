@@ -242,14 +242,8 @@ fn quoted(s: &str) -> String {
 }
 
 fn join_array(parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + parts.len() + 2);
-    out.push(b'[');
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(p);
-    }
+    let mut out = vec![b'['];
+    tollgate_core::wire::push_json_elements(&mut out, parts);
     out.push(b']');
     out
 }

@@ -397,12 +397,7 @@ pub fn export_body(service_name: &str, scope: &str, spans: &[Vec<u8>]) -> Vec<u8
     body.extend_from_slice(br#"}}]},"scopeSpans":[{"scope":{"name":"#);
     write_str(&mut body, scope);
     body.extend_from_slice(concat!(r#","version":""#, env!("CARGO_PKG_VERSION"), r#""},"spans":["#).as_bytes());
-    for (i, span) in spans.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(span);
-    }
+    crate::wire::push_json_elements(&mut body, spans);
     body.extend_from_slice(b"]}]}]}");
     body
 }
